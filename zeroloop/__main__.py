@@ -1,0 +1,5 @@
+"""`python -m zeroloop` is the `zeroloop` command."""
+
+from zeroloop.cli.main import main
+
+main()

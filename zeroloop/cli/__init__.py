@@ -1,0 +1,1 @@
+"""The `zeroloop` command line (typer + rich); one module per command group."""

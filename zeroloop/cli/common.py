@@ -1,0 +1,37 @@
+"""What every command shares: the consoles, loading settings, opening the App."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.logging import RichHandler
+
+from zeroloop.app import App
+from zeroloop.config import Settings, load_settings
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def settings() -> Settings:
+    """Load and validate the settings; a ConfigError reaches `main` and is printed as one line."""
+    loaded = load_settings()
+    logging.basicConfig(
+        level=loaded.log_level,
+        format="%(message)s",
+        handlers=[RichHandler(console=err_console, show_path=False)],
+        force=True,
+    )
+    # Alembic narrates every migration context at INFO; zeroloop reports upgrades itself.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLevelName(loaded.log_level)))
+    return loaded
+
+
+@contextmanager
+def open_app(*, upgrade: bool | None = None) -> Iterator[App]:
+    """Open the App for one command and close it afterwards."""
+    with App(settings(), upgrade=upgrade) as app:
+        yield app

@@ -1,0 +1,34 @@
+"""`zeroloop db`: inspect and upgrade the store's schema."""
+
+from __future__ import annotations
+
+import typer
+
+from zeroloop.cli.common import console, settings
+from zeroloop.store import migrate
+from zeroloop.store.database import Store
+
+app = typer.Typer(help="Inspect and upgrade the store's schema.", no_args_is_help=True)
+
+
+@app.command("upgrade")
+def upgrade() -> None:
+    """Upgrade the store's schema to this version of zeroloop (safe to run while others run)."""
+    loaded = settings()
+    with Store(loaded.store_url, loaded.store) as store:
+        before = migrate.upgrade(store)
+        if before.up_to_date:
+            console.print(f"{store.display_url}: schema already at {before.head}")
+        else:
+            console.print(f"{store.display_url}: schema upgraded from {before.current or 'empty'} to {before.head}")
+
+
+@app.command("status")
+def status() -> None:
+    """Print the store's schema revision and the one this zeroloop needs; exit 1 if they differ."""
+    loaded = settings()
+    with Store(loaded.store_url, loaded.store) as store:
+        state = migrate.status(store)
+    console.print(f"{store.display_url}: schema {state.current or 'empty'}, this zeroloop needs {state.head}")
+    if not state.up_to_date:
+        raise typer.Exit(1)

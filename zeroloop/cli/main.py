@@ -1,0 +1,73 @@
+"""The `zeroloop` command: every subcommand is registered here."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from zeroloop import doctor
+from zeroloop.cli import db
+from zeroloop.cli.common import console, err_console, settings
+from zeroloop.errors import ZeroloopError
+
+app = typer.Typer(
+    name="zeroloop",
+    help="Run the AlphaZero-style self-improvement loop across a fleet of unreliable machines.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(db.app, name="db")
+
+
+@app.command("config")
+def config_command(
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of TOML-like sections."),
+) -> None:
+    """Print the effective settings, with passwords and tokens redacted."""
+    data = settings().redacted()
+    if as_json:
+        console.print_json(json.dumps(data))
+        return
+    sections = {key: value for key, value in data.items() if isinstance(value, dict)}
+    for key, value in data.items():
+        if key not in sections:
+            console.print(f"{key} = {escape(json.dumps(value))}")
+    for name, section in sections.items():
+        console.print(f"\n[bold][{name}][/bold]")
+        for key, value in section.items():
+            console.print(f"{key} = {escape(json.dumps(value))}")
+
+
+@app.command("doctor")
+def doctor_command() -> None:
+    """Check the store, the data directory, the artifact location and the optional dependencies."""
+    findings = doctor.run_checks(settings())
+    table = Table(show_header=True, header_style="bold")
+    for column in ("check", "result", "detail", "fix"):
+        table.add_column(column)
+    style = {doctor.Verdict.OK: "green", doctor.Verdict.WARN: "yellow", doctor.Verdict.FAIL: "red"}
+    for finding in findings:
+        colour = style[finding.verdict]
+        table.add_row(
+            finding.name, f"[{colour}]{finding.verdict}[/{colour}]", escape(finding.detail), escape(finding.fix)
+        )
+    console.print(table)
+    failed = [finding for finding in findings if finding.verdict is doctor.Verdict.FAIL]
+    if failed:
+        err_console.print(f"[red]doctor: {len(failed)} check(s) failed[/red]")
+        raise typer.Exit(1)
+    console.print("[green]doctor: all checks passed[/green]")
+
+
+def main() -> None:
+    """Entry point: run the CLI, printing zeroloop's own errors as one line and exiting 2."""
+    try:
+        app()
+    except ZeroloopError as exc:
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+        sys.exit(2)

@@ -1,0 +1,309 @@
+"""The one typed settings object of zeroloop.
+
+Every default zeroloop uses lives in this module and nowhere else. Values come, in
+order of precedence, from keyword arguments, `ZEROLOOP_*` environment variables
+(nested sections joined by a double underscore, e.g. `ZEROLOOP_EVENTS__POLL_INTERVAL_S`),
+an optional TOML file (`./zeroloop.toml`, or the path in `ZEROLOOP_CONFIG_FILE`), and
+the defaults below. `load_settings()` is the only place that reads the environment;
+everything else receives a `Settings` instance through its constructor.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from zeroloop.errors import ConfigError
+
+ENV_PREFIX = "ZEROLOOP_"
+CONFIG_FILE_ENV = "ZEROLOOP_CONFIG_FILE"
+DEFAULT_CONFIG_FILE = "zeroloop.toml"
+
+_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^/:@\s]*:)(?P<secret>[^@\s]+)(?P<at>@)")
+_SECRET_QUERY = re.compile(r"(?P<head>[?&](?:password|token|secret|key)=)(?P<secret>[^&\s]+)", re.I)
+
+
+def redact(text: str) -> str:
+    """Replace passwords inside URLs and secret query parameters with `***`."""
+    text = _URL_PASSWORD.sub(r"\g<head>***\g<at>", text)
+    return _SECRET_QUERY.sub(r"\g<head>***", text)
+
+
+class _Section(BaseModel):
+    model_config = {"extra": "forbid", "validate_assignment": True}
+
+
+class StoreSettings(_Section):
+    """Where all state lives: a SQLite file (default) or a PostgreSQL server."""
+
+    url: SecretStr | None = Field(
+        default=None,
+        description="sqlite:///path or postgresql://user:pass@host:port/db; "
+        "unset means a SQLite file 'zeroloop.db' in the data directory",
+    )
+    busy_timeout_s: float = Field(default=30.0, gt=0, description="SQLite lock wait (seconds)")
+    connect_timeout_s: float = Field(default=5.0, gt=0, description="PostgreSQL connect timeout (seconds)")
+    pool_size: int = Field(default=5, ge=1, description="PostgreSQL connections kept per process")
+    auto_upgrade: bool = Field(
+        default=True, description="upgrade the embedded SQLite schema on start (PostgreSQL: use `zeroloop db upgrade`)"
+    )
+
+
+class ArtifactSettings(_Section):
+    """Content-addressed artifact storage."""
+
+    url: str | None = Field(
+        default=None,
+        description="any fsspec URL (file://, s3://, gs://, sftp://, memory://); unset means <data_dir>/artifacts",
+    )
+    cache_max_bytes: int = Field(default=20 * 1024**3, ge=0, description="local artifact cache limit (bytes)")
+    bandwidth_limit_bytes_per_s: int = Field(default=0, ge=0, description="transfer limit (bytes/s); 0 is unlimited")
+
+
+class EventSettings(_Section):
+    """The durable event bus."""
+
+    poll_interval_s: float = Field(default=0.05, gt=0, le=60, description="SQLite consumer poll interval (seconds)")
+    handler_timeout_s: float = Field(default=60.0, gt=0, description="time one handler call may take (seconds)")
+    max_attempts: int = Field(default=5, ge=1, description="handler attempts before an event is dead-lettered")
+    retry_initial_s: float = Field(default=0.5, ge=0, description="first handler retry delay (seconds)")
+    retry_max_s: float = Field(default=30.0, ge=0, description="largest handler retry delay (seconds)")
+    dlq_retry_interval_s: float = Field(default=300.0, gt=0, description="dead-letter re-delivery interval (seconds)")
+    batch_size: int = Field(default=500, ge=1, description="events fetched per consumer read")
+    retention_max_age_s: float = Field(default=7 * 86400.0, gt=0, description="events older than this are pruned")
+    retention_max_count: int = Field(default=1_000_000, ge=1000, description="events kept at most")
+
+
+class QueueSettings(_Section):
+    """The work queue and its backpressure."""
+
+    lease_s: float = Field(default=60.0, gt=0, description="job lease length (seconds)")
+    reaper_interval_s: float = Field(default=5.0, gt=0, description="expired-lease scan interval (seconds)")
+    default_max_attempts: int = Field(default=3, ge=1, description="attempts before a job is dead")
+    default_timeout_s: float = Field(default=3600.0, gt=0, description="default job run-time limit (seconds)")
+    retry_initial_s: float = Field(default=5.0, ge=0, description="first job retry delay (seconds)")
+    retry_max_s: float = Field(default=600.0, ge=0, description="largest job retry delay (seconds)")
+    soft_limit: int = Field(default=200, ge=1, description="queued jobs per type where backpressure starts")
+    hard_limit: int = Field(default=1000, ge=1, description="queued jobs per type where producers are refused")
+    memory_soft_pct: float = Field(default=80.0, gt=0, le=100, description="node memory use that adds pressure (%)")
+    memory_hard_pct: float = Field(default=95.0, gt=0, le=100, description="node memory use that stops producers (%)")
+    disk_soft_pct: float = Field(default=85.0, gt=0, le=100, description="data-disk use that adds pressure (%)")
+    disk_hard_pct: float = Field(default=97.0, gt=0, le=100, description="data-disk use that stops producers (%)")
+    concurrency_per_config: dict[str, int] = Field(
+        default_factory=lambda: {"train": 1, "export": 1},
+        description="job type -> most jobs of that type running at once for one config key",
+    )
+
+
+class DaemonSettings(_Section):
+    """Daemon supervision."""
+
+    restart_initial_s: float = Field(default=10.0, ge=0, description="first restart delay (seconds)")
+    restart_max_s: float = Field(default=300.0, ge=0, description="largest restart delay (seconds)")
+    restart_reset_after_s: float = Field(default=600.0, ge=0, description="healthy time that resets the backoff (seconds)")
+    crash_loop_restarts: int = Field(default=5, ge=1, description="restarts within the window that mean a crash loop")
+    crash_loop_window_s: float = Field(default=900.0, gt=0, description="crash-loop detection window (seconds)")
+    health_interval_s: float = Field(default=10.0, gt=0, description="health check interval (seconds)")
+    drain_deadline_s: float = Field(default=30.0, ge=0, description="graceful stop deadline per daemon (seconds)")
+
+
+class ClusterSettings(_Section):
+    """This node and the cluster it belongs to."""
+
+    node_id: str = Field(default_factory=socket.gethostname, min_length=1, description="this node's unique name")
+    provider: str = Field(default="local", description="where this node runs: local, lambda, vast, runpod, command, ...")
+    labels: list[str] = Field(default_factory=list, description="free-form capability labels")
+    cost_per_hour: float | None = Field(default=None, ge=0, description="what this node costs (currency units/hour)")
+    heartbeat_interval_s: float = Field(default=10.0, gt=0, description="node heartbeat interval (seconds)")
+    node_lost_after_s: float = Field(default=60.0, gt=0, description="silence after which a node is lost (seconds)")
+    leader_lease_s: float = Field(default=15.0, gt=0, description="leader and role lease length (seconds)")
+
+
+class HealthSettings(_Section):
+    """Circuit breakers and the system health score."""
+
+    breaker_failure_threshold: int = Field(default=3, ge=1, description="failures that open a circuit")
+    breaker_recovery_s: float = Field(default=300.0, gt=0, description="open time before a half-open trial (seconds)")
+    breaker_half_open_successes: int = Field(default=1, ge=1, description="trial successes that close a circuit")
+    error_window_s: float = Field(default=600.0, gt=0, description="window for the recent-error rate (seconds)")
+    pause_below_score: float = Field(default=0.4, ge=0, le=1, description="pipeline pauses below this health score")
+    resume_above_score: float = Field(default=0.6, ge=0, le=1, description="paused pipeline resumes above this score")
+
+
+class IdleSettings(_Section):
+    """Idle shutdown of rented nodes, per provider."""
+
+    enabled: bool = Field(default=True, description="let the idle-shutdown daemon act at all")
+    dry_run: bool = Field(default=True, description="log what would be terminated, terminate nothing")
+    threshold_s: dict[str, float] = Field(
+        default_factory=lambda: {"lambda": 1800.0, "vast": 900.0, "runpod": 1200.0, "default": 1800.0},
+        description="provider -> idle time before termination (seconds)",
+    )
+    util_threshold_pct: float = Field(default=10.0, ge=0, le=100, description="GPU utilisation below which a node is idle (%)")
+    min_nodes: dict[str, int] = Field(
+        default_factory=lambda: {"default": 0}, description="provider -> nodes always kept"
+    )
+    drain_period_s: float = Field(default=300.0, ge=0, description="drain time before termination (seconds)")
+
+
+class PipelineSettings(_Section):
+    """Stage triggers and the promotion policy."""
+
+    train_after_samples: int = Field(default=4096, ge=1, description="new samples that trigger export and training")
+    window_samples: int = Field(default=100_000, ge=1, description="samples in a training window")
+    eval_games: int = Field(default=40, ge=2, description="games played against the current best")
+    promote_win_rate: float = Field(default=0.55, gt=0, lt=1, description="lower confidence bound to promote")
+    promote_confidence: float = Field(default=0.95, gt=0, lt=1, description="confidence of that bound")
+    baseline_floor: float | None = Field(default=None, ge=0, le=1, description="optional score floor against baselines")
+    promotion_cooldown_s: float = Field(default=60.0, ge=0, description="least time between promotions (seconds)")
+
+
+class WorkloadSettings(_Section):
+    """What the loop runs."""
+
+    kind: Literal["alphazero", "command"] = Field(
+        default="alphazero", description="built-in AlphaZero or a user command"
+    )
+    command_file: Path | None = Field(default=None, description="TOML file mapping operations to command templates")
+    device: str = Field(default="cpu", description="torch device for training and inference: cpu, cuda, cuda:N")
+    torch_threads: int = Field(default=0, ge=0, description="CPU threads torch uses per worker; 0 keeps its default")
+    game_params: dict[str, dict[str, int | float | bool | str]] = Field(
+        default_factory=dict,
+        description="config key -> OpenSpiel game parameters (unset: OpenSpiel's defaults), "
+        "e.g. {'hex_2p': {'board_size': 7}}",
+    )
+    overrides: dict[str, dict[str, int | float]] = Field(
+        default_factory=dict,
+        description="config key -> values replacing the AlphaZero settings below for that config, "
+        "e.g. {'tic_tac_toe_2p': {'blocks': 1, 'channels': 16}}",
+    )
+    blocks: int = Field(default=6, ge=0, description="residual blocks in the policy-value network")
+    channels: int = Field(default=64, ge=1, description="convolution channels in the policy-value network")
+    value_hidden: int = Field(default=64, ge=1, description="hidden units of the value head")
+    simulations: int = Field(default=200, ge=1, description="MCTS simulations per selfplay move")
+    c_puct: float = Field(default=1.5, gt=0, description="PUCT exploration constant")
+    dirichlet_alpha: float = Field(default=0.5, gt=0, description="Dirichlet noise concentration at the selfplay root")
+    dirichlet_epsilon: float = Field(default=0.25, ge=0, le=1, description="share of Dirichlet noise in root priors")
+    temperature_moves: int = Field(default=10, ge=0, description="selfplay moves sampled by visit count; argmax after")
+    parallel_games: int = Field(default=128, ge=1, description="games searched in lockstep; the inference batch size")
+    train_batch_size: int = Field(default=256, ge=1, description="training samples per optimizer step")
+    train_steps: int = Field(default=1000, ge=1, description="optimizer steps per training run")
+    learning_rate: float = Field(default=0.01, gt=0, description="SGD learning rate")
+    momentum: float = Field(default=0.9, ge=0, lt=1, description="SGD momentum")
+    weight_decay: float = Field(default=1e-4, ge=0, description="L2 weight decay")
+    checkpoint_every_steps: int = Field(default=200, ge=1, description="optimizer steps between checkpoints")
+    progress_every_steps: int = Field(default=20, ge=1, description="optimizer steps between progress reports")
+    eval_simulations: int = Field(default=100, ge=1, description="MCTS simulations per move in evaluation matches")
+    eval_temperature_moves: int = Field(default=2, ge=0, description="opening moves sampled in evaluation, for variety")
+    eval_parallel_games: int = Field(default=20, ge=2, description="evaluation games played in lockstep (even)")
+    baseline_simulations: int = Field(default=200, ge=1, description="simulations of the pure-MCTS baseline")
+    baseline_rollouts: int = Field(default=1, ge=1, description="random rollouts per leaf of the pure-MCTS baseline")
+    sprt_elo0: float = Field(default=0.0, description="SPRT null hypothesis: Elo difference (Elo)")
+    sprt_elo1: float = Field(default=35.0, description="SPRT alternative hypothesis: Elo difference (Elo)")
+    sprt_alpha: float = Field(default=0.05, gt=0, lt=0.5, description="SPRT false-positive rate")
+    sprt_beta: float = Field(default=0.05, gt=0, lt=0.5, description="SPRT false-negative rate")
+    elo_confidence: float = Field(default=0.95, gt=0, lt=1, description="confidence of the reported Elo interval")
+    command_timeout_s: float = Field(default=3600.0, gt=0, description="default time a user command may run (seconds)")
+
+
+class Settings(BaseSettings):
+    """Every setting of zeroloop, validated at start."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    data_dir: Path = Field(
+        default_factory=lambda: Path.home() / ".zeroloop", description="where local state, logs and caches live"
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    trace_debug: bool = Field(default=False, description="log every span as it closes")
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    artifacts: ArtifactSettings = Field(default_factory=ArtifactSettings)
+    events: EventSettings = Field(default_factory=EventSettings)
+    queue: QueueSettings = Field(default_factory=QueueSettings)
+    daemons: DaemonSettings = Field(default_factory=DaemonSettings)
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
+    health: HealthSettings = Field(default_factory=HealthSettings)
+    idle: IdleSettings = Field(default_factory=IdleSettings)
+    pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
+    workload: WorkloadSettings = Field(default_factory=WorkloadSettings)
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().absolute()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_path = Path(os.environ.get(CONFIG_FILE_ENV, DEFAULT_CONFIG_FILE))
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+
+    @property
+    def store_url(self) -> str:
+        """The effective store URL, with the embedded default filled in."""
+        if self.store.url is not None:
+            return self.store.url.get_secret_value()
+        return f"sqlite:///{self.data_dir / 'zeroloop.db'}"
+
+    @property
+    def artifacts_url(self) -> str:
+        """The effective artifact location, with the embedded default filled in."""
+        return self.artifacts.url or (self.data_dir / "artifacts").as_uri()
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective settings as plain data, with every secret replaced by `***`."""
+        data = self.model_dump(mode="json")
+        data["store"]["url"] = redact(self.store_url)
+        data["artifacts"]["url"] = redact(self.artifacts_url)
+        return data
+
+
+def env_name(loc: tuple[str | int, ...]) -> str:
+    """The environment variable that sets the setting at `loc`."""
+    return ENV_PREFIX + "__".join(str(part) for part in loc).upper()
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read and validate the settings; raise ConfigError naming each bad setting."""
+    toml_path = Path(os.environ.get(CONFIG_FILE_ENV, DEFAULT_CONFIG_FILE))
+    if CONFIG_FILE_ENV in os.environ and not toml_path.is_file():
+        raise ConfigError(f"{CONFIG_FILE_ENV}={toml_path} does not exist or is not a file")
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+    except ValueError as exc:  # TOML syntax errors and env values that are not JSON
+        raise ConfigError(f"cannot read settings: {exc}") from None
+
+
+def _describe(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        loc = tuple(error["loc"])
+        dotted = ".".join(str(part) for part in loc)
+        given = error.get("input")
+        shown = "" if isinstance(given, dict) else f" (got {redact(repr(given))})"
+        problems.append(f"invalid setting {dotted} [{env_name(loc)}]{shown}: {error['msg']}")
+    return "; ".join(problems)

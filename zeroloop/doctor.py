@@ -1,0 +1,180 @@
+"""Health checks of an installation: what is wrong, precisely, and how to fix it.
+
+`run_checks(settings)` never changes anything on disk or in the store: a store that
+does not exist yet is reported as created on first start, not created here.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from zeroloop.config import Settings, redact
+from zeroloop.errors import ZeroloopError
+from zeroloop.store import migrate
+from zeroloop.store.database import Store, parse_store_url, sqlite_path
+
+
+class Verdict(StrEnum):
+    """How one check came out; only FAIL makes `zeroloop doctor` exit non-zero."""
+
+    OK = "ok"
+    WARN = "warn"
+    FAIL = "fail"
+
+
+@dataclass(frozen=True)
+class Check:
+    """The outcome of one check: what was checked, what was found, and the fix if any."""
+
+    name: str
+    verdict: Verdict
+    detail: str
+    fix: str = ""
+
+
+CheckFn = Callable[[Settings], Iterator[Check]]
+
+
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_data_dir(settings: Settings) -> Iterator[Check]:
+    """The data directory exists and is writable, or can be created."""
+    path = settings.data_dir
+    if path.exists() and not path.is_dir():
+        yield Check("data directory", Verdict.FAIL, f"{path} exists and is not a directory", "set ZEROLOOP_DATA_DIR")
+    elif path.exists():
+        if os.access(path, os.W_OK | os.X_OK):
+            yield Check("data directory", Verdict.OK, str(path))
+        else:
+            yield Check("data directory", Verdict.FAIL, f"{path} is not writable", f"chmod u+w {path}")
+    else:
+        parent = _nearest_existing(path)
+        if os.access(parent, os.W_OK | os.X_OK):
+            yield Check("data directory", Verdict.OK, f"{path} (created on first start)")
+        else:
+            yield Check(
+                "data directory",
+                Verdict.FAIL,
+                f"{path} does not exist and {parent} is not writable",
+                "set ZEROLOOP_DATA_DIR",
+            )
+
+
+def check_store(settings: Settings) -> Iterator[Check]:
+    """The store URL parses, the store is reachable, and its schema matches this code."""
+    url = settings.store_url
+    try:
+        backend, parsed = parse_store_url(url)
+    except ZeroloopError as exc:
+        yield Check("store", Verdict.FAIL, str(exc), "set ZEROLOOP_STORE__URL")
+        return
+    if backend == "sqlite" and not sqlite_path(parsed).exists():
+        yield Check("store", Verdict.OK, f"{redact(url)} (created and migrated on first start)")
+        return
+    try:
+        with Store(url, settings.store) as store:
+            state = migrate.status(store)
+    except ZeroloopError as exc:
+        yield Check("store", Verdict.FAIL, str(exc))
+        return
+    if state.up_to_date:
+        yield Check("store", Verdict.OK, f"{redact(url)} (schema {state.current})")
+    elif backend == "sqlite" and settings.store.auto_upgrade:
+        yield Check("store", Verdict.OK, f"{redact(url)} (schema {state.current} -> {state.head} on next start)")
+    else:
+        yield Check(
+            "store",
+            Verdict.FAIL,
+            f"{redact(url)} is at schema {state.current}, needs {state.head}",
+            "zeroloop db upgrade",
+        )
+
+
+def check_artifacts(settings: Settings) -> Iterator[Check]:
+    """The artifact location's scheme is supported here and the location is writable."""
+    import fsspec
+
+    url = settings.artifacts_url
+    shown = redact(url)
+    try:
+        fs, root = fsspec.core.url_to_fs(url)
+    except ImportError as exc:
+        yield Check("artifacts", Verdict.FAIL, f"{shown}: {exc}", "install the fsspec backend it names")
+        return
+    except ValueError as exc:
+        yield Check("artifacts", Verdict.FAIL, f"{shown}: {exc}", "set ZEROLOOP_ARTIFACTS__URL to an fsspec URL")
+        return
+    if fs.protocol in ("file", ("file", "local")) or "file" in fs.protocol:
+        local = Path(root)
+        if not local.exists():
+            parent = _nearest_existing(local)
+            ok = os.access(parent, os.W_OK | os.X_OK)
+            verdict, detail = (Verdict.OK, "created on first write") if ok else (Verdict.FAIL, f"{parent} not writable")
+            yield Check("artifacts", verdict, f"{shown} ({detail})")
+            return
+    probe = f"{root.rstrip('/')}/.zeroloop-doctor-{uuid.uuid4().hex}"
+    try:
+        fs.pipe_file(probe, b"zeroloop")
+        fs.rm_file(probe)
+    except Exception as exc:  # noqa: BLE001 - any backend failure is the finding itself
+        yield Check("artifacts", Verdict.FAIL, f"cannot write to {shown}: {exc}", "check credentials and permissions")
+        return
+    yield Check("artifacts", Verdict.OK, shown)
+
+
+_OPTIONAL = (
+    ("torch", "torch", "pip install torch==2.13.0", "the built-in AlphaZero workload"),
+    ("pyspiel", "open-spiel", "pip install open-spiel", "the built-in OpenSpiel games"),
+    ("psycopg", "psycopg[binary]", "pip install 'psycopg[binary]'", "PostgreSQL stores"),
+)
+
+
+def check_dependencies(settings: Settings) -> Iterator[Check]:
+    """The libraries the configured workload and store need are importable."""
+    needed = {"psycopg"} if settings.store_url.startswith("postgres") else set()
+    if settings.workload.kind == "alphazero":
+        needed |= {"torch", "pyspiel"}
+    for module, package, fix, purpose in _OPTIONAL:
+        if importlib.util.find_spec(module) is None:
+            verdict = Verdict.FAIL if module in needed else Verdict.WARN
+            yield Check(f"package {package}", verdict, f"not installed (needed for {purpose})", fix)
+            continue
+        version = getattr(importlib.import_module(module), "__version__", "installed")
+        yield Check(f"package {package}", Verdict.OK, str(version))
+    if settings.workload.device.startswith("cuda"):
+        yield from _check_cuda(settings.workload.device)
+
+
+def _check_cuda(device: str) -> Iterator[Check]:
+    try:
+        import torch
+    except ImportError:
+        return
+    if torch.cuda.is_available():
+        yield Check("gpu", Verdict.OK, f"{device}: {torch.cuda.get_device_name(0)}")
+    else:
+        yield Check(
+            "gpu",
+            Verdict.FAIL,
+            f"workload.device is {device} but torch sees no CUDA GPU",
+            "set ZEROLOOP_WORKLOAD__DEVICE=cpu",
+        )
+
+
+CHECKS: tuple[CheckFn, ...] = (check_data_dir, check_store, check_artifacts, check_dependencies)
+
+
+def run_checks(settings: Settings, checks: tuple[CheckFn, ...] = CHECKS) -> list[Check]:
+    """Run every check, in order, and return all findings."""
+    return [finding for check in checks for finding in check(settings)]

@@ -1,0 +1,79 @@
+"""The exception root of zeroloop.
+
+Every error zeroloop raises on purpose derives from `ZeroloopError`, so a caller can
+catch the package's failures without catching programming mistakes. Messages say what
+was wrong and what to do about it, in one line, because the CLI prints them as-is.
+
+    ZeroloopError
+    ├── ConfigError            a setting has a value it does not accept
+    ├── StoreError             the state store cannot be used
+    │   ├── StoreURLError      the store URL is malformed or names an unknown backend
+    │   ├── StoreUnavailable   the store cannot be reached or opened
+    │   └── SchemaError        the database schema is missing, older or newer than the code
+    ├── DataDirError           the data directory cannot be created or written
+    ├── EventError             an event is unknown or its payload is invalid
+    ├── QueueError             a job request is invalid or a job transition is refused
+    │   ├── StaleLeaseError    a lease was presented with a fencing token that is no longer current
+    │   └── BackpressureRefused  a producer enqueued while its queue is at STOP
+    ├── LeaseError             a leader or role lease is not held
+    ├── ArtifactError          an artifact is missing, corrupt or its URL is refused
+    └── WorkloadError          a workload operation failed or produced invalid output
+"""
+
+from __future__ import annotations
+
+
+class ZeroloopError(Exception):
+    """Base class of every error zeroloop raises deliberately."""
+
+
+class ConfigError(ZeroloopError):
+    """A setting has a value it does not accept; the message names the setting."""
+
+
+class StoreError(ZeroloopError):
+    """The state store cannot be used."""
+
+
+class StoreURLError(StoreError):
+    """The store URL is malformed or names a backend zeroloop does not support."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be reached, opened or written."""
+
+
+class SchemaError(StoreError):
+    """The database schema does not match what this version of zeroloop expects."""
+
+
+class DataDirError(ZeroloopError):
+    """The data directory cannot be created or written."""
+
+
+class EventError(ZeroloopError):
+    """An event type is unknown or an event payload does not match its schema."""
+
+
+class QueueError(ZeroloopError):
+    """A job request is invalid or a job transition is refused."""
+
+
+class StaleLeaseError(QueueError):
+    """A fencing token was presented that is no longer the current one."""
+
+
+class BackpressureRefused(QueueError):
+    """A producer tried to enqueue while its queue is at backpressure level STOP."""
+
+
+class LeaseError(ZeroloopError):
+    """A leader or role lease is not held by the caller."""
+
+
+class ArtifactError(ZeroloopError):
+    """An artifact is missing or corrupt, or its location is refused."""
+
+
+class WorkloadError(ZeroloopError):
+    """A workload operation failed or produced output that does not verify."""

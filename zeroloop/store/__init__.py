@@ -1,0 +1,1 @@
+"""The state store: one schema on SQLite or PostgreSQL, its migrations and its named operations."""

@@ -1,0 +1,109 @@
+"""Schema migrations: where a database stands against this code, and the upgrade.
+
+Alembic holds the revisions (`migrations/versions`); zeroloop always hands it an open
+connection inside one transaction, so an upgrade either completes or leaves the
+database as it was. Concurrent upgraders queue: SQLite's write lock, PostgreSQL's
+advisory lock. A database whose revision this code does not know is newer than the
+code and is left untouched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Connection
+
+from zeroloop.errors import SchemaError
+from zeroloop.store.database import Store
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+_UPGRADE_LOCK = 7_300_113  # arbitrary PostgreSQL advisory-lock key, owned by schema upgrades
+
+
+@dataclass(frozen=True)
+class SchemaStatus:
+    """Where a database's schema stands: `current` is None for an empty database."""
+
+    current: str | None
+    head: str
+
+    @property
+    def up_to_date(self) -> bool:
+        """Whether the database is at the revision this code expects."""
+        return self.current == self.head
+
+
+def _config(conn: Connection | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = conn
+    return config
+
+
+def _scripts() -> ScriptDirectory:
+    return ScriptDirectory.from_config(_config())
+
+
+def head_revision() -> str:
+    """The newest revision this code knows."""
+    head = _scripts().get_current_head()
+    assert head is not None, "the migrations directory has no revisions"
+    return head
+
+
+def _current(conn: Connection) -> str | None:
+    return MigrationContext.configure(conn).get_current_revision()
+
+
+def _known(revision: str) -> bool:
+    try:
+        return _scripts().get_revision(revision) is not None
+    except Exception:  # noqa: BLE001 - alembic raises several types for an unknown id
+        return False
+
+
+def status(store: Store) -> SchemaStatus:
+    """Read the schema revision; raise SchemaError if the database is newer than this code."""
+    with store.read() as conn:
+        current = _current(conn)
+    head = head_revision()
+    if current is not None and not _known(current):
+        raise SchemaError(
+            f"the store at {store.display_url} has schema revision {current}, newer than this zeroloop "
+            f"(which knows up to {head}): upgrade zeroloop on this machine"
+        )
+    return SchemaStatus(current=current, head=head)
+
+
+def upgrade(store: Store) -> SchemaStatus:
+    """Bring the schema to the head revision in one transaction; return the status before."""
+    with store.transaction() as conn:
+        if store.backend == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _UPGRADE_LOCK})
+        before = _current(conn)
+        if before is not None and not _known(before):
+            raise SchemaError(
+                f"the store at {store.display_url} has schema revision {before}, newer than this zeroloop: "
+                "upgrade zeroloop instead of the database"
+            )
+        if before != head_revision():
+            command.upgrade(_config(conn), "head")
+    return SchemaStatus(current=before, head=head_revision())
+
+
+def require_current(store: Store) -> None:
+    """Raise SchemaError unless the schema is exactly at head."""
+    state = status(store)
+    if state.current is None:
+        raise SchemaError(f"the store at {store.display_url} has no zeroloop schema: run `zeroloop db upgrade`")
+    if not state.up_to_date:
+        raise SchemaError(
+            f"the store at {store.display_url} is at schema revision {state.current}, this zeroloop needs "
+            f"{state.head}: run `zeroloop db upgrade`"
+        )

@@ -1,0 +1,283 @@
+"""The one schema of zeroloop's state, for SQLite and PostgreSQL alike.
+
+Times are UNIX epoch seconds as floats (clock-injectable, comparable across backends);
+sizes are bytes. The migrations under `migrations/versions` create and evolve exactly
+these tables; a test compares the migrated database against this metadata.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# SQLite only aliases the rowid (and so autoincrements) for a column typed exactly INTEGER.
+Id = BigInteger().with_variant(Integer, "sqlite")
+Json = JSON().with_variant(JSONB(), "postgresql")
+Key = String(200)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("type", String(80), nullable=False),
+    Column("payload", Json, nullable=False),
+    Column("source", Key, nullable=False),
+    Column("node", Key, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("config_key", Key),
+    Column("trace_id", String(64)),
+    Column("correlation_id", String(64)),
+    Column("causation_id", BigInteger),
+    Column("dedup_key", String(300), unique=True),
+    # PostgreSQL only: the writing transaction's id, so readers can hold back events of
+    # transactions still in flight (sequence order is not commit order there).
+    Column("txid", BigInteger),
+    Index(None, "type", "id"),
+    Index(None, "created_at"),
+)
+
+consumers = Table(
+    "consumers",
+    metadata,
+    Column("name", Key, primary_key=True),
+    Column("cursor", BigInteger, nullable=False, default=0),
+    Column("types", Json, nullable=False),
+    Column("config_keys", Json),
+    Column("node", Key),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("event_id", BigInteger, nullable=False),
+    Column("consumer", Key, nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("error", Text, nullable=False),
+    Column("traceback", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("next_retry_at", Float),
+    Index(None, "status", "next_retry_at"),
+)
+
+event_metrics = Table(
+    "event_metrics",
+    metadata,
+    Column("event_type", String(80), primary_key=True),
+    Column("consumer", Key, primary_key=True),
+    Column("published", BigInteger, nullable=False, default=0),
+    Column("delivered", BigInteger, nullable=False, default=0),
+    Column("failed", BigInteger, nullable=False, default=0),
+    Column("dead", BigInteger, nullable=False, default=0),
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("type", String(80), nullable=False),
+    Column("config_key", Key, nullable=False),
+    Column("payload", Json, nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("requires", Json, nullable=False),
+    Column("target_node", Key),
+    Column("idempotency_key", String(300), unique=True),
+    Column("status", String(20), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("max_attempts", Integer, nullable=False),
+    Column("timeout_s", Float, nullable=False),
+    Column("run_after", Float, nullable=False),
+    Column("lease_node", Key),
+    Column("lease_token", BigInteger, nullable=False, default=0),
+    Column("lease_expires_at", Float),
+    Column("result", Json),
+    Column("error", Text),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("finished_at", Float),
+    Index(None, "status", "type", "priority"),
+    Index(None, "status", "lease_expires_at"),
+)
+
+job_dependencies = Table(
+    "job_dependencies",
+    metadata,
+    Column("job_id", BigInteger, ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
+    Column("depends_on", BigInteger, ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
+)
+
+nodes = Table(
+    "nodes",
+    metadata,
+    Column("id", Key, primary_key=True),
+    Column("host", Key, nullable=False),
+    Column("provider", String(80), nullable=False),
+    Column("labels", Json, nullable=False),
+    Column("cpu_count", Integer, nullable=False),
+    Column("memory_bytes", BigInteger, nullable=False),
+    Column("disk_bytes", BigInteger, nullable=False),
+    Column("gpus", Json, nullable=False),
+    Column("cost_per_hour", Float),
+    Column("status", String(20), nullable=False),
+    Column("utilisation", Json, nullable=False),
+    Column("registered_at", Float, nullable=False),
+    Column("heartbeat_at", Float, nullable=False),
+    Column("idle_since", Float),
+)
+
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", Key, primary_key=True),
+    Column("holder", Key),
+    Column("token", BigInteger, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("acquired_at", Float, nullable=False),
+)
+
+artifacts = Table(
+    "artifacts",
+    metadata,
+    Column("sha256", String(64), primary_key=True),
+    Column("kind", String(40), nullable=False),
+    Column("size_bytes", BigInteger, nullable=False),
+    Column("config_key", Key),
+    Column("producer_job_id", BigInteger),
+    Column("meta", Json, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Index(None, "config_key", "kind", "created_at"),
+)
+
+artifact_copies = Table(
+    "artifact_copies",
+    metadata,
+    Column("sha256", String(64), ForeignKey("artifacts.sha256", ondelete="CASCADE"), primary_key=True),
+    Column("location", String(1000), primary_key=True),
+    Column("node", Key),
+    Column("status", String(20), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("verified_at", Float),
+)
+
+models = Table(
+    "models",
+    metadata,
+    Column("id", Key, primary_key=True),
+    Column("config_key", Key, nullable=False),
+    Column("artifact_sha256", String(64), nullable=False),
+    Column("parent_id", Key),
+    Column("window_sha256", String(64)),
+    Column("job_ids", Json, nullable=False),
+    Column("stage", String(20), nullable=False),
+    Column("elo", Float, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("promoted_at", Float),
+    Column("meta", Json, nullable=False),
+    Index(None, "config_key", "stage"),
+)
+
+matches = Table(
+    "matches",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("config_key", Key, nullable=False),
+    Column("player_a", Key, nullable=False),
+    Column("player_b", Key, nullable=False),
+    Column("wins", Integer, nullable=False),
+    Column("draws", Integer, nullable=False),
+    Column("losses", Integer, nullable=False),
+    Column("elo_diff", Float, nullable=False),
+    Column("elo_ci", Float, nullable=False),
+    Column("job_id", BigInteger),
+    Column("created_at", Float, nullable=False),
+    Index(None, "config_key", "created_at"),
+)
+
+elo_history = Table(
+    "elo_history",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("model_id", Key, nullable=False),
+    Column("config_key", Key, nullable=False),
+    Column("elo", Float, nullable=False),
+    Column("match_id", BigInteger),
+    Column("created_at", Float, nullable=False),
+    Index(None, "model_id", "created_at"),
+)
+
+pipelines = Table(
+    "pipelines",
+    metadata,
+    Column("config_key", Key, primary_key=True),
+    Column("stage", String(20), nullable=False),
+    Column("iteration", Integer, nullable=False),
+    Column("samples_total", BigInteger, nullable=False),
+    Column("samples_since_training", BigInteger, nullable=False),
+    Column("current_model_id", Key),
+    Column("paused", Boolean, nullable=False),
+    Column("pause_reason", Text),
+    Column("last_promotion_at", Float),
+    Column("updated_at", Float, nullable=False),
+)
+
+decisions = Table(
+    "decisions",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("config_key", Key, nullable=False),
+    Column("kind", String(40), nullable=False),
+    Column("outcome", String(40), nullable=False),
+    Column("evidence", Json, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Index(None, "config_key", "created_at"),
+)
+
+daemons = Table(
+    "daemons",
+    metadata,
+    Column("node", Key, primary_key=True),
+    Column("name", String(80), primary_key=True),
+    Column("state", String(20), nullable=False),
+    Column("restarts", Integer, nullable=False),
+    Column("last_error", Text),
+    Column("health", Json, nullable=False),
+    Column("started_at", Float),
+    Column("updated_at", Float, nullable=False),
+)
+
+circuit_breakers = Table(
+    "circuit_breakers",
+    metadata,
+    Column("key", Key, primary_key=True),
+    Column("state", String(20), nullable=False),
+    Column("failures", Integer, nullable=False),
+    Column("successes", Integer, nullable=False),
+    Column("opened_at", Float),
+    Column("updated_at", Float, nullable=False),
+)
