@@ -1,0 +1,1 @@
+"""The typed, durable event bus: catalogue, publishing, consumers, dead letters, replay."""
