@@ -1,0 +1,1 @@
+"""Content-addressed artifacts: game batches, training windows, models, match results."""

@@ -1,0 +1,229 @@
+"""Content-addressed artifacts over fsspec, with a manifest in the store.
+
+An artifact is named by the sha256 of its bytes and lives at
+`<location>/<kind>/<sha[:2]>/<sha>`. `put` hashes a local file, uploads it under a
+temporary name and renames it into place, then records the artifact and its copy in
+the manifest; it returns only after that, which is what lets a job report its output
+only once the output is safe. `fetch` returns a local path in the node's cache and
+verifies the bytes on every read; a copy that does not match its name is quarantined
+(ARTIFACT_CORRUPT) and the next copy is tried.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from zeroloop.artifacts.cache import LocalCache, check_sha256
+from zeroloop.artifacts.transfer import (
+    PRIORITY_OF_KIND,
+    ArtifactKind,
+    TransferGate,
+    copy_stream,
+    hash_stream,
+    open_location,
+)
+from zeroloop.errors import ArtifactError
+from zeroloop.events.bus import EventBus
+from zeroloop.events.wiring import declare
+from zeroloop.store.database import Store
+from zeroloop.store.queries import artifacts as queries
+
+log = logging.getLogger(__name__)
+
+declare("zeroloop.artifacts", emits=("ARTIFACT_CORRUPT",))
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A stored artifact: its content hash, kind and size (bytes)."""
+
+    sha256: str
+    kind: ArtifactKind
+    size_bytes: int
+    config_key: str | None = None
+
+
+class Artifacts:
+    """The artifact store of one process: one shared location, one local cache, one gate."""
+
+    def __init__(
+        self,
+        store: Store,
+        bus: EventBus,
+        *,
+        url: str,
+        cache_dir: Path,
+        cache_max_bytes: int,
+        bandwidth_bytes_per_s: int = 0,
+        node: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.bus = bus
+        self.url = url.rstrip("/")
+        self.fs, self.root = open_location(url)
+        self.cache = LocalCache(cache_dir, cache_max_bytes)
+        self.gate = TransferGate(bandwidth_bytes_per_s)
+        self.node = node
+        self.clock = clock
+
+    def location(self, kind: ArtifactKind, sha256: str) -> str:
+        """The URL of the shared copy of an artifact."""
+        return f"{self.url}/{kind.value}/{sha256[:2]}/{check_sha256(sha256)}"
+
+    def _path(self, kind: ArtifactKind, sha256: str) -> str:
+        return f"{self.root}/{kind.value}/{sha256[:2]}/{sha256}"
+
+    def put(
+        self,
+        source: Path,
+        kind: ArtifactKind,
+        *,
+        config_key: str | None = None,
+        meta: dict[str, Any] | None = None,
+        producer_job_id: int | None = None,
+    ) -> Artifact:
+        """Upload a local file (verified, atomic) and record it; idempotent for identical content."""
+        kind = ArtifactKind(kind)
+        try:
+            with source.open("rb") as handle:
+                sha256, size = hash_stream(handle)
+        except OSError as exc:
+            raise ArtifactError(f"cannot read {source}: {exc.strerror}") from None
+        target = self._path(kind, sha256)
+        if not self._present(target, size):
+            self._upload(source, target, sha256, kind)
+        self._remember_locally(source, sha256)
+        now = self.clock()
+        with self.store.transaction() as conn:
+            queries.record_artifact(
+                conn,
+                {
+                    "sha256": sha256,
+                    "kind": kind.value,
+                    "size_bytes": size,
+                    "config_key": config_key,
+                    "producer_job_id": producer_job_id,
+                    "meta": meta or {},
+                    "created_at": now,
+                },
+            )
+            queries.record_copy(conn, sha256=sha256, location=self.location(kind, sha256), node=None, now=now)
+        return Artifact(sha256, kind, size, config_key)
+
+    def fetch(self, sha256: str) -> Path:
+        """A verified local copy of an artifact, from the cache or downloaded into it."""
+        check_sha256(sha256)
+        with self.store.read() as conn:
+            row = queries.get_artifact(conn, sha256)
+            copies = queries.copies_of(conn, sha256) if row else []
+        if row is None:
+            raise ArtifactError(f"artifact {sha256} is not in the manifest")
+        cached = self.cache.get(sha256)
+        if cached is not None:
+            with cached.open("rb") as handle:
+                if hash_stream(handle)[0] == sha256:
+                    return cached
+            log.warning("cached copy of %s is corrupt; dropping it", sha256)
+            self.cache.remove(sha256)
+        kind = ArtifactKind(row["kind"])
+        for copy in copies:
+            path = self._download(copy["location"], sha256, kind)
+            if path is not None:
+                return path
+        raise ArtifactError(f"artifact {sha256} has no intact copy left ({len(copies)} tried)")
+
+    def verify(self, sha256: str) -> int:
+        """Re-hash every present copy of an artifact, quarantining bad ones; return how many are intact."""
+        with self.store.read() as conn:
+            copies = queries.copies_of(conn, sha256)
+        intact = 0
+        for copy in copies:
+            fs, path = open_location(copy["location"])
+            try:
+                with fs.open(path, "rb") as handle:
+                    actual = hash_stream(handle)[0]
+            except FileNotFoundError:
+                actual = None
+            if actual == sha256:
+                intact += 1
+            else:
+                self._quarantine(copy["location"], sha256, actual)
+        return intact
+
+    def sole_copies_on(self, node: str) -> list[str]:
+        """Artifacts that exist only on `node`: a node holding any must not be terminated."""
+        with self.store.read() as conn:
+            return queries.sole_copies_on_node(conn, node)
+
+    def _present(self, target: str, size: int) -> bool:
+        try:
+            return bool(self.fs.exists(target)) and int(self.fs.size(target)) == size
+        except OSError:
+            return False
+
+    def _upload(self, source: Path, target: str, sha256: str, kind: ArtifactKind) -> None:
+        temp = f"{target}.{uuid.uuid4().hex}.part"
+        self.fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
+        try:
+            with source.open("rb") as reader, self.fs.open(temp, "wb") as writer:
+                written, _size = copy_stream(reader, writer, self.gate, PRIORITY_OF_KIND[kind])
+            if written != sha256:
+                raise ArtifactError(f"{source} changed while it was uploaded; upload it again")
+            self.fs.mv(temp, target)
+        except BaseException:
+            if self.fs.exists(temp):
+                self.fs.rm_file(temp)
+            raise
+
+    def _remember_locally(self, source: Path, sha256: str) -> None:
+        if self.cache.get(sha256) is not None:
+            return
+        temp = self.cache.temp_path(sha256)
+        with source.open("rb") as reader, temp.open("wb") as writer:
+            while chunk := reader.read(1024 * 1024):
+                writer.write(chunk)
+        temp.replace(self.cache.path(sha256))
+        self.cache.evict(keep=sha256)
+
+    def _download(self, location: str, sha256: str, kind: ArtifactKind) -> Path | None:
+        fs, path = open_location(location)
+        temp = self.cache.temp_path(sha256)
+        try:
+            with fs.open(path, "rb") as reader, temp.open("wb") as writer:
+                actual, _size = copy_stream(reader, writer, self.gate, PRIORITY_OF_KIND[kind])
+        except FileNotFoundError:
+            temp.unlink(missing_ok=True)
+            self._quarantine(location, sha256, None)
+            return None
+        if actual != sha256:
+            temp.unlink(missing_ok=True)
+            self._quarantine(location, sha256, actual)
+            return None
+        final = self.cache.path(sha256)
+        temp.replace(final)
+        self.cache.evict(keep=sha256)
+        return final
+
+    def _quarantine(self, location: str, sha256: str, actual: str | None) -> None:
+        """Move a bad copy aside (kept for inspection), mark it, and announce it."""
+        fs, path = open_location(location)
+        if actual is not None:
+            quarantine = f"{self.root}/quarantine/{sha256}.{uuid.uuid4().hex[:8]}"
+            try:
+                fs.makedirs(quarantine.rsplit("/", 1)[0], exist_ok=True)
+                fs.mv(path, quarantine)
+            except OSError as exc:
+                log.warning("could not move corrupt copy %s aside: %s", location, exc)
+        log.error("artifact %s: copy at %s is corrupt (found %s); quarantined", sha256, location, actual or "nothing")
+        with self.store.transaction() as conn:
+            queries.set_copy_status(conn, sha256=sha256, location=location, status="quarantined", now=self.clock())
+            self.bus.publish(
+                "ARTIFACT_CORRUPT", {"artifact_sha256": sha256, "location": location, "actual_sha256": actual}
+            )

@@ -1,0 +1,80 @@
+"""Operations on the artifact manifest: every artifact, and every copy of it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, RowMapping
+
+from zeroloop.store.schema import artifact_copies, artifacts
+
+
+def _insert_ignore(conn: Connection, table: sa.Table, values: dict[str, Any], keys: list[str]) -> bool:
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        pg = pg_insert(table).values(**values).on_conflict_do_nothing(index_elements=keys)
+        return bool(conn.execute(pg).rowcount)
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    lite = sqlite_insert(table).values(**values).on_conflict_do_nothing(index_elements=keys)
+    return bool(conn.execute(lite).rowcount)
+
+
+def record_artifact(conn: Connection, row: dict[str, Any]) -> bool:
+    """Add an artifact to the manifest; False (and no change) when its sha256 is already there."""
+    return _insert_ignore(conn, artifacts, row, ["sha256"])
+
+
+def record_copy(conn: Connection, *, sha256: str, location: str, node: str | None, now: float) -> None:
+    """Record a verified copy at `location`, or mark an existing one present again."""
+    values = {"sha256": sha256, "location": location, "node": node, "status": "present", "created_at": now}
+    if not _insert_ignore(conn, artifact_copies, {**values, "verified_at": now}, ["sha256", "location"]):
+        conn.execute(
+            sa.update(artifact_copies)
+            .where(artifact_copies.c.sha256 == sha256, artifact_copies.c.location == location)
+            .values(status="present", verified_at=now)
+        )
+
+
+def set_copy_status(conn: Connection, *, sha256: str, location: str, status: str, now: float) -> None:
+    """Change the status of one copy: present, quarantined or deleted."""
+    conn.execute(
+        sa.update(artifact_copies)
+        .where(artifact_copies.c.sha256 == sha256, artifact_copies.c.location == location)
+        .values(status=status, verified_at=now)
+    )
+
+
+def get_artifact(conn: Connection, sha256: str) -> RowMapping | None:
+    """One manifest row, or None."""
+    return conn.execute(sa.select(artifacts).where(artifacts.c.sha256 == sha256)).mappings().first()
+
+
+def copies_of(conn: Connection, sha256: str, status: str | None = "present") -> list[RowMapping]:
+    """The copies of an artifact (only those with `status`, unless None), oldest first."""
+    query = sa.select(artifact_copies).where(artifact_copies.c.sha256 == sha256)
+    if status is not None:
+        query = query.where(artifact_copies.c.status == status)
+    return list(conn.execute(query.order_by(artifact_copies.c.created_at)).mappings())
+
+
+def list_artifacts(
+    conn: Connection, *, config_key: str | None = None, kind: str | None = None, limit: int = 1000
+) -> list[RowMapping]:
+    """Manifest rows, newest first, optionally of one config key and kind."""
+    query = sa.select(artifacts)
+    if config_key is not None:
+        query = query.where(artifacts.c.config_key == config_key)
+    if kind is not None:
+        query = query.where(artifacts.c.kind == kind)
+    return list(conn.execute(query.order_by(artifacts.c.created_at.desc()).limit(limit)).mappings())
+
+
+def sole_copies_on_node(conn: Connection, node: str) -> list[str]:
+    """Artifacts whose only present copy is on `node`: data a node must not be terminated with."""
+    present = sa.select(artifact_copies.c.sha256).where(artifact_copies.c.status == "present")
+    elsewhere = present.where(sa.or_(artifact_copies.c.node.is_(None), artifact_copies.c.node != node))
+    query = present.where(artifact_copies.c.node == node, artifact_copies.c.sha256.not_in(elsewhere)).distinct()
+    return [str(sha) for sha in conn.execute(query).scalars()]
