@@ -1,0 +1,88 @@
+"""The stage machine and the promotion policy on constructed inputs."""
+
+from __future__ import annotations
+
+import pytest
+
+from zeroloop.config import PipelineSettings
+from zeroloop.pipeline.promotion import Evidence, Result, decide
+from zeroloop.pipeline.stages import Stage, StageError, transition
+
+ORDER = ["random", "mcts"]
+
+
+def test_the_round_goes_through_every_stage_back_to_selfplay() -> None:
+    stage = Stage.SELFPLAY
+    for target in (Stage.EXPORT, Stage.TRAINING, Stage.EVALUATION, Stage.PROMOTION, Stage.SELFPLAY):
+        stage = transition(stage, target)
+    assert stage is Stage.SELFPLAY
+
+
+@pytest.mark.parametrize(
+    ("current", "target"),
+    [(Stage.SELFPLAY, Stage.TRAINING), (Stage.EXPORT, Stage.PROMOTION), (Stage.PROMOTION, Stage.EVALUATION)],
+)
+def test_skipping_a_stage_is_refused(current: Stage, target: Stage) -> None:
+    with pytest.raises(StageError, match=f"from {current} to {target}"):
+        transition(current, target)
+
+
+@pytest.mark.parametrize("stage", [Stage.EXPORT, Stage.TRAINING, Stage.EVALUATION])
+def test_a_failed_stage_returns_to_selfplay(stage: Stage) -> None:
+    assert transition(stage, Stage.SELFPLAY) is Stage.SELFPLAY
+
+
+def test_bounds_tighten_with_games_and_never_collapse() -> None:
+    few, many = Result(4, 0, 0), Result(400, 0, 0)
+    assert few.bounds(0.9)[0] < many.bounds(0.9)[0] < 1.0
+    assert Result(0, 0, 0).bounds(0.9) == (0.0, 1.0)
+
+
+def test_first_model_is_promoted_only_when_it_clearly_beats_the_weakest_baseline() -> None:
+    settings = PipelineSettings()
+    strong = Evidence(vs_best=None, vs_baselines={"random": Result(18, 1, 1), "mcts": Result(2, 3, 15)})
+    weak = Evidence(vs_best=None, vs_baselines={"random": Result(9, 2, 9)})
+    assert decide(settings, strong, ORDER).promote
+    assert not decide(settings, weak, ORDER).promote
+    assert not decide(settings, Evidence(vs_best=None, vs_baselines={}), ORDER).promote
+
+
+def test_candidate_that_clearly_beats_the_best_is_promoted() -> None:
+    evidence = Evidence(vs_best=Result(28, 4, 8), vs_baselines={})
+    decision = decide(PipelineSettings(), evidence, ORDER)
+    assert decision.promote
+    assert "beats the current best" in decision.reason
+
+
+def test_candidate_within_noise_of_the_best_is_rejected() -> None:
+    assert not decide(PipelineSettings(), Evidence(vs_best=Result(21, 0, 19), vs_baselines={}), ORDER).promote
+
+
+def test_too_few_games_never_promote() -> None:
+    decision = decide(PipelineSettings(min_eval_games=10), Evidence(vs_best=Result(6, 0, 0), vs_baselines={}), ORDER)
+    assert not decision.promote
+    assert "only 6 games" in decision.reason
+
+
+def test_equal_strength_promotes_on_a_clear_gain_against_the_strongest_baseline() -> None:
+    drawn = Result(0, 40, 0)
+    better = Evidence(
+        vs_best=drawn,
+        vs_baselines={"mcts": Result(15, 5, 0)},
+        best_vs_baselines={"mcts": Result(8, 6, 6)},
+    )
+    same = Evidence(
+        vs_best=drawn,
+        vs_baselines={"mcts": Result(8, 6, 6)},
+        best_vs_baselines={"mcts": Result(8, 6, 6)},
+    )
+    assert decide(PipelineSettings(), better, ORDER).promote
+    assert not decide(PipelineSettings(), same, ORDER).promote
+
+
+def test_cooldown_and_baseline_floor_reject() -> None:
+    settings = PipelineSettings(promotion_cooldown_s=600, baseline_floor=0.6)
+    recent = Evidence(vs_best=Result(40, 0, 0), vs_baselines={}, last_promotion_at=1000.0, now=1100.0)
+    assert "cooldown" in decide(settings, recent, ORDER).reason
+    below = Evidence(vs_best=Result(40, 0, 0), vs_baselines={"random": Result(5, 0, 5)}, now=5000.0)
+    assert "below" in decide(settings, below, ORDER).reason

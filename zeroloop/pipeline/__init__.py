@@ -1,0 +1,1 @@
+"""The loop per config key: stages, triggers, promotion, model registry, selfplay scheduling, job execution."""
