@@ -43,7 +43,7 @@ def test_candidate_records_lineage_and_registers_once(store: Store) -> None:
     child = registry.get(_candidate(registry, 2, parent=first))
     assert (child.parent_id, child.window_sha256, child.job_ids) == (first, "b" * 64, [2])
     assert child.stage is ModelStage.CANDIDATE
-    assert [model.id for model in registry.list("tic_tac_toe_2p")] == [child.id, first]
+    assert [model.id for model in registry.list_models("tic_tac_toe_2p")] == [child.id, first]
 
 
 def test_promotion_happens_once_and_archives_the_former_model(store: Store) -> None:

@@ -131,7 +131,7 @@ class ModelRegistry:
             row = queries.production_model(conn, config_key)
         return Model.of(row) if row else None
 
-    def list(self, config_key: str | None = None, limit: int = 200) -> list[Model]:
+    def list_models(self, config_key: str | None = None, limit: int = 200) -> list[Model]:
         """Models, newest first."""
         with self.store.read() as conn:
             return [Model.of(row) for row in queries.list_models(conn, config_key=config_key, limit=limit)]
