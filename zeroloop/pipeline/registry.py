@@ -32,6 +32,11 @@ BASELINE_ELO = {"random": 0.0}
 Guard = Callable[[Connection], None]
 
 
+def model_id_for(config_key: str, iteration: int, artifact_sha256: str) -> str:
+    """The id a trained model gets: readable, and the same wherever it is computed."""
+    return f"{config_key}-{iteration:04d}-{artifact_sha256[:8]}"
+
+
 class ModelStage(StrEnum):
     """Where a model stands."""
 
@@ -99,7 +104,7 @@ class ModelRegistry:
         meta: dict[str, Any] | None = None,
     ) -> Model:
         """Register a freshly trained model as a candidate; the same artifact registers once."""
-        model_id = f"{config_key}-{iteration:04d}-{artifact_sha256[:8]}"
+        model_id = model_id_for(config_key, iteration, artifact_sha256)
         with self.store.transaction() as conn:
             parent = queries.get_model(conn, parent_id) if parent_id else None
             queries.insert_model(

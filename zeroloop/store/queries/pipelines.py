@@ -25,6 +25,7 @@ def ensure_pipeline(conn: Connection, config_key: str, now: float) -> None:
             paused=False,
             pause_reason=None,
             last_promotion_at=None,
+            progress={},
             updated_at=now,
         )
     )
@@ -46,6 +47,18 @@ def list_pipelines(conn: Connection) -> list[RowMapping]:
 def update_pipeline(conn: Connection, config_key: str, now: float, **values: Any) -> None:
     """Change columns of a pipeline row."""
     conn.execute(sa.update(pipelines).where(pipelines.c.config_key == config_key).values(updated_at=now, **values))
+
+
+def merge_progress(conn: Connection, config_key: str, changes: dict[str, Any], now: float) -> None:
+    """Merge `changes` into the pipeline's progress record (what status screens show)."""
+    row = conn.execute(sa.select(pipelines.c.progress).where(pipelines.c.config_key == config_key)).first()
+    if row is None:
+        return
+    conn.execute(
+        sa.update(pipelines)
+        .where(pipelines.c.config_key == config_key)
+        .values(progress={**(row.progress or {}), **changes}, updated_at=now)
+    )
 
 
 def add_samples(conn: Connection, config_key: str, samples: int, now: float) -> None:

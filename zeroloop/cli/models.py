@@ -1,0 +1,89 @@
+"""`zeroloop models`: the model registry: list, inspect, promote by hand, roll back."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from zeroloop.cli.common import console, open_app
+
+app = typer.Typer(help="List, inspect, promote and roll back models.", no_args_is_help=True)
+
+
+def _when(epoch: float | None) -> str:
+    return dt.datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M:%S") if epoch else "-"
+
+
+@app.command("ls")
+def list_models(
+    config_key: str | None = typer.Argument(None, help="Only models of this config key, e.g. connect_four_2p."),
+    limit: int = typer.Option(50, help="Show at most this many models, newest first."),
+) -> None:
+    """List models, newest first, with stage, Elo and parent."""
+    with open_app() as zl:
+        models = zl.registry.list_models(config_key, limit=limit)
+    table = Table("model", "stage", "Elo", "parent", "created", "promoted")
+    colour = {"production": "green", "rejected": "red", "archived": "dim", "candidate": "yellow"}
+    for model in models:
+        stage = f"[{colour[model.stage]}]{model.stage}[/{colour[model.stage]}]"
+        table.add_row(
+            model.id,
+            stage,
+            f"{model.elo:.0f}",
+            model.parent_id or "-",
+            _when(model.created_at),
+            _when(model.promoted_at),
+        )
+    console.print(table if models else "no models yet")
+
+
+@app.command("show")
+def show(model_id: str = typer.Argument(..., help="The model id, as `zeroloop models ls` prints it.")) -> None:
+    """Show one model: lineage, artifact, metadata and every match it played."""
+    with open_app() as zl:
+        model = zl.registry.get(model_id)
+        matches = zl.registry.matches(model_id)
+    console.print(f"[bold]{model.id}[/bold] ({model.stage}, Elo {model.elo:.0f})")
+    for label, value in (
+        ("config key", model.config_key),
+        ("artifact sha256", model.artifact_sha256),
+        ("parent", model.parent_id or "-"),
+        ("training window", model.window_sha256 or "-"),
+        ("jobs", ", ".join(map(str, model.job_ids)) or "-"),
+        ("created", _when(model.created_at)),
+        ("promoted", _when(model.promoted_at)),
+        ("metadata", json.dumps(model.meta, sort_keys=True)),
+    ):
+        console.print(f"  {label:16} {escape(str(value))}")
+    if matches:
+        table = Table("opponent", "W", "D", "L", "Elo diff", "±", title="matches")
+        for match in matches:
+            table.add_row(
+                match["player_b"],
+                str(match["wins"]),
+                str(match["draws"]),
+                str(match["losses"]),
+                f"{match['elo_diff']:+.0f}",
+                f"{match['elo_ci']:.0f}",
+            )
+        console.print(table)
+
+
+@app.command("promote")
+def promote(model_id: str = typer.Argument(..., help="The model to make production.")) -> None:
+    """Make a model the production model of its config key by hand (recorded as a manual promotion)."""
+    with open_app() as zl:
+        changed = zl.registry.promote(model_id, reason="manual")
+    console.print(f"{model_id} is {'now' if changed else 'already'} the production model")
+
+
+@app.command("rollback")
+def rollback(config_key: str = typer.Argument(..., help="The config key whose production model to roll back.")) -> None:
+    """Return a config key to its previous production model; the current one is marked rejected."""
+    with open_app() as zl:
+        restored = zl.registry.rollback(config_key)
+    console.print(f"{config_key}: production model is {restored.id} again")

@@ -1,0 +1,331 @@
+"""The pipeline coordinator: turns workers' results into the next stage's jobs.
+
+It is one durable, transactional consumer (`pipeline`) run by the leader: each event is
+handled in the transaction that also moves its cursor, so the state change, the jobs
+it enqueues and the events it publishes commit together, exactly once. Every handler
+first checks that the event still fits the pipeline's stage and iteration, so a
+replayed or late event changes nothing.
+
+    SELFPLAY_COMPLETE   count the samples; GAME_BATCH_READY; export once enough are new
+    NPZ_EXPORT_COMPLETE train a candidate on the window, from the production model
+    TRAINING_COMPLETED  register the candidate; evaluate it against the best and baselines
+    EVALUATION_RESULT   record the match; when every match is in, promote or reject
+    JOB_DEAD            a dead export/train/evaluate job ends the round: back to selfplay
+    PIPELINE_RESUMED    check the export trigger again
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from zeroloop.artifacts.transfer import ArtifactKind
+from zeroloop.config import Settings
+from zeroloop.events.bus import Event, EventBus
+from zeroloop.events.consumer import ConsumerSpec
+from zeroloop.events.wiring import declare
+from zeroloop.pipeline import jobs, promotion
+from zeroloop.pipeline.registry import ModelRegistry, ModelStage
+from zeroloop.pipeline.stages import Stage, transition
+from zeroloop.queue.manager import JobQueue
+from zeroloop.store.database import Store
+from zeroloop.store.queries import artifacts as artifact_queries
+from zeroloop.store.queries import models as model_queries
+from zeroloop.store.queries import pipelines as queries
+
+log = logging.getLogger(__name__)
+
+NAME = "pipeline"
+HANDLES = (
+    "SELFPLAY_COMPLETE",
+    "NPZ_EXPORT_COMPLETE",
+    "TRAINING_COMPLETED",
+    "EVALUATION_RESULT",
+    "JOB_DEAD",
+    "PIPELINE_RESUMED",
+)
+declare(NAME, emits=("GAME_BATCH_READY",), handles=HANDLES)
+
+# Baselines from weakest to strongest: the policy judges a first model against the
+# weakest and breaks ties between equals against the strongest.
+BASELINE_ORDER = ["random", "mcts"]
+ROUND_JOBS = (jobs.EXPORT, jobs.TRAIN, jobs.EVALUATE)
+
+
+class PipelineCoordinator:
+    """Handles the pipeline's events for every config key (run it on the leader only)."""
+
+    def __init__(
+        self,
+        store: Store,
+        bus: EventBus,
+        queue: JobQueue,
+        registry: ModelRegistry,
+        settings: Settings,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.bus = bus
+        self.queue = queue
+        self.registry = registry
+        self.settings = settings.pipeline
+        self.clock = clock
+
+    def spec(self) -> ConsumerSpec:
+        """The durable, transactional consumer that feeds this coordinator."""
+        return ConsumerSpec(NAME, self.handle, types=HANDLES, transactional=True)
+
+    def handle(self, event: Event) -> None:
+        """Apply one event (called inside the consumer's transaction)."""
+        handler = getattr(self, f"_on_{event.type.lower()}")
+        with self.store.transaction():
+            handler(event)
+
+    # --- selfplay and export ---------------------------------------------------------------
+
+    def _on_selfplay_complete(self, event: Event) -> None:
+        payload = event.payload
+        config_key = payload["config_key"]
+        with self.store.transaction() as conn:
+            queries.ensure_pipeline(conn, config_key, self.clock())
+            queries.add_samples(conn, config_key, int(payload["samples"]), self.clock())
+        self.bus.publish(
+            "GAME_BATCH_READY",
+            {
+                "config_key": config_key,
+                "artifact_sha256": payload["artifact_sha256"],
+                "games": payload["games"],
+                "samples": payload["samples"],
+            },
+            dedup_key=f"batch:{payload['artifact_sha256']}",
+            causation=event,
+        )
+        self.maybe_export(config_key)
+
+    def _on_pipeline_resumed(self, event: Event) -> None:
+        self.maybe_export(event.payload["config_key"])
+
+    def maybe_export(self, config_key: str) -> None:
+        """Start a round (an export job) if the pipeline is idle, not paused, and has enough new samples."""
+        with self.store.transaction() as conn:
+            state = queries.get_pipeline(conn, config_key, for_update=True)
+            if state is None or state["paused"] or state["stage"] != Stage.SELFPLAY:
+                return
+            if state["samples_since_training"] < self.settings.train_after_samples:
+                return
+            inputs = self._window_inputs(conn, config_key)
+            if not inputs:
+                return
+            iteration = int(state["iteration"])
+            job = jobs.ExportJob(iteration=iteration, inputs=inputs, window_samples=self.settings.window_samples)
+            self.queue.enqueue(
+                jobs.EXPORT,
+                config_key,
+                job.model_dump(),
+                priority=50,
+                idempotency_key=f"{config_key}:export:{iteration}",
+            )
+            queries.update_pipeline(
+                conn,
+                config_key,
+                self.clock(),
+                stage=transition(state["stage"], Stage.EXPORT).value,
+                samples_since_training=0,
+            )
+            log.info("%s: round %d starts, exporting a window of %d batches", config_key, iteration, len(inputs))
+
+    def _window_inputs(self, conn: Any, config_key: str) -> list[str]:
+        """The newest game batches that together hold a window's samples, oldest first."""
+        chosen: list[str] = []
+        total = 0
+        for row in artifact_queries.list_artifacts(conn, config_key=config_key, kind=ArtifactKind.GAME_BATCH.value):
+            chosen.append(row["sha256"])
+            total += int(row["meta"].get("samples", 0))
+            if total >= self.settings.window_samples:
+                break
+        return list(reversed(chosen))
+
+    # --- training ----------------------------------------------------------------------------
+
+    def _on_npz_export_complete(self, event: Event) -> None:
+        job = self.queue.get(int(event.payload["job_id"]))
+        export = jobs.ExportJob.model_validate(job.payload)
+        with self.store.transaction() as conn:
+            state = self._state_at(conn, job.config_key, Stage.EXPORT, export.iteration)
+            if state is None:
+                return
+            production = model_queries.production_model(conn, job.config_key)
+            train = jobs.TrainJob(
+                iteration=export.iteration,
+                window_sha256=event.payload["window_sha256"],
+                init_model_id=production["id"] if production else None,
+                init_model_sha256=production["artifact_sha256"] if production else None,
+            )
+            self.queue.enqueue(
+                jobs.TRAIN,
+                job.config_key,
+                train.model_dump(),
+                priority=60,
+                requires={"gpus": 0},
+                idempotency_key=f"{job.config_key}:train:{export.iteration}",
+            )
+            queries.update_pipeline(
+                conn, job.config_key, self.clock(), stage=transition(Stage.EXPORT, Stage.TRAINING).value
+            )
+
+    # --- evaluation ----------------------------------------------------------------------------
+
+    def _on_training_completed(self, event: Event) -> None:
+        payload = event.payload
+        job = self.queue.get(int(payload["job_id"]))
+        train = jobs.TrainJob.model_validate(job.payload)
+        with self.store.transaction() as conn:
+            if self._state_at(conn, job.config_key, Stage.TRAINING, train.iteration) is None:
+                return
+            production = model_queries.production_model(conn, job.config_key)
+            opponents = ([production["id"]] if production else []) + list(self.settings.baselines)
+            model = self.registry.register_candidate(
+                config_key=job.config_key,
+                artifact_sha256=payload["artifact_sha256"],
+                parent_id=train.init_model_id,
+                window_sha256=train.window_sha256,
+                job_ids=[job.id],
+                iteration=train.iteration,
+                meta={"opponents": opponents, "loss": payload["loss"], "samples": payload["samples"]},
+            )
+            for opponent in opponents:
+                is_model = production is not None and opponent == production["id"]
+                evaluate = jobs.EvaluateJob(
+                    iteration=train.iteration,
+                    model_id=model.id,
+                    model_sha256=model.artifact_sha256,
+                    opponent=opponent,
+                    opponent_kind="model" if is_model else opponent,
+                    opponent_sha256=production["artifact_sha256"] if is_model and production else None,
+                    games=self.settings.eval_games if is_model else self.settings.baseline_games,
+                    seed=train.iteration,
+                )
+                self.queue.enqueue(
+                    jobs.EVALUATE,
+                    job.config_key,
+                    evaluate.model_dump(),
+                    priority=70,
+                    idempotency_key=f"{model.id}:eval:{opponent}",
+                )
+            queries.update_pipeline(
+                conn, job.config_key, self.clock(), stage=transition(Stage.TRAINING, Stage.EVALUATION).value
+            )
+
+    def _on_evaluation_result(self, event: Event) -> None:
+        payload = event.payload
+        config_key = payload["config_key"]
+        self.registry.record_match(
+            config_key=config_key,
+            model_id=payload["model_id"],
+            opponent=payload["opponent"],
+            wins=payload["wins"],
+            draws=payload["draws"],
+            losses=payload["losses"],
+            elo_diff=payload["elo_diff"],
+            elo_ci=payload["elo_ci"],
+            job_id=payload["job_id"],
+        )
+        self._maybe_decide(config_key, payload["model_id"])
+
+    def _maybe_decide(self, config_key: str, model_id: str) -> None:
+        with self.store.transaction() as conn:
+            model = self.registry.get(model_id)
+            iteration = int(model.meta.get("iteration", -1))
+            state = self._state_at(conn, config_key, Stage.EVALUATION, iteration)
+            if state is None or model.stage is not ModelStage.CANDIDATE:
+                return
+            results = self._results(model_id)
+            opponents: list[str] = list(model.meta.get("opponents", []))
+            if any(opponent not in results for opponent in opponents):
+                return
+            production = model_queries.production_model(conn, config_key)
+            best_id = production["id"] if production else None
+            evidence = promotion.Evidence(
+                vs_best=results.get(best_id) if best_id else None,
+                vs_baselines={name: results[name] for name in self.settings.baselines if name in results},
+                best_vs_baselines={
+                    name: result
+                    for name, result in (self._results(best_id) if best_id else {}).items()
+                    if name in self.settings.baselines
+                },
+                last_promotion_at=state["last_promotion_at"],
+                now=self.clock(),
+            )
+            decision = promotion.decide(self.settings, evidence, BASELINE_ORDER)
+            stage = transition(Stage.EVALUATION, Stage.PROMOTION)
+            queries.insert_decision(
+                conn,
+                config_key=config_key,
+                kind="promotion",
+                outcome="promoted" if decision.promote else "rejected",
+                evidence={"model_id": model_id, "reason": decision.reason, **evidence.as_dict()},
+                now=self.clock(),
+            )
+            if decision.promote:
+                self.registry.promote(model_id, reason=decision.reason)
+            else:
+                self.registry.reject(model_id, reason=decision.reason)
+            log.info(
+                "%s: %s %s (%s)", config_key, "promoted" if decision.promote else "rejected", model_id, decision.reason
+            )
+            self._next_round(conn, config_key, stage)
+
+    def _results(self, model_id: str) -> dict[str, promotion.Result]:
+        return {
+            match["player_b"]: promotion.Result(match["wins"], match["draws"], match["losses"])
+            for match in self.registry.matches(model_id)
+        }
+
+    # --- failures -------------------------------------------------------------------------------
+
+    def _on_job_dead(self, event: Event) -> None:
+        payload = event.payload
+        if payload["job_type"] not in ROUND_JOBS:
+            return
+        job = self.queue.get(int(payload["job_id"]))
+        iteration = int(job.payload.get("iteration", -1))
+        stage = {jobs.EXPORT: Stage.EXPORT, jobs.TRAIN: Stage.TRAINING, jobs.EVALUATE: Stage.EVALUATION}[job.type]
+        with self.store.transaction() as conn:
+            if self._state_at(conn, job.config_key, stage, iteration) is None:
+                return
+            if job.type == jobs.EVALUATE:
+                self.registry.reject(job.payload["model_id"], reason=f"evaluation job {job.id} died")
+            queries.insert_decision(
+                conn,
+                config_key=job.config_key,
+                kind="round",
+                outcome="abandoned",
+                evidence={"job_id": job.id, "job_type": job.type, "error": payload["error"], "iteration": iteration},
+                now=self.clock(),
+            )
+            log.warning("%s: round %d abandoned: %s job %d died", job.config_key, iteration, job.type, job.id)
+            self._next_round(conn, job.config_key, stage)
+
+    # --- helpers ----------------------------------------------------------------------------------
+
+    def _state_at(self, conn: Any, config_key: str, stage: Stage, iteration: int) -> Any:
+        """The pipeline row if it is at `stage` of round `iteration`, else None (a stale or replayed event)."""
+        state = queries.get_pipeline(conn, config_key, for_update=True)
+        if state is None or state["stage"] != stage or int(state["iteration"]) != iteration:
+            return None
+        return state
+
+    def _next_round(self, conn: Any, config_key: str, current: Stage) -> None:
+        state = queries.get_pipeline(conn, config_key)
+        assert state is not None
+        queries.update_pipeline(
+            conn,
+            config_key,
+            self.clock(),
+            stage=transition(current, Stage.SELFPLAY).value,
+            iteration=int(state["iteration"]) + 1,
+        )
+        self.maybe_export(config_key)

@@ -1,0 +1,184 @@
+"""The pipeline's daemons and their specs, added to the daemon registry by `register`.
+
+| daemon | where | what |
+| --- | --- | --- |
+| pipeline | leader | runs the coordinator and the progress recorder (durable consumers) |
+| selfplay_scheduler | leader | tops up selfplay jobs per config; applies the health pause rule |
+| job_executor | workers | claims and runs pipeline jobs in a child process |
+| model_distribution | workers | fetches each newly promoted model into the node's cache |
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from zeroloop.cluster.agent import describe_node
+from zeroloop.daemons.adapters import ServiceDaemon
+from zeroloop.daemons.daemon import DaemonContext, LoopDaemon
+from zeroloop.daemons.registry import WORKER_PROFILES, DaemonSpec, Layer, Registry
+from zeroloop.events.bus import Event
+from zeroloop.events.consumer import ConsumerSpec
+from zeroloop.events.runner import ConsumerRunner
+from zeroloop.events.wiring import declare
+from zeroloop.pipeline.coordinator import PipelineCoordinator
+from zeroloop.pipeline.executor import JobExecutor
+from zeroloop.pipeline.progress import ProgressRecorder
+from zeroloop.pipeline.scheduler import SelfplayScheduler
+from zeroloop.queue.jobs import Capabilities
+from zeroloop.store.queries import pipelines as queries
+
+log = logging.getLogger(__name__)
+
+declare("zeroloop.pipeline.scheduler", emits=("PIPELINE_PAUSED", "PIPELINE_RESUMED"))
+
+HEALTH_PAUSE = "system health"
+
+
+def pipeline_daemon(context: DaemonContext) -> ServiceDaemon:
+    """Factory of `pipeline`: the coordinator and progress recorder as one consumer runner."""
+    app = context.app
+    coordinator = PipelineCoordinator(app.store, app.bus, app.queue, app.registry, app.settings, clock=context.clock)
+    recorder = ProgressRecorder(app.store, clock=context.clock)
+    runner = ConsumerRunner(app.bus, [coordinator.spec(), recorder.spec()], app.settings.events, clock=context.clock)
+    return ServiceDaemon(runner)
+
+
+class SchedulerDaemon(LoopDaemon):
+    """Each tick: apply the health pause rule to every pipeline, then top up selfplay jobs."""
+
+    def __init__(self, context: DaemonContext) -> None:
+        app = context.app
+        super().__init__(app.settings.pipeline.scheduler_interval_s, clock=context.clock)
+        self.app = app
+        self.scheduler = SelfplayScheduler(app.store, app.queue, app.settings, clock=context.clock)
+
+    async def tick(self) -> None:
+        """One round: pause or resume by health, then schedule."""
+        await asyncio.to_thread(self.apply_pause, self.app.health.paused)
+        await asyncio.to_thread(self.scheduler.tick)
+
+    def apply_pause(self, paused: bool) -> None:
+        """Pause every running pipeline when health says so; resume those it paused when it recovers."""
+        now = self.clock()
+        with self.app.store.transaction() as conn:
+            for state in queries.list_pipelines(conn):
+                key = state["config_key"]
+                if paused and not state["paused"]:
+                    queries.update_pipeline(conn, key, now, paused=True, pause_reason=HEALTH_PAUSE)
+                    self.app.bus.publish("PIPELINE_PAUSED", {"config_key": key, "reason": HEALTH_PAUSE})
+                elif not paused and state["paused"] and state["pause_reason"] == HEALTH_PAUSE:
+                    queries.update_pipeline(conn, key, now, paused=False, pause_reason=None)
+                    self.app.bus.publish("PIPELINE_RESUMED", {"config_key": key, "reason": "system health recovered"})
+
+    def details(self) -> dict[str, Any]:
+        """Jobs enqueued so far."""
+        return {"enqueued": self.scheduler.enqueued}
+
+
+def scheduler_daemon(context: DaemonContext) -> SchedulerDaemon:
+    """Factory of `selfplay_scheduler`."""
+    return SchedulerDaemon(context)
+
+
+def executor_daemon(context: DaemonContext) -> ServiceDaemon:
+    """Factory of `job_executor`: runs this node's pipeline jobs."""
+    app = context.app
+    info = describe_node(app.settings)
+    capabilities = Capabilities(
+        gpus=len(info.gpus), memory_bytes=info.memory_bytes, labels=frozenset(app.settings.cluster.labels)
+    )
+    executor = JobExecutor(
+        app.store,
+        app.bus,
+        app.queue,
+        app.artifacts,
+        app.settings,
+        node=app.settings.cluster.node_id,
+        capabilities=capabilities,
+        clock=context.clock,
+    )
+    return ServiceDaemon(executor, describe=executor.health)
+
+
+class ModelPrefetcher:
+    """Fetches every newly promoted model into this node's cache, so selfplay starts without waiting."""
+
+    def __init__(self, context: DaemonContext) -> None:
+        self.app = context.app
+        self.fetched = 0
+
+    def spec(self) -> ConsumerSpec:
+        """A durable consumer per node: each node fetches each promotion once."""
+        return ConsumerSpec(
+            f"model-distribution@{self.app.settings.cluster.node_id}",
+            self.handle,
+            types=("MODEL_PROMOTED",),
+            start="latest",
+        )
+
+    def handle(self, event: Event) -> None:
+        """Fetch (download and verify) the promoted model's artifact."""
+        self.app.artifacts.fetch(event.payload["artifact_sha256"])
+        self.fetched += 1
+
+
+declare("model-distribution", handles=("MODEL_PROMOTED",))
+
+
+def model_distribution_daemon(context: DaemonContext) -> ServiceDaemon:
+    """Factory of `model_distribution`."""
+    prefetcher = ModelPrefetcher(context)
+    runner = ConsumerRunner(context.app.bus, [prefetcher.spec()], context.app.settings.events, clock=context.clock)
+    return ServiceDaemon(runner, describe=lambda: {"fetched": prefetcher.fetched})
+
+
+def _profiles(*names: str) -> frozenset[str]:
+    return frozenset((*names, "full"))
+
+
+SPECS = (
+    DaemonSpec(
+        "pipeline",
+        pipeline_daemon,
+        "turns job results into the next stage's jobs; keeps each pipeline's progress record",
+        _profiles("coordinator"),
+        depends_on=("leader_election",),
+        layer=Layer.APPLICATION,
+        leader_only=True,
+        critical=True,
+    ),
+    DaemonSpec(
+        "selfplay_scheduler",
+        scheduler_daemon,
+        "keeps selfplay queued per config by priority, throttled by backpressure; pauses on bad health",
+        _profiles("coordinator"),
+        depends_on=("leader_election",),
+        layer=Layer.APPLICATION,
+        leader_only=True,
+    ),
+    DaemonSpec(
+        "job_executor",
+        executor_daemon,
+        "claims and runs selfplay, export, training and evaluation jobs",
+        _profiles(*WORKER_PROFILES),
+        depends_on=("node_heartbeat",),
+        layer=Layer.APPLICATION,
+        critical=True,
+    ),
+    DaemonSpec(
+        "model_distribution",
+        model_distribution_daemon,
+        "prefetches each promoted model into this node's artifact cache",
+        _profiles(*WORKER_PROFILES),
+        layer=Layer.APPLICATION,
+    ),
+)
+
+
+def register(registry: Registry) -> Registry:
+    """Add the pipeline's daemons to `registry` and return it."""
+    for spec in SPECS:
+        registry.add(spec)
+    return registry

@@ -1,0 +1,336 @@
+"""The worker side of the pipeline: claim a job, run it in a child process, store its output, report.
+
+The order is what makes a dead worker cost at most its job in flight: the output is
+uploaded to the artifact store and recorded in the manifest first; then one store
+transaction completes the job (refused if the lease moved on) and publishes its event.
+While the child process works, the lease is heartbeated from the event loop; a lease
+that was lost (StaleLeaseError) or a job past its timeout kills the child.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import multiprocessing
+import shutil
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from zeroloop.artifacts.repository import Artifacts
+from zeroloop.artifacts.transfer import ArtifactKind
+from zeroloop.config import Settings
+from zeroloop.errors import ArtifactError, QueueError, StaleLeaseError, WorkloadError
+from zeroloop.events.bus import EventBus
+from zeroloop.events.wiring import declare
+from zeroloop.pipeline import child, jobs
+from zeroloop.pipeline.registry import model_id_for
+from zeroloop.queue.jobs import Capabilities, Job, Lease
+from zeroloop.queue.manager import JobQueue
+from zeroloop.store.database import Store
+from zeroloop.store.queries import models as model_queries
+from zeroloop.workload.protocol import (
+    EvaluateRequest,
+    Evidence,
+    ExportRequest,
+    Player,
+    SelfplayRequest,
+    TrainRequest,
+)
+
+log = logging.getLogger(__name__)
+
+declare(
+    "zeroloop.pipeline.executor",
+    emits=(
+        "SELFPLAY_COMPLETE",
+        "NPZ_EXPORT_COMPLETE",
+        "TRAINING_STARTED",
+        "TRAINING_PROGRESS",
+        "TRAINING_COMPLETED",
+        "EVALUATION_RESULT",
+    ),
+)
+
+PROGRESS_EVERY_S = 5.0
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A job made ready to run: the operation, its request (local paths), and where its output goes."""
+
+    operation: str
+    request: Any
+    output: Path
+
+
+class JobExecutor:
+    """Runs pipeline jobs for one node, one at a time, in a child process it keeps warm."""
+
+    def __init__(
+        self,
+        store: Store,
+        bus: EventBus,
+        queue: JobQueue,
+        artifacts: Artifacts,
+        settings: Settings,
+        *,
+        node: str,
+        capabilities: Capabilities | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.bus = bus
+        self.queue = queue
+        self.artifacts = artifacts
+        self.settings = settings
+        self.node = node
+        self.capabilities = capabilities or Capabilities()
+        self.clock = clock
+        self.workdir = settings.data_dir / "work" / node
+        self._pool: ProcessPoolExecutor | None = None
+        self._progress: Any = None
+        self._stopping = asyncio.Event()
+        self.jobs_done = 0
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def run(self, idle_wait_s: float = 0.5) -> None:
+        """Claim and run jobs until stopped; wait `idle_wait_s` (seconds) when there is nothing to do."""
+        try:
+            while not self._stopping.is_set():
+                if not await self.run_once():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stopping.wait(), timeout=idle_wait_s)
+        finally:
+            self.close()
+
+    async def run_once(self) -> bool:
+        """Claim one job and run it to its end; False when there was none to claim."""
+        lease = await asyncio.to_thread(self.queue.claim, self.node, self.capabilities, jobs.JOB_TYPES)
+        if lease is None:
+            return False
+        await self._execute(lease)
+        return True
+
+    def stop(self) -> None:
+        """Finish the job in flight, then stop claiming."""
+        self._stopping.set()
+
+    def close(self) -> None:
+        """Shut the child process down."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    def health(self) -> dict[str, Any]:
+        """Details for the daemon health check."""
+        return {"jobs_done": self.jobs_done, "child": self._pool is not None}
+
+    # --- one job -----------------------------------------------------------------------------
+
+    async def _execute(self, lease: Lease) -> None:
+        job, token = lease.job, lease.token
+        workdir = self.workdir / f"job-{job.id}-{token}"
+        lost = asyncio.Event()
+        beat = asyncio.create_task(self._heartbeat(job, token, lost))
+        try:
+            prepared = await asyncio.to_thread(self._prepare, job, workdir)
+            if job.type == jobs.TRAIN:
+                await asyncio.to_thread(self._publish_training_started, job)
+            evidence = await self._run_child(job, prepared, lost)
+            await asyncio.to_thread(self._finish, job, token, prepared, evidence)
+            self.jobs_done += 1
+        except StaleLeaseError as exc:
+            log.warning("job %d: lease lost, result dropped (%s)", job.id, exc)
+        except (WorkloadError, ArtifactError, QueueError, TimeoutError, BrokenProcessPool) as exc:
+            reason = f"job timed out after {job.timeout_s:g} s" if isinstance(exc, TimeoutError) else str(exc)
+            log.error("job %d (%s %s) failed: %s", job.id, job.type, job.config_key, reason)
+            await self._fail(job, token, reason)
+        finally:
+            beat.cancel()
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    async def _fail(self, job: Job, token: int, reason: str) -> None:
+        try:
+            await asyncio.to_thread(self.queue.fail, job.id, token, reason[:2000], retryable=True)
+        except StaleLeaseError:
+            log.warning("job %d: lease already lost; failure not recorded", job.id)
+
+    async def _heartbeat(self, job: Job, token: int, lost: asyncio.Event) -> None:
+        interval = max(0.2, self.settings.queue.lease_s / 3)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await asyncio.to_thread(self.queue.heartbeat, job.id, token)
+            except StaleLeaseError:
+                lost.set()
+                return
+
+    async def _run_child(self, job: Job, prepared: Prepared, lost: asyncio.Event) -> Evidence:
+        pool = self._ensure_pool()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.run_in_executor(
+            pool, child.run_operation, prepared.operation, prepared.request
+        )
+        lost_wait: asyncio.Future[Any] = asyncio.ensure_future(lost.wait())
+        progress = asyncio.ensure_future(self._forward_progress(job)) if job.type == jobs.TRAIN else None
+        try:
+            done, _ = await asyncio.wait(
+                {future, lost_wait}, timeout=job.timeout_s, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            lost_wait.cancel()
+            if progress is not None:
+                progress.cancel()
+        if future in done:
+            evidence: Evidence = future.result()
+            return evidence
+        self._kill_pool()
+        if lost.is_set():
+            raise StaleLeaseError(f"job {job.id} was re-leased while it ran")
+        raise TimeoutError
+
+    def _ensure_pool(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            context = multiprocessing.get_context("spawn")
+            self._progress = context.Queue()
+            self._pool = ProcessPoolExecutor(
+                max_workers=1,
+                mp_context=context,
+                initializer=child.initialize,
+                initargs=(self.settings.workload.model_dump_json(), self._progress),
+            )
+        return self._pool
+
+    def _kill_pool(self) -> None:
+        if self._pool is None:
+            return
+        for process in list(getattr(self._pool, "_processes", {}).values()):
+            process.kill()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool = None
+
+    async def _forward_progress(self, job: Job) -> None:
+        last = 0.0
+        while True:
+            report = await asyncio.to_thread(child.next_progress, self._progress, 1.0)
+            if report is None or time.monotonic() - last < PROGRESS_EVERY_S:
+                continue
+            last = time.monotonic()
+            await asyncio.to_thread(
+                self.bus.publish,
+                "TRAINING_PROGRESS",
+                {
+                    "config_key": job.config_key,
+                    "job_id": job.id,
+                    "step": report["step"],
+                    "loss": report["loss"],
+                    "samples_per_s": report["samples_per_s"],
+                },
+            )
+
+    # --- before and after (blocking; run in a thread) ----------------------------------------
+
+    def _prepare(self, job: Job, workdir: Path) -> Prepared:
+        """Fetch the job's inputs into the cache and build the workload request."""
+        workdir.mkdir(parents=True, exist_ok=True)
+        payload = jobs.parse(job.type, job.payload)
+        if isinstance(payload, jobs.SelfplayJob):
+            model = self._production_model(job.config_key)
+            output = workdir / "games.npz"
+            request: Any = SelfplayRequest(job.config_key, output, payload.games, model, seed=job.id)
+            return Prepared("selfplay", request, output)
+        if isinstance(payload, jobs.ExportJob):
+            inputs = tuple(self.artifacts.fetch(sha) for sha in payload.inputs)
+            output = workdir / "window.npz"
+            return Prepared(
+                "export", ExportRequest(job.config_key, inputs, output, payload.window_samples, payload.seed), output
+            )
+        if isinstance(payload, jobs.TrainJob):
+            window = self.artifacts.fetch(payload.window_sha256)
+            init = self.artifacts.fetch(payload.init_model_sha256) if payload.init_model_sha256 else None
+            output = workdir / "model.pt"
+            return Prepared("train", TrainRequest(job.config_key, window, output, init, seed=payload.seed), output)
+        assert isinstance(payload, jobs.EvaluateJob)
+        candidate = Player.of_model(self.artifacts.fetch(payload.model_sha256))
+        if payload.opponent_kind == "model":
+            if payload.opponent_sha256 is None:
+                raise QueueError(f"evaluate job {job.id} names a model opponent without its sha256")
+            opponent = Player.of_model(self.artifacts.fetch(payload.opponent_sha256))
+        else:
+            opponent = Player(payload.opponent_kind)
+        output = workdir / "match.json"
+        request = EvaluateRequest(job.config_key, candidate, opponent, output, payload.games, seed=payload.seed)
+        return Prepared("evaluate", request, output)
+
+    def _production_model(self, config_key: str) -> Path | None:
+        """The production model's file, fetched and verified; None before the first promotion."""
+        with self.store.read() as conn:
+            row = model_queries.production_model(conn, config_key)
+        return self.artifacts.fetch(row["artifact_sha256"]) if row else None
+
+    def _publish_training_started(self, job: Job) -> None:
+        payload = jobs.TrainJob.model_validate(job.payload)
+        self.bus.publish(
+            "TRAINING_STARTED",
+            {"config_key": job.config_key, "job_id": job.id, "iteration": payload.iteration, "node": self.node},
+            dedup_key=f"training-started:{job.id}:{job.attempts}",
+        )
+
+    def _finish(self, job: Job, token: int, prepared: Prepared, evidence: Evidence) -> None:
+        """Upload the output, then complete the job and publish its event in one transaction."""
+        counts = dict(evidence.counts)
+        kind = {
+            "selfplay": ArtifactKind.GAME_BATCH,
+            "export": ArtifactKind.TRAINING_WINDOW,
+            "train": ArtifactKind.MODEL,
+            "evaluate": ArtifactKind.MATCH_RESULT,
+        }[prepared.operation]
+        samples = int(counts.get("positions", counts.get("samples", 0)))
+        artifact = self.artifacts.put(
+            prepared.output,
+            kind,
+            config_key=job.config_key,
+            meta={"samples": samples, **{k: v for k, v in counts.items() if math.isfinite(float(v))}},
+            producer_job_id=job.id,
+        )
+        result = {"artifact_sha256": artifact.sha256, "size_bytes": artifact.size_bytes, "counts": counts}
+        event_type, payload = self._event_for(job, artifact.sha256, counts, samples)
+        with self.store.transaction():
+            self.queue.complete(job.id, token, result)
+            self.bus.publish(event_type, payload, dedup_key=f"{event_type}:{job.id}")
+
+    def _event_for(self, job: Job, sha256: str, counts: dict[str, float], samples: int) -> tuple[str, dict[str, Any]]:
+        base = {"config_key": job.config_key, "job_id": job.id}
+        if job.type == jobs.SELFPLAY:
+            games = int(counts.get("games", 0))
+            return "SELFPLAY_COMPLETE", {**base, "artifact_sha256": sha256, "games": games, "samples": samples}
+        if job.type == jobs.EXPORT:
+            return "NPZ_EXPORT_COMPLETE", {**base, "window_sha256": sha256, "samples": samples}
+        if job.type == jobs.TRAIN:
+            iteration = int(job.payload["iteration"])
+            return "TRAINING_COMPLETED", {
+                **base,
+                "model_id": model_id_for(job.config_key, iteration, sha256),
+                "artifact_sha256": sha256,
+                "loss": float(counts.get("loss", math.nan)),
+                "samples": samples,
+            }
+        low, high = float(counts.get("elo_low", 0.0)), float(counts.get("elo_high", 0.0))
+        return "EVALUATION_RESULT", {
+            **base,
+            "model_id": job.payload["model_id"],
+            "opponent": job.payload["opponent"],
+            "wins": int(counts["wins"]),
+            "draws": int(counts["draws"]),
+            "losses": int(counts["losses"]),
+            "elo_diff": float(counts["elo"]),
+            "elo_ci": (high - low) / 2 if math.isfinite(high - low) else 1000.0,
+        }

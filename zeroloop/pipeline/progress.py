@@ -1,0 +1,81 @@
+"""The progress record of each pipeline: what status screens show, kept from the event log.
+
+A durable, transactional consumer folds training progress, game batches and promotion
+decisions into `pipelines.progress`, so `zeroloop status` and the quickstart read one row
+per config key instead of scanning the log.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from zeroloop.events.bus import Event
+from zeroloop.events.consumer import ConsumerSpec
+from zeroloop.events.wiring import declare
+from zeroloop.store.database import Store
+from zeroloop.store.queries import pipelines as queries
+
+NAME = "pipeline-progress"
+HANDLES = (
+    "TRAINING_STARTED",
+    "TRAINING_PROGRESS",
+    "GAME_BATCH_READY",
+    "MODEL_PROMOTED",
+    "MODEL_REJECTED",
+    "EVALUATION_RESULT",
+    "PIPELINE_PAUSED",
+)
+declare(NAME, handles=HANDLES)
+
+
+class ProgressRecorder:
+    """Keeps `pipelines.progress` current from the events of each config key."""
+
+    def __init__(self, store: Store, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.clock = clock
+
+    def spec(self) -> ConsumerSpec:
+        """The durable, transactional consumer that feeds this recorder."""
+        return ConsumerSpec(NAME, self.handle, types=HANDLES, transactional=True)
+
+    def handle(self, event: Event) -> None:
+        """Fold one event into its config's progress record."""
+        payload = event.payload
+        changes: dict[str, Any]
+        if event.type == "GAME_BATCH_READY":
+            changes = {"last_batch_at": event.created_at}
+        elif event.type == "TRAINING_STARTED":
+            changes = {"training": {"job_id": payload["job_id"], "step": 0, "loss": None, "at": event.created_at}}
+        elif event.type == "TRAINING_PROGRESS":
+            changes = {
+                "training": {
+                    "job_id": payload["job_id"],
+                    "step": payload["step"],
+                    "loss": payload["loss"],
+                    "samples_per_s": payload["samples_per_s"],
+                    "at": event.created_at,
+                }
+            }
+        elif event.type == "EVALUATION_RESULT":
+            result = {key: payload[key] for key in ("model_id", "wins", "draws", "losses", "elo_diff")}
+            changes = {
+                f"last_vs_{payload['opponent'] if payload['opponent'] in ('random', 'mcts') else 'best'}": result
+            }
+        elif event.type == "MODEL_PROMOTED":
+            changes = {
+                "promotions": None,
+                "last_promotion": {"model_id": payload["model_id"], "reason": payload["reason"]},
+            }
+        elif event.type == "PIPELINE_PAUSED":
+            changes = {"last_pause": {"reason": payload["reason"], "at": event.created_at}}
+        else:
+            changes = {"last_rejection": {"model_id": payload["model_id"], "reason": payload["reason"]}}
+        with self.store.transaction() as conn:
+            if event.type == "MODEL_PROMOTED":
+                state = queries.get_pipeline(conn, payload["config_key"])
+                count = int(((state["progress"] or {}) if state else {}).get("promotions") or 0)
+                changes["promotions"] = count + 1
+            queries.merge_progress(conn, payload["config_key"], changes, self.clock())

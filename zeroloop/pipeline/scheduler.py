@@ -1,0 +1,116 @@
+"""The selfplay scheduler: keeps every config's selfplay work queued, in proportion to its need.
+
+Each tick (run on the leader) it computes a weight per unpaused config key,
+
+    weight = 1 + 2 * deficit + staleness + velocity
+
+with deficit = share of `train_after_samples` still missing before the next round (0..1),
+staleness = minutes since the config's last game batch / 10 (capped at 1), and velocity
+= Elo gained over the last hour / 100 (clamped to 0..1): a config that is short of data,
+starved, or improving fast gets more of the shared workers. The target of queued selfplay
+jobs, `selfplay_queue_target`, is split by weight (at least one job each) and halved at
+backpressure SOFT or above; at HARD or above nothing is added. Jobs are topped up to the
+target, never removed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from zeroloop.config import Settings
+from zeroloop.pipeline import jobs
+from zeroloop.queue.backpressure import BackpressureLevel
+from zeroloop.queue.jobs import JobStatus
+from zeroloop.queue.manager import JobQueue
+from zeroloop.store.database import Store
+from zeroloop.store.queries import models as model_queries
+from zeroloop.store.queries import pipelines as queries
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ConfigNeed:
+    """What the scheduler knows of one config key (seconds, samples, Elo points)."""
+
+    config_key: str
+    samples_since_training: int
+    since_last_batch_s: float
+    elo_gain_last_hour: float
+
+
+def weight(need: ConfigNeed, train_after_samples: int) -> float:
+    """The scheduling weight of a config key (see the module docstring)."""
+    deficit = max(0.0, 1.0 - need.samples_since_training / train_after_samples)
+    staleness = min(1.0, need.since_last_batch_s / 600.0)
+    velocity = min(1.0, max(0.0, need.elo_gain_last_hour / 100.0))
+    return 1.0 + 2.0 * deficit + staleness + velocity
+
+
+def allocate(weights: Mapping[str, float], target: int, level: BackpressureLevel) -> dict[str, int]:
+    """Queued selfplay jobs wanted per config key for a total `target`, throttled by backpressure."""
+    if not weights or level >= BackpressureLevel.HARD:
+        return dict.fromkeys(weights, 0)
+    total = max(len(weights), target // 2 if level >= BackpressureLevel.SOFT else target)
+    whole = sum(weights.values())
+    return {key: max(1, math.floor(total * value / whole)) for key, value in weights.items()}
+
+
+class SelfplayScheduler:
+    """Tops up queued selfplay jobs per config key; run it on the leader only."""
+
+    def __init__(
+        self, store: Store, queue: JobQueue, settings: Settings, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.store = store
+        self.queue = queue
+        self.settings = settings.pipeline
+        self.clock = clock
+        self.enqueued = 0
+
+    def needs(self) -> list[ConfigNeed]:
+        """The current need of every unpaused pipeline."""
+        now = self.clock()
+        with self.store.read() as conn:
+            states = [state for state in queries.list_pipelines(conn) if not state["paused"]]
+            result = []
+            for state in states:
+                history = model_queries.elo_history_of(conn, state["config_key"], since=now - 3600)
+                gain = history[-1]["elo"] - history[0]["elo"] if len(history) > 1 else 0.0
+                progress = state["progress"] or {}
+                last_batch = float(progress.get("last_batch_at", state["updated_at"]))
+                result.append(
+                    ConfigNeed(state["config_key"], int(state["samples_since_training"]), now - last_batch, gain)
+                )
+        return result
+
+    def tick(self) -> dict[str, int]:
+        """Enqueue what is missing; return how many jobs were added per config key."""
+        needs = self.needs()
+        if not needs:
+            return {}
+        level = self.queue.check_backpressure(jobs.SELFPLAY)
+        wanted = allocate(
+            {need.config_key: weight(need, self.settings.train_after_samples) for need in needs},
+            self.settings.selfplay_queue_target,
+            level,
+        )
+        added: dict[str, int] = {}
+        for config_key, target in wanted.items():
+            queued = len(
+                self.queue.list(
+                    statuses=[JobStatus.QUEUED], job_type=jobs.SELFPLAY, config_key=config_key, limit=target + 1
+                )
+            )
+            for _ in range(max(0, target - queued)):
+                payload = jobs.SelfplayJob(games=self.settings.selfplay_games_per_job)
+                self.queue.enqueue(jobs.SELFPLAY, config_key, payload.model_dump(), priority=10)
+                added[config_key] = added.get(config_key, 0) + 1
+        self.enqueued += sum(added.values())
+        if added:
+            log.debug("selfplay scheduler added %s (backpressure %s)", added, level.name)
+        return added
