@@ -11,6 +11,7 @@ from zeroloop.events.bus import EventBus
 from zeroloop.pipeline.registry import ModelRegistry, ModelStage, RegistryError
 from zeroloop.store.database import Store
 from zeroloop.store.schema import events, pipelines
+from zeroloop.workload.elo import elo_from_score
 
 
 def _registry(store: Store) -> ModelRegistry:
@@ -97,20 +98,19 @@ def test_a_failing_guard_refuses_the_promotion_and_changes_nothing(store: Store)
     assert _promotions(store) == []
 
 
-def test_matches_update_elo_from_the_anchored_opponent_once_per_job(store: Store) -> None:
+def test_matches_rate_models_from_the_anchored_opponent_once_per_job(store: Store) -> None:
     registry = _registry(store)
     first = _candidate(registry, 1)
-    kwargs = {"config_key": "tic_tac_toe_2p", "draws": 0, "elo_ci": 50.0}
-    assert registry.record_match(
-        model_id=first, opponent="random", wins=9, losses=1, elo_diff=380.0, job_id=7, **kwargs
-    )
-    assert (
-        registry.record_match(model_id=first, opponent="random", wins=9, losses=1, elo_diff=380.0, job_id=7, **kwargs)
-        is None
-    )
-    assert registry.get(first).elo == 380.0
+    kwargs = {"config_key": "tic_tac_toe_2p", "draws": 0, "elo_ci": 50.0, "elo_diff": 9999.0}
+    assert registry.record_match(model_id=first, opponent="random", wins=9, losses=1, job_id=7, **kwargs)
+    assert registry.record_match(model_id=first, opponent="random", wins=9, losses=1, job_id=7, **kwargs) is None
+    first_elo = elo_from_score(9.5 / 11)
+    assert registry.get(first).elo == pytest.approx(first_elo)
+    registry.record_match(model_id=first, opponent="mcts", wins=0, losses=10, job_id=9, **kwargs)
+    assert registry.get(first).elo == pytest.approx(first_elo)  # an unanchored baseline does not rate
     second = _candidate(registry, 2, parent=first)
-    assert registry.get(second).elo == 380.0
-    registry.record_match(model_id=second, opponent=first, wins=6, losses=4, elo_diff=70.0, job_id=8, **kwargs)
-    assert registry.get(second).elo == 450.0
-    assert len(registry.matches(first)) == 1
+    assert registry.get(second).elo == pytest.approx(first_elo)  # a candidate starts at its parent's rating
+    registry.record_match(model_id=second, opponent=first, wins=6, losses=4, job_id=8, **kwargs)
+    registry.record_match(model_id=second, opponent="random", wins=10, losses=0, job_id=10, **kwargs)
+    assert registry.get(second).elo == pytest.approx(first_elo + elo_from_score(6.5 / 11))
+    assert len(registry.matches(first)) == 2

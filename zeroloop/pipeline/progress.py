@@ -46,7 +46,7 @@ class ProgressRecorder:
         payload = event.payload
         changes: dict[str, Any]
         if event.type == "GAME_BATCH_READY":
-            changes = {"last_batch_at": event.created_at}
+            changes = {"last_batch_at": event.created_at, "games_total": payload["games"]}
         elif event.type == "TRAINING_STARTED":
             changes = {"training": {"job_id": payload["job_id"], "step": 0, "loss": None, "at": event.created_at}}
         elif event.type == "TRAINING_PROGRESS":
@@ -74,8 +74,10 @@ class ProgressRecorder:
         else:
             changes = {"last_rejection": {"model_id": payload["model_id"], "reason": payload["reason"]}}
         with self.store.transaction() as conn:
+            state = queries.get_pipeline(conn, payload["config_key"])
+            before = (state["progress"] or {}) if state else {}
             if event.type == "MODEL_PROMOTED":
-                state = queries.get_pipeline(conn, payload["config_key"])
-                count = int(((state["progress"] or {}) if state else {}).get("promotions") or 0)
-                changes["promotions"] = count + 1
+                changes["promotions"] = int(before.get("promotions") or 0) + 1
+            if event.type == "GAME_BATCH_READY":
+                changes["games_total"] = int(before.get("games_total") or 0) + int(payload["games"])
             queries.merge_progress(conn, payload["config_key"], changes, self.clock())

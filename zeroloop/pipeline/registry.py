@@ -24,10 +24,12 @@ from zeroloop.events.wiring import declare
 from zeroloop.store.database import Store
 from zeroloop.store.queries import models as queries
 from zeroloop.store.queries import pipelines as pipeline_queries
+from zeroloop.workload.elo import elo_from_score
 
 declare("zeroloop.pipeline.registry", emits=("MODEL_PROMOTED", "MODEL_REJECTED"))
 
 BASELINE_ELO = {"random": 0.0}
+_BASELINES = ("random", "mcts")
 
 Guard = Callable[[Connection], None]
 
@@ -214,7 +216,7 @@ class ModelRegistry:
     ) -> int | None:
         """Record a match of `model_id` against `opponent` (a model id or a baseline); None if already recorded.
 
-        The model's Elo becomes the opponent's Elo plus `elo_diff`, when the opponent's Elo is known.
+        `elo_diff` is recorded as the match reported it; the model's rating is set by `_rate`.
         """
         with self.store.transaction() as conn:
             if job_id is not None and queries.count_matches_of_job(conn, job_id):
@@ -235,16 +237,33 @@ class ModelRegistry:
                     "created_at": now,
                 },
             )
-            anchor = BASELINE_ELO.get(opponent)
-            if anchor is None:
-                opponent_row = queries.get_model(conn, opponent)
-                anchor = float(opponent_row["elo"]) if opponent_row else None
-            if anchor is not None:
-                queries.set_elo(conn, model_id, anchor + elo_diff)
+            rated = self._rate(conn, model_id, opponent, wins, draws, losses)
+            if rated is not None:
+                queries.set_elo(conn, model_id, rated)
                 queries.insert_elo(
-                    conn, model_id=model_id, config_key=config_key, elo=anchor + elo_diff, match_id=match_id, now=now
+                    conn, model_id=model_id, config_key=config_key, elo=rated, match_id=match_id, now=now
                 )
             return match_id
+
+    @staticmethod
+    def _rate(conn: Connection, model_id: str, opponent: str, wins: int, draws: int, losses: int) -> float | None:
+        """The model's new rating from this match, or None when the match cannot rate it.
+
+        A match against a model rates relative to that model's rating; one against random
+        play (Elo 0) rates only a model that has no match against a model yet. Other
+        baselines have no fixed rating and do not rate. The score gets half a win and half
+        a loss of prior (score = (w + d/2 + 1/2) / (n + 1)), so a clean sweep of a short
+        match means a large, finite difference rather than an infinite one.
+        """
+        games = wins + draws + losses
+        diff = elo_from_score((wins + 0.5 * draws + 0.5) / (games + 1))
+        if opponent in BASELINE_ELO:
+            played_models = [m for m in queries.matches_of(conn, model_id) if m["player_b"] not in _BASELINES]
+            return None if played_models else BASELINE_ELO[opponent] + diff
+        if opponent in _BASELINES:
+            return None
+        row = queries.get_model(conn, opponent)
+        return float(row["elo"]) + diff if row else None
 
     def matches(self, model_id: str) -> list[dict[str, Any]]:
         """Every match a model played, oldest first."""

@@ -1,0 +1,180 @@
+"""`zeroloop quickstart`: the whole loop on this machine, from nothing, with live progress.
+
+It opens the embedded store (or the configured one), starts the config's pipeline, runs
+the coordinator daemons in this process and `--workers` worker processes beside it, and
+shows games, samples, training loss, promotions and Elo against the baselines as they
+happen. Ctrl-C (or the end of `--minutes`) drains everything; a second Ctrl-C stops at
+once. All state is in the store, so running it again resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import signal
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import typer
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+
+from zeroloop.app import App
+from zeroloop.bootstrap import initialize_all_coordinators, shutdown_all_coordinators
+from zeroloop.cli.common import console, settings
+from zeroloop.cli.pipeline import start_pipeline
+from zeroloop.cli.run import registry_for_cli
+from zeroloop.errors import ZeroloopError
+from zeroloop.local_workers import LocalWorkers
+from zeroloop.store.queries import models as model_queries
+from zeroloop.store.queries import pipelines as queries
+
+REFRESH_S = 1.0
+_CONFIG_KEY = re.compile(r"^[a-z0-9_]+_\d+p$")
+
+
+def config_key_of(game: str) -> str:
+    """`tic_tac_toe` -> `tic_tac_toe_2p`; a full config key passes unchanged."""
+    return game if _CONFIG_KEY.match(game) else f"{game}_2p"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the progress view shows, read from the store in one go."""
+
+    pipeline: dict[str, Any]
+    production: dict[str, Any] | None
+    models: int
+    queue: dict[str, dict[str, int]]
+
+
+def snapshot(app: App, config_key: str) -> Snapshot:
+    """Read the pipeline row, the production model and queue counts."""
+    with app.store.read() as conn:
+        row = queries.get_pipeline(conn, config_key)
+        production = model_queries.production_model(conn, config_key)
+        models = len(model_queries.list_models(conn, config_key=config_key))
+    return Snapshot(dict(row) if row else {}, dict(production) if production else None, models, app.queue.stats())
+
+
+def render(snap: Snapshot, config_key: str, elapsed_s: float, minutes: float, workers: tuple[int, int]) -> Panel:
+    """The live progress panel."""
+    state = snap.pipeline
+    progress = state.get("progress") or {}
+    training = progress.get("training") or {}
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("time", f"{elapsed_s / 60:.1f} of {minutes:g} min")
+    table.add_row("workers", f"{workers[0]} running ({workers[1]} restarts)")
+    table.add_row("stage", f"{state.get('stage', '-')} (round {state.get('iteration', 0)})")
+    table.add_row("games", str(progress.get("games_total", 0)))
+    table.add_row(
+        "samples", f"{state.get('samples_total', 0)} ({state.get('samples_since_training', 0)} since training)"
+    )
+    if training:
+        loss = training.get("loss")
+        speed = training.get("samples_per_s")
+        table.add_row(
+            "training",
+            f"step {training.get('step', 0)}"
+            + (f", loss {loss:.3f}" if loss is not None else "")
+            + (f", {speed:.0f} samples/s" if speed else ""),
+        )
+    table.add_row("models", f"{snap.models} trained, {progress.get('promotions', 0)} promoted")
+    if snap.production:
+        table.add_row("production", f"{snap.production['id']} (Elo {snap.production['elo']:.0f})")
+    for opponent in ("random", "mcts", "best"):
+        result = progress.get(f"last_vs_{opponent}")
+        if result:
+            table.add_row(
+                f"vs {opponent}",
+                f"+{result['wins']} ={result['draws']} -{result['losses']} ({result['elo_diff']:+.0f} Elo) "
+                f"[dim]{result['model_id']}[/dim]",
+            )
+    queued = {kind: counts.get("queued", 0) + counts.get("running", 0) for kind, counts in snap.queue.items()}
+    table.add_row("jobs", ", ".join(f"{kind} {count}" for kind, count in sorted(queued.items())) or "-")
+    if state.get("paused"):
+        table.add_row("paused", str(state.get("pause_reason")))
+    return Panel(table, title=f"zeroloop quickstart: {config_key}", subtitle="Ctrl-C stops cleanly")
+
+
+async def run_quickstart(app: App, config_key: str, minutes: float, workers: int) -> Snapshot:
+    """Run the loop for `minutes` (or until a signal) and return the final snapshot."""
+    loop = asyncio.get_running_loop()
+    stop, force = asyncio.Event(), asyncio.Event()
+
+    def on_signal() -> None:
+        (force if stop.is_set() else stop).set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    local = LocalWorkers(app.settings, workers)
+    started = time.monotonic()
+    try:
+        status = await initialize_all_coordinators(app, profile="coordinator", registry=registry_for_cli())
+        if status["failed"]:
+            raise ZeroloopError(f"coordinator daemons failed to start: {', '.join(status['failed'])}")
+        local.start()
+        deadline = started + minutes * 60
+        with Live(console=console, refresh_per_second=2, transient=False) as live:
+            while not stop.is_set() and time.monotonic() < deadline:
+                local.supervise()
+                snap = await asyncio.to_thread(snapshot, app, config_key)
+                restarts = sum(worker.restarts for worker in local.workers)
+                live.update(render(snap, config_key, time.monotonic() - started, minutes, (local.alive(), restarts)))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=REFRESH_S)
+        console.print("stopping: draining workers and daemons (Ctrl-C again to stop at once)")
+        drain = app.settings.daemons.drain_deadline_s
+        await asyncio.to_thread(local.stop, 0.0 if force.is_set() else drain)
+        await shutdown_all_coordinators(app)
+        return await asyncio.to_thread(snapshot, app, config_key)
+    finally:
+        local.stop(0.0)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def summary(snap: Snapshot, config_key: str, elapsed_s: float) -> Table:
+    """What was achieved, for the end of the run."""
+    state = snap.pipeline
+    progress = state.get("progress") or {}
+    table = Table("", "", title=f"{config_key}: after {elapsed_s / 60:.1f} minutes", show_header=False)
+    table.add_row("rounds completed", str(state.get("iteration", 0)))
+    table.add_row("games played", str(progress.get("games_total", 0)))
+    table.add_row("samples", str(state.get("samples_total", 0)))
+    table.add_row("models trained / promoted", f"{snap.models} / {progress.get('promotions', 0)}")
+    table.add_row("production model", snap.production["id"] if snap.production else "none yet")
+    if snap.production:
+        table.add_row("its Elo (random = 0)", f"{snap.production['elo']:.0f}")
+    for opponent in ("random", "mcts"):
+        result = progress.get(f"last_vs_{opponent}")
+        if result:
+            table.add_row(f"last candidate vs {opponent}", f"+{result['wins']} ={result['draws']} -{result['losses']}")
+    return table
+
+
+def quickstart_command(
+    game: str = typer.Option("tic_tac_toe", "--game", "-g", help="OpenSpiel game (e.g. connect_four) or config key."),
+    minutes: float = typer.Option(10.0, "--minutes", "-m", min=0.1, help="How long to run (minutes)."),
+    workers: int = typer.Option(2, "--workers", "-w", min=1, max=64, help="Worker processes on this machine."),
+) -> None:
+    """Run the whole self-improvement loop on this machine, with live progress; run again to resume."""
+    loaded = settings()
+    config_key = config_key_of(game)
+    started = time.monotonic()
+    with App(loaded, source="quickstart") as app:
+        start_pipeline(app, config_key)
+        console.print(f"data directory {loaded.data_dir}; store {app.store.display_url}")
+        final = asyncio.run(run_quickstart(app, config_key, minutes, workers))
+    console.print(summary(final, config_key, time.monotonic() - started))
+    console.print("run `zeroloop quickstart` again to continue; `zeroloop models ls` lists the models")
+
+
+def register(app: typer.Typer) -> None:
+    """Add `quickstart` to the top-level command."""
+    app.command("quickstart")(quickstart_command)
