@@ -1,0 +1,1 @@
+"""Tests of the workload: built-in AlphaZero and the command adapter."""

@@ -1,0 +1,227 @@
+"""The built-in workload: AlphaZero in PyTorch on OpenSpiel games, one config key per game.
+
+`AlphaZeroWorkload(settings.workload)` implements the `Workload` protocol. Each call
+loads what it needs from its input files, does the work synchronously, writes its output
+atomically and returns evidence with the sha256 of every file written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from zeroloop.config import WorkloadSettings
+from zeroloop.errors import WorkloadError
+from zeroloop.workload.datafiles import load_window, write_npz
+from zeroloop.workload.games import Game
+from zeroloop.workload.match import MoveChooser, play_match, random_chooser, search_chooser
+from zeroloop.workload.mcts import BatchedMCTS, SearchConfig, network_leaves, rollout_leaves
+from zeroloop.workload.network import Evaluator, NetShape, PolicyValueNet, load_net, new_net
+from zeroloop.workload.params import AlphaZeroParams
+from zeroloop.workload.protocol import (
+    EvaluateRequest,
+    Evidence,
+    ExportRequest,
+    FileKind,
+    Operation,
+    OutputFile,
+    Player,
+    ProgressCallback,
+    SelfplayRequest,
+    TrainRequest,
+    file_sha256,
+    no_progress,
+)
+from zeroloop.workload.selfplay import play_games
+from zeroloop.workload.train import train_net
+from zeroloop.workload.window import build_window
+
+log = logging.getLogger(__name__)
+
+NO_MODEL_SHA256 = "none"
+
+
+class AlphaZeroWorkload:
+    """Selfplay, export, train and evaluate for any supported OpenSpiel game, configured by WorkloadSettings."""
+
+    def __init__(self, settings: WorkloadSettings) -> None:
+        self.settings = settings
+        if settings.torch_threads > 0:
+            torch.set_num_threads(settings.torch_threads)
+
+    def game(self, config_key: str) -> Game:
+        """The game of `config_key`, with its configured OpenSpiel parameters."""
+        return Game(config_key, self.settings.game_params.get(config_key))
+
+    def params(self, config_key: str) -> AlphaZeroParams:
+        """The AlphaZero parameters of `config_key`."""
+        return AlphaZeroParams.resolve(self.settings, config_key)
+
+    def net_shape(self, game: Game) -> NetShape:
+        """The network shape configured for `game`."""
+        params = self.params(game.config_key)
+        return NetShape(game.obs_shape, game.num_actions, params.blocks, params.channels, params.value_hidden)
+
+    def load_or_new(self, game: Game, model: Path | None, seed: int) -> tuple[PolicyValueNet, str]:
+        """The network in `model` (checked against the game) or a fresh one, and the model file's sha256."""
+        if model is None:
+            return new_net(self.net_shape(game), seed), NO_MODEL_SHA256
+        net, _ = load_net(model, game.config_key)
+        if net.shape.obs_shape != game.obs_shape or net.shape.num_actions != game.num_actions:
+            raise WorkloadError(f"model file {model} does not fit {game.config_key} with its configured parameters")
+        return net, file_sha256(model)
+
+    def selfplay(self, request: SelfplayRequest) -> Evidence:
+        """Play `request.games` games and write them as one game batch."""
+        began = time.perf_counter()
+        if request.games < 1:
+            raise WorkloadError(f"selfplay needs at least one game, got {request.games}")
+        game = self.game(request.config_key)
+        params = self.params(request.config_key)
+        net, model_sha = self.load_or_new(game, request.model, request.seed)
+        rng = np.random.default_rng(request.seed)
+        search = SearchConfig(params.simulations, params.c_puct, params.dirichlet_alpha, params.dirichlet_epsilon)
+        mcts = BatchedMCTS(game, network_leaves(game, Evaluator(net, self.settings.device)), search, rng)
+        result = play_games(
+            game,
+            mcts,
+            games=request.games,
+            parallel=params.parallel_games,
+            temperature_moves=params.temperature_moves,
+            rng=rng,
+            model_sha256=model_sha,
+        )
+        write_npz(request.output, result.arrays)
+        counts = {
+            "games": int(result.arrays["num_games"]),
+            "positions": result.positions,
+            "evaluations": result.evaluations,
+        }
+        return self._evidence(
+            "selfplay", request.config_key, request.output, FileKind.GAME_BATCH, counts=counts, began=began
+        )
+
+    def export(self, request: ExportRequest) -> Evidence:
+        """Write a training window of the newest positions of `request.inputs`, augmented by symmetries."""
+        began = time.perf_counter()
+        game = self.game(request.config_key)
+        window = build_window(game, request.inputs, request.window_samples, np.random.default_rng(request.seed))
+        write_npz(request.output, window)
+        counts = {
+            "samples": int(window["obs"].shape[0]),
+            "source_samples": int(window["source_samples"]),
+            "symmetries": int(window["symmetries"]),
+            "input_files": len(request.inputs),
+        }
+        return self._evidence(
+            "export", request.config_key, request.output, FileKind.TRAINING_WINDOW, counts=counts, began=began
+        )
+
+    def train(self, request: TrainRequest, progress: ProgressCallback = no_progress) -> Evidence:
+        """Train on `request.window` and write the model file (also the resumable checkpoint)."""
+        began = time.perf_counter()
+        game = self.game(request.config_key)
+        params = self.params(request.config_key)
+        window = load_window(request.window, request.config_key)
+        if window["obs"].shape[1:] != game.obs_shape:
+            raise WorkloadError(f"training window {request.window} does not fit {request.config_key}")
+        net, _ = self.load_or_new(game, request.init_model, request.seed)
+        steps = request.steps if request.steps is not None else params.train_steps
+        result = train_net(
+            net,
+            window,
+            params=params,
+            steps=steps,
+            output=request.output,
+            config_key=request.config_key,
+            window_sha256=file_sha256(request.window),
+            device=self.settings.device,
+            seed=request.seed,
+            progress=progress,
+        )
+        counts = {
+            "steps": result.step,
+            "steps_run": result.steps_run,
+            "resumed_from_step": result.resumed_from_step,
+            "samples": result.samples,
+            "loss": result.loss,
+        }
+        return self._evidence("train", request.config_key, request.output, FileKind.MODEL, counts=counts, began=began)
+
+    def evaluate(self, request: EvaluateRequest) -> Evidence:
+        """Play a match between `request.candidate` and `request.opponent` and write its result as JSON."""
+        began = time.perf_counter()
+        if request.games < 1:
+            raise WorkloadError(f"evaluation needs at least one game, got {request.games}")
+        game = self.game(request.config_key)
+        params = self.params(request.config_key)
+        rng = np.random.default_rng(request.seed)
+        candidate = self._chooser(game, params, request.candidate, rng)
+        opponent = self._chooser(game, params, request.opponent, rng)
+        result = play_match(game, candidate, opponent, request.games, params)
+        result = {
+            "config_key": request.config_key,
+            "candidate": request.candidate.label(),
+            "opponent": request.opponent.label(),
+            **result,
+        }
+        _write_json(request.output, result)
+        counts = {key: result[key] for key in ("games", "wins", "draws", "losses", "elo", "elo_low", "elo_high")}
+        return self._evidence(
+            "evaluate", request.config_key, request.output, FileKind.MATCH_RESULT, counts=counts, began=began
+        )
+
+    def _chooser(self, game: Game, params: AlphaZeroParams, player: Player, rng: np.random.Generator) -> MoveChooser:
+        if player.kind == "random":
+            return random_chooser(game, rng)
+        if player.kind == "mcts":
+            search = SearchConfig(params.baseline_simulations, params.c_puct)
+            return search_chooser(
+                BatchedMCTS(game, rollout_leaves(game, params.baseline_rollouts, rng), search, rng), rng
+            )
+        if player.model is None:
+            raise WorkloadError("a model player needs a model file")
+        net, _ = self.load_or_new(game, player.model, 0)
+        search = SearchConfig(params.eval_simulations, params.c_puct)
+        leaves = network_leaves(game, Evaluator(net, self.settings.device))
+        return search_chooser(BatchedMCTS(game, leaves, search, rng), rng)
+
+    @staticmethod
+    def _evidence(
+        operation: Operation,
+        config_key: str,
+        output: Path,
+        kind: FileKind,
+        *,
+        counts: Mapping[str, float],
+        began: float,
+    ) -> Evidence:
+        described = OutputFile.describe(output, kind)
+        elapsed = time.perf_counter() - began
+        log.info(
+            "%s %s wrote %s (%d bytes) in %.1f s: %s",
+            operation,
+            config_key,
+            output,
+            described.size_bytes,
+            elapsed,
+            counts,
+        )
+        return Evidence(operation, config_key, (described,), counts, elapsed)
+
+
+def _write_json(path: Path, data: dict[str, object]) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -1,0 +1,91 @@
+"""Match statistics: Elo difference with a confidence interval, and the SPRT that stops a match early.
+
+Scores count a win 1, a draw 1/2 and a loss 0. The interval uses the normal approximation
+of the mean score with the observed per-game variance; the SPRT is the generalized
+(normal-approximation) test of Elo `elo0` against `elo1` used by chess-engine testing.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+from statistics import NormalDist
+
+_EPS = 1e-6
+
+
+class Decision(enum.StrEnum):
+    """The state of an SPRT: still undecided, or one hypothesis accepted."""
+
+    CONTINUE = "continue"
+    ACCEPT_H0 = "accept_h0"
+    ACCEPT_H1 = "accept_h1"
+
+
+@dataclass(frozen=True)
+class EloEstimate:
+    """An Elo difference (Elo points, positive: the first player is stronger) and its interval."""
+
+    elo: float
+    low: float
+    high: float
+    score: float
+
+
+def elo_from_score(score: float) -> float:
+    """The Elo difference whose expected score is `score` (clamped into (0, 1))."""
+    score = min(max(score, _EPS), 1.0 - _EPS)
+    return float(-400.0 * math.log10(1.0 / score - 1.0))
+
+
+def score_from_elo(elo: float) -> float:
+    """The expected score of a player `elo` points stronger."""
+    return 1.0 / (1.0 + math.pow(10.0, -elo / 400.0))
+
+
+def _mean_var(wins: int, draws: int, losses: int) -> tuple[float, float, int]:
+    games = wins + draws + losses
+    if games == 0:
+        return 0.5, 0.25, 0
+    score = (wins + 0.5 * draws) / games
+    var = (wins * (1.0 - score) ** 2 + draws * (0.5 - score) ** 2 + losses * score**2) / games
+    return score, var, games
+
+
+def elo_estimate(wins: int, draws: int, losses: int, confidence: float) -> EloEstimate:
+    """The Elo difference of a match result and its two-sided `confidence` interval (Elo points)."""
+    score, var, games = _mean_var(wins, draws, losses)
+    if games == 0:
+        return EloEstimate(0.0, -math.inf, math.inf, 0.5)
+    z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
+    # A match with no spread (all wins, say) still leaves doubt; use the variance of a coin flip
+    # scaled down so the interval shrinks with games instead of collapsing to a point.
+    spread = z * math.sqrt(max(var, 0.25 / games) / games)
+    return EloEstimate(elo_from_score(score), elo_from_score(score - spread), elo_from_score(score + spread), score)
+
+
+def sprt_llr(wins: int, draws: int, losses: int, elo0: float, elo1: float) -> float:
+    """Log-likelihood ratio of H1 (difference `elo1`) over H0 (difference `elo0`) for a match result."""
+    score, var, games = _mean_var(wins, draws, losses)
+    if games == 0:
+        return 0.0
+    # The same floor as the interval: a short one-sided run must not count as certainty.
+    var = max(var, 0.25 / games)
+    s0, s1 = score_from_elo(elo0), score_from_elo(elo1)
+    return games * (s1 - s0) * (2.0 * score - s0 - s1) / (2.0 * var)
+
+
+def sprt_bounds(alpha: float, beta: float) -> tuple[float, float]:
+    """Lower and upper LLR bounds for false-positive rate `alpha` and false-negative rate `beta`."""
+    return math.log(beta / (1.0 - alpha)), math.log((1.0 - beta) / alpha)
+
+
+def sprt_decision(llr: float, alpha: float, beta: float) -> Decision:
+    """Whether the SPRT with this LLR has decided."""
+    lower, upper = sprt_bounds(alpha, beta)
+    if llr >= upper:
+        return Decision.ACCEPT_H1
+    if llr <= lower:
+        return Decision.ACCEPT_H0
+    return Decision.CONTINUE

@@ -1,0 +1,166 @@
+"""The residual policy-value network and the model file that stores it.
+
+A model file is a `torch.save` of a plain dict: format tag and version, config key,
+network shape, the state dict, and for resumable training the optimizer state, step
+reached and the sha256 of the training window. It is written to a temporary file and
+renamed, so a reader never sees half a model; a truncated or corrupt file is a
+WorkloadError naming it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import zipfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zeroloop.errors import WorkloadError
+from zeroloop.workload.games import BoolArray, FloatArray
+
+log = logging.getLogger(__name__)
+
+MODEL_FORMAT = "zeroloop-alphazero-model"
+MODEL_VERSION = 1
+
+
+@dataclass(frozen=True)
+class NetShape:
+    """The architecture of a network: input planes (C, H, W), action count, residual blocks, channels."""
+
+    obs_shape: tuple[int, int, int]
+    num_actions: int
+    blocks: int
+    channels: int
+    value_hidden: int
+
+
+class _Block(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(x + self.bn2(self.conv2(y)))
+
+
+class PolicyValueNet(nn.Module):
+    """An AlphaZero residual tower with a policy head (logits over actions) and a value head (tanh)."""
+
+    def __init__(self, shape: NetShape) -> None:
+        super().__init__()
+        self.shape = shape
+        planes, height, width = shape.obs_shape
+        area = height * width
+        self.stem = nn.Sequential(
+            nn.Conv2d(planes, shape.channels, 3, padding=1, bias=False), nn.BatchNorm2d(shape.channels), nn.ReLU()
+        )
+        self.tower = nn.Sequential(*[_Block(shape.channels) for _ in range(shape.blocks)])
+        self.policy_conv = nn.Sequential(nn.Conv2d(shape.channels, 2, 1, bias=False), nn.BatchNorm2d(2), nn.ReLU())
+        self.policy_fc = nn.Linear(2 * area, shape.num_actions)
+        self.value_conv = nn.Sequential(nn.Conv2d(shape.channels, 1, 1, bias=False), nn.BatchNorm2d(1), nn.ReLU())
+        self.value_fc = nn.Sequential(
+            nn.Linear(area, shape.value_hidden), nn.ReLU(), nn.Linear(shape.value_hidden, 1), nn.Tanh()
+        )
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Policy logits (batch, actions) and values in [-1, 1] (batch,) for observations (batch, C, H, W)."""
+        h = self.tower(self.stem(x))
+        logits = self.policy_fc(self.policy_conv(h).flatten(1))
+        value = self.value_fc(self.value_conv(h).flatten(1)).squeeze(1)
+        return logits, value
+
+
+class Evaluator:
+    """Batched inference: legal-masked priors and values for a stack of observations, in eval mode."""
+
+    def __init__(self, net: PolicyValueNet, device: str) -> None:
+        self.device = torch.device(device)
+        self.net = net.to(self.device).eval()
+
+    @torch.inference_mode()
+    def __call__(self, obs: FloatArray, mask: BoolArray) -> tuple[FloatArray, FloatArray]:
+        """Priors (batch, actions) summing to 1 over legal actions, and values (batch,) for the player to move."""
+        x = torch.from_numpy(obs).to(self.device)
+        logits, value = self.net(x)
+        legal = torch.from_numpy(mask).to(self.device)
+        logits = logits.float().masked_fill(~legal, float("-inf"))
+        priors = torch.softmax(logits, dim=1)
+        return priors.cpu().numpy().astype(np.float32), value.float().cpu().numpy().astype(np.float32)
+
+
+def save_model(path: Path, net: PolicyValueNet, config_key: str, extra: dict[str, Any] | None = None) -> None:
+    """Write `net` with its metadata (and `extra`, e.g. optimizer state) to `path` atomically."""
+    payload: dict[str, Any] = {
+        "format": MODEL_FORMAT,
+        "version": MODEL_VERSION,
+        "config_key": config_key,
+        "shape": {**asdict(net.shape), "obs_shape": list(net.shape.obs_shape)},
+        "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+        **(extra or {}),
+    }
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_model_file(path: Path) -> dict[str, Any]:
+    """Read and check a model file; a missing, truncated, corrupt or foreign file is a WorkloadError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise WorkloadError(f"model file {path} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (zipfile.BadZipFile, pickle.UnpicklingError, EOFError, RuntimeError, ValueError, OSError) as exc:
+        raise WorkloadError(f"model file {path} is truncated or corrupt: {exc}") from None
+    if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
+        raise WorkloadError(f"model file {path} is not a zeroloop AlphaZero model (no format tag {MODEL_FORMAT!r})")
+    if payload.get("version") != MODEL_VERSION:
+        raise WorkloadError(f"model file {path} has version {payload.get('version')}, this code reads {MODEL_VERSION}")
+    return payload
+
+
+def load_net(path: Path, config_key: str) -> tuple[PolicyValueNet, dict[str, Any]]:
+    """The network stored in `path` and its file payload; the file must belong to `config_key`."""
+    payload = load_model_file(path)
+    if payload.get("config_key") != config_key:
+        raise WorkloadError(f"model file {path} is for {payload.get('config_key')!r}, not {config_key!r}")
+    raw = dict(payload["shape"])
+    shape = NetShape(
+        obs_shape=(int(raw["obs_shape"][0]), int(raw["obs_shape"][1]), int(raw["obs_shape"][2])),
+        num_actions=int(raw["num_actions"]),
+        blocks=int(raw["blocks"]),
+        channels=int(raw["channels"]),
+        value_hidden=int(raw["value_hidden"]),
+    )
+    net = PolicyValueNet(shape)
+    try:
+        net.load_state_dict(payload["state_dict"])
+    except (RuntimeError, KeyError) as exc:
+        raise WorkloadError(f"model file {path} does not match its declared network shape: {exc}") from None
+    return net, payload
+
+
+def new_net(shape: NetShape, seed: int) -> PolicyValueNet:
+    """A freshly initialised network, the same for the same seed."""
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        return PolicyValueNet(shape)
+    finally:
+        torch.random.set_rng_state(generator_state)

@@ -1,0 +1,63 @@
+"""The AlphaZero parameters of one config key: WorkloadSettings with that key's overrides applied.
+
+No default lives here: every value comes from `WorkloadSettings`, and a per-config entry
+in `WorkloadSettings.overrides` replaces some of them for one config key only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from zeroloop.config import WorkloadSettings
+from zeroloop.errors import WorkloadError
+
+
+@dataclass(frozen=True)
+class AlphaZeroParams:
+    """Network shape, search, training and evaluation parameters for one config key."""
+
+    blocks: int
+    channels: int
+    value_hidden: int
+    simulations: int
+    c_puct: float
+    dirichlet_alpha: float
+    dirichlet_epsilon: float
+    temperature_moves: int
+    parallel_games: int
+    train_batch_size: int
+    train_steps: int
+    learning_rate: float
+    momentum: float
+    weight_decay: float
+    checkpoint_every_steps: int
+    progress_every_steps: int
+    eval_simulations: int
+    eval_temperature_moves: int
+    eval_parallel_games: int
+    baseline_simulations: int
+    baseline_rollouts: int
+    sprt_elo0: float
+    sprt_elo1: float
+    sprt_alpha: float
+    sprt_beta: float
+    elo_confidence: float
+
+    @classmethod
+    def resolve(cls, settings: WorkloadSettings, config_key: str) -> AlphaZeroParams:
+        """The parameters for `config_key`; an override naming an unknown parameter is a WorkloadError."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        values: dict[str, float] = {name: getattr(settings, name) for name in names}
+        overrides = settings.overrides.get(config_key, {})
+        unknown = sorted(set(overrides) - set(names))
+        if unknown:
+            raise WorkloadError(
+                f"workload.overrides[{config_key!r}] names unknown parameters {unknown}; known: {', '.join(names)}"
+            )
+        values.update(overrides)
+        # Integers stay integers: an override given as 4.0 in TOML means 4 steps, not a float count.
+        typed = {
+            f.name: (int(values[f.name]) if f.type == "int" else float(values[f.name])) for f in dataclasses.fields(cls)
+        }
+        return cls(**typed)  # type: ignore[arg-type]

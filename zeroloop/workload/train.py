@@ -1,0 +1,129 @@
+"""Training: SGD on a training window with policy cross-entropy plus value squared error, checkpointed.
+
+The output model file doubles as the checkpoint: every `checkpoint_every_steps` steps it
+is rewritten atomically with the optimizer state, the step reached and the window's
+sha256, so a run cut off by a lost machine resumes from there on the same window.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from zeroloop.errors import WorkloadError
+from zeroloop.workload.datafiles import Arrays
+from zeroloop.workload.network import PolicyValueNet, load_model_file, load_net, save_model
+from zeroloop.workload.params import AlphaZeroParams
+from zeroloop.workload.protocol import Progress, ProgressCallback
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a training run did: steps run now, step reached, samples seen (positions) and final mean loss."""
+
+    steps_run: int
+    step: int
+    samples: int
+    loss: float
+    resumed_from_step: int
+
+
+def _resume_point(output: Path, config_key: str, window_sha256: str) -> int:
+    """The step an interrupted run on the same window reached, or 0 when there is nothing to resume."""
+    if not output.is_file():
+        return 0
+    try:
+        payload = load_model_file(output)
+    except WorkloadError as exc:
+        log.warning("not resuming from %s: %s", output, exc)
+        return 0
+    if payload.get("config_key") != config_key or payload.get("window_sha256") != window_sha256:
+        return 0
+    return int(payload.get("step", 0))
+
+
+def train_net(
+    net: PolicyValueNet,
+    window: Arrays,
+    *,
+    params: AlphaZeroParams,
+    steps: int,
+    output: Path,
+    config_key: str,
+    window_sha256: str,
+    device: str,
+    seed: int,
+    progress: ProgressCallback,
+) -> TrainResult:
+    """Train `net` for `steps` optimizer steps in total, resuming from `output` when it is a checkpoint."""
+    optimizer = torch.optim.SGD(
+        net.parameters(), lr=params.learning_rate, momentum=params.momentum, weight_decay=params.weight_decay
+    )
+    start = _resume_point(output, config_key, window_sha256)
+    if start:
+        net, payload = load_net(output, config_key)
+        optimizer = torch.optim.SGD(
+            net.parameters(), lr=params.learning_rate, momentum=params.momentum, weight_decay=params.weight_decay
+        )
+        optimizer.load_state_dict(payload["optimizer"])
+        log.info("resuming %s training from step %d of %d", config_key, start, steps)
+    target = torch.device(device)
+    net.to(target).train()
+    obs = torch.from_numpy(window["obs"].astype(np.float32))
+    policy = torch.from_numpy(window["policy"].astype(np.float32))
+    value = torch.from_numpy(window["value"].astype(np.float32))
+    count = obs.shape[0]
+    batch = min(params.train_batch_size, count)
+    generator = torch.Generator().manual_seed(seed + start)
+    totals = np.zeros(3)
+    interval_start = time.perf_counter()
+    interval_steps = 0
+    mean_loss = float("nan")
+
+    def checkpoint(step: int) -> None:
+        extra = {"step": step, "window_sha256": window_sha256, "optimizer": optimizer.state_dict()}
+        save_model(output, net, config_key, extra)
+
+    for step in range(start + 1, steps + 1):
+        index = torch.randint(count, (batch,), generator=generator)
+        x, pi, z = obs[index].to(target), policy[index].to(target), value[index].to(target)
+        logits, v = net(x)
+        policy_loss = -(pi * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+        value_loss = F.mse_loss(v, z)
+        loss = policy_loss + value_loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()  # type: ignore[no-untyped-call]
+        optimizer.step()
+        totals += (loss.item(), policy_loss.item(), value_loss.item())
+        interval_steps += 1
+        if step % params.progress_every_steps == 0 or step == steps:
+            elapsed = max(time.perf_counter() - interval_start, 1e-9)
+            mean = totals / interval_steps
+            mean_loss = float(mean[0])
+            report = Progress(step, steps, mean_loss, float(mean[1]), float(mean[2]), interval_steps * batch / elapsed)
+            log.info(
+                "train %s step %d/%d loss %.4f (%.0f samples/s)",
+                config_key,
+                step,
+                steps,
+                mean_loss,
+                report.samples_per_s,
+            )
+            progress(report)
+            totals[:] = 0
+            interval_steps = 0
+            interval_start = time.perf_counter()
+        if step % params.checkpoint_every_steps == 0 and step < steps:
+            checkpoint(step)
+    net.eval()
+    checkpoint(steps)
+    ran = max(steps - start, 0)
+    return TrainResult(ran, steps, ran * batch, mean_loss, start)
