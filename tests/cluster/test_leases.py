@@ -1,0 +1,92 @@
+"""Leader and role leases: monotonic fencing tokens, the guard, expiry, events."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from tests.cluster.conftest import FakeClock
+from zeroloop.app import App
+from zeroloop.cluster.leases import LEADER, LeaderElector, LeaseManager, LeaseState, guard
+from zeroloop.daemons.daemon import Leadership
+from zeroloop.errors import LeaseError
+from zeroloop.store.schema import events
+
+
+def _managers(app: App, clock: FakeClock) -> tuple[LeaseManager, LeaseManager]:
+    a = LeaseManager(app.store, app.bus, holder="a", ttl_s=10, clock=clock)
+    b = LeaseManager(app.store, app.bus, holder="b", ttl_s=10, clock=clock)
+    return a, b
+
+
+def test_tokens_increase_and_are_never_reused(app: App) -> None:
+    clock = FakeClock()
+    a, b = _managers(app, clock)
+    seen = []
+    first = a.acquire(LEADER)
+    assert first == 1
+    assert b.acquire(LEADER) is None  # held by a
+    assert a.acquire(LEADER) == first  # renewal keeps the token
+    seen.append(first)
+    assert a.release(LEADER, first)
+    seen.append(b.acquire(LEADER))  # after release
+    clock.advance(11)
+    seen.append(a.acquire(LEADER))  # after expiry
+    assert a.release(LEADER, seen[-1])
+    seen.append(a.acquire(LEADER))  # the same holder again, after its own release
+    assert seen == [1, 2, 3, 4]
+    assert b.acquire("promotion") == 1  # role leases count on their own
+
+
+def test_guard_refuses_a_stale_or_expired_token(app: App) -> None:
+    clock = FakeClock()
+    a, b = _managers(app, clock)
+    token = a.acquire(LEADER)
+    assert token is not None
+    with app.store.transaction() as conn:
+        a.guard(conn, LEADER, token)  # current: accepted
+    clock.advance(11)
+    with pytest.raises(LeaseError, match="stale"), app.store.transaction() as conn:
+        a.guard(conn, LEADER, token)  # expired, even though nobody took over
+    newer = b.acquire(LEADER)
+    assert newer == token + 1
+    with pytest.raises(LeaseError, match=f"token {token} is stale"), app.store.transaction() as conn:
+        guard(conn, LEADER, token, now=clock())
+    assert not a.renew(LEADER, token)
+
+
+def test_a_refused_write_rolls_back_with_its_transaction(app: App) -> None:
+    clock = FakeClock()
+    a, b = _managers(app, clock)
+    token = a.acquire(LEADER)
+    clock.advance(11)
+    b.acquire(LEADER)
+    assert token is not None
+    with pytest.raises(LeaseError), app.store.transaction() as conn:
+        app.bus.publish("NODE_LOST", {"node": "x", "silent_s": 1.0})
+        a.guard(conn, LEADER, token)
+    with app.store.read() as conn:
+        assert conn.execute(sa.select(events.c.id).where(events.c.type == "NODE_LOST")).first() is None
+
+
+def test_election_events_and_state(app: App) -> None:
+    clock = FakeClock()
+    a, b = _managers(app, clock)
+    leadership = Leadership()
+    elector = LeaderElector(a, leadership)
+    assert elector.tick()
+    assert leadership.token == 1
+    lease = a.get(LEADER)
+    assert lease is not None
+    assert (lease.holder, lease.state) == ("a", LeaseState.HELD)
+    clock.advance(11)
+    assert b.acquire(LEADER) == 2
+    assert not elector.tick()
+    assert leadership.token is None
+    with app.store.read() as conn:
+        rows = conn.execute(sa.select(events.c.type, events.c.payload).order_by(events.c.id)).all()
+    assert [(r.type, r.payload["node"], r.payload["token"]) for r in rows] == [
+        ("LEADER_ELECTED", "a", 1),
+        ("LEADER_LOST", "a", 1),
+        ("LEADER_ELECTED", "b", 2),
+    ]

@@ -1,0 +1,89 @@
+"""The daemon registry: dependency order, cycles, profiles, factories."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from zeroloop.daemons.daemon import DaemonContext, DaemonHealth, HealthState
+from zeroloop.daemons.registry import PROFILES, DaemonSpec, Layer, Registry, default_registry, order, resolve
+from zeroloop.errors import DaemonError
+
+
+class _Idle:
+    async def run(self, stop: object) -> None:
+        return None
+
+    def health(self) -> DaemonHealth:
+        return DaemonHealth(HealthState.HEALTHY)
+
+
+def _spec(name: str, *deps: str, layer: Layer = Layer.CORE) -> DaemonSpec:
+    return DaemonSpec(name, lambda _ctx: _Idle(), "test", frozenset({"minimal"}), depends_on=deps, layer=layer)
+
+
+def test_order_puts_dependencies_first() -> None:
+    specs = [_spec("c", "b"), _spec("b", "a"), _spec("a"), _spec("x", layer=Layer.FOUNDATIONAL)]
+    names = [spec.name for spec in order(specs)]
+    assert names.index("a") < names.index("b") < names.index("c")
+    assert names[0] == "x"  # an earlier layer comes first when dependencies allow
+
+
+def test_a_cycle_is_an_error_naming_it() -> None:
+    with pytest.raises(DaemonError, match=r"cycle: a -> c -> b -> a"):
+        order([_spec("a", "c"), _spec("b", "a"), _spec("c", "b")])
+
+
+def test_an_unknown_dependency_is_an_error() -> None:
+    with pytest.raises(DaemonError, match="depends on ghost"):
+        order([_spec("a", "ghost")])
+
+
+def test_registry_refuses_duplicates_unknown_profiles_and_unguarded_leader_only() -> None:
+    registry = Registry()
+    registry.add(_spec("a"))
+    with pytest.raises(DaemonError, match="already registered"):
+        registry.add(_spec("a"))
+    with pytest.raises(DaemonError, match="unknown profiles"):
+        registry.add(DaemonSpec("b", "m:f", "t", frozenset({"nope"})))
+    with pytest.raises(DaemonError, match="must depend on leader_election"):
+        registry.add(DaemonSpec("c", "m:f", "t", frozenset({"full"}), leader_only=True))
+    with pytest.raises(DaemonError, match="unknown profile"):
+        registry.for_profile("nope")
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_every_builtin_profile_orders_and_every_factory_resolves(profile: str) -> None:
+    specs = default_registry().for_profile(profile)
+    assert specs
+    for spec in specs:
+        assert callable(resolve(spec.factory))
+
+
+def test_profiles_hold_the_expected_daemons() -> None:
+    registry = default_registry()
+
+    def names(profile: str) -> set[str]:
+        return {spec.name for spec in registry.for_profile(profile)}
+
+    assert names("full") == set(registry.specs)
+    assert names("minimal") == {"event_consumers"}
+    for worker in ("training_node", "selfplay", "ephemeral"):
+        assert names(worker) == {"node_heartbeat"}
+    assert "node_heartbeat" not in names("coordinator")
+    assert {"leader_election", "node_lost", "queue_reaper", "idle_shutdown", "health_monitor"} <= names("coordinator")
+
+
+def test_docs_table_lists_every_daemon() -> None:
+    text = (Path(__file__).parents[2] / "docs" / "daemons.md").read_text()
+    for name in default_registry().specs:
+        assert f"`{name}`" in text
+
+
+def test_an_unresolvable_factory_path_says_so() -> None:
+    with pytest.raises(DaemonError, match="cannot be loaded"):
+        resolve("zeroloop.nowhere:factory")
+    spec = DaemonSpec("x", "zeroloop.daemons.registry:PROFILES", "t", frozenset({"full"}))
+    with pytest.raises(DaemonError, match="not callable"):
+        spec.build(DaemonContext(app=None))  # type: ignore[arg-type]

@@ -1,0 +1,190 @@
+"""`zeroloop status`, `nodes`, `daemons`, `health`: what the cluster looks like, read from the store."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+
+import typer
+from rich.console import Group
+from rich.live import Live
+from rich.markup import escape
+from rich.table import Table
+
+from zeroloop.app import App
+from zeroloop.cli.common import console, err_console, open_app
+from zeroloop.cluster.leases import LEADER
+from zeroloop.cluster.nodes import NodeStatus
+from zeroloop.store.queries import daemons as daemon_queries
+from zeroloop.store.queries import health as health_queries
+
+nodes_app = typer.Typer(help="List and drain the nodes of the cluster.", no_args_is_help=True)
+daemons_app = typer.Typer(help="Show the supervised daemons.", no_args_is_help=True)
+HEALTHY_LEVELS = ("healthy", "degraded")
+
+
+def _ago(moment: float | None, now: float) -> str:
+    return "-" if moment is None else f"{max(0.0, now - moment):.0f}s ago"
+
+
+def nodes_table(app: App) -> Table:
+    """The nodes with status, resources and last heartbeat."""
+    now = time.time()
+    table = Table(title="nodes", header_style="bold")
+    for column in ("node", "status", "provider", "cpus", "memory GiB", "gpus", "load", "heartbeat", "cost/h"):
+        table.add_column(column)
+    for row in app.nodes.list_nodes():
+        load = row["utilisation"] or {}
+        gpu = load.get("gpu_pct")
+        shown = f"cpu {load.get('cpu_pct', 0):.0f}%" + (f" gpu {gpu:.0f}%" if gpu is not None else "")
+        table.add_row(
+            escape(row["id"]),
+            row["status"],
+            escape(row["provider"]),
+            str(row["cpu_count"]),
+            f"{row['memory_bytes'] / 2**30:.1f}",
+            str(len(row["gpus"])),
+            shown,
+            _ago(row["heartbeat_at"], now),
+            "-" if row["cost_per_hour"] is None else f"{row['cost_per_hour']:g}",
+        )
+    return table
+
+
+def daemons_table(app: App) -> Table:
+    """Every daemon of every node with state, restarts, last error and reason."""
+    now = time.time()
+    table = Table(title="daemons", header_style="bold")
+    for column in ("node", "daemon", "state", "health", "restarts", "last error / reason", "updated"):
+        table.add_column(column)
+    colour = {"running": "green", "standby": "cyan", "backoff": "yellow", "held": "yellow", "failed": "red"}
+    with app.store.read() as conn:
+        rows = daemon_queries.list_daemons(conn)
+    for row in rows:
+        style = colour.get(row["state"], "white")
+        why = row["last_error"] or row["health"].get("reason") or ""
+        table.add_row(
+            escape(row["node"]),
+            row["name"],
+            f"[{style}]{row['state']}[/{style}]",
+            str(row["health"].get("state") or "-"),
+            str(row["restarts"]),
+            escape(str(why))[:80],
+            _ago(row["updated_at"], now),
+        )
+    return table
+
+
+def summary_table(app: App) -> Table:
+    """The leader, queue depths and the health score in one table."""
+    table = Table(title="cluster", header_style="bold", show_header=False)
+    table.add_column("what")
+    table.add_column("value")
+    leader = app.leases.get(LEADER)
+    if leader is None or leader.holder is None:
+        table.add_row("leader", "[yellow]none[/yellow]")
+    else:
+        until = datetime.fromtimestamp(leader.expires_at, UTC).strftime("%H:%M:%S")
+        table.add_row("leader", f"{escape(leader.holder)} (token {leader.token}, {leader.state}, until {until} UTC)")
+    with app.store.read() as conn:
+        counts = health_queries.job_counts(conn)
+    by_status: dict[str, int] = {}
+    for (_job_type, status), count in counts.items():
+        by_status[status] = by_status.get(status, 0) + count
+    table.add_row("jobs", ", ".join(f"{status} {count}" for status, count in sorted(by_status.items())) or "none")
+    for job_type in sorted({job_type for job_type, _status in counts}):
+        queued = counts.get((job_type, "queued"), 0)
+        running = counts.get((job_type, "running"), 0)
+        table.add_row(f"  {job_type}", f"queued {queued}, running {running}")
+    report = app.health.assess()
+    colour = "green" if report.level.value in HEALTHY_LEVELS else "red"
+    table.add_row("health", f"[{colour}]{report.level.value}[/{colour}] ({report.score:.2f})")
+    for issue in report.issues:
+        table.add_row("", escape(issue))
+    return table
+
+
+def status_command(
+    watch: bool = typer.Option(False, "--watch", "-w", help="Refresh every --interval seconds until Ctrl-C."),
+    interval: float = typer.Option(2.0, "--interval", help="Refresh interval with --watch (seconds)."),
+) -> None:
+    """Show nodes, daemons, the leader, queue depths and health."""
+    with open_app() as app:
+
+        def render() -> Group:
+            return Group(summary_table(app), nodes_table(app), daemons_table(app))
+
+        if not watch:
+            console.print(render())
+            return
+        try:
+            with Live(render(), console=console, refresh_per_second=4) as live:
+                while True:
+                    time.sleep(interval)
+                    live.update(render())
+        except KeyboardInterrupt:
+            return
+
+
+@nodes_app.command("ls")
+def nodes_ls() -> None:
+    """List every node."""
+    with open_app() as app:
+        console.print(nodes_table(app))
+
+
+@nodes_app.command("drain")
+def nodes_drain(node_id: str = typer.Argument(..., help="The node to drain.")) -> None:
+    """Stop giving a node new work (its running jobs finish); idle shutdown may then terminate it."""
+    with open_app() as app:
+        app.nodes.set_status(node_id, NodeStatus.DRAINING)
+    console.print(f"node {escape(node_id)} is draining")
+
+
+@nodes_app.command("undrain")
+def nodes_undrain(node_id: str = typer.Argument(..., help="The node to make active again.")) -> None:
+    """Let a draining node take new work again."""
+    with open_app() as app:
+        app.nodes.set_status(node_id, NodeStatus.ACTIVE)
+    console.print(f"node {escape(node_id)} is active")
+
+
+@daemons_app.command("ls")
+def daemons_ls() -> None:
+    """List every daemon of every node, with state, restarts and last error."""
+    with open_app() as app:
+        console.print(daemons_table(app))
+
+
+def health_command(
+    check: bool = typer.Option(False, "--check", help="Print one line; exit 0 if healthy or degraded, else 1."),
+    as_json: bool = typer.Option(False, "--json", help="Print the full assessment as JSON."),
+) -> None:
+    """Show the system health score, its components and issues (`--check` for probes)."""
+    with open_app() as app:
+        report = app.health.assess()
+    ok = report.level.value in HEALTHY_LEVELS
+    if as_json:
+        console.print_json(json.dumps(report.as_dict()))
+    elif check:
+        console.print(f"{report.level.value} {report.score:.2f}" + ("" if ok else f": {'; '.join(report.issues)}"))
+    else:
+        table = Table(title=f"health: {report.level.value} ({report.score:.2f})", header_style="bold")
+        table.add_column("component")
+        table.add_column("value")
+        for name, value in report.components.items():
+            table.add_row(name, f"{value:.2f}")
+        console.print(table)
+        for issue in report.issues:
+            err_console.print(f"[yellow]issue:[/yellow] {escape(issue)}")
+    if check and not ok:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `status`, `health`, `nodes` and `daemons` to the top-level command."""
+    app.command("status")(status_command)
+    app.command("health")(health_command)
+    app.add_typer(nodes_app, name="nodes")
+    app.add_typer(daemons_app, name="daemons")

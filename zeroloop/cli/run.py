@@ -1,0 +1,102 @@
+"""`zeroloop run`, `zeroloop coordinator`, `zeroloop worker`: run a profile's daemons in this process.
+
+Signals only set flags: the first SIGINT/SIGTERM starts a graceful drain (daemons stop
+in reverse dependency order, each within `daemons.drain_deadline_s`), a second one
+cancels everything at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import typer
+from rich.markup import escape
+
+from zeroloop.app import App
+from zeroloop.bootstrap import initialize_all_coordinators, shutdown_all_coordinators
+from zeroloop.cli.common import console, err_console, open_app
+from zeroloop.daemons.registry import WORKER_PROFILES, Registry, default_registry
+
+EXIT_ABORTED = 130
+
+
+def registry_for_cli() -> Registry:
+    """The daemons the CLI runs: the built-ins plus the pipeline's (coordinator, scheduler, job executor)."""
+    from zeroloop.pipeline.daemons import register as register_pipeline
+
+    return register_pipeline(default_registry())
+
+
+async def serve(app: App, profile: str, registry: Registry | None = None) -> int:
+    """Run `profile` until a signal; return 0 after a graceful drain, 130 after a forced stop."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    force = asyncio.Event()
+
+    def on_signal() -> None:
+        (force if stop.is_set() else stop).set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    try:
+        status = await initialize_all_coordinators(app, profile=profile, registry=registry or registry_for_cli())
+        for layer, info in status["layers"].items():
+            colour = {"started": "green", "failed": "red", "skipped": "yellow"}[info["status"]]
+            detail = info.get("reason") or ", ".join(info["daemons"])
+            console.print(f"[{colour}]{layer}: {info['status']}[/{colour}] {escape(detail)}")
+        console.print(f"profile {profile} running on node {app.settings.cluster.node_id}; Ctrl-C drains, twice aborts")
+        await stop.wait()
+        console.print("draining daemons (send the signal again to stop at once)")
+        shutdown = asyncio.create_task(shutdown_all_coordinators(app))
+        forced = asyncio.create_task(force.wait())
+        done, _pending = await asyncio.wait({shutdown, forced}, return_when=asyncio.FIRST_COMPLETED)
+        if shutdown not in done:
+            shutdown.cancel()
+            await asyncio.gather(shutdown, return_exceptions=True)
+            if app.daemons is not None:
+                await app.daemons.abort()
+            err_console.print("[red]stopped at once: daemons were cancelled without draining[/red]")
+            return EXIT_ABORTED
+        forced.cancel()
+        return 0
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def _run(profile: str) -> None:
+    with open_app() as app:
+        code = asyncio.run(serve(app, profile))
+    if code:
+        raise typer.Exit(code)
+
+
+def run_command(
+    profile: str = typer.Option("full", "--profile", "-p", help="Daemon profile to run (default: everything)."),
+) -> None:
+    """Run the whole loop on this machine: coordinator and worker daemons in one process."""
+    _run(profile)
+
+
+def coordinator_command() -> None:
+    """Run the coordinator profile: leader election and the leader-only daemons."""
+    _run("coordinator")
+
+
+def worker_command(
+    profile: str = typer.Option(
+        "training_node", "--profile", "-p", help=f"Worker profile: {', '.join(WORKER_PROFILES)}."
+    ),
+) -> None:
+    """Run a worker: register this node, heartbeat, and run the profile's worker daemons."""
+    if profile not in WORKER_PROFILES:
+        raise typer.BadParameter(f"choose one of {', '.join(WORKER_PROFILES)}", param_hint="--profile")
+    _run(profile)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `run`, `coordinator` and `worker` to the top-level command."""
+    app.command("run")(run_command)
+    app.command("coordinator")(coordinator_command)
+    app.command("worker")(worker_command)

@@ -1,0 +1,201 @@
+"""The node agent and the node-lost detector, as daemons.
+
+The agent probes this machine (psutil for CPU, memory and disk; NVML through pynvml
+for GPUs, when it is installed and a GPU is present), registers it, and heartbeats its
+utilisation every `cluster.heartbeat_interval_s` seconds. The detector runs on the
+leader and marks silent nodes lost, re-queuing their jobs through the work queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import psutil
+
+from zeroloop.cluster.leases import leader_fence
+from zeroloop.cluster.nodes import Fence, NodeInfo, NodeRegistry, NodeStatus, Requeue
+from zeroloop.config import Settings
+from zeroloop.daemons.daemon import Clock, DaemonContext, LoopDaemon
+
+log = logging.getLogger(__name__)
+
+Probe = Callable[[], dict[str, Any]]
+
+
+def probe_gpus() -> list[dict[str, Any]]:
+    """GPUs seen by NVML: index, name, memory_bytes, utilisation_pct, memory_used_bytes; [] without NVML."""
+    try:
+        import pynvml
+    except ImportError:
+        return []
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:
+        return []  # the library is installed but there is no driver or no GPU
+    try:
+        gpus = []
+        for index in range(pynvml.nvmlDeviceGetCount()):
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
+            rates = pynvml.nvmlDeviceGetUtilizationRates(handle)
+            name = pynvml.nvmlDeviceGetName(handle)
+            gpus.append(
+                {
+                    "index": index,
+                    "name": name.decode() if isinstance(name, bytes) else str(name),
+                    "memory_bytes": int(memory.total),
+                    "memory_used_bytes": int(memory.used),
+                    "utilisation_pct": float(rates.gpu),
+                }
+            )
+        return gpus
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def describe_node(settings: Settings, gpus: list[dict[str, Any]] | None = None) -> NodeInfo:
+    """This machine as a NodeInfo, from the cluster settings and a probe of its resources."""
+    found = probe_gpus() if gpus is None else gpus
+    return NodeInfo(
+        id=settings.cluster.node_id,
+        host=socket.gethostname(),
+        provider=settings.cluster.provider,
+        cpu_count=os.cpu_count() or 1,
+        memory_bytes=int(psutil.virtual_memory().total),
+        disk_bytes=int(shutil.disk_usage(_existing(settings.data_dir)).total),
+        labels=list(settings.cluster.labels),
+        gpus=[{key: gpu[key] for key in ("index", "name", "memory_bytes")} for gpu in found],
+        cost_per_hour=settings.cluster.cost_per_hour,
+    )
+
+
+def utilisation(settings: Settings) -> dict[str, Any]:
+    """This machine's load now: cpu/memory/disk/gpu percentages and the agent's pid (for the local provider)."""
+    gpus = probe_gpus()
+    disk = shutil.disk_usage(_existing(settings.data_dir))
+    return {
+        "pid": os.getpid(),
+        "cpu_pct": float(psutil.cpu_percent(interval=None)),
+        "memory_pct": float(psutil.virtual_memory().percent),
+        "disk_pct": 100.0 * disk.used / disk.total if disk.total else 0.0,
+        "gpu_pct": max((gpu["utilisation_pct"] for gpu in gpus), default=None),
+        "gpus": [
+            {"index": g["index"], "utilisation_pct": g["utilisation_pct"], "memory_used_bytes": g["memory_used_bytes"]}
+            for g in gpus
+        ],
+    }
+
+
+def _existing(path: os.PathLike[str] | str) -> str:
+    """The nearest existing ancestor of `path` (the data directory may not exist yet)."""
+    current = os.path.abspath(path)
+    while not os.path.exists(current) and os.path.dirname(current) != current:
+        current = os.path.dirname(current)
+    return current
+
+
+class NodeAgent(LoopDaemon):
+    """Registers this node on its first tick, then heartbeats; re-registers if it was marked lost."""
+
+    def __init__(
+        self,
+        registry: NodeRegistry,
+        describe: Callable[[], NodeInfo],
+        probe: Probe,
+        interval_s: float,
+        *,
+        clock: Clock,
+    ) -> None:
+        super().__init__(interval_s, clock=clock)
+        self.registry = registry
+        self.describe = describe
+        self.probe = probe
+        self.node_id: str | None = None
+        self.registrations = 0
+
+    async def tick(self) -> None:
+        """Heartbeat, registering first (or again, after being marked lost or terminated)."""
+        load = await asyncio.to_thread(self.probe)
+        status = None
+        if self.node_id is not None:
+            status = await asyncio.to_thread(self.registry.heartbeat, self.node_id, load)
+        if status is None or status in (NodeStatus.LOST, NodeStatus.TERMINATED):
+            info = await asyncio.to_thread(self.describe)
+            await asyncio.to_thread(self.registry.register, info, load)
+            self.node_id = info.id
+            self.registrations += 1
+            log.info("node %s registered (%s)", info.id, "first time" if status is None else f"was {status}")
+
+    def details(self) -> dict[str, Any]:
+        """The node id and how many times it registered."""
+        return {"node": self.node_id, "registrations": self.registrations}
+
+
+class NodeLostDetector(LoopDaemon):
+    """Marks silent nodes LOST every tick and re-queues their jobs."""
+
+    def __init__(
+        self,
+        registry: NodeRegistry,
+        lost_after_s: float,
+        requeue: Requeue,
+        interval_s: float,
+        *,
+        clock: Clock,
+        fence: Fence | None = None,
+    ) -> None:
+        super().__init__(interval_s, clock=clock)
+        self.registry = registry
+        self.lost_after_s = lost_after_s
+        self.requeue = requeue
+        self.fence = fence
+        self.lost_total = 0
+
+    async def tick(self) -> None:
+        """One scan for silent nodes."""
+        lost = await asyncio.to_thread(self.registry.detect_lost, self.lost_after_s, self.requeue, self.fence)
+        self.lost_total += len(lost)
+        for node_id in lost:
+            log.warning("node %s lost: no heartbeat for %g s", node_id, self.lost_after_s)
+
+    def details(self) -> dict[str, Any]:
+        """How many nodes this detector has marked lost."""
+        return {"lost_total": self.lost_total}
+
+
+def node_agent_daemon(context: DaemonContext) -> NodeAgent:
+    """Factory of the `node_heartbeat` daemon."""
+    app = context.app
+    settings = app.settings
+    return NodeAgent(
+        app.nodes,
+        lambda: describe_node(settings),
+        lambda: utilisation(settings),
+        settings.cluster.heartbeat_interval_s,
+        clock=context.clock,
+    )
+
+
+def node_lost_daemon(context: DaemonContext) -> NodeLostDetector:
+    """Factory of the `node_lost` daemon; the queue is imported here, lazily, for `requeue_node`."""
+    app = context.app
+    queue = getattr(app, "queue", None)
+    if queue is None:
+        from zeroloop.queue.manager import JobQueue  # the App did not open a queue: build one over the same store
+
+        queue = JobQueue(app.store, app.bus, app.settings)
+    cluster = app.settings.cluster
+    return NodeLostDetector(
+        app.nodes,
+        cluster.node_lost_after_s,
+        queue.requeue_node,
+        cluster.heartbeat_interval_s,
+        clock=context.clock,
+        fence=leader_fence(app.leases, context.leadership),
+    )

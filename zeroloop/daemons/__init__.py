@@ -1,0 +1,1 @@
+"""Supervised daemons: the daemon protocol, the declarative registry and profiles, the manager."""

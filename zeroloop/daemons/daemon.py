@@ -1,0 +1,184 @@
+"""What a daemon is: a named async loop with an interval, a health check and a graceful stop.
+
+A daemon's lifecycle under the manager is the `DaemonState` machine below; `transition`
+is the only way a state changes and it refuses every move the table does not list.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from zeroloop.errors import DaemonError
+
+if TYPE_CHECKING:
+    from zeroloop.app import App
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+
+
+class DaemonState(StrEnum):
+    """Where a supervised daemon is in its lifecycle; persisted as the value in `daemons.state`."""
+
+    PENDING = "pending"  # known, not started yet (waiting for its layer or its dependencies)
+    RUNNING = "running"
+    BACKOFF = "backoff"  # crashed; restarts when its backoff delay has passed
+    HELD = "held"  # not started because a dependency failed or its layer was skipped
+    STANDBY = "standby"  # leader-only and this node does not hold the leader lease
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    FAILED = "failed"  # crash loop, or a crash under restart policy NEVER: needs a person
+
+
+_EDGES: dict[DaemonState, frozenset[DaemonState]] = {
+    # A pending daemon starts, or learns it must wait (held, standby), or shutdown comes first.
+    DaemonState.PENDING: frozenset(
+        {DaemonState.RUNNING, DaemonState.HELD, DaemonState.STANDBY, DaemonState.STOPPED, DaemonState.FAILED}
+    ),
+    # A running daemon crashes (backoff or failed), is asked to stop, or ends on its own.
+    DaemonState.RUNNING: frozenset(
+        {DaemonState.BACKOFF, DaemonState.FAILED, DaemonState.STOPPING, DaemonState.STOPPED}
+    ),
+    # A backing-off daemon restarts (or fails building its instance), or is parked or stopped meanwhile.
+    DaemonState.BACKOFF: frozenset(
+        {
+            DaemonState.RUNNING,
+            DaemonState.BACKOFF,
+            DaemonState.FAILED,
+            DaemonState.HELD,
+            DaemonState.STANDBY,
+            DaemonState.STOPPED,
+        }
+    ),
+    # Held back: starts once its dependencies run again; shutdown ends it.
+    DaemonState.HELD: frozenset({DaemonState.RUNNING, DaemonState.STANDBY, DaemonState.STOPPED, DaemonState.PENDING}),
+    # Standby: starts when this node becomes leader.
+    DaemonState.STANDBY: frozenset({DaemonState.RUNNING, DaemonState.HELD, DaemonState.STOPPED, DaemonState.PENDING}),
+    # Stopping ends as stopped (shutdown), standby (leadership lost) or held (a dependency failed).
+    DaemonState.STOPPING: frozenset({DaemonState.STOPPED, DaemonState.STANDBY, DaemonState.HELD}),
+    DaemonState.STOPPED: frozenset(),
+    # Only an explicit reset brings a failed daemon back.
+    DaemonState.FAILED: frozenset({DaemonState.PENDING, DaemonState.STOPPED}),
+}
+
+
+def transition(current: DaemonState, target: DaemonState, *, name: str = "daemon") -> DaemonState:
+    """Return `target` if `current -> target` is a legal move; raise DaemonError otherwise."""
+    if target not in _EDGES[current]:
+        raise DaemonError(f"{name}: illegal state change {current} -> {target}")
+    return target
+
+
+class HealthState(StrEnum):
+    """What a daemon says about itself in its health check."""
+
+    HEALTHY = "healthy"
+    DEGRADED = "degraded"
+    UNHEALTHY = "unhealthy"
+
+
+@dataclass(frozen=True)
+class DaemonHealth:
+    """A health check's answer: a state and free-form details (JSON-serialisable)."""
+
+    state: HealthState
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Daemon(Protocol):
+    """A long-running loop: runs until `stop` is set, then returns promptly (the graceful stop)."""
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Work until `stop` is set; raising means a crash the manager handles."""
+
+    def health(self) -> DaemonHealth:
+        """How the daemon is doing now; called by the manager's health loop, must not block."""
+
+
+@dataclass
+class Leadership:
+    """Whether this process holds the leader lease, and under which fencing token; read by the manager."""
+
+    held: bool = False
+    token: int | None = None
+
+
+@dataclass
+class DaemonContext:
+    """What a daemon factory receives: the App, this process's leadership, a clock (seconds), its consumers."""
+
+    app: App
+    leadership: Leadership = field(default_factory=Leadership)
+    clock: Clock = time.time
+    consumers: Sequence[Any] = ()  # durable event consumer specs (events.consumer.ConsumerSpec) this process runs
+
+
+class LoopDaemon:
+    """Base of interval daemons: `tick()` every `interval_s` seconds until stopped.
+
+    A tick that raises is logged and counted; after `max_consecutive_errors` in a row
+    the error propagates and the manager treats the daemon as crashed (and backs off).
+    """
+
+    max_consecutive_errors = 3
+
+    def __init__(self, interval_s: float, *, clock: Clock = time.time) -> None:
+        self.interval_s = interval_s
+        self.clock = clock
+        self.ticks = 0
+        self.errors = 0
+        self.consecutive_errors = 0
+        self.last_tick_at: float | None = None
+        self.last_error: str | None = None
+
+    async def tick(self) -> None:
+        """One round of work; store calls go through asyncio.to_thread."""
+        raise NotImplementedError
+
+    def details(self) -> dict[str, Any]:
+        """Extra health details of the concrete daemon (JSON-serialisable)."""
+        return {}
+
+    async def run_once(self) -> None:
+        """Run one tick with the error accounting of `run` (tests drive daemons with this)."""
+        try:
+            await self.tick()
+        except Exception as exc:
+            self.errors += 1
+            self.consecutive_errors += 1
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            if self.consecutive_errors >= self.max_consecutive_errors:
+                raise
+            log.warning("%s tick failed: %s", type(self).__name__, self.last_error)
+        else:
+            self.consecutive_errors = 0
+        finally:
+            self.ticks += 1
+            self.last_tick_at = self.clock()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Tick until `stop` is set; the wait between ticks ends early when it is."""
+        while not stop.is_set():
+            await self.run_once()
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=self.interval_s)
+            except TimeoutError:
+                continue
+
+    def health(self) -> DaemonHealth:
+        """Unhealthy after a failed tick, degraded when ticks are overdue by three intervals, else healthy."""
+        details: dict[str, Any] = {"ticks": self.ticks, "errors": self.errors, "last_error": self.last_error}
+        details.update(self.details())
+        if self.consecutive_errors:
+            return DaemonHealth(HealthState.UNHEALTHY, details)
+        if self.last_tick_at is not None and self.clock() - self.last_tick_at > 3 * self.interval_s:
+            return DaemonHealth(HealthState.DEGRADED, details)
+        return DaemonHealth(HealthState.HEALTHY, details)

@@ -1,0 +1,63 @@
+"""Operations on the node registry (`nodes`): registration, heartbeats, status changes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from zeroloop.store.schema import nodes
+
+
+def get_node(conn: Connection, node_id: str) -> dict[str, Any] | None:
+    """One node's row, or None when it never registered."""
+    row = conn.execute(sa.select(nodes).where(nodes.c.id == node_id)).mappings().first()
+    return dict(row) if row is not None else None
+
+
+def list_nodes(conn: Connection, statuses: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+    """Every node (or those in `statuses`), ordered by id."""
+    query = sa.select(nodes).order_by(nodes.c.id)
+    if statuses is not None:
+        query = query.where(nodes.c.status.in_(statuses))
+    return [dict(row) for row in conn.execute(query).mappings()]
+
+
+def upsert_node(conn: Connection, row: dict[str, Any]) -> None:
+    """Insert a node or replace its description (registration and re-registration)."""
+    updated = conn.execute(sa.update(nodes).where(nodes.c.id == row["id"]).values(**row)).rowcount
+    if not updated:
+        conn.execute(sa.insert(nodes).values(**row))
+
+
+def record_heartbeat(conn: Connection, node_id: str, utilisation: dict[str, Any], now: float) -> str | None:
+    """Store a heartbeat (now: epoch seconds); return the node's status, or None if it is unknown."""
+    status = conn.execute(sa.select(nodes.c.status).where(nodes.c.id == node_id)).scalar_one_or_none()
+    if status is None:
+        return None
+    conn.execute(sa.update(nodes).where(nodes.c.id == node_id).values(utilisation=utilisation, heartbeat_at=now))
+    return str(status)
+
+
+def set_node_status(conn: Connection, node_id: str, status: str, now: float, *, expected: str) -> bool:
+    """Move a node from `expected` to `status`; False when it was not in `expected` (a lost race)."""
+    result = conn.execute(
+        sa.update(nodes)
+        .where(nodes.c.id == node_id, nodes.c.status == expected)
+        .values(status=status, status_changed_at=now)
+    )
+    return bool(result.rowcount)
+
+
+def set_idle_since(conn: Connection, node_id: str, idle_since: float | None) -> None:
+    """Record when a node became idle (epoch seconds), or clear it when it works again."""
+    conn.execute(sa.update(nodes).where(nodes.c.id == node_id).values(idle_since=idle_since))
+
+
+def silent_nodes(conn: Connection, heard_before: float, statuses: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Nodes in `statuses` whose last heartbeat is older than `heard_before` (epoch seconds)."""
+    query = (
+        sa.select(nodes).where(nodes.c.status.in_(statuses), nodes.c.heartbeat_at < heard_before).order_by(nodes.c.id)
+    )
+    return [dict(row) for row in conn.execute(query).mappings()]
