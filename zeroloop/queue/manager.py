@@ -1,0 +1,415 @@
+"""The work queue's named operations: enqueue, claim, heartbeat, complete, fail, reap, cancel, retry.
+
+Every transition changes the job row and publishes its event in one store transaction,
+so the event log and the queue never disagree. A claim grants a lease with a fencing
+token (the job's `lease_token`, bumped on every claim): heartbeat, complete and fail
+must present the current one, so a worker whose lease was taken over can no longer
+touch the job, and a result is recorded exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from zeroloop.config import Settings
+from zeroloop.errors import BackpressureRefused, QueueError, StaleLeaseError
+from zeroloop.events import catalogue as ev
+from zeroloop.events.bus import EventBus
+from zeroloop.events.wiring import declare
+from zeroloop.queue.backpressure import BackpressureLevel, BackpressureMonitor, ResourceReader, psutil_reader
+from zeroloop.queue.jobs import NAME_PATTERN, Capabilities, Job, JobStatus, Lease, Requirements, transition
+from zeroloop.queue.turns import WriterTurns
+from zeroloop.store.database import Store
+from zeroloop.store.queries import jobs as queries
+
+EMITS = (
+    "JOB_QUEUED",
+    "JOB_CLAIMED",
+    "JOB_COMPLETED",
+    "JOB_FAILED",
+    "JOB_LEASE_EXPIRED",
+    "JOB_DEAD",
+    "JOB_CANCELLED",
+    "BACKPRESSURE_CHANGED",
+)
+declare("zeroloop.queue", emits=EMITS)
+
+_PRIORITY_RANGE = 1_000_000
+# enqueue()'s optional arguments with their defaults, in _validated()'s order.
+_ENQUEUE_DEFAULTS: dict[str, Any] = {
+    "payload": None, "priority": 0, "requires": None, "target_node": None, "depends_on": (),
+    "idempotency_key": None, "max_attempts": None, "timeout_s": None,
+}  # fmt: skip
+_REAP_BATCH = 500
+
+
+class JobQueue:
+    """The durable work queue of one store, used by producers, workers, the reaper and the CLI."""
+
+    def __init__(
+        self,
+        store: Store,
+        bus: EventBus,
+        settings: Settings,
+        *,
+        clock: Callable[[], float] = time.time,
+        resources: ResourceReader | None = None,
+    ) -> None:
+        self.store = store
+        self.bus = bus
+        self.settings = settings.queue
+        self.breaker_recovery_s = settings.health.breaker_recovery_s
+        self.clock = clock
+        self._turns = WriterTurns(store)
+        self.backpressure = BackpressureMonitor(
+            store, bus, settings.queue, resources=resources or psutil_reader(settings.data_dir), clock=clock
+        )
+
+    # --- producers ----------------------------------------------------------------------
+
+    def enqueue(
+        self,
+        job_type: str,
+        config_key: str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        priority: int = 0,
+        requires: Requirements | Mapping[str, Any] | None = None,
+        target_node: str | None = None,
+        depends_on: Iterable[int] = (),
+        idempotency_key: str | None = None,
+        max_attempts: int | None = None,
+        timeout_s: float | None = None,
+    ) -> Job:
+        """Add a job (higher `priority` first; timeout_s: seconds one attempt may run) and return it.
+
+        A repeated `idempotency_key` returns the job first enqueued with it, unchanged.
+        Raises QueueError naming the bad argument, BackpressureRefused when the type is at STOP.
+        """
+        row, deps = self._validated(
+            job_type, config_key, payload, priority, requires, target_node, depends_on, idempotency_key,
+            max_attempts, timeout_s,
+        )  # fmt: skip
+        if idempotency_key is not None:
+            with self.store.read() as conn:
+                existing = queries.job_by_idempotency_key(conn, idempotency_key)
+            if existing is not None:
+                return Job.from_row(existing)
+        self._refuse_at_stop(job_type)
+        with self._turns.turn(), self.store.transaction() as conn:
+            return self._insert(conn, row, deps)
+
+    def enqueue_many(self, requests: Sequence[Mapping[str, Any]]) -> list[Job]:
+        """Enqueue several jobs in one transaction, all or none; each request holds `enqueue`'s arguments by name.
+
+        Backpressure is checked once per job type, before the batch.
+        """
+        validated = []
+        for request in requests:
+            args = dict(request)
+            try:
+                job_type, config_key = args.pop("job_type"), args.pop("config_key")
+            except KeyError as exc:
+                raise QueueError(f"every request needs job_type and config_key; one lacks {exc}") from None
+            unknown = sorted(set(args) - set(_ENQUEUE_DEFAULTS))
+            if unknown:
+                raise QueueError(f"unknown enqueue argument(s): {', '.join(unknown)}")
+            values = [args.get(name, default) for name, default in _ENQUEUE_DEFAULTS.items()]
+            validated.append(self._validated(job_type, config_key, *values))
+        for job_type in sorted({row["type"] for row, _ in validated}):
+            self._refuse_at_stop(job_type)
+        with self._turns.turn(), self.store.transaction() as conn:
+            return [self._insert(conn, row, deps) for row, deps in validated]
+
+    def _refuse_at_stop(self, job_type: str) -> None:
+        if self.backpressure.check(job_type) >= BackpressureLevel.STOP:
+            raise BackpressureRefused(
+                f"queue {job_type!r} is at backpressure STOP (queued depth or node memory/disk past its hard limit): "
+                "not enqueued; retry later or raise queue.hard_limit"
+            )
+
+    def _insert(self, conn: Any, row: dict[str, Any], deps: list[int]) -> Job:
+        # Flagging the dependencies first locks them, so none completes unseen while this job is counted.
+        statuses = queries.mark_dependents(conn, deps)
+        missing = [dep for dep in deps if dep not in statuses]
+        if missing:
+            raise QueueError(f"depends_on names jobs that do not exist: {', '.join(map(str, missing))}")
+        row["waiting_on"] = sum(1 for status in statuses.values() if status != JobStatus.COMPLETED.value)
+        stored, inserted = queries.insert_job(conn, row, deps)
+        job = Job.from_row(stored)
+        if inserted:
+            self.bus.publish("JOB_QUEUED", ev.JobQueued(**self._ids(job), priority=job.priority))
+        return job
+
+    def _validated(
+        self,
+        job_type: str,
+        config_key: str,
+        payload: Mapping[str, Any] | None,
+        priority: int,
+        requires: Requirements | Mapping[str, Any] | None,
+        target_node: str | None,
+        depends_on: Iterable[int],
+        idempotency_key: str | None,
+        max_attempts: int | None,
+        timeout_s: float | None,
+    ) -> tuple[dict[str, Any], list[int]]:
+        if not isinstance(job_type, str) or not NAME_PATTERN.match(job_type):
+            raise QueueError(
+                f"job type {job_type!r} is invalid: use 1-80 of a-z 0-9 _ . - starting with a letter/digit"
+            )
+        if not isinstance(config_key, str) or not 0 < len(config_key) <= 200:
+            raise QueueError(f"config_key {config_key!r} is invalid: give a non-empty string of at most 200 characters")
+        if isinstance(priority, bool) or not isinstance(priority, int) or abs(priority) > _PRIORITY_RANGE:
+            raise QueueError(f"priority {priority!r} is invalid: give an integer between ±{_PRIORITY_RANGE}")
+        try:
+            body = dict(payload or {})
+            json.dumps(body, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise QueueError(f"payload is not a JSON object: {exc}") from None
+        try:
+            needs = requires if isinstance(requires, Requirements) else Requirements.model_validate(requires or {})
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise QueueError(f"requires is invalid: {problems}") from None
+        if target_node is not None and not 0 < len(target_node) <= 200:
+            raise QueueError(f"target_node {target_node!r} is invalid: give a node id of 1-200 characters")
+        if idempotency_key is not None and not 0 < len(idempotency_key) <= 300:
+            raise QueueError("idempotency_key must be 1-300 characters")
+        attempts = self.settings.default_max_attempts if max_attempts is None else max_attempts
+        if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
+            raise QueueError(f"max_attempts {max_attempts!r} is invalid: give an integer of at least 1")
+        timeout = self.settings.default_timeout_s if timeout_s is None else timeout_s
+        if not isinstance(timeout, int | float) or not math.isfinite(timeout) or timeout <= 0:
+            raise QueueError(f"timeout_s {timeout_s!r} is invalid: give a positive number of seconds")
+        deps = sorted(set(depends_on))
+        if any(isinstance(dep, bool) or not isinstance(dep, int) for dep in deps):
+            raise QueueError(f"depends_on must be job ids (integers), got {deps!r}")
+        now = self.clock()
+        row = {
+            "type": job_type,
+            "config_key": config_key,
+            "payload": body,
+            "priority": priority,
+            **needs.stored(),
+            "target_node": target_node,
+            "idempotency_key": idempotency_key,
+            "status": JobStatus.QUEUED.value,
+            "attempts": 0,
+            "max_attempts": attempts,
+            "timeout_s": float(timeout),
+            "run_after": now,
+            "lease_token": 0,
+            "waiting_on": 0,
+            "has_dependents": False,
+            "created_at": now,
+            "updated_at": now,
+        }
+        return row, deps
+
+    def check_backpressure(self, queue_type: str) -> BackpressureLevel:
+        """The backpressure level of `queue_type` now (publishes BACKPRESSURE_CHANGED when it changed)."""
+        return self.backpressure.check(queue_type)
+
+    # --- workers --------------------------------------------------------------------------
+
+    def claim(
+        self, node: str, capabilities: Capabilities | None = None, types: Sequence[str] | None = None
+    ) -> Lease | None:
+        """Lease the next job `node` may run (of `types`, or any type), or None when there is none."""
+        caps = capabilities or Capabilities()
+        if types is not None and not types:
+            return None  # asked for no type at all
+        with self._turns.turn(), self.store.transaction() as conn:
+            now = self.clock()
+            row = queries.claim_job(
+                conn,
+                node=node,
+                now=now,
+                lease_s=self.settings.lease_s,
+                types=types,
+                gpus=caps.gpus,
+                memory_bytes=caps.memory_bytes,
+                labels=sorted(caps.labels),
+                limits=self.settings.concurrency_per_config,
+                recovery_s=self.breaker_recovery_s,
+            )
+            if row is None:
+                return None
+            job = Job.from_row(row)
+            self.bus.publish(
+                "JOB_CLAIMED", ev.JobClaimed(**self._ids(job), node=node, token=job.lease_token, attempt=job.attempts)
+            )
+        assert job.lease_expires_at is not None
+        return Lease(job=job, token=job.lease_token, expires_at=job.lease_expires_at)
+
+    def heartbeat(self, job_id: int, token: int) -> float:
+        """Extend the lease held under `token`; return its new expiry (epoch seconds); StaleLeaseError if stale."""
+        with self._turns.turn(), self.store.transaction() as conn:
+            expires = queries.extend_lease(conn, job_id, token, now=self.clock(), lease_s=self.settings.lease_s)
+            if expires is None:
+                raise self._stale(conn, job_id, token, "heartbeat")
+        return expires
+
+    def complete(self, job_id: int, token: int, result: Any = None) -> Job:
+        """Record the result of the attempt held under `token`; StaleLeaseError if that lease is no longer current."""
+        with self._turns.turn(), self.store.transaction() as conn:
+            row = queries.finish_job(
+                conn, job_id, token, status=JobStatus.COMPLETED.value, now=self.clock(), result=result
+            )
+            if row is None:
+                raise self._stale(conn, job_id, token, "complete")
+            job = Job.from_row(row)
+            if job.has_dependents:
+                queries.release_dependents(conn, job_id)
+            self.bus.publish("JOB_COMPLETED", ev.JobCompleted(**self._ids(job), node=job.lease_node or ""))
+        return job
+
+    def fail(self, job_id: int, token: int, error: str, *, retryable: bool = True) -> Job:
+        """Record a failed attempt: re-queue it after a backoff, or dead when not retryable or out of attempts."""
+        with self._turns.turn(), self.store.transaction() as conn:
+            current = queries.get_job(conn, job_id, lock=True)
+            if current is None or current.lease_token != token or current.status != JobStatus.RUNNING.value:
+                raise self._stale(conn, job_id, token, "fail")
+            job = self._release(conn, Job.from_row(current), error=error, retryable=retryable, expired=False)
+        return job
+
+    # --- the reaper and the cluster -------------------------------------------------------
+
+    def reap(self, now: float | None = None) -> list[Job]:
+        """Release every job whose lease expired before `now` (default: the clock); return them as they are now."""
+        moment = self.clock() if now is None else now
+        with self._turns.turn(), self.store.transaction() as conn:
+            rows = queries.expired_jobs(conn, now=moment, limit=_REAP_BATCH)
+            return [
+                self._release(conn, Job.from_row(row), error="lease expired", expired=True, now=moment) for row in rows
+            ]
+
+    def requeue_node(self, node_id: str) -> list[Job]:
+        """Release every lease held by `node_id` (declared lost); each attempt counts as expired."""
+        with self._turns.turn(), self.store.transaction() as conn:
+            rows = queries.node_jobs(conn, node_id)
+            return [self._release(conn, Job.from_row(row), error=f"node {node_id} lost", expired=True) for row in rows]
+
+    def _release(
+        self, conn: Any, job: Job, *, error: str, retryable: bool = True, expired: bool, now: float | None = None
+    ) -> Job:
+        """End a running attempt that did not complete: back to queued after a backoff, or dead."""
+        now = self.clock() if now is None else now
+        node = job.lease_node or ""
+        again = retryable and job.attempts < job.max_attempts
+        transition(job.status, JobStatus.QUEUED if again else JobStatus.DEAD, job.id)
+        if expired:
+            self.bus.publish("JOB_LEASE_EXPIRED", ev.JobLeaseExpired(**self._ids(job), node=node))
+        else:
+            self.bus.publish("JOB_FAILED", ev.JobFailed(**self._ids(job), node=node, error=error, retryable=retryable))
+        if again:
+            row = queries.requeue_job(
+                conn, job.id, job.lease_token, now=now, run_after=now + self.backoff_s(job.attempts), error=error
+            )
+        else:
+            row = queries.finish_job(conn, job.id, job.lease_token, status=JobStatus.DEAD.value, now=now, error=error)
+            self.bus.publish("JOB_DEAD", ev.JobDead(**self._ids(job), error=error))
+        assert row is not None  # the row is locked by this transaction and was running under this token
+        return Job.from_row(row)
+
+    def backoff_s(self, attempts: int) -> float:
+        """Delay after `attempts` attempts before the next (seconds): doubling from retry_initial_s to retry_max_s."""
+        return float(min(self.settings.retry_max_s, self.settings.retry_initial_s * 2 ** max(0, attempts - 1)))
+
+    # --- operators ------------------------------------------------------------------------
+
+    def cancel(self, job_id: int) -> Job:
+        """Cancel a queued or running job (a running holder's token stops being accepted)."""
+        with self._turns.turn(), self.store.transaction() as conn:
+            job = self._get(conn, job_id, lock=True)
+            transition(job.status, JobStatus.CANCELLED, job_id)
+            now = self.clock()
+            row = queries.set_status(
+                conn, job_id, status=JobStatus.CANCELLED.value, now=now, lease_expires_at=None, finished_at=now
+            )
+            self.bus.publish("JOB_CANCELLED", ev.JobCancelled(**self._ids(job)))
+        return Job.from_row(row)
+
+    def retry(self, job_id: int) -> Job:
+        """Put a dead or cancelled job back in the queue with a fresh set of attempts."""
+        with self._turns.turn(), self.store.transaction() as conn:
+            job = self._get(conn, job_id, lock=True)
+            # running -> queued is the failure edge, not an operator's move.
+            if job.status not in (JobStatus.DEAD, JobStatus.CANCELLED):
+                raise QueueError(f"job {job_id} is {job.status.value}: only dead or cancelled jobs can be retried")
+            transition(job.status, JobStatus.QUEUED, job_id)
+            now = self.clock()
+            row = queries.set_status(
+                conn, job_id, status=JobStatus.QUEUED.value, now=now, attempts=0, run_after=now, finished_at=None,
+                lease_expires_at=None,
+            )  # fmt: skip
+            self.bus.publish("JOB_QUEUED", ev.JobQueued(**self._ids(job), priority=job.priority))
+        return Job.from_row(row)
+
+    def get(self, job_id: int) -> Job:
+        """One job by id; QueueError if there is none."""
+        with self.store.read() as conn:
+            return self._get(conn, job_id)
+
+    def dependencies(self, job_id: int) -> list[int]:
+        """The ids of the jobs `job_id` waits for."""
+        with self.store.read() as conn:
+            return queries.dependencies_of(conn, job_id)
+
+    def list(
+        self,
+        *,
+        statuses: Sequence[JobStatus] | None = None,
+        job_type: str | None = None,
+        config_key: str | None = None,
+        limit: int = 100,
+    ) -> list[Job]:
+        """Jobs matching the filters, newest first, at most `limit`."""
+        with self.store.read() as conn:
+            rows = queries.list_jobs(
+                conn, statuses=[s.value for s in statuses or ()], job_type=job_type, config_key=config_key, limit=limit
+            )
+        return [Job.from_row(row) for row in rows]
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Job counts by type, then by status."""
+        with self.store.read() as conn:
+            counts = queries.job_counts(conn)
+        table: dict[str, dict[str, int]] = {}
+        for job_type, status, count in counts:
+            table.setdefault(job_type, {})[status] = count
+        return table
+
+    # --- helpers --------------------------------------------------------------------------
+
+    @staticmethod
+    def _ids(job: Job) -> dict[str, Any]:
+        return {"config_key": job.config_key, "job_id": job.id, "job_type": job.type}
+
+    @staticmethod
+    def _get(conn: Any, job_id: int, *, lock: bool = False) -> Job:
+        row = queries.get_job(conn, job_id, lock=lock)
+        if row is None:
+            raise QueueError(f"no job {job_id}: list jobs with `zeroloop queue ls`")
+        return Job.from_row(row)
+
+    @staticmethod
+    def _stale(conn: Any, job_id: int, token: int, what: str) -> QueueError:
+        row = queries.get_job(conn, job_id)
+        if row is None:
+            return QueueError(f"cannot {what} job {job_id}: there is no such job")
+        if row.status != JobStatus.RUNNING.value:
+            return StaleLeaseError(
+                f"cannot {what} job {job_id} with token {token}: the job is {row.status}, not running"
+            )
+        return StaleLeaseError(
+            f"cannot {what} job {job_id} with token {token}: it was re-leased (current token {row.lease_token}); "
+            "drop this attempt's result"
+        )

@@ -1,0 +1,318 @@
+"""Operations on the work queue: jobs, their dependencies, and the last backpressure level.
+
+The claim is one statement on both backends: `UPDATE jobs ... WHERE id = (SELECT ...
+LIMIT 1) RETURNING ...`, with `FOR UPDATE SKIP LOCKED` on PostgreSQL so concurrent
+claimers pass over each other's rows instead of queueing on them; SQLite runs it inside
+the store's `BEGIN IMMEDIATE`, which already serialises writers. Times are epoch seconds.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Row
+
+from zeroloop.store.schema import backpressure, job_dependencies, jobs
+
+# pg_advisory_xact_lock key taken by claims that may pick a concurrency-limited type, so
+# two of them cannot both count "none running" under READ COMMITTED ("zlqc" in ASCII).
+CONCURRENCY_LOCK_KEY = 0x7A6C7163
+
+_JSON_COLUMNS = {name: jobs.c[name].type for name in ("payload", "need_labels", "result")}
+_COLUMNS = ", ".join(column.name for column in jobs.columns)
+
+
+def mark_dependents(conn: Connection, job_ids: Sequence[int]) -> dict[int, str]:
+    """Flag `job_ids` as having dependents (locking them); return the status of each that exists."""
+    if not job_ids:
+        return {}
+    stmt = (
+        sa.update(jobs)
+        .where(jobs.c.id.in_(list(job_ids)))
+        .values(has_dependents=True)
+        .returning(jobs.c.id, jobs.c.status)
+    )
+    return {int(job_id): str(status) for job_id, status in conn.execute(stmt)}
+
+
+def release_dependents(conn: Connection, job_id: int) -> int:
+    """Count `job_id` as completed for every job waiting on it; return how many were waiting."""
+    waiting = sa.select(job_dependencies.c.job_id).where(job_dependencies.c.depends_on == job_id)
+    stmt = sa.update(jobs).where(jobs.c.id.in_(waiting)).values(waiting_on=jobs.c.waiting_on - 1)
+    return int(conn.execute(stmt).rowcount)
+
+
+def insert_job(conn: Connection, row: Mapping[str, Any], depends_on: Sequence[int] = ()) -> tuple[Row[Any], bool]:
+    """Insert one job and its dependencies; return (job row, inserted). A repeated idempotency key returns the first."""
+    row = dict(row)
+    if row.get("need_labels") is None:
+        row["need_labels"] = sa.null()  # SQL NULL, not the JSON 'null' the JSON type would store
+    if row.get("idempotency_key") is None:
+        inserted = conn.execute(sa.insert(jobs).values(**row).returning(*jobs.columns)).one()
+    else:
+        stmt: Any = postgresql.insert(jobs) if conn.dialect.name == "postgresql" else sqlite.insert(jobs)
+        maybe = conn.execute(
+            stmt.values(**row).on_conflict_do_nothing(index_elements=["idempotency_key"]).returning(*jobs.columns)
+        ).one_or_none()
+        if maybe is None:
+            existing = conn.execute(sa.select(jobs).where(jobs.c.idempotency_key == row["idempotency_key"]))
+            return existing.one(), False
+        inserted = maybe
+    if depends_on:
+        conn.execute(sa.insert(job_dependencies), [{"job_id": inserted.id, "depends_on": dep} for dep in depends_on])
+    return inserted, True
+
+
+def get_job(conn: Connection, job_id: int, *, lock: bool = False) -> Row[Any] | None:
+    """One job by id, or None; `lock` takes its row lock (PostgreSQL; SQLite's write lock already covers it)."""
+    stmt = sa.select(jobs).where(jobs.c.id == job_id)
+    if lock and conn.dialect.name == "postgresql":
+        stmt = stmt.with_for_update()
+    return conn.execute(stmt).one_or_none()
+
+
+def job_by_idempotency_key(conn: Connection, key: str) -> Row[Any] | None:
+    """The job enqueued with idempotency key `key`, or None."""
+    return conn.execute(sa.select(jobs).where(jobs.c.idempotency_key == key)).one_or_none()
+
+
+def dependencies_of(conn: Connection, job_id: int) -> list[int]:
+    """The ids of the jobs that `job_id` waits for."""
+    stmt = sa.select(job_dependencies.c.depends_on).where(job_dependencies.c.job_id == job_id)
+    return sorted(int(dep) for dep in conn.execute(stmt.order_by(job_dependencies.c.depends_on)).scalars())
+
+
+@lru_cache(maxsize=64)
+def _claim_statement(dialect: str, types: int, limits: tuple[tuple[str, int], ...]) -> sa.TextualSelect:
+    pg = dialect == "postgresql"
+    where = [
+        "j.status = 'queued'",
+        "j.run_after <= :now",
+        "(j.target_node IS NULL OR j.target_node = :node)",
+        # A job waits until every job it depends on has completed.
+        "j.waiting_on = 0",
+        "j.need_gpus <= :gpus",
+        "j.need_memory_bytes <= :memory_bytes",
+    ]
+    # One type is an equality, so the claim index yields the claim order directly.
+    if types == 1:
+        where.append("j.type = :type")
+    elif types > 1:
+        where.append("j.type = ANY(:types)" if pg else "j.type IN (SELECT value FROM json_each(:types))")
+    if pg:
+        where.append("(j.need_labels IS NULL OR j.need_labels <@ CAST(:labels AS jsonb))")
+    else:
+        where.append(
+            "(j.need_labels IS NULL OR NOT EXISTS (SELECT 1 FROM json_each(j.need_labels) AS l"
+            " WHERE l.value NOT IN (SELECT value FROM json_each(:labels))))"
+        )
+    # The node's circuit breaker (owned by the cluster part): an open one refuses work until
+    # its recovery time has passed, after which it counts as half-open and may take a trial job.
+    where.append(
+        "NOT EXISTS (SELECT 1 FROM circuit_breakers AS cb WHERE cb.key = :breaker_key AND cb.state = 'open'"
+        " AND COALESCE(cb.opened_at, :now) + :recovery_s > :now)"
+    )
+    if limits:
+        names = ", ".join(f"'{name}'" for name, _ in limits)
+        cases = " ".join(f"WHEN '{name}' THEN {limit}" for name, limit in limits)
+        where.append(
+            f"(j.type NOT IN ({names}) OR (SELECT count(*) FROM jobs AS r WHERE r.status = 'running'"
+            f" AND r.type = j.type AND r.config_key = j.config_key) < CASE j.type {cases} END)"
+        )
+    pick = (
+        "SELECT j.id FROM jobs AS j WHERE "
+        + " AND ".join(where)
+        + " ORDER BY j.priority DESC, j.id LIMIT 1"
+        + (" FOR UPDATE SKIP LOCKED" if pg else "")
+    )
+    sql = (
+        "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_node = :node,"
+        " lease_token = lease_token + 1, lease_expires_at = :now + CASE WHEN timeout_s < :lease_s"
+        " THEN timeout_s ELSE :lease_s END, claimed_at = :now, updated_at = :now"
+        f" WHERE id = ({pick}) RETURNING {_COLUMNS}"
+    )
+    return _returning(sql)
+
+
+def claim_job(
+    conn: Connection,
+    *,
+    node: str,
+    now: float,
+    lease_s: float,
+    types: Sequence[str] | None,
+    gpus: int,
+    memory_bytes: int,
+    labels: Sequence[str],
+    limits: Mapping[str, int],
+    recovery_s: float,
+) -> Row[Any] | None:
+    """Lease the next claimable job to `node` (highest priority, then oldest); None when there is none.
+
+    `limits` maps job type to the most jobs of that type running at once per config key;
+    `recovery_s` is how long an open circuit breaker `node:<node>` refuses claims.
+    """
+    pg = conn.dialect.name == "postgresql"
+    relevant = tuple(sorted((name, int(n)) for name, n in limits.items() if types is None or name in types))
+    if pg and relevant:
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": CONCURRENCY_LOCK_KEY})
+    params: dict[str, Any] = {
+        "node": node,
+        "now": now,
+        "lease_s": lease_s,
+        "gpus": gpus,
+        "memory_bytes": memory_bytes,
+        "labels": json.dumps(sorted(labels)),
+        "breaker_key": f"node:{node}",
+        "recovery_s": recovery_s,
+    }
+    count = 0 if types is None else len(types)
+    if count == 1:
+        assert types is not None
+        params["type"] = types[0]
+    elif count > 1:
+        assert types is not None
+        params["types"] = list(types) if pg else json.dumps(list(types))
+    stmt = _claim_statement(conn.dialect.name, count, relevant)
+    return conn.execute(stmt, params).one_or_none()
+
+
+def _returning(sql: str) -> sa.TextualSelect:
+    return sa.text(sql).columns(*[sa.column(c.name, _JSON_COLUMNS.get(c.name, c.type)) for c in jobs.columns])
+
+
+# The hot-path statements are plain text built once: SQLAlchemy then skips building and
+# cache-keying a Core statement on every call, which cost more than the SQL itself.
+_HELD = "WHERE id = :id AND lease_token = :token AND status = 'running'"
+_EXTEND = sa.text(
+    "UPDATE jobs SET lease_expires_at = CASE WHEN claimed_at + timeout_s < :now + :lease_s"
+    f" THEN claimed_at + timeout_s ELSE :now + :lease_s END, updated_at = :now {_HELD} RETURNING lease_expires_at"
+)
+_FINISH = _returning(
+    "UPDATE jobs SET status = :status, result = :result, error = :error, lease_expires_at = NULL,"
+    f" finished_at = :now, updated_at = :now {_HELD} RETURNING {_COLUMNS}"
+).bindparams(sa.bindparam("result", type_=jobs.c.result.type))
+_REQUEUE = _returning(
+    "UPDATE jobs SET status = 'queued', run_after = :run_after, error = :error, lease_expires_at = NULL,"
+    f" updated_at = :now {_HELD} RETURNING {_COLUMNS}"
+)
+
+
+def extend_lease(conn: Connection, job_id: int, token: int, *, now: float, lease_s: float) -> float | None:
+    """Extend a running job's lease if `token` is current; return the new expiry, or None when refused.
+
+    The lease never reaches past claimed_at + timeout_s, so a job that overruns its time
+    limit stops being extended and expires.
+    """
+    value = conn.execute(_EXTEND, {"id": job_id, "token": token, "now": now, "lease_s": lease_s}).scalar_one_or_none()
+    return None if value is None else float(value)
+
+
+def finish_job(
+    conn: Connection, job_id: int, token: int, *, status: str, now: float, result: Any = None, error: str | None = None
+) -> Row[Any] | None:
+    """Move a running job held under `token` to `status` (completed or dead); None when the token is stale."""
+    params = {"id": job_id, "token": token, "status": status, "now": now, "result": result, "error": error}
+    return conn.execute(_FINISH, params).one_or_none()
+
+
+def requeue_job(
+    conn: Connection, job_id: int, token: int, *, now: float, run_after: float, error: str | None
+) -> Row[Any] | None:
+    """Put a running job held under `token` back in the queue from `run_after` on; None when the token is stale."""
+    params = {"id": job_id, "token": token, "now": now, "run_after": run_after, "error": error}
+    return conn.execute(_REQUEUE, params).one_or_none()
+
+
+def set_status(conn: Connection, job_id: int, *, status: str, now: float, **values: Any) -> Row[Any]:
+    """Set a job's status (and any other columns given) unconditionally; the caller checked the transition."""
+    stmt = sa.update(jobs).where(jobs.c.id == job_id).values(status=status, updated_at=now, **values)
+    return conn.execute(stmt.returning(*jobs.columns)).one()
+
+
+def expired_jobs(conn: Connection, *, now: float, limit: int) -> list[Row[Any]]:
+    """Running jobs whose lease ran out before `now`, locked; rows another reaper holds are skipped (PostgreSQL)."""
+    stmt = (
+        sa.select(jobs)
+        .where(jobs.c.status == "running", jobs.c.lease_expires_at < now)
+        .order_by(jobs.c.lease_expires_at)
+        .limit(limit)
+    )
+    if conn.dialect.name == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True)
+    return list(conn.execute(stmt))
+
+
+def node_jobs(conn: Connection, node: str) -> list[Row[Any]]:
+    """The running jobs leased to `node`, locked."""
+    stmt = sa.select(jobs).where(jobs.c.status == "running", jobs.c.lease_node == node).order_by(jobs.c.id)
+    if conn.dialect.name == "postgresql":
+        stmt = stmt.with_for_update()
+    return list(conn.execute(stmt))
+
+
+def list_jobs(
+    conn: Connection,
+    *,
+    statuses: Sequence[str] | None = None,
+    job_type: str | None = None,
+    config_key: str | None = None,
+    limit: int = 100,
+) -> list[Row[Any]]:
+    """Jobs matching the filters, newest first, at most `limit`."""
+    stmt = sa.select(jobs).order_by(jobs.c.id.desc()).limit(limit)
+    if statuses:
+        stmt = stmt.where(jobs.c.status.in_(list(statuses)))
+    if job_type is not None:
+        stmt = stmt.where(jobs.c.type == job_type)
+    if config_key is not None:
+        stmt = stmt.where(jobs.c.config_key == config_key)
+    return list(conn.execute(stmt))
+
+
+def job_counts(conn: Connection) -> list[tuple[str, str, int]]:
+    """(type, status, count) for every type and status present."""
+    stmt = (
+        sa.select(jobs.c.type, jobs.c.status, sa.func.count())
+        .group_by(jobs.c.type, jobs.c.status)
+        .order_by(jobs.c.type, jobs.c.status)
+    )
+    return [(str(t), str(s), int(n)) for t, s, n in conn.execute(stmt)]
+
+
+def queued_depth(conn: Connection, job_type: str, *, at_most: int) -> int:
+    """How many jobs of `job_type` are queued (claimable now or not yet), counting no further than `at_most`."""
+    queued = sa.select(jobs.c.id).where(jobs.c.status == "queued", jobs.c.type == job_type).limit(at_most)
+    return int(conn.execute(sa.select(sa.func.count()).select_from(queued.subquery())).scalar_one())
+
+
+def get_backpressure(conn: Connection, queue_type: str) -> str | None:
+    """The last backpressure level recorded for `queue_type`, or None if none was."""
+    stmt = sa.select(backpressure.c.level).where(backpressure.c.queue_type == queue_type)
+    level = conn.execute(stmt).scalar_one_or_none()
+    return None if level is None else str(level)
+
+
+def lock_backpressure(conn: Connection, queue_type: str, *, initial: str, now: float) -> str:
+    """Ensure `queue_type` has a backpressure row (level `initial` if new), lock it, return its level."""
+    stmt: Any = postgresql.insert(backpressure) if conn.dialect.name == "postgresql" else sqlite.insert(backpressure)
+    conn.execute(
+        stmt.values(queue_type=queue_type, level=initial, depth=0, updated_at=now).on_conflict_do_nothing(
+            index_elements=["queue_type"]
+        )
+    )
+    select = sa.select(backpressure.c.level).where(backpressure.c.queue_type == queue_type)
+    if conn.dialect.name == "postgresql":
+        select = select.with_for_update()
+    return str(conn.execute(select).scalar_one())
+
+
+def set_backpressure(conn: Connection, queue_type: str, *, level: str, depth: int, now: float) -> None:
+    """Record the backpressure level of `queue_type` (its row exists: see lock_backpressure)."""
+    stmt = sa.update(backpressure).where(backpressure.c.queue_type == queue_type)
+    conn.execute(stmt.values(level=level, depth=depth, updated_at=now))
