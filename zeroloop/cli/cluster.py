@@ -14,6 +14,7 @@ from rich.table import Table
 
 from zeroloop.app import App
 from zeroloop.cli.common import console, err_console, open_app
+from zeroloop.cli.pipeline import pipelines_table
 from zeroloop.cluster.leases import LEADER
 from zeroloop.cluster.nodes import NodeStatus
 from zeroloop.store.queries import daemons as daemon_queries
@@ -109,11 +110,11 @@ def status_command(
     watch: bool = typer.Option(False, "--watch", "-w", help="Refresh every --interval seconds until Ctrl-C."),
     interval: float = typer.Option(2.0, "--interval", help="Refresh interval with --watch (seconds)."),
 ) -> None:
-    """Show nodes, daemons, the leader, queue depths and health."""
+    """Show the leader, queue depths, health, each pipeline (stage, round, samples, model, Elo), nodes and daemons."""
     with open_app() as app:
 
         def render() -> Group:
-            return Group(summary_table(app), nodes_table(app), daemons_table(app))
+            return Group(summary_table(app), pipelines_table(app), nodes_table(app), daemons_table(app))
 
         if not watch:
             console.print(render())

@@ -13,6 +13,7 @@ from rich.table import Table
 from zeroloop.app import App
 from zeroloop.cli.common import console, open_app
 from zeroloop.errors import ZeroloopError
+from zeroloop.store.queries import models as model_queries
 from zeroloop.store.queries import pipelines as queries
 
 app = typer.Typer(help="Start, inspect, pause and resume the loop per config key.", no_args_is_help=True)
@@ -40,23 +41,38 @@ def start(
     console.print(f"{config_key}: pipeline started")
 
 
-@app.command("ls")
-def list_pipelines() -> None:
-    """Each config key's stage, round, samples, production model and pause state."""
-    with open_app() as zl, zl.store.read() as conn:
+def pipelines_table(zl: App) -> Table:
+    """Per config key: stage, round, samples, the production model and its Elo, training, pause state."""
+    with zl.store.read() as conn:
         rows = queries.list_pipelines(conn)
-    table = Table("config", "stage", "round", "samples", "since training", "model", "paused")
+        elo = {row["config_key"]: model_queries.production_model(conn, row["config_key"]) for row in rows}
+    table = Table(
+        "config", "stage", "round", "samples", "since training", "model", "Elo", "training", "paused",
+        title="pipelines", header_style="bold",
+    )  # fmt: skip
     for row in rows:
+        model = elo[row["config_key"]]
+        training = (row["progress"] or {}).get("training") or {}
+        loss = training.get("loss")
         table.add_row(
             row["config_key"],
             row["stage"],
             str(row["iteration"]),
             str(row["samples_total"]),
             str(row["samples_since_training"]),
-            row["current_model_id"] or "-",
+            model["id"] if model else "-",
+            f"{model['elo']:.0f}" if model else "-",
+            f"step {training.get('step', 0)}, loss {loss:.3f}" if loss is not None else "-",
             escape(row["pause_reason"] or "") if row["paused"] else "no",
         )
-    console.print(table if rows else "no pipelines yet: `zeroloop pipeline start <config_key>`")
+    return table
+
+
+@app.command("ls")
+def list_pipelines() -> None:
+    """Each config key's stage, round, samples, production model and its Elo, and pause state."""
+    with open_app() as zl:
+        console.print(pipelines_table(zl))
 
 
 def _set_paused(config_key: str, paused: bool) -> None:
