@@ -1,0 +1,47 @@
+"""zeroloop: the AlphaZero-style self-improvement loop, run continuously across unreliable machines.
+
+The names below are the package's public surface; everything else is reached through
+its module. The seeds' conveniences (`initialize_all_coordinators`, `get_system_health`,
+`shutdown_all_coordinators`, `publish`, `check_backpressure`) are thin functions over an
+explicit `App`:
+
+    from zeroloop import App, load_settings, initialize_all_coordinators, get_system_health
+
+    with App(load_settings()) as app:
+        status = await initialize_all_coordinators(app, profile="coordinator")
+        health = get_system_health(app)
+        print(f"Health: {health['status']} ({health['overall_health']:.0%})")
+        await shutdown_all_coordinators(app)
+"""
+
+from zeroloop.app import App
+from zeroloop.bootstrap import (
+    check_backpressure,
+    get_system_health,
+    initialize_all_coordinators,
+    publish,
+    shutdown_all_coordinators,
+)
+from zeroloop.config import Settings, load_settings
+from zeroloop.errors import ZeroloopError
+from zeroloop.queue.backpressure import BackpressureLevel
+from zeroloop.tracing import get_trace_id, span, traced
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "App",
+    "BackpressureLevel",
+    "Settings",
+    "ZeroloopError",
+    "__version__",
+    "check_backpressure",
+    "get_system_health",
+    "get_trace_id",
+    "initialize_all_coordinators",
+    "load_settings",
+    "publish",
+    "shutdown_all_coordinators",
+    "span",
+    "traced",
+]

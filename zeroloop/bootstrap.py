@@ -18,6 +18,7 @@ from zeroloop.app import App
 from zeroloop.daemons.daemon import Clock, DaemonContext, DaemonState, HealthState
 from zeroloop.daemons.manager import DaemonManager, Sleep
 from zeroloop.daemons.registry import Layer, Registry, default_registry
+from zeroloop.queue.backpressure import BackpressureLevel
 
 _STATE_SCORE = {
     DaemonState.RUNNING: 1.0,
@@ -119,3 +120,13 @@ def manager_of(app: App) -> DaemonManager:
     if app.daemons is None:
         raise RuntimeError("initialize_all_coordinators(app) has not run in this process")
     return app.daemons
+
+
+def publish(app: App, event_type: str, payload: dict[str, Any], **options: Any) -> int:
+    """The seeds' `publish()`: validate and append one event to `app`'s durable log; return its id."""
+    return app.bus.publish(event_type, payload, **options)
+
+
+def check_backpressure(app: App, queue_type: str) -> BackpressureLevel:
+    """The seeds' `check_backpressure()`: the backpressure level of one queue type now."""
+    return app.queue.check_backpressure(queue_type)

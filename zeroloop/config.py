@@ -16,7 +16,7 @@ import socket
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -83,6 +83,13 @@ class EventSettings(_Section):
     batch_size: int = Field(default=500, ge=1, description="events fetched per consumer read")
     retention_max_age_s: float = Field(default=7 * 86400.0, gt=0, description="events older than this are pruned")
     retention_max_count: int = Field(default=1_000_000, ge=1000, description="events kept at most")
+    retention_interval_s: float = Field(default=600.0, gt=0, description="interval between retention prunes (seconds)")
+    listen_fallback_s: float = Field(
+        default=2.0, gt=0, description="PostgreSQL: re-read the log this often even without a NOTIFY (seconds)"
+    )
+    dlq_max_retries: int = Field(
+        default=12, ge=0, description="automatic dead-letter re-deliveries before a letter is parked for a human"
+    )
 
 
 class QueueSettings(_Section):
@@ -105,24 +112,52 @@ class QueueSettings(_Section):
         description="job type -> most jobs of that type running at once for one config key",
     )
 
+    @field_validator("concurrency_per_config")
+    @classmethod
+    def _limits(cls, value: dict[str, int]) -> dict[str, int]:
+        for job_type, limit in value.items():
+            if not re.fullmatch(r"[a-z0-9][a-z0-9_.\-]{0,79}", job_type):
+                raise ValueError(f"job type {job_type!r} is not a valid type name (a-z 0-9 _ . -)")
+            if limit < 1:
+                raise ValueError(f"limit for {job_type!r} must be at least 1, got {limit}")
+        return value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> QueueSettings:
+        pairs = [
+            ("soft_limit", "hard_limit"),
+            ("memory_soft_pct", "memory_hard_pct"),
+            ("disk_soft_pct", "disk_hard_pct"),
+            ("retry_initial_s", "retry_max_s"),
+        ]
+        for soft, hard in pairs:
+            if getattr(self, soft) > getattr(self, hard):
+                raise ValueError(f"{soft} ({getattr(self, soft)}) must not exceed {hard} ({getattr(self, hard)})")
+        return self
+
 
 class DaemonSettings(_Section):
     """Daemon supervision."""
 
     restart_initial_s: float = Field(default=10.0, ge=0, description="first restart delay (seconds)")
     restart_max_s: float = Field(default=300.0, ge=0, description="largest restart delay (seconds)")
-    restart_reset_after_s: float = Field(default=600.0, ge=0, description="healthy time that resets the backoff (seconds)")
+    restart_reset_after_s: float = Field(
+        default=600.0, ge=0, description="healthy time that resets the backoff (seconds)"
+    )
     crash_loop_restarts: int = Field(default=5, ge=1, description="restarts within the window that mean a crash loop")
     crash_loop_window_s: float = Field(default=900.0, gt=0, description="crash-loop detection window (seconds)")
     health_interval_s: float = Field(default=10.0, gt=0, description="health check interval (seconds)")
     drain_deadline_s: float = Field(default=30.0, ge=0, description="graceful stop deadline per daemon (seconds)")
+    supervise_interval_s: float = Field(default=0.5, gt=0, description="supervision pass interval (seconds)")
 
 
 class ClusterSettings(_Section):
     """This node and the cluster it belongs to."""
 
     node_id: str = Field(default_factory=socket.gethostname, min_length=1, description="this node's unique name")
-    provider: str = Field(default="local", description="where this node runs: local, lambda, vast, runpod, command, ...")
+    provider: str = Field(
+        default="local", description="where this node runs: local, lambda, vast, runpod, command, ..."
+    )
     labels: list[str] = Field(default_factory=list, description="free-form capability labels")
     cost_per_hour: float | None = Field(default=None, ge=0, description="what this node costs (currency units/hour)")
     heartbeat_interval_s: float = Field(default=10.0, gt=0, description="node heartbeat interval (seconds)")
@@ -140,6 +175,12 @@ class HealthSettings(_Section):
     pause_below_score: float = Field(default=0.4, ge=0, le=1, description="pipeline pauses below this health score")
     resume_above_score: float = Field(default=0.6, ge=0, le=1, description="paused pipeline resumes above this score")
 
+    @model_validator(mode="after")
+    def _hysteresis(self) -> HealthSettings:
+        if self.resume_above_score < self.pause_below_score:
+            raise ValueError("resume_above_score must be at least pause_below_score (the pause rule needs hysteresis)")
+        return self
+
 
 class IdleSettings(_Section):
     """Idle shutdown of rented nodes, per provider."""
@@ -150,23 +191,90 @@ class IdleSettings(_Section):
         default_factory=lambda: {"lambda": 1800.0, "vast": 900.0, "runpod": 1200.0, "default": 1800.0},
         description="provider -> idle time before termination (seconds)",
     )
-    util_threshold_pct: float = Field(default=10.0, ge=0, le=100, description="GPU utilisation below which a node is idle (%)")
+    util_threshold_pct: float = Field(
+        default=10.0, ge=0, le=100, description="GPU utilisation below which a node is idle (%)"
+    )
     min_nodes: dict[str, int] = Field(
         default_factory=lambda: {"default": 0}, description="provider -> nodes always kept"
     )
     drain_period_s: float = Field(default=300.0, ge=0, description="drain time before termination (seconds)")
+    interval_s: float = Field(default=60.0, gt=0, description="idle-shutdown check interval (seconds)")
+    terminate_commands: dict[str, str] = Field(
+        default_factory=dict,
+        description="provider -> command template that terminates a node, e.g. {'vast': 'vastai destroy instance "
+        "{node_id}'}; fields: node_id, host, provider. Provider 'local' needs none",
+    )
+
+
+_BASELINES: tuple[Literal["random", "mcts"], ...] = ("random", "mcts")
+
+
+class AlertSettings(_Section):
+    """Operational alerts: crash loops, lost nodes, open circuits, corrupt artifacts, ..."""
+
+    command: str | None = Field(
+        default=None,
+        description="command run for each alert, with {event}, {summary} and {json} replaced "
+        "(e.g. a curl to a chat webhook); unset: alerts are only logged",
+    )
+    timeout_s: float = Field(default=10.0, gt=0, description="time an alert command may run (seconds)")
+
+    @field_validator("command")
+    @classmethod
+    def _known_placeholders(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                value.format_map({"event": "", "summary": "", "json": ""})
+            except (KeyError, ValueError, IndexError) as exc:
+                raise ValueError(f"placeholders may only be {{event}}, {{summary}} and {{json}} ({exc})") from None
+        return value
 
 
 class PipelineSettings(_Section):
-    """Stage triggers and the promotion policy."""
+    """Stage triggers, the promotion policy and selfplay scheduling."""
 
     train_after_samples: int = Field(default=4096, ge=1, description="new samples that trigger export and training")
     window_samples: int = Field(default=100_000, ge=1, description="samples in a training window")
-    eval_games: int = Field(default=40, ge=2, description="games played against the current best")
-    promote_win_rate: float = Field(default=0.55, gt=0, lt=1, description="lower confidence bound to promote")
-    promote_confidence: float = Field(default=0.95, gt=0, lt=1, description="confidence of that bound")
+    eval_games: int = Field(default=40, ge=2, description="most games a candidate plays against the current best")
+    min_eval_games: int = Field(default=10, ge=1, description="fewest games a promotion may rest on")
+    promote_win_rate: float = Field(
+        default=0.5, gt=0, lt=1, description="the candidate's score lower bound must exceed this to promote"
+    )
+    promote_confidence: float = Field(default=0.9, gt=0.5, lt=1, description="one-sided confidence of that bound")
+    baselines: list[Literal["random", "mcts"]] = Field(
+        default_factory=lambda: list(_BASELINES), description="baselines every candidate also plays"
+    )
+    baseline_games: int = Field(default=20, ge=2, description="games against each baseline")
     baseline_floor: float | None = Field(default=None, ge=0, le=1, description="optional score floor against baselines")
-    promotion_cooldown_s: float = Field(default=60.0, ge=0, description="least time between promotions (seconds)")
+    baseline_margin: float = Field(
+        default=0.05, ge=0, le=1, description="score gain against the strongest baseline that promotes an equal model"
+    )
+    promotion_cooldown_s: float = Field(default=0.0, ge=0, description="least time between promotions (seconds)")
+    selfplay_games_per_job: int = Field(default=32, ge=1, description="games in one selfplay job")
+    selfplay_queue_target: int = Field(default=8, ge=1, description="selfplay jobs kept queued across all configs")
+    scheduler_interval_s: float = Field(default=2.0, gt=0, description="selfplay top-up interval (seconds)")
+
+
+def _default_overrides() -> dict[str, dict[str, int | float]]:
+    # Per-game presets. tic-tac-toe is tiny: a small net and short training make a round take seconds.
+    return {
+        "tic_tac_toe_2p": {
+            "blocks": 2,
+            "channels": 32,
+            "simulations": 100,
+            "parallel_games": 32,
+            "train_steps": 300,
+            "baseline_simulations": 100,
+        },
+        # connect four on a CPU: a narrower net trains and searches fast enough for hourly progress.
+        "connect_four_2p": {
+            "blocks": 3,
+            "channels": 48,
+            "simulations": 120,
+            "parallel_games": 96,
+            "train_steps": 400,
+        },
+    }
 
 
 class WorkloadSettings(_Section):
@@ -184,9 +292,9 @@ class WorkloadSettings(_Section):
         "e.g. {'hex_2p': {'board_size': 7}}",
     )
     overrides: dict[str, dict[str, int | float]] = Field(
-        default_factory=dict,
-        description="config key -> values replacing the AlphaZero settings below for that config, "
-        "e.g. {'tic_tac_toe_2p': {'blocks': 1, 'channels': 16}}",
+        default_factory=_default_overrides,
+        description="config key -> values replacing the AlphaZero settings below for that config "
+        "(setting this replaces the whole table, built-in entries included)",
     )
     blocks: int = Field(default=6, ge=0, description="residual blocks in the policy-value network")
     channels: int = Field(default=64, ge=1, description="convolution channels in the policy-value network")
@@ -240,6 +348,7 @@ class Settings(BaseSettings):
     cluster: ClusterSettings = Field(default_factory=ClusterSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
     idle: IdleSettings = Field(default_factory=IdleSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     workload: WorkloadSettings = Field(default_factory=WorkloadSettings)
 

@@ -172,7 +172,20 @@ def _check_cuda(device: str) -> Iterator[Check]:
         )
 
 
-CHECKS: tuple[CheckFn, ...] = (check_data_dir, check_store, check_artifacts, check_dependencies)
+def check_event_wiring(settings: Settings) -> Iterator[Check]:
+    """Every event type published has a consumer and every type consumed has a producer."""
+    from zeroloop.events import wiring
+
+    report = wiring.check_wiring()
+    for event_type, names in report.unconsumed.items():
+        yield Check(f"event {event_type}", Verdict.FAIL, f"published by {', '.join(names)}, consumed by nobody")
+    for event_type, names in report.unpublished.items():
+        yield Check(f"event {event_type}", Verdict.FAIL, f"consumed by {', '.join(names)}, published by nobody")
+    if report.ok:
+        yield Check("event wiring", Verdict.OK, f"{len(wiring.declarations())} participants declared")
+
+
+CHECKS: tuple[CheckFn, ...] = (check_data_dir, check_store, check_artifacts, check_dependencies, check_event_wiring)
 
 
 def run_checks(settings: Settings, checks: tuple[CheckFn, ...] = CHECKS) -> list[Check]:

@@ -16,8 +16,14 @@ was wrong and what to do about it, in one line, because the CLI prints them as-i
     │   ├── StaleLeaseError    a lease was presented with a fencing token that is no longer current
     │   └── BackpressureRefused  a producer enqueued while its queue is at STOP
     ├── LeaseError             a leader or role lease is not held
+    ├── DaemonError            a daemon spec, profile or state change is invalid
     ├── ArtifactError          an artifact is missing, corrupt or its URL is refused
-    └── WorkloadError          a workload operation failed or produced invalid output
+    ├── WorkloadError          a workload operation failed or produced invalid output
+    ├── StageError             a pipeline stage change the stage machine does not allow
+    ├── RegistryError          a model is unknown or cannot make the requested move
+    ├── AlertError             an alert command failed (the bus retries the alert)
+    ├── ProviderError          a provider could not terminate a node  (zeroloop.cluster.idle)
+    └── HandlerTimeout         an event handler ran past its timeout  (zeroloop.events.consumer, an EventError)
 """
 
 from __future__ import annotations
@@ -71,9 +77,25 @@ class LeaseError(ZeroloopError):
     """A leader or role lease is not held by the caller."""
 
 
+class DaemonError(ZeroloopError):
+    """A daemon spec or profile is invalid (unknown dependency, cycle) or a state change is illegal."""
+
+
 class ArtifactError(ZeroloopError):
     """An artifact is missing or corrupt, or its location is refused."""
 
 
 class WorkloadError(ZeroloopError):
     """A workload operation failed or produced output that does not verify."""
+
+
+class StageError(ZeroloopError):
+    """A pipeline stage change that the stage machine does not allow."""
+
+
+class RegistryError(ZeroloopError):
+    """A model is unknown or cannot make the requested move."""
+
+
+class AlertError(ZeroloopError):
+    """An alert command failed; the bus retries the alert."""

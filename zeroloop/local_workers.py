@@ -48,7 +48,7 @@ class LocalWorkers:
         settings: Settings,
         count: int,
         *,
-        profile: str = "selfplay",
+        profile: str = "training_node",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings

@@ -10,7 +10,15 @@ from rich.markup import escape
 from rich.table import Table
 
 from zeroloop import doctor
+from zeroloop.cli import cluster as cluster_cli
 from zeroloop.cli import db
+from zeroloop.cli import dlq as dlq_cli
+from zeroloop.cli import events as events_cli
+from zeroloop.cli import models as models_cli
+from zeroloop.cli import pipeline as pipeline_cli
+from zeroloop.cli import queue as queue_cli
+from zeroloop.cli import quickstart as quickstart_cli
+from zeroloop.cli import run as run_cli
 from zeroloop.cli.common import console, err_console, settings
 from zeroloop.errors import ZeroloopError
 
@@ -22,6 +30,14 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(db.app, name="db")
+quickstart_cli.register(app)
+run_cli.register(app)
+cluster_cli.register(app)
+app.add_typer(models_cli.app, name="models")
+app.add_typer(pipeline_cli.app, name="pipeline")
+app.add_typer(events_cli.app, name="events")
+app.add_typer(dlq_cli.app, name="dlq")
+app.add_typer(queue_cli.app, name="queue")
 
 
 @app.command("config")

@@ -22,11 +22,10 @@ from collections.abc import Callable
 
 from zeroloop.cluster.alerts import Alerts
 from zeroloop.cluster.breakers import CircuitBreakers, node_key, stage_key
-from zeroloop.daemons.adapters import ServiceDaemon
+from zeroloop.daemons.adapters import ServiceDaemon, consumers_daemon
 from zeroloop.daemons.daemon import DaemonContext
 from zeroloop.events.bus import Event
 from zeroloop.events.consumer import ConsumerSpec
-from zeroloop.events.runner import ConsumerRunner
 from zeroloop.events.wiring import declare
 from zeroloop.store.database import Store
 from zeroloop.store.queries import breakers as breaker_queries
@@ -83,5 +82,4 @@ def operations_daemon(context: DaemonContext) -> ServiceDaemon:
     app = context.app
     recorder = ActivityRecorder(app.store, app.breakers, clock=context.clock)
     alerts = Alerts(app.settings.alerts)
-    runner = ConsumerRunner(app.bus, [recorder.spec(), alerts.spec()], app.settings.events, clock=context.clock)
-    return ServiceDaemon(runner, describe=lambda: {"alerts_sent": alerts.sent})
+    return consumers_daemon(context, [recorder.spec(), alerts.spec()], describe=lambda: {"alerts_sent": alerts.sent})

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from zeroloop.config import AlertSettings
-from zeroloop.errors import ZeroloopError
+from zeroloop.errors import AlertError
 from zeroloop.events.bus import Event
 from zeroloop.events.consumer import ConsumerSpec
 from zeroloop.events.wiring import declare
@@ -49,10 +49,6 @@ _SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
 _GOOD_NEWS = frozenset({"LEADER_ELECTED", "CIRCUIT_CLOSED"})
 HANDLES = tuple(_SUMMARIES)
 declare(NAME, handles=HANDLES)
-
-
-class AlertError(ZeroloopError):
-    """An alert command failed; the bus retries the alert."""
 
 
 def summary(event: Event) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from zeroloop.daemons.daemon import Clock, DaemonContext, DaemonHealth, HealthState
@@ -108,3 +108,38 @@ def queue_reaper_daemon(context: DaemonContext) -> ServiceDaemon:
     app = context.app
     reaper = Reaper(app.queue, interval_s=app.settings.queue.reaper_interval_s, clock=context.clock)
     return ServiceDaemon(_ReaperService(reaper), describe=lambda: {"reaped": reaper.reaped})
+
+
+class _ConsumersService:
+    """A consumer runner and the dead-letter retrier of the same consumers, run and stopped together."""
+
+    def __init__(self, runner: Any, retrier: Any) -> None:
+        self.runner = runner
+        self.retrier = retrier
+
+    async def run(self) -> None:
+        tasks = [asyncio.ensure_future(self.runner.run()), asyncio.ensure_future(self.retrier.run())]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()  # re-raise a crash of either
+        finally:
+            self.stop()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def stop(self) -> None:
+        self.runner.stop()
+        self.retrier.stop()
+
+
+def consumers_daemon(
+    context: DaemonContext, specs: Sequence[Any], *, describe: Callable[[], dict[str, Any]] | None = None
+) -> ServiceDaemon:
+    """A daemon that runs durable consumers and re-delivers their dead letters (for parts' own consumer sets)."""
+    from zeroloop.events.deadletters import DeadLetterRetrier
+    from zeroloop.events.runner import ConsumerRunner
+
+    app = context.app
+    runner = ConsumerRunner(app.bus, list(specs), app.settings.events, clock=context.clock)
+    retrier = DeadLetterRetrier(app.store, list(specs), app.settings.events, clock=context.clock)
+    return ServiceDaemon(_ConsumersService(runner, retrier), describe=describe)

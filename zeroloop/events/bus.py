@@ -2,18 +2,27 @@
 
 `publish` validates the payload against the catalogue and appends the event to the
 durable log in the store, inside the caller's open transaction when there is one (the
-transactional outbox: a state change and its event commit together or not at all).
+transactional outbox: a state change and its event commit together or not at all). On
+PostgreSQL the same statement issues `pg_notify`, which the server delivers only if the
+transaction commits; it only wakes listeners, the payload stays in the log.
+
+Handlers never run inside `publish`: in-process subscribers (`subscribe`) and durable
+consumers are both fed from the log by a `ConsumerRunner`, so an event whose transaction
+rolls back is never delivered to anyone.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.engine import RowMapping
+
 from zeroloop.events import catalogue
 from zeroloop.events.catalogue import Payload
+from zeroloop.events.consumer import ConsumerSpec, Handler
 from zeroloop.store.database import Store
 from zeroloop.store.queries import events as queries
 from zeroloop.tracing import get_trace_id
@@ -36,20 +45,73 @@ class Event:
     correlation_id: str | None = None
     causation_id: int | None = None
     dedup_key: str | None = None
+    txid: int = 0
+
+    @property
+    def position(self) -> tuple[int, int]:
+        """Where the event sits in delivery order: (txid, id); txid is 0 on SQLite."""
+        return (self.txid, self.id)
 
     def model(self) -> Payload:
         """The payload as its declared model."""
         return catalogue.validate(self.type, self.payload)
 
+    @classmethod
+    def from_row(cls, row: RowMapping) -> Event:
+        """Build an Event from an `events` table row."""
+        return cls(
+            id=int(row["id"]),
+            type=row["type"],
+            payload=dict(row["payload"]),
+            source=row["source"],
+            node=row["node"],
+            created_at=float(row["created_at"]),
+            config_key=row["config_key"],
+            trace_id=row["trace_id"],
+            correlation_id=row["correlation_id"],
+            causation_id=row["causation_id"],
+            dedup_key=row["dedup_key"],
+            txid=int(row["txid"] or 0),
+        )
+
 
 class EventBus:
-    """Publishes events to the durable log of one store on behalf of one process."""
+    """Publishes events to the durable log of one store on behalf of one process, and keeps its subscriptions."""
 
     def __init__(self, store: Store, *, node: str, source: str, clock: Clock = time.time) -> None:
         self.store = store
         self.node = node
         self.source = source
         self.clock = clock
+        self.subscriptions: list[ConsumerSpec] = []
+        self._subscriptions_owner: object | None = None
+
+    def _row(
+        self,
+        event_type: str,
+        payload: Payload | dict[str, Any],
+        dedup_key: str | None,
+        source: str | None,
+        correlation_id: str | None,
+        causation: Event | int | None,
+    ) -> dict[str, Any]:
+        model = catalogue.validate(event_type, payload)
+        causation_id = causation.id if isinstance(causation, Event) else causation
+        trace_id = get_trace_id() or (causation.trace_id if isinstance(causation, Event) else None)
+        if correlation_id is None and isinstance(causation, Event):
+            correlation_id = causation.correlation_id
+        return {
+            "type": event_type,
+            "payload": model.model_dump(mode="json"),
+            "source": source or self.source,
+            "node": self.node,
+            "created_at": self.clock(),
+            "config_key": getattr(model, "config_key", None),
+            "trace_id": trace_id,
+            "correlation_id": correlation_id,
+            "causation_id": causation_id,
+            "dedup_key": dedup_key,
+        }
 
     def publish(
         self,
@@ -62,23 +124,61 @@ class EventBus:
         causation: Event | int | None = None,
     ) -> int:
         """Validate and append one event; return its id (the first id again for a repeated dedup key)."""
-        model = catalogue.validate(event_type, payload)
-        causation_id = causation.id if isinstance(causation, Event) else causation
-        trace_id = get_trace_id() or (causation.trace_id if isinstance(causation, Event) else None)
-        if correlation_id is None and isinstance(causation, Event):
-            correlation_id = causation.correlation_id
-        row = {
-            "type": event_type,
-            "payload": model.model_dump(mode="json"),
-            "source": source or self.source,
-            "node": self.node,
-            "created_at": self.clock(),
-            "config_key": getattr(model, "config_key", None),
-            "trace_id": trace_id,
-            "correlation_id": correlation_id,
-            "causation_id": causation_id,
-            "dedup_key": dedup_key,
-        }
+        row = self._row(event_type, payload, dedup_key, source, correlation_id, causation)
         with self.store.transaction() as conn:
             event_id, _inserted = queries.insert_event(conn, row)
         return event_id
+
+    def publish_many(
+        self,
+        items: Sequence[tuple[str, Payload | dict[str, Any]] | tuple[str, Payload | dict[str, Any], str | None]],
+        *,
+        source: str | None = None,
+        correlation_id: str | None = None,
+        causation: Event | int | None = None,
+    ) -> list[int]:
+        """Validate all, then append them in one transaction (one commit); return their ids in order.
+
+        Each item is (type, payload) or (type, payload, dedup_key). Nothing is appended
+        if any payload is invalid.
+        """
+        rows = [
+            self._row(item[0], item[1], item[2] if len(item) > 2 else None, source, correlation_id, causation)
+            for item in items
+        ]
+        with self.store.transaction() as conn:
+            return [event_id for event_id, _inserted in queries.insert_events(conn, rows)]
+
+    def subscribe(
+        self,
+        handler: Handler,
+        *,
+        types: Sequence[str] = (),
+        config_keys: Sequence[str] | None = None,
+        name: str | None = None,
+    ) -> ConsumerSpec:
+        """Register an in-process handler (async, or sync: run off the loop) fed by this process's runner.
+
+        Unlike a durable consumer it starts at the end of the log when the runner starts
+        and keeps its cursor in memory. Empty `types` means every type.
+        """
+        qualname = getattr(handler, "__qualname__", type(handler).__name__)
+        label = name or f"subscriber:{qualname}#{len(self.subscriptions) + 1}"
+        spec = ConsumerSpec(label, handler, types=tuple(types), config_keys=config_keys, durable=False)
+        self.subscriptions.append(spec)
+        return spec
+
+    def claim_subscriptions(self, owner: object) -> list[ConsumerSpec]:
+        """The subscriptions, for the one runner of this process that serves them; [] for every other runner.
+
+        A process may run several ConsumerRunners (one per daemon); only the first to
+        claim delivers the in-process subscriptions, so none is delivered twice.
+        """
+        if self._subscriptions_owner is None:
+            self._subscriptions_owner = owner
+        return list(self.subscriptions) if self._subscriptions_owner is owner else []
+
+    def release_subscriptions(self, owner: object) -> None:
+        """Give the subscriptions back (the owning runner stopped); the next runner to claim serves them."""
+        if self._subscriptions_owner is owner:
+            self._subscriptions_owner = None

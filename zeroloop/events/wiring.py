@@ -16,7 +16,24 @@ from dataclasses import dataclass
 from zeroloop.events.catalogue import EVENT_TYPES
 
 # Every module that calls declare(); the wiring check imports them all.
-PARTICIPANTS: list[str] = []
+PARTICIPANTS: list[str] = [
+    # artifacts and pipeline
+    "zeroloop.artifacts.repository",
+    "zeroloop.pipeline.registry",
+    "zeroloop.pipeline.coordinator",
+    "zeroloop.pipeline.progress",
+    "zeroloop.pipeline.executor",
+    "zeroloop.pipeline.daemons",
+    "zeroloop.cluster.activity",
+    "zeroloop.cluster.alerts",
+    "zeroloop.queue.manager",
+    # cluster and daemons
+    "zeroloop.daemons.manager",
+    "zeroloop.cluster.leases",
+    "zeroloop.cluster.nodes",
+    "zeroloop.cluster.breakers",
+    "zeroloop.cluster.idle",
+]
 
 
 @dataclass(frozen=True)
@@ -65,10 +82,15 @@ def declarations() -> list[Declaration]:
 
 
 def check_wiring() -> WiringReport:
-    """Compare what is published with what is consumed, by event type."""
+    """Compare what is published with what is consumed, by event type, over every participant."""
+    return compare(declarations())
+
+
+def compare(given: list[Declaration]) -> WiringReport:
+    """Compare what `given` publish with what they consume, by event type."""
     producers: dict[str, list[str]] = {}
     consumers: dict[str, list[str]] = {}
-    for declaration in declarations():
+    for declaration in given:
         for event_type in declaration.emits:
             producers.setdefault(event_type, []).append(declaration.name)
         for event_type in declaration.handles:

@@ -27,7 +27,7 @@ from zeroloop.events.bus import Event, EventBus
 from zeroloop.events.consumer import ConsumerSpec
 from zeroloop.events.wiring import declare
 from zeroloop.pipeline import jobs, promotion
-from zeroloop.pipeline.registry import ModelRegistry, ModelStage
+from zeroloop.pipeline.registry import Guard, ModelRegistry, ModelStage
 from zeroloop.pipeline.stages import Stage, transition
 from zeroloop.queue.manager import JobQueue
 from zeroloop.store.database import Store
@@ -65,13 +65,16 @@ class PipelineCoordinator:
         registry: ModelRegistry,
         settings: Settings,
         *,
+        fence: Guard | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """`fence` checks, inside the promotion's transaction, that this process still leads."""
         self.store = store
         self.bus = bus
         self.queue = queue
         self.registry = registry
         self.settings = settings.pipeline
+        self.fence = fence
         self.clock = clock
 
     def spec(self) -> ConsumerSpec:
@@ -270,7 +273,7 @@ class PipelineCoordinator:
                 now=self.clock(),
             )
             if decision.promote:
-                self.registry.promote(model_id, reason=decision.reason)
+                self.registry.promote(model_id, reason=decision.reason, guard=self.fence)
             else:
                 self.registry.reject(model_id, reason=decision.reason)
             log.info(

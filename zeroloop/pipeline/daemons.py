@@ -4,7 +4,8 @@
 | --- | --- | --- |
 | pipeline | leader | runs the coordinator and the progress recorder (durable consumers) |
 | selfplay_scheduler | leader | tops up selfplay jobs per config; applies the health pause rule |
-| job_executor | workers | claims and runs pipeline jobs in a child process |
+| job_executor | training_node, ephemeral | claims and runs every pipeline job type in a child process |
+| selfplay_executor | selfplay | the same, for selfplay jobs only |
 | model_distribution | workers | fetches each newly promoted model into the node's cache |
 """
 
@@ -15,13 +16,14 @@ import logging
 from typing import Any
 
 from zeroloop.cluster.agent import describe_node
-from zeroloop.daemons.adapters import ServiceDaemon
+from zeroloop.cluster.leases import leader_fence
+from zeroloop.daemons.adapters import ServiceDaemon, consumers_daemon
 from zeroloop.daemons.daemon import DaemonContext, LoopDaemon
 from zeroloop.daemons.registry import WORKER_PROFILES, DaemonSpec, Layer, Registry
 from zeroloop.events.bus import Event
 from zeroloop.events.consumer import ConsumerSpec
-from zeroloop.events.runner import ConsumerRunner
 from zeroloop.events.wiring import declare
+from zeroloop.pipeline import jobs
 from zeroloop.pipeline.coordinator import PipelineCoordinator
 from zeroloop.pipeline.executor import JobExecutor
 from zeroloop.pipeline.progress import ProgressRecorder
@@ -39,10 +41,12 @@ HEALTH_PAUSE = "system health"
 def pipeline_daemon(context: DaemonContext) -> ServiceDaemon:
     """Factory of `pipeline`: the coordinator and progress recorder as one consumer runner."""
     app = context.app
-    coordinator = PipelineCoordinator(app.store, app.bus, app.queue, app.registry, app.settings, clock=context.clock)
+    fence = leader_fence(app.leases, context.leadership)
+    coordinator = PipelineCoordinator(
+        app.store, app.bus, app.queue, app.registry, app.settings, fence=fence, clock=context.clock
+    )
     recorder = ProgressRecorder(app.store, clock=context.clock)
-    runner = ConsumerRunner(app.bus, [coordinator.spec(), recorder.spec()], app.settings.events, clock=context.clock)
-    return ServiceDaemon(runner)
+    return consumers_daemon(context, [coordinator.spec(), recorder.spec()])
 
 
 class SchedulerDaemon(LoopDaemon):
@@ -83,7 +87,16 @@ def scheduler_daemon(context: DaemonContext) -> SchedulerDaemon:
 
 
 def executor_daemon(context: DaemonContext) -> ServiceDaemon:
-    """Factory of `job_executor`: runs this node's pipeline jobs."""
+    """Factory of `job_executor`: runs every type of pipeline job."""
+    return _executor(context, jobs.JOB_TYPES)
+
+
+def selfplay_executor_daemon(context: DaemonContext) -> ServiceDaemon:
+    """Factory of `selfplay_executor`: runs selfplay jobs only."""
+    return _executor(context, (jobs.SELFPLAY,))
+
+
+def _executor(context: DaemonContext, job_types: tuple[str, ...]) -> ServiceDaemon:
     app = context.app
     info = describe_node(app.settings)
     capabilities = Capabilities(
@@ -97,6 +110,7 @@ def executor_daemon(context: DaemonContext) -> ServiceDaemon:
         app.settings,
         node=app.settings.cluster.node_id,
         capabilities=capabilities,
+        job_types=job_types,
         clock=context.clock,
     )
     return ServiceDaemon(executor, describe=executor.health)
@@ -130,8 +144,7 @@ declare("model-distribution", handles=("MODEL_PROMOTED",))
 def model_distribution_daemon(context: DaemonContext) -> ServiceDaemon:
     """Factory of `model_distribution`."""
     prefetcher = ModelPrefetcher(context)
-    runner = ConsumerRunner(context.app.bus, [prefetcher.spec()], context.app.settings.events, clock=context.clock)
-    return ServiceDaemon(runner, describe=lambda: {"fetched": prefetcher.fetched})
+    return consumers_daemon(context, [prefetcher.spec()], describe=lambda: {"fetched": prefetcher.fetched})
 
 
 def _profiles(*names: str) -> frozenset[str]:
@@ -162,7 +175,16 @@ SPECS = (
         "job_executor",
         executor_daemon,
         "claims and runs selfplay, export, training and evaluation jobs",
-        _profiles(*WORKER_PROFILES),
+        _profiles("training_node", "ephemeral"),
+        depends_on=("node_heartbeat",),
+        layer=Layer.APPLICATION,
+        critical=True,
+    ),
+    DaemonSpec(
+        "selfplay_executor",
+        selfplay_executor_daemon,
+        "claims and runs selfplay jobs only",
+        frozenset({"selfplay"}),
         depends_on=("node_heartbeat",),
         layer=Layer.APPLICATION,
         critical=True,

@@ -83,8 +83,10 @@ class JobExecutor:
         *,
         node: str,
         capabilities: Capabilities | None = None,
+        job_types: tuple[str, ...] = jobs.JOB_TYPES,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """`job_types` are the pipeline job types this executor claims."""
         self.store = store
         self.bus = bus
         self.queue = queue
@@ -92,6 +94,7 @@ class JobExecutor:
         self.settings = settings
         self.node = node
         self.capabilities = capabilities or Capabilities()
+        self.job_types = job_types
         self.clock = clock
         self.workdir = settings.data_dir / "work" / node
         self._pool: ProcessPoolExecutor | None = None
@@ -113,7 +116,7 @@ class JobExecutor:
 
     async def run_once(self) -> bool:
         """Claim one job and run it to its end; False when there was none to claim."""
-        lease = await asyncio.to_thread(self.queue.claim, self.node, self.capabilities, jobs.JOB_TYPES)
+        lease = await asyncio.to_thread(self.queue.claim, self.node, self.capabilities, self.job_types)
         if lease is None:
             return False
         await self._execute(lease)

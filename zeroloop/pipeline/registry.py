@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection, RowMapping
 
-from zeroloop.errors import ZeroloopError
+from zeroloop.errors import RegistryError
 from zeroloop.events.bus import EventBus
 from zeroloop.events.wiring import declare
 from zeroloop.store.database import Store
@@ -46,10 +46,6 @@ class ModelStage(StrEnum):
     PRODUCTION = "production"
     ARCHIVED = "archived"
     REJECTED = "rejected"
-
-
-class RegistryError(ZeroloopError):
-    """A model is unknown or cannot make the requested move."""
 
 
 @dataclass(frozen=True)

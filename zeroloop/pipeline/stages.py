@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from zeroloop.errors import ZeroloopError
+from zeroloop.errors import StageError
 
 
 class Stage(StrEnum):
@@ -26,10 +26,6 @@ class Stage(StrEnum):
     TRAINING = "training"
     EVALUATION = "evaluation"
     PROMOTION = "promotion"
-
-
-class StageError(ZeroloopError):
-    """A stage change that the machine does not allow."""
 
 
 _EDGES: dict[Stage, frozenset[Stage]] = {

@@ -56,6 +56,7 @@ events = Table(
     Column("txid", BigInteger),
     Index(None, "type", "id"),
     Index(None, "created_at"),
+    Index(None, "txid", "id"),
 )
 
 consumers = Table(
@@ -63,6 +64,8 @@ consumers = Table(
     metadata,
     Column("name", Key, primary_key=True),
     Column("cursor", BigInteger, nullable=False, default=0),
+    # PostgreSQL only (0 on SQLite): the txid half of the (txid, id) position the cursor is at.
+    Column("cursor_txid", BigInteger, nullable=False, default=0),
     Column("types", Json, nullable=False),
     Column("config_keys", Json),
     Column("node", Key),
@@ -105,7 +108,11 @@ jobs = Table(
     Column("config_key", Key, nullable=False),
     Column("payload", Json, nullable=False),
     Column("priority", Integer, nullable=False),
-    Column("requires", Json, nullable=False),
+    # What the job requires of a node, in typed columns so the claim filters by plain
+    # comparisons (labels: NULL when none, else a JSON array every one of which the node needs).
+    Column("need_gpus", Integer, nullable=False),
+    Column("need_memory_bytes", BigInteger, nullable=False),
+    Column("need_labels", Json),
     Column("target_node", Key),
     Column("idempotency_key", String(300), unique=True),
     Column("status", String(20), nullable=False),
@@ -115,21 +122,38 @@ jobs = Table(
     Column("run_after", Float, nullable=False),
     Column("lease_node", Key),
     Column("lease_token", BigInteger, nullable=False, default=0),
+    # Dependencies not yet completed: claimable only at 0; completing a job that has_dependents
+    # decrements its dependents' count.
+    Column("waiting_on", Integer, nullable=False, default=0),
+    Column("has_dependents", Boolean, nullable=False, default=False),
     Column("lease_expires_at", Float),
+    Column("claimed_at", Float),
     Column("result", Json),
     Column("error", Text),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     Column("finished_at", Float),
-    Index(None, "status", "type", "priority"),
     Index(None, "status", "lease_expires_at"),
 )
+# The claim order (highest priority first, then FIFO by id) read straight off one index.
+Index("ix_jobs_claim", jobs.c.status, jobs.c.type, jobs.c.priority.desc(), jobs.c.id)
 
 job_dependencies = Table(
     "job_dependencies",
     metadata,
     Column("job_id", BigInteger, ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
     Column("depends_on", BigInteger, ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
+    Index(None, "depends_on"),
+)
+
+# The last backpressure level seen per queue type, so a change is detected across processes.
+backpressure = Table(
+    "backpressure",
+    metadata,
+    Column("queue_type", String(80), primary_key=True),
+    Column("level", String(20), nullable=False),
+    Column("depth", Integer, nullable=False),
+    Column("updated_at", Float, nullable=False),
 )
 
 nodes = Table(
@@ -149,6 +173,7 @@ nodes = Table(
     Column("registered_at", Float, nullable=False),
     Column("heartbeat_at", Float, nullable=False),
     Column("idle_since", Float),
+    Column("status_changed_at", Float, nullable=False),
 )
 
 leases = Table(
@@ -243,6 +268,7 @@ pipelines = Table(
     Column("paused", Boolean, nullable=False),
     Column("pause_reason", Text),
     Column("last_promotion_at", Float),
+    Column("progress", Json),
     Column("updated_at", Float, nullable=False),
 )
 
@@ -279,5 +305,20 @@ circuit_breakers = Table(
     Column("failures", Integer, nullable=False),
     Column("successes", Integer, nullable=False),
     Column("opened_at", Float),
+    Column("updated_at", Float, nullable=False),
+)
+
+job_stats = Table(
+    "job_stats",
+    metadata,
+    Column("config_key", Key, primary_key=True),
+    Column("job_type", String(80), primary_key=True),
+    Column("queued", BigInteger, nullable=False),
+    Column("claimed", BigInteger, nullable=False),
+    Column("completed", BigInteger, nullable=False),
+    Column("failed", BigInteger, nullable=False),
+    Column("expired", BigInteger, nullable=False),
+    Column("dead", BigInteger, nullable=False),
+    Column("cancelled", BigInteger, nullable=False),
     Column("updated_at", Float, nullable=False),
 )

@@ -36,6 +36,14 @@ def upgrade() -> None:
         )
 
     op.create_table(
+        "backpressure",
+        sa.Column("queue_type", sa.String(length=80), nullable=False),
+        sa.Column("level", sa.String(length=20), nullable=False),
+        sa.Column("depth", sa.Integer(), nullable=False),
+        sa.Column("updated_at", sa.Float(), nullable=False),
+        sa.PrimaryKeyConstraint("queue_type", name=op.f("pk_backpressure")),
+    )
+    op.create_table(
         "circuit_breakers",
         sa.Column("key", sa.String(length=200), nullable=False),
         sa.Column("state", sa.String(length=20), nullable=False),
@@ -49,6 +57,7 @@ def upgrade() -> None:
         "consumers",
         sa.Column("name", sa.String(length=200), nullable=False),
         sa.Column("cursor", sa.BigInteger(), nullable=False),
+        sa.Column("cursor_txid", sa.BigInteger(), nullable=False),
         sa.Column("types", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False),
         sa.Column("config_keys", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=True),
         sa.Column("node", sa.String(length=200), nullable=True),
@@ -147,6 +156,7 @@ def upgrade() -> None:
     with op.batch_alter_table("events", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_events_created_at"), ["created_at"], unique=False)
         batch_op.create_index(batch_op.f("ix_events_type_id"), ["type", "id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_events_txid_id"), ["txid", "id"], unique=False)
 
     op.create_table(
         "jobs",
@@ -155,7 +165,9 @@ def upgrade() -> None:
         sa.Column("config_key", sa.String(length=200), nullable=False),
         sa.Column("payload", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False),
         sa.Column("priority", sa.Integer(), nullable=False),
-        sa.Column("requires", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False),
+        sa.Column("need_gpus", sa.Integer(), nullable=False),
+        sa.Column("need_memory_bytes", sa.BigInteger(), nullable=False),
+        sa.Column("need_labels", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=True),
         sa.Column("target_node", sa.String(length=200), nullable=True),
         sa.Column("idempotency_key", sa.String(length=300), nullable=True),
         sa.Column("status", sa.String(length=20), nullable=False),
@@ -165,7 +177,10 @@ def upgrade() -> None:
         sa.Column("run_after", sa.Float(), nullable=False),
         sa.Column("lease_node", sa.String(length=200), nullable=True),
         sa.Column("lease_token", sa.BigInteger(), nullable=False),
+        sa.Column("waiting_on", sa.Integer(), nullable=False),
+        sa.Column("has_dependents", sa.Boolean(), nullable=False),
         sa.Column("lease_expires_at", sa.Float(), nullable=True),
+        sa.Column("claimed_at", sa.Float(), nullable=True),
         sa.Column("result", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=True),
         sa.Column("error", sa.Text(), nullable=True),
         sa.Column("created_at", sa.Float(), nullable=False),
@@ -178,7 +193,7 @@ def upgrade() -> None:
         batch_op.create_index(
             batch_op.f("ix_jobs_status_lease_expires_at"), ["status", "lease_expires_at"], unique=False
         )
-        batch_op.create_index(batch_op.f("ix_jobs_status_type_priority"), ["status", "type", "priority"], unique=False)
+    op.create_index("ix_jobs_claim", "jobs", ["status", "type", sa.literal_column("priority DESC"), "id"], unique=False)
 
     op.create_table(
         "leases",
@@ -243,6 +258,7 @@ def upgrade() -> None:
         sa.Column("registered_at", sa.Float(), nullable=False),
         sa.Column("heartbeat_at", sa.Float(), nullable=False),
         sa.Column("idle_since", sa.Float(), nullable=True),
+        sa.Column("status_changed_at", sa.Float(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_nodes")),
     )
     op.create_table(
@@ -256,6 +272,7 @@ def upgrade() -> None:
         sa.Column("paused", sa.Boolean(), nullable=False),
         sa.Column("pause_reason", sa.Text(), nullable=True),
         sa.Column("last_promotion_at", sa.Float(), nullable=True),
+        sa.Column("progress", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=True),
         sa.Column("updated_at", sa.Float(), nullable=False),
         sa.PrimaryKeyConstraint("config_key", name=op.f("pk_pipelines")),
     )
@@ -284,10 +301,28 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("job_id", "depends_on", name=op.f("pk_job_dependencies")),
     )
+    op.create_index(op.f("ix_job_dependencies_depends_on"), "job_dependencies", ["depends_on"], unique=False)
+
+    op.create_table(
+        "job_stats",
+        sa.Column("config_key", sa.String(length=200), nullable=False),
+        sa.Column("job_type", sa.String(length=80), nullable=False),
+        sa.Column("queued", sa.BigInteger(), nullable=False),
+        sa.Column("claimed", sa.BigInteger(), nullable=False),
+        sa.Column("completed", sa.BigInteger(), nullable=False),
+        sa.Column("failed", sa.BigInteger(), nullable=False),
+        sa.Column("expired", sa.BigInteger(), nullable=False),
+        sa.Column("dead", sa.BigInteger(), nullable=False),
+        sa.Column("cancelled", sa.BigInteger(), nullable=False),
+        sa.Column("updated_at", sa.Float(), nullable=False),
+        sa.PrimaryKeyConstraint("config_key", "job_type", name=op.f("pk_job_stats")),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("job_stats")
 
+    op.drop_index(op.f("ix_job_dependencies_depends_on"), table_name="job_dependencies")
     op.drop_table("job_dependencies")
     op.drop_table("artifact_copies")
     op.drop_table("pipelines")
@@ -302,11 +337,12 @@ def downgrade() -> None:
     op.drop_table("matches")
     op.drop_table("leases")
     with op.batch_alter_table("jobs", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_jobs_status_type_priority"))
         batch_op.drop_index(batch_op.f("ix_jobs_status_lease_expires_at"))
 
+    op.drop_index("ix_jobs_claim", table_name="jobs")
     op.drop_table("jobs")
     with op.batch_alter_table("events", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_events_txid_id"))
         batch_op.drop_index(batch_op.f("ix_events_type_id"))
         batch_op.drop_index(batch_op.f("ix_events_created_at"))
 
@@ -327,6 +363,7 @@ def downgrade() -> None:
     op.drop_table("daemons")
     op.drop_table("consumers")
     op.drop_table("circuit_breakers")
+    op.drop_table("backpressure")
     with op.batch_alter_table("artifacts", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_artifacts_config_key_kind_created_at"))
 

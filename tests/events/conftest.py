@@ -1,0 +1,46 @@
+"""Shared helpers for the event bus tests: fast settings, a bus on the store under test, a no-wait sleep."""
+
+from __future__ import annotations
+
+import pytest
+
+from zeroloop.config import EventSettings
+from zeroloop.events.bus import EventBus
+from zeroloop.store.database import Store
+
+
+class FakeClock:
+    """A clock the test moves by hand (epoch seconds)."""
+
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def no_sleep(_seconds: float) -> None:
+    """Backoff without waiting: tests count attempts, not time."""
+
+
+@pytest.fixture
+def event_settings() -> EventSettings:
+    """Settings that retry at once and dead-letter after 3 attempts."""
+    return EventSettings(retry_initial_s=0.0, retry_max_s=0.0, max_attempts=3, poll_interval_s=0.01, batch_size=50)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A hand-moved clock."""
+    return FakeClock()
+
+
+@pytest.fixture
+def bus(store: Store, clock: FakeClock) -> EventBus:
+    """A bus on the store under test."""
+    return EventBus(store, node="n1", source="test", clock=clock)
+
+
+def node_lost(node: str = "a", silent_s: float = 1.0) -> dict[str, object]:
+    """A valid NODE_LOST payload."""
+    return {"node": node, "silent_s": silent_s}

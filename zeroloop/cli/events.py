@@ -1,0 +1,123 @@
+"""`zeroloop events`: the event log's history, replay, consumers and metrics."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from datetime import UTC, datetime
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from zeroloop.app import App
+from zeroloop.cli.common import console, open_app
+from zeroloop.errors import EventError
+from zeroloop.events.bus import Event
+from zeroloop.events.stats import stats
+from zeroloop.store.queries import consumers as consumer_queries
+from zeroloop.store.queries import events as queries
+from zeroloop.store.queries.events import Position
+
+app = typer.Typer(
+    help="Inspect the event log, replay it to a consumer, and see delivery metrics.", no_args_is_help=True
+)
+
+
+def _line(event: Event) -> str:
+    when = datetime.fromtimestamp(event.created_at, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    key = f" [{event.config_key}]" if event.config_key else ""
+    payload = json.dumps(event.payload, separators=(",", ":"))
+    return f"{event.id:>8} {when} {event.type}{key} {event.source}@{event.node} {payload}"
+
+
+TypeOption = Annotated[list[str] | None, typer.Option("--type", "-t", help="Only this event type (repeatable).")]
+ConfigOption = Annotated[list[str] | None, typer.Option("--config", "-c", help="Only this config key (repeatable).")]
+
+
+@app.command("tail")
+def tail(
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new events until Ctrl-C."),
+    types: TypeOption = None,
+    config_keys: ConfigOption = None,
+    limit: int = typer.Option(20, "--limit", "-n", min=0, help="How many past events to print first."),
+) -> None:
+    """Print the newest events, and with --follow every new one as it is committed."""
+    stopping: list[int] = []
+    # Following, Ctrl-C only sets a flag and the loop stops between reads: a clean exit 0.
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: stopping.append(signum)) if follow else None
+    try:
+        with open_app() as zl:
+            with zl.store.read() as conn:
+                rows = queries.latest(conn, types=types or [], config_keys=config_keys or None, limit=limit)
+                position = queries.high_water(conn, limit_horizon=queries.horizon(conn))
+            for row in rows:
+                console.print(escape(_line(Event.from_row(row))), soft_wrap=True)
+            if follow:
+                _follow(zl, position, types or [], config_keys or None, stopping)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _follow(zl: App, position: Position, types: list[str], keys: list[str] | None, stopping: list[int]) -> None:
+    while not stopping:
+        with zl.store.read() as conn:
+            limit_horizon = queries.horizon(conn)
+            batch = queries.read_after(conn, position, limit_horizon=limit_horizon, types=types, config_keys=keys)
+            if len(batch) < 500:
+                position = max(position, queries.high_water(conn, limit_horizon=limit_horizon))
+        for row in batch:
+            event = Event.from_row(row)
+            position = max(position, event.position)
+            console.print(escape(_line(event)), soft_wrap=True)
+        if not batch:
+            time.sleep(zl.settings.events.poll_interval_s)
+
+
+@app.command("replay")
+def replay(
+    consumer: str = typer.Option(..., "--consumer", help="The durable consumer to rewind."),
+    from_id: int = typer.Option(..., "--from", min=1, help="The first event id to handle again."),
+) -> None:
+    """Rewind a durable consumer so it handles again every event from --from on (its handlers must be idempotent)."""
+    with open_app() as zl, zl.store.transaction() as conn:
+        position = queries.position_before(conn, from_id)
+        if not consumer_queries.reset_cursor(conn, consumer, position, now=time.time()):
+            raise EventError(f"no consumer named {consumer!r}: see `zeroloop events stats`")
+    console.print(f"consumer {consumer} will handle events again from id {from_id}")
+
+
+@app.command("stats")
+def stats_command() -> None:
+    """Events in the log per type; per consumer: cursor, lag and delivered/failed/dead counts per type."""
+    with open_app() as zl:
+        result = stats(zl.store)
+    table = Table(title="events in the log", header_style="bold")
+    table.add_column("type")
+    table.add_column("published", justify="right")
+    for event_type, count in sorted(result.published.items()):
+        table.add_row(event_type, str(count))
+    console.print(table)
+    consumers = Table(title="consumers", header_style="bold")
+    for column in ("consumer", "cursor", "lag", "type", "delivered", "failed", "dead"):
+        consumers.add_column(column)
+    for item in result.consumers:
+        rows = sorted(item.counters.items()) or [("-", {"delivered": 0, "failed": 0, "dead": 0})]
+        for index, (event_type, counts) in enumerate(rows):
+            head = (item.name, str(item.cursor[1]), str(item.lag)) if index == 0 else ("", "", "")
+            consumers.add_row(*head, event_type, *(str(counts[k]) for k in ("delivered", "failed", "dead")))
+    console.print(consumers)
+    letters = ", ".join(f"{status}: {count}" for status, count in sorted(result.dead_letters.items())) or "none"
+    console.print(f"dead letters: {letters}")
+
+
+@app.command("forget")
+def forget(consumer: str = typer.Option(..., "--consumer", help="The durable consumer to remove.")) -> None:
+    """Remove a durable consumer that no longer runs, so its cursor stops holding back retention."""
+    with open_app() as zl, zl.store.transaction() as conn:
+        if not consumer_queries.delete_consumer(conn, consumer):
+            raise EventError(f"no consumer named {consumer!r}: see `zeroloop events stats`")
+    console.print(f"consumer {consumer} removed")

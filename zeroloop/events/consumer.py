@@ -1,0 +1,129 @@
+"""What a consumer is (`ConsumerSpec`) and how one handler call is made.
+
+A handler takes an `Event` and is either a coroutine function (awaited on the loop) or
+a plain function (run in a worker thread, never on the loop). A *transactional* sync
+handler runs inside a store transaction that also moves the consumer's cursor (or
+resolves its dead letter): its own store writes and the acknowledgement commit
+together, so it is handled exactly once as far as the store can tell.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from sqlalchemy.engine import Connection
+
+from zeroloop.errors import EventError
+from zeroloop.events import wiring
+from zeroloop.store.database import Store
+from zeroloop.tracing import continue_trace
+
+if TYPE_CHECKING:
+    from zeroloop.events.bus import Event
+
+Handler = Callable[["Event"], Any]
+Acknowledge = Callable[[Connection], None]
+
+
+class HandlerTimeout(EventError):
+    """A handler took longer than events.handler_timeout_s."""
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    """A named consumer: its handler, the event types (empty: all) and config keys (None: all) it takes.
+
+    `durable` consumers keep their cursor in the store (table `consumers`) and resume
+    where they stopped; others start at the end of the log each run. `start` says where
+    a durable consumer seen for the first time begins. `transactional` (sync handlers
+    only) commits the handler's store writes with the acknowledgement.
+    """
+
+    name: str
+    handler: Handler = field(compare=False)
+    types: tuple[str, ...] = ()
+    config_keys: Sequence[str] | None = None
+    durable: bool = True
+    transactional: bool = False
+    start: Literal["earliest", "latest"] = "earliest"
+
+    def __post_init__(self) -> None:
+        if self.transactional and self.is_async:
+            raise EventError(f"consumer {self.name}: a transactional handler must be a plain (sync) function")
+        from zeroloop.events.catalogue import EVENT_TYPES
+
+        unknown = sorted(set(self.types) - set(EVENT_TYPES))
+        if unknown:
+            raise EventError(f"consumer {self.name} handles unknown event types: {', '.join(unknown)}")
+
+    @property
+    def is_async(self) -> bool:
+        """Whether the handler is a coroutine function (or an object whose __call__ is one)."""
+        call = getattr(self.handler, "__call__", None)  # noqa: B004 - callable objects too
+        return inspect.iscoroutinefunction(self.handler) or inspect.iscoroutinefunction(call)
+
+    def declare(self) -> wiring.Declaration:
+        """Declare to the wiring check that this consumer handles its types (only named types count)."""
+        return wiring.declare(self.name, handles=self.types)
+
+    def matches(self, event: Event) -> bool:
+        """Whether this consumer takes `event` by its filters."""
+        if self.types and event.type not in self.types:
+            return False
+        return self.config_keys is None or event.config_key in self.config_keys
+
+
+async def call_handler(
+    spec: ConsumerSpec, event: Event, *, store: Store, timeout_s: float, acknowledge: Acknowledge | None = None
+) -> None:
+    """Run the handler once within `timeout_s` seconds; raise what it raised, or HandlerTimeout.
+
+    For a transactional spec, `acknowledge(conn)` runs in the handler's transaction after
+    it returns; otherwise the caller acknowledges after this returns.
+    """
+    label = f"event {event.type} -> {spec.name}"
+    if spec.is_async:
+
+        async def run_async() -> None:
+            with continue_trace(event.trace_id, label):
+                result = spec.handler(event)
+                if inspect.isawaitable(result):
+                    await result
+
+        await _bounded(run_async(), spec, timeout_s)
+        return
+    abandoned = threading.Event()
+    deadline = time.monotonic() + timeout_s
+
+    def run_sync() -> None:
+        with continue_trace(event.trace_id, label):
+            if not spec.transactional:
+                spec.handler(event)
+                return
+            with store.transaction() as conn:
+                spec.handler(event)
+                # A thread cannot be cancelled; one that overran must not commit its
+                # acknowledgement after the runner has counted the attempt as failed.
+                if abandoned.is_set() or time.monotonic() > deadline:
+                    raise HandlerTimeout(f"consumer {spec.name} overran {timeout_s} s on event {event.id}")
+                if acknowledge is not None:
+                    acknowledge(conn)
+
+    try:
+        await _bounded(asyncio.to_thread(run_sync), spec, timeout_s)
+    except HandlerTimeout:
+        abandoned.set()
+        raise
+
+
+async def _bounded(work: Awaitable[None], spec: ConsumerSpec, timeout_s: float) -> None:
+    try:
+        await asyncio.wait_for(work, timeout_s)
+    except TimeoutError:
+        raise HandlerTimeout(f"consumer {spec.name}: handler took longer than {timeout_s} s") from None
