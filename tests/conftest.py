@@ -16,6 +16,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from tests.helpers import FakeClock, make_app
+from zeroloop.app import App
 from zeroloop.config import Settings
 from zeroloop.store import migrate
 from zeroloop.store.database import Store
@@ -113,3 +115,16 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
     return Settings(data_dir=tmp_path / "data")
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A fake clock starting at a fixed time."""
+    return FakeClock()
+
+
+@pytest.fixture
+def app(store_url: str, tmp_path: Path, settings: Settings) -> Iterator[App]:
+    """An App on the backend under test (the `settings` fixture keeps the environment out)."""
+    with make_app(store_url, tmp_path) as opened:
+        yield opened

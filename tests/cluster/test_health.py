@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.cluster.conftest import FakeClock
+from tests.helpers import FakeClock
 from zeroloop.app import App
 from zeroloop.cluster.breakers import CircuitBreakers
 from zeroloop.cluster.health import (

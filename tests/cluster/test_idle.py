@@ -7,7 +7,7 @@ import sys
 import pytest
 import sqlalchemy as sa
 
-from tests.cluster.conftest import FakeClock
+from tests.helpers import FakeClock
 from zeroloop.app import App
 from zeroloop.cluster.idle import (
     Action,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from tests.cluster.conftest import FakeClock
+from tests.helpers import FakeClock
 from zeroloop.app import App
 from zeroloop.cluster.leases import LEADER, LeaderElector, LeaseManager, LeaseState, guard
 from zeroloop.daemons.daemon import Leadership

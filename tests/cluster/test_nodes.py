@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from tests.cluster.conftest import FakeClock, run_async
+from tests.helpers import FakeClock, run_async
 from zeroloop.app import App
 from zeroloop.cluster.agent import NodeAgent, NodeLostDetector, describe_node, utilisation
 from zeroloop.cluster.leases import LEADER, LeaderElector, LeaseManager, leader_fence

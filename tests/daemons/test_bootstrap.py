@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.daemons.conftest import FakeClock, run_async
+from tests.helpers import FakeClock, run_async
 from zeroloop.app import App
 from zeroloop.bootstrap import get_system_health, initialize_all_coordinators, shutdown_all_coordinators
 from zeroloop.daemons.daemon import DaemonContext, DaemonHealth, DaemonState, HealthState

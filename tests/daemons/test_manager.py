@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from tests.daemons.conftest import FakeClock, make_app, run_async
+from tests.helpers import FakeClock, make_app, run_async
 from zeroloop.app import App
 from zeroloop.config import DaemonSettings, Settings
 from zeroloop.daemons.backoff import RestartTracker

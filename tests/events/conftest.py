@@ -4,19 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from tests.helpers import FakeClock
 from zeroloop.config import EventSettings
 from zeroloop.events.bus import EventBus
 from zeroloop.store.database import Store
-
-
-class FakeClock:
-    """A clock the test moves by hand (epoch seconds)."""
-
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def no_sleep(_seconds: float) -> None:
@@ -27,12 +18,6 @@ async def no_sleep(_seconds: float) -> None:
 def event_settings() -> EventSettings:
     """Settings that retry at once and dead-letter after 3 attempts."""
     return EventSettings(retry_initial_s=0.0, retry_max_s=0.0, max_attempts=3, poll_interval_s=0.01, batch_size=50)
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    """A hand-moved clock."""
-    return FakeClock()
 
 
 @pytest.fixture

@@ -7,7 +7,8 @@ import asyncio
 import pytest
 import sqlalchemy as sa
 
-from tests.events.conftest import FakeClock, no_sleep, node_lost
+from tests.events.conftest import no_sleep, node_lost
+from tests.helpers import FakeClock
 from zeroloop.config import EventSettings
 from zeroloop.errors import EventError
 from zeroloop.events.bus import Event, EventBus

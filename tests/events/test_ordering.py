@@ -15,7 +15,8 @@ import asyncio
 import pytest
 import sqlalchemy as sa
 
-from tests.events.conftest import FakeClock, no_sleep
+from tests.events.conftest import no_sleep
+from tests.helpers import FakeClock
 from zeroloop.config import EventSettings
 from zeroloop.events.bus import EventBus
 from zeroloop.events.consumer import ConsumerSpec

@@ -6,7 +6,8 @@ import asyncio
 
 import sqlalchemy as sa
 
-from tests.events.conftest import FakeClock, no_sleep, node_lost
+from tests.events.conftest import no_sleep, node_lost
+from tests.helpers import FakeClock
 from zeroloop.config import EventSettings
 from zeroloop.events.bus import Event, EventBus
 from zeroloop.events.consumer import ConsumerSpec

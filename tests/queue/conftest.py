@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from tests.helpers import FakeClock
 from zeroloop.config import QueueSettings, Settings
 from zeroloop.events.bus import EventBus
 from zeroloop.queue.backpressure import Resources
@@ -18,19 +19,6 @@ from zeroloop.store.database import Store
 from zeroloop.store.schema import events
 
 T0 = 1_000_000.0
-
-
-class FakeClock:
-    """A clock that moves only when told (epoch seconds)."""
-
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @dataclass
@@ -56,11 +44,6 @@ def queue_settings(tmp_path: Path, **queue: Any) -> Settings:
     }
     values.update(queue)
     return Settings(data_dir=tmp_path / "data", queue=QueueSettings(**values))
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 @pytest.fixture

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from tests.queue.conftest import T0, FakeClock, event_log
+from tests.helpers import FakeClock
+from tests.queue.conftest import T0, event_log
 from zeroloop.errors import QueueError, StaleLeaseError
 from zeroloop.queue.jobs import Capabilities, JobStatus, Requirements, sources, transition
 from zeroloop.queue.manager import JobQueue

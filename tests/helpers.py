@@ -1,14 +1,12 @@
-"""Fixtures for daemon tests: an App over each backend, and a fake clock whose sleep advances it."""
+"""Test helpers shared across parts: a fake clock, an App over a store URL, running async tests."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from zeroloop.app import App
 from zeroloop.config import Settings, StoreSettings
@@ -31,21 +29,10 @@ class FakeClock:
         await asyncio.sleep(0)
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
 def make_app(store_url: str, tmp_path: Path, **overrides: object) -> App:
+    """An App on `store_url` with a private data directory (the schema must already be current)."""
     settings = Settings(data_dir=tmp_path / "data", store=StoreSettings(url=store_url), **overrides)  # type: ignore[arg-type]
     return App(settings, upgrade=False)
-
-
-@pytest.fixture
-def app(store_url: str, tmp_path: Path, settings: Settings) -> Iterator[App]:
-    """An App on the backend under test (the `settings` fixture keeps the environment out)."""
-    with make_app(store_url, tmp_path) as opened:
-        yield opened
 
 
 def run_async(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
