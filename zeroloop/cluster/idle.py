@@ -32,6 +32,7 @@ from zeroloop.errors import ZeroloopError
 from zeroloop.events.bus import EventBus
 from zeroloop.events.wiring import declare
 from zeroloop.store.database import Store
+from zeroloop.store.queries import artifacts as artifact_queries
 from zeroloop.store.queries import health as health_queries
 from zeroloop.store.queries import nodes as node_queries
 
@@ -242,7 +243,7 @@ class IdleShutdown:
             rows = node_queries.list_nodes(conn, (NodeStatus.ACTIVE.value, NodeStatus.DRAINING.value))
             leased = health_queries.leased_jobs_by_node(conn, now)
             pending = health_queries.runnable_job_count(conn, now)
-            sole = {row["id"]: health_queries.sole_copies_on_node(conn, row["id"]) for row in rows}
+            sole = {row["id"]: len(artifact_queries.sole_copies_on_node(conn, row["id"])) for row in rows}
         found = [
             IdleNode(
                 id=row["id"],

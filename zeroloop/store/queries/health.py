@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from zeroloop.store.schema import artifact_copies, events, jobs
+from zeroloop.store.schema import events, jobs
 
 
 def count_events(conn: Connection, types: tuple[str, ...], since: float) -> dict[str, int]:
@@ -39,22 +39,4 @@ def leased_jobs_by_node(conn: Connection, now: float) -> dict[str, int]:
 def runnable_job_count(conn: Connection, now: float, statuses: tuple[str, ...] = ("queued",)) -> int:
     """Jobs waiting in `statuses` whose run_after has come (now: epoch seconds): the pending work."""
     query = sa.select(sa.func.count()).select_from(jobs).where(jobs.c.status.in_(statuses), jobs.c.run_after <= now)
-    return int(conn.execute(query).scalar_one())
-
-
-def sole_copies_on_node(conn: Connection, node: str) -> int:
-    """How many artifacts have present copies only on `node` (a node-local disk): data lost if it goes."""
-    elsewhere = (
-        sa.select(artifact_copies.c.sha256)
-        .where(
-            artifact_copies.c.status == "present",
-            sa.or_(artifact_copies.c.node.is_(None), artifact_copies.c.node != node),
-        )
-        .scalar_subquery()
-    )
-    query = (
-        sa.select(sa.func.count(sa.distinct(artifact_copies.c.sha256)))
-        .where(artifact_copies.c.node == node, artifact_copies.c.status == "present")
-        .where(artifact_copies.c.sha256.not_in(elsewhere))
-    )
     return int(conn.execute(query).scalar_one())
