@@ -1,6 +1,6 @@
 """Event bus benchmark on both backends: durable publish throughput and cross-process latency.
 
-    scripts/with-postgres .venv/bin/python bench/events.py [--events N]
+    scripts/with-postgres .venv/bin/python -m bench.events [--events N]
 
 Prints, per backend: durable events/s from 1 and 4 publisher processes (one commit per
 event, and `publish_many` with 100 events per commit), start-up excluded; and the

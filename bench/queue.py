@@ -6,7 +6,7 @@ jobs/s, every worker's share, and the p50/p99 claim latency, on SQLite and, when
 ZEROLOOP_TEST_POSTGRES_URL is set, on PostgreSQL (durable: fsync and synchronous_commit
 as the server has them, printed).
 
-    scripts/with-postgres .venv/bin/python bench/queue.py [--jobs 5000] [--workers 4]
+    scripts/with-postgres .venv/bin/python -m bench.queue [--jobs 5000] [--workers 4]
 """
 
 # ruff: noqa: E402  (the imports follow the sys.path fix below on purpose)

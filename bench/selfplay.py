@@ -1,6 +1,6 @@
 """Benchmark the built-in AlphaZero: selfplay throughput against the raw inference ceiling, and training speed.
 
-Run as `python bench/selfplay.py [--seconds N] [--config connect_four_2p]`. It prints:
+Run as `python -m bench.selfplay [--seconds N] [--config connect_four_2p]`. It prints:
 selfplay positions/s and network evaluations/s at the default simulation count and
 batch size (parallel games), the rate of bare forward passes of random observations at
 the same batch size (the ceiling), their ratio, and training samples/s.
