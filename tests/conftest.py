@@ -108,6 +108,16 @@ def store(store_url: str) -> Iterator[Store]:
 
 
 @pytest.fixture
+def pg_store(request: pytest.FixtureRequest) -> Iterator[Store]:
+    """A migrated PostgreSQL store, for behaviour only PostgreSQL has (skips without a server, fails in CI)."""
+    postgres_admin_url()
+    template = request.getfixturevalue("_pg_template")
+    for url in fresh_postgres_url(template):
+        with Store(url) as opened:
+            yield opened
+
+
+@pytest.fixture
 def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     """Settings with a private data directory and no environment or zeroloop.toml leaking in."""
     for name in list(os.environ):

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 from tests.events.conftest import node_lost
 from zeroloop.config import EventSettings
 from zeroloop.events.bus import Event, EventBus
@@ -14,9 +12,8 @@ from zeroloop.events.runner import ConsumerRunner
 from zeroloop.store.database import Store
 
 
-def test_listener_reconnects_and_catches_up(store: Store) -> None:
-    if store.backend != "postgresql":
-        pytest.skip("LISTEN/NOTIFY is PostgreSQL's; SQLite polls")
+def test_listener_reconnects_and_catches_up(pg_store: Store) -> None:
+    store = pg_store
     # A fallback far longer than the test: only NOTIFY or the reconnect can deliver in time.
     settings = EventSettings(listen_fallback_s=60, retry_initial_s=0.05, retry_max_s=0.2)
     bus = EventBus(store, node="n", source="t")

@@ -41,10 +41,9 @@ def _insert(conn: sa.Connection, node: str) -> int:
 
 @pytest.mark.parametrize("case", ["later_insert_commits_first", "earlier_txid_inserts_later"])
 def test_out_of_order_commits_are_never_skipped(
-    store: Store, event_settings: EventSettings, clock: FakeClock, case: str
+    pg_store: Store, event_settings: EventSettings, clock: FakeClock, case: str
 ) -> None:
-    if store.backend != "postgresql":
-        pytest.skip("SQLite serializes writers: id order is commit order")
+    store = pg_store  # SQLite serializes writers, so there id order is commit order
     bus = EventBus(store, node="n", source="t", clock=clock)
     seen: list[int] = []
     runner = ConsumerRunner(bus, [ConsumerSpec("c", lambda e: seen.append(e.id))], event_settings, sleep=no_sleep)
