@@ -92,6 +92,7 @@ def test_all_operations_run_and_verify(
     batch = tmp_path / "out dir with spaces.npz"
     evidence = engine.selfplay(SelfplayRequest("ringrift_2p", batch, games=7))
     assert evidence.counts["num_games"] == 7
+    assert evidence.counts["samples"] == 7  # the leading axis of `obs`: what the pipeline counts toward training
     assert evidence.outputs[0].sha256 == file_sha256(batch)
     assert evidence.outputs[0].kind is FileKind.GAME_BATCH
     lines = [r.getMessage() for r in caplog.records]

@@ -35,6 +35,7 @@ from zeroloop.queue.jobs import Capabilities, Job, Lease
 from zeroloop.queue.manager import JobQueue
 from zeroloop.store.database import Store
 from zeroloop.store.queries import models as model_queries
+from zeroloop.workload.elo import elo_estimate
 from zeroloop.workload.protocol import (
     EvaluateRequest,
     Evidence,
@@ -313,7 +314,7 @@ class JobExecutor:
     def _event_for(self, job: Job, sha256: str, counts: dict[str, float], samples: int) -> tuple[str, dict[str, Any]]:
         base = {"config_key": job.config_key, "job_id": job.id}
         if job.type == jobs.SELFPLAY:
-            games = int(counts.get("games", 0))
+            games = int(counts.get("games", counts.get("num_games", 0)))
             return "SELFPLAY_COMPLETE", {**base, "artifact_sha256": sha256, "games": games, "samples": samples}
         if job.type == jobs.EXPORT:
             return "NPZ_EXPORT_COMPLETE", {**base, "window_sha256": sha256, "samples": samples}
@@ -326,14 +327,20 @@ class JobExecutor:
                 "loss": float(counts.get("loss", math.nan)),
                 "samples": samples,
             }
-        low, high = float(counts.get("elo_low", 0.0)), float(counts.get("elo_high", 0.0))
+        missing = [key for key in ("wins", "draws", "losses") if key not in counts]
+        if missing:
+            raise WorkloadError(f"match result of job {job.id} lacks {', '.join(missing)}")
+        wins, draws, losses = (int(counts[key]) for key in ("wins", "draws", "losses"))
+        estimate = elo_estimate(wins, draws, losses, self.settings.workload.elo_confidence)
+        low = float(counts.get("elo_low", estimate.low))
+        high = float(counts.get("elo_high", estimate.high))
         return "EVALUATION_RESULT", {
             **base,
             "model_id": job.payload["model_id"],
             "opponent": job.payload["opponent"],
-            "wins": int(counts["wins"]),
-            "draws": int(counts["draws"]),
-            "losses": int(counts["losses"]),
-            "elo_diff": float(counts["elo"]),
+            "wins": wins,
+            "draws": draws,
+            "losses": losses,
+            "elo_diff": float(counts.get("elo", estimate.elo)),
             "elo_ci": (high - low) / 2 if math.isfinite(high - low) else 1000.0,
         }

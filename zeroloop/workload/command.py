@@ -198,6 +198,9 @@ def verify_output(path: Path, kind: FileKind, model_format: ModelFormat, operati
         for name in ("num_games", "source_samples"):
             if name in arrays and arrays[name].shape == () and arrays[name].dtype.kind in "iuf":
                 counts[name] = float(arrays[name])
+        # Samples are positions: the leading axis of the observations (or of the first array that has one).
+        with_axis = sorted((name != "obs", name) for name, array in arrays.items() if array.ndim >= 1)
+        counts["samples"] = float(arrays[with_axis[0][1]].shape[0]) if with_axis else 0.0
     elif kind is FileKind.MODEL and model_format == "zeroloop":
         load_model_file(path)
     elif kind is FileKind.MATCH_RESULT:
