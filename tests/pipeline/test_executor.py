@@ -1,0 +1,91 @@
+"""The job executor with a user's own commands as the workload: claim, run in the child, upload, complete."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from zeroloop.app import App
+from zeroloop.config import Settings, StoreSettings, WorkloadSettings
+from zeroloop.pipeline import jobs
+from zeroloop.pipeline.executor import JobExecutor
+from zeroloop.queue.jobs import JobStatus
+from zeroloop.store.queries import artifacts as artifact_queries
+from zeroloop.store.schema import events
+
+SELFPLAY = """
+import sys, numpy as np
+out, games = sys.argv[1], int(sys.argv[2])
+np.savez(out, num_games=np.asarray(games), obs=np.zeros((games * 5, 3)))
+"""
+BROKEN = """
+import sys
+print("engine crashed", file=sys.stderr)
+sys.exit(3)
+"""
+
+
+def _app(store_url: str, tmp_path: Path, script: str) -> App:
+    code = tmp_path / "selfplay.py"
+    code.write_text(script)
+    commands = tmp_path / "commands.toml"
+    commands.write_text(f'[selfplay]\ncommand = "{sys.executable} {code} {{output}} {{games}}"\n')
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        store=StoreSettings(url=store_url),
+        workload=WorkloadSettings(kind="command", command_file=commands),
+    )
+    return App(settings, upgrade=False)
+
+
+def _executor(app: App) -> JobExecutor:
+    return JobExecutor(app.store, app.bus, app.queue, app.artifacts, app.settings, node="w1")
+
+
+def test_a_command_selfplay_job_is_uploaded_then_completed_and_announced(
+    store_url: str, tmp_path: Path, settings: Settings
+) -> None:
+    with _app(store_url, tmp_path, SELFPLAY) as app:
+        job = app.queue.enqueue(jobs.SELFPLAY, "ringrift_2p", {"games": 4})
+        executor = _executor(app)
+        try:
+            assert asyncio.run(executor.run_once())
+            assert not asyncio.run(executor.run_once())
+        finally:
+            executor.close()
+        done = app.queue.get(job.id)
+        assert done.status is JobStatus.COMPLETED
+        sha = done.result["artifact_sha256"]
+        with app.store.read() as conn:
+            artifact = artifact_queries.get_artifact(conn, sha)
+            announced = conn.execute(
+                sa.select(events.c.payload).where(events.c.type == "SELFPLAY_COMPLETE")
+            ).scalar_one()
+        assert artifact is not None and artifact["producer_job_id"] == job.id
+        assert announced == {
+            "config_key": "ringrift_2p",
+            "job_id": job.id,
+            "artifact_sha256": sha,
+            "games": 4,
+            "samples": 20,
+            "model_id": None,
+        }
+        assert app.artifacts.fetch(sha).stat().st_size == artifact["size_bytes"]
+
+
+def test_a_failing_command_fails_the_attempt_with_its_output(
+    store_url: str, tmp_path: Path, settings: Settings
+) -> None:
+    with _app(store_url, tmp_path, BROKEN) as app:
+        job = app.queue.enqueue(jobs.SELFPLAY, "ringrift_2p", {"games": 4}, max_attempts=1)
+        executor = _executor(app)
+        try:
+            assert asyncio.run(executor.run_once())
+        finally:
+            executor.close()
+        dead = app.queue.get(job.id)
+        assert dead.status is JobStatus.DEAD
+        assert dead.error is not None and "exited with status 3" in dead.error and "engine crashed" in dead.error
