@@ -12,6 +12,7 @@ verifies the bytes on every read; a copy that does not match its name is quarant
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 import uuid
 from collections.abc import Callable
@@ -186,9 +187,7 @@ class Artifacts:
         if self.cache.get(sha256) is not None:
             return
         temp = self.cache.temp_path(sha256)
-        with source.open("rb") as reader, temp.open("wb") as writer:
-            while chunk := reader.read(1024 * 1024):
-                writer.write(chunk)
+        shutil.copyfile(source, temp)
         temp.replace(self.cache.path(sha256))
         self.cache.evict(keep=sha256)
 

@@ -298,6 +298,8 @@ class JobExecutor:
             "evaluate": ArtifactKind.MATCH_RESULT,
         }[prepared.operation]
         samples = int(counts.get("positions", counts.get("samples", 0)))
+        if job.type == jobs.EVALUATE:
+            self._match_result(job, counts)  # refuse an incomplete result before uploading anything
         artifact = self.artifacts.put(
             prepared.output,
             kind,
@@ -327,6 +329,15 @@ class JobExecutor:
                 "loss": float(counts.get("loss", math.nan)),
                 "samples": samples,
             }
+        return "EVALUATION_RESULT", {
+            **base,
+            "model_id": job.payload["model_id"],
+            "opponent": job.payload["opponent"],
+            **self._match_result(job, counts),
+        }
+
+    def _match_result(self, job: Job, counts: dict[str, float]) -> dict[str, Any]:
+        """Wins, draws, losses and the Elo difference with its half-interval; WorkloadError if incomplete."""
         missing = [key for key in ("wins", "draws", "losses") if key not in counts]
         if missing:
             raise WorkloadError(f"match result of job {job.id} lacks {', '.join(missing)}")
@@ -334,10 +345,7 @@ class JobExecutor:
         estimate = elo_estimate(wins, draws, losses, self.settings.workload.elo_confidence)
         low = float(counts.get("elo_low", estimate.low))
         high = float(counts.get("elo_high", estimate.high))
-        return "EVALUATION_RESULT", {
-            **base,
-            "model_id": job.payload["model_id"],
-            "opponent": job.payload["opponent"],
+        return {
             "wins": wins,
             "draws": draws,
             "losses": losses,

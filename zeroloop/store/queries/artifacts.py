@@ -7,19 +7,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 
+from zeroloop.store.queries import dialect_insert
 from zeroloop.store.schema import artifact_copies, artifacts
 
 
 def _insert_ignore(conn: Connection, table: sa.Table, values: dict[str, Any], keys: list[str]) -> bool:
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        pg = pg_insert(table).values(**values).on_conflict_do_nothing(index_elements=keys)
-        return bool(conn.execute(pg).rowcount)
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-    lite = sqlite_insert(table).values(**values).on_conflict_do_nothing(index_elements=keys)
-    return bool(conn.execute(lite).rowcount)
+    statement = dialect_insert(conn, table).values(**values).on_conflict_do_nothing(index_elements=keys)
+    return bool(conn.execute(statement).rowcount)
 
 
 def record_artifact(conn: Connection, row: dict[str, Any]) -> bool:

@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, RowMapping
 
+from zeroloop.store.queries import dialect_insert
 from zeroloop.store.queries.events import Position
 from zeroloop.store.schema import consumers, event_metrics
-
-
-def _insert(conn: Connection, table: sa.Table) -> Any:
-    return postgresql.insert(table) if conn.dialect.name == "postgresql" else sqlite.insert(table)
 
 
 def ensure_consumer(
@@ -38,7 +33,7 @@ def ensure_consumer(
         "created_at": now,
         "updated_at": now,
     }
-    stmt = _insert(conn, consumers).values(**values)
+    stmt = dialect_insert(conn, consumers).values(**values)
     stmt = stmt.on_conflict_do_update(
         index_elements=["name"],
         set_={"types": stmt.excluded.types, "config_keys": stmt.excluded.config_keys, "node": stmt.excluded.node},
@@ -103,7 +98,9 @@ def bump_metrics(conn: Connection, consumer: str, counts: dict[tuple[str, str], 
     for (event_type, counter), amount in counts.items():
         per_type.setdefault(event_type, {"delivered": 0, "failed": 0, "dead": 0})[counter] += amount
     for event_type, added in sorted(per_type.items()):
-        stmt = _insert(conn, event_metrics).values(event_type=event_type, consumer=consumer, published=0, **added)
+        stmt = dialect_insert(conn, event_metrics).values(
+            event_type=event_type, consumer=consumer, published=0, **added
+        )
         conn.execute(
             stmt.on_conflict_do_update(
                 index_elements=["event_type", "consumer"],

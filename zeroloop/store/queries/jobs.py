@@ -14,9 +14,9 @@ from functools import lru_cache
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
 
+from zeroloop.store.queries import dialect_insert
 from zeroloop.store.schema import backpressure, job_dependencies, jobs
 
 # pg_advisory_xact_lock key taken by claims that may pick a concurrency-limited type, so
@@ -55,7 +55,7 @@ def insert_job(conn: Connection, row: Mapping[str, Any], depends_on: Sequence[in
     if row.get("idempotency_key") is None:
         inserted = conn.execute(sa.insert(jobs).values(**row).returning(*jobs.columns)).one()
     else:
-        stmt: Any = postgresql.insert(jobs) if conn.dialect.name == "postgresql" else sqlite.insert(jobs)
+        stmt = dialect_insert(conn, jobs)
         maybe = conn.execute(
             stmt.values(**row).on_conflict_do_nothing(index_elements=["idempotency_key"]).returning(*jobs.columns)
         ).one_or_none()
@@ -300,7 +300,7 @@ def get_backpressure(conn: Connection, queue_type: str) -> str | None:
 
 def lock_backpressure(conn: Connection, queue_type: str, *, initial: str, now: float) -> str:
     """Ensure `queue_type` has a backpressure row (level `initial` if new), lock it, return its level."""
-    stmt: Any = postgresql.insert(backpressure) if conn.dialect.name == "postgresql" else sqlite.insert(backpressure)
+    stmt = dialect_insert(conn, backpressure)
     conn.execute(
         stmt.values(queue_type=queue_type, level=initial, depth=0, updated_at=now).on_conflict_do_nothing(
             index_elements=["queue_type"]

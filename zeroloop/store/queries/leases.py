@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from zeroloop.store.queries import dialect_insert
 from zeroloop.store.schema import leases
 
 
@@ -18,8 +18,7 @@ def lock_lease(conn: Connection, name: str) -> dict[str, Any]:
     PostgreSQL the row is locked FOR UPDATE so two contenders serialise on it.
     """
     values = {"name": name, "holder": None, "token": 0, "expires_at": 0.0, "acquired_at": 0.0}
-    insert: Any = postgresql.insert(leases) if conn.dialect.name == "postgresql" else sqlite.insert(leases)
-    conn.execute(insert.values(**values).on_conflict_do_nothing(index_elements=["name"]))
+    conn.execute(dialect_insert(conn, leases).values(**values).on_conflict_do_nothing(index_elements=["name"]))
     query = sa.select(leases).where(leases.c.name == name)
     if conn.dialect.name == "postgresql":
         query = query.with_for_update()
