@@ -1,10 +1,14 @@
 """Benchmark of the work queue's hot path: claim with a lease, then complete, from several processes.
 
-Enqueues N no-op jobs, starts W worker processes that each claim one job at a time and
-complete it (each transition publishing its event in the same transaction), and prints
-jobs/s, every worker's share, and the p50/p99 claim latency, on SQLite and, when
-ZEROLOOP_TEST_POSTGRES_URL is set, on PostgreSQL (durable: fsync and synchronous_commit
-as the server has them, printed).
+Enqueues N no-op jobs, starts W worker processes that each hold one job at a time under
+a lease and complete it (each transition publishing its event in the same transaction),
+and prints jobs/s, every worker's share, and the p50/p99 latency of getting the next
+lease, on SQLite and, when ZEROLOOP_TEST_POSTGRES_URL is set, on PostgreSQL (durable:
+fsync and synchronous_commit as the server has them, printed). Two loops are measured:
+
+- `complete_and_claim`: a worker reports its job and leases the next in one transaction,
+  as zeroloop's workers do (latency: that call);
+- `claim, complete`: two transactions per job (latency: the claim alone).
 
     scripts/with-postgres .venv/bin/python -m bench.queue [--jobs 5000] [--workers 4]
 """
@@ -49,7 +53,7 @@ def _queue(settings: Settings, store: Store, node: str) -> JobQueue:
     return JobQueue(store, bus, settings, resources=lambda: Resources(memory_pct=0.0, disk_pct=0.0))
 
 
-def _worker(index: int, url: str, data_dir: str, jobs: int, start: Any, results: Any) -> None:
+def _worker(index: int, url: str, data_dir: str, jobs: int, combined: bool, start: Any, results: Any) -> None:
     settings = _settings(url, Path(data_dir), jobs)
     store = Store(url, settings.store)
     node = f"worker-{index}"
@@ -59,19 +63,24 @@ def _worker(index: int, url: str, data_dir: str, jobs: int, start: Any, results:
     results.put(("ready", index))
     start.wait()
     began = time.perf_counter()
-    while True:
-        t0 = time.perf_counter()
-        lease = queue.claim(node, types=[JOB_TYPE])
+    t0 = time.perf_counter()
+    lease = queue.claim(node, types=[JOB_TYPE])
+    latencies.append(time.perf_counter() - t0)
+    while lease is not None:
+        if combined:  # the worker's loop: report this job and lease the next in one transaction
+            t0 = time.perf_counter()
+            _done, lease = queue.complete_and_claim(lease.job.id, lease.token, None, node=node, types=[JOB_TYPE])
+        else:
+            queue.complete(lease.job.id, lease.token, None)
+            t0 = time.perf_counter()
+            lease = queue.claim(node, types=[JOB_TYPE])
         latencies.append(time.perf_counter() - t0)
-        if lease is None:
-            break
-        queue.complete(lease.job.id, lease.token, None)
     ended = time.perf_counter()
     store.close()
     results.put((index, len(latencies) - 1, began, ended, latencies[:-1]))
 
 
-def run(url: str, jobs: int, workers: int) -> None:
+def run(url: str, jobs: int, workers: int, *, combined: bool) -> None:
     """Run the benchmark against the (empty or disposable) database at `url` and print the figures."""
     data_dir = Path(tempfile.mkdtemp(prefix="zeroloop-bench-"))
     settings = _settings(url, data_dir, jobs)
@@ -93,7 +102,10 @@ def run(url: str, jobs: int, workers: int) -> None:
         backend = store.backend
     ctx = mp.get_context("spawn")
     start, results = ctx.Event(), ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(i, url, str(data_dir), jobs, start, results)) for i in range(workers)]
+    procs = [
+        ctx.Process(target=_worker, args=(i, url, str(data_dir), jobs, combined, start, results))
+        for i in range(workers)
+    ]
     for proc in procs:
         proc.start()
     for _ in procs:  # every worker has imported and connected; the clock starts at `start`
@@ -107,11 +119,12 @@ def run(url: str, jobs: int, workers: int) -> None:
     latencies = sorted(lat for row in rows for lat in row[4])
     p99 = latencies[int(0.99 * (len(latencies) - 1))] if latencies else float("nan")
     shares = ", ".join(f"w{row[0]} {100 * row[1] / max(done, 1):.1f}%" for row in sorted(rows))
-    print(f"\n[{backend}] {durability}; {workers} workers, {cpu_count()} CPUs")
+    loop = "complete_and_claim" if combined else "claim, complete"
+    print(f"\n[{backend}] {durability}; {workers} workers, {cpu_count()} CPUs; loop: {loop}")
     print(f"  enqueue_many (one transaction): {jobs} jobs in {enqueue_s:.2f} s")
-    print(f"  claim+complete: {done}/{jobs} jobs in {elapsed:.2f} s = {done / elapsed:,.0f} jobs/s")
+    print(f"  {done}/{jobs} jobs in {elapsed:.2f} s = {done / elapsed:,.0f} jobs/s")
     print(f"  shares: {shares}")
-    print(f"  claim latency: p50 {1000 * statistics.median(latencies):.2f} ms, p99 {1000 * p99:.2f} ms")
+    print(f"  next-lease latency: p50 {1000 * statistics.median(latencies):.2f} ms, p99 {1000 * p99:.2f} ms")
     if done != jobs:
         raise SystemExit(f"lost jobs: {jobs - done} never completed")
 
@@ -127,14 +140,18 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=5000)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
+    parser.add_argument("--loop", choices=["combined", "separate", "both"], default="both")
     args = parser.parse_args()
+    loops = [loop == "combined" for loop in ("combined", "separate") if args.loop in (loop, "both")]
     if args.backend in ("sqlite", "both"):
-        with tempfile.TemporaryDirectory(prefix="zeroloop-bench-") as tmp:
-            run(f"sqlite:///{tmp}/bench.db", args.jobs, args.workers)
+        for combined in loops:
+            with tempfile.TemporaryDirectory(prefix="zeroloop-bench-") as tmp:
+                run(f"sqlite:///{tmp}/bench.db", args.jobs, args.workers, combined=combined)
     pg = os.environ.get("ZEROLOOP_TEST_POSTGRES_URL")
     if args.backend in ("postgresql", "both"):
         if pg:
-            run(pg, args.jobs, args.workers)
+            for combined in loops:
+                run(pg, args.jobs, args.workers, combined=combined)
         else:
             print("\n[postgresql] skipped: set ZEROLOOP_TEST_POSTGRES_URL or run via scripts/with-postgres")
 

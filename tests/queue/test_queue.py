@@ -181,6 +181,29 @@ def test_stale_token_is_refused_and_result_recorded_once(queue: JobQueue, clock:
         queue.complete(999, 1)
 
 
+def test_complete_and_claim_reports_and_leases_the_next_in_one_transaction(queue: JobQueue, store: Store) -> None:
+    first, second = queue.enqueue("selfplay", "c"), queue.enqueue("selfplay", "c")
+    queue.enqueue("train", "c")
+    lease = queue.claim("n1", types=["selfplay"])
+    assert lease is not None and lease.job.id == first.id
+    done, following = queue.complete_and_claim(lease.job.id, lease.token, {"games": 4}, node="n1", types=["selfplay"])
+    assert done.status is JobStatus.COMPLETED and done.result == {"games": 4}
+    assert following is not None and following.job.id == second.id and following.job.lease_node == "n1"
+    # A stale token refuses both halves: nothing completed, nothing claimed, no event.
+    before = event_log(store)
+    with pytest.raises(StaleLeaseError):
+        queue.complete_and_claim(first.id, lease.token, None, node="n1")
+    assert event_log(store) == before and queue.stats()["train"] == {"queued": 1}
+    last, none_left = queue.complete_and_claim(second.id, following.token, None, node="n1", types=["selfplay"])
+    assert last.status is JobStatus.COMPLETED and none_left is None
+    assert [(t, p["job_id"]) for t, p in event_log(store, "JOB_CLAIMED", "JOB_COMPLETED")] == [
+        ("JOB_CLAIMED", first.id),
+        ("JOB_COMPLETED", first.id),
+        ("JOB_CLAIMED", second.id),
+        ("JOB_COMPLETED", second.id),
+    ]
+
+
 def test_retryable_failures_back_off_then_die(queue: JobQueue, clock: FakeClock, store: Store) -> None:
     job = queue.enqueue("selfplay", "c", max_attempts=3)
     delays = []

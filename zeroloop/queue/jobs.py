@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,11 +127,12 @@ class Job:
     finished_at: float | None
 
     @classmethod
-    def from_row(cls, row: Any) -> Job:
-        """Build a Job from a row of the jobs table."""
-        data = dict(row._mapping)
+    def from_row(cls, row: Mapping[str, Any]) -> Job:
+        """Build a Job from a row of the jobs table (column name to value, JSON decoded)."""
+        data = dict(row)
         data["status"] = JobStatus(data["status"])
-        data["requires"] = Requirements(
+        # Stored values were validated on the way in: construct without validating again.
+        data["requires"] = Requirements.model_construct(
             gpus=data.pop("need_gpus"),
             memory_bytes=data.pop("need_memory_bytes"),
             labels=frozenset(data.pop("need_labels") or ()),

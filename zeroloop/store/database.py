@@ -23,6 +23,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 
 from zeroloop.config import StoreSettings, redact
 from zeroloop.errors import DataDirError, StoreUnavailable, StoreURLError
+from zeroloop.store.turns import WriterTurns
 
 Backend = Literal["sqlite", "postgresql"]
 
@@ -91,8 +92,11 @@ class Store:
         self._current: contextvars.ContextVar[Connection | None] = contextvars.ContextVar(
             f"zeroloop_tx_{id(self)}", default=None
         )
+        self._turns = WriterTurns(None)
         if self.backend == "sqlite":
             self.engine = self._sqlite_engine(settings)
+            path = sqlite_path(self.url)
+            self._turns = WriterTurns(path.with_name(path.name + ".write-turn"))
         else:
             self.engine = sa.create_engine(
                 self.url,
@@ -122,18 +126,22 @@ class Store:
         @sa.event.listens_for(engine, "begin")
         def _on_begin(conn: Connection) -> None:
             read_only = conn.get_execution_options().get(_READ_ONLY, False)
-            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+            driver: Any = conn.connection.dbapi_connection
+            driver.execute("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
-        """A write transaction, or the one already open in this context (joined, not nested)."""
+        """A write transaction, or the one already open in this context (joined, not nested).
+
+        On SQLite it is taken in turn with the other writers (see `turns`), from BEGIN to COMMIT.
+        """
         current = self._current.get()
         if current is not None:
             yield current
             return
-        with self._errors(), self.engine.connect() as conn, conn.begin():
+        with self._errors(), self.engine.connect() as conn, self._turns.turn(), conn.begin():
             token = self._current.set(conn)
             try:
                 yield conn

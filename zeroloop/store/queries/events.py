@@ -69,8 +69,12 @@ def insert_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[tupl
     all_params = [_params(row) for row in rows]
     cursor: Any = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
-        if conn.dialect.name == "postgresql":
-            ids: list[int | None] = []
+        if conn.dialect.name == "postgresql" and len(all_params) == 1:
+            cursor.execute(_INSERT_PG, all_params[0])  # one row: a plain round trip beats pipeline mode
+            found = cursor.fetchone()
+            ids: list[int | None] = [int(found[0]) if found else None]
+        elif conn.dialect.name == "postgresql":
+            ids = []
             cursor.executemany(_INSERT_PG, all_params, returning=True)
             while True:
                 found = cursor.fetchone()

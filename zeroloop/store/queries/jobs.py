@@ -4,17 +4,24 @@ The claim is one statement on both backends: `UPDATE jobs ... WHERE id = (SELECT
 LIMIT 1) RETURNING ...`, with `FOR UPDATE SKIP LOCKED` on PostgreSQL so concurrent
 claimers pass over each other's rows instead of queueing on them; SQLite runs it inside
 the store's `BEGIN IMMEDIATE`, which already serialises writers. Times are epoch seconds.
+
+The lease statements (claim, extend, finish, requeue) are the queue's hot path: they are
+plain SQL written once and run on the driver's cursor, because SQLAlchemy's work per
+statement cost more than the statement itself. Jobs are returned as mappings of column
+to value, JSON columns decoded.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Row
+from sqlalchemy.engine import Connection
 
 from zeroloop.store.queries import dialect_insert
 from zeroloop.store.schema import backpressure, job_dependencies, jobs
@@ -23,8 +30,54 @@ from zeroloop.store.schema import backpressure, job_dependencies, jobs
 # two of them cannot both count "none running" under READ COMMITTED ("zlqc" in ASCII).
 CONCURRENCY_LOCK_KEY = 0x7A6C7163
 
-_JSON_COLUMNS = {name: jobs.c[name].type for name in ("payload", "need_labels", "result")}
-_COLUMNS = ", ".join(column.name for column in jobs.columns)
+# A jobs row: column name to value (SQLAlchemy's RowMapping, or a dict on the hot path).
+JobRow = Mapping[Any, Any]
+
+_NAMES = tuple(column.name for column in jobs.columns)
+_COLUMNS = ", ".join(_NAMES)
+_JSON_COLUMNS = frozenset({"payload", "need_labels", "result"})
+
+
+@dataclass(frozen=True)
+class _Sql:
+    """One hot-path statement in each driver's parameter style: `:name` (sqlite3) and `%(name)s` (psycopg).
+
+    Written with `:name` placeholders; `{json:name}` marks a parameter passed as JSON text.
+    """
+
+    sqlite: str
+    postgresql: str
+
+    @classmethod
+    def of(cls, sql: str) -> _Sql:
+        pg = re.sub(r"\{json:(\w+)\}", r"CAST(:\1 AS jsonb)", sql)
+        return cls(
+            sqlite=re.sub(r"\{json:(\w+)\}", r":\1", sql),
+            postgresql=re.sub(r"(?<![:\w]):(\w+)", r"%(\1)s", pg),
+        )
+
+
+def _fetch_job(conn: Connection, sql: _Sql, params: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Run a statement returning at most one whole jobs row on the driver's cursor; the row as a dict, or None."""
+    pg = conn.dialect.name == "postgresql"
+    cursor: Any = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(sql.postgresql if pg else sql.sqlite, params)
+        values = cursor.fetchone()
+    finally:
+        cursor.close()
+    if values is None:
+        return None
+    row = dict(zip(_NAMES, values, strict=True))
+    if not pg:  # psycopg decodes jsonb itself; sqlite3 hands back the JSON text
+        for name in _JSON_COLUMNS:
+            if row[name] is not None:
+                row[name] = json.loads(row[name])
+    return row
+
+
+def _as_json(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"))
 
 
 def mark_dependents(conn: Connection, job_ids: Sequence[int]) -> dict[int, str]:
@@ -47,38 +100,42 @@ def release_dependents(conn: Connection, job_id: int) -> int:
     return int(conn.execute(stmt).rowcount)
 
 
-def insert_job(conn: Connection, row: Mapping[str, Any], depends_on: Sequence[int] = ()) -> tuple[Row[Any], bool]:
+def insert_job(conn: Connection, row: Mapping[str, Any], depends_on: Sequence[int] = ()) -> tuple[JobRow, bool]:
     """Insert one job and its dependencies; return (job row, inserted). A repeated idempotency key returns the first."""
     row = dict(row)
     if row.get("need_labels") is None:
         row["need_labels"] = sa.null()  # SQL NULL, not the JSON 'null' the JSON type would store
     if row.get("idempotency_key") is None:
-        inserted = conn.execute(sa.insert(jobs).values(**row).returning(*jobs.columns)).one()
+        inserted = conn.execute(sa.insert(jobs).values(**row).returning(*jobs.columns)).mappings().one()
     else:
         stmt = dialect_insert(conn, jobs)
-        maybe = conn.execute(
-            stmt.values(**row).on_conflict_do_nothing(index_elements=["idempotency_key"]).returning(*jobs.columns)
-        ).one_or_none()
+        maybe = (
+            conn.execute(
+                stmt.values(**row).on_conflict_do_nothing(index_elements=["idempotency_key"]).returning(*jobs.columns)
+            )
+            .mappings()
+            .one_or_none()
+        )
         if maybe is None:
             existing = conn.execute(sa.select(jobs).where(jobs.c.idempotency_key == row["idempotency_key"]))
-            return existing.one(), False
+            return existing.mappings().one(), False
         inserted = maybe
     if depends_on:
-        conn.execute(sa.insert(job_dependencies), [{"job_id": inserted.id, "depends_on": dep} for dep in depends_on])
+        conn.execute(sa.insert(job_dependencies), [{"job_id": inserted["id"], "depends_on": dep} for dep in depends_on])
     return inserted, True
 
 
-def get_job(conn: Connection, job_id: int, *, lock: bool = False) -> Row[Any] | None:
+def get_job(conn: Connection, job_id: int, *, lock: bool = False) -> JobRow | None:
     """One job by id, or None; `lock` takes its row lock (PostgreSQL; SQLite's write lock already covers it)."""
     stmt = sa.select(jobs).where(jobs.c.id == job_id)
     if lock and conn.dialect.name == "postgresql":
         stmt = stmt.with_for_update()
-    return conn.execute(stmt).one_or_none()
+    return conn.execute(stmt).mappings().one_or_none()
 
 
-def job_by_idempotency_key(conn: Connection, key: str) -> Row[Any] | None:
+def job_by_idempotency_key(conn: Connection, key: str) -> JobRow | None:
     """The job enqueued with idempotency key `key`, or None."""
-    return conn.execute(sa.select(jobs).where(jobs.c.idempotency_key == key)).one_or_none()
+    return conn.execute(sa.select(jobs).where(jobs.c.idempotency_key == key)).mappings().one_or_none()
 
 
 def dependencies_of(conn: Connection, job_id: int) -> list[int]:
@@ -88,8 +145,7 @@ def dependencies_of(conn: Connection, job_id: int) -> list[int]:
 
 
 @lru_cache(maxsize=64)
-def _claim_statement(dialect: str, types: int, limits: tuple[tuple[str, int], ...]) -> sa.TextualSelect:
-    pg = dialect == "postgresql"
+def _claim_statement(types: int, limits: tuple[tuple[str, int], ...]) -> _Sql:
     where = [
         "j.status = 'queued'",
         "j.run_after <= :now",
@@ -103,14 +159,8 @@ def _claim_statement(dialect: str, types: int, limits: tuple[tuple[str, int], ..
     if types == 1:
         where.append("j.type = :type")
     elif types > 1:
-        where.append("j.type = ANY(:types)" if pg else "j.type IN (SELECT value FROM json_each(:types))")
-    if pg:
-        where.append("(j.need_labels IS NULL OR j.need_labels <@ CAST(:labels AS jsonb))")
-    else:
-        where.append(
-            "(j.need_labels IS NULL OR NOT EXISTS (SELECT 1 FROM json_each(j.need_labels) AS l"
-            " WHERE l.value NOT IN (SELECT value FROM json_each(:labels))))"
-        )
+        where.append("{types}")
+    where.append("{labels}")
     # The node's circuit breaker (owned by the cluster part): an open one refuses work until
     # its recovery time has passed, after which it counts as half-open and may take a trial job.
     where.append(
@@ -124,19 +174,27 @@ def _claim_statement(dialect: str, types: int, limits: tuple[tuple[str, int], ..
             f"(j.type NOT IN ({names}) OR (SELECT count(*) FROM jobs AS r WHERE r.status = 'running'"
             f" AND r.type = j.type AND r.config_key = j.config_key) < CASE j.type {cases} END)"
         )
-    pick = (
-        "SELECT j.id FROM jobs AS j WHERE "
-        + " AND ".join(where)
-        + " ORDER BY j.priority DESC, j.id LIMIT 1"
-        + (" FOR UPDATE SKIP LOCKED" if pg else "")
-    )
-    sql = (
+    pick = "SELECT j.id FROM jobs AS j WHERE " + " AND ".join(where) + " ORDER BY j.priority DESC, j.id LIMIT 1"
+    template = _Sql.of(
         "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_node = :node,"
         " lease_token = lease_token + 1, lease_expires_at = :now + CASE WHEN timeout_s < :lease_s"
         " THEN timeout_s ELSE :lease_s END, claimed_at = :now, updated_at = :now"
-        f" WHERE id = ({pick}) RETURNING {_COLUMNS}"
+        f" WHERE id = ({pick}{{lock}}) RETURNING {_COLUMNS}"
     )
-    return _returning(sql)
+    sqlite_labels = (
+        "(j.need_labels IS NULL OR NOT EXISTS (SELECT 1 FROM json_each(j.need_labels) AS l"
+        " WHERE l.value NOT IN (SELECT value FROM json_each(:labels))))"
+    )
+    return _Sql(
+        sqlite=template.sqlite.format(
+            types="j.type IN (SELECT value FROM json_each(:types))", labels=sqlite_labels, lock=""
+        ),
+        postgresql=template.postgresql.format(
+            types="j.type = ANY(%(types)s)",
+            labels="(j.need_labels IS NULL OR j.need_labels <@ CAST(%(labels)s AS jsonb))",
+            lock=" FOR UPDATE SKIP LOCKED",
+        ),
+    )
 
 
 def claim_job(
@@ -151,7 +209,7 @@ def claim_job(
     labels: Sequence[str],
     limits: Mapping[str, int],
     recovery_s: float,
-) -> Row[Any] | None:
+) -> JobRow | None:
     """Lease the next claimable job to `node` (highest priority, then oldest); None when there is none.
 
     `limits` maps job type to the most jobs of that type running at once per config key;
@@ -178,26 +236,19 @@ def claim_job(
     elif count > 1:
         assert types is not None
         params["types"] = list(types) if pg else json.dumps(list(types))
-    stmt = _claim_statement(conn.dialect.name, count, relevant)
-    return conn.execute(stmt, params).one_or_none()
+    return _fetch_job(conn, _claim_statement(count, relevant), params)
 
 
-def _returning(sql: str) -> sa.TextualSelect:
-    return sa.text(sql).columns(*[sa.column(c.name, _JSON_COLUMNS.get(c.name, c.type)) for c in jobs.columns])
-
-
-# The hot-path statements are plain text built once: SQLAlchemy then skips building and
-# cache-keying a Core statement on every call, which cost more than the SQL itself.
 _HELD = "WHERE id = :id AND lease_token = :token AND status = 'running'"
-_EXTEND = sa.text(
+_EXTEND = _Sql.of(
     "UPDATE jobs SET lease_expires_at = CASE WHEN claimed_at + timeout_s < :now + :lease_s"
     f" THEN claimed_at + timeout_s ELSE :now + :lease_s END, updated_at = :now {_HELD} RETURNING lease_expires_at"
 )
-_FINISH = _returning(
-    "UPDATE jobs SET status = :status, result = :result, error = :error, lease_expires_at = NULL,"
+_FINISH = _Sql.of(
+    "UPDATE jobs SET status = :status, result = {json:result}, error = :error, lease_expires_at = NULL,"
     f" finished_at = :now, updated_at = :now {_HELD} RETURNING {_COLUMNS}"
-).bindparams(sa.bindparam("result", type_=jobs.c.result.type))
-_REQUEUE = _returning(
+)
+_REQUEUE = _Sql.of(
     "UPDATE jobs SET status = 'queued', run_after = :run_after, error = :error, lease_expires_at = NULL,"
     f" updated_at = :now {_HELD} RETURNING {_COLUMNS}"
 )
@@ -209,33 +260,39 @@ def extend_lease(conn: Connection, job_id: int, token: int, *, now: float, lease
     The lease never reaches past claimed_at + timeout_s, so a job that overruns its time
     limit stops being extended and expires.
     """
-    value = conn.execute(_EXTEND, {"id": job_id, "token": token, "now": now, "lease_s": lease_s}).scalar_one_or_none()
-    return None if value is None else float(value)
+    sql = _EXTEND.postgresql if conn.dialect.name == "postgresql" else _EXTEND.sqlite
+    cursor: Any = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(sql, {"id": job_id, "token": token, "now": now, "lease_s": lease_s})
+        found = cursor.fetchone()
+    finally:
+        cursor.close()
+    return None if found is None else float(found[0])
 
 
 def finish_job(
     conn: Connection, job_id: int, token: int, *, status: str, now: float, result: Any = None, error: str | None = None
-) -> Row[Any] | None:
+) -> dict[str, Any] | None:
     """Move a running job held under `token` to `status` (completed or dead); None when the token is stale."""
-    params = {"id": job_id, "token": token, "status": status, "now": now, "result": result, "error": error}
-    return conn.execute(_FINISH, params).one_or_none()
+    params = {"id": job_id, "token": token, "status": status, "now": now, "result": _as_json(result), "error": error}
+    return _fetch_job(conn, _FINISH, params)
 
 
 def requeue_job(
     conn: Connection, job_id: int, token: int, *, now: float, run_after: float, error: str | None
-) -> Row[Any] | None:
+) -> dict[str, Any] | None:
     """Put a running job held under `token` back in the queue from `run_after` on; None when the token is stale."""
     params = {"id": job_id, "token": token, "now": now, "run_after": run_after, "error": error}
-    return conn.execute(_REQUEUE, params).one_or_none()
+    return _fetch_job(conn, _REQUEUE, params)
 
 
-def set_status(conn: Connection, job_id: int, *, status: str, now: float, **values: Any) -> Row[Any]:
+def set_status(conn: Connection, job_id: int, *, status: str, now: float, **values: Any) -> JobRow:
     """Set a job's status (and any other columns given) unconditionally; the caller checked the transition."""
     stmt = sa.update(jobs).where(jobs.c.id == job_id).values(status=status, updated_at=now, **values)
-    return conn.execute(stmt.returning(*jobs.columns)).one()
+    return conn.execute(stmt.returning(*jobs.columns)).mappings().one()
 
 
-def expired_jobs(conn: Connection, *, now: float, limit: int) -> list[Row[Any]]:
+def expired_jobs(conn: Connection, *, now: float, limit: int) -> list[JobRow]:
     """Running jobs whose lease ran out before `now`, locked; rows another reaper holds are skipped (PostgreSQL)."""
     stmt = (
         sa.select(jobs)
@@ -245,15 +302,15 @@ def expired_jobs(conn: Connection, *, now: float, limit: int) -> list[Row[Any]]:
     )
     if conn.dialect.name == "postgresql":
         stmt = stmt.with_for_update(skip_locked=True)
-    return list(conn.execute(stmt))
+    return list(conn.execute(stmt).mappings())
 
 
-def node_jobs(conn: Connection, node: str) -> list[Row[Any]]:
+def node_jobs(conn: Connection, node: str) -> list[JobRow]:
     """The running jobs leased to `node`, locked."""
     stmt = sa.select(jobs).where(jobs.c.status == "running", jobs.c.lease_node == node).order_by(jobs.c.id)
     if conn.dialect.name == "postgresql":
         stmt = stmt.with_for_update()
-    return list(conn.execute(stmt))
+    return list(conn.execute(stmt).mappings())
 
 
 def list_jobs(
@@ -263,7 +320,7 @@ def list_jobs(
     job_type: str | None = None,
     config_key: str | None = None,
     limit: int = 100,
-) -> list[Row[Any]]:
+) -> list[JobRow]:
     """Jobs matching the filters, newest first, at most `limit`."""
     stmt = sa.select(jobs).order_by(jobs.c.id.desc()).limit(limit)
     if statuses:
@@ -272,7 +329,7 @@ def list_jobs(
         stmt = stmt.where(jobs.c.type == job_type)
     if config_key is not None:
         stmt = stmt.where(jobs.c.config_key == config_key)
-    return list(conn.execute(stmt))
+    return list(conn.execute(stmt).mappings())
 
 
 def job_counts(conn: Connection) -> list[tuple[str, str, int]]:
