@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -89,3 +90,37 @@ def test_a_failing_command_fails_the_attempt_with_its_output(
         dead = app.queue.get(job.id)
         assert dead.status is JobStatus.DEAD
         assert dead.error is not None and "exited with status 3" in dead.error and "engine crashed" in dead.error
+
+
+def test_run_reports_a_job_and_leases_the_next_in_one_transaction(
+    store_url: str, tmp_path: Path, settings: Settings
+) -> None:
+    with _app(store_url, tmp_path, SELFPLAY) as app:
+        first = app.queue.enqueue(jobs.SELFPLAY, "ringrift_2p", {"games": 2})
+        second = app.queue.enqueue(jobs.SELFPLAY, "ringrift_2p", {"games": 3})
+        executor = _executor(app)
+        complete_and_claim = app.queue.complete_and_claim
+
+        def then_stop(*args: Any, **kwargs: Any) -> Any:
+            outcome = complete_and_claim(*args, **kwargs)
+            executor.stop()  # the lease taken with this result must still be run
+            return outcome
+
+        app.queue.complete_and_claim = then_stop  # type: ignore[method-assign]
+        asyncio.run(asyncio.wait_for(executor.run(idle_wait_s=0.05), timeout=120))
+        assert [app.queue.get(job.id).status for job in (first, second)] == [JobStatus.COMPLETED] * 2
+        assert executor.jobs_done == 2
+        with app.store.read() as conn:
+            log = conn.execute(sa.select(events.c.type, events.c.payload, events.c.txid).order_by(events.c.id)).all()
+        kinds = [(kind, payload["job_id"]) for kind, payload, _txid in log if kind != "JOB_QUEUED"]
+        if app.store.backend == "postgresql":  # SQLite records no transaction ids
+            txids = [txid for kind, _payload, txid in log if kind != "JOB_QUEUED"]
+            assert txids[1] == txids[2] == txids[3] != txids[4]
+        assert kinds == [
+            ("JOB_CLAIMED", first.id),
+            ("SELFPLAY_COMPLETE", first.id),
+            ("JOB_COMPLETED", first.id),
+            ("JOB_CLAIMED", second.id),
+            ("SELFPLAY_COMPLETE", second.id),
+            ("JOB_COMPLETED", second.id),
+        ]

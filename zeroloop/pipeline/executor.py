@@ -106,12 +106,21 @@ class JobExecutor:
     # --- lifecycle -------------------------------------------------------------------------
 
     async def run(self, idle_wait_s: float = 0.5) -> None:
-        """Claim and run jobs until stopped; wait `idle_wait_s` (seconds) when there is nothing to do."""
+        """Claim and run jobs until stopped; wait `idle_wait_s` (seconds) when there is nothing to do.
+
+        A finished job is reported and the next one leased in the same transaction; a lease
+        in hand when stop() arrives is still run (it was taken with the last result).
+        """
+        lease: Lease | None = None
         try:
-            while not self._stopping.is_set():
-                if not await self.run_once():
+            while lease is not None or not self._stopping.is_set():
+                if lease is None:
+                    lease = await asyncio.to_thread(self.queue.claim, self.node, self.capabilities, self.job_types)
+                if lease is None:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._stopping.wait(), timeout=idle_wait_s)
+                    continue
+                lease = await self._execute(lease, claim_next=True)
         finally:
             self.close()
 
@@ -120,7 +129,7 @@ class JobExecutor:
         lease = await asyncio.to_thread(self.queue.claim, self.node, self.capabilities, self.job_types)
         if lease is None:
             return False
-        await self._execute(lease)
+        await self._execute(lease, claim_next=False)
         return True
 
     def stop(self) -> None:
@@ -139,8 +148,10 @@ class JobExecutor:
 
     # --- one job -----------------------------------------------------------------------------
 
-    async def _execute(self, lease: Lease) -> None:
+    async def _execute(self, lease: Lease, *, claim_next: bool) -> Lease | None:
+        """Run one leased job to its end; return the next lease when `claim_next` and one was taken with the result."""
         job, token = lease.job, lease.token
+        following: Lease | None = None
         workdir = self.workdir / f"job-{job.id}-{token}"
         lost = asyncio.Event()
         beat = asyncio.create_task(self._heartbeat(job, token, lost))
@@ -149,7 +160,8 @@ class JobExecutor:
             if job.type == jobs.TRAIN:
                 await asyncio.to_thread(self._publish_training_started, job)
             evidence = await self._run_child(job, prepared, lost)
-            await asyncio.to_thread(self._finish, job, token, prepared, evidence)
+            claim = claim_next and not self._stopping.is_set()
+            following = await asyncio.to_thread(self._finish, job, token, prepared, evidence, claim_next=claim)
             self.jobs_done += 1
         except StaleLeaseError as exc:
             log.warning("job %d: lease lost, result dropped (%s)", job.id, exc)
@@ -160,6 +172,7 @@ class JobExecutor:
         finally:
             beat.cancel()
             shutil.rmtree(workdir, ignore_errors=True)
+        return following
 
     async def _fail(self, job: Job, token: int, reason: str) -> None:
         try:
@@ -288,8 +301,13 @@ class JobExecutor:
             dedup_key=f"training-started:{job.id}:{job.attempts}",
         )
 
-    def _finish(self, job: Job, token: int, prepared: Prepared, evidence: Evidence) -> None:
-        """Upload the output, then complete the job and publish its event in one transaction."""
+    def _finish(
+        self, job: Job, token: int, prepared: Prepared, evidence: Evidence, *, claim_next: bool
+    ) -> Lease | None:
+        """Upload the output; then, in one transaction, publish its event, complete the job and lease the next.
+
+        The next job is leased only when `claim_next`; that lease is returned.
+        """
         counts = dict(evidence.counts)
         kind = {
             "selfplay": ArtifactKind.GAME_BATCH,
@@ -310,8 +328,14 @@ class JobExecutor:
         result = {"artifact_sha256": artifact.sha256, "size_bytes": artifact.size_bytes, "counts": counts}
         event_type, payload = self._event_for(job, artifact.sha256, counts, samples)
         with self.store.transaction():
-            self.queue.complete(job.id, token, result)
             self.bus.publish(event_type, payload, dedup_key=f"{event_type}:{job.id}")
+            if not claim_next:
+                self.queue.complete(job.id, token, result)
+                return None
+            _done, following = self.queue.complete_and_claim(
+                job.id, token, result, node=self.node, capabilities=self.capabilities, types=self.job_types
+            )
+            return following
 
     def _event_for(self, job: Job, sha256: str, counts: dict[str, float], samples: int) -> tuple[str, dict[str, Any]]:
         base = {"config_key": job.config_key, "job_id": job.id}
