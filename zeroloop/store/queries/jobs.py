@@ -306,8 +306,12 @@ def expired_jobs(conn: Connection, *, now: float, limit: int) -> list[JobRow]:
 
 
 def node_jobs(conn: Connection, node: str) -> list[JobRow]:
-    """The running jobs leased to `node`, locked."""
-    stmt = sa.select(jobs).where(jobs.c.status == "running", jobs.c.lease_node == node).order_by(jobs.c.id)
+    """The running jobs leased to `node`, locked, soonest expiry first (an order the lease-expiry index gives)."""
+    stmt = (
+        sa.select(jobs)
+        .where(jobs.c.status == "running", jobs.c.lease_node == node)
+        .order_by(jobs.c.lease_expires_at, jobs.c.id)
+    )
     if conn.dialect.name == "postgresql":
         stmt = stmt.with_for_update()
     return list(conn.execute(stmt).mappings())
