@@ -346,3 +346,28 @@ def test_enqueue_many_is_all_or_nothing(queue: JobQueue, store: Store) -> None:
     with pytest.raises(QueueError, match="lacks 'config_key'"):
         queue.enqueue_many([{"job_type": "export"}])
     assert "export" not in queue.stats()
+
+
+def test_enqueue_many_keeps_request_order_across_batched_and_single_inserts(queue: JobQueue, store: Store) -> None:
+    first = queue.enqueue("export", "c")
+    requests: list[dict[str, Any]] = [
+        {"job_type": "selfplay", "config_key": "c", "payload": {"n": n}} for n in range(3)
+    ]
+    requests += [
+        {"job_type": "train", "config_key": "c", "depends_on": [first.id]},
+        {"job_type": "selfplay", "config_key": "c", "idempotency_key": "once"},
+        {"job_type": "selfplay", "config_key": "c", "requires": {"labels": ["tpu"]}},
+        {"job_type": "selfplay", "config_key": "c", "payload": {"n": 9}},
+    ]
+    jobs = queue.enqueue_many(requests)
+    ids = [job.id for job in jobs]
+    assert ids == sorted(ids) and ids[0] > first.id
+    assert [job.payload.get("n") for job in jobs] == [0, 1, 2, None, None, None, 9]
+    assert jobs[3].waiting_on == 1 and queue.dependencies(jobs[3].id) == [first.id]
+    assert [p["job_id"] for _t, p in event_log(store, "JOB_QUEUED")] == [first.id, *ids]
+    # No labels is SQL NULL, which the claim reads as "needs none"; the labelled job waits for a tpu node.
+    leases = [queue.claim("n1", types=["selfplay"]) for _ in range(6)]
+    assert [lease.job.id if lease else None for lease in leases] == [ids[0], ids[1], ids[2], ids[4], ids[6], None]
+    tpu = queue.claim("n2", Capabilities(labels=frozenset({"tpu"})), types=["selfplay"])
+    assert tpu is not None and tpu.job.id == ids[5]
+    assert queue.enqueue_many([{"job_type": "selfplay", "config_key": "c", "idempotency_key": "once"}])[0].id == ids[4]

@@ -9,6 +9,7 @@ touch the job, and a result is recorded exactly once.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time
@@ -122,8 +123,21 @@ class JobQueue:
             validated.append(self._validated(job_type, config_key, *values))
         for job_type in sorted({row["type"] for row, _ in validated}):
             self._refuse_at_stop(job_type)
+        stored: list[Job] = []
         with self.store.transaction() as conn:
-            return [self._insert(conn, row, deps) for row, deps in validated]
+            # Runs of plain jobs (no dependencies, no idempotency key) go in batched inserts
+            # with one batch of JOB_QUEUED events; the others one by one. Order is kept.
+            for plain, run in itertools.groupby(
+                validated, key=lambda item: not item[1] and item[0]["idempotency_key"] is None
+            ):
+                if not plain:
+                    stored.extend(self._insert(conn, row, deps) for row, deps in run)
+                    continue
+                jobs = [Job.from_row(row) for row in queries.insert_jobs(conn, [row for row, _deps in run])]
+                queued = [("JOB_QUEUED", ev.JobQueued(**self._ids(job), priority=job.priority)) for job in jobs]
+                self.bus.publish_many(queued)
+                stored.extend(jobs)
+        return stored
 
     def _refuse_at_stop(self, job_type: str) -> None:
         if self.backpressure.check(job_type) >= BackpressureLevel.STOP:

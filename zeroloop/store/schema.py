@@ -35,7 +35,8 @@ metadata = MetaData(
 
 # SQLite only aliases the rowid (and so autoincrements) for a column typed exactly INTEGER.
 Id = BigInteger().with_variant(Integer, "sqlite")
-Json = JSON().with_variant(JSONB(), "postgresql")
+# None is stored as SQL NULL (not the JSON text 'null'), so `IS NULL` tests mean what they say.
+Json = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 Key = String(200)
 
 events = Table(

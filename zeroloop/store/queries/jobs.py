@@ -102,9 +102,6 @@ def release_dependents(conn: Connection, job_id: int) -> int:
 
 def insert_job(conn: Connection, row: Mapping[str, Any], depends_on: Sequence[int] = ()) -> tuple[JobRow, bool]:
     """Insert one job and its dependencies; return (job row, inserted). A repeated idempotency key returns the first."""
-    row = dict(row)
-    if row.get("need_labels") is None:
-        row["need_labels"] = sa.null()  # SQL NULL, not the JSON 'null' the JSON type would store
     if row.get("idempotency_key") is None:
         inserted = conn.execute(sa.insert(jobs).values(**row).returning(*jobs.columns)).mappings().one()
     else:
@@ -123,6 +120,14 @@ def insert_job(conn: Connection, row: Mapping[str, Any], depends_on: Sequence[in
     if depends_on:
         conn.execute(sa.insert(job_dependencies), [{"job_id": inserted["id"], "depends_on": dep} for dep in depends_on])
     return inserted, True
+
+
+def insert_jobs(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> list[JobRow]:
+    """Insert jobs with neither dependencies nor idempotency keys in batched statements; their rows, in order."""
+    if not rows:
+        return []
+    stmt = sa.insert(jobs).returning(*jobs.columns, sort_by_parameter_order=True)
+    return list(conn.execute(stmt, [dict(row) for row in rows]).mappings())
 
 
 def get_job(conn: Connection, job_id: int, *, lock: bool = False) -> JobRow | None:
