@@ -55,6 +55,9 @@ class StoreSettings(_Section):
     busy_timeout_s: float = Field(default=30.0, gt=0, description="SQLite lock wait (seconds)")
     connect_timeout_s: float = Field(default=5.0, gt=0, description="PostgreSQL connect timeout (seconds)")
     pool_size: int = Field(default=5, ge=1, description="PostgreSQL connections kept per process")
+    ping_after_idle_s: float = Field(
+        default=2.0, ge=0, description="PostgreSQL: ping a pooled connection idle this long before use (seconds)"
+    )
     auto_upgrade: bool = Field(
         default=True, description="upgrade the embedded SQLite schema on start (PostgreSQL: use `zeroloop db upgrade`)"
     )

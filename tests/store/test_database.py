@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from zeroloop.config import StoreSettings
 from zeroloop.errors import StoreUnavailable, StoreURLError
 from zeroloop.store.database import Store, parse_store_url
 from zeroloop.store.schema import leases
@@ -98,3 +99,31 @@ def test_concurrent_writers_queue_instead_of_failing(store: Store) -> None:
     assert errors == []
     with store.read() as conn:
         assert conn.execute(sa.select(leases.c.token).where(leases.c.name == "counter")).scalar_one() == 201
+
+
+def _backend_pid(store: Store) -> int:
+    with store.transaction() as conn:
+        return int(conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
+
+
+def _terminate(store: Store, pid: int) -> None:
+    with Store(store.url.render_as_string(hide_password=False)) as other, other.transaction() as conn:
+        assert conn.exec_driver_sql(f"SELECT pg_terminate_backend({pid})").scalar_one()
+
+
+def test_a_pooled_postgres_connection_cut_while_idle_is_replaced_unseen(pg_store: Store) -> None:
+    url = pg_store.url.render_as_string(hide_password=False)
+    with Store(url, StoreSettings(url=url, pool_size=1, ping_after_idle_s=0.0)) as store:
+        first = _backend_pid(store)
+        _terminate(store, first)
+        assert _backend_pid(store) != first  # pinged at checkout, found dead, replaced
+
+
+def test_a_postgres_connection_cut_in_constant_use_fails_one_transaction_then_reconnects(pg_store: Store) -> None:
+    url = pg_store.url.render_as_string(hide_password=False)
+    with Store(url, StoreSettings(url=url, pool_size=1, ping_after_idle_s=3600.0)) as store:
+        first = _backend_pid(store)
+        _terminate(store, first)
+        with pytest.raises(StoreUnavailable, match="cannot reach the store"):
+            _backend_pid(store)
+        assert _backend_pid(store) != first

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextvars
 import os
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, DisconnectionError, OperationalError
 
 from zeroloop.config import StoreSettings, redact
 from zeroloop.errors import DataDirError, StoreUnavailable, StoreURLError
@@ -98,12 +99,7 @@ class Store:
             path = sqlite_path(self.url)
             self._turns = WriterTurns(path.with_name(path.name + ".write-turn"))
         else:
-            self.engine = sa.create_engine(
-                self.url,
-                pool_size=settings.pool_size,
-                pool_pre_ping=True,
-                connect_args={"connect_timeout": max(1, round(settings.connect_timeout_s))},
-            )
+            self.engine = self._postgresql_engine(settings)
 
     def _sqlite_engine(self, settings: StoreSettings) -> Engine:
         path = sqlite_path(self.url)
@@ -128,6 +124,34 @@ class Store:
             read_only = conn.get_execution_options().get(_READ_ONLY, False)
             driver: Any = conn.connection.dbapi_connection
             driver.execute("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+        return engine
+
+    def _postgresql_engine(self, settings: StoreSettings) -> Engine:
+        engine = sa.create_engine(
+            self.url,
+            pool_size=settings.pool_size,
+            connect_args={"connect_timeout": max(1, round(settings.connect_timeout_s))},
+        )
+
+        # A pooled connection that sat idle may have been cut (server restart, failover,
+        # a firewall's idle timeout): ping it before use and replace it if dead. One in
+        # constant use is not pinged, which spares the hot path a round trip; a server
+        # lost mid-use fails that one transaction, and the pool then reconnects.
+        @sa.event.listens_for(engine, "checkin")
+        def _on_checkin(_dbapi_conn: Any, record: Any) -> None:
+            record.info["idle_since"] = time.monotonic()
+
+        @sa.event.listens_for(engine, "checkout")
+        def _on_checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+            idle_since = record.info.get("idle_since")
+            if idle_since is None or time.monotonic() - idle_since < settings.ping_after_idle_s:
+                return
+            try:
+                engine.dialect.do_ping(dbapi_conn)
+                dbapi_conn.rollback()  # the ping opened a transaction; start clean
+            except Exception as exc:
+                raise DisconnectionError(f"pooled connection is dead: {exc}") from exc
 
         return engine
 
