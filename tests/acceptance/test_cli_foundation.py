@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.acceptance.conftest import Run
+from zeroloop.store import migrate
 from zeroloop.store.database import Store
 
 
@@ -47,7 +48,7 @@ def test_db_upgrade_creates_the_embedded_store_then_doctor_reports_its_schema(ze
     assert zeroloop("db", "status").returncode == 0
     doctor = zeroloop("doctor")
     assert doctor.returncode == 0
-    assert "(schema 0001)" in doctor.stdout
+    assert f"(schema {migrate.head_revision()})" in doctor.stdout
 
 
 def test_config_prints_effective_settings_with_secrets_redacted(zeroloop: Run) -> None:
