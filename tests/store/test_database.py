@@ -10,8 +10,8 @@ import pytest
 import sqlalchemy as sa
 
 from zeroloop.config import StoreSettings
-from zeroloop.errors import StoreUnavailable, StoreURLError
-from zeroloop.store.database import Store, parse_store_url
+from zeroloop.errors import DataDirError, StoreUnavailable, StoreURLError
+from zeroloop.store.database import Store, ensure_writable_dir, parse_store_url
 from zeroloop.store.schema import leases
 
 
@@ -127,3 +127,21 @@ def test_a_postgres_connection_cut_in_constant_use_fails_one_transaction_then_re
         with pytest.raises(StoreUnavailable, match="cannot reach the store"):
             _backend_pid(store)
         assert _backend_pid(store) != first
+
+
+def test_processes_starting_together_do_not_trip_over_each_others_write_probe(tmp_path: Path) -> None:
+    errors: list[Exception] = []
+
+    def open_many() -> None:
+        for _ in range(300):
+            try:
+                ensure_writable_dir(tmp_path / "data", "data directory")
+            except DataDirError as exc:
+                errors.append(exc)
+
+    threads = [threading.Thread(target=open_many) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == [] and list((tmp_path / "data").iterdir()) == []

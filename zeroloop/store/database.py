@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextvars
 import os
 import sqlite3
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -73,10 +74,10 @@ def ensure_writable_dir(path: Path, what: str) -> None:
         raise DataDirError(
             f"cannot create the {what} {path}: {exc.strerror}; choose another with its setting"
         ) from None
-    probe = path / ".zeroloop-write-probe"
     try:
-        probe.write_bytes(b"")
-        probe.unlink()
+        # A probe of its own: processes starting together must not unlink each other's.
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".zeroloop-write-probe-"):
+            pass
     except OSError as exc:
         raise DataDirError(
             f"the {what} {path} is not writable ({exc.strerror}): fix its permissions or choose another"
