@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from zeroloop.cluster.nodes import NodeInfo, NodeRegistry
 from zeroloop.daemons.registry import default_registry
+from zeroloop.events.bus import EventBus
 from zeroloop.store.database import Store
 from zeroloop.store.queries import daemons as daemon_queries
 
@@ -90,4 +92,13 @@ def test_run_starts_every_daemon_and_drains_on_sigterm(tmp_path: Path) -> None:
     drained = _zeroloop(tmp_path, "nodes", "drain", "ghost")
     assert drained.returncode == 2
     assert "no node 'ghost'" in drained.stderr
-    assert _zeroloop(tmp_path, "nodes", "drain", "cli-node").returncode == 0
+    # A clean stop left the cluster: the node is terminated, not waiting to be found lost.
+    assert "terminated" in _zeroloop(tmp_path, "nodes", "ls").stdout
+    refused = _zeroloop(tmp_path, "nodes", "drain", "cli-node")
+    assert refused.returncode == 2 and "terminated -> draining" in refused.stderr
+    with Store(url) as store:  # a live node, registered as its agent would
+        NodeRegistry(store, EventBus(store, node="test", source="test")).register(
+            NodeInfo("live-node", "host", "local", 2, 2**30, 2**30)
+        )
+    assert _zeroloop(tmp_path, "nodes", "drain", "live-node").returncode == 0
+    assert _zeroloop(tmp_path, "nodes", "undrain", "live-node").returncode == 0

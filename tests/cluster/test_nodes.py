@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 import sqlalchemy as sa
 
@@ -96,6 +98,27 @@ async def test_agent_registers_heartbeats_and_reregisters_after_being_lost(app: 
     node = registry.get("n1")
     assert node is not None
     assert node["status"] == "active"
+
+
+@run_async
+async def test_a_clean_stop_leaves_the_cluster_instead_of_being_taken_for_lost(app: App) -> None:
+    clock = FakeClock()
+    registry = NodeRegistry(app.store, app.bus, clock=clock)
+    agent = NodeAgent(registry, lambda: _info("n1"), lambda: {"cpu_pct": 1.0}, 10, clock=clock)
+    detector = NodeLostDetector(registry, 60, lambda _node: None, 10, clock=clock)
+    await agent.run_once()
+    stop = asyncio.Event()
+    stop.set()
+    await agent.run(stop)  # stopped: no more ticks, then it leaves
+    node = registry.get("n1")
+    assert node is not None and node["status"] == "terminated"
+    clock.advance(600)
+    await detector.run_once()
+    assert detector.lost_total == 0 and "NODE_LOST" not in _types(app)
+    assert not registry.leave("n1") and not registry.leave("nobody")
+    await agent.run_once()  # started again: registers afresh
+    node = registry.get("n1")
+    assert node is not None and node["status"] == "active" and agent.registrations == 2
 
 
 def test_probes_describe_this_machine(settings: Settings) -> None:

@@ -132,6 +132,16 @@ class NodeAgent(LoopDaemon):
             self.registrations += 1
             log.info("node %s registered (%s)", info.id, "first time" if status is None else f"was {status}")
 
+    async def run(self, stop: asyncio.Event) -> None:
+        """Heartbeat until stopped; then mark the node TERMINATED, so a clean stop is not later taken for a loss.
+
+        The manager stops this daemon after the executors that depend on it, so the node
+        holds no running job by then; a lease it still held expires and is re-queued.
+        """
+        await super().run(stop)
+        if self.node_id is not None and await asyncio.to_thread(self.registry.leave, self.node_id):
+            log.info("node %s left the cluster", self.node_id)
+
     def details(self) -> dict[str, Any]:
         """The node id and how many times it registered."""
         return {"node": self.node_id, "registrations": self.registrations}

@@ -123,6 +123,20 @@ class NodeRegistry:
             queries.set_node_status(conn, node_id, target.value, self.clock(), expected=current.value)
         return target
 
+    def leave(self, node_id: str) -> bool:
+        """Mark a cleanly stopped node TERMINATED (it registers again when started); False if unknown or already so."""
+        with self.store.transaction() as conn:
+            row = queries.get_node(conn, node_id)
+            if row is None or row["status"] == NodeStatus.TERMINATED.value:
+                return False
+            current = NodeStatus(row["status"])
+            transition(current, NodeStatus.TERMINATED, node=node_id)
+            return bool(
+                queries.set_node_status(
+                    conn, node_id, NodeStatus.TERMINATED.value, self.clock(), expected=current.value
+                )
+            )
+
     def get(self, node_id: str) -> dict[str, Any] | None:
         """One node's row, or None."""
         with self.store.read() as conn:
