@@ -7,6 +7,10 @@ lock is free. Every write transaction of the store therefore first takes an excl
 moment the holder lets go. The turn covers BEGIN IMMEDIATE to COMMIT and nothing else.
 It only orders zeroloop's writers among themselves; correctness still rests on SQLite's
 own locking. PostgreSQL needs none of this (row locks, SKIP LOCKED).
+
+A waiter waits as long as the holder's transaction lasts: a holder that dies releases
+the lock with its process, but one that hangs inside a transaction holds up the other
+writers instead of failing them after `store.busy_timeout_s`.
 """
 
 from __future__ import annotations
