@@ -235,8 +235,6 @@ class JobQueue:
         self, node: str, capabilities: Capabilities | None = None, types: Sequence[str] | None = None
     ) -> Lease | None:
         """Lease the next job `node` may run (of `types`, or any type), or None when there is none."""
-        if types is not None and not types:
-            return None  # asked for no type at all
         with self.store.transaction() as conn:
             row = self._claim(conn, node, capabilities or Capabilities(), types)
         return None if row is None else self._lease(row)
@@ -272,14 +270,12 @@ class JobQueue:
         """
         with self.store.transaction() as conn:
             done = self._complete(conn, job_id, token, result)
-            row = (
-                None
-                if types is not None and not types
-                else self._claim(conn, node, capabilities or Capabilities(), types)
-            )
+            row = self._claim(conn, node, capabilities or Capabilities(), types)
         return Job.from_row(done), None if row is None else self._lease(row)
 
     def _claim(self, conn: Any, node: str, caps: Capabilities, types: Sequence[str] | None) -> Mapping[str, Any] | None:
+        if types is not None and not types:
+            return None  # asked for no type at all
         now = self.clock()
         row = queries.claim_job(
             conn,

@@ -94,13 +94,13 @@ class Store:
         self._current: contextvars.ContextVar[Connection | None] = contextvars.ContextVar(
             f"zeroloop_tx_{id(self)}", default=None
         )
-        self._turns = WriterTurns(None)
         if self.backend == "sqlite":
             self.engine = self._sqlite_engine(settings)
             path = sqlite_path(self.url)
             self._turns = WriterTurns(path.with_name(path.name + ".write-turn"))
         else:
             self.engine = self._postgresql_engine(settings)
+            self._turns = WriterTurns(None)
 
     def _sqlite_engine(self, settings: StoreSettings) -> Engine:
         path = sqlite_path(self.url)

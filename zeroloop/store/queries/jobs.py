@@ -57,19 +57,24 @@ class _Sql:
         )
 
 
-def _fetch_job(conn: Connection, sql: _Sql, params: Mapping[str, Any]) -> dict[str, Any] | None:
-    """Run a statement returning at most one whole jobs row on the driver's cursor; the row as a dict, or None."""
-    pg = conn.dialect.name == "postgresql"
+def _fetch_one(conn: Connection, sql: _Sql, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    """Run a hot-path statement on the driver's cursor; its first row as a tuple, or None."""
     cursor: Any = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
-        cursor.execute(sql.postgresql if pg else sql.sqlite, params)
-        values = cursor.fetchone()
+        cursor.execute(sql.postgresql if conn.dialect.name == "postgresql" else sql.sqlite, params)
+        found: tuple[Any, ...] | None = cursor.fetchone()
+        return found
     finally:
         cursor.close()
+
+
+def _fetch_job(conn: Connection, sql: _Sql, params: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Run a statement returning at most one whole jobs row; the row as a dict, or None."""
+    values = _fetch_one(conn, sql, params)
     if values is None:
         return None
     row = dict(zip(_NAMES, values, strict=True))
-    if not pg:  # psycopg decodes jsonb itself; sqlite3 hands back the JSON text
+    if conn.dialect.name != "postgresql":  # psycopg decodes jsonb itself; sqlite3 hands back the JSON text
         for name in _JSON_COLUMNS:
             if row[name] is not None:
                 row[name] = json.loads(row[name])
@@ -265,13 +270,7 @@ def extend_lease(conn: Connection, job_id: int, token: int, *, now: float, lease
     The lease never reaches past claimed_at + timeout_s, so a job that overruns its time
     limit stops being extended and expires.
     """
-    sql = _EXTEND.postgresql if conn.dialect.name == "postgresql" else _EXTEND.sqlite
-    cursor: Any = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
-        cursor.execute(sql, {"id": job_id, "token": token, "now": now, "lease_s": lease_s})
-        found = cursor.fetchone()
-    finally:
-        cursor.close()
+    found = _fetch_one(conn, _EXTEND, {"id": job_id, "token": token, "now": now, "lease_s": lease_s})
     return None if found is None else float(found[0])
 
 
