@@ -209,6 +209,54 @@ class IdleSettings(_Section):
     )
 
 
+WORKER_PROFILE_NAMES = ("training_node", "ephemeral", "selfplay")
+
+
+class PoolSettings(_Section):
+    """One pool of machines that one provider launches: e.g. `[providers.gpu]` with `kind = "slurm"`."""
+
+    kind: str = Field(description="the provider that launches this pool: local, slurm, skypilot, command")
+    profile: Literal["training_node", "ephemeral", "selfplay"] = Field(
+        default="training_node", description="worker profile the launched machines run"
+    )
+    min_nodes: int = Field(default=0, ge=0, description="nodes kept running even without work (lost ones replaced)")
+    max_nodes: int = Field(default=1, ge=0, description="most nodes of this pool at once")
+    slots: int = Field(default=1, ge=1, description="jobs one node of this pool runs at once")
+    gpus: int = Field(default=0, ge=0, description="GPUs per machine")
+    cpus: int = Field(default=0, ge=0, description="CPU cores per machine; 0 = the provider's default")
+    memory_gb: float = Field(default=0.0, ge=0, description="memory per machine (GiB); 0 = the provider's default")
+    labels: list[str] = Field(default_factory=list, description="capability labels the machines get")
+    price_per_hour: float | None = Field(default=None, ge=0, description="cost of one machine (currency units/hour)")
+    launch_timeout_s: float = Field(
+        default=600.0, gt=0, description="a launched machine that has not registered by then is failed (seconds)"
+    )
+    env: dict[str, str] = Field(default_factory=dict, description="extra environment for the worker")
+    options: dict[str, Any] = Field(default_factory=dict, description="the provider kind's own options")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> PoolSettings:
+        if self.max_nodes < self.min_nodes:
+            raise ValueError(f"max_nodes ({self.max_nodes}) is below min_nodes ({self.min_nodes})")
+        return self
+
+
+class AutoscalerSettings(_Section):
+    """The autoscaler: launches pool machines for queued work, replaces lost ones, within a budget."""
+
+    enabled: bool = Field(default=True, description="let the autoscaler launch machines at all")
+    interval_s: float = Field(default=10.0, gt=0, description="autoscaler tick interval (seconds)")
+    budget_per_hour: float | None = Field(
+        default=None, gt=0, description="most the whole fleet may cost (currency units/hour); unset: no budget"
+    )
+    launch_cooldown_s: float = Field(default=30.0, ge=0, description="least time between launches of a pool (seconds)")
+    max_launches_per_tick: int = Field(default=4, ge=1, description="most machines launched in one tick, per pool")
+    retry_initial_s: float = Field(default=30.0, ge=0, description="wait after a failed launch (seconds), doubling")
+    retry_max_s: float = Field(default=900.0, ge=0, description="longest wait after failed launches (seconds)")
+    orphans: Literal["report", "terminate"] = Field(
+        default="report", description="what to do with a machine the provider bills but zeroloop does not know"
+    )
+
+
 _BASELINES: tuple[Literal["random", "mcts"], ...] = ("random", "mcts")
 
 
@@ -351,6 +399,10 @@ class Settings(BaseSettings):
     cluster: ClusterSettings = Field(default_factory=ClusterSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
     idle: IdleSettings = Field(default_factory=IdleSettings)
+    providers: dict[str, PoolSettings] = Field(
+        default_factory=dict, description="pool name -> the machines one provider launches for the fleet"
+    )
+    autoscaler: AutoscalerSettings = Field(default_factory=AutoscalerSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     workload: WorkloadSettings = Field(default_factory=WorkloadSettings)

@@ -22,7 +22,7 @@ was wrong and what to do about it, in one line, because the CLI prints them as-i
     ├── StageError             a pipeline stage change the stage machine does not allow
     ├── RegistryError          a model is unknown or cannot make the requested move
     ├── AlertError             an alert command failed (the bus retries the alert)
-    ├── ProviderError          a provider could not terminate a node  (zeroloop.cluster.idle)
+    ├── ProviderError          a provider could not launch, stop or list machines  (zeroloop.cluster.providers.base)
     └── HandlerTimeout         an event handler ran past its timeout  (zeroloop.events.consumer, an EventError)
 """
 

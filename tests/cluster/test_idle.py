@@ -14,10 +14,10 @@ from zeroloop.cluster.idle import (
     CommandProvider,
     IdleNode,
     IdleShutdown,
-    ProviderError,
     decide,
 )
 from zeroloop.cluster.nodes import NodeInfo, NodeRegistry, NodeStatus
+from zeroloop.cluster.providers.base import ProviderError
 from zeroloop.config import IdleSettings
 from zeroloop.store.schema import events
 

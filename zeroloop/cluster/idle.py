@@ -26,9 +26,9 @@ from typing import Any, Protocol
 
 from zeroloop.cluster.leases import leader_fence
 from zeroloop.cluster.nodes import Fence, NodeRegistry, NodeStatus
+from zeroloop.cluster.providers.base import ProviderError
 from zeroloop.config import IdleSettings
 from zeroloop.daemons.daemon import Clock, DaemonContext, LoopDaemon
-from zeroloop.errors import ZeroloopError
 from zeroloop.events.bus import EventBus
 from zeroloop.events.wiring import declare
 from zeroloop.store.database import Store
@@ -38,10 +38,6 @@ from zeroloop.store.queries import nodes as node_queries
 
 log = logging.getLogger(__name__)
 declare("zeroloop.cluster.idle", emits=("NODE_IDLE_SHUTDOWN",))
-
-
-class ProviderError(ZeroloopError):
-    """A provider could not terminate a node."""
 
 
 @dataclass(frozen=True)

@@ -180,6 +180,19 @@ nodes = Table(
     Column("heartbeat_at", Float, nullable=False),
     Column("idle_since", Float),
     Column("status_changed_at", Float, nullable=False),
+    # Fleet: the provider pool that launched the node (NULL: started by hand), the
+    # provider's own handle for the machine, and when it must register by.
+    Column("pool", String(80)),
+    Column("provider_id", String(400)),
+    Column("profile", String(40)),
+    Column("launched_at", Float),
+    Column("register_by", Float),
+    Column("slots", Integer, nullable=False, server_default="1"),
+    Column("last_error", Text),
+    # Cost: seconds billed in closed intervals, and the start of the open one (NULL when not billed).
+    Column("billed_s", Float, nullable=False, server_default="0"),
+    Column("billing_since", Float),
+    Index(None, "pool", "status"),
 )
 
 leases = Table(

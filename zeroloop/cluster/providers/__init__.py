@@ -1,0 +1,1 @@
+"""Providers: the one way zeroloop starts and stops machines (local processes, Slurm, SkyPilot, commands)."""
