@@ -162,6 +162,7 @@ class ClusterSettings(_Section):
         default="local", description="where this node runs: local, lambda, vast, runpod, command, ..."
     )
     labels: list[str] = Field(default_factory=list, description="free-form capability labels")
+    pool: str | None = Field(default=None, description="the provider pool that launched this node (set by the fleet)")
     cost_per_hour: float | None = Field(default=None, ge=0, description="what this node costs (currency units/hour)")
     heartbeat_interval_s: float = Field(default=10.0, gt=0, description="node heartbeat interval (seconds)")
     node_lost_after_s: float = Field(default=60.0, gt=0, description="silence after which a node is lost (seconds)")

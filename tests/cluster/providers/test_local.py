@@ -1,0 +1,41 @@
+"""The local provider keeps the provider contract, and finds workers an earlier process started."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.cluster.providers.contract import ProviderContract, wait_until
+from zeroloop.cluster.providers.local import LocalProvider
+from zeroloop.config import PoolSettings
+
+
+class TestLocalContract(ProviderContract):
+    settle_s = 10.0
+
+    @pytest.fixture
+    def provider(self, tmp_path: Path) -> LocalProvider:
+        return LocalProvider("local", PoolSettings(kind="local", max_nodes=2), data_dir=tmp_path)
+
+
+def test_a_new_provider_instance_sees_and_stops_workers_an_earlier_one_started(tmp_path: Path) -> None:
+    pool = PoolSettings(kind="local", max_nodes=1, options={"kill_after_s": 0})
+    first = LocalProvider("local", pool, data_dir=tmp_path)
+    contract = TestLocalContract()
+    launched = first.launch(contract.spec(first))
+    later = LocalProvider("local", pool, data_dir=tmp_path)  # e.g. after the coordinator restarted
+    assert wait_until(lambda: any(m.provider_id == launched.provider_id for m in later.machines()), 10)
+    other_cluster = LocalProvider("local", pool, data_dir=tmp_path / "elsewhere")
+    assert all(m.provider_id != launched.provider_id for m in other_cluster.machines())
+    later.terminate(launched.provider_id)  # kill_after_s 0: SIGKILL at once
+    assert wait_until(lambda: all(m.provider_id != launched.provider_id for m in later.machines()), 10)
+
+
+def test_bad_options_are_one_clear_line(tmp_path: Path) -> None:
+    from zeroloop.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"providers\.mine\.options\.kill_after_s"):
+        LocalProvider("mine", PoolSettings(kind="local", options={"kill_after_s": -1}), data_dir=tmp_path)
+    with pytest.raises(ConfigError, match=r"providers\.mine\.options\.colour"):
+        LocalProvider("mine", PoolSettings(kind="local", options={"colour": "red"}), data_dir=tmp_path)
