@@ -78,6 +78,11 @@ def _examples() -> dict[str, dict[str, Any]]:
         "BACKPRESSURE_CHANGED": {"queue_type": "selfplay", "level": "HARD", "previous": "SOFT", "depth": 900},
         "JOB_DEAD": {"config_key": "c4", "job_id": 7, "job_type": "train", "error": "oom"},
         "PIPELINE_PAUSED": {"config_key": "c4", "reason": "system health"},
+        "NODE_LAUNCHED": {"pool": "gpu", "node": "gpu-1", "provider_id": "1234"},
+        "NODE_LAUNCH_FAILED": {"pool": "gpu", "node": "gpu-1", "reason": "no capacity"},
+        "NODE_TERMINATED": {"node": "gpu-1", "pool": "gpu", "cost": 1.25},
+        "FLEET_ORPHAN_FOUND": {"pool": "gpu", "provider_id": "99", "action": "report"},
+        "FLEET_BUDGET_REACHED": {"pool": "gpu", "budget_per_hour": 2.0, "cost_per_hour": 2.0, "refused": 1},
     }
 
 

@@ -45,8 +45,18 @@ _SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
     ),
     "JOB_DEAD": lambda p: f"{p['job_type']} job {p['job_id']} of {p['config_key']} is dead: {p['error']}",
     "PIPELINE_PAUSED": lambda p: f"pipeline {p['config_key']} paused: {p['reason']}",
+    "NODE_LAUNCHED": lambda p: f"pool {p['pool']} launched node {p['node']} ({p['provider_id']})",
+    "NODE_LAUNCH_FAILED": lambda p: f"pool {p['pool']}: launch of node {p['node']} failed: {p['reason']}",
+    "NODE_TERMINATED": lambda p: f"node {p['node']} of pool {p['pool']} is gone; it cost {p['cost']:.2f} in all",
+    "FLEET_ORPHAN_FOUND": lambda p: (
+        f"pool {p['pool']}: the provider bills machine {p['provider_id']} that zeroloop does not know ({p['action']})"
+    ),
+    "FLEET_BUDGET_REACHED": lambda p: (
+        f"pool {p['pool']}: {p['refused']} launch(es) refused: the fleet costs {p['cost_per_hour']:g}/h "
+        f"of a budget of {p['budget_per_hour']:g}/h"
+    ),
 }
-_GOOD_NEWS = frozenset({"LEADER_ELECTED", "CIRCUIT_CLOSED"})
+_GOOD_NEWS = frozenset({"LEADER_ELECTED", "CIRCUIT_CLOSED", "NODE_LAUNCHED", "NODE_TERMINATED"})
 HANDLES = tuple(_SUMMARIES)
 declare(NAME, handles=HANDLES)
 

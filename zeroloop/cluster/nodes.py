@@ -34,22 +34,52 @@ class NodeError(ZeroloopError):
 
 
 class NodeStatus(StrEnum):
-    """A node's place in the cluster; persisted as `nodes.status`."""
+    """A node's place in its lifecycle; persisted as `nodes.status`, changed only through `transition`."""
 
-    ACTIVE = "active"
-    DRAINING = "draining"  # takes no new work; terminated once idle after the drain period
+    REQUESTED = "requested"  # the fleet decided to launch it; the provider was not asked yet
+    LAUNCHING = "launching"  # the provider accepted the launch; waiting for the worker to register
+    ACTIVE = "active"  # registered and heartbeating; claims work
+    DRAINING = "draining"  # claims nothing new; its running jobs finish, its only copies are evacuated
+    DRAINED = "drained"  # holds no job and no only copy: safe to terminate
+    TERMINATING = "terminating"  # the provider was asked to stop the machine
+    TERMINATED = "terminated"  # gone (stopped by the fleet, or a worker that left cleanly)
     LOST = "lost"  # missed its heartbeats; its leases were re-queued
-    TERMINATED = "terminated"
+    FAILED = "failed"  # the launch failed or the worker never registered in time
 
 
 _EDGES: dict[NodeStatus, frozenset[NodeStatus]] = {
-    NodeStatus.ACTIVE: frozenset({NodeStatus.DRAINING, NodeStatus.LOST, NodeStatus.TERMINATED}),
-    # Work arrived while draining (undrain), or it went silent, or the drain completed.
-    NodeStatus.DRAINING: frozenset({NodeStatus.ACTIVE, NodeStatus.LOST, NodeStatus.TERMINATED}),
-    # A lost or terminated node that registers again is active again (a new life, new leases).
-    NodeStatus.LOST: frozenset({NodeStatus.ACTIVE, NodeStatus.TERMINATED}),
+    # Asked for: the provider takes it, refuses it, or the request is withdrawn.
+    NodeStatus.REQUESTED: frozenset({NodeStatus.LAUNCHING, NodeStatus.FAILED, NodeStatus.TERMINATED}),
+    # The worker registers, or it never does (timeout, the machine vanished), or we stop it first.
+    NodeStatus.LAUNCHING: frozenset({NodeStatus.ACTIVE, NodeStatus.FAILED, NodeStatus.TERMINATING}),
+    # Drained by hand or by idle shutdown, went silent, left cleanly, or stopped at once (nothing held).
+    NodeStatus.ACTIVE: frozenset({NodeStatus.DRAINING, NodeStatus.LOST, NodeStatus.TERMINATED, NodeStatus.TERMINATING}),
+    # Undrained, emptied, went silent, or left cleanly.
+    NodeStatus.DRAINING: frozenset({NodeStatus.ACTIVE, NodeStatus.DRAINED, NodeStatus.LOST, NodeStatus.TERMINATED}),
+    NodeStatus.DRAINED: frozenset({NodeStatus.ACTIVE, NodeStatus.TERMINATING, NodeStatus.LOST, NodeStatus.TERMINATED}),
+    # The provider confirms it is gone (or it left by itself first); a silent one is still being stopped.
+    NodeStatus.TERMINATING: frozenset({NodeStatus.TERMINATED}),
+    # A lost node that registers again is active again (a new life, new leases), or is stopped.
+    NodeStatus.LOST: frozenset({NodeStatus.ACTIVE, NodeStatus.TERMINATING, NodeStatus.TERMINATED}),
+    # A failed launch is stopped at the provider, in case the machine exists after all.
+    NodeStatus.FAILED: frozenset({NodeStatus.TERMINATING, NodeStatus.TERMINATED}),
+    # A worker started by hand may start again under the same id; a fleet node never comes back.
     NodeStatus.TERMINATED: frozenset({NodeStatus.ACTIVE}),
 }
+
+LIVE = (NodeStatus.ACTIVE, NodeStatus.DRAINING, NodeStatus.DRAINED)  # heartbeating workers
+STARTING = (NodeStatus.REQUESTED, NodeStatus.LAUNCHING)
+# A machine the provider bills for: from launch until the provider says it is gone.
+_BILLED = frozenset(
+    {
+        NodeStatus.LAUNCHING,
+        NodeStatus.ACTIVE,
+        NodeStatus.DRAINING,
+        NodeStatus.DRAINED,
+        NodeStatus.TERMINATING,
+        NodeStatus.LOST,
+    }
+)
 
 
 def transition(current: NodeStatus, target: NodeStatus, *, node: str = "node") -> NodeStatus:
@@ -57,6 +87,22 @@ def transition(current: NodeStatus, target: NodeStatus, *, node: str = "node") -
     if target not in _EDGES[current]:
         raise NodeError(f"node {node}: illegal status change {current} -> {target}")
     return target
+
+
+def billed(status: NodeStatus, *, managed: bool) -> bool:
+    """Whether a node in `status` costs money: a lost fleet machine still does, a lost hand-started one not."""
+    if status is NodeStatus.LOST:
+        return managed
+    return status in _BILLED
+
+
+def cost_of(row: dict[str, Any], now: float) -> float:
+    """What a node has cost so far (currency units): its price times the hours it was billed."""
+    price = row.get("cost_per_hour") or 0.0
+    seconds = float(row.get("billed_s") or 0.0)
+    if row.get("billing_since") is not None:
+        seconds += max(0.0, now - row["billing_since"])
+    return float(price) * seconds / 3600.0
 
 
 @dataclass(frozen=True)
@@ -72,6 +118,8 @@ class NodeInfo:
     labels: list[str] = field(default_factory=list)
     gpus: list[dict[str, Any]] = field(default_factory=list)
     cost_per_hour: float | None = None
+    slots: int = 1
+    pool: str | None = None
 
 
 class NodeRegistry:
@@ -83,27 +131,56 @@ class NodeRegistry:
         self.clock = clock
 
     def register(self, info: NodeInfo, utilisation: dict[str, Any] | None = None) -> None:
-        """Register or re-register a node as ACTIVE, publishing NODE_REGISTERED."""
+        """Register or re-register a node as ACTIVE, publishing NODE_REGISTERED.
+
+        A node the fleet launched keeps its pool, provider handle and billing; one the fleet
+        has given up on (failed, being stopped, stopped) may not come back: NodeError.
+        """
         now = self.clock()
-        row = {
-            "id": info.id,
+        described = {
             "host": info.host,
-            "provider": info.provider,
             "labels": list(info.labels),
             "cpu_count": info.cpu_count,
             "memory_bytes": info.memory_bytes,
             "disk_bytes": info.disk_bytes,
             "gpus": list(info.gpus),
-            "cost_per_hour": info.cost_per_hour,
-            "status": NodeStatus.ACTIVE.value,
+            "slots": info.slots,
             "utilisation": utilisation or {},
             "registered_at": now,
             "heartbeat_at": now,
             "idle_since": None,
-            "status_changed_at": now,
         }
         with self.store.transaction() as conn:
-            queries.upsert_node(conn, row)
+            row = queries.get_node(conn, info.id)
+            if row is None:
+                queries.insert_node(
+                    conn,
+                    {
+                        **described,
+                        "id": info.id,
+                        "provider": info.provider,
+                        "pool": info.pool,
+                        "cost_per_hour": info.cost_per_hour,
+                        "status": NodeStatus.ACTIVE.value,
+                        "status_changed_at": now,
+                        "billing_since": now,
+                    },
+                )
+            else:
+                current = NodeStatus(row["status"])
+                managed = row["pool"] is not None and row["provider_id"] is not None
+                if managed and current in (NodeStatus.FAILED, NodeStatus.TERMINATING, NodeStatus.TERMINATED):
+                    raise NodeError(
+                        f"node {info.id} was {current.value} by the fleet and may not register again; "
+                        "the fleet launches a new node instead"
+                    )
+                if current is not NodeStatus.ACTIVE:
+                    transition(current, NodeStatus.ACTIVE, node=info.id)
+                    queries.set_node_status(
+                        conn, info.id, NodeStatus.ACTIVE.value, now, expected=current.value, billing=True
+                    )
+                extra = {} if managed else {"provider": info.provider, "cost_per_hour": info.cost_per_hour}
+                queries.update_node(conn, info.id, **described, **extra)
             self.bus.publish("NODE_REGISTERED", {"node": info.id, "host": info.host, "provider": info.provider})
 
     def heartbeat(self, node_id: str, utilisation: dict[str, Any]) -> NodeStatus | None:
@@ -112,30 +189,37 @@ class NodeRegistry:
             status = queries.record_heartbeat(conn, node_id, utilisation, self.clock())
         return NodeStatus(status) if status is not None else None
 
-    def set_status(self, node_id: str, target: NodeStatus) -> NodeStatus:
-        """Move a node to `target` (e.g. DRAINING from the CLI); NodeError if unknown or illegal."""
+    def move(self, conn: Connection, row: dict[str, Any], target: NodeStatus, **values: Any) -> bool:
+        """Move the node of `row` to `target` inside the caller's transaction, billing as the status implies.
+
+        NodeError if the change is illegal; False if the node changed meanwhile (a lost race).
+        """
+        current = NodeStatus(row["status"])
+        transition(current, target, node=row["id"])
+        managed = row.get("pool") is not None
+        was, will = billed(current, managed=managed), billed(target, managed=managed)
+        billing = None if was == will else will
+        return queries.set_node_status(
+            conn, row["id"], target.value, self.clock(), expected=current.value, billing=billing, **values
+        )
+
+    def set_status(self, node_id: str, target: NodeStatus, **values: Any) -> NodeStatus:
+        """Move a node to `target` (e.g. DRAINING from the CLI); NodeError if unknown, illegal or changed meanwhile."""
         with self.store.transaction() as conn:
             row = queries.get_node(conn, node_id)
             if row is None:
                 raise NodeError(f"no node {node_id!r} is registered; see `zeroloop nodes ls`")
-            current = NodeStatus(row["status"])
-            transition(current, target, node=node_id)
-            queries.set_node_status(conn, node_id, target.value, self.clock(), expected=current.value)
+            if not self.move(conn, row, target, **values):
+                raise NodeError(f"node {node_id} changed while it was being moved to {target}; try again")
         return target
 
     def leave(self, node_id: str) -> bool:
         """Mark a cleanly stopped node TERMINATED (it registers again when started); False if unknown or already so."""
         with self.store.transaction() as conn:
             row = queries.get_node(conn, node_id)
-            if row is None or row["status"] == NodeStatus.TERMINATED.value:
+            if row is None or NodeStatus(row["status"]) not in (*LIVE, NodeStatus.LOST):
                 return False
-            current = NodeStatus(row["status"])
-            transition(current, NodeStatus.TERMINATED, node=node_id)
-            return bool(
-                queries.set_node_status(
-                    conn, node_id, NodeStatus.TERMINATED.value, self.clock(), expected=current.value
-                )
-            )
+            return self.move(conn, row, NodeStatus.TERMINATED)
 
     def get(self, node_id: str) -> dict[str, Any] | None:
         """One node's row, or None."""
@@ -147,6 +231,19 @@ class NodeRegistry:
         with self.store.read() as conn:
             return queries.list_nodes(conn, tuple(s.value for s in statuses) if statuses else None)
 
+    def mark_lost(self, conn: Connection, row: dict[str, Any], requeue: Requeue, reason: str) -> bool:
+        """Inside the caller's transaction: mark a live node LOST, publish NODE_LOST, re-queue its jobs."""
+        if not self.move(conn, row, NodeStatus.LOST):
+            return False  # it heartbeated or changed meanwhile
+        now = self.clock()
+        self.bus.publish(
+            "NODE_LOST",
+            {"node": row["id"], "silent_s": max(0.0, now - row["heartbeat_at"]), "reason": reason},
+            dedup_key=f"node-lost:{row['id']}:{row['heartbeat_at']}",
+        )
+        requeue(row["id"])
+        return True
+
     def detect_lost(self, lost_after_s: float, requeue: Requeue, fence: Fence | None = None) -> list[str]:
         """Mark nodes silent for more than `lost_after_s` seconds LOST and re-queue their jobs; return their ids.
 
@@ -155,21 +252,13 @@ class NodeRegistry:
         `fence(conn)` (the leader's lease guard) runs first in each, so a deposed leader changes nothing.
         """
         now = self.clock()
-        live = (NodeStatus.ACTIVE.value, NodeStatus.DRAINING.value)
         with self.store.read() as conn:
-            silent = queries.silent_nodes(conn, now - lost_after_s, live)
+            silent = queries.silent_nodes(conn, now - lost_after_s, tuple(s.value for s in LIVE))
         lost = []
         for row in silent:
             with self.store.transaction() as conn:
                 if fence is not None:
                     fence(conn)
-                if not queries.set_node_status(conn, row["id"], NodeStatus.LOST.value, now, expected=row["status"]):
-                    continue  # it heartbeated or changed meanwhile
-                self.bus.publish(
-                    "NODE_LOST",
-                    {"node": row["id"], "silent_s": max(0.0, now - row["heartbeat_at"])},
-                    dedup_key=f"node-lost:{row['id']}:{row['heartbeat_at']}",
-                )
-                requeue(row["id"])
-            lost.append(row["id"])
+                if self.mark_lost(conn, row, requeue, f"no heartbeat for {now - row['heartbeat_at']:.0f} s"):
+                    lost.append(row["id"])
         return lost

@@ -264,6 +264,7 @@ class NodeLost(Payload):
 
     node: str
     silent_s: float = Field(ge=0)
+    reason: str = ""
 
 
 @_declare("NODE_IDLE_SHUTDOWN")
@@ -318,6 +319,56 @@ class DaemonCrashLoop(Payload):
     daemon: str
     restarts: int = Field(ge=0)
     last_error: str
+
+
+# --- fleet ------------------------------------------------------------------------------
+
+
+@_declare("NODE_LAUNCHED")
+class NodeLaunched(Payload):
+    """A provider accepted the launch of a node's machine; its worker registers next."""
+
+    pool: str
+    node: str
+    provider_id: str
+
+
+@_declare("NODE_LAUNCH_FAILED")
+class NodeLaunchFailed(Payload):
+    """A launch failed: the provider refused it, or the worker never registered in time."""
+
+    pool: str
+    node: str
+    reason: str
+
+
+@_declare("NODE_TERMINATED")
+class NodeTerminated(Payload):
+    """A fleet machine is gone; `cost` is what it cost in all (currency units)."""
+
+    node: str
+    pool: str
+    cost: float = Field(ge=0)
+
+
+@_declare("FLEET_ORPHAN_FOUND")
+class FleetOrphanFound(Payload):
+    """A provider lists a machine that zeroloop does not know: still billed, doing nothing for the loop."""
+
+    pool: str
+    provider_id: str
+    node: str | None = None
+    action: str
+
+
+@_declare("FLEET_BUDGET_REACHED")
+class FleetBudgetReached(Payload):
+    """A launch was refused because the fleet would cost more than the budget (per hour)."""
+
+    pool: str
+    budget_per_hour: float
+    cost_per_hour: float
+    refused: int = Field(ge=0)
 
 
 def validate(event_type: str, payload: Payload | dict[str, Any]) -> Payload:

@@ -33,6 +33,7 @@ PARTICIPANTS: list[str] = [
     "zeroloop.cluster.nodes",
     "zeroloop.cluster.breakers",
     "zeroloop.cluster.idle",
+    "zeroloop.cluster.fleet",
 ]
 
 

@@ -160,6 +160,8 @@ def _claim_statement(types: int, limits: tuple[tuple[str, int], ...]) -> _Sql:
         "j.status = 'queued'",
         "j.run_after <= :now",
         "(j.target_node IS NULL OR j.target_node = :node)",
+        # A registered node claims only while ACTIVE: draining stops claims at once.
+        "NOT EXISTS (SELECT 1 FROM nodes AS n WHERE n.id = :node AND n.status <> 'active')",
         # A job waits until every job it depends on has completed.
         "j.waiting_on = 0",
         "j.need_gpus <= :gpus",

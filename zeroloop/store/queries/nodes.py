@@ -40,14 +40,49 @@ def record_heartbeat(conn: Connection, node_id: str, utilisation: dict[str, Any]
     return str(status)
 
 
-def set_node_status(conn: Connection, node_id: str, status: str, now: float, *, expected: str) -> bool:
-    """Move a node from `expected` to `status`; False when it was not in `expected` (a lost race)."""
-    result = conn.execute(
-        sa.update(nodes)
-        .where(nodes.c.id == node_id, nodes.c.status == expected)
-        .values(status=status, status_changed_at=now)
-    )
+def set_node_status(
+    conn: Connection,
+    node_id: str,
+    status: str,
+    now: float,
+    *,
+    expected: str,
+    billing: bool | None = None,
+    **values: Any,
+) -> bool:
+    """Move a node from `expected` to `status`; False when it was not in `expected` (a lost race).
+
+    `billing` True opens a billed interval at `now` (if none is open); False closes the open
+    one, adding its seconds to `billed_s`; None leaves billing as it is. `values` sets other columns.
+    """
+    changes: dict[str, Any] = {"status": status, "status_changed_at": now, **values}
+    if billing is True:
+        changes["billing_since"] = sa.func.coalesce(nodes.c.billing_since, now)
+    elif billing is False:
+        changes["billed_s"] = nodes.c.billed_s + sa.case(
+            (nodes.c.billing_since.is_(None), 0.0), else_=now - nodes.c.billing_since
+        )
+        changes["billing_since"] = None
+    result = conn.execute(sa.update(nodes).where(nodes.c.id == node_id, nodes.c.status == expected).values(**changes))
     return bool(result.rowcount)
+
+
+def insert_node(conn: Connection, row: dict[str, Any]) -> None:
+    """Add a node row (a launch request, before the machine exists)."""
+    conn.execute(sa.insert(nodes).values(**row))
+
+
+def update_node(conn: Connection, node_id: str, **values: Any) -> None:
+    """Set columns of one node (e.g. the provider id once a launch is accepted)."""
+    conn.execute(sa.update(nodes).where(nodes.c.id == node_id).values(**values))
+
+
+def pool_nodes(conn: Connection, pool: str, statuses: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+    """The nodes a pool launched (or those in `statuses`), by id."""
+    query = sa.select(nodes).where(nodes.c.pool == pool).order_by(nodes.c.id)
+    if statuses is not None:
+        query = query.where(nodes.c.status.in_(statuses))
+    return [dict(row) for row in conn.execute(query).mappings()]
 
 
 def set_idle_since(conn: Connection, node_id: str, idle_since: float | None) -> None:
