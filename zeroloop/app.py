@@ -1,22 +1,31 @@
 """The composition root: `App(settings)` opens and closes everything, and is passed down.
 
 There are no module-level singletons in zeroloop. Whatever needs the store, the bus or
-the queue receives the App (or the one part it needs) through its constructor.
+the queue receives the App (or the one part it needs) through its constructor. The two
+extension tables live here, one declaration per entry: `PROVIDERS` (provider kinds, by
+name) and `daemon_registry()` (every daemon, with its factory as a callable).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
+from collections.abc import Callable
 from types import TracebackType
 
 from zeroloop.artifacts.repository import Artifacts
 from zeroloop.cluster.breakers import CircuitBreakers
+from zeroloop.cluster.fleet import Fleet
 from zeroloop.cluster.health import HealthMonitor
 from zeroloop.cluster.leases import LeaseManager
 from zeroloop.cluster.nodes import NodeRegistry
+from zeroloop.cluster.providers.base import Provider
+from zeroloop.cluster.providers.local import LocalProvider
 from zeroloop.config import Settings
 from zeroloop.daemons.manager import DaemonManager
+from zeroloop.daemons.registry import WORKER_PROFILES, DaemonSpec, Layer, Registry, profiles
+from zeroloop.errors import ConfigError
 from zeroloop.events.bus import EventBus
 from zeroloop.pipeline.registry import ModelRegistry
 from zeroloop.queue.manager import JobQueue
@@ -25,17 +34,204 @@ from zeroloop.store.database import Store
 
 log = logging.getLogger(__name__)
 
+# Provider kinds by the name a pool's `kind` gives. Adding one: a module under
+# zeroloop/cluster/providers/ with a Provider subclass, and one line here (docs/cluster.md).
+PROVIDERS: dict[str, type[Provider]] = {
+    "local": LocalProvider,
+}
+
+
+def build_providers(settings: Settings) -> dict[str, Provider]:
+    """One provider per configured pool; ConfigError for an unknown kind or bad options."""
+    found = {}
+    for name, pool in settings.providers.items():
+        kind = PROVIDERS.get(pool.kind)
+        if kind is None:
+            raise ConfigError(
+                f"invalid setting providers.{name}.kind: unknown provider kind {pool.kind!r}; "
+                f"known kinds: {', '.join(sorted(PROVIDERS))}"
+            )
+        found[name] = kind.from_settings(name, pool, settings)
+    return found
+
+
+def daemon_registry() -> Registry:
+    """Every daemon zeroloop runs, declared once, with its factory: the CLI and the library start these.
+
+    Adding a daemon is one `DaemonSpec` here (docs/daemons.md). Factories are imported
+    when the table is built, not when this module is, so read-only commands stay quick.
+    """
+    from zeroloop.cluster import activity, agent, autoscaler, health, idle, leases
+    from zeroloop.daemons import adapters
+    from zeroloop.pipeline import daemons as pipeline
+
+    coordinator, workers = profiles("coordinator"), profiles(*WORKER_PROFILES)
+    table = (
+        DaemonSpec(
+            "leader_election",
+            leases.leader_election_daemon,
+            "acquires and renews the leader lease; leader-only daemons run only while it is held",
+            coordinator,
+            layer=Layer.FOUNDATIONAL,
+            critical=True,
+        ),
+        DaemonSpec(
+            "node_heartbeat",
+            agent.node_agent_daemon,
+            "registers this node (resources, GPUs, slots), heartbeats it, uploads its only copies when draining",
+            workers,
+            layer=Layer.FOUNDATIONAL,
+            critical=True,
+        ),
+        DaemonSpec(
+            "event_consumers",
+            adapters.event_consumers_daemon,
+            "runs this process's durable event consumers",
+            profiles("coordinator", "minimal"),
+            layer=Layer.FOUNDATIONAL,
+            critical=True,
+        ),
+        DaemonSpec(
+            "dlq_retry",
+            adapters.dlq_retry_daemon,
+            "re-delivers dead-lettered events with backoff",
+            coordinator,
+            depends_on=("leader_election", "event_consumers"),
+            leader_only=True,
+        ),
+        DaemonSpec(
+            "event_retention",
+            adapters.event_retention_daemon,
+            "prunes the event log by age and count",
+            coordinator,
+            depends_on=("leader_election",),
+            leader_only=True,
+        ),
+        DaemonSpec(
+            "queue_reaper",
+            adapters.queue_reaper_daemon,
+            "re-queues jobs whose lease expired",
+            coordinator,
+            critical=True,
+            depends_on=("leader_election",),
+            leader_only=True,
+        ),
+        DaemonSpec(
+            "node_lost",
+            agent.node_lost_daemon,
+            "marks silent nodes lost, publishes NODE_LOST and re-queues their jobs",
+            coordinator,
+            critical=True,
+            depends_on=("leader_election",),
+            leader_only=True,
+        ),
+        DaemonSpec(
+            "health_monitor",
+            health.health_monitor_daemon,
+            "moves open circuits to half-open, scores system health, applies the pause rule",
+            coordinator,
+            depends_on=("leader_election",),
+            leader_only=True,
+            layer=Layer.APPLICATION,
+        ),
+        DaemonSpec(
+            "operations",
+            activity.operations_daemon,
+            "feeds circuit breakers and job counters from queue events; sends operational alerts",
+            coordinator,
+            depends_on=("leader_election",),
+            leader_only=True,
+            layer=Layer.APPLICATION,
+        ),
+        DaemonSpec(
+            "autoscaler",
+            autoscaler.autoscaler_daemon,
+            "launches pool machines for queued work and replaces lost ones, within max_nodes and the budget",
+            coordinator,
+            depends_on=("leader_election",),
+            leader_only=True,
+            layer=Layer.APPLICATION,
+        ),
+        DaemonSpec(
+            "idle_shutdown",
+            idle.idle_shutdown_daemon,
+            "drains idle nodes and terminates them through their provider once their data is safe",
+            coordinator,
+            depends_on=("leader_election",),
+            leader_only=True,
+            layer=Layer.APPLICATION,
+        ),
+        DaemonSpec(
+            "pipeline",
+            pipeline.pipeline_daemon,
+            "turns job results into the next stage's jobs; keeps each pipeline's progress record",
+            coordinator,
+            critical=True,
+            depends_on=("leader_election",),
+            leader_only=True,
+            layer=Layer.APPLICATION,
+        ),
+        DaemonSpec(
+            "selfplay_scheduler",
+            pipeline.scheduler_daemon,
+            "keeps selfplay queued per config by priority, throttled by backpressure; pauses on bad health",
+            coordinator,
+            depends_on=("leader_election",),
+            leader_only=True,
+            layer=Layer.APPLICATION,
+        ),
+        DaemonSpec(
+            "job_executor",
+            pipeline.executor_daemon,
+            "claims and runs selfplay, export, training and evaluation jobs, one per slot",
+            profiles("training_node", "ephemeral"),
+            depends_on=("node_heartbeat",),
+            layer=Layer.APPLICATION,
+            critical=True,
+        ),
+        DaemonSpec(
+            "selfplay_executor",
+            pipeline.selfplay_executor_daemon,
+            "claims and runs selfplay jobs only, one per slot",
+            frozenset({"selfplay"}),
+            depends_on=("node_heartbeat",),
+            layer=Layer.APPLICATION,
+            critical=True,
+        ),
+        DaemonSpec(
+            "model_distribution",
+            pipeline.model_distribution_daemon,
+            "prefetches each promoted model into this node's artifact cache",
+            workers,
+            layer=Layer.APPLICATION,
+        ),
+    )
+    registry = Registry()
+    for spec in table:
+        registry.add(spec)
+    return registry
+
 
 class App:
     """Everything one zeroloop process has open, in the order it opens and closes it."""
 
-    def __init__(self, settings: Settings, *, source: str = "zeroloop", upgrade: bool | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        source: str = "zeroloop",
+        upgrade: bool | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         """Open the store; upgrade an embedded store's schema when settings allow, else require it current.
 
         `source` names this process in the events it publishes. `upgrade` overrides the
-        setting: True always upgrades, False never does.
+        setting: True always upgrades, False never does. `clock` (epoch seconds) is what
+        every part opened here reads the time from; tests inject a fake one.
         """
         self.settings = settings
+        self.clock = clock
+        providers = build_providers(settings)  # bad pools are refused before anything is opened
         self.store = Store(settings.store_url, settings.store)
         try:
             auto = settings.store.auto_upgrade and self.store.backend == "sqlite"
@@ -48,16 +244,18 @@ class App:
         except BaseException:
             self.store.close()
             raise
-        self.bus = EventBus(self.store, node=settings.cluster.node_id, source=source)
-        self.queue = JobQueue(self.store, self.bus, settings)
         cluster = settings.cluster
+        self.bus = EventBus(self.store, node=cluster.node_id, source=source, clock=clock)
+        self.queue = JobQueue(self.store, self.bus, settings, clock=clock)
         # A holder names this process, not just the machine: two processes on one node must not share a lease.
         self.leases = LeaseManager(
-            self.store, self.bus, holder=f"{cluster.node_id}/{os.getpid()}", ttl_s=cluster.leader_lease_s
+            self.store, self.bus, holder=f"{cluster.node_id}/{os.getpid()}", ttl_s=cluster.leader_lease_s, clock=clock
         )
-        self.nodes = NodeRegistry(self.store, self.bus)
-        self.breakers = CircuitBreakers(self.store, self.bus, settings.health)
-        self.health = HealthMonitor(self.store, settings.health, daemon_fresh_s=3 * settings.daemons.health_interval_s)
+        self.nodes = NodeRegistry(self.store, self.bus, clock=clock)
+        self.breakers = CircuitBreakers(self.store, self.bus, settings.health, clock=clock)
+        self.health = HealthMonitor(
+            self.store, settings.health, daemon_fresh_s=3 * settings.daemons.health_interval_s, clock=clock
+        )
         self.artifacts = Artifacts(
             self.store,
             self.bus,
@@ -66,9 +264,18 @@ class App:
             cache_max_bytes=settings.artifacts.cache_max_bytes,
             bandwidth_bytes_per_s=settings.artifacts.bandwidth_limit_bytes_per_s,
             node=cluster.node_id,
+            clock=clock,
         )
-        self.registry = ModelRegistry(self.store, self.bus)
+        self.registry = ModelRegistry(self.store, self.bus, clock)
+        self.fleet = Fleet(self.store, self.bus, self.nodes, self.breakers, settings, providers, clock=clock)
         self.daemons: DaemonManager | None = None  # set by bootstrap.initialize_all_coordinators
+
+    @staticmethod
+    def profile_job_types(profile: str) -> frozenset[str] | None:
+        """The job types a worker profile runs (None: every type)."""
+        from zeroloop.pipeline.daemons import PROFILE_JOB_TYPES
+
+        return PROFILE_JOB_TYPES.get(profile)
 
     def close(self) -> None:
         """Close everything this App opened, in reverse order."""

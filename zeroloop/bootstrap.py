@@ -14,10 +14,10 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from zeroloop.app import App
+from zeroloop.app import App, daemon_registry
 from zeroloop.daemons.daemon import Clock, DaemonContext, DaemonState, HealthState
 from zeroloop.daemons.manager import DaemonManager, Sleep
-from zeroloop.daemons.registry import Layer, Registry, default_registry
+from zeroloop.daemons.registry import Layer, Registry
 from zeroloop.queue.backpressure import BackpressureLevel
 
 _STATE_SCORE = {
@@ -48,7 +48,7 @@ async def initialize_all_coordinators(
     `consumers` are the durable event consumer specs this process runs. With `supervise`
     the manager keeps supervising in a background task until `shutdown_all_coordinators`.
     """
-    specs = (registry or default_registry()).for_profile(profile)
+    specs = (registry or daemon_registry()).for_profile(profile)
     context = DaemonContext(app, clock=clock, consumers=consumers)
     manager = DaemonManager(specs, context, clock=clock)
     if sleep is not None:

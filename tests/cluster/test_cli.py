@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from zeroloop.app import daemon_registry as default_registry
 from zeroloop.cluster.nodes import NodeInfo, NodeRegistry
-from zeroloop.daemons.registry import default_registry
 from zeroloop.events.bus import EventBus
 from zeroloop.store.database import Store
 from zeroloop.store.queries import daemons as daemon_queries
 
-OURS = sorted(default_registry().specs)  # the built-in daemons; other parts add theirs to the CLI's registry
+OURS = sorted(spec.name for spec in default_registry().for_profile("full"))  # every daemon `run` starts
 
 
 def _env(tmp_path: Path) -> dict[str, str]:

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from zeroloop.app import daemon_registry as default_registry
 from zeroloop.daemons.daemon import DaemonContext, DaemonHealth, HealthState
-from zeroloop.daemons.registry import PROFILES, DaemonSpec, Layer, Registry, default_registry, order, resolve
+from zeroloop.daemons.registry import PROFILES, DaemonSpec, Layer, Registry, order, resolve
 from zeroloop.errors import DaemonError
 
 
@@ -67,12 +68,16 @@ def test_profiles_hold_the_expected_daemons() -> None:
     def names(profile: str) -> set[str]:
         return {spec.name for spec in registry.for_profile(profile)}
 
-    assert names("full") == set(registry.specs)
+    assert names("full") == set(registry.specs) - {"selfplay_executor"}  # full runs the all-types executor
     assert names("minimal") == {"event_consumers"}
-    for worker in ("training_node", "selfplay", "ephemeral"):
-        assert names(worker) == {"node_heartbeat"}
+    for worker in ("training_node", "ephemeral"):
+        assert names(worker) == {"node_heartbeat", "job_executor", "model_distribution"}
+    assert names("selfplay") == {"node_heartbeat", "selfplay_executor", "model_distribution"}
     assert "node_heartbeat" not in names("coordinator")
-    assert {"leader_election", "node_lost", "queue_reaper", "idle_shutdown", "health_monitor"} <= names("coordinator")
+    leader_only = {"node_lost", "queue_reaper", "idle_shutdown", "health_monitor", "autoscaler", "pipeline"}
+    assert {"leader_election", *leader_only} <= names("coordinator")
+    assert all(registry.specs[name].leader_only for name in leader_only)
+    assert all(not isinstance(spec.factory, str) for spec in registry.specs.values())  # callables, not paths
 
 
 def test_docs_table_lists_every_daemon() -> None:

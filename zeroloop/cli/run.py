@@ -16,16 +16,16 @@ from rich.markup import escape
 from zeroloop.app import App
 from zeroloop.bootstrap import initialize_all_coordinators, shutdown_all_coordinators
 from zeroloop.cli.common import console, err_console, open_app
-from zeroloop.daemons.registry import WORKER_PROFILES, Registry, default_registry
+from zeroloop.daemons.registry import WORKER_PROFILES, Registry
 
 EXIT_ABORTED = 130
 
 
 def registry_for_cli() -> Registry:
-    """The daemons the CLI runs: the built-ins plus the pipeline's (coordinator, scheduler, job executor)."""
-    from zeroloop.pipeline.daemons import register as register_pipeline
+    """The daemons the CLI runs: the same table the library starts (`zeroloop.app.daemon_registry`)."""
+    from zeroloop.app import daemon_registry
 
-    return register_pipeline(default_registry())
+    return daemon_registry()
 
 
 async def serve(app: App, profile: str, registry: Registry | None = None) -> int:

@@ -2,11 +2,9 @@
 
 A `DaemonSpec` says what a daemon is (name, factory), what it needs (dependencies,
 layer), how it is supervised (restart policy, critical) and where it runs (profiles,
-leader-only). Factories are named by a dotted path `module:function` and imported only
-when the daemon starts, so this table imports nothing above the daemons layer and a
-part still being written cannot break the others. `Registry` is a plain value: build
-one with `default_registry()`, add specs to it (the pipeline adds its job executor to
-the worker profiles this way), and ask it for a profile's daemons in dependency order.
+leader-only). `Registry` is a plain value: add specs to it and ask it for a profile's
+daemons in dependency order. zeroloop's own daemons are declared once, with their
+factories as callables, in `zeroloop.app.daemon_registry()`, where the App is assembled.
 """
 
 from __future__ import annotations
@@ -131,102 +129,6 @@ class Registry:
         return order(spec for spec in self.specs.values() if profile in spec.profiles)
 
 
-def _profiles(*names: str) -> frozenset[str]:
+def profiles(*names: str) -> frozenset[str]:
+    """The named profiles plus `full`, which runs everything."""
     return frozenset((*names, "full"))
-
-
-_BUILTIN = (
-    DaemonSpec(
-        "leader_election",
-        "zeroloop.cluster.leases:leader_election_daemon",
-        "acquires and renews the leader lease; leader-only daemons run only while it is held",
-        _profiles("coordinator"),
-        layer=Layer.FOUNDATIONAL,
-        critical=True,
-    ),
-    DaemonSpec(
-        "node_heartbeat",
-        "zeroloop.cluster.agent:node_agent_daemon",
-        "registers this node (resources, GPUs) and heartbeats its utilisation",
-        _profiles(*WORKER_PROFILES),
-        layer=Layer.FOUNDATIONAL,
-        critical=True,
-    ),
-    DaemonSpec(
-        "event_consumers",
-        "zeroloop.daemons.adapters:event_consumers_daemon",
-        "runs this process's durable event consumers",
-        _profiles("coordinator", "minimal"),
-        layer=Layer.FOUNDATIONAL,
-        critical=True,
-    ),
-    DaemonSpec(
-        "dlq_retry",
-        "zeroloop.daemons.adapters:dlq_retry_daemon",
-        "re-delivers dead-lettered events with backoff",
-        _profiles("coordinator"),
-        depends_on=("leader_election", "event_consumers"),
-        leader_only=True,
-    ),
-    DaemonSpec(
-        "event_retention",
-        "zeroloop.daemons.adapters:event_retention_daemon",
-        "prunes the event log by age and count",
-        _profiles("coordinator"),
-        depends_on=("leader_election",),
-        leader_only=True,
-    ),
-    DaemonSpec(
-        "queue_reaper",
-        "zeroloop.daemons.adapters:queue_reaper_daemon",
-        "re-queues jobs whose lease expired",
-        _profiles("coordinator"),
-        depends_on=("leader_election",),
-        leader_only=True,
-        critical=True,
-    ),
-    DaemonSpec(
-        "node_lost",
-        "zeroloop.cluster.agent:node_lost_daemon",
-        "marks silent nodes lost, publishes NODE_LOST and re-queues their jobs",
-        _profiles("coordinator"),
-        depends_on=("leader_election",),
-        leader_only=True,
-        critical=True,
-    ),
-    DaemonSpec(
-        "health_monitor",
-        "zeroloop.cluster.health:health_monitor_daemon",
-        "moves open circuits to half-open, scores system health, applies the pause rule",
-        _profiles("coordinator"),
-        depends_on=("leader_election",),
-        layer=Layer.APPLICATION,
-        leader_only=True,
-    ),
-    DaemonSpec(
-        "operations",
-        "zeroloop.cluster.activity:operations_daemon",
-        "feeds circuit breakers and job counters from queue events; sends operational alerts",
-        _profiles("coordinator"),
-        depends_on=("leader_election",),
-        layer=Layer.APPLICATION,
-        leader_only=True,
-    ),
-    DaemonSpec(
-        "idle_shutdown",
-        "zeroloop.cluster.idle:idle_shutdown_daemon",
-        "drains and terminates idle rented nodes through their provider",
-        _profiles("coordinator"),
-        depends_on=("leader_election",),
-        layer=Layer.APPLICATION,
-        leader_only=True,
-    ),
-)
-
-
-def default_registry() -> Registry:
-    """A fresh registry holding zeroloop's built-in daemons."""
-    registry = Registry()
-    for spec in _BUILTIN:
-        registry.add(spec)
-    return registry

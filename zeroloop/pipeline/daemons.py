@@ -19,7 +19,6 @@ from zeroloop.cluster.agent import describe_node
 from zeroloop.cluster.leases import leader_fence
 from zeroloop.daemons.adapters import ServiceDaemon, consumers_daemon
 from zeroloop.daemons.daemon import DaemonContext, LoopDaemon
-from zeroloop.daemons.registry import WORKER_PROFILES, DaemonSpec, Layer, Registry
 from zeroloop.events.bus import Event
 from zeroloop.events.consumer import ConsumerSpec
 from zeroloop.events.wiring import declare
@@ -147,60 +146,9 @@ def model_distribution_daemon(context: DaemonContext) -> ServiceDaemon:
     return consumers_daemon(context, [prefetcher.spec()], describe=lambda: {"fetched": prefetcher.fetched})
 
 
-def _profiles(*names: str) -> frozenset[str]:
-    return frozenset((*names, "full"))
-
-
-SPECS = (
-    DaemonSpec(
-        "pipeline",
-        pipeline_daemon,
-        "turns job results into the next stage's jobs; keeps each pipeline's progress record",
-        _profiles("coordinator"),
-        depends_on=("leader_election",),
-        layer=Layer.APPLICATION,
-        leader_only=True,
-        critical=True,
-    ),
-    DaemonSpec(
-        "selfplay_scheduler",
-        scheduler_daemon,
-        "keeps selfplay queued per config by priority, throttled by backpressure; pauses on bad health",
-        _profiles("coordinator"),
-        depends_on=("leader_election",),
-        layer=Layer.APPLICATION,
-        leader_only=True,
-    ),
-    DaemonSpec(
-        "job_executor",
-        executor_daemon,
-        "claims and runs selfplay, export, training and evaluation jobs",
-        _profiles("training_node", "ephemeral"),
-        depends_on=("node_heartbeat",),
-        layer=Layer.APPLICATION,
-        critical=True,
-    ),
-    DaemonSpec(
-        "selfplay_executor",
-        selfplay_executor_daemon,
-        "claims and runs selfplay jobs only",
-        frozenset({"selfplay"}),
-        depends_on=("node_heartbeat",),
-        layer=Layer.APPLICATION,
-        critical=True,
-    ),
-    DaemonSpec(
-        "model_distribution",
-        model_distribution_daemon,
-        "prefetches each promoted model into this node's artifact cache",
-        _profiles(*WORKER_PROFILES),
-        layer=Layer.APPLICATION,
-    ),
-)
-
-
-def register(registry: Registry) -> Registry:
-    """Add the pipeline's daemons to `registry` and return it."""
-    for spec in SPECS:
-        registry.add(spec)
-    return registry
+# The job types each worker profile's executor claims (the autoscaler sizes pools by them).
+PROFILE_JOB_TYPES: dict[str, frozenset[str]] = {
+    "training_node": frozenset(jobs.JOB_TYPES),
+    "ephemeral": frozenset(jobs.JOB_TYPES),
+    "selfplay": frozenset({jobs.SELFPLAY}),
+}

@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ValidationError
 
-from zeroloop.config import PoolSettings
+from zeroloop.config import PoolSettings, Settings
 from zeroloop.errors import ConfigError, ZeroloopError
 
 
@@ -111,6 +111,11 @@ class Provider(abc.ABC):
         self.name = name
         self.pool = pool
         self.options = self.parse_options(name, pool.options)
+
+    @classmethod
+    def from_settings(cls, name: str, pool: PoolSettings, settings: Settings) -> Provider:
+        """Build the provider of pool `name`; override to take more from the settings (e.g. the data directory)."""
+        return cls(name, pool)
 
     @classmethod
     def parse_options(cls, name: str, options: Mapping[str, Any]) -> Any:

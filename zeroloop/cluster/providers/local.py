@@ -23,7 +23,7 @@ import psutil
 from pydantic import BaseModel, Field
 
 from zeroloop.cluster.providers.base import Launched, LaunchSpec, Machine, MachineState, Provider, ProviderError
-from zeroloop.config import PoolSettings
+from zeroloop.config import PoolSettings, Settings
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,11 @@ class LocalProvider(Provider):
         self.data_dir = data_dir
         self.log_dir: Path = self.options.log_dir or data_dir / "logs"
         self._sigterm_at: dict[str, float] = {}
+
+    @classmethod
+    def from_settings(cls, name: str, pool: PoolSettings, settings: Settings) -> LocalProvider:
+        """A local pool logs into the data directory's `logs`."""
+        return cls(name, pool, data_dir=settings.data_dir)
 
     def launch(self, spec: LaunchSpec) -> Launched:
         """Start the worker process; ProviderError when it cannot be started."""

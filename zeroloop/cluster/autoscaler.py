@@ -1,0 +1,300 @@
+"""The autoscaler: how many machines each pool should have, decided from the queue, then launched.
+
+`plan` is pure. For every pool it counts the runnable queued jobs that the pool's
+profile runs and its machines can hold (GPUs, memory, labels), each job given to the
+cheapest pool able to run it. Free slots on the pool's live nodes and slots still
+starting absorb that work first (idle capacity fills before a machine is rented); what
+is left, divided by the slots per machine, is the shortfall. The launch is that
+shortfall, or what brings the pool up to `min_nodes` (lost machines replaced), capped
+by `max_nodes`, `autoscaler.max_launches_per_tick`, the budget per hour, the launch
+cooldown, the backoff after failed launches and the pool's open circuit breaker.
+Scaling down is idle shutdown's work. Every plan is recorded with its evidence as a
+decision of scope `fleet:<pool>`, shown by `zeroloop status` and `pipeline decisions`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from zeroloop.cluster.fleet import Fleet, FleetError
+from zeroloop.cluster.leases import leader_fence
+from zeroloop.cluster.nodes import LIVE, STARTING, Fence, NodeStatus
+from zeroloop.config import AutoscalerSettings, PoolSettings
+from zeroloop.daemons.daemon import Clock, DaemonContext, LoopDaemon
+from zeroloop.store.queries import fleet as fleet_queries
+from zeroloop.store.queries import nodes as node_queries
+from zeroloop.store.queries import pipelines as decision_queries
+
+log = logging.getLogger(__name__)
+
+DURATION_WINDOW_S = 6 * 3600.0  # job durations are estimated from the last six hours
+
+
+@dataclass(frozen=True)
+class PoolView:
+    """One pool as the planner sees it (times: epoch seconds; cost: currency units/hour)."""
+
+    name: str
+    settings: PoolSettings
+    job_types: frozenset[str] | None  # None: every type
+    live: int = 0  # active, draining or drained
+    active: int = 0
+    starting: int = 0  # requested or launching
+    free_slots: int = 0  # on active nodes
+    lost: int = 0
+    last_launch_at: float | None = None
+    retry_after: float | None = None  # no launch before this, after failures
+    breaker_open: bool = False
+
+    def runs(self, demand: Mapping[str, Any]) -> bool:
+        """Whether a machine of this pool can run jobs of this demand row."""
+        pool = self.settings
+        if self.job_types is not None and demand["type"] not in self.job_types:
+            return False
+        if int(demand["need_gpus"] or 0) > pool.gpus:
+            return False
+        memory = int(pool.memory_gb * 2**30)
+        if memory and int(demand["need_memory_bytes"] or 0) > memory:
+            return False
+        return set(demand["need_labels"] or ()) <= set(pool.labels)
+
+
+@dataclass(frozen=True)
+class ScalePlan:
+    """The decision for one pool: how many machines to launch, why, and the evidence."""
+
+    pool: str
+    launch: int
+    reason: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+def assign(pools: Sequence[PoolView], demand: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """Queued jobs per pool: each demand row goes to the cheapest pool that can run it (unrunnable ones nowhere)."""
+    by_price = sorted(pools, key=lambda p: (p.settings.price_per_hour or 0.0, p.name))
+    jobs = {pool.name: 0 for pool in pools}
+    for row in demand:
+        for pool in by_price:
+            if pool.runs(row):
+                jobs[pool.name] += int(row["count"])
+                break
+    return jobs
+
+
+def plan(
+    pools: Sequence[PoolView],
+    demand: Iterable[Mapping[str, Any]],
+    *,
+    now: float,
+    settings: AutoscalerSettings,
+    fleet_cost_per_hour: float,
+    durations: Mapping[str, float] | None = None,
+) -> list[ScalePlan]:
+    """The launches of this tick, one plan per pool (pure)."""
+    rows = list(demand)
+    queued = assign(pools, rows)
+    budget_left = math.inf if settings.budget_per_hour is None else settings.budget_per_hour - fleet_cost_per_hour
+    plans = []
+    for pool in pools:
+        cfg = pool.settings
+        waiting = queued[pool.name]
+        slots = cfg.slots
+        shortfall_jobs = waiting - pool.free_slots - pool.starting * slots
+        want = max(0, math.ceil(shortfall_jobs / slots)) if shortfall_jobs > 0 else 0
+        present = pool.live + pool.starting
+        below_min = max(0, cfg.min_nodes - present)
+        launch = max(want, below_min)
+        evidence: dict[str, Any] = {
+            "queued_jobs": waiting,
+            "free_slots": pool.free_slots,
+            "starting": pool.starting,
+            "live": pool.live,
+            "lost": pool.lost,
+            "min_nodes": cfg.min_nodes,
+            "max_nodes": cfg.max_nodes,
+        }
+        if durations:
+            work_s = sum(durations.get(str(r["type"]), 0.0) * int(r["count"]) for r in rows if pool.runs(r))
+            evidence["queued_work_s"] = round(work_s, 1)
+        reason = f"{below_min} below min_nodes" if below_min >= want and below_min else f"{waiting} job(s) waiting"
+        if launch == 0:
+            plans.append(ScalePlan(pool.name, 0, "enough capacity", evidence))
+            continue
+        room = cfg.max_nodes - present
+        capped = min(launch, room, settings.max_launches_per_tick)
+        if capped <= 0:
+            plans.append(ScalePlan(pool.name, 0, f"at max_nodes {cfg.max_nodes} ({reason})", evidence))
+            continue
+        if pool.breaker_open:
+            plans.append(ScalePlan(pool.name, 0, f"circuit open after failed launches ({reason})", evidence))
+            continue
+        if pool.retry_after is not None and now < pool.retry_after:
+            plans.append(
+                ScalePlan(
+                    pool.name, 0, f"backing off after a failed launch for {pool.retry_after - now:.0f} s", evidence
+                )
+            )
+            continue
+        if pool.last_launch_at is not None and now - pool.last_launch_at < settings.launch_cooldown_s and not below_min:
+            plans.append(ScalePlan(pool.name, 0, f"cooldown: launched {now - pool.last_launch_at:.0f} s ago", evidence))
+            continue
+        price = cfg.price_per_hour or 0.0
+        if price > 0 and budget_left < math.inf:
+            affordable = int(budget_left // price)
+            if affordable < capped:
+                evidence["budget_left_per_hour"] = round(budget_left, 4)
+                if affordable <= 0:
+                    plans.append(ScalePlan(pool.name, 0, f"budget reached ({reason})", evidence))
+                    continue
+                capped = affordable
+            budget_left -= capped * price
+        plans.append(ScalePlan(pool.name, capped, reason, evidence))
+    return plans
+
+
+def retry_after(failures: int, last_failure_at: float, settings: AutoscalerSettings) -> float | None:
+    """When a pool may launch again after `failures` failed launches in a row (epoch seconds), or None."""
+    if failures <= 0:
+        return None
+    delay = min(settings.retry_max_s, settings.retry_initial_s * 2.0 ** (failures - 1))
+    return float(last_failure_at + delay)
+
+
+class Autoscaler:
+    """Observes the pools, plans, records each decision, launches; reconciles the pools with their providers."""
+
+    def __init__(
+        self,
+        fleet: Fleet,
+        settings: AutoscalerSettings,
+        job_types: Callable[[str], frozenset[str] | None],
+        *,
+        requeue: Callable[[str], object],
+        clock: Clock = time.time,
+        fence: Fence | None = None,
+    ) -> None:
+        self.fleet = fleet
+        self.settings = settings
+        self.job_types = job_types
+        self.requeue = requeue
+        self.clock = clock
+        self.fence = fence
+        self.launched = 0
+        self.last_plans: list[ScalePlan] = []
+
+    def observe(self) -> tuple[list[PoolView], list[dict[str, Any]], float, dict[str, float]]:
+        """The pools, the queued demand, the fleet's cost per hour now and recent job durations."""
+        now = self.clock()
+        fleet = self.fleet
+        with fleet.store.read() as conn:
+            demand = fleet_queries.queued_demand(conn, now)
+            running = fleet_queries.running_by_node(conn)
+            cost = fleet.cost_per_hour(conn)
+            durations = fleet_queries.mean_durations(conn, now - DURATION_WINDOW_S)
+            views = []
+            for name, provider in fleet.providers.items():
+                rows = node_queries.pool_nodes(conn, name)
+                views.append(self._view(name, provider.pool, rows, running))
+        return views, demand, cost, durations
+
+    def _view(self, name: str, pool: PoolSettings, rows: list[dict[str, Any]], running: Mapping[str, int]) -> PoolView:
+        status = [NodeStatus(row["status"]) for row in rows]
+        active = [row for row, s in zip(rows, status, strict=True) if s is NodeStatus.ACTIVE]
+        failures, last_failure = 0, 0.0
+        for row in sorted(rows, key=lambda r: r["launched_at"] or 0.0, reverse=True):
+            if row["status"] != NodeStatus.FAILED.value:
+                break  # failures in a row, newest first
+            failures += 1
+            last_failure = max(last_failure, row["status_changed_at"])
+        launches = [row["launched_at"] for row in rows if row["launched_at"] is not None]
+        return PoolView(
+            name=name,
+            settings=pool,
+            job_types=self.job_types(pool.profile),
+            live=sum(1 for s in status if s in LIVE),
+            active=len(active),
+            starting=sum(1 for s in status if s in STARTING),
+            free_slots=sum(max(0, (row["slots"] or 1) - running.get(row["id"], 0)) for row in active),
+            lost=sum(1 for s in status if s is NodeStatus.LOST),
+            last_launch_at=max(launches) if launches else None,
+            retry_after=retry_after(failures, last_failure, self.settings),
+            breaker_open=not self.fleet.breakers.allow(f"provider:{name}"),
+        )
+
+    def run_once(self) -> list[ScalePlan]:
+        """One round: reconcile with the providers, plan, record the decisions, launch."""
+        self.fleet.reconcile(self.requeue, self.fence)
+        views, demand, cost, durations = self.observe()
+        plans = plan(
+            views, demand, now=self.clock(), settings=self.settings, fleet_cost_per_hour=cost, durations=durations
+        )
+        for scale in plans:
+            self._record(scale)
+            if scale.launch and self.settings.enabled:
+                try:
+                    outcomes = self.fleet.launch(scale.pool, scale.launch, fence=self.fence)
+                except FleetError as exc:
+                    log.warning("pool %s: %s", scale.pool, exc)
+                    continue
+                self.launched += sum(1 for outcome in outcomes if outcome.error is None)
+        self.last_plans = plans
+        return plans
+
+    def _record(self, scale: ScalePlan) -> None:
+        """Record a plan as a decision, but only when it differs from the pool's previous one."""
+        previous = next((p for p in self.last_plans if p.pool == scale.pool), None)
+        if previous is not None and (previous.launch, previous.reason) == (scale.launch, scale.reason):
+            return
+        outcome = f"launch {scale.launch}" if scale.launch and self.settings.enabled else "hold"
+        if scale.launch and not self.settings.enabled:
+            scale.evidence["disabled"] = True
+        with self.fleet.store.transaction() as conn:
+            if self.fence is not None:
+                self.fence(conn)
+            decision_queries.insert_decision(
+                conn,
+                config_key=f"fleet:{scale.pool}",
+                kind="autoscale",
+                outcome=outcome,
+                evidence={"reason": scale.reason, **scale.evidence},
+                now=self.clock(),
+            )
+
+
+class AutoscalerDaemon(LoopDaemon):
+    """Runs the autoscaler every `autoscaler.interval_s` seconds on the leader."""
+
+    def __init__(self, autoscaler: Autoscaler, interval_s: float, *, clock: Clock) -> None:
+        super().__init__(interval_s, clock=clock)
+        self.autoscaler = autoscaler
+
+    async def tick(self) -> None:
+        """One autoscaler round, off the event loop."""
+        await asyncio.to_thread(self.autoscaler.run_once)
+
+    def details(self) -> dict[str, Any]:
+        """Machines launched so far and the last plan per pool."""
+        return {
+            "launched": self.autoscaler.launched,
+            "plans": {p.pool: f"{p.launch}: {p.reason}" for p in self.autoscaler.last_plans},
+        }
+
+
+def autoscaler_daemon(context: DaemonContext) -> AutoscalerDaemon:
+    """Factory of the `autoscaler` daemon."""
+    app = context.app
+    autoscaler = Autoscaler(
+        app.fleet,
+        app.settings.autoscaler,
+        app.profile_job_types,
+        requeue=app.queue.requeue_node,
+        clock=context.clock,
+        fence=leader_fence(app.leases, context.leadership),
+    )
+    return AutoscalerDaemon(autoscaler, app.settings.autoscaler.interval_s, clock=context.clock)
