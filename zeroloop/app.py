@@ -21,7 +21,9 @@ from zeroloop.cluster.health import HealthMonitor
 from zeroloop.cluster.leases import LeaseManager
 from zeroloop.cluster.nodes import NodeRegistry
 from zeroloop.cluster.providers.base import Provider
+from zeroloop.cluster.providers.command import CommandProvider
 from zeroloop.cluster.providers.local import LocalProvider
+from zeroloop.cluster.providers.skypilot import SkyPilotProvider
 from zeroloop.config import Settings
 from zeroloop.daemons.manager import DaemonManager
 from zeroloop.daemons.registry import WORKER_PROFILES, DaemonSpec, Layer, Registry, profiles
@@ -38,6 +40,8 @@ log = logging.getLogger(__name__)
 # zeroloop/cluster/providers/ with a Provider subclass, and one line here (docs/cluster.md).
 PROVIDERS: dict[str, type[Provider]] = {
     "local": LocalProvider,
+    "command": CommandProvider,
+    "skypilot": SkyPilotProvider,
 }
 
 
@@ -265,6 +269,7 @@ class App:
             bandwidth_bytes_per_s=settings.artifacts.bandwidth_limit_bytes_per_s,
             node=cluster.node_id,
             clock=clock,
+            held_dir=settings.data_dir / "held" / cluster.node_id,
         )
         self.registry = ModelRegistry(self.store, self.bus, clock)
         self.fleet = Fleet(self.store, self.bus, self.nodes, self.breakers, settings, providers, clock=clock)

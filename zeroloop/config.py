@@ -163,6 +163,11 @@ class ClusterSettings(_Section):
     )
     labels: list[str] = Field(default_factory=list, description="free-form capability labels")
     pool: str | None = Field(default=None, description="the provider pool that launched this node (set by the fleet)")
+    slots: int = Field(
+        default=0,
+        ge=0,
+        description="jobs this node runs at once; 0 = one per GPU, else one (set per pool by the fleet)",
+    )
     cost_per_hour: float | None = Field(default=None, ge=0, description="what this node costs (currency units/hour)")
     heartbeat_interval_s: float = Field(default=10.0, gt=0, description="node heartbeat interval (seconds)")
     node_lost_after_s: float = Field(default=60.0, gt=0, description="silence after which a node is lost (seconds)")

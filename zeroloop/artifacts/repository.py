@@ -64,6 +64,7 @@ class Artifacts:
         bandwidth_bytes_per_s: int = 0,
         node: str,
         clock: Callable[[], float] = time.time,
+        held_dir: Path | None = None,
     ) -> None:
         self.store = store
         self.bus = bus
@@ -72,6 +73,7 @@ class Artifacts:
         self.cache = LocalCache(cache_dir, cache_max_bytes)
         self.gate = TransferGate(bandwidth_bytes_per_s)
         self.node = node
+        self.held_dir = held_dir  # where artifacts that could not be uploaded wait; None: failing uploads raise
         self.clock = clock
 
     def location(self, kind: ArtifactKind, sha256: str) -> str:
@@ -98,8 +100,22 @@ class Artifacts:
         except OSError as exc:
             raise ArtifactError(f"cannot read {source}: {exc.strerror}") from None
         target = self._path(kind, sha256)
-        if not self._present(target, size):
-            self._upload(source, target, sha256, kind)
+        location, node = self.location(kind, sha256), None
+        try:
+            if not self._present(target, size):
+                self._upload(source, target, sha256, kind)
+        except OSError as exc:
+            if self.held_dir is None:
+                raise ArtifactError(f"cannot upload {source} to {self.url}: {exc}") from exc
+            # The shared location is unreachable: keep the only copy on this node, recorded as
+            # such, so the node is not terminated before `evacuate` has uploaded it.
+            try:
+                location, node = self._hold(source, sha256), self.node
+            except OSError as held_exc:
+                raise ArtifactError(
+                    f"cannot upload {source} to {self.url} ({exc}) nor keep it on node {self.node} ({held_exc})"
+                ) from held_exc
+            log.warning("artifact %s held on node %s: upload failed (%s)", sha256[:12], self.node, exc)
         self._remember_locally(source, sha256)
         now = self.clock()
         with self.store.transaction() as conn:
@@ -115,8 +131,49 @@ class Artifacts:
                     "created_at": now,
                 },
             )
-            queries.record_copy(conn, sha256=sha256, location=self.location(kind, sha256), node=None, now=now)
+            queries.record_copy(conn, sha256=sha256, location=location, node=node, now=now)
         return Artifact(sha256, kind, size, config_key)
+
+    def _hold(self, source: Path, sha256: str) -> str:
+        assert self.held_dir is not None
+        self.held_dir.mkdir(parents=True, exist_ok=True)
+        held = self.held_dir / sha256
+        temp = held.with_suffix(f".{uuid.uuid4().hex}.part")
+        shutil.copyfile(source, temp)
+        temp.replace(held)
+        return held.as_uri()
+
+    def evacuate(self) -> int:
+        """Upload every artifact whose only copy is on this node to the shared location; return how many.
+
+        Each held file is verified before upload; its shared copy is recorded and the held
+        one marked deleted in one transaction, then the file is removed.
+        """
+        with self.store.read() as conn:
+            sole = queries.sole_copies_on_node(conn, self.node)
+            held = {sha: [c for c in queries.copies_of(conn, sha) if c["node"] == self.node] for sha in sole}
+            kinds = {sha: queries.get_artifact(conn, sha) for sha in sole}
+        moved = 0
+        for sha256, copies in held.items():
+            row = kinds[sha256]
+            if row is None or not copies:
+                continue
+            kind = ArtifactKind(row["kind"])
+            _fs, path = open_location(copies[0]["location"])
+            local = Path(path)
+            with local.open("rb") as handle:
+                if hash_stream(handle)[0] != sha256:
+                    self._quarantine(copies[0]["location"], sha256, None)
+                    continue
+            self._upload(local, self._path(kind, sha256), sha256, kind)
+            now = self.clock()
+            with self.store.transaction() as conn:
+                queries.record_copy(conn, sha256=sha256, location=self.location(kind, sha256), node=None, now=now)
+                queries.set_copy_status(conn, sha256=sha256, location=copies[0]["location"], status="deleted", now=now)
+            local.unlink(missing_ok=True)
+            moved += 1
+            log.info("artifact %s evacuated from node %s", sha256[:12], self.node)
+        return moved
 
     def fetch(self, sha256: str) -> Path:
         """A verified local copy of an artifact, from the cache or downloaded into it."""

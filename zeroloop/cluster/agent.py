@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import shutil
+import signal
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -59,10 +60,17 @@ def probe_gpus() -> list[dict[str, Any]]:
         pynvml.nvmlShutdown()
 
 
+def slot_count(settings: Settings, gpus: int) -> int:
+    """Jobs this node runs at once: `cluster.slots`, or one per GPU, or one."""
+    return settings.cluster.slots or max(1, gpus)
+
+
 def describe_node(settings: Settings, gpus: list[dict[str, Any]] | None = None) -> NodeInfo:
     """This machine as a NodeInfo, from the cluster settings and a probe of its resources."""
     found = probe_gpus() if gpus is None else gpus
     return NodeInfo(
+        slots=slot_count(settings, len(found)),
+        pool=settings.cluster.pool,
         id=settings.cluster.node_id,
         host=socket.gethostname(),
         provider=settings.cluster.provider,
@@ -101,7 +109,12 @@ def _existing(path: os.PathLike[str] | str) -> str:
 
 
 class NodeAgent(LoopDaemon):
-    """Registers this node on its first tick, then heartbeats; re-registers if it was marked lost."""
+    """Registers this node on its first tick, then heartbeats; re-registers if it was marked lost.
+
+    While its node is draining it uploads the artifacts whose only copy it holds
+    (`evacuate`), so the node can be terminated without losing data. When the fleet
+    terminates the node (TERMINATING), `on_terminate` stops this process: it drains.
+    """
 
     def __init__(
         self,
@@ -111,26 +124,43 @@ class NodeAgent(LoopDaemon):
         interval_s: float,
         *,
         clock: Clock,
+        evacuate: Callable[[], int] | None = None,
+        on_terminate: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(interval_s, clock=clock)
         self.registry = registry
         self.describe = describe
         self.probe = probe
+        self.evacuate = evacuate
+        self.on_terminate = on_terminate
         self.node_id: str | None = None
         self.registrations = 0
+        self.evacuated = 0
+        self.told_to_stop = False
 
     async def tick(self) -> None:
-        """Heartbeat, registering first (or again, after being marked lost or terminated)."""
+        """Heartbeat, registering first (or again, after being marked lost); evacuate while draining."""
         load = await asyncio.to_thread(self.probe)
         status = None
         if self.node_id is not None:
             status = await asyncio.to_thread(self.registry.heartbeat, self.node_id, load)
+        if status is NodeStatus.TERMINATING:
+            if not self.told_to_stop and self.on_terminate is not None:
+                log.info("node %s is being terminated by the fleet: stopping", self.node_id)
+                self.told_to_stop = True
+                self.on_terminate()
+            return
         if status is None or status in (NodeStatus.LOST, NodeStatus.TERMINATED):
             info = await asyncio.to_thread(self.describe)
             await asyncio.to_thread(self.registry.register, info, load)
             self.node_id = info.id
             self.registrations += 1
             log.info("node %s registered (%s)", info.id, "first time" if status is None else f"was {status}")
+        elif status is NodeStatus.DRAINING and self.evacuate is not None:
+            moved = await asyncio.to_thread(self.evacuate)
+            if moved:
+                self.evacuated += moved
+                log.info("node %s uploaded %d artifact(s) it held the only copy of", self.node_id, moved)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Heartbeat until stopped; then mark the node TERMINATED, so a clean stop is not later taken for a loss.
@@ -143,8 +173,8 @@ class NodeAgent(LoopDaemon):
             log.info("node %s left the cluster", self.node_id)
 
     def details(self) -> dict[str, Any]:
-        """The node id and how many times it registered."""
-        return {"node": self.node_id, "registrations": self.registrations}
+        """The node id, how many times it registered, and artifacts it evacuated."""
+        return {"node": self.node_id, "registrations": self.registrations, "evacuated": self.evacuated}
 
 
 class NodeLostDetector(LoopDaemon):
@@ -189,6 +219,9 @@ def node_agent_daemon(context: DaemonContext) -> NodeAgent:
         lambda: utilisation(settings),
         settings.cluster.heartbeat_interval_s,
         clock=context.clock,
+        evacuate=app.artifacts.evacuate,
+        # Signal handlers only set flags: this process's own SIGTERM starts its graceful drain.
+        on_terminate=lambda: os.kill(os.getpid(), signal.SIGTERM),
     )
 
 

@@ -95,24 +95,60 @@ def selfplay_executor_daemon(context: DaemonContext) -> ServiceDaemon:
     return _executor(context, (jobs.SELFPLAY,))
 
 
+class Slots:
+    """Several executors of one node side by side, one job each: stopping stops them all."""
+
+    def __init__(self, executors: list[JobExecutor]) -> None:
+        self.executors = executors
+
+    async def run(self) -> None:
+        """Run every slot until all have stopped; one crashing slot stops the others and re-raises."""
+        tasks = [asyncio.ensure_future(executor.run()) for executor in self.executors]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            self.stop()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+
+    def stop(self) -> None:
+        """Each slot finishes its job in flight, then stops claiming."""
+        for executor in self.executors:
+            executor.stop()
+
+    def health(self) -> dict[str, Any]:
+        """Slots and jobs done in all."""
+        return {"slots": len(self.executors), "jobs_done": sum(e.jobs_done for e in self.executors)}
+
+
 def _executor(context: DaemonContext, job_types: tuple[str, ...]) -> ServiceDaemon:
     app = context.app
     info = describe_node(app.settings)
+    slots = max(1, info.slots)
+    # Each slot may claim jobs needing at most its share of the node's GPUs and memory.
     capabilities = Capabilities(
-        gpus=len(info.gpus), memory_bytes=info.memory_bytes, labels=frozenset(app.settings.cluster.labels)
+        gpus=len(info.gpus) // slots,
+        memory_bytes=info.memory_bytes // slots,
+        labels=frozenset(app.settings.cluster.labels),
     )
-    executor = JobExecutor(
-        app.store,
-        app.bus,
-        app.queue,
-        app.artifacts,
-        app.settings,
-        node=app.settings.cluster.node_id,
-        capabilities=capabilities,
-        job_types=job_types,
-        clock=context.clock,
-    )
-    return ServiceDaemon(executor, describe=executor.health)
+    executors = [
+        JobExecutor(
+            app.store,
+            app.bus,
+            app.queue,
+            app.artifacts,
+            app.settings,
+            node=app.settings.cluster.node_id,
+            capabilities=capabilities,
+            job_types=job_types,
+            clock=context.clock,
+        )
+        for _ in range(slots)
+    ]
+    if slots == 1:
+        return ServiceDaemon(executors[0], describe=executors[0].health)
+    service = Slots(executors)
+    return ServiceDaemon(service, describe=service.health)
 
 
 class ModelPrefetcher:
