@@ -123,6 +123,15 @@ def test_a_refused_launch_is_one_line_with_slurm_message_and_no_secret(bin_dir: 
         provider(tmp_path).launch(spec())
 
 
+@pytest.mark.parametrize("node_id", ["two words", "line\nbreak", "50%", ""])
+def test_a_node_id_that_cannot_name_a_job_is_refused_before_sbatch(bin_dir: Path, tmp_path: Path, node_id: str) -> None:
+    called = tmp_path / "called"
+    fake(bin_dir, "sbatch", f"touch {called}; echo 1")
+    with pytest.raises(ProviderError, match=r"^slurm pool gpu: node id .* cannot be part of a job name"):
+        provider(tmp_path).launch(spec(node_id))
+    assert not called.exists()
+
+
 def test_sbatch_missing_is_one_clear_line(bin_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(bin_dir))  # nothing of Slurm's on PATH
     expected = (

@@ -318,6 +318,11 @@ class SlurmProvider(Provider):
 
     def launch(self, spec: LaunchSpec) -> Launched:
         """Submit the node's batch job; ProviderError with sbatch's message when Slurm refuses it."""
+        if not spec.node_id or not spec.node_id.isprintable() or any(c.isspace() or c == "%" for c in spec.node_id):
+            raise ProviderError(
+                f"slurm pool {self.name}: node id {spec.node_id!r} cannot be part of a job name and log file name "
+                "(no spaces, control characters or '%')"
+            )
         try:
             self.log_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
