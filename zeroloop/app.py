@@ -24,6 +24,7 @@ from zeroloop.cluster.providers.base import Provider
 from zeroloop.cluster.providers.command import CommandProvider
 from zeroloop.cluster.providers.local import LocalProvider
 from zeroloop.cluster.providers.skypilot import SkyPilotProvider
+from zeroloop.cluster.providers.slurm import SlurmProvider
 from zeroloop.config import Settings
 from zeroloop.daemons.manager import DaemonManager
 from zeroloop.daemons.registry import WORKER_PROFILES, DaemonSpec, Layer, Registry, profiles
@@ -42,6 +43,7 @@ PROVIDERS: dict[str, type[Provider]] = {
     "local": LocalProvider,
     "command": CommandProvider,
     "skypilot": SkyPilotProvider,
+    "slurm": SlurmProvider,
 }
 
 

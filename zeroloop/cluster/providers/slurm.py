@@ -32,7 +32,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, field_validator
 
 from zeroloop.cluster.providers.base import Launched, LaunchSpec, Machine, MachineState, Offer, Provider, ProviderError
-from zeroloop.config import PoolSettings, redact
+from zeroloop.config import PoolSettings, Settings, redact
 from zeroloop.errors import ConfigError
 
 Tool = Literal["sbatch", "squeue", "scancel", "sinfo"]
@@ -190,6 +190,11 @@ class SlurmProvider(Provider):
         self.job_prefix = f"{self.options.job_name_prefix}.{name}."
 
     # -- running Slurm's commands ---------------------------------------------------------
+
+    @classmethod
+    def from_settings(cls, name: str, pool: PoolSettings, settings: Settings) -> SlurmProvider:
+        """Job logs go under the data directory unless the pool's options name a directory."""
+        return cls(name, pool, data_dir=settings.data_dir)
 
     def _env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         env = {**os.environ, **(extra or {})}
