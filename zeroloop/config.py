@@ -208,11 +208,6 @@ class IdleSettings(_Section):
     )
     drain_period_s: float = Field(default=300.0, ge=0, description="drain time before termination (seconds)")
     interval_s: float = Field(default=60.0, gt=0, description="idle-shutdown check interval (seconds)")
-    terminate_commands: dict[str, str] = Field(
-        default_factory=dict,
-        description="provider -> command template that terminates a node, e.g. {'vast': 'vastai destroy instance "
-        "{node_id}'}; fields: node_id, host, provider. Provider 'local' needs none",
-    )
 
 
 WORKER_PROFILE_NAMES = ("training_node", "ephemeral", "selfplay")

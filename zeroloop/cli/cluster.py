@@ -16,11 +16,15 @@ from zeroloop.app import App
 from zeroloop.cli.common import console, err_console, open_app
 from zeroloop.cli.pipeline import pipelines_table
 from zeroloop.cluster.leases import LEADER
-from zeroloop.cluster.nodes import NodeStatus
+from zeroloop.cluster.nodes import NodeStatus, cost_of
+from zeroloop.config import WORKER_PROFILE_NAMES
+from zeroloop.errors import ZeroloopError
 from zeroloop.store.queries import daemons as daemon_queries
 from zeroloop.store.queries import health as health_queries
+from zeroloop.store.queries import nodes as node_queries
+from zeroloop.store.queries import pipelines as pipeline_queries
 
-nodes_app = typer.Typer(help="List and drain the nodes of the cluster.", no_args_is_help=True)
+nodes_app = typer.Typer(help="List, launch, drain and terminate the nodes of the cluster.", no_args_is_help=True)
 daemons_app = typer.Typer(help="Show the supervised daemons.", no_args_is_help=True)
 HEALTHY_LEVELS = ("healthy", "degraded")
 
@@ -33,7 +37,20 @@ def nodes_table(app: App) -> Table:
     """The nodes with status, resources and last heartbeat."""
     now = time.time()
     table = Table(title="nodes", header_style="bold")
-    for column in ("node", "status", "provider", "cpus", "memory GiB", "gpus", "load", "heartbeat", "cost/h"):
+    for column in (
+        "node",
+        "status",
+        "provider",
+        "pool",
+        "slots",
+        "cpus",
+        "memory GiB",
+        "gpus",
+        "load",
+        "heartbeat",
+        "cost/h",
+        "cost",
+    ):
         table.add_column(column)
     for row in app.nodes.list_nodes():
         load = row["utilisation"] or {}
@@ -43,13 +60,46 @@ def nodes_table(app: App) -> Table:
             escape(row["id"]),
             row["status"],
             escape(row["provider"]),
+            escape(row["pool"] or "-"),
+            str(row["slots"]),
             str(row["cpu_count"]),
             f"{row['memory_bytes'] / 2**30:.1f}",
             str(len(row["gpus"])),
             shown,
             _ago(row["heartbeat_at"], now),
             "-" if row["cost_per_hour"] is None else f"{row['cost_per_hour']:g}",
+            f"{cost_of(row, now):.2f}",
         )
+    return table
+
+
+def fleet_table(app: App) -> Table:
+    """Each provider pool: nodes by state, cost so far, and the autoscaler's latest decision."""
+    table = Table(title="fleet", header_style="bold")
+    for column in ("pool", "kind", "profile", "nodes", "min..max", "cost so far", "last decision"):
+        table.add_column(column)
+    costs = app.fleet.costs()
+    with app.store.read() as conn:
+        for name, provider in app.fleet.providers.items():
+            rows = node_queries.pool_nodes(conn, name)
+            counts: dict[str, int] = {}
+            for row in rows:
+                counts[row["status"]] = counts.get(row["status"], 0) + 1
+            decisions = pipeline_queries.list_decisions(conn, f"fleet:{name}", limit=1)
+            last = "-"
+            if decisions:
+                evidence = decisions[0]["evidence"]
+                last = f"{decisions[0]['outcome']}: {evidence.get('reason', '')}"
+            pool = provider.pool
+            table.add_row(
+                escape(name),
+                provider.kind,
+                pool.profile,
+                ", ".join(f"{status} {count}" for status, count in sorted(counts.items())) or "none",
+                f"{pool.min_nodes}..{pool.max_nodes}",
+                f"{costs.get(name, 0.0):.2f}",
+                escape(last),
+            )
     return table
 
 
@@ -114,7 +164,10 @@ def status_command(
     with open_app() as app:
 
         def render() -> Group:
-            return Group(summary_table(app), pipelines_table(app), nodes_table(app), daemons_table(app))
+            parts = [summary_table(app), pipelines_table(app), nodes_table(app), daemons_table(app)]
+            if app.fleet.providers:
+                parts.insert(2, fleet_table(app))
+            return Group(*parts)
 
         if not watch:
             console.print(render())
@@ -137,10 +190,53 @@ def nodes_ls() -> None:
 
 @nodes_app.command("drain")
 def nodes_drain(node_id: str = typer.Argument(..., help="The node to drain.")) -> None:
-    """Stop giving a node new work (its running jobs finish); idle shutdown may then terminate it."""
+    """Stop giving a node new work at once (its running jobs finish); idle shutdown may then terminate it.
+
+    Example: zeroloop nodes drain gpu-1a2b3c4d
+    """
     with open_app() as app:
         app.nodes.set_status(node_id, NodeStatus.DRAINING)
-    console.print(f"node {escape(node_id)} is draining")
+    console.print(f"node {escape(node_id)} is draining: it claims no new job")
+
+
+@nodes_app.command("launch")
+def nodes_launch(
+    provider: str = typer.Option(..., "--provider", "-p", help="The provider pool to launch in ([providers.NAME])."),
+    profile: str | None = typer.Option(None, "--profile", help="Worker profile; default: the pool's."),
+    count: int = typer.Option(1, "--count", "-n", min=1, max=1000, help="How many machines."),
+) -> None:
+    """Launch machines in a provider pool now, within its max_nodes and the budget.
+
+    Example: zeroloop nodes launch --provider local --count 2
+    """
+    if profile is not None and profile not in WORKER_PROFILE_NAMES:
+        raise typer.BadParameter(f"choose one of {', '.join(WORKER_PROFILE_NAMES)}", param_hint="--profile")
+    with open_app() as app:
+        pool = app.fleet.provider(provider)
+        pool.check()
+        outcomes = app.fleet.launch(provider, count, profile=profile)
+    failed = [outcome for outcome in outcomes if outcome.error]
+    for outcome in outcomes:
+        if outcome.error:
+            err_console.print(f"[red]{escape(outcome.node_id)}: launch failed:[/red] {escape(outcome.error)}")
+        else:
+            console.print(f"{escape(outcome.node_id)}: launching")
+    if failed:
+        raise typer.Exit(1)
+
+
+@nodes_app.command("terminate")
+def nodes_terminate(
+    node_id: str = typer.Argument(..., help="The node to stop."),
+    force: bool = typer.Option(False, "--force", help="Give up the only copies held by a lost or failed node."),
+) -> None:
+    """Stop a node's machine; refused (and the node drained) while it holds the only copy of an artifact.
+
+    Example: zeroloop nodes terminate gpu-1a2b3c4d
+    """
+    with open_app() as app:
+        status = app.fleet.terminate(node_id, reason="zeroloop nodes terminate", force=force)
+    console.print(f"node {escape(node_id)} is {status.value}")
 
 
 @nodes_app.command("undrain")
@@ -183,9 +279,58 @@ def health_command(
         raise typer.Exit(1)
 
 
+providers_app = typer.Typer(help="The provider pools that launch machines.", no_args_is_help=True)
+
+
+@providers_app.command("ls")
+def providers_ls(
+    check: bool = typer.Option(False, "--check", help="Also check each pool works here (binaries, partitions)."),
+) -> None:
+    """List the provider pools with their settings and what they offer.
+
+    Example: zeroloop providers ls --check
+    """
+    table = Table(title="provider pools", header_style="bold")
+    for column in ("pool", "kind", "profile", "min..max", "slots", "price/h", "offers", "check"):
+        table.add_column(column)
+    failed = 0
+    with open_app() as app:
+        for name, provider in app.fleet.providers.items():
+            pool = provider.pool
+            verdict = "-"
+            if check:
+                try:
+                    provider.check()
+                    verdict = "[green]ok[/green]"
+                except ZeroloopError as exc:
+                    verdict = f"[red]{escape(str(exc))}[/red]"
+                    failed += 1
+            try:
+                offers = ", ".join(offer.name for offer in provider.offers())
+            except ZeroloopError as exc:
+                offers = f"? ({exc})"
+            table.add_row(
+                escape(name),
+                provider.kind,
+                pool.profile,
+                f"{pool.min_nodes}..{pool.max_nodes}",
+                str(pool.slots),
+                "-" if pool.price_per_hour is None else f"{pool.price_per_hour:g}",
+                escape(offers),
+                verdict,
+            )
+        if not app.fleet.providers:
+            console.print("no provider pools: add [providers.NAME] sections to zeroloop.toml (docs/cluster.md)")
+            return
+    console.print(table)
+    if failed:
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
-    """Add `status`, `health`, `nodes` and `daemons` to the top-level command."""
+    """Add `status`, `health`, `nodes`, `providers` and `daemons` to the top-level command."""
     app.command("status")(status_command)
     app.command("health")(health_command)
     app.add_typer(nodes_app, name="nodes")
     app.add_typer(daemons_app, name="daemons")
+    app.add_typer(providers_app, name="providers")

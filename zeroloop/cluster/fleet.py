@@ -273,22 +273,24 @@ class Fleet:
             if status in (NodeStatus.TERMINATED, NodeStatus.TERMINATING):
                 return status
             sole = artifact_queries.sole_copies_on_node(conn, node_id)
+            refusal = None
             if sole and not force:
                 if status in (NodeStatus.ACTIVE, NodeStatus.DRAINED):
-                    self.nodes.move(conn, row, NodeStatus.DRAINING)
-                if status in LIVE:
-                    raise FleetError(
-                        f"node {node_id} holds the only copy of {len(sole)} artifact(s): it is draining and "
-                        "uploading them; it can be terminated once they are safe"
-                    )
-                raise FleetError(
-                    f"node {node_id} is {status.value} and holds the only copy of {len(sole)} artifact(s); "
+                    self.nodes.move(conn, row, NodeStatus.DRAINING)  # committed: its agent starts uploading
+                refusal = (
+                    f"node {node_id} holds the only copy of {len(sole)} artifact(s): it is draining and "
+                    "uploading them; it can be terminated once they are safe"
+                    if status in LIVE
+                    else f"node {node_id} is {status.value} and holds the only copy of {len(sole)} artifact(s); "
                     "terminating it gives them up: use --force if they are lost anyway"
                 )
-            if status is NodeStatus.REQUESTED:
+            elif status is NodeStatus.REQUESTED:
                 self.nodes.move(conn, row, NodeStatus.TERMINATED)
                 return NodeStatus.TERMINATED
-            self.nodes.move(conn, row, NodeStatus.TERMINATING, last_error=reason[:2000])
+            else:
+                self.nodes.move(conn, row, NodeStatus.TERMINATING, last_error=reason[:2000])
+        if refusal is not None:
+            raise FleetError(refusal)
         if row["pool"] is not None and row["provider_id"] is not None and row["pool"] in self.providers:
             self.provider(row["pool"]).terminate(row["provider_id"])
         log.info("terminating node %s: %s", node_id, reason)

@@ -2,8 +2,9 @@
 
 A node is busy while it holds a job lease or its GPU (CPU without a GPU) utilisation is
 at least `idle.util_threshold_pct`. An idle node's `idle_since` is recorded; once idle
-for its provider's threshold it is DRAINED (takes no new work), and once drained for
-`idle.drain_period_s` it is TERMINATED through its provider. Nothing is drained or
+for its provider's threshold it is drained (takes no new work), and once draining for
+`idle.drain_period_s` it is terminated through the fleet: a pool's machine through its
+provider, a worker started by hand by telling its agent to stop. Nothing is drained or
 terminated while there is pending work, below the provider's minimum node count, or
 while the node holds the only copy of an artifact. In a dry run the decisions are the
 same but only NODE_IDLE_SHUTDOWN events (dry_run=true) and log lines come out.
@@ -13,20 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import shlex
-import signal
-import socket
-import subprocess
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any
 
 from zeroloop.cluster.leases import leader_fence
-from zeroloop.cluster.nodes import Fence, NodeRegistry, NodeStatus
-from zeroloop.cluster.providers.base import ProviderError
+from zeroloop.cluster.nodes import LIVE, Fence, NodeRegistry, NodeStatus
 from zeroloop.config import IdleSettings
 from zeroloop.daemons.daemon import Clock, DaemonContext, LoopDaemon
 from zeroloop.events.bus import EventBus
@@ -94,7 +89,7 @@ def decide(nodes: Iterable[IdleNode], *, now: float, settings: IdleSettings, pen
     """The decisions for every live node at `now`, given how many jobs are waiting (pure)."""
     if not settings.enabled:
         return []
-    live = [n for n in nodes if n.status in (NodeStatus.ACTIVE, NodeStatus.DRAINING)]
+    live = [n for n in nodes if n.status in (NodeStatus.ACTIVE, NodeStatus.DRAINING, NodeStatus.DRAINED)]
     active: dict[str, int] = {}
     for node in live:
         if node.status is NodeStatus.ACTIVE:
@@ -117,7 +112,7 @@ def decide(nodes: Iterable[IdleNode], *, now: float, settings: IdleSettings, pen
             reason = f"holds the only copy of {node.sole_artifacts} artifact(s)"
             decisions.append(IdleDecision(node, Action.KEEP, reason, idle_s))
             continue
-        if node.status is NodeStatus.DRAINING:
+        if node.status in (NodeStatus.DRAINING, NodeStatus.DRAINED):
             drained_s = now - node.status_changed_at
             if drained_s >= settings.drain_period_s:
                 decisions.append(
@@ -143,69 +138,7 @@ def decide(nodes: Iterable[IdleNode], *, now: float, settings: IdleSettings, pen
     return decisions
 
 
-class Provider(Protocol):
-    """How nodes of one provider are terminated."""
-
-    name: str
-
-    def terminate(self, node: IdleNode) -> None:
-        """Terminate `node`; raise ProviderError when that fails."""
-
-
-class LocalProvider:
-    """Local worker processes: SIGTERM the node agent's process when it runs on this host, else nothing."""
-
-    name = "local"
-
-    def __init__(self, host: str | None = None) -> None:
-        self.host = host or socket.gethostname()
-
-    def terminate(self, node: IdleNode) -> None:
-        """Send SIGTERM to the worker's pid (recorded in its heartbeat) if it is on this host."""
-        pid = node.utilisation.get("pid")
-        if node.host != self.host or not isinstance(pid, int):
-            log.info("local node %s is on %s, not here: nothing to terminate", node.id, node.host)
-            return
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            log.info("local node %s (pid %d) has already exited", node.id, pid)
-        except PermissionError as exc:
-            raise ProviderError(f"cannot signal worker pid {pid} of node {node.id}: {exc}") from exc
-
-
-class CommandProvider:
-    """Runs a user command template (fields node_id, host, provider) to terminate a node."""
-
-    def __init__(self, name: str, template: str, *, timeout_s: float = 300.0) -> None:
-        self.name = name
-        self.template = template
-        self.timeout_s = timeout_s
-
-    def argv(self, node: IdleNode) -> list[str]:
-        """The command line for `node` (no shell: fields are substituted into the split template)."""
-        fields = {"node_id": node.id, "host": node.host, "provider": node.provider}
-        return [part.format(**fields) for part in shlex.split(self.template)]
-
-    def terminate(self, node: IdleNode) -> None:
-        """Run the command; ProviderError on a non-zero exit or a timeout."""
-        argv = self.argv(node)
-        try:
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=self.timeout_s, check=False)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise ProviderError(f"terminate command {argv!r} for node {node.id} failed: {exc}") from exc
-        if done.returncode != 0:
-            raise ProviderError(
-                f"terminate command {argv!r} for node {node.id} exited {done.returncode}: {done.stderr.strip()[:500]}"
-            )
-
-
-def providers_from(settings: IdleSettings) -> dict[str, Provider]:
-    """`local` plus one CommandProvider per `idle.terminate_commands` entry."""
-    found: dict[str, Provider] = {"local": LocalProvider()}
-    for name, template in settings.terminate_commands.items():
-        found[name] = CommandProvider(name, template)
-    return found
+Terminate = Callable[[IdleNode, str], object]
 
 
 class IdleShutdown:
@@ -218,15 +151,16 @@ class IdleShutdown:
         nodes: NodeRegistry,
         settings: IdleSettings,
         *,
-        providers: Mapping[str, Provider] | None = None,
+        terminate: Terminate,
         clock: Clock = time.time,
         fence: Fence | None = None,
     ) -> None:
+        """`terminate(node, reason)` stops a node: the fleet's terminate, through the node's provider."""
         self.store = store
         self.bus = bus
         self.nodes = nodes
         self.settings = settings
-        self.providers = dict(providers) if providers is not None else providers_from(settings)
+        self.terminate = terminate
         self.clock = clock
         self.fence = fence
         self.saved_cost_per_hour = 0.0
@@ -236,7 +170,7 @@ class IdleShutdown:
         """The live nodes as IdleNodes, and the number of runnable queued jobs."""
         now = self.clock()
         with self.store.read() as conn:
-            rows = node_queries.list_nodes(conn, (NodeStatus.ACTIVE.value, NodeStatus.DRAINING.value))
+            rows = node_queries.list_nodes(conn, tuple(s.value for s in LIVE))
             leased = health_queries.leased_jobs_by_node(conn, now)
             pending = health_queries.runnable_job_count(conn, now)
             sole = {row["id"]: len(artifact_queries.sole_copies_on_node(conn, row["id"])) for row in rows}
@@ -285,16 +219,11 @@ class IdleShutdown:
                 self._terminate(node, decision)
 
     def _terminate(self, node: IdleNode, decision: IdleDecision) -> None:
-        provider = self.providers.get(node.provider)
-        if provider is None:
-            log.warning("node %s: no way to terminate provider %r; set idle.terminate_commands", node.id, node.provider)
-            return
         if self.fence is not None:
             with self.store.transaction() as conn:
                 self.fence(conn)  # only the current leader terminates machines
-        provider.terminate(node)
+        self.terminate(node, decision.reason)
         with self.store.transaction():
-            self.nodes.set_status(node.id, NodeStatus.TERMINATED)
             self._announce(node, decision.idle_s, dry_run=False)
         self.saved_cost_per_hour += node.cost_per_hour or 0.0
         self.terminated.append(node.id)
@@ -335,5 +264,13 @@ def idle_shutdown_daemon(context: DaemonContext) -> IdleShutdownDaemon:
     """Factory of the `idle_shutdown` daemon."""
     app = context.app
     fence = leader_fence(app.leases, context.leadership)
-    idle = IdleShutdown(app.store, app.bus, app.nodes, app.settings.idle, clock=context.clock, fence=fence)
+    idle = IdleShutdown(
+        app.store,
+        app.bus,
+        app.nodes,
+        app.settings.idle,
+        terminate=lambda node, reason: app.fleet.terminate(node.id, reason=f"idle: {reason}", fence=fence),
+        clock=context.clock,
+        fence=fence,
+    )
     return IdleShutdownDaemon(idle, app.settings.idle.interval_s, clock=context.clock)
