@@ -46,7 +46,7 @@ def pipeline_daemon(context: DaemonContext) -> ServiceDaemon:
         app.store, app.bus, app.queue, app.registry, app.settings, fence=fence, clock=context.clock
     )
     recorder = ProgressRecorder(app.store, clock=context.clock)
-    return consumers_daemon(context, [coordinator.spec(), recorder.spec()])
+    return consumers_daemon(context, [coordinator.spec(), recorder.spec()], fence=fence)
 
 
 class SchedulerDaemon(LoopDaemon):
@@ -56,7 +56,8 @@ class SchedulerDaemon(LoopDaemon):
         app = context.app
         super().__init__(app.settings.pipeline.scheduler_interval_s, clock=context.clock)
         self.app = app
-        self.scheduler = SelfplayScheduler(app.store, app.queue, app.settings, clock=context.clock)
+        self.fence = leader_fence(app.leases, context.leadership)
+        self.scheduler = SelfplayScheduler(app.store, app.queue, app.settings, clock=context.clock, fence=self.fence)
 
     async def tick(self) -> None:
         """One round: pause or resume by health, then schedule."""
@@ -67,6 +68,7 @@ class SchedulerDaemon(LoopDaemon):
         """Pause every running pipeline when health says so; resume those it paused when it recovers."""
         now = self.clock()
         with self.app.store.transaction() as conn:
+            self.fence(conn)
             for state in queries.list_pipelines(conn):
                 key = state["config_key"]
                 if paused and not state["paused"]:
