@@ -62,9 +62,7 @@ def samples_total(app: App) -> int:
 def delivered(app: App, consumer: str, event_type: str) -> int:
     with app.store.read() as conn:
         rows = consumer_queries.read_metrics(conn)
-    return sum(
-        int(row["delivered"]) for row in rows if row["consumer"] == consumer and row["event_type"] == event_type
-    )
+    return sum(int(row["delivered"]) for row in rows if row["consumer"] == consumer and row["event_type"] == event_type)
 
 
 @run_async
