@@ -43,7 +43,14 @@ def pipeline_daemon(context: DaemonContext) -> ServiceDaemon:
     app = context.app
     fence = leader_fence(app.leases, context.leadership)
     coordinator = PipelineCoordinator(
-        app.store, app.bus, app.queue, app.registry, app.settings, fence=fence, clock=context.clock
+        app.store,
+        app.bus,
+        app.queue,
+        app.registry,
+        app.settings,
+        fence=fence,
+        clock=context.clock,
+        breakers=app.breakers,
     )
     recorder = ProgressRecorder(app.store, clock=context.clock)
     return consumers_daemon(context, [coordinator.spec(), recorder.spec()], fence=fence)
@@ -57,7 +64,9 @@ class SchedulerDaemon(LoopDaemon):
         super().__init__(app.settings.pipeline.scheduler_interval_s, clock=context.clock)
         self.app = app
         self.fence = leader_fence(app.leases, context.leadership)
-        self.scheduler = SelfplayScheduler(app.store, app.queue, app.settings, clock=context.clock, fence=self.fence)
+        self.scheduler = SelfplayScheduler(
+            app.store, app.queue, app.settings, clock=context.clock, fence=self.fence, breakers=app.breakers
+        )
 
     async def tick(self) -> None:
         """One round: pause or resume by health, then schedule."""
@@ -79,8 +88,8 @@ class SchedulerDaemon(LoopDaemon):
                     self.app.bus.publish("PIPELINE_RESUMED", {"config_key": key, "reason": "system health recovered"})
 
     def details(self) -> dict[str, Any]:
-        """Jobs enqueued so far."""
-        return {"enqueued": self.scheduler.enqueued}
+        """Jobs enqueued so far, and ticks held back by the selfplay circuit breaker."""
+        return {"enqueued": self.scheduler.enqueued, "held_back": self.scheduler.held_back}
 
 
 def scheduler_daemon(context: DaemonContext) -> SchedulerDaemon:

@@ -10,7 +10,8 @@ staleness = minutes since the config's last game batch / 10 (capped at 1), and v
 starved, or improving fast gets more of the shared workers. The target of queued selfplay
 jobs, `selfplay_queue_target`, is split by weight (at least one job each) and halved at
 backpressure SOFT or above; at HARD or above nothing is added. Jobs are topped up to the
-target, never removed. With a `fence` (the leader's lease guard) one tick's jobs are
+target, never removed. While the `selfplay` stage's circuit breaker is open nothing is
+added (counted in `held_back`). With a `fence` (the leader's lease guard) one tick's jobs are
 enqueued in one transaction that the fence opens: a deposed leader enqueues nothing.
 """
 
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.engine import Connection
 
+from zeroloop.cluster.breakers import CircuitBreakers, stage_key
 from zeroloop.config import Settings
 from zeroloop.pipeline import jobs
 from zeroloop.queue.backpressure import BackpressureLevel
@@ -74,14 +76,17 @@ class SelfplayScheduler:
         *,
         clock: Callable[[], float] = time.time,
         fence: Callable[[Connection], None] | None = None,
+        breakers: CircuitBreakers | None = None,
     ) -> None:
-        """`fence(conn)` refuses the tick's enqueues unless this process still leads."""
+        """`fence(conn)` refuses the tick's enqueues unless this process still leads; `breakers` may hold them back."""
         self.store = store
         self.queue = queue
         self.settings = settings.pipeline
         self.clock = clock
         self.fence = fence
+        self.breakers = breakers
         self.enqueued = 0
+        self.held_back = 0  # ticks that added nothing because the selfplay circuit was open
 
     def needs(self) -> list[ConfigNeed]:
         """The current need of every unpaused pipeline."""
@@ -103,6 +108,10 @@ class SelfplayScheduler:
         """Enqueue what is missing; return how many jobs were added per config key."""
         needs = self.needs()
         if not needs:
+            return {}
+        if self.breakers is not None and not self.breakers.allow(stage_key(jobs.SELFPLAY)):
+            self.held_back += 1
+            log.warning("selfplay scheduler: the selfplay circuit breaker is open; adding no jobs")
             return {}
         level = self.queue.check_backpressure(jobs.SELFPLAY)
         wanted = allocate(
