@@ -71,6 +71,7 @@ declare(
 )
 
 PROGRESS_EVERY_S = 5.0
+DRAIN_POLL_S = 0.2  # how often a running job looks whether a drain began (seconds)
 
 
 class _Drained(Exception):
@@ -205,9 +206,9 @@ class JobExecutor:
 
     async def _drain_expired(self) -> None:
         """Return once stop() came and its grace for the job in flight ran out."""
-        await self._stopping.wait()
-        assert self._drain_at is not None
-        await asyncio.sleep(max(0.0, self._drain_at - time.monotonic()))
+        # Polled, not awaited on the stop event: run_once() may be driven from more than one event loop.
+        while not self._drain_over():
+            await asyncio.sleep(DRAIN_POLL_S if self._drain_at is None else self._drain_at - time.monotonic())
 
     async def _retrying(self, what: str, call: Callable[[], Any]) -> Any:
         """Run `call` in a thread, retrying transient store failures with backoff until it succeeds.
@@ -254,7 +255,7 @@ class JobExecutor:
         except _Drained:
             await self._release(job, token, f"worker on node {self.node} stopped before the job finished")
         except OSError as exc:
-            where = exc.filename or self.workdir
+            where = exc.filename or self.settings.data_dir  # a write error names no file: say which disk
             reason = f"node {self.node}: {exc.strerror or exc} at {where}"
             if exc.errno == errno.ENOSPC:
                 reason += " (the disk is full: free space on this node, the job is retried)"
