@@ -10,7 +10,9 @@ import pytest
 from tests.helpers import FakeClock, make_app
 from zeroloop.app import App
 from zeroloop.config import ClusterSettings, Settings
+from zeroloop.events.bus import EventBus
 from zeroloop.queue.backpressure import Resources
+from zeroloop.store.database import Store
 
 
 def quiet(app: App, clock: FakeClock) -> App:
@@ -32,3 +34,9 @@ def two_apps(store_url: str, tmp_path: Path, settings: Settings, clock: FakeCloc
         make_app(store_url, tmp_path / "b", cluster=cluster_b) as b,
     ):
         yield quiet(a, clock), quiet(b, clock)
+
+
+@pytest.fixture
+def bus(store: Store, clock: FakeClock) -> EventBus:
+    """A bus on the store under test."""
+    return EventBus(store, node="n1", source="test", clock=clock)
