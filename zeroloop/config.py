@@ -53,6 +53,9 @@ class StoreSettings(_Section):
         "unset means a SQLite file 'zeroloop.db' in the data directory",
     )
     busy_timeout_s: float = Field(default=30.0, gt=0, description="SQLite lock wait (seconds)")
+    write_turn_max_s: float = Field(
+        default=10.0, gt=0, description="SQLite: longest a writer may hold the write turn before it loses it (seconds)"
+    )
     connect_timeout_s: float = Field(default=5.0, gt=0, description="PostgreSQL connect timeout (seconds)")
     pool_size: int = Field(default=5, ge=1, description="PostgreSQL connections kept per process")
     ping_after_idle_s: float = Field(
@@ -92,6 +95,9 @@ class EventSettings(_Section):
     )
     dlq_max_retries: int = Field(
         default=12, ge=0, description="automatic dead-letter re-deliveries before a letter is parked for a human"
+    )
+    outage_retry_max_s: float = Field(
+        default=5.0, gt=0, description="longest wait between deliveries while the store is unavailable (seconds)"
     )
 
 
@@ -152,6 +158,9 @@ class DaemonSettings(_Section):
     health_interval_s: float = Field(default=10.0, gt=0, description="health check interval (seconds)")
     drain_deadline_s: float = Field(default=30.0, ge=0, description="graceful stop deadline per daemon (seconds)")
     supervise_interval_s: float = Field(default=0.5, gt=0, description="supervision pass interval (seconds)")
+    outage_retry_max_s: float = Field(
+        default=5.0, gt=0, description="longest wait between retries while the store is unavailable (seconds)"
+    )
 
 
 class ClusterSettings(_Section):

@@ -158,16 +158,41 @@ class LeaseManager:
 Fence = Callable[[Connection], None]
 
 
-def leader_fence(leases: LeaseManager, leadership: Leadership, role: str = LEADER) -> Fence:
-    """A guard for writes of leader-only daemons: refuses unless this process holds `role` under its current token."""
+class LeaderFence:
+    """A guard for the writes of leader-only daemons; call it inside each write transaction, first.
 
-    def fence(conn: Connection) -> None:
-        token = leadership.token
-        if token is None:
-            raise LeaseError(f"write under role {role!r} refused: this process does not hold the lease")
-        leases.guard(conn, role, token)
+    It refuses (LeaseError, so the transaction rolls back) unless this process holds
+    `role` under the token in `leadership`, unexpired, at the lease manager's clock.
+    A refusal is logged, counted in `refusals`, and clears `leadership` (when it still
+    names the refused token), so the daemon manager steps every leader-only daemon of
+    this process down to standby at once instead of letting each one find out alone.
+    """
 
-    return fence
+    def __init__(self, leases: LeaseManager, leadership: Leadership, role: str = LEADER) -> None:
+        self.leases = leases
+        self.leadership = leadership
+        self.role = role
+        self.refusals = 0
+
+    def __call__(self, conn: Connection) -> None:
+        """Refuse the transaction on `conn` unless this process still holds the lease."""
+        token = self.leadership.token
+        try:
+            if token is None:
+                raise LeaseError(f"write under role {self.role!r} refused: this process does not hold the lease")
+            self.leases.guard(conn, self.role, token)
+        except LeaseError as exc:
+            self.refusals += 1
+            if self.leadership.token == token:
+                self.leadership.held = False
+                self.leadership.token = None
+            log.warning("fencing refused a leader-only write (refusal %d): %s", self.refusals, exc)
+            raise
+
+
+def leader_fence(leases: LeaseManager, leadership: Leadership, role: str = LEADER) -> LeaderFence:
+    """A `LeaderFence` for writes of leader-only daemons: refuses unless this process holds `role` now."""
+    return LeaderFence(leases, leadership, role)
 
 
 class LeaderElector:

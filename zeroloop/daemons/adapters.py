@@ -5,17 +5,29 @@ adapts that shape to the daemon protocol (a stop event and a health check). Each
 factory imports its service lazily, so the daemons package imports even where a part
 is not installed or still incomplete; a factory that cannot import fails that daemon
 (FAILED, with the import error as its reason), not the process.
+
+A service whose run() ends with a failure of the moment (`is_transient`: the store
+unreachable or locked) is not crashed: `ServiceDaemon` runs it again after a backoff
+with jitter (doubling up to `daemons.outage_retry_max_s`) for as long as the outage
+lasts, and reports DEGRADED meanwhile, as it does while the service says it is waiting
+out an outage itself (its `outage_since`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
+from zeroloop.config import DaemonSettings
 from zeroloop.daemons.daemon import Clock, DaemonContext, DaemonHealth, HealthState
+from zeroloop.events.consumer import Fence, is_transient
+
+log = logging.getLogger(__name__)
 
 
 class Service(Protocol):
@@ -32,16 +44,49 @@ class ServiceDaemon:
     """Runs a `Service` as a daemon: stopping the daemon calls `service.stop()` and awaits its run()."""
 
     def __init__(
-        self, service: Service, *, describe: Callable[[], dict[str, Any]] | None = None, clock: Clock = time.time
+        self,
+        service: Service,
+        *,
+        describe: Callable[[], dict[str, Any]] | None = None,
+        clock: Clock = time.time,
+        outage_retry_max_s: float | None = None,
     ) -> None:
+        """`outage_retry_max_s`: the longest wait (seconds) before running the service again after a store outage.
+
+        Unset, it is the `daemons.outage_retry_max_s` default.
+        """
         self.service = service
         self.describe = describe or dict
         self.clock = clock
+        self.outage_retry_max_s = (
+            DaemonSettings().outage_retry_max_s if outage_retry_max_s is None else outage_retry_max_s
+        )
         self.started_at: float | None = None
+        self.outage_since: float | None = None
+        self.outage_restarts = 0
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Run the service until `stop` is set or the service ends (a crash propagates)."""
+        """Run the service until `stop` is set or it ends; a store outage reruns it, any other crash propagates."""
         self.started_at = self.clock()
+        failures = 0
+        while not stop.is_set():
+            try:
+                await self._run_once(stop)
+                return
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                failures += 1
+                self.outage_restarts += 1
+                if self.outage_since is None:
+                    self.outage_since = self.clock()
+                name = type(self.service).__name__
+                log.warning("%s: store unavailable, running it again after a backoff: %s", name, exc)
+                delay = min(self.outage_retry_max_s, 0.1 * 2**failures)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay / 2 + random.uniform(0, delay / 2))
+
+    async def _run_once(self, stop: asyncio.Event) -> None:
         work = asyncio.ensure_future(self.service.run())
         waiter = asyncio.ensure_future(stop.wait())
         try:
@@ -53,10 +98,16 @@ class ServiceDaemon:
         if not work.done():
             self.service.stop()
         await work  # re-raises the service's crash, if it crashed
+        self.outage_since = None
 
     def health(self) -> DaemonHealth:
-        """Healthy while running; details from the service's own counters."""
-        details = {"started_at": self.started_at, **self.describe()}
+        """Degraded while the service waits out a store outage, else healthy; details from its own counters."""
+        details: dict[str, Any] = {"started_at": self.started_at, **self.describe()}
+        since = getattr(self.service, "outage_since", None) or self.outage_since
+        if since is not None:
+            details["store_unavailable_since"] = since
+            details["outage_restarts"] = self.outage_restarts
+            return DaemonHealth(HealthState.DEGRADED, details)
         return DaemonHealth(HealthState.HEALTHY, details)
 
 
@@ -80,7 +131,11 @@ def event_consumers_daemon(context: DaemonContext) -> ServiceDaemon:
 
     app = context.app
     runner = ConsumerRunner(app.bus, list(context.consumers), app.settings.events, clock=context.clock)
-    return ServiceDaemon(runner, describe=lambda: {"consumers": len(context.consumers) + len(app.bus.subscriptions)})
+    return ServiceDaemon(
+        runner,
+        describe=lambda: {"consumers": len(context.consumers) + len(app.bus.subscriptions)},
+        outage_retry_max_s=app.settings.daemons.outage_retry_max_s,
+    )
 
 
 def dlq_retry_daemon(context: DaemonContext) -> ServiceDaemon:
@@ -90,7 +145,7 @@ def dlq_retry_daemon(context: DaemonContext) -> ServiceDaemon:
     app = context.app
     specs = [*context.consumers, *app.bus.subscriptions]
     retrier = DeadLetterRetrier(app.store, specs, app.settings.events, clock=context.clock)
-    return ServiceDaemon(retrier)
+    return ServiceDaemon(retrier, outage_retry_max_s=app.settings.daemons.outage_retry_max_s)
 
 
 def event_retention_daemon(context: DaemonContext) -> ServiceDaemon:
@@ -98,7 +153,10 @@ def event_retention_daemon(context: DaemonContext) -> ServiceDaemon:
     from zeroloop.events.retention import Pruner
 
     app = context.app
-    return ServiceDaemon(Pruner(app.store, app.settings.events, clock=context.clock))
+    return ServiceDaemon(
+        Pruner(app.store, app.settings.events, clock=context.clock),
+        outage_retry_max_s=app.settings.daemons.outage_retry_max_s,
+    )
 
 
 def queue_reaper_daemon(context: DaemonContext) -> ServiceDaemon:
@@ -107,7 +165,11 @@ def queue_reaper_daemon(context: DaemonContext) -> ServiceDaemon:
 
     app = context.app
     reaper = Reaper(app.queue, interval_s=app.settings.queue.reaper_interval_s, clock=context.clock)
-    return ServiceDaemon(_ReaperService(reaper), describe=lambda: {"reaped": reaper.reaped})
+    return ServiceDaemon(
+        _ReaperService(reaper),
+        describe=lambda: {"reaped": reaper.reaped},
+        outage_retry_max_s=app.settings.daemons.outage_retry_max_s,
+    )
 
 
 class _ConsumersService:
@@ -131,15 +193,32 @@ class _ConsumersService:
         self.runner.stop()
         self.retrier.stop()
 
+    @property
+    def outage_since(self) -> float | None:
+        """When the runner or the retrier started waiting out a store outage (None: neither is)."""
+        times = [t for t in (self.runner.outage_since, self.retrier.outage_since) if t is not None]
+        return min(times) if times else None
+
 
 def consumers_daemon(
-    context: DaemonContext, specs: Sequence[Any], *, describe: Callable[[], dict[str, Any]] | None = None
+    context: DaemonContext,
+    specs: Sequence[Any],
+    *,
+    describe: Callable[[], dict[str, Any]] | None = None,
+    fence: Fence | None = None,
 ) -> ServiceDaemon:
-    """A daemon that runs durable consumers and re-delivers their dead letters (for parts' own consumer sets)."""
+    """A daemon that runs durable consumers and re-delivers their dead letters (for parts' own consumer sets).
+
+    `fence` (the leader's lease guard) makes every write of both fenced: pass it for a leader-only daemon.
+    """
     from zeroloop.events.deadletters import DeadLetterRetrier
     from zeroloop.events.runner import ConsumerRunner
 
     app = context.app
-    runner = ConsumerRunner(app.bus, list(specs), app.settings.events, clock=context.clock)
-    retrier = DeadLetterRetrier(app.store, list(specs), app.settings.events, clock=context.clock)
-    return ServiceDaemon(_ConsumersService(runner, retrier), describe=describe)
+    runner = ConsumerRunner(app.bus, list(specs), app.settings.events, clock=context.clock, fence=fence)
+    retrier = DeadLetterRetrier(app.store, list(specs), app.settings.events, clock=context.clock, fence=fence)
+    return ServiceDaemon(
+        _ConsumersService(runner, retrier),
+        describe=describe,
+        outage_retry_max_s=app.settings.daemons.outage_retry_max_s,
+    )

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from zeroloop.errors import DaemonError
+from zeroloop.config import DaemonSettings
+from zeroloop.errors import DaemonError, LeaseError
+from zeroloop.events.consumer import is_transient
 
 if TYPE_CHECKING:
     from zeroloop.app import App
@@ -126,18 +129,29 @@ class LoopDaemon:
 
     A tick that raises is logged and counted; after `max_consecutive_errors` in a row
     the error propagates and the manager treats the daemon as crashed (and backs off).
+    A tick that fails because the store is unavailable (`is_transient`) is no crash:
+    the daemon reports DEGRADED and ticks again after a backoff with jitter (doubling
+    from 0.1 s up to `outage_retry_max_s`, never longer than its interval) for as long
+    as the outage lasts, then carries on by itself. A LeaseError (a fencing refusal:
+    this process no longer leads) propagates at once, so the manager steps it down.
     """
 
     max_consecutive_errors = 3
 
-    def __init__(self, interval_s: float, *, clock: Clock = time.time) -> None:
+    def __init__(self, interval_s: float, *, clock: Clock = time.time, outage_retry_max_s: float | None = None) -> None:
+        """`outage_retry_max_s` (seconds) defaults to `daemons.outage_retry_max_s`."""
         self.interval_s = interval_s
         self.clock = clock
+        self.outage_retry_max_s = (
+            DaemonSettings().outage_retry_max_s if outage_retry_max_s is None else outage_retry_max_s
+        )
         self.ticks = 0
         self.errors = 0
         self.consecutive_errors = 0
         self.last_tick_at: float | None = None
         self.last_error: str | None = None
+        self.outage_since: float | None = None
+        self.outage_failures = 0  # failed ticks of the current store outage
 
     async def tick(self) -> None:
         """One round of work; store calls go through asyncio.to_thread."""
@@ -151,7 +165,15 @@ class LoopDaemon:
         """Run one tick with the error accounting of `run` (tests drive daemons with this)."""
         try:
             await self.tick()
+        except LeaseError:
+            raise
         except Exception as exc:
+            if is_transient(exc):
+                self.outage_failures += 1
+                if self.outage_since is None:
+                    self.outage_since = self.clock()
+                    log.warning("%s: store unavailable, retrying with backoff: %s", type(self).__name__, exc)
+                return
             self.errors += 1
             self.consecutive_errors += 1
             self.last_error = f"{type(exc).__name__}: {exc}"
@@ -160,25 +182,39 @@ class LoopDaemon:
             log.warning("%s tick failed: %s", type(self).__name__, self.last_error)
         else:
             self.consecutive_errors = 0
+            if self.outage_since is not None:
+                log.info("%s: store back after %.1f s", type(self).__name__, self.clock() - self.outage_since)
+            self.outage_since = None
+            self.outage_failures = 0
         finally:
             self.ticks += 1
             self.last_tick_at = self.clock()
+
+    def next_wait_s(self) -> float:
+        """Seconds until the next tick: the interval, or a jittered backoff while the store is unavailable."""
+        if self.outage_since is None:
+            return self.interval_s
+        backoff = min(self.outage_retry_max_s, 0.1 * 2.0 ** min(self.outage_failures, 30))
+        return min(self.interval_s, backoff / 2 + random.uniform(0, backoff / 2))
 
     async def run(self, stop: asyncio.Event) -> None:
         """Tick until `stop` is set; the wait between ticks ends early when it is."""
         while not stop.is_set():
             await self.run_once()
             try:
-                await asyncio.wait_for(stop.wait(), timeout=self.interval_s)
+                await asyncio.wait_for(stop.wait(), timeout=self.next_wait_s())
             except TimeoutError:
                 continue
 
     def health(self) -> DaemonHealth:
-        """Unhealthy after a failed tick, degraded when ticks are overdue by three intervals, else healthy."""
+        """Unhealthy after a failed tick; degraded while the store is down or ticks are three intervals late."""
         details: dict[str, Any] = {"ticks": self.ticks, "errors": self.errors, "last_error": self.last_error}
         details.update(self.details())
         if self.consecutive_errors:
             return DaemonHealth(HealthState.UNHEALTHY, details)
+        if self.outage_since is not None:
+            details["store_unavailable_since"] = self.outage_since
+            return DaemonHealth(HealthState.DEGRADED, details)
         if self.last_tick_at is not None and self.clock() - self.last_tick_at > 3 * self.interval_s:
             return DaemonHealth(HealthState.DEGRADED, details)
         return DaemonHealth(HealthState.HEALTHY, details)

@@ -7,12 +7,20 @@ holds the leader lease (and stops them when it loses it), runs the health checks
 due, and persists every change to the `daemons` table. `supervise()` repeats steps with
 the injected sleep; `shutdown()` stops daemons in reverse dependency order, each within
 the drain deadline. Store calls run in a thread so the event loop never blocks.
+
+The supervisor outlives any failure of one pass: a pass that cannot persist (the store
+is down) keeps its changes to write on the next one and the supervisor retries with a
+jittered backoff up to `daemons.outage_retry_max_s`, so the `daemons` table is current
+again within seconds of the store's return. A leader-only daemon that ends with a
+LeaseError (a fencing refusal: a successor holds the lease) steps down to STANDBY,
+not BACKOFF; the refusal is counted in its health details as `fence_refusals`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +37,7 @@ from zeroloop.daemons.daemon import (
     transition,
 )
 from zeroloop.daemons.registry import DaemonSpec, Layer, RestartPolicy, order
+from zeroloop.errors import LeaseError
 from zeroloop.events.catalogue import DaemonCrashLoop
 from zeroloop.events.wiring import declare
 from zeroloop.store.queries import daemons as queries
@@ -58,12 +67,16 @@ class DaemonRecord:
     last_error: str | None = None
     health: DaemonHealth | None = None
     events: list[dict[str, Any]] = field(default_factory=list)
+    fence_refusals: int = 0  # times it stepped down because fencing refused its write
 
     def row(self, node: str, now: float) -> dict[str, Any]:
         """This record as a `daemons` table row; health carries state, details, reason and flags."""
+        details = dict(self.health.details) if self.health else {}
+        if self.spec.leader_only:
+            details["fence_refusals"] = self.fence_refusals
         health: dict[str, Any] = {
             "state": self.health.state.value if self.health else None,
-            "details": self.health.details if self.health else {},
+            "details": details,
             "reason": self.reason,
             "critical": self.spec.critical,
             "leader_only": self.spec.leader_only,
@@ -108,6 +121,8 @@ class DaemonManager:
         self._next_health_at = 0.0
         self._supervisor: asyncio.Task[None] | None = None
         self._supervisor_stop = asyncio.Event()
+        self.failed_passes = 0  # supervision passes that failed (each retried), in total
+        self.failing_since: float | None = None  # when the current run of failed passes began
 
     # --- starting ---------------------------------------------------------------------
 
@@ -157,8 +172,23 @@ class DaemonManager:
 
     async def supervise(self, stop: asyncio.Event) -> None:
         """Step every `supervise_interval_s` seconds (with the injected sleep) until `stop` is set."""
+        failures = 0
         while not stop.is_set():
-            await self.step()
+            try:
+                await self.step()
+            except Exception as exc:  # noqa: BLE001 - the supervisor must outlive any failure of one pass
+                failures += 1
+                self.failed_passes += 1
+                if self.failing_since is None:
+                    self.failing_since = self.clock()
+                log.warning("daemon supervision pass failed (%d in a row), retrying: %s", failures, exc)
+                backoff = min(self.settings.outage_retry_max_s, self.settings.supervise_interval_s * 2**failures)
+                await self.sleep(backoff / 2 + random.uniform(0, backoff / 2))
+                continue
+            if self.failing_since is not None:
+                log.info("daemon supervision recovered after %.1f s", self.clock() - self.failing_since)
+            failures = 0
+            self.failing_since = None
             await self.sleep(self.settings.supervise_interval_s)
 
     def spawn_supervisor(self) -> None:
@@ -242,12 +272,28 @@ class DaemonManager:
         assert record.task is not None
         task, record.task = record.task, None
         error = None if task.cancelled() else task.exception()
+        if isinstance(error, LeaseError) and record.spec.leader_only:
+            self._step_down(record, error)
+            return
         if error is None and record.spec.restart is not RestartPolicy.ALWAYS:
             self._move(record, DaemonState.STOPPED, "finished")
             return
         message = "returned unexpectedly" if error is None else f"{type(error).__name__}: {error}"
         log.error("daemon %s crashed: %s", record.spec.name, message, exc_info=error)
         self._crashed(record, now, message)
+
+    def _step_down(self, record: DaemonRecord, error: LeaseError) -> None:
+        """A leader-only daemon was refused by fencing: it no longer leads, so it waits in standby."""
+        record.fence_refusals += 1
+        leadership = self.context.leadership
+        leadership.held = False
+        leadership.token = None
+        log.warning(
+            "daemon %s stepped down to standby (fence refusal %d): %s", record.spec.name, record.fence_refusals, error
+        )
+        self._move(record, DaemonState.STOPPING, "stepping down")
+        record.instance = None
+        self._move(record, DaemonState.STANDBY, f"stepped down: {error}")
 
     def _crashed(self, record: DaemonRecord, now: float, message: str) -> None:
         record.last_error = message
@@ -290,10 +336,17 @@ class DaemonManager:
         records = [self.records[name] for name in sorted(self._dirty)]
         self._dirty.clear()
         rows = [record.row(self.node, now) for record in records]
-        events = [(record, payload) for record in records for payload in record.events]
+        events = {record.spec.name: record.events for record in records}
         for record in records:
             record.events = []
-        await asyncio.to_thread(self._write, rows, [payload for _record, payload in events])
+        try:
+            await asyncio.to_thread(self._write, rows, [payload for batch in events.values() for payload in batch])
+        except BaseException:
+            # Not written: keep every change (and its events) for the next pass.
+            for record in records:
+                record.events = events[record.spec.name] + record.events
+                self._dirty.add(record.spec.name)
+            raise
 
     def _write(self, rows: list[dict[str, Any]], events: list[dict[str, Any]]) -> None:
         with self.app.store.transaction() as conn:
@@ -335,7 +388,14 @@ class DaemonManager:
                 await self._stop(record, DaemonState.STOPPED, "shut down")
             elif record.state not in (DaemonState.STOPPED, DaemonState.FAILED):
                 self._move(record, DaemonState.STOPPED, "shut down")
-        await self._flush(self.clock())
+        await self._flush_at_exit()
+
+    async def _flush_at_exit(self) -> None:
+        """Persist the final states if the store allows; an unreachable store must not stop the exit."""
+        try:
+            await self._flush(self.clock())
+        except Exception as exc:  # noqa: BLE001 - reported; the process still exits
+            log.warning("final daemon states not recorded (%s): the store shows them running until they go stale", exc)
 
     async def abort(self) -> None:
         """Cancel every daemon at once (a second signal): no drain, state persisted as stopped."""
@@ -354,7 +414,7 @@ class DaemonManager:
                 self._move(record, DaemonState.STOPPING, "aborted")
             if record.state not in (DaemonState.STOPPED, DaemonState.FAILED):
                 self._move(record, DaemonState.STOPPED, "aborted")
-        await self._flush(self.clock())
+        await self._flush_at_exit()
 
     # --- views ------------------------------------------------------------------------
 

@@ -4,7 +4,13 @@ A handler takes an `Event` and is either a coroutine function (awaited on the lo
 a plain function (run in a worker thread, never on the loop). A *transactional* sync
 handler runs inside a store transaction that also moves the consumer's cursor (or
 resolves its dead letter): its own store writes and the acknowledgement commit
-together, so it is handled exactly once as far as the store can tell.
+together, so it is handled exactly once as far as the store can tell. A *fence* (the
+leader's lease guard) runs first in that transaction: a deposed leader's handler
+commits nothing, not even its acknowledgement.
+
+`is_transient` tells failures of the moment (the store unreachable or busy, a queue at
+backpressure STOP) from failures of the handler: the former are waited out, never
+counted towards dead-lettering.
 """
 
 from __future__ import annotations
@@ -18,8 +24,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError, OperationalError
 
-from zeroloop.errors import EventError
+from zeroloop.errors import BackpressureRefused, EventError, StoreUnavailable
 from zeroloop.events import wiring
 from zeroloop.store.database import Store
 from zeroloop.tracing import continue_trace
@@ -29,6 +36,18 @@ if TYPE_CHECKING:
 
 Handler = Callable[["Event"], Any]
 Acknowledge = Callable[[Connection], None]
+Fence = Callable[[Connection], None]
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether `exc` is a failure of the moment: the store unreachable or locked, or backpressure STOP.
+
+    Such a failure says nothing about the event or the job at hand, so callers retry it
+    with backoff for as long as it lasts instead of counting it as an attempt.
+    """
+    if isinstance(exc, StoreUnavailable | BackpressureRefused | OperationalError):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
 
 class HandlerTimeout(EventError):
@@ -80,12 +99,19 @@ class ConsumerSpec:
 
 
 async def call_handler(
-    spec: ConsumerSpec, event: Event, *, store: Store, timeout_s: float, acknowledge: Acknowledge | None = None
+    spec: ConsumerSpec,
+    event: Event,
+    *,
+    store: Store,
+    timeout_s: float,
+    acknowledge: Acknowledge | None = None,
+    fence: Fence | None = None,
 ) -> None:
     """Run the handler once within `timeout_s` seconds; raise what it raised, or HandlerTimeout.
 
-    For a transactional spec, `acknowledge(conn)` runs in the handler's transaction after
-    it returns; otherwise the caller acknowledges after this returns.
+    For a transactional spec, `fence(conn)` runs first in the handler's transaction and
+    `acknowledge(conn)` after the handler returns; otherwise the caller acknowledges
+    (and fences its acknowledgement) after this returns.
     """
     label = f"event {event.type} -> {spec.name}"
     if spec.is_async:
@@ -107,6 +133,8 @@ async def call_handler(
                 spec.handler(event)
                 return
             with store.transaction() as conn:
+                if fence is not None:
+                    fence(conn)
                 spec.handler(event)
                 # A thread cannot be cancelled; one that overran must not commit its
                 # acknowledgement after the runner has counted the attempt as failed.

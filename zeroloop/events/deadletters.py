@@ -5,6 +5,11 @@ seconds; a re-delivery that succeeds RESOLVES it; after `dlq_max_retries` failed
 re-deliveries it is PARKED for a human (`zeroloop dlq retry` puts it back to PENDING);
 `zeroloop dlq drop` DROPS it. The consumer moved past the event when it was dead-lettered,
 so the letter is the only thing that still remembers the event needs handling.
+
+A retrier given a `fence` (leader-only consumers) runs it first in every transaction it
+writes, and stops with the LeaseError once refused. A re-delivery that fails only
+because the store is unavailable or the queue refuses work (`is_transient`) leaves the
+letter as it was, uncounted; the pass ends and the next one comes after a short backoff.
 """
 
 from __future__ import annotations
@@ -21,9 +26,9 @@ from typing import Any
 from sqlalchemy.engine import Connection, RowMapping
 
 from zeroloop.config import EventSettings
-from zeroloop.errors import EventError
+from zeroloop.errors import EventError, LeaseError
 from zeroloop.events.bus import Event
-from zeroloop.events.consumer import ConsumerSpec, call_handler
+from zeroloop.events.consumer import ConsumerSpec, Fence, call_handler, is_transient
 from zeroloop.store.database import Store
 from zeroloop.store.queries import consumers as consumer_queries
 from zeroloop.store.queries import dead_letters as queries
@@ -178,12 +183,16 @@ class DeadLetterRetrier:
         *,
         clock: Clock = time.time,
         batch: int = 100,
+        fence: Fence | None = None,
     ) -> None:
+        """`fence(conn)` guards every write of a leader-only retrier."""
         self.store = store
         self.specs = {spec.name: spec for spec in specs}
         self.settings = settings
         self.clock = clock
         self.batch = batch
+        self.fence = fence
+        self.outage_since: float | None = None
         self._stop = asyncio.Event()
 
     async def run_once(self) -> int:
@@ -197,10 +206,25 @@ class DeadLetterRetrier:
 
     async def run(self) -> None:
         """Call run_once every dlq_retry_interval_s seconds until stop()."""
+        failures = 0
         while not self._stop.is_set():
-            await self.run_once()
+            wait_s = self.settings.dlq_retry_interval_s
             try:
-                await asyncio.wait_for(self._stop.wait(), self.settings.dlq_retry_interval_s)
+                await self.run_once()
+                failures = 0
+                self.outage_since = None
+            except LeaseError:
+                raise
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                failures += 1
+                if self.outage_since is None:
+                    self.outage_since = self.clock()
+                    log.warning("dead-letter retrier: store or queue unavailable, retrying with backoff: %s", exc)
+                wait_s = min(wait_s, self.settings.outage_retry_max_s, self.settings.poll_interval_s * 2**failures)
+            try:
+                await asyncio.wait_for(self._stop.wait(), wait_s)
             except TimeoutError:
                 continue
 
@@ -227,9 +251,18 @@ class DeadLetterRetrier:
 
         try:
             await call_handler(
-                spec, event, store=self.store, timeout_s=self.settings.handler_timeout_s, acknowledge=resolve
+                spec,
+                event,
+                store=self.store,
+                timeout_s=self.settings.handler_timeout_s,
+                acknowledge=resolve,
+                fence=self.fence,
             )
-        except Exception as exc:  # noqa: BLE001 - any handler failure is recorded on the letter
+        except LeaseError:
+            raise
+        except Exception as exc:
+            if is_transient(exc):
+                raise  # not the handler's fault: the letter stays as it is, run() backs off
             await asyncio.to_thread(self._failed, letter, exc)
             return
         if not spec.transactional:
@@ -237,6 +270,8 @@ class DeadLetterRetrier:
 
     def _resolve_tx(self, letter: DeadLetter, event: Event) -> None:
         with self.store.transaction() as conn:
+            if self.fence is not None:
+                self.fence(conn)
             self._resolve(conn, letter, event)
 
     def _resolve(self, conn: Connection, letter: DeadLetter, event: Event) -> None:
@@ -258,6 +293,8 @@ class DeadLetterRetrier:
         transition(letter.status, target)
         now = self.clock()
         with self.store.transaction() as conn:
+            if self.fence is not None:
+                self.fence(conn)
             queries.update_dead_letter(
                 conn,
                 letter.id,
@@ -273,6 +310,8 @@ class DeadLetterRetrier:
     def _finish(self, letter: DeadLetter, target: LetterStatus, next_retry_at: float | None) -> None:
         transition(letter.status, target)
         with self.store.transaction() as conn:
+            if self.fence is not None:
+                self.fence(conn)
             queries.update_dead_letter(
                 conn,
                 letter.id,

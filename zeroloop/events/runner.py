@@ -5,12 +5,23 @@ succeeded (or the event was dead-lettered, in the same transaction as the letter
 consumer killed at any point re-handles at most the events since its last
 acknowledgement and never skips one. Non-transactional consumers acknowledge once per
 batch, transactional ones with each event, inside the handler's transaction.
+
+A runner given a `fence` (the leader's lease guard, for leader-only consumers) runs it
+first in every transaction that handles an event, moves a cursor or writes a dead
+letter. A deposed leader's delivery therefore commits nothing; the runner stops and
+`run()` raises the LeaseError, so the daemon steps down instead of retrying.
+
+A failure of the moment (`is_transient`: the store unreachable or locked, a refused
+enqueue at backpressure STOP) is not the handler's fault: the event stays
+unacknowledged and is retried with backoff and jitter for as long as the failure lasts,
+never dead-lettered for it; `outage_since` says since when (None when delivering).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -18,10 +29,10 @@ from dataclasses import dataclass, field
 from sqlalchemy.engine import Connection
 
 from zeroloop.config import EventSettings
-from zeroloop.errors import EventError
+from zeroloop.errors import EventError, LeaseError
 from zeroloop.events import deadletters
 from zeroloop.events.bus import Event, EventBus
-from zeroloop.events.consumer import ConsumerSpec, call_handler
+from zeroloop.events.consumer import ConsumerSpec, Fence, call_handler, is_transient
 from zeroloop.events.wakeup import Waker, waker_for
 from zeroloop.store.queries import consumers as consumer_queries
 from zeroloop.store.queries import events as queries
@@ -30,6 +41,13 @@ from zeroloop.store.queries.events import Position
 log = logging.getLogger(__name__)
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
+
+
+def transient_delay_s(failures: int, settings: EventSettings) -> float:
+    """The wait (seconds) after `failures` transient failures in a row: doubling, capped, with full jitter."""
+    cap = max(settings.poll_interval_s, min(settings.retry_max_s, settings.outage_retry_max_s))
+    base = min(cap, settings.poll_interval_s * 2.0 ** min(failures, 30))
+    return base / 2 + random.uniform(0, base / 2)
 
 
 @dataclass
@@ -64,7 +82,9 @@ class ConsumerRunner:
         clock: Clock = time.time,
         sleep: Sleep = asyncio.sleep,
         waker: Waker | None = None,
+        fence: Fence | None = None,
     ) -> None:
+        """`fence(conn)` guards every write of a leader-only runner (see the module docstring)."""
         self.bus = bus
         self.store = bus.store
         self.settings = settings
@@ -77,6 +97,9 @@ class ConsumerRunner:
         self._held_back = False  # the last pass saw committed events waiting behind an open transaction
         self._stop = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.fence = fence
+        self.outage_since: float | None = None
+        self.transient_failures = 0  # transient failures seen (each waited out, none counted as an attempt)
 
     async def start(self) -> None:
         """Register durable consumers and place in-process ones at the end of the log."""
@@ -139,12 +162,27 @@ class ConsumerRunner:
         return total
 
     async def run(self) -> None:
-        """Deliver until stop(): read on each wake-up, or after the fallback interval."""
-        await self.start()
+        """Deliver until stop(): read on each wake-up, or after the fallback interval.
+
+        Registration happens in the first pass, so a store that is down at start is waited out like any outage.
+        """
         await self.waker.start()
         try:
+            failures = 0
             while not self._stop.is_set():
-                handled = await self.run_once()
+                try:
+                    handled = await self.run_once()
+                except LeaseError:
+                    raise
+                except Exception as exc:
+                    if not is_transient(exc):
+                        raise
+                    failures += 1
+                    self._outage(exc)
+                    await self._pause(transient_delay_s(failures, self.settings))
+                    continue
+                failures = 0
+                self.outage_since = None
                 if handled:
                     continue
                 # Events of finished transactions may wait behind an older one still open;
@@ -160,6 +198,21 @@ class ConsumerRunner:
             await self.flush()
             await self.waker.close()
             self.bus.release_subscriptions(self)
+
+    def _outage(self, exc: BaseException) -> None:
+        self.transient_failures += 1
+        if self.outage_since is None:
+            self.outage_since = self.clock()
+            log.warning("consumer runner: store or queue unavailable, retrying with backoff: %s", exc)
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait `seconds` with the injected sleep, or less when stopped meanwhile."""
+        sleeper = asyncio.ensure_future(self.sleep(seconds))
+        stop = asyncio.ensure_future(self._stop.wait())
+        await asyncio.wait({sleeper, stop}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (sleeper, stop):
+            task.cancel()
+        await asyncio.gather(sleeper, stop, return_exceptions=True)
 
     def stop(self) -> None:
         """Ask run() to return after the event being handled; safe from any thread (sync handlers run in one)."""
@@ -212,17 +265,35 @@ class ConsumerRunner:
         """Deliver with retries; True once handled or dead-lettered, False if stopped first."""
         spec = state.spec
         attempt = 0
+        transient = 0
         while True:
-            attempt += 1
 
             def acknowledge(conn: Connection) -> None:
-                self._write_ack(conn, state, event.position, {(event.type, "delivered"): 1})
+                # call_handler already fenced this transaction.
+                self._write_ack(conn, state, event.position, {(event.type, "delivered"): 1}, fenced=True)
 
             try:
                 await call_handler(
-                    spec, event, store=self.store, timeout_s=self.settings.handler_timeout_s, acknowledge=acknowledge
+                    spec,
+                    event,
+                    store=self.store,
+                    timeout_s=self.settings.handler_timeout_s,
+                    acknowledge=acknowledge,
+                    fence=self.fence if spec.durable else None,
                 )
+            except LeaseError:
+                self._stop.set()
+                raise  # deposed: nothing was committed; the daemon steps down
             except Exception as exc:  # noqa: BLE001 - a failing handler is retried, then dead-lettered
+                if is_transient(exc):
+                    # Not the handler's fault: wait it out, without counting an attempt.
+                    transient += 1
+                    self._outage(exc)
+                    if self._stop.is_set():
+                        return False
+                    await self._pause(transient_delay_s(transient, self.settings))
+                    continue
+                attempt += 1
                 self._count(state, event.type, "failed")
                 log.warning("consumer %s failed on event %s (attempt %d): %s", spec.name, event.id, attempt, exc)
                 if attempt >= self.settings.max_attempts:
@@ -233,6 +304,7 @@ class ConsumerRunner:
                 delay = min(self.settings.retry_max_s, self.settings.retry_initial_s * 2 ** (attempt - 1))
                 await self.sleep(delay)
                 continue
+            self.outage_since = None
             if spec.transactional:
                 state.position = state.acked = event.position
             else:
@@ -246,9 +318,17 @@ class ConsumerRunner:
         state.counts[key] = state.counts.get(key, 0) + 1
 
     def _write_ack(
-        self, conn: Connection, state: _State, position: Position, counts: dict[tuple[str, str], int]
+        self,
+        conn: Connection,
+        state: _State,
+        position: Position,
+        counts: dict[tuple[str, str], int],
+        *,
+        fenced: bool = False,
     ) -> None:
         if state.spec.durable:
+            if self.fence is not None and not fenced:
+                self.fence(conn)
             consumer_queries.advance_cursor(conn, state.spec.name, position, now=self.clock())
         if counts:
             consumer_queries.bump_metrics(conn, state.spec.name, counts)

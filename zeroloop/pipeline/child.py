@@ -1,33 +1,78 @@
 """What runs inside a worker's child process: the workload, kept loaded between jobs.
 
-The child dies with its parent (PR_SET_PDEATHSIG on Linux), so a worker killed with
-SIGKILL leaves no orphan burning CPU on a job whose lease will be re-queued anyway.
+The child dies with its parent, and takes its own children (a user's command) with it:
+a worker killed with SIGKILL leaves no orphan burning CPU on a job whose lease will be
+re-queued anyway. On Linux the kernel sends the child SIGTERM when the worker dies
+(PR_SET_PDEATHSIG); its handler kills every descendant and exits. A watcher thread
+also checks every `PARENT_CHECK_S` seconds that the parent is still the one that
+started it, for systems without PR_SET_PDEATHSIG and for a main thread stuck in C code.
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 import queue
 import signal
 import sys
+import threading
+import time
+from types import FrameType
 from typing import Any
+
+import psutil
 
 from zeroloop.config import WorkloadSettings
 from zeroloop.workload.factory import make_workload
 from zeroloop.workload.protocol import Evidence, Progress, Workload
 
 _PR_SET_PDEATHSIG = 1
+PARENT_CHECK_S = 0.5
 
 # The one workload of this child process, built by `initialize` (the pool's initializer):
 # process-local state of a single-purpose process, never shared or imported elsewhere.
 _state: dict[str, Any] = {}
 
 
-def initialize(workload_settings_json: str, progress: Any) -> None:
-    """Build the workload once per child and remember where to send training progress."""
+def kill_descendants(pid: int) -> None:
+    """SIGKILL every process below `pid` (children, grandchildren, ...); those already gone are skipped."""
+    try:
+        descendants = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return
+    for process in descendants:
+        try:
+            process.kill()
+        except psutil.Error:
+            continue
+
+
+def _orphaned(_signum: int | None = None, _frame: FrameType | None = None) -> None:
+    kill_descendants(os.getpid())
+    os._exit(1)
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_S)
+    _orphaned()
+
+
+def die_with_parent() -> None:
+    """Make this process (and its descendants) end when its parent dies; call it first in a pool initializer."""
+    parent = os.getppid()
+    signal.signal(signal.SIGTERM, _orphaned)
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # the parent died before the request took effect
+        _orphaned()
+    threading.Thread(target=_watch_parent, args=(parent,), name="zeroloop-parent-watch", daemon=True).start()
+
+
+def initialize(workload_settings_json: str, progress: Any) -> None:
+    """Tie this child's life to the worker's, build the workload once, and remember where to send progress."""
+    die_with_parent()
     settings = WorkloadSettings.model_validate_json(workload_settings_json)
     if settings.torch_threads == 0:
         settings = settings.model_copy(update={"torch_threads": 1})

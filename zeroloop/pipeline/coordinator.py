@@ -12,6 +12,12 @@ replayed or late event changes nothing.
     EVALUATION_RESULT   record the match; when every match is in, promote or reject
     JOB_DEAD            a dead export/train/evaluate job ends the round: back to selfplay
     PIPELINE_RESUMED    check the export trigger again
+
+A round is not started while the circuit breaker of any of its stages (export, train,
+evaluate) is open: the coordinator records a `breaker`/`held` decision naming them
+(once per round and set of stages) and starts the round at a later trigger, once the
+circuits let trials through again. A round already under way goes on; its failing jobs
+end it through their retries and JOB_DEAD.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from zeroloop.artifacts.transfer import ArtifactKind
+from zeroloop.cluster.breakers import CircuitBreakers, stage_key
 from zeroloop.config import Settings
 from zeroloop.events.bus import Event, EventBus
 from zeroloop.events.consumer import ConsumerSpec
@@ -67,8 +74,12 @@ class PipelineCoordinator:
         *,
         fence: Guard | None = None,
         clock: Callable[[], float] = time.time,
+        breakers: CircuitBreakers | None = None,
     ) -> None:
-        """`fence` checks, inside the promotion's transaction, that this process still leads."""
+        """`fence` checks, inside the promotion's transaction, that this process still leads.
+
+        `breakers` (the stage circuit breakers) are consulted before a round starts.
+        """
         self.store = store
         self.bus = bus
         self.queue = queue
@@ -76,6 +87,7 @@ class PipelineCoordinator:
         self.settings = settings.pipeline
         self.fence = fence
         self.clock = clock
+        self.breakers = breakers
 
     def spec(self) -> ConsumerSpec:
         """The durable, transactional consumer that feeds this coordinator."""
@@ -123,6 +135,10 @@ class PipelineCoordinator:
             if not inputs:
                 return
             iteration = int(state["iteration"])
+            held = self._open_stages()
+            if held:
+                self._hold(conn, config_key, iteration, held)
+                return
             job = jobs.ExportJob(iteration=iteration, inputs=inputs, window_samples=self.settings.window_samples)
             self.queue.enqueue(
                 jobs.EXPORT,
@@ -139,6 +155,27 @@ class PipelineCoordinator:
                 samples_since_training=0,
             )
             log.info("%s: round %d starts, exporting a window of %d batches", config_key, iteration, len(inputs))
+
+    def _open_stages(self) -> list[str]:
+        """The stages of a round whose circuit breaker refuses work now."""
+        if self.breakers is None:
+            return []
+        return [stage for stage in ROUND_JOBS if not self.breakers.allow(stage_key(stage))]
+
+    def _hold(self, conn: Any, config_key: str, iteration: int, held: list[str]) -> None:
+        """Record that round `iteration` waits for open circuits (unless the newest decision already says so)."""
+        evidence = {
+            "iteration": iteration,
+            "stages": held,
+            "reason": f"circuit breaker open for {', '.join(held)}: the round starts once it lets trials through",
+        }
+        last = queries.list_decisions(conn, config_key, limit=1)
+        if last and last[0]["kind"] == "breaker" and last[0]["evidence"] == evidence:
+            return
+        queries.insert_decision(
+            conn, config_key=config_key, kind="breaker", outcome="held", evidence=evidence, now=self.clock()
+        )
+        log.warning("%s: round %d held back: %s", config_key, iteration, evidence["reason"])
 
     def _window_inputs(self, conn: Any, config_key: str) -> list[str]:
         """The newest game batches that together hold a window's samples, oldest first."""

@@ -42,10 +42,17 @@ def pipeline_daemon(context: DaemonContext) -> ServiceDaemon:
     app = context.app
     fence = leader_fence(app.leases, context.leadership)
     coordinator = PipelineCoordinator(
-        app.store, app.bus, app.queue, app.registry, app.settings, fence=fence, clock=context.clock
+        app.store,
+        app.bus,
+        app.queue,
+        app.registry,
+        app.settings,
+        fence=fence,
+        clock=context.clock,
+        breakers=app.breakers,
     )
     recorder = ProgressRecorder(app.store, clock=context.clock)
-    return consumers_daemon(context, [coordinator.spec(), recorder.spec()])
+    return consumers_daemon(context, [coordinator.spec(), recorder.spec()], fence=fence)
 
 
 class SchedulerDaemon(LoopDaemon):
@@ -55,7 +62,10 @@ class SchedulerDaemon(LoopDaemon):
         app = context.app
         super().__init__(app.settings.pipeline.scheduler_interval_s, clock=context.clock)
         self.app = app
-        self.scheduler = SelfplayScheduler(app.store, app.queue, app.settings, clock=context.clock)
+        self.fence = leader_fence(app.leases, context.leadership)
+        self.scheduler = SelfplayScheduler(
+            app.store, app.queue, app.settings, clock=context.clock, fence=self.fence, breakers=app.breakers
+        )
 
     async def tick(self) -> None:
         """One round: pause or resume by health, then schedule."""
@@ -66,6 +76,7 @@ class SchedulerDaemon(LoopDaemon):
         """Pause every running pipeline when health says so; resume those it paused when it recovers."""
         now = self.clock()
         with self.app.store.transaction() as conn:
+            self.fence(conn)
             for state in queries.list_pipelines(conn):
                 key = state["config_key"]
                 if paused and not state["paused"]:
@@ -76,8 +87,8 @@ class SchedulerDaemon(LoopDaemon):
                     self.app.bus.publish("PIPELINE_RESUMED", {"config_key": key, "reason": "system health recovered"})
 
     def details(self) -> dict[str, Any]:
-        """Jobs enqueued so far."""
-        return {"enqueued": self.scheduler.enqueued}
+        """Jobs enqueued so far, and ticks held back by the selfplay circuit breaker."""
+        return {"enqueued": self.scheduler.enqueued, "held_back": self.scheduler.held_back}
 
 
 def scheduler_daemon(context: DaemonContext) -> SchedulerDaemon:

@@ -5,15 +5,25 @@ uploaded to the artifact store and recorded in the manifest first; then one stor
 transaction completes the job (refused if the lease moved on) and publishes its event.
 While the child process works, the lease is heartbeated from the event loop; a lease
 that was lost (StaleLeaseError) or a job past its timeout kills the child.
+
+Faults: a store outage is waited out with backoff and jitter (claiming, heartbeating,
+reporting a result or a failure), and the executor reports it in its health details;
+a result is reported once the store is back, unless the lease moved on meanwhile. An
+OSError (a full disk, a vanished directory) fails the job with a reason naming this
+node and the path. `stop()` drains: no new job is claimed, the job in flight may finish
+until half of `daemons.drain_deadline_s` has passed, and is then released, fenced by
+its lease token, back to the queue without counting as a failed attempt.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import math
 import multiprocessing
+import random
 import shutil
 import time
 from collections.abc import Callable
@@ -28,6 +38,7 @@ from zeroloop.artifacts.transfer import ArtifactKind
 from zeroloop.config import Settings
 from zeroloop.errors import ArtifactError, QueueError, StaleLeaseError, WorkloadError
 from zeroloop.events.bus import EventBus
+from zeroloop.events.consumer import is_transient
 from zeroloop.events.wiring import declare
 from zeroloop.pipeline import child, jobs
 from zeroloop.pipeline.registry import model_id_for
@@ -60,6 +71,11 @@ declare(
 )
 
 PROGRESS_EVERY_S = 5.0
+DRAIN_POLL_S = 0.2  # how often a running job looks whether a drain began (seconds)
+
+
+class _Drained(Exception):
+    """The drain grace ran out while a job was still running: release it."""
 
 
 @dataclass(frozen=True)
@@ -101,7 +117,12 @@ class JobExecutor:
         self._pool: ProcessPoolExecutor | None = None
         self._progress: Any = None
         self._stopping = asyncio.Event()
+        self._drain_grace_s = settings.daemons.drain_deadline_s / 2
+        self._drain_at: float | None = None  # time.monotonic() after which a running job is released
         self.jobs_done = 0
+        self.jobs_released = 0
+        self.jobs_failed = 0
+        self.outage_since: float | None = None  # when the store became unavailable to this executor (clock time)
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -109,16 +130,27 @@ class JobExecutor:
         """Claim and run jobs until stopped; wait `idle_wait_s` (seconds) when there is nothing to do.
 
         A finished job is reported and the next one leased in the same transaction; a lease
-        in hand when stop() arrives is still run (it was taken with the last result).
+        in hand when stop() arrives is still run (it was taken with the last result), within
+        the drain grace like any job in flight.
         """
         lease: Lease | None = None
+        failures = 0
         try:
             while lease is not None or not self._stopping.is_set():
                 if lease is None:
-                    lease = await asyncio.to_thread(self.queue.claim, self.node, self.capabilities, self.job_types)
+                    try:
+                        lease = await asyncio.to_thread(self.queue.claim, self.node, self.capabilities, self.job_types)
+                    except Exception as exc:
+                        if not is_transient(exc):
+                            raise
+                        failures += 1
+                        self._outage(exc)
+                        await self._wait_stopping(self._backoff_s(failures))
+                        continue
+                    failures = 0
+                    self.outage_since = None
                 if lease is None:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._stopping.wait(), timeout=idle_wait_s)
+                    await self._wait_stopping(idle_wait_s)
                     continue
                 lease = await self._execute(lease, claim_next=True)
         finally:
@@ -133,18 +165,71 @@ class JobExecutor:
         return True
 
     def stop(self) -> None:
-        """Finish the job in flight, then stop claiming."""
+        """Drain: claim nothing more; the job in flight may finish within the grace, else it is released."""
+        if self._drain_at is None:
+            self._drain_at = time.monotonic() + self._drain_grace_s
         self._stopping.set()
 
     def close(self) -> None:
-        """Shut the child process down."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+        """Shut the child process down (and anything it started)."""
+        self._kill_pool()
 
     def health(self) -> dict[str, Any]:
         """Details for the daemon health check."""
-        return {"jobs_done": self.jobs_done, "child": self._pool is not None}
+        details: dict[str, Any] = {
+            "jobs_done": self.jobs_done,
+            "jobs_failed": self.jobs_failed,
+            "jobs_released": self.jobs_released,
+            "child": self._pool is not None,
+        }
+        if self.outage_since is not None:
+            details["store_unavailable_since"] = self.outage_since
+        return details
+
+    def _outage(self, exc: BaseException) -> None:
+        if self.outage_since is None:
+            self.outage_since = self.clock()
+            log.warning("job executor on %s: store unavailable, retrying with backoff: %s", self.node, exc)
+
+    def _backoff_s(self, failures: int) -> float:
+        """A jittered wait (seconds) after `failures` transient failures in a row."""
+        cap = self.settings.daemons.outage_retry_max_s
+        base = min(cap, 0.1 * 2.0 ** min(failures, 30))
+        return base / 2 + random.uniform(0, base / 2)
+
+    async def _wait_stopping(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+
+    def _drain_over(self) -> bool:
+        return self._drain_at is not None and time.monotonic() >= self._drain_at
+
+    async def _drain_expired(self) -> None:
+        """Return once stop() came and its grace for the job in flight ran out."""
+        # Polled, not awaited on the stop event: run_once() may be driven from more than one event loop.
+        while not self._drain_over():
+            await asyncio.sleep(DRAIN_POLL_S if self._drain_at is None else self._drain_at - time.monotonic())
+
+    async def _retrying(self, what: str, call: Callable[[], Any]) -> Any:
+        """Run `call` in a thread, retrying transient store failures with backoff until it succeeds.
+
+        While draining, gives up (re-raising) once the drain grace is over: the lease then
+        expires and the job is re-queued by the reaper.
+        """
+        failures = 0
+        while True:
+            try:
+                result = await asyncio.to_thread(call)
+            except Exception as exc:
+                if not is_transient(exc) or self._drain_over():
+                    raise
+                failures += 1
+                self._outage(exc)
+                log.warning("%s: store unavailable (try %d), retrying: %s", what, failures, exc)
+                await asyncio.sleep(self._backoff_s(failures))
+                continue
+            self.outage_since = None
+            return result
 
     # --- one job -----------------------------------------------------------------------------
 
@@ -158,13 +243,24 @@ class JobExecutor:
         try:
             prepared = await asyncio.to_thread(self._prepare, job, workdir)
             if job.type == jobs.TRAIN:
-                await asyncio.to_thread(self._publish_training_started, job)
+                await self._retrying(f"job {job.id}", lambda: self._publish_training_started(job))
             evidence = await self._run_child(job, prepared, lost)
             claim = claim_next and not self._stopping.is_set()
-            following = await asyncio.to_thread(self._finish, job, token, prepared, evidence, claim_next=claim)
+            following = await self._retrying(
+                f"job {job.id} result", lambda: self._finish(job, token, prepared, evidence, claim_next=claim)
+            )
             self.jobs_done += 1
         except StaleLeaseError as exc:
             log.warning("job %d: lease lost, result dropped (%s)", job.id, exc)
+        except _Drained:
+            await self._release(job, token, f"worker on node {self.node} stopped before the job finished")
+        except OSError as exc:
+            where = exc.filename or self.settings.data_dir  # a write error names no file: say which disk
+            reason = f"node {self.node}: {exc.strerror or exc} at {where}"
+            if exc.errno == errno.ENOSPC:
+                reason += " (the disk is full: free space on this node, the job is retried)"
+            log.error("job %d (%s %s) failed: %s", job.id, job.type, job.config_key, reason)
+            await self._fail(job, token, reason)
         except (WorkloadError, ArtifactError, QueueError, TimeoutError, BrokenProcessPool) as exc:
             reason = f"job timed out after {job.timeout_s:g} s" if isinstance(exc, TimeoutError) else str(exc)
             log.error("job %d (%s %s) failed: %s", job.id, job.type, job.config_key, reason)
@@ -175,10 +271,28 @@ class JobExecutor:
         return following
 
     async def _fail(self, job: Job, token: int, reason: str) -> None:
+        self.jobs_failed += 1
         try:
-            await asyncio.to_thread(self.queue.fail, job.id, token, reason[:2000], retryable=True)
+            await self._retrying(
+                f"job {job.id} failure", lambda: self.queue.fail(job.id, token, reason[:2000], retryable=True)
+            )
         except StaleLeaseError:
             log.warning("job %d: lease already lost; failure not recorded", job.id)
+
+    async def _release(self, job: Job, token: int, reason: str) -> None:
+        """Give the job back to the queue uncounted (fenced by its token); the reaper does it if the store is down."""
+        try:
+            await self._retrying(f"job {job.id} release", lambda: self.queue.release(job.id, token, reason))
+        except StaleLeaseError:
+            log.warning("job %d: lease already lost; nothing to release", job.id)
+            return
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            log.warning("job %d: not released (%s); its lease expires and the reaper re-queues it", job.id, exc)
+            return
+        self.jobs_released += 1
+        log.info("job %d (%s %s) released: %s", job.id, job.type, job.config_key, reason)
 
     async def _heartbeat(self, job: Job, token: int, lost: asyncio.Event) -> None:
         interval = max(0.2, self.settings.queue.lease_s / 3)
@@ -189,6 +303,10 @@ class JobExecutor:
             except StaleLeaseError:
                 lost.set()
                 return
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                self._outage(exc)  # keep the job running; the next beat tries again
 
     async def _run_child(self, job: Job, prepared: Prepared, lost: asyncio.Event) -> Evidence:
         pool = self._ensure_pool()
@@ -197,13 +315,15 @@ class JobExecutor:
             pool, child.run_operation, prepared.operation, prepared.request
         )
         lost_wait: asyncio.Future[Any] = asyncio.ensure_future(lost.wait())
+        drained: asyncio.Future[Any] = asyncio.ensure_future(self._drain_expired())
         progress = asyncio.ensure_future(self._forward_progress(job)) if job.type == jobs.TRAIN else None
         try:
             done, _ = await asyncio.wait(
-                {future, lost_wait}, timeout=job.timeout_s, return_when=asyncio.FIRST_COMPLETED
+                {future, lost_wait, drained}, timeout=job.timeout_s, return_when=asyncio.FIRST_COMPLETED
             )
         finally:
             lost_wait.cancel()
+            drained.cancel()
             if progress is not None:
                 progress.cancel()
         if future in done:
@@ -212,6 +332,8 @@ class JobExecutor:
         self._kill_pool()
         if lost.is_set():
             raise StaleLeaseError(f"job {job.id} was re-leased while it ran")
+        if drained in done:
+            raise _Drained
         raise TimeoutError
 
     def _ensure_pool(self) -> ProcessPoolExecutor:
@@ -230,6 +352,8 @@ class JobExecutor:
         if self._pool is None:
             return
         for process in list(getattr(self._pool, "_processes", {}).values()):
+            if process.pid is not None:
+                child.kill_descendants(process.pid)  # a user's command the child started must not outlive it
             process.kill()
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._pool = None

@@ -10,7 +10,9 @@ staleness = minutes since the config's last game batch / 10 (capped at 1), and v
 starved, or improving fast gets more of the shared workers. The target of queued selfplay
 jobs, `selfplay_queue_target`, is split by weight (at least one job each) and halved at
 backpressure SOFT or above; at HARD or above nothing is added. Jobs are topped up to the
-target, never removed.
+target, never removed. While the `selfplay` stage's circuit breaker is open nothing is
+added (counted in `held_back`). With a `fence` (the leader's lease guard) one tick's jobs are
+enqueued in one transaction that the fence opens: a deposed leader enqueues nothing.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from sqlalchemy.engine import Connection
+
+from zeroloop.cluster.breakers import CircuitBreakers, stage_key
 from zeroloop.config import Settings
 from zeroloop.pipeline import jobs
 from zeroloop.queue.backpressure import BackpressureLevel
@@ -64,13 +69,24 @@ class SelfplayScheduler:
     """Tops up queued selfplay jobs per config key; run it on the leader only."""
 
     def __init__(
-        self, store: Store, queue: JobQueue, settings: Settings, *, clock: Callable[[], float] = time.time
+        self,
+        store: Store,
+        queue: JobQueue,
+        settings: Settings,
+        *,
+        clock: Callable[[], float] = time.time,
+        fence: Callable[[Connection], None] | None = None,
+        breakers: CircuitBreakers | None = None,
     ) -> None:
+        """`fence(conn)` refuses the tick's enqueues unless this process still leads; `breakers` may hold them back."""
         self.store = store
         self.queue = queue
         self.settings = settings.pipeline
         self.clock = clock
+        self.fence = fence
+        self.breakers = breakers
         self.enqueued = 0
+        self.held_back = 0  # ticks that added nothing because the selfplay circuit was open
 
     def needs(self) -> list[ConfigNeed]:
         """The current need of every unpaused pipeline."""
@@ -93,6 +109,10 @@ class SelfplayScheduler:
         needs = self.needs()
         if not needs:
             return {}
+        if self.breakers is not None and not self.breakers.allow(stage_key(jobs.SELFPLAY)):
+            self.held_back += 1
+            log.warning("selfplay scheduler: the selfplay circuit breaker is open; adding no jobs")
+            return {}
         level = self.queue.check_backpressure(jobs.SELFPLAY)
         wanted = allocate(
             {need.config_key: weight(need, self.settings.train_after_samples) for need in needs},
@@ -100,16 +120,19 @@ class SelfplayScheduler:
             level,
         )
         added: dict[str, int] = {}
-        for config_key, target in wanted.items():
-            queued = len(
-                self.queue.list(
-                    statuses=[JobStatus.QUEUED], job_type=jobs.SELFPLAY, config_key=config_key, limit=target + 1
+        with self.store.transaction() as conn:
+            if self.fence is not None:
+                self.fence(conn)
+            for config_key, target in wanted.items():
+                queued = len(
+                    self.queue.list(
+                        statuses=[JobStatus.QUEUED], job_type=jobs.SELFPLAY, config_key=config_key, limit=target + 1
+                    )
                 )
-            )
-            for _ in range(max(0, target - queued)):
-                payload = jobs.SelfplayJob(games=self.settings.selfplay_games_per_job)
-                self.queue.enqueue(jobs.SELFPLAY, config_key, payload.model_dump(), priority=10)
-                added[config_key] = added.get(config_key, 0) + 1
+                for _ in range(max(0, target - queued)):
+                    payload = jobs.SelfplayJob(games=self.settings.selfplay_games_per_job)
+                    self.queue.enqueue(jobs.SELFPLAY, config_key, payload.model_dump(), priority=10)
+                    added[config_key] = added.get(config_key, 0) + 1
         self.enqueued += sum(added.values())
         if added:
             log.debug("selfplay scheduler added %s (backpressure %s)", added, level.name)

@@ -318,6 +318,19 @@ class JobQueue:
             job = self._release(conn, Job.from_row(current), error=error, retryable=retryable, expired=False)
         return job
 
+    def release(self, job_id: int, token: int, reason: str) -> Job:
+        """Give back the attempt held under `token` unfinished (a draining worker): queued again at once, uncounted.
+
+        StaleLeaseError when that lease is no longer current; nothing changes then.
+        """
+        with self.store.transaction() as conn:
+            row = queries.release_job(conn, job_id, token, now=self.clock(), reason=reason)
+            if row is None:
+                raise self._stale(conn, job_id, token, "release")
+            transition(JobStatus.RUNNING, JobStatus.QUEUED, job_id)
+            self.bus.publish("JOB_QUEUED", ev.JobQueued(**self._ids(row), priority=row["priority"]))
+        return Job.from_row(row)
+
     # --- the reaper and the cluster -------------------------------------------------------
 
     def reap(self, now: float | None = None) -> list[Job]:

@@ -97,7 +97,7 @@ class Store:
         if self.backend == "sqlite":
             self.engine = self._sqlite_engine(settings)
             path = sqlite_path(self.url)
-            self._turns = WriterTurns(path.with_name(path.name + ".write-turn"))
+            self._turns = WriterTurns(path.with_name(path.name + ".write-turn"), settings.write_turn_max_s)
         else:
             self.engine = self._postgresql_engine(settings)
             self._turns = WriterTurns(None)

@@ -292,6 +292,17 @@ def requeue_job(
     return _fetch_job(conn, _REQUEUE, params)
 
 
+_RELEASE = _Sql.of(
+    "UPDATE jobs SET status = 'queued', attempts = attempts - 1, run_after = :now, error = :error,"
+    f" lease_expires_at = NULL, updated_at = :now {_HELD} RETURNING {_COLUMNS}"
+)
+
+
+def release_job(conn: Connection, job_id: int, token: int, *, now: float, reason: str) -> dict[str, Any] | None:
+    """Give a running job held under `token` back to the queue at once, its attempt uncounted; None when stale."""
+    return _fetch_job(conn, _RELEASE, {"id": job_id, "token": token, "now": now, "error": reason})
+
+
 def set_status(conn: Connection, job_id: int, *, status: str, now: float, **values: Any) -> JobRow:
     """Set a job's status (and any other columns given) unconditionally; the caller checked the transition."""
     stmt = sa.update(jobs).where(jobs.c.id == job_id).values(status=status, updated_at=now, **values)

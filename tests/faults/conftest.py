@@ -1,0 +1,42 @@
+"""Fixtures of the fault tests: two Apps on one store, standing for two coordinator processes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import FakeClock, make_app
+from zeroloop.app import App
+from zeroloop.config import ClusterSettings, Settings
+from zeroloop.events.bus import EventBus
+from zeroloop.queue.backpressure import Resources
+from zeroloop.store.database import Store
+
+
+def quiet(app: App, clock: FakeClock) -> App:
+    """Put `app`'s lease manager and queue on `clock` and give its backpressure calm resources."""
+    app.leases.clock = clock
+    app.queue.clock = clock
+    app.queue.backpressure.clock = clock
+    app.queue.backpressure.resources = lambda: Resources(memory_pct=10.0, disk_pct=10.0)
+    return app
+
+
+@pytest.fixture
+def two_apps(store_url: str, tmp_path: Path, settings: Settings, clock: FakeClock) -> Iterator[tuple[App, App]]:
+    """Apps `a` and `b` on the store under test, as two coordinators on two nodes, sharing one fake clock."""
+    cluster_a = ClusterSettings(node_id="a", leader_lease_s=10.0)
+    cluster_b = ClusterSettings(node_id="b", leader_lease_s=10.0)
+    with (
+        make_app(store_url, tmp_path / "a", cluster=cluster_a) as a,
+        make_app(store_url, tmp_path / "b", cluster=cluster_b) as b,
+    ):
+        yield quiet(a, clock), quiet(b, clock)
+
+
+@pytest.fixture
+def bus(store: Store, clock: FakeClock) -> EventBus:
+    """A bus on the store under test."""
+    return EventBus(store, node="n1", source="test", clock=clock)

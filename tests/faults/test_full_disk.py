@@ -1,0 +1,89 @@
+"""A full disk on a worker: the job fails with a reason naming the node and the path, and the loop resumes.
+
+The worker's data directory is a 2 MiB tmpfs. The user's selfplay command writes its
+output and then fills the disk (once), so storing the output fails with ENOSPC inside the
+executor. The executor must survive, fail the job (retryable) saying where, report the
+disk through backpressure, and complete the job once space returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from zeroloop.app import App
+from zeroloop.config import QueueSettings, Settings, StoreSettings, WorkloadSettings
+from zeroloop.pipeline import jobs
+from zeroloop.pipeline.executor import JobExecutor
+from zeroloop.queue.backpressure import BackpressureLevel
+from zeroloop.queue.jobs import JobStatus
+
+SELFPLAY_THEN_FILL = """
+import os, sys, numpy as np
+out, games, filler, once = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+np.savez(out, num_games=np.asarray(games), obs=np.zeros((games * 5, 3)))
+if not os.path.exists(once):
+    open(once, "w").close()
+    with open(filler, "wb", buffering=0) as handle:
+        try:
+            while True:
+                handle.write(bytes(65536))
+        except OSError:
+            pass
+"""
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MiB tmpfs, unmounted afterwards; skips where mounting is not permitted."""
+    mount_point = tmp_path / "small-disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)], check=False, capture_output=True
+    )
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.decode(errors='replace').strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False, capture_output=True)
+
+
+def test_a_full_disk_fails_the_job_saying_where_and_the_loop_resumes(
+    store_url: str, tmp_path: Path, small_disk: Path, settings: Settings
+) -> None:
+    script = tmp_path / "selfplay.py"
+    script.write_text(SELFPLAY_THEN_FILL)
+    filler, once = small_disk / "filler", tmp_path / "filled-once"
+    commands = tmp_path / "commands.toml"
+    commands.write_text(f'[selfplay]\ncommand = "{sys.executable} {script} {{output}} {{games}} {filler} {once}"\n')
+    worker = Settings(
+        data_dir=small_disk / "data",
+        store=StoreSettings(url=store_url),
+        workload=WorkloadSettings(kind="command", command_file=commands),
+        queue=QueueSettings(retry_initial_s=0.0),
+    )
+    with App(worker, upgrade=False) as app:
+        job = app.queue.enqueue(jobs.SELFPLAY, "tic_tac_toe_2p", {"games": 2})
+        executor = JobExecutor(app.store, app.bus, app.queue, app.artifacts, app.settings, node="w1")
+        try:
+            assert asyncio.run(executor.run_once())  # survives the full disk
+            failed = app.queue.get(job.id)
+            assert failed.status is JobStatus.QUEUED and failed.attempts == 1
+            assert failed.error is not None
+            assert failed.error.startswith("node w1: No space left on device at ")
+            assert str(small_disk) in failed.error and "the disk is full" in failed.error
+            assert executor.jobs_failed == 1
+            assert app.queue.check_backpressure(jobs.SELFPLAY) is BackpressureLevel.STOP
+
+            filler.unlink()  # space returns
+            assert app.queue.check_backpressure(jobs.SELFPLAY) < BackpressureLevel.STOP
+            assert asyncio.run(executor.run_once())
+            assert app.queue.get(job.id).status is JobStatus.COMPLETED
+        finally:
+            executor.close()

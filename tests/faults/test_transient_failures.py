@@ -1,0 +1,96 @@
+"""Failures of the moment (the store unavailable, a queue at STOP) are waited out, never counted as failures."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from tests.events.conftest import no_sleep, node_lost
+from tests.helpers import FakeClock, run_async
+from zeroloop.app import App
+from zeroloop.config import EventSettings
+from zeroloop.daemons.daemon import HealthState, LoopDaemon
+from zeroloop.errors import BackpressureRefused, StoreUnavailable
+from zeroloop.events.bus import Event, EventBus
+from zeroloop.events.consumer import ConsumerSpec
+from zeroloop.events.deadletters import DeadLetters
+from zeroloop.events.runner import ConsumerRunner
+from zeroloop.pipeline.executor import JobExecutor
+from zeroloop.store.queries import consumers as consumer_queries
+
+TRANSIENT = [
+    BackpressureRefused("queue 'train' is at backpressure STOP"),
+    StoreUnavailable("cannot reach the store"),
+]
+
+
+@pytest.mark.parametrize("error", TRANSIENT, ids=lambda e: type(e).__name__)
+def test_a_transient_failure_is_retried_without_counting_or_dead_lettering(
+    bus: EventBus, clock: FakeClock, error: Exception
+) -> None:
+    settings = EventSettings(max_attempts=1, retry_initial_s=0.0, retry_max_s=0.0, poll_interval_s=0.01)
+    calls: list[int] = []
+
+    def handler(event: Event) -> None:
+        calls.append(event.id)
+        if len(calls) <= 3:
+            raise error
+
+    bus.publish("NODE_LOST", node_lost())
+    runner = ConsumerRunner(
+        bus, [ConsumerSpec("c", handler, transactional=True)], settings, clock=clock, sleep=no_sleep
+    )
+    assert asyncio.run(runner.run_until_idle()) == 1
+    assert len(calls) == 4 and runner.transient_failures == 3
+    assert DeadLetters(bus.store, clock=clock).list() == []
+    with bus.store.read() as conn:
+        (metrics,) = [row for row in consumer_queries.read_metrics(conn) if row["consumer"] == "c"]
+    assert (metrics["delivered"], metrics["failed"], metrics["dead"]) == (1, 0, 0)
+
+
+class _Flaky(LoopDaemon):
+    def __init__(self, failures: int, clock: FakeClock) -> None:
+        super().__init__(60.0, clock=clock, outage_retry_max_s=2.0)
+        self.failures = failures
+
+    async def tick(self) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise StoreUnavailable("cannot reach the store")
+
+
+@run_async
+async def test_a_loop_daemon_reports_degraded_through_an_outage_and_recovers(clock: FakeClock) -> None:
+    daemon = _Flaky(failures=LoopDaemon.max_consecutive_errors + 2, clock=clock)
+    for _ in range(LoopDaemon.max_consecutive_errors + 2):
+        await daemon.run_once()  # never raises: an outage is not a crash
+        assert daemon.health().state is HealthState.DEGRADED
+        assert 0 < daemon.next_wait_s() <= 2.0  # backoff, not the 60 s interval
+    assert daemon.health().details["store_unavailable_since"] == clock()
+    await daemon.run_once()
+    assert daemon.health().state is HealthState.HEALTHY and daemon.errors == 0
+    assert daemon.next_wait_s() == 60.0
+
+
+@run_async
+async def test_the_executor_waits_out_an_outage_while_claiming(app: App, tmp_path: Path) -> None:
+    executor = JobExecutor(app.store, app.bus, app.queue, app.artifacts, app.settings, node="w1")
+    app.settings.daemons.outage_retry_max_s = 0.05
+    claims = 0
+    degraded: list[bool] = []
+
+    def claim(*_args: object) -> None:
+        nonlocal claims
+        claims += 1
+        degraded.append("store_unavailable_since" in executor.health())
+        if claims <= 3:
+            raise StoreUnavailable("cannot reach the store")
+        executor.stop()
+
+    app.queue.claim = claim  # type: ignore[method-assign, assignment]
+    await asyncio.wait_for(executor.run(idle_wait_s=0.01), timeout=30)
+    assert claims == 4
+    assert degraded == [False, True, True, True]
+    assert "store_unavailable_since" not in executor.health()
