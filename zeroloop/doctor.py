@@ -181,6 +181,13 @@ def check_event_wiring(settings: Settings) -> Iterator[Check]:
         yield Check(f"event {event_type}", Verdict.FAIL, f"published by {', '.join(names)}, consumed by nobody")
     for event_type, names in report.unpublished.items():
         yield Check(f"event {event_type}", Verdict.FAIL, f"consumed by {', '.join(names)}, published by nobody")
+    for event_type in report.undeclared:
+        yield Check(
+            f"event {event_type}",
+            Verdict.FAIL,
+            "in the catalogue, but no participant declares publishing or consuming it",
+            "declare it where it is published and consumed, or remove it from zeroloop/events/catalogue.py",
+        )
     if report.ok:
         yield Check("event wiring", Verdict.OK, f"{len(wiring.declarations())} participants declared")
 
