@@ -36,7 +36,7 @@ class App:
         setting: True always upgrades, False never does.
         """
         self.settings = settings
-        self.store = Store(settings.store_url, settings.store)
+        self.store = Store.for_settings(settings)
         try:
             auto = settings.store.auto_upgrade and self.store.backend == "sqlite"
             if upgrade if upgrade is not None else auto:
@@ -48,7 +48,12 @@ class App:
         except BaseException:
             self.store.close()
             raise
-        self.bus = EventBus(self.store, node=settings.cluster.node_id, source=source)
+        self.bus = EventBus(
+            self.store,
+            node=settings.cluster.node_id,
+            source=source,
+            max_payload_bytes=settings.events.max_payload_bytes,
+        )
         self.queue = JobQueue(self.store, self.bus, settings)
         cluster = settings.cluster
         # A holder names this process, not just the machine: two processes on one node must not share a lease.

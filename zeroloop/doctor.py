@@ -80,10 +80,14 @@ def check_store(settings: Settings) -> Iterator[Check]:
         yield Check("store", Verdict.FAIL, str(exc), "set ZEROLOOP_STORE__URL")
         return
     if backend == "sqlite" and not sqlite_path(parsed).exists():
-        yield Check("store", Verdict.OK, f"{redact(url)} (created and migrated on first start)")
+        directory = sqlite_path(parsed).parent
+        if settings.store.url is not None and not directory.is_dir():
+            yield Check("store", Verdict.FAIL, f"the directory {directory} does not exist", f"mkdir -p {directory}")
+        else:
+            yield Check("store", Verdict.OK, f"{redact(url)} (created and migrated on first start)")
         return
     try:
-        with Store(url, settings.store) as store:
+        with Store.for_settings(settings) as store:
             state = migrate.status(store)
     except ZeroloopError as exc:
         yield Check("store", Verdict.FAIL, str(exc))

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
@@ -35,3 +37,10 @@ def open_app(*, upgrade: bool | None = None) -> Iterator[App]:
     """Open the App for one command and close it afterwards."""
     with App(settings(), upgrade=upgrade) as app:
         yield app
+
+
+def finite(value: float) -> float:
+    """A typer callback for float options: refuse NaN and infinity, which range checks let through."""
+    if not math.isfinite(value):
+        raise typer.BadParameter(f"{value} is not a finite number")
+    return value
