@@ -62,7 +62,12 @@ class App:
         )
         self.nodes = NodeRegistry(self.store, self.bus)
         self.breakers = CircuitBreakers(self.store, self.bus, settings.health)
-        self.health = HealthMonitor(self.store, settings.health, daemon_fresh_s=3 * settings.daemons.health_interval_s)
+        self.health = HealthMonitor(
+            self.store,
+            settings.health,
+            daemon_fresh_s=3 * settings.daemons.health_interval_s,
+            node_lost_after_s=cluster.node_lost_after_s,
+        )
         self.artifacts = Artifacts(
             self.store,
             self.bus,
