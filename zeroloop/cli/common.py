@@ -13,14 +13,20 @@ from rich.logging import RichHandler
 
 from zeroloop.app import App
 from zeroloop.config import Settings, load_settings
+from zeroloop.errors import ConfigError
 
 console = Console()
 err_console = Console(stderr=True)
 
 
 def settings() -> Settings:
-    """Load and validate the settings; a ConfigError reaches `main` and is printed as one line."""
+    """Load and validate the settings (and a command workload's file); errors reach `main` as one line."""
     loaded = load_settings()
+    if loaded.workload.kind == "command" and loaded.workload.command_file is not None:
+        from zeroloop.workload.command import load_command_specs
+
+        # Checked by every command, `zeroloop config` included, not first by a worker running a job.
+        load_command_specs(loaded.workload.command_file, loaded.workload.command_timeout_s)
     logging.basicConfig(
         level=loaded.log_level,
         format="%(message)s",
@@ -30,6 +36,16 @@ def settings() -> Settings:
     # Alembic narrates every migration context at INFO; zeroloop reports upgrades itself.
     logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLevelName(loaded.log_level)))
     return loaded
+
+
+def require_device(loaded: Settings) -> None:
+    """Refuse to start workers on this machine when torch cannot use the configured device (ConfigError)."""
+    from zeroloop.doctor import device_problem
+
+    if loaded.workload.kind == "alphazero":
+        problem = device_problem(loaded.workload.device)
+        if problem is not None:
+            raise ConfigError(f"{problem}: set ZEROLOOP_WORKLOAD__DEVICE=cpu or to a device torch sees")
 
 
 @contextmanager

@@ -24,7 +24,7 @@ from rich.table import Table
 
 from zeroloop.app import App
 from zeroloop.bootstrap import initialize_all_coordinators, shutdown_all_coordinators
-from zeroloop.cli.common import console, finite, settings
+from zeroloop.cli.common import console, finite, require_device, settings
 from zeroloop.cli.pipeline import start_pipeline
 from zeroloop.cli.run import registry_for_cli
 from zeroloop.errors import ZeroloopError
@@ -165,6 +165,7 @@ def quickstart_command(
 ) -> None:
     """Run the whole self-improvement loop on this machine, with live progress; run again to resume."""
     loaded = settings()
+    require_device(loaded)  # the local workers run on this machine
     config_key = config_key_of(game)
     started = time.monotonic()
     with App(loaded, source="quickstart") as app:
