@@ -238,7 +238,7 @@ class App:
         self.settings = settings
         self.clock = clock
         providers = build_providers(settings)  # bad pools are refused before anything is opened
-        self.store = Store(settings.store_url, settings.store)
+        self.store = Store.for_settings(settings)
         try:
             auto = settings.store.auto_upgrade and self.store.backend == "sqlite"
             if upgrade if upgrade is not None else auto:
@@ -251,7 +251,13 @@ class App:
             self.store.close()
             raise
         cluster = settings.cluster
-        self.bus = EventBus(self.store, node=cluster.node_id, source=source, clock=clock)
+        self.bus = EventBus(
+            self.store,
+            node=cluster.node_id,
+            source=source,
+            max_payload_bytes=settings.events.max_payload_bytes,
+            clock=clock,
+        )
         self.queue = JobQueue(self.store, self.bus, settings, clock=clock)
         # A holder names this process, not just the machine: two processes on one node must not share a lease.
         self.leases = LeaseManager(
@@ -260,7 +266,11 @@ class App:
         self.nodes = NodeRegistry(self.store, self.bus, clock=clock)
         self.breakers = CircuitBreakers(self.store, self.bus, settings.health, clock=clock)
         self.health = HealthMonitor(
-            self.store, settings.health, daemon_fresh_s=3 * settings.daemons.health_interval_s, clock=clock
+            self.store,
+            settings.health,
+            daemon_fresh_s=3 * settings.daemons.health_interval_s,
+            node_lost_after_s=cluster.node_lost_after_s,
+            clock=clock,
         )
         self.artifacts = Artifacts(
             self.store,

@@ -10,9 +10,11 @@ everything else receives a `Settings` instance through its constructor.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import socket
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,6 +31,12 @@ from zeroloop.errors import ConfigError
 ENV_PREFIX = "ZEROLOOP_"
 CONFIG_FILE_ENV = "ZEROLOOP_CONFIG_FILE"
 DEFAULT_CONFIG_FILE = "zeroloop.toml"
+# `ZEROLOOP_*` variables that are not settings but are read on purpose: the settings file,
+# and the PostgreSQL server of the test suite (tests/conftest.py, scripts/with-postgres).
+ALLOWED_ENV = frozenset({CONFIG_FILE_ENV, "ZEROLOOP_TEST_POSTGRES_URL"})
+# A node must miss at least this many heartbeats before it is declared lost.
+NODE_LOST_MIN_HEARTBEATS = 2
+_DEVICE = re.compile(r"^(cpu|mps|cuda(:\d{1,3})?)$")
 
 _URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^/:@\s]*:)(?P<secret>[^@\s]+)(?P<at>@)")
 _SECRET_QUERY = re.compile(r"(?P<head>[?&](?:password|token|secret|key)=)(?P<secret>[^&\s]+)", re.I)
@@ -99,6 +107,17 @@ class EventSettings(_Section):
     outage_retry_max_s: float = Field(
         default=5.0, gt=0, description="longest wait between deliveries while the store is unavailable (seconds)"
     )
+    max_payload_bytes: int = Field(
+        default=64 * 1024, ge=1024, description="largest event payload, as JSON (bytes); larger data is an artifact"
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> EventSettings:
+        if self.retry_initial_s > self.retry_max_s:
+            raise ValueError(
+                f"retry_initial_s ({self.retry_initial_s}) must not exceed retry_max_s ({self.retry_max_s})"
+            )
+        return self
 
 
 class QueueSettings(_Section):
@@ -120,6 +139,9 @@ class QueueSettings(_Section):
         default_factory=lambda: {"train": 1, "export": 1},
         description="job type -> most jobs of that type running at once for one config key",
     )
+    max_payload_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="largest job payload and job result, each as JSON (bytes)"
+    )
 
     @field_validator("concurrency_per_config")
     @classmethod
@@ -138,6 +160,8 @@ class QueueSettings(_Section):
             ("memory_soft_pct", "memory_hard_pct"),
             ("disk_soft_pct", "disk_hard_pct"),
             ("retry_initial_s", "retry_max_s"),
+            # A reaper slower than the lease leaves expired jobs stuck for longer than the lease itself.
+            ("reaper_interval_s", "lease_s"),
         ]
         for soft, hard in pairs:
             if getattr(self, soft) > getattr(self, hard):
@@ -162,6 +186,14 @@ class DaemonSettings(_Section):
         default=5.0, gt=0, description="longest wait between retries while the store is unavailable (seconds)"
     )
 
+    @model_validator(mode="after")
+    def _ordered(self) -> DaemonSettings:
+        if self.restart_initial_s > self.restart_max_s:
+            raise ValueError(
+                f"restart_initial_s ({self.restart_initial_s}) must not exceed restart_max_s ({self.restart_max_s})"
+            )
+        return self
+
 
 class ClusterSettings(_Section):
     """This node and the cluster it belongs to."""
@@ -181,6 +213,17 @@ class ClusterSettings(_Section):
     heartbeat_interval_s: float = Field(default=10.0, gt=0, description="node heartbeat interval (seconds)")
     node_lost_after_s: float = Field(default=60.0, gt=0, description="silence after which a node is lost (seconds)")
     leader_lease_s: float = Field(default=15.0, gt=0, description="leader and role lease length (seconds)")
+
+    @model_validator(mode="after")
+    def _heartbeats_fit(self) -> ClusterSettings:
+        # One late heartbeat must not make a node lost: its silence has to span several of them.
+        least = NODE_LOST_MIN_HEARTBEATS * self.heartbeat_interval_s
+        if self.node_lost_after_s < least:
+            raise ValueError(
+                f"node_lost_after_s ({self.node_lost_after_s}) must be at least {NODE_LOST_MIN_HEARTBEATS} x "
+                f"heartbeat_interval_s ({self.heartbeat_interval_s}), i.e. {least:g}: raise it or heartbeat more often"
+            )
+        return self
 
 
 class HealthSettings(_Section):
@@ -315,6 +358,12 @@ class PipelineSettings(_Section):
     selfplay_queue_target: int = Field(default=8, ge=1, description="selfplay jobs kept queued across all configs")
     scheduler_interval_s: float = Field(default=2.0, gt=0, description="selfplay top-up interval (seconds)")
 
+    @model_validator(mode="after")
+    def _games_fit(self) -> PipelineSettings:
+        if self.min_eval_games > self.eval_games:
+            raise ValueError(f"min_eval_games ({self.min_eval_games}) must not exceed eval_games ({self.eval_games})")
+        return self
+
 
 def _default_overrides() -> dict[str, dict[str, int | float]]:
     # Per-game presets. tic-tac-toe is tiny: a small net and short training make a round take seconds.
@@ -384,6 +433,24 @@ class WorkloadSettings(_Section):
     sprt_beta: float = Field(default=0.05, gt=0, lt=0.5, description="SPRT false-negative rate")
     elo_confidence: float = Field(default=0.95, gt=0, lt=1, description="confidence of the reported Elo interval")
     command_timeout_s: float = Field(default=3600.0, gt=0, description="default time a user command may run (seconds)")
+
+    @field_validator("device")
+    @classmethod
+    def _device_syntax(cls, value: str) -> str:
+        if not _DEVICE.match(value):
+            raise ValueError(f"device {value!r} is not a torch device: use cpu, cuda, cuda:N or mps")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> WorkloadSettings:
+        if self.sprt_elo0 >= self.sprt_elo1:
+            raise ValueError(f"sprt_elo0 ({self.sprt_elo0}) must be below sprt_elo1 ({self.sprt_elo1})")
+        if self.kind == "command":
+            if self.command_file is None:
+                raise ValueError("kind is 'command' but command_file is not set: name the TOML file of your commands")
+            if not self.command_file.is_file():
+                raise ValueError(f"command_file {self.command_file} does not exist or is not a file")
+        return self
 
 
 class Settings(BaseSettings):
@@ -459,8 +526,47 @@ def env_name(loc: tuple[str | int, ...]) -> str:
     return ENV_PREFIX + "__".join(str(part) for part in loc).upper()
 
 
+def known_env_names() -> tuple[frozenset[str], tuple[str, ...]]:
+    """The environment variables the settings read: exact names, and prefixes of dict settings' keys."""
+    exact: set[str] = set()
+    prefixes: list[str] = []
+    for name, field in Settings.model_fields.items():
+        top = env_name((name,))
+        exact.add(top)
+        section = field.annotation
+        if isinstance(section, type) and issubclass(section, BaseModel):
+            for inner, inner_field in section.model_fields.items():
+                full = env_name((name, inner))
+                exact.add(full)
+                if str(inner_field.annotation).startswith("dict"):
+                    prefixes.append(full + "__")
+    return frozenset(exact), tuple(prefixes)
+
+
+def check_environment(environ: Mapping[str, str]) -> None:
+    """Refuse `ZEROLOOP_*` variables that name no setting (typos), suggesting the closest real one."""
+    exact, prefixes = known_env_names()
+    problems = []
+    for raw in sorted(environ):
+        name = raw.upper()
+        if not name.startswith(ENV_PREFIX) or name in exact or name in ALLOWED_ENV or name.startswith(prefixes):
+            continue
+        # Matched without the shared prefix, which would make every name look alike.
+        tails = sorted(known[len(ENV_PREFIX) :] for known in exact | ALLOWED_ENV)
+        close = difflib.get_close_matches(name[len(ENV_PREFIX) :], tails, n=1, cutoff=0.6)
+        hint = (
+            f"did you mean {ENV_PREFIX}{close[0]}?"
+            if close
+            else "zeroloop has no such setting (see `zeroloop config`)."
+        )
+        problems.append(f"unknown environment variable {raw}: {hint} Rename or unset it")
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
 def load_settings(**overrides: Any) -> Settings:
-    """Read and validate the settings; raise ConfigError naming each bad setting."""
+    """Read and validate the settings; raise ConfigError naming each bad setting or unknown variable."""
+    check_environment(os.environ)
     toml_path = Path(os.environ.get(CONFIG_FILE_ENV, DEFAULT_CONFIG_FILE))
     if CONFIG_FILE_ENV in os.environ and not toml_path.is_file():
         raise ConfigError(f"{CONFIG_FILE_ENV}={toml_path} does not exist or is not a file")
@@ -469,7 +575,9 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
     except ValueError as exc:  # TOML syntax errors and env values that are not JSON
-        raise ConfigError(f"cannot read settings: {exc}") from None
+        raise ConfigError(f"cannot read settings: {_first_line(str(exc))}") from None
+    except OSError as exc:  # the settings file is unreadable (permissions, a directory, ...)
+        raise ConfigError(f"cannot read the settings file {toml_path}: {exc.strerror or exc}") from None
 
 
 def _describe(exc: ValidationError) -> str:
@@ -481,3 +589,7 @@ def _describe(exc: ValidationError) -> str:
         shown = "" if isinstance(given, dict) else f" (got {redact(repr(given))})"
         problems.append(f"invalid setting {dotted} [{env_name(loc)}]{shown}: {error['msg']}")
     return "; ".join(problems)
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else "unreadable value"

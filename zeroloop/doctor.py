@@ -80,10 +80,14 @@ def check_store(settings: Settings) -> Iterator[Check]:
         yield Check("store", Verdict.FAIL, str(exc), "set ZEROLOOP_STORE__URL")
         return
     if backend == "sqlite" and not sqlite_path(parsed).exists():
-        yield Check("store", Verdict.OK, f"{redact(url)} (created and migrated on first start)")
+        directory = sqlite_path(parsed).parent
+        if settings.store.url is not None and not directory.is_dir():
+            yield Check("store", Verdict.FAIL, f"the directory {directory} does not exist", f"mkdir -p {directory}")
+        else:
+            yield Check("store", Verdict.OK, f"{redact(url)} (created and migrated on first start)")
         return
     try:
-        with Store(url, settings.store) as store:
+        with Store.for_settings(settings) as store:
             state = migrate.status(store)
     except ZeroloopError as exc:
         yield Check("store", Verdict.FAIL, str(exc))
@@ -152,24 +156,47 @@ def check_dependencies(settings: Settings) -> Iterator[Check]:
             continue
         version = getattr(importlib.import_module(module), "__version__", "installed")
         yield Check(f"package {package}", Verdict.OK, str(version))
-    if settings.workload.device.startswith("cuda"):
-        yield from _check_cuda(settings.workload.device)
+    device = settings.workload.device
+    if device != "cpu" and settings.workload.kind == "alphazero":
+        problem = device_problem(device)
+        if problem is None:
+            yield Check("device", Verdict.OK, device)
+        else:
+            yield Check("device", Verdict.FAIL, problem, "set ZEROLOOP_WORKLOAD__DEVICE=cpu or to a device torch sees")
 
 
-def _check_cuda(device: str) -> Iterator[Check]:
+def device_problem(device: str) -> str | None:
+    """Why torch cannot use `device` on this machine (cpu, cuda, cuda:N, mps), or None when it can."""
+    if device == "cpu":
+        return None
     try:
         import torch
     except ImportError:
+        return f"workload.device is {device} but torch is not installed"
+    if device == "mps":
+        return None if torch.backends.mps.is_available() else "workload.device is mps but torch sees no MPS device"
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    index = int(device.partition(":")[2] or 0)
+    if count == 0:
+        return f"workload.device is {device} but torch sees no CUDA GPU"
+    if index >= count:
+        return f"workload.device is {device} but this machine has {count} CUDA GPU(s): cuda:0 to cuda:{count - 1}"
+    return None
+
+
+def check_workload(settings: Settings) -> Iterator[Check]:
+    """The command workload's file parses and uses only known placeholders."""
+    if settings.workload.kind != "command" or settings.workload.command_file is None:
         return
-    if torch.cuda.is_available():
-        yield Check("gpu", Verdict.OK, f"{device}: {torch.cuda.get_device_name(0)}")
-    else:
-        yield Check(
-            "gpu",
-            Verdict.FAIL,
-            f"workload.device is {device} but torch sees no CUDA GPU",
-            "set ZEROLOOP_WORKLOAD__DEVICE=cpu",
-        )
+    from zeroloop.workload.command import load_command_specs
+
+    path = settings.workload.command_file
+    try:
+        specs = load_command_specs(path, settings.workload.command_timeout_s)
+    except ZeroloopError as exc:
+        yield Check("command file", Verdict.FAIL, str(exc), "fix the file; see docs/workload.md")
+        return
+    yield Check("command file", Verdict.OK, f"{path}: {', '.join(specs) or 'no operations'}")
 
 
 def check_event_wiring(settings: Settings) -> Iterator[Check]:
@@ -181,11 +208,25 @@ def check_event_wiring(settings: Settings) -> Iterator[Check]:
         yield Check(f"event {event_type}", Verdict.FAIL, f"published by {', '.join(names)}, consumed by nobody")
     for event_type, names in report.unpublished.items():
         yield Check(f"event {event_type}", Verdict.FAIL, f"consumed by {', '.join(names)}, published by nobody")
+    for event_type in report.undeclared:
+        yield Check(
+            f"event {event_type}",
+            Verdict.FAIL,
+            "in the catalogue, but no participant declares publishing or consuming it",
+            "declare it where it is published and consumed, or remove it from zeroloop/events/catalogue.py",
+        )
     if report.ok:
         yield Check("event wiring", Verdict.OK, f"{len(wiring.declarations())} participants declared")
 
 
-CHECKS: tuple[CheckFn, ...] = (check_data_dir, check_store, check_artifacts, check_dependencies, check_event_wiring)
+CHECKS: tuple[CheckFn, ...] = (
+    check_data_dir,
+    check_store,
+    check_artifacts,
+    check_dependencies,
+    check_workload,
+    check_event_wiring,
+)
 
 
 def run_checks(settings: Settings, checks: tuple[CheckFn, ...] = CHECKS) -> list[Check]:

@@ -9,6 +9,8 @@ was wrong and what to do about it, in one line, because the CLI prints them as-i
     ├── StoreError             the state store cannot be used
     │   ├── StoreURLError      the store URL is malformed or names an unknown backend
     │   ├── StoreUnavailable   the store cannot be reached or opened
+    │   │   └── StoreFull      the store's disk is full
+    │   ├── StoreCorrupt       the store file is damaged or is not a zeroloop store
     │   └── SchemaError        the database schema is missing, older or newer than the code
     ├── DataDirError           the data directory cannot be created or written
     ├── EventError             an event is unknown or its payload is invalid
@@ -47,6 +49,14 @@ class StoreURLError(StoreError):
 
 class StoreUnavailable(StoreError):
     """The store cannot be reached, opened or written."""
+
+
+class StoreFull(StoreUnavailable):
+    """The store cannot write because its disk (or quota) is full; it works again once space is freed."""
+
+
+class StoreCorrupt(StoreError):
+    """The store file is damaged, truncated or not a database at all."""
 
 
 class SchemaError(StoreError):

@@ -53,7 +53,9 @@ def _states(url: str) -> dict[str, str]:
 
 @pytest.mark.slow
 def test_run_starts_every_daemon_and_drains_on_sigterm(tmp_path: Path) -> None:
-    assert _zeroloop(tmp_path, "health", "--check").returncode == 0  # also creates the store
+    # Nothing runs yet: no leader, so the check fails (and creates the store).
+    idle = _zeroloop(tmp_path, "health", "--check")
+    assert idle.returncode == 1 and "no process holds the leader lease" in idle.stdout
     url = f"sqlite:///{tmp_path / 'data' / 'zeroloop.db'}"
     log_path = tmp_path / "run.log"
     with log_path.open("w") as log:
@@ -73,6 +75,8 @@ def test_run_starts_every_daemon_and_drains_on_sigterm(tmp_path: Path) -> None:
                 time.sleep(0.1)
             else:
                 raise AssertionError(f"daemons did not all run: {_states(url)}\n{log_path.read_text()[-3000:]}")
+            running = _zeroloop(tmp_path, "health", "--check")
+            assert running.returncode == 0, running.stdout
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=60)
         finally:
@@ -89,6 +93,8 @@ def test_run_starts_every_daemon_and_drains_on_sigterm(tmp_path: Path) -> None:
     status = _zeroloop(tmp_path, "status")
     assert status.returncode == 0
     assert "cli-node" in status.stdout
+    stopped = _zeroloop(tmp_path, "health", "--check")
+    assert stopped.returncode == 1 and "leader" in stopped.stdout
     drained = _zeroloop(tmp_path, "nodes", "drain", "ghost")
     assert drained.returncode == 2
     assert "no node 'ghost'" in drained.stderr

@@ -7,6 +7,7 @@ import asyncio
 from tests.helpers import FakeClock, run_async
 from zeroloop.app import App
 from zeroloop.bootstrap import get_system_health, initialize_all_coordinators, shutdown_all_coordinators
+from zeroloop.cluster.leases import LEADER
 from zeroloop.daemons.daemon import DaemonContext, DaemonHealth, DaemonState, HealthState
 from zeroloop.daemons.registry import DaemonSpec, Layer, Registry
 
@@ -50,6 +51,10 @@ async def test_layers_start_in_order_and_report(app: App) -> None:
     )
     assert status["layers"]["foundational"]["status"] == "started"
     assert set(status["_instances"]) == {"base", "side", "core", "app"}
+    # Health needs a leader and reads the daemon records in the clock they were written with.
+    app.health.clock = clock
+    app.leases.clock = clock
+    assert app.leases.acquire(LEADER) is not None
     health = get_system_health(app)
     assert set(health) >= {"overall_health", "status", "coordinators", "daemons", "issues"}
     assert health["status"] == "healthy"

@@ -25,7 +25,14 @@ def test_compare_lists_unconsumed_and_unpublished() -> None:
     assert report.unconsumed == {"JOB_DEAD": ["queue"]}
     assert report.unpublished == {"NODE_LOST": ["scheduler"]}
     assert not report.ok
-    assert wiring.compare([_declaration("p", emits=("NODE_LOST",)), _declaration("c", handles=("NODE_LOST",))]).ok
+    paired = wiring.compare([_declaration("p", emits=("NODE_LOST",)), _declaration("c", handles=("NODE_LOST",))])
+    assert not paired.unconsumed and not paired.unpublished
+    # Every other catalogue type is declared by nobody, which the check reports too.
+    assert "NODE_LOST" not in paired.undeclared and "JOB_DEAD" in paired.undeclared and not paired.ok
+
+
+def test_every_catalogue_type_is_declared_by_a_participant() -> None:
+    assert wiring.check_wiring().undeclared == []
 
 
 def test_consumer_spec_declares_what_it_handles() -> None:

@@ -37,12 +37,16 @@ def test_queue_commands(settings: Settings, tmp_path: Path) -> None:
 
     listed = _run(tmp_path, "ls", "--dead")
     assert listed.returncode == 0, listed.stderr
-    assert "worker exploded" in listed.stdout and "train" not in listed.stdout
+    # A job waiting on a dead job can never run: it is dead too, with the reason.
+    assert "worker exploded" in listed.stdout and f"depends on job {dead.id} which is dead" in listed.stdout
     shown = _run(tmp_path, "show", str(waiting.id))
     assert shown.returncode == 0 and "depends on" in shown.stdout and str(dead.id) in shown.stdout
     stats = _run(tmp_path, "stats")
     assert stats.returncode == 0 and "selfplay" in stats.stdout and "NONE" in stats.stdout
+    early = _run(tmp_path, "retry", str(waiting.id))
+    assert early.returncode == 2 and f"retry job {dead.id} first" in early.stderr
     assert _run(tmp_path, "retry", str(dead.id)).returncode == 0
+    assert _run(tmp_path, "retry", str(waiting.id)).returncode == 0
     assert _run(tmp_path, "cancel", str(waiting.id)).returncode == 0
     again = _run(tmp_path, "cancel", str(waiting.id))
     assert again.returncode == 2 and "cannot go from cancelled to cancelled" in again.stderr

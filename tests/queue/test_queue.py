@@ -32,7 +32,7 @@ def test_transition_refuses_illegal_moves() -> None:
         ({"job_type": "Bad Type"}, "job type 'Bad Type' is invalid"),
         ({"config_key": ""}, "config_key"),
         ({"priority": 1.5}, "priority"),
-        ({"payload": {"x": object()}}, "payload is not a JSON object"),
+        ({"payload": {"x": object()}}, "payload of a selfplay job is not a JSON document"),
         ({"requires": {"gpus": -1}}, "requires is invalid: gpus"),
         ({"requires": {"cores": 2}}, "requires is invalid: cores"),
         ({"max_attempts": 0}, "max_attempts"),

@@ -15,7 +15,10 @@ from zeroloop.store.database import Store
 
 def open_queue(url: str, data_dir: Path, node: str, lease_s: float) -> JobQueue:
     """A queue on `url` with real time, as a worker process would have it."""
-    settings = Settings(data_dir=data_dir, queue=QueueSettings(lease_s=lease_s, retry_initial_s=0.0))
+    settings = Settings(
+        data_dir=data_dir,
+        queue=QueueSettings(lease_s=lease_s, reaper_interval_s=min(5.0, lease_s), retry_initial_s=0.0),
+    )
     store = Store(url, settings.store)
     return JobQueue(store, EventBus(store, node=node, source=node), settings)
 

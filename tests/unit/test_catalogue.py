@@ -35,12 +35,10 @@ def test_seed_event_names_are_declared() -> None:
     for name in (
         "SELFPLAY_COMPLETE",
         "GAME_BATCH_READY",
-        "DATA_SYNC_COMPLETED",
         "NPZ_EXPORT_COMPLETE",
         "TRAINING_STARTED",
         "TRAINING_PROGRESS",
         "TRAINING_COMPLETED",
-        "TRAINING_FAILED",
         "EVALUATION_RESULT",
         "MODEL_PROMOTED",
     ):

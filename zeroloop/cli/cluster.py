@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from zeroloop.app import App
-from zeroloop.cli.common import console, err_console, open_app
+from zeroloop.cli.common import console, err_console, finite, open_app
 from zeroloop.cli.pipeline import pipelines_table
 from zeroloop.cluster.leases import LEADER
 from zeroloop.cluster.nodes import NodeStatus, cost_of
@@ -158,7 +158,9 @@ def summary_table(app: App) -> Table:
 
 def status_command(
     watch: bool = typer.Option(False, "--watch", "-w", help="Refresh every --interval seconds until Ctrl-C."),
-    interval: float = typer.Option(2.0, "--interval", help="Refresh interval with --watch (seconds)."),
+    interval: float = typer.Option(
+        2.0, "--interval", min=0.1, max=3600, callback=finite, help="Refresh interval with --watch (seconds)."
+    ),
 ) -> None:
     """Show the leader, queue depths, health, each pipeline (stage, round, samples, model, Elo), nodes and daemons."""
     with open_app() as app:

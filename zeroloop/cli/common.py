@@ -3,22 +3,30 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
 from zeroloop.app import App
 from zeroloop.config import Settings, load_settings
+from zeroloop.errors import ConfigError
 
 console = Console()
 err_console = Console(stderr=True)
 
 
 def settings() -> Settings:
-    """Load and validate the settings; a ConfigError reaches `main` and is printed as one line."""
+    """Load and validate the settings (and a command workload's file); errors reach `main` as one line."""
     loaded = load_settings()
+    if loaded.workload.kind == "command" and loaded.workload.command_file is not None:
+        from zeroloop.workload.command import load_command_specs
+
+        # Checked by every command, `zeroloop config` included, not first by a worker running a job.
+        load_command_specs(loaded.workload.command_file, loaded.workload.command_timeout_s)
     logging.basicConfig(
         level=loaded.log_level,
         format="%(message)s",
@@ -30,8 +38,25 @@ def settings() -> Settings:
     return loaded
 
 
+def require_device(loaded: Settings) -> None:
+    """Refuse to start workers on this machine when torch cannot use the configured device (ConfigError)."""
+    from zeroloop.doctor import device_problem
+
+    if loaded.workload.kind == "alphazero":
+        problem = device_problem(loaded.workload.device)
+        if problem is not None:
+            raise ConfigError(f"{problem}: set ZEROLOOP_WORKLOAD__DEVICE=cpu or to a device torch sees")
+
+
 @contextmanager
 def open_app(*, upgrade: bool | None = None) -> Iterator[App]:
     """Open the App for one command and close it afterwards."""
     with App(settings(), upgrade=upgrade) as app:
         yield app
+
+
+def finite(value: float) -> float:
+    """A typer callback for float options: refuse NaN and infinity, which range checks let through."""
+    if not math.isfinite(value):
+        raise typer.BadParameter(f"{value} is not a finite number")
+    return value

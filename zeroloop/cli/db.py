@@ -15,7 +15,7 @@ app = typer.Typer(help="Inspect and upgrade the store's schema.", no_args_is_hel
 def upgrade() -> None:
     """Upgrade the store's schema to this version of zeroloop (safe to run while others run)."""
     loaded = settings()
-    with Store(loaded.store_url, loaded.store) as store:
+    with Store.for_settings(loaded) as store:
         before = migrate.upgrade(store)
         if before.up_to_date:
             console.print(f"{store.display_url}: schema already at {before.head}")
@@ -27,7 +27,7 @@ def upgrade() -> None:
 def status() -> None:
     """Print the store's schema revision and the one this zeroloop needs; exit 1 if they differ."""
     loaded = settings()
-    with Store(loaded.store_url, loaded.store) as store:
+    with Store.for_settings(loaded) as store:
         state = migrate.status(store)
     console.print(f"{store.display_url}: schema {state.current or 'empty'}, this zeroloop needs {state.head}")
     if not state.up_to_date:

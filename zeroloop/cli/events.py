@@ -16,10 +16,12 @@ from zeroloop.app import App
 from zeroloop.cli.common import console, open_app
 from zeroloop.errors import EventError
 from zeroloop.events.bus import Event
+from zeroloop.events.catalogue import EVENT_TYPES
 from zeroloop.events.stats import stats
 from zeroloop.store.queries import consumers as consumer_queries
 from zeroloop.store.queries import events as queries
 from zeroloop.store.queries.events import Position
+from zeroloop.store.values import check_text
 
 app = typer.Typer(
     help="Inspect the event log, replay it to a consumer, and see delivery metrics.", no_args_is_help=True
@@ -37,6 +39,25 @@ TypeOption = Annotated[list[str] | None, typer.Option("--type", "-t", help="Only
 ConfigOption = Annotated[list[str] | None, typer.Option("--config", "-c", help="Only this config key (repeatable).")]
 
 
+def known_types(types: list[str] | None) -> list[str]:
+    """The event types given, each checked against the catalogue; EventError listing the known ones otherwise."""
+    unknown = [name for name in types or [] if name not in EVENT_TYPES]
+    if unknown:
+        raise EventError(
+            f"unknown event type {', '.join(map(repr, unknown))}: choose from {', '.join(sorted(EVENT_TYPES))}"
+        )
+    return list(types or [])
+
+
+def config_keys_given(keys: list[str] | None) -> list[str] | None:
+    """The config keys given, refused when empty or holding a NUL (no event could carry such a key)."""
+    for key in keys or []:
+        check_text(key, "--config", EventError)
+        if not key:
+            raise EventError("--config needs a config key such as connect_four_2p, not an empty string")
+    return list(keys) if keys else None
+
+
 @app.command("tail")
 def tail(
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new events until Ctrl-C."),
@@ -45,18 +66,20 @@ def tail(
     limit: int = typer.Option(20, "--limit", "-n", min=0, help="How many past events to print first."),
 ) -> None:
     """Print the newest events, and with --follow every new one as it is committed."""
+    types = known_types(types)
+    config_keys = config_keys_given(config_keys)
     stopping: list[int] = []
     # Following, Ctrl-C only sets a flag and the loop stops between reads: a clean exit 0.
     previous = signal.signal(signal.SIGINT, lambda signum, _frame: stopping.append(signum)) if follow else None
     try:
         with open_app() as zl:
             with zl.store.read() as conn:
-                rows = queries.latest(conn, types=types or [], config_keys=config_keys or None, limit=limit)
+                rows = queries.latest(conn, types=types, config_keys=config_keys, limit=limit)
                 position = queries.high_water(conn, limit_horizon=queries.horizon(conn))
             for row in rows:
                 console.print(escape(_line(Event.from_row(row))), soft_wrap=True)
             if follow:
-                _follow(zl, position, types or [], config_keys or None, stopping)
+                _follow(zl, position, types, config_keys, stopping)
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
@@ -82,11 +105,27 @@ def replay(
     consumer: str = typer.Option(..., "--consumer", help="The durable consumer to rewind."),
     from_id: int = typer.Option(..., "--from", min=1, help="The first event id to handle again."),
 ) -> None:
-    """Rewind a durable consumer so it handles again every event from --from on (its handlers must be idempotent)."""
+    """Rewind a durable consumer so it handles again every event from --from on (its handlers must be idempotent).
+
+    Replay only rewinds: an id past the newest event, or past what the consumer has
+    handled, is refused (moving the cursor forward would skip events it never handled).
+    """
     with open_app() as zl, zl.store.transaction() as conn:
-        position = queries.position_before(conn, from_id)
-        if not consumer_queries.reset_cursor(conn, consumer, position, now=time.time()):
+        cursor = consumer_queries.get_cursor(conn, consumer)
+        if cursor is None:
             raise EventError(f"no consumer named {consumer!r}: see `zeroloop events stats`")
+        _horizon, _high, newest = queries.marks(conn)
+        if newest[1] == 0:
+            raise EventError("the event log is empty: there is nothing to replay")
+        if from_id > newest[1]:
+            raise EventError(f"--from {from_id} is past the newest event (id {newest[1]}): give 1 to {newest[1]}")
+        position = queries.position_before(conn, from_id)
+        if position > cursor:
+            raise EventError(
+                f"consumer {consumer} has handled events only up to id {cursor[1]}: replay rewinds, so give "
+                f"--from {cursor[1] + 1} or lower (a later id would skip events it never handled)"
+            )
+        consumer_queries.reset_cursor(conn, consumer, position, now=time.time())
     console.print(f"consumer {consumer} will handle events again from id {from_id}")
 
 

@@ -21,7 +21,7 @@ def _when(epoch: float | None) -> str:
 @app.command("ls")
 def list_models(
     config_key: str | None = typer.Argument(None, help="Only models of this config key, e.g. connect_four_2p."),
-    limit: int = typer.Option(50, help="Show at most this many models, newest first."),
+    limit: int = typer.Option(50, min=1, help="Show at most this many models, newest first."),
 ) -> None:
     """List models, newest first, with stage, Elo and parent."""
     with open_app() as zl:

@@ -108,7 +108,7 @@ def resume(config_key: str = typer.Argument(..., help="The config key to resume.
 @app.command("decisions")
 def decisions(
     config_key: str = typer.Argument(..., help="The config key."),
-    limit: int = typer.Option(20, help="Show at most this many, newest first."),
+    limit: int = typer.Option(20, min=1, help="Show at most this many, newest first."),
 ) -> None:
     """The promotion and round decisions of a config key, with the evidence each rests on."""
     with open_app() as zl, zl.store.read() as conn:

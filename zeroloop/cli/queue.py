@@ -9,9 +9,13 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from zeroloop.app import App
 from zeroloop.cli.common import console, open_app
+from zeroloop.errors import QueueError
+from zeroloop.pipeline.jobs import JOB_TYPES
 from zeroloop.queue.backpressure import BackpressureLevel
 from zeroloop.queue.jobs import Job, JobStatus
+from zeroloop.store.values import check_text
 
 app = typer.Typer(help="Inspect and steer the work queue.", no_args_is_help=True)
 
@@ -37,6 +41,16 @@ def _status(job: Job) -> str:
     return f"[{colour}]{job.status.value}[/{colour}]"
 
 
+def known_job_type(zl: App, job_type: str | None) -> str | None:
+    """`job_type` if the pipeline runs it or the queue holds such jobs; QueueError listing the known types otherwise."""
+    if job_type is None:
+        return None
+    known = set(JOB_TYPES) | set(zl.queue.stats())
+    if job_type not in known:
+        raise QueueError(f"unknown job type {job_type!r}: choose from {', '.join(sorted(known))}")
+    return job_type
+
+
 @app.command("ls")
 def list_jobs(
     dead: bool = typer.Option(False, "--dead", help="Only dead jobs (out of attempts); retry them with `retry`."),
@@ -49,7 +63,9 @@ def list_jobs(
 ) -> None:
     """List jobs, newest first."""
     statuses = [JobStatus.DEAD] if dead else list(status or ())
+    check_text(config_key, "--config", QueueError)
     with open_app() as zl:
+        job_type = known_job_type(zl, job_type)
         jobs = zl.queue.list(statuses=statuses or None, job_type=job_type, config_key=config_key, limit=limit)
     table = Table(show_header=True, header_style="bold", title="dead jobs" if dead else "jobs")
     for column in ("id", "type", "config", "status", "prio", "attempts", "node", "updated"):

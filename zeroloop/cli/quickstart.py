@@ -24,7 +24,7 @@ from rich.table import Table
 
 from zeroloop.app import App
 from zeroloop.bootstrap import initialize_all_coordinators, shutdown_all_coordinators
-from zeroloop.cli.common import console, settings
+from zeroloop.cli.common import console, finite, require_device, settings
 from zeroloop.cli.pipeline import start_pipeline
 from zeroloop.cli.run import registry_for_cli
 from zeroloop.errors import ZeroloopError
@@ -160,11 +160,12 @@ def summary(snap: Snapshot, config_key: str, elapsed_s: float) -> Table:
 
 def quickstart_command(
     game: str = typer.Option("tic_tac_toe", "--game", "-g", help="OpenSpiel game (e.g. connect_four) or config key."),
-    minutes: float = typer.Option(10.0, "--minutes", "-m", min=0.1, help="How long to run (minutes)."),
+    minutes: float = typer.Option(10.0, "--minutes", "-m", min=0.1, callback=finite, help="How long to run (minutes)."),
     workers: int = typer.Option(2, "--workers", "-w", min=1, max=64, help="Worker processes on this machine."),
 ) -> None:
     """Run the whole self-improvement loop on this machine, with live progress; run again to resume."""
     loaded = settings()
+    require_device(loaded)  # the local workers run on this machine
     config_key = config_key_of(game)
     started = time.monotonic()
     with App(loaded, source="quickstart") as app:

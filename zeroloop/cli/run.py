@@ -15,7 +15,7 @@ from rich.markup import escape
 
 from zeroloop.app import App
 from zeroloop.bootstrap import initialize_all_coordinators, shutdown_all_coordinators
-from zeroloop.cli.common import console, err_console, open_app
+from zeroloop.cli.common import console, err_console, open_app, require_device
 from zeroloop.daemons.registry import WORKER_PROFILES, Registry
 
 EXIT_ABORTED = 130
@@ -67,6 +67,8 @@ async def serve(app: App, profile: str, registry: Registry | None = None) -> int
 
 def _run(profile: str) -> None:
     with open_app() as app:
+        if profile != "coordinator":
+            require_device(app.settings)  # this process runs jobs: its device must exist here
         code = asyncio.run(serve(app, profile))
     if code:
         raise typer.Exit(code)

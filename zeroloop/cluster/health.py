@@ -6,7 +6,14 @@ The score is a weighted mean of four components in [0, 1] (see docs/health.md):
     circuits     C = 1 - (open + half_open / 2) / breakers           (1 with no breakers)
     errors       E = completed / (completed + failed + dead jobs)    (1 with no jobs in the window)
     recovery     R = min(1, circuits closed / circuits opened)        (1 with none opened in the window)
-    score = 0.35 A + 0.25 C + 0.25 E + 0.15 R, capped at 0.5 while a critical daemon is FAILED
+    score = 0.35 A + 0.25 C + 0.25 E + 0.15 R
+
+A node is available when it is active and its last heartbeat is younger than the
+node-lost timeout (a node nobody marked lost, because no leader runs, still counts as
+gone). The score is capped at 0.5 (UNHEALTHY) while any of these holds, because then the
+loop is not running whatever the components say: a critical daemon is FAILED; no process
+holds the leader lease; work is queued and no node is available to run it; every daemon
+record has gone stale (no zeroloop process has reported recently).
 
 Levels: HEALTHY >= 0.8 > DEGRADED >= 0.6 > UNHEALTHY >= 0.4 > CRITICAL. The pause rule
 has hysteresis: pause when the score falls below `pause_below_score`, resume only when
@@ -23,17 +30,21 @@ from enum import StrEnum
 from typing import Any
 
 from zeroloop.cluster.breakers import BreakerState, CircuitBreakers
+from zeroloop.cluster.leases import LEADER
 from zeroloop.cluster.nodes import NodeStatus
-from zeroloop.config import HealthSettings
+from zeroloop.config import ClusterSettings, HealthSettings
 from zeroloop.daemons.daemon import Clock, DaemonContext, DaemonState, LoopDaemon
 from zeroloop.store.database import Store
 from zeroloop.store.queries import breakers as breaker_queries
 from zeroloop.store.queries import daemons as daemon_queries
 from zeroloop.store.queries import health as queries
+from zeroloop.store.queries import leases as lease_queries
 from zeroloop.store.queries import nodes as node_queries
 
 WEIGHTS = {"availability": 0.35, "circuits": 0.25, "errors": 0.25, "recovery": 0.15}
-CRITICAL_DAEMON_CAP = 0.5
+CRITICAL_DAEMON_CAP = 0.5  # also the cap for no leader, no node for queued work, and only stale daemons
+# Daemon states whose record is refreshed while their process lives; others may rest unchanged.
+_REPORTING = frozenset({DaemonState.RUNNING, DaemonState.STANDBY, DaemonState.BACKOFF, DaemonState.HELD})
 
 
 class HealthLevel(StrEnum):
@@ -59,6 +70,20 @@ class HealthInputs:
     circuits_opened: int = 0
     circuits_closed: int = 0
     critical_daemons_failed: list[str] = field(default_factory=list)
+    leader_present: bool = True
+    jobs_waiting: int = 0
+    daemons_total: int = 0
+    daemons_stale: list[str] = field(default_factory=list)
+
+    @property
+    def stranded(self) -> bool:
+        """Work is queued and no node is available to run it."""
+        return self.jobs_waiting > 0 and self.nodes_available == 0
+
+    @property
+    def all_daemons_stale(self) -> bool:
+        """Daemons were recorded and none of them has reported recently."""
+        return self.daemons_total > 0 and len(self.daemons_stale) == self.daemons_total
 
 
 def components(inputs: HealthInputs) -> dict[str, float]:
@@ -79,7 +104,7 @@ def health_score(inputs: HealthInputs) -> float:
     """The system health score in [0, 1]."""
     parts = components(inputs)
     score = sum(WEIGHTS[name] * value for name, value in parts.items())
-    if inputs.critical_daemons_failed:
+    if inputs.critical_daemons_failed or not inputs.leader_present or inputs.stranded or inputs.all_daemons_stale:
         score = min(score, CRITICAL_DAEMON_CAP)
     return round(max(0.0, min(1.0, score)), 4)
 
@@ -118,6 +143,15 @@ def issues(inputs: HealthInputs) -> list[str]:
             f"recovery: {inputs.circuits_opened - inputs.circuits_closed} circuit(s) opened and not yet closed"
         )
     found.extend(f"daemon {name}: critical daemon FAILED" for name in inputs.critical_daemons_failed)
+    if not inputs.leader_present:
+        found.append("leader: no process holds the leader lease; start `zeroloop coordinator` (or `zeroloop run`)")
+    if inputs.stranded:
+        found.append(f"nodes: {inputs.jobs_waiting} job(s) queued and no live node to run them; start a worker")
+    if inputs.all_daemons_stale:
+        found.append(f"daemons: none of {inputs.daemons_total} has reported recently; is any zeroloop process running?")
+    elif inputs.daemons_stale:
+        shown = ", ".join(inputs.daemons_stale[:5]) + (" ..." if len(inputs.daemons_stale) > 5 else "")
+        found.append(f"daemons: {len(inputs.daemons_stale)} stopped reporting without stopping ({shown})")
     return found
 
 
@@ -143,18 +177,30 @@ class HealthMonitor:
     """Gathers `HealthInputs` from the store and keeps the pipeline pause state (with hysteresis)."""
 
     def __init__(
-        self, store: Store, settings: HealthSettings, *, daemon_fresh_s: float, clock: Clock = time.time
+        self,
+        store: Store,
+        settings: HealthSettings,
+        *,
+        daemon_fresh_s: float,
+        node_lost_after_s: float | None = None,
+        clock: Clock = time.time,
     ) -> None:
+        """`daemon_fresh_s`: how old a daemon record may be and still count (seconds); `node_lost_after_s`:
+        how old a node's last heartbeat may be (seconds; default: the cluster setting's default)."""
         self.store = store
         self.settings = settings
         self.daemon_fresh_s = daemon_fresh_s
+        default_lost: float = ClusterSettings.model_fields["node_lost_after_s"].default
+        self.node_lost_after_s = default_lost if node_lost_after_s is None else node_lost_after_s
         self.clock = clock
         self.paused = False
 
     def inputs(self) -> HealthInputs:
-        """Read the inputs now: nodes, breakers, events of the error window, failed critical daemons."""
+        """Read the inputs now: nodes, breakers, events of the error window, daemons, the leader, waiting work."""
         now = self.clock()
         with self.store.read() as conn:
+            leader = lease_queries.get_lease(conn, LEADER)
+            waiting = queries.runnable_job_count(conn, now)
             nodes = node_queries.list_nodes(conn)
             breakers = breaker_queries.list_breakers(conn)
             counts = queries.count_events(
@@ -164,9 +210,14 @@ class HealthMonitor:
             )
             daemons = daemon_queries.list_daemons(conn)
         live = [n for n in nodes if n["status"] != NodeStatus.TERMINATED.value]
+        heard_after = now - self.node_lost_after_s
+        fresh_after = now - self.daemon_fresh_s
+        reporting = [d for d in daemons if d["state"] in _REPORTING]
         return HealthInputs(
             nodes_total=len(live),
-            nodes_available=sum(1 for n in live if n["status"] == NodeStatus.ACTIVE.value),
+            nodes_available=sum(
+                1 for n in live if n["status"] == NodeStatus.ACTIVE.value and (n["heartbeat_at"] or 0) >= heard_after
+            ),
             breakers_total=len(breakers),
             breakers_open=sum(1 for b in breakers if b["state"] == BreakerState.OPEN.value),
             breakers_half_open=sum(1 for b in breakers if b["state"] == BreakerState.HALF_OPEN.value),
@@ -181,6 +232,10 @@ class HealthMonitor:
                 and d["health"].get("critical")
                 and d["updated_at"] >= now - self.daemon_fresh_s
             ),
+            leader_present=leader is not None and leader["holder"] is not None and leader["expires_at"] > now,
+            jobs_waiting=waiting,
+            daemons_total=len(reporting),
+            daemons_stale=sorted(f"{d['node']}/{d['name']}" for d in reporting if d["updated_at"] < fresh_after),
         )
 
     def assess(self, inputs: HealthInputs | None = None) -> HealthReport:

@@ -20,11 +20,14 @@ from typing import Any
 
 from sqlalchemy.engine import RowMapping
 
-from zeroloop.events import catalogue
+from zeroloop.config import EventSettings
+from zeroloop.errors import EventError
+from zeroloop.events import catalogue, wiring
 from zeroloop.events.catalogue import Payload
 from zeroloop.events.consumer import ConsumerSpec, Handler
 from zeroloop.store.database import Store
 from zeroloop.store.queries import events as queries
+from zeroloop.store.values import check_json, check_text
 from zeroloop.tracing import get_trace_id
 
 Clock = Callable[[], float]
@@ -78,11 +81,22 @@ class Event:
 class EventBus:
     """Publishes events to the durable log of one store on behalf of one process, and keeps its subscriptions."""
 
-    def __init__(self, store: Store, *, node: str, source: str, clock: Clock = time.time) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        node: str,
+        source: str,
+        clock: Clock = time.time,
+        max_payload_bytes: int | None = None,
+    ) -> None:
+        """`max_payload_bytes` (bytes of JSON) defaults to the events.max_payload_bytes setting's default."""
         self.store = store
         self.node = node
         self.source = source
         self.clock = clock
+        default = EventSettings.model_fields["max_payload_bytes"].default
+        self.max_payload_bytes: int = default if max_payload_bytes is None else max_payload_bytes
         self.subscriptions: list[ConsumerSpec] = []
         self._subscriptions_owner: object | None = None
 
@@ -96,13 +110,19 @@ class EventBus:
         causation: Event | int | None,
     ) -> dict[str, Any]:
         model = catalogue.validate(event_type, payload)
+        body = model.model_dump(mode="json")
+        # The same refusals on both backends: PostgreSQL cannot keep a NUL, and a huge payload slows every reader.
+        check_json(body, f"the payload of event {event_type}", self.max_payload_bytes, EventError)
+        for what, text in (("source", source), ("dedup_key", dedup_key), ("correlation_id", correlation_id)):
+            check_text(text, f"the {what} of event {event_type}", EventError)
+        wiring.record_publish(event_type)
         causation_id = causation.id if isinstance(causation, Event) else causation
         trace_id = get_trace_id() or (causation.trace_id if isinstance(causation, Event) else None)
         if correlation_id is None and isinstance(causation, Event):
             correlation_id = causation.correlation_id
         return {
             "type": event_type,
-            "payload": model.model_dump(mode="json"),
+            "payload": body,
             "source": source or self.source,
             "node": self.node,
             "created_at": self.clock(),

@@ -30,6 +30,11 @@ class ConfigPayload(Payload):
 
 EVENT_TYPES: dict[str, type[Payload]] = {}
 
+# Types that code outside zeroloop publishes (a user's commands, other systems) and
+# zeroloop only consumes; the wiring check does not expect a zeroloop producer for them.
+# Empty today: every type in this catalogue is published by zeroloop itself.
+EXTERNAL_PRODUCERS: frozenset[str] = frozenset()
+
 
 def _declare(name: str) -> Any:
     def register(cls: type[Payload]) -> type[Payload]:
@@ -62,15 +67,6 @@ class GameBatchReady(ConfigPayload):
     artifact_sha256: str
     games: int = Field(ge=0)
     samples: int = Field(ge=0)
-
-
-@_declare("DATA_SYNC_COMPLETED")
-class DataSyncCompleted(ConfigPayload):
-    """An artifact was copied to another location and verified there."""
-
-    artifact_sha256: str
-    location: str
-    size_bytes: int = Field(ge=0)
 
 
 @_declare("NPZ_EXPORT_COMPLETE")
@@ -110,14 +106,6 @@ class TrainingCompleted(ConfigPayload):
     artifact_sha256: str
     loss: float
     samples: int = Field(ge=0)
-
-
-@_declare("TRAINING_FAILED")
-class TrainingFailed(ConfigPayload):
-    """A training job failed."""
-
-    job_id: int
-    error: str
 
 
 @_declare("EVALUATION_RESULT")

@@ -6,14 +6,23 @@ wiring check compares the two: an event type that is published but consumed by n
 or consumed but never published, is the failure the seeds' system kept having, and
 `zeroloop doctor` fails listing it. `PARTICIPANTS` names every module that declares,
 so the check sees all of them whatever has been imported so far.
+
+Declarations are only claims, so they are checked against what the code really does: a
+`Recording` (started by the test suite, see tests/conftest.py) notes every event type
+that zeroloop's own modules publish through the bus and every type a consumer defined in
+zeroloop subscribes to, and `compare_recording` reports each catalogue type that nothing
+really publishes or consumes, and each declaration that the recording contradicts.
 """
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
 
-from zeroloop.events.catalogue import EVENT_TYPES
+from zeroloop.events.catalogue import EVENT_TYPES, EXTERNAL_PRODUCERS
 
 # Every module that calls declare(); the wiring check imports them all.
 PARTICIPANTS: list[str] = [
@@ -64,15 +73,16 @@ def declare(name: str, *, emits: tuple[str, ...] = (), handles: tuple[str, ...] 
 
 @dataclass(frozen=True)
 class WiringReport:
-    """The outcome of the wiring check; `ok` when nothing is unconsumed or unpublished."""
+    """The outcome of the wiring check; `ok` when nothing is unconsumed, unpublished or undeclared."""
 
     unconsumed: dict[str, list[str]]
     unpublished: dict[str, list[str]]
+    undeclared: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        """Whether every published type has a consumer and every consumed type a producer."""
-        return not self.unconsumed and not self.unpublished
+        """Whether every published type has a consumer, every consumed type a producer, and every type a participant."""
+        return not self.unconsumed and not self.unpublished and not self.undeclared
 
 
 def declarations() -> list[Declaration]:
@@ -98,5 +108,97 @@ def compare(given: list[Declaration]) -> WiringReport:
             consumers.setdefault(event_type, []).append(declaration.name)
     return WiringReport(
         unconsumed={event: names for event, names in sorted(producers.items()) if event not in consumers},
-        unpublished={event: names for event, names in sorted(consumers.items()) if event not in producers},
+        unpublished={
+            event: names
+            for event, names in sorted(consumers.items())
+            if event not in producers and event not in EXTERNAL_PRODUCERS
+        },
+        undeclared=sorted(set(EVENT_TYPES) - set(producers) - set(consumers)),
     )
+
+
+@dataclass
+class Recording:
+    """Event types zeroloop's own code really published (type -> modules) and subscribed to (type -> consumers)."""
+
+    published: dict[str, set[str]] = field(default_factory=dict)
+    consumed: dict[str, set[str]] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, dict[str, list[str]]]:
+        """Plain data, for writing the recording to a file."""
+        return {
+            "published": {key: sorted(value) for key, value in sorted(self.published.items())},
+            "consumed": {key: sorted(value) for key, value in sorted(self.consumed.items())},
+        }
+
+
+# The recording in progress, if any (a list so that starting and stopping need no `global`).
+_active: list[Recording] = []
+# Frames of these modules are the bus's own plumbing, not the code that decided to publish.
+_PLUMBING = ("zeroloop.events.bus", "zeroloop.events.wiring")
+
+
+def start_recording() -> Recording:
+    """Begin recording publishes and subscriptions in this process (the test suite does this)."""
+    _active[:] = [Recording()]
+    return _active[0]
+
+
+def stop_recording() -> None:
+    """Stop recording; the Recording returned by `start_recording` keeps what it saw."""
+    _active.clear()
+
+
+def record_publish(event_type: str) -> None:
+    """Note that `event_type` is being published, when its publisher is a zeroloop module (no-op unless recording)."""
+    if not _active:
+        return
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_globals.get("__name__", "") in _PLUMBING:
+        frame = frame.f_back  # type: ignore[assignment]
+    module = "" if frame is None else str(frame.f_globals.get("__name__", ""))
+    if module.startswith("zeroloop."):
+        _active[0].published.setdefault(event_type, set()).add(module)
+
+
+def record_subscription(name: str, types: Iterable[str], handler: Callable[..., Any]) -> None:
+    """Note that consumer `name` takes `types`, when its handler is defined in zeroloop (no-op unless recording)."""
+    if not _active:
+        return
+    owner = getattr(handler, "__self__", None)
+    module = type(owner).__module__ if owner is not None else getattr(handler, "__module__", None)
+    if module is None or not isinstance(module, str):
+        module = type(handler).__module__
+    if module.startswith("zeroloop."):
+        for event_type in types:
+            _active[0].consumed.setdefault(event_type, set()).add(name)
+
+
+def compare_recording(recording: Recording, given: list[Declaration] | None = None) -> list[str]:
+    """What the recording says is wrong: catalogue types nothing really publishes or consumes, and false declarations.
+
+    `given` defaults to every declaration (see `declarations`). An empty list means all is well.
+    """
+    declared = declarations() if given is None else given
+    emits = {event for declaration in declared for event in declaration.emits}
+    handles = {event for declaration in declared for event in declaration.handles}
+    problems = []
+    for event_type in sorted(EVENT_TYPES):
+        if event_type not in recording.published and event_type not in EXTERNAL_PRODUCERS:
+            problems.append(
+                f"{event_type}: no zeroloop code published it; publish it, remove it from the catalogue, "
+                "or list it in EXTERNAL_PRODUCERS"
+            )
+        if event_type not in recording.consumed:
+            problems.append(f"{event_type}: no zeroloop consumer subscribed to it; consume it or remove it")
+        if event_type in emits and event_type not in recording.published:
+            problems.append(f"{event_type}: declared as emitted, but never published")
+        if event_type in recording.published and event_type not in emits:
+            modules = ", ".join(sorted(recording.published[event_type]))
+            problems.append(f"{event_type}: published by {modules} without a declare(emits=...)")
+        if event_type in handles and event_type not in recording.consumed:
+            problems.append(f"{event_type}: declared as handled, but no consumer subscribed to it")
+        if event_type in recording.consumed and event_type not in handles:
+            names = ", ".join(sorted(recording.consumed[event_type]))
+            problems.append(f"{event_type}: consumed by {names} without a declare(handles=...)")
+    return problems

@@ -2,8 +2,9 @@
 
 A job's life is `queued -> running -> completed`, with detours: a failed or expired
 attempt goes back to `queued` (after a backoff) until its attempts run out and it is
-`dead`; any unfinished job can be `cancelled`; a dead or cancelled job can be retried by
-hand. `transition()` is the one place these moves are allowed or refused.
+`dead`; any unfinished job can be `cancelled`; a queued job whose dependency is dead or
+cancelled is `dead` too; a dead or cancelled job can be retried by hand. `transition()`
+is the one place these moves are allowed or refused.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ _EDGES: dict[tuple[JobStatus, JobStatus], str] = {
     (JobStatus.RUNNING, JobStatus.QUEUED): "an attempt failed retryably or its lease expired; attempts remain",
     (JobStatus.RUNNING, JobStatus.DEAD): "the last attempt failed or expired, or a failure was not retryable",
     (JobStatus.QUEUED, JobStatus.CANCELLED): "cancelled before any node took it",
+    (JobStatus.QUEUED, JobStatus.DEAD): "a job it depends on is dead or cancelled, so it can never run",
     (JobStatus.RUNNING, JobStatus.CANCELLED): "cancelled while running; its holder's token stops being accepted",
     (JobStatus.DEAD, JobStatus.QUEUED): "retried by hand, with a fresh set of attempts",
     (JobStatus.CANCELLED, JobStatus.QUEUED): "retried by hand after a cancel",

@@ -10,7 +10,6 @@ touch the job, and a result is recorded exactly once.
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -27,6 +26,7 @@ from zeroloop.queue.backpressure import BackpressureLevel, BackpressureMonitor, 
 from zeroloop.queue.jobs import NAME_PATTERN, Capabilities, Job, JobStatus, Lease, Requirements, transition
 from zeroloop.store.database import Store
 from zeroloop.store.queries import jobs as queries
+from zeroloop.store.values import check_json, check_text
 
 EMITS = (
     "JOB_QUEUED",
@@ -47,6 +47,7 @@ _ENQUEUE_DEFAULTS: dict[str, Any] = {
     "idempotency_key": None, "max_attempts": None, "timeout_s": None,
 }  # fmt: skip
 _REAP_BATCH = 500
+_ERROR_MAX_CHARS = 4000  # a failure's error text kept on the job (characters)
 
 
 class JobQueue:
@@ -157,7 +158,37 @@ class JobQueue:
         job = Job.from_row(stored)
         if inserted:
             self.bus.publish("JOB_QUEUED", ev.JobQueued(**self._ids(job), priority=job.priority))
+            hopeless = [(dep, status) for dep, status in sorted(statuses.items()) if status in _NEVER_COMPLETE]
+            if hopeless:
+                dep, status = hopeless[0]
+                job = self._fail_waiting(conn, job, f"depends on job {dep} which is {status}")
         return job
+
+    def _fail_waiting(self, conn: Any, job: Job, reason: str) -> Job:
+        """Make queued `job` dead for `reason`, and every queued job that waits on it, transitively."""
+        now = self.clock()
+        first: Job | None = None
+        pending = [(job, reason)]
+        while pending:
+            current, why = pending.pop(0)
+            transition(current.status, JobStatus.DEAD, current.id)
+            row = queries.set_status(conn, current.id, status=JobStatus.DEAD.value, now=now, error=why, finished_at=now)
+            self.bus.publish("JOB_DEAD", ev.JobDead(**self._ids(current), error=why))
+            first = first or Job.from_row(row)
+            pending.extend(self._waiting_on(conn, current.id, JobStatus.DEAD))
+        assert first is not None
+        return first
+
+    def _waiting_on(self, conn: Any, job_id: int, status: JobStatus) -> list[tuple[Job, str]]:
+        """The queued jobs waiting on `job_id` (now `status`), each with the reason it can never run."""
+        return [
+            (Job.from_row(row), f"depends on job {job_id} which is {status.value}")
+            for row in queries.queued_dependents(conn, job_id)
+        ]
+
+    def _fail_dependents(self, conn: Any, job_id: int, status: JobStatus) -> None:
+        for dependent, why in self._waiting_on(conn, job_id, status):
+            self._fail_waiting(conn, dependent, why)
 
     def _validated(
         self,
@@ -178,31 +209,42 @@ class JobQueue:
             )
         if not isinstance(config_key, str) or not 0 < len(config_key) <= 200:
             raise QueueError(f"config_key {config_key!r} is invalid: give a non-empty string of at most 200 characters")
+        check_text(config_key, "config_key", QueueError)
         if isinstance(priority, bool) or not isinstance(priority, int) or abs(priority) > _PRIORITY_RANGE:
             raise QueueError(f"priority {priority!r} is invalid: give an integer between ±{_PRIORITY_RANGE}")
         try:
             body = dict(payload or {})
-            json.dumps(body, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise QueueError(f"payload is not a JSON object: {exc}") from None
+        check_json(body, f"the payload of a {job_type} job", self.settings.max_payload_bytes, QueueError)
         try:
             needs = requires if isinstance(requires, Requirements) else Requirements.model_validate(requires or {})
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
             raise QueueError(f"requires is invalid: {problems}") from None
-        if target_node is not None and not 0 < len(target_node) <= 200:
+        if target_node is not None and (not isinstance(target_node, str) or not 0 < len(target_node) <= 200):
             raise QueueError(f"target_node {target_node!r} is invalid: give a node id of 1-200 characters")
-        if idempotency_key is not None and not 0 < len(idempotency_key) <= 300:
-            raise QueueError("idempotency_key must be 1-300 characters")
+        if idempotency_key is not None and (
+            not isinstance(idempotency_key, str) or not 0 < len(idempotency_key) <= 300
+        ):
+            raise QueueError("idempotency_key must be a string of 1-300 characters")
+        check_text(target_node, "target_node", QueueError)
+        check_text(idempotency_key, "idempotency_key", QueueError)
+        for label in needs.labels:
+            check_text(label, "a required label", QueueError)
         attempts = self.settings.default_max_attempts if max_attempts is None else max_attempts
         if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
             raise QueueError(f"max_attempts {max_attempts!r} is invalid: give an integer of at least 1")
         timeout = self.settings.default_timeout_s if timeout_s is None else timeout_s
         if not isinstance(timeout, int | float) or not math.isfinite(timeout) or timeout <= 0:
             raise QueueError(f"timeout_s {timeout_s!r} is invalid: give a positive number of seconds")
-        deps = sorted(set(depends_on))
-        if any(isinstance(dep, bool) or not isinstance(dep, int) for dep in deps):
-            raise QueueError(f"depends_on must be job ids (integers), got {deps!r}")
+        try:
+            given = list(depends_on)
+        except TypeError:
+            raise QueueError(f"depends_on must be a list of job ids, got {depends_on!r}") from None
+        if any(isinstance(dep, bool) or not isinstance(dep, int) for dep in given):
+            raise QueueError(f"depends_on must be job ids (integers), got {given!r}")
+        deps = sorted(set(given))
         now = self.clock()
         row = {
             "type": job_type,
@@ -242,9 +284,10 @@ class JobQueue:
     def heartbeat(self, job_id: int, token: int) -> float:
         """Extend the lease held under `token`; return its new expiry (epoch seconds); StaleLeaseError if stale."""
         with self.store.transaction() as conn:
-            expires = queries.extend_lease(conn, job_id, token, now=self.clock(), lease_s=self.settings.lease_s)
+            now = self.clock()
+            expires = queries.extend_lease(conn, job_id, token, now=now, lease_s=self.settings.lease_s)
             if expires is None:
-                raise self._stale(conn, job_id, token, "heartbeat")
+                raise self._stale(conn, job_id, token, "heartbeat", now=now)
         return expires
 
     def complete(self, job_id: int, token: int, result: Any = None) -> Job:
@@ -295,9 +338,13 @@ class JobQueue:
         return row
 
     def _complete(self, conn: Any, job_id: int, token: int, result: Any) -> Mapping[str, Any]:
-        row = queries.finish_job(conn, job_id, token, status=JobStatus.COMPLETED.value, now=self.clock(), result=result)
+        check_json(result, f"the result of job {job_id}", self.settings.max_payload_bytes, QueueError)
+        now = self.clock()
+        row = queries.finish_job(
+            conn, job_id, token, status=JobStatus.COMPLETED.value, now=now, result=result, live=True
+        )
         if row is None:
-            raise self._stale(conn, job_id, token, "complete")
+            raise self._stale(conn, job_id, token, "complete", now=now)
         if row["has_dependents"]:
             queries.release_dependents(conn, job_id)
         self.bus.publish("JOB_COMPLETED", ev.JobCompleted(**self._ids(row), node=row["lease_node"] or ""))
@@ -310,7 +357,12 @@ class JobQueue:
         return Lease(job=job, token=job.lease_token, expires_at=job.lease_expires_at)
 
     def fail(self, job_id: int, token: int, error: str, *, retryable: bool = True) -> Job:
-        """Record a failed attempt: re-queue it after a backoff, or dead when not retryable or out of attempts."""
+        """Record a failed attempt: re-queue it after a backoff, or dead when not retryable or out of attempts.
+
+        The error text is kept as given, except that NUL characters are shown as `\\x00` and
+        it is cut to its last 4000 characters (a failure's reason usually ends a command's output).
+        """
+        error = _storable(str(error))
         with self.store.transaction() as conn:
             current = queries.get_job(conn, job_id, lock=True)
             if current is None or current["lease_token"] != token or current["status"] != JobStatus.RUNNING.value:
@@ -367,6 +419,8 @@ class JobQueue:
         else:
             row = queries.finish_job(conn, job.id, job.lease_token, status=JobStatus.DEAD.value, now=now, error=error)
             self.bus.publish("JOB_DEAD", ev.JobDead(**self._ids(job), error=error))
+            if job.has_dependents:
+                self._fail_dependents(conn, job.id, JobStatus.DEAD)
         assert row is not None  # the row is locked by this transaction and was running under this token
         return Job.from_row(row)
 
@@ -386,6 +440,8 @@ class JobQueue:
                 conn, job_id, status=JobStatus.CANCELLED.value, now=now, lease_expires_at=None, finished_at=now
             )
             self.bus.publish("JOB_CANCELLED", ev.JobCancelled(**self._ids(job)))
+            if job.has_dependents:
+                self._fail_dependents(conn, job_id, JobStatus.CANCELLED)
         return Job.from_row(row)
 
     def retry(self, job_id: int) -> Job:
@@ -395,6 +451,10 @@ class JobQueue:
             # running -> queued is the failure edge, not an operator's move.
             if job.status not in (JobStatus.DEAD, JobStatus.CANCELLED):
                 raise QueueError(f"job {job_id} is {job.status.value}: only dead or cancelled jobs can be retried")
+            blocked = queries.unfinishable_dependencies(conn, job_id)
+            if blocked:
+                dep, status = blocked[0]
+                raise QueueError(f"job {job_id} depends on job {dep} which is {status}: retry job {dep} first")
             transition(job.status, JobStatus.QUEUED, job_id)
             now = self.clock()
             row = queries.set_status(
@@ -454,7 +514,7 @@ class JobQueue:
         return Job.from_row(row)
 
     @staticmethod
-    def _stale(conn: Any, job_id: int, token: int, what: str) -> QueueError:
+    def _stale(conn: Any, job_id: int, token: int, what: str, *, now: float | None = None) -> QueueError:
         row = queries.get_job(conn, job_id)
         if row is None:
             return QueueError(f"cannot {what} job {job_id}: there is no such job")
@@ -462,7 +522,22 @@ class JobQueue:
             return StaleLeaseError(
                 f"cannot {what} job {job_id} with token {token}: the job is {row['status']}, not running"
             )
+        expires = row["lease_expires_at"]
+        if row["lease_token"] == token and now is not None and expires is not None and expires < now:
+            return StaleLeaseError(
+                f"cannot {what} job {job_id} with token {token}: its lease expired {now - expires:.1f} s ago and "
+                "the job will run again; drop this attempt's result (heartbeat well within queue.lease_s)"
+            )
         return StaleLeaseError(
             f"cannot {what} job {job_id} with token {token}: it was re-leased (current token {row['lease_token']}); "
             "drop this attempt's result"
         )
+
+
+_NEVER_COMPLETE = frozenset({JobStatus.DEAD.value, JobStatus.CANCELLED.value})
+
+
+def _storable(error: str) -> str:
+    """An error text both backends keep: NULs made visible, at most its last _ERROR_MAX_CHARS characters."""
+    text = error.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if len(text) <= _ERROR_MAX_CHARS else "..." + text[-(_ERROR_MAX_CHARS - 3) :]

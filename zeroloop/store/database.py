@@ -5,29 +5,43 @@ The backend is chosen by URL: `sqlite:///path` (WAL mode, every write transactio
 with lock errors on upgrade) or `postgresql://...` (psycopg 3). Transactions are
 re-entrant per thread: `transaction()` opened inside another joins it, so a state
 change and the event it publishes commit together or not at all.
+
+This is the store's boundary: no sqlite3, psycopg or SQLAlchemy exception leaves it.
+Each becomes a `StoreError` (the driver's exception kept as `__cause__`): a store that
+cannot be reached is `StoreUnavailable` (a full disk `StoreFull`), a damaged file is
+`StoreCorrupt`, anything else the store refused is a plain `StoreError`.
 """
 
 from __future__ import annotations
 
 import contextvars
+import errno
 import os
 import sqlite3
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, DisconnectionError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, DisconnectionError
 
-from zeroloop.config import StoreSettings, redact
-from zeroloop.errors import DataDirError, StoreUnavailable, StoreURLError
+from zeroloop.config import Settings, StoreSettings, redact
+from zeroloop.errors import DataDirError, StoreCorrupt, StoreError, StoreFull, StoreUnavailable, StoreURLError
 from zeroloop.store.turns import WriterTurns
 
+try:
+    import psycopg
+
+    _DRIVER_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, psycopg.Error)
+except ImportError:  # pragma: no cover - psycopg is optional for SQLite-only installs
+    _DRIVER_ERRORS = (sqlite3.Error,)
+
 Backend = Literal["sqlite", "postgresql"]
+_T = TypeVar("_T")
 
 _READ_ONLY = "zeroloop_read_only"
 _ACCEPTED_DRIVERS = {"sqlite", "sqlite+pysqlite", "postgresql", "postgres", "postgresql+psycopg"}
@@ -87,10 +101,16 @@ def ensure_writable_dir(path: Path, what: str) -> None:
 class Store:
     """An open connection pool to the state store; the only channel between processes."""
 
-    def __init__(self, url: str, settings: StoreSettings | None = None) -> None:
+    def __init__(self, url: str, settings: StoreSettings | None = None, *, create_dir: bool = False) -> None:
+        """Open the pool (lazily: the first transaction connects).
+
+        A SQLite file's directory must exist unless `create_dir` (the embedded default in
+        the data directory): a mistyped path must not start a new, empty store.
+        """
         settings = settings or StoreSettings()
         self.backend, self.url = parse_store_url(url)
         self.display_url = redact(url)
+        self._create_dir = create_dir
         self._current: contextvars.ContextVar[Connection | None] = contextvars.ContextVar(
             f"zeroloop_tx_{id(self)}", default=None
         )
@@ -102,8 +122,20 @@ class Store:
             self.engine = self._postgresql_engine(settings)
             self._turns = WriterTurns(None)
 
+    @classmethod
+    def for_settings(cls, settings: Settings) -> Store:
+        """The store the settings name; the embedded default's directory (the data directory) is created if needed."""
+        return cls(settings.store_url, settings.store, create_dir=settings.store.url is None)
+
     def _sqlite_engine(self, settings: StoreSettings) -> Engine:
         path = sqlite_path(self.url)
+        if path.is_dir():
+            raise StoreURLError(f"store URL {self.display_url!r} names a directory: add a file name, e.g. /zeroloop.db")
+        if not self._create_dir and not path.parent.is_dir():
+            raise StoreUnavailable(
+                f"the directory {path.parent} of the store {self.display_url} does not exist: create it or fix "
+                "ZEROLOOP_STORE__URL (zeroloop creates only the data directory of its default store)"
+            )
         ensure_writable_dir(path.parent, "store directory")
         if path.exists() and not _writable(path):
             raise DataDirError(f"the store file {path} is read-only: fix its permissions or choose another")
@@ -166,7 +198,10 @@ class Store:
         if current is not None:
             yield current
             return
-        with self._errors(), self.engine.connect() as conn, self._turns.turn(), conn.begin():
+        with self._errors(), ExitStack() as stack:
+            conn = self._enter(stack, self.engine.connect())
+            self._enter(stack, self._turns.turn())
+            stack.enter_context(conn.begin())
             token = self._current.set(conn)
             try:
                 yield conn
@@ -180,7 +215,8 @@ class Store:
         if current is not None:
             yield current
             return
-        with self._errors(), self.engine.connect() as raw:
+        with self._errors(), ExitStack() as stack:
+            raw = self._enter(stack, self.engine.connect())
             conn = raw.execution_options(**{_READ_ONLY: True})
             with conn.begin():
                 yield conn
@@ -205,27 +241,69 @@ class Store:
     def __exit__(self, *_exc: object) -> None:
         self.close()
 
+    def _enter(self, stack: ExitStack, manager: AbstractContextManager[_T]) -> _T:
+        """Enter a connection or a writer turn; an OS error doing so (a full disk, permissions) is StoreUnavailable."""
+        try:
+            return stack.enter_context(manager)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StoreFull(f"the store at {self.display_url} cannot write: {exc.strerror}; free space") from exc
+            raise StoreUnavailable(f"cannot use the store at {self.display_url}: {exc.strerror or exc}") from exc
+
     @contextmanager
     def _errors(self) -> Iterator[None]:
         try:
             yield
-        except OperationalError as exc:
-            if _is_connect_error(exc):
-                raise StoreUnavailable(f"cannot reach the store at {self.display_url}: {_first_line(exc)}") from exc
-            raise
         except DBAPIError as exc:
-            if "readonly database" in str(exc.orig):
-                raise StoreUnavailable(f"the store at {self.display_url} is read-only: fix its permissions") from exc
-            raise
+            raise self._translate(exc.orig, invalidated=bool(exc.connection_invalidated)) from exc
+        except _DRIVER_ERRORS as exc:  # the hot path runs statements on the driver's own cursor
+            raise self._translate(exc, invalidated=False) from exc
+        except sa.exc.SQLAlchemyError as exc:
+            raise StoreError(f"the store at {self.display_url} failed: {_first_line(exc)}") from exc
+        except OverflowError as exc:  # sqlite3 raises it for an integer parameter beyond 64 bits
+            raise StoreError(f"a number is too large for the store ({exc}): give one below 2**63") from exc
+
+    def _translate(self, orig: BaseException | None, *, invalidated: bool) -> StoreError:
+        """The StoreError that a driver exception means, in one line that says what to do."""
+        detail = _first_line(orig)
+        text = detail.lower()
+        where = self.display_url
+        if "disk is full" in text or "no space left" in text or "quota" in text:
+            return StoreFull(f"the store at {where} cannot write, its disk is full ({detail}): free space and retry")
+        if "readonly database" in text or "read-only" in text:
+            return StoreUnavailable(f"the store at {where} is read-only: fix its permissions")
+        if any(mark in text for mark in _CORRUPT):
+            return StoreCorrupt(
+                f"the store at {where} is damaged or is not a zeroloop store ({detail}): restore it from a backup "
+                "or point ZEROLOOP_STORE__URL at another file"
+            )
+        if "no such table" in text or ("relation" in text and "does not exist" in text):
+            return StoreError(f"the store at {where} has no zeroloop schema ({detail}): run `zeroloop db upgrade`")
+        transient = isinstance(orig, sqlite3.OperationalError) and any(
+            mark in text for mark in ("locked", "unable to open", "disk i/o error")
+        )
+        if invalidated or transient or _is_pg_operational(orig) or "connection" in text:
+            return StoreUnavailable(f"cannot reach the store at {where}: {detail}")
+        return StoreError(f"the store at {where} refused the operation: {detail}")
+
+
+_CORRUPT = ("file is not a database", "malformed", "not a database", "database corrupt")
+
+
+def _is_pg_operational(orig: BaseException | None) -> bool:
+    # PostgreSQL's OperationalError class covers a lost or refused connection and server shutdowns.
+    return type(orig).__module__.startswith("psycopg") and type(orig).__name__ in (
+        "OperationalError",
+        "AdminShutdown",
+        "CannotConnectNow",
+        "ConnectionTimeout",
+    )
 
 
 def _writable(path: Path) -> bool:
     return os.access(path, os.W_OK)
 
 
-def _is_connect_error(exc: OperationalError) -> bool:
-    return bool(exc.connection_invalidated) or "connection" in str(exc.orig).lower() or "unable to open" in str(exc)
-
-
-def _first_line(exc: DBAPIError) -> str:
-    return str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc.orig).__name__
+def _first_line(exc: BaseException | None) -> str:
+    text = str(exc).strip() if exc is not None else ""
+    return text.splitlines()[0] if text else type(exc).__name__

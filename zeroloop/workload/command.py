@@ -4,13 +4,13 @@ Each operation maps to a command line with `{placeholder}` fields for its input 
 output paths and parameters (see docs/workload.md). The template is split like a shell
 would split it *before* substitution, so a path with spaces stays one argument; a token
 that is exactly `{inputs}` becomes one argument per input file. The command runs without
-a shell, its output goes to the log line by line, and it must finish within its timeout.
+a shell, its output goes to the log line by line (bounded: see `output`), and it must
+finish within its timeout.
 Exit status 0 is not enough: every declared output must exist and parse as its kind.
 """
 
 from __future__ import annotations
 
-import collections
 import json
 import logging
 import os
@@ -24,11 +24,11 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import Any, Literal
 
 from zeroloop.errors import WorkloadError
 from zeroloop.workload.datafiles import read_npz
-from zeroloop.workload.network import load_model_file
+from zeroloop.workload.output import CommandOutput
 from zeroloop.workload.protocol import (
     OPERATIONS,
     EvaluateRequest,
@@ -55,7 +55,6 @@ PLACEHOLDERS: Mapping[Operation, tuple[str, ...]] = {
     "evaluate": (*_COMMON, "candidate", "opponent", "games"),
 }
 _SECTION_KEYS = frozenset({"command", "timeout_s", "model_format", "cwd"})
-_TAIL_LINES = 20
 
 
 @dataclass(frozen=True)
@@ -148,25 +147,19 @@ def load_command_specs(path: Path, default_timeout_s: float) -> dict[Operation, 
     return specs
 
 
-def _pump(stream: IO[str], prefix: str, tail: collections.deque[str]) -> None:
-    for line in stream:
-        text = line.rstrip("\n")
-        tail.append(text)
-        log.info("%s | %s", prefix, text)
-
-
 def run_command(argv: list[str], timeout_s: float, cwd: Path | None, prefix: str) -> None:
-    """Run `argv`, logging its output line by line; a timeout, a launch failure or a nonzero exit is a WorkloadError."""
+    """Run `argv`, logging its output (bounded: see `output`).
+
+    A timeout, a launch failure or a nonzero exit is a WorkloadError quoting the output's tail.
+    """
     log.info("%s: running %s", prefix, shlex.join(argv))
     try:
-        proc = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd, start_new_session=True
-        )
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True)
     except OSError as exc:
         raise WorkloadError(f"{prefix}: cannot start {argv[0]!r}: {exc}") from None
-    tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
+    output = CommandOutput(prefix, log)
     assert proc.stdout is not None  # guaranteed by stdout=PIPE
-    reader = threading.Thread(target=_pump, args=(proc.stdout, prefix, tail), daemon=True)
+    reader = threading.Thread(target=output.pump, args=(proc.stdout,), daemon=True)
     reader.start()
     try:
         code = proc.wait(timeout=timeout_s)
@@ -181,8 +174,7 @@ def run_command(argv: list[str], timeout_s: float, cwd: Path | None, prefix: str
     if code is None:
         raise WorkloadError(f"{prefix}: {shlex.join(argv)} ran past its timeout of {timeout_s:g} s and was killed")
     if code != 0:
-        last = " / ".join(tail) or "(no output)"
-        raise WorkloadError(f"{prefix}: {shlex.join(argv)} exited with status {code}; last output: {last}")
+        raise WorkloadError(f"{prefix}: {shlex.join(argv)} exited with status {code}; last output: {output.summary()}")
 
 
 def verify_output(path: Path, kind: FileKind, model_format: ModelFormat, operation: str) -> dict[str, float]:
@@ -202,6 +194,8 @@ def verify_output(path: Path, kind: FileKind, model_format: ModelFormat, operati
         with_axis = sorted((name != "obs", name) for name, array in arrays.items() if array.ndim >= 1)
         counts["samples"] = float(arrays[with_axis[0][1]].shape[0]) if with_axis else 0.0
     elif kind is FileKind.MODEL and model_format == "zeroloop":
+        from zeroloop.workload.network import load_model_file  # here: a command-only worker need not load torch
+
         load_model_file(path)
     elif kind is FileKind.MATCH_RESULT:
         try:

@@ -252,14 +252,19 @@ def claim_job(
 
 
 _HELD = "WHERE id = :id AND lease_token = :token AND status = 'running'"
+# A lease that ran out is over even before the reaper sees it: its holder may no longer
+# extend it or report a result (someone else may be about to run the job again).
+_LIVE = f"{_HELD} AND lease_expires_at >= :now"
 _EXTEND = _Sql.of(
     "UPDATE jobs SET lease_expires_at = CASE WHEN claimed_at + timeout_s < :now + :lease_s"
-    f" THEN claimed_at + timeout_s ELSE :now + :lease_s END, updated_at = :now {_HELD} RETURNING lease_expires_at"
+    f" THEN claimed_at + timeout_s ELSE :now + :lease_s END, updated_at = :now {_LIVE} RETURNING lease_expires_at"
 )
-_FINISH = _Sql.of(
+_FINISH_SET = (
     "UPDATE jobs SET status = :status, result = {json:result}, error = :error, lease_expires_at = NULL,"
-    f" finished_at = :now, updated_at = :now {_HELD} RETURNING {_COLUMNS}"
+    " finished_at = :now, updated_at = :now"
 )
+_FINISH = _Sql.of(f"{_FINISH_SET} {_HELD} RETURNING {_COLUMNS}")
+_FINISH_LIVE = _Sql.of(f"{_FINISH_SET} {_LIVE} RETURNING {_COLUMNS}")
 _REQUEUE = _Sql.of(
     "UPDATE jobs SET status = 'queued', run_after = :run_after, error = :error, lease_expires_at = NULL,"
     f" updated_at = :now {_HELD} RETURNING {_COLUMNS}"
@@ -267,7 +272,7 @@ _REQUEUE = _Sql.of(
 
 
 def extend_lease(conn: Connection, job_id: int, token: int, *, now: float, lease_s: float) -> float | None:
-    """Extend a running job's lease if `token` is current; return the new expiry, or None when refused.
+    """Extend a running job's lease if `token` is current and unexpired; return the new expiry, or None when refused.
 
     The lease never reaches past claimed_at + timeout_s, so a job that overruns its time
     limit stops being extended and expires.
@@ -277,11 +282,22 @@ def extend_lease(conn: Connection, job_id: int, token: int, *, now: float, lease
 
 
 def finish_job(
-    conn: Connection, job_id: int, token: int, *, status: str, now: float, result: Any = None, error: str | None = None
+    conn: Connection,
+    job_id: int,
+    token: int,
+    *,
+    status: str,
+    now: float,
+    result: Any = None,
+    error: str | None = None,
+    live: bool = False,
 ) -> dict[str, Any] | None:
-    """Move a running job held under `token` to `status` (completed or dead); None when the token is stale."""
+    """Move a running job held under `token` to `status` (completed or dead); None when the token is stale.
+
+    `live` also requires the lease not to have expired before `now` (a result must come from a live lease).
+    """
     params = {"id": job_id, "token": token, "status": status, "now": now, "result": _as_json(result), "error": error}
-    return _fetch_job(conn, _FINISH, params)
+    return _fetch_job(conn, _FINISH_LIVE if live else _FINISH, params)
 
 
 def requeue_job(
@@ -301,6 +317,26 @@ _RELEASE = _Sql.of(
 def release_job(conn: Connection, job_id: int, token: int, *, now: float, reason: str) -> dict[str, Any] | None:
     """Give a running job held under `token` back to the queue at once, its attempt uncounted; None when stale."""
     return _fetch_job(conn, _RELEASE, {"id": job_id, "token": token, "now": now, "error": reason})
+
+
+def queued_dependents(conn: Connection, job_id: int) -> list[JobRow]:
+    """The queued jobs that wait for `job_id`, locked (PostgreSQL), lowest id first."""
+    waiting = sa.select(job_dependencies.c.job_id).where(job_dependencies.c.depends_on == job_id)
+    stmt = sa.select(jobs).where(jobs.c.id.in_(waiting), jobs.c.status == "queued").order_by(jobs.c.id)
+    if conn.dialect.name == "postgresql":
+        stmt = stmt.with_for_update()
+    return list(conn.execute(stmt).mappings())
+
+
+def unfinishable_dependencies(conn: Connection, job_id: int) -> list[tuple[int, str]]:
+    """(id, status) of each job `job_id` depends on that is dead or cancelled, so it can never complete."""
+    stmt = (
+        sa.select(jobs.c.id, jobs.c.status)
+        .join(job_dependencies, job_dependencies.c.depends_on == jobs.c.id)
+        .where(job_dependencies.c.job_id == job_id, jobs.c.status.in_(["dead", "cancelled"]))
+        .order_by(jobs.c.id)
+    )
+    return [(int(dep), str(status)) for dep, status in conn.execute(stmt)]
 
 
 def set_status(conn: Connection, job_id: int, *, status: str, now: float, **values: Any) -> JobRow:
