@@ -14,6 +14,7 @@ from rich.table import Table
 
 from zeroloop.app import App
 from zeroloop.cli.common import console, open_app
+from zeroloop.cli.helptext import examples
 from zeroloop.errors import EventError
 from zeroloop.events.bus import Event
 from zeroloop.events.stats import stats
@@ -22,7 +23,9 @@ from zeroloop.store.queries import events as queries
 from zeroloop.store.queries.events import Position
 
 app = typer.Typer(
-    help="Inspect the event log, replay it to a consumer, and see delivery metrics.", no_args_is_help=True
+    help="Inspect the event log, replay it to a consumer, and see delivery metrics.",
+    no_args_is_help=True,
+    epilog=examples("zeroloop events tail --follow", "zeroloop events stats"),
 )
 
 
@@ -37,7 +40,13 @@ TypeOption = Annotated[list[str] | None, typer.Option("--type", "-t", help="Only
 ConfigOption = Annotated[list[str] | None, typer.Option("--config", "-c", help="Only this config key (repeatable).")]
 
 
-@app.command("tail")
+@app.command(
+    "tail",
+    epilog=examples(
+        "zeroloop events tail -n 50",
+        "zeroloop events tail --follow --type MODEL_PROMOTED --config tic_tac_toe_2p",
+    ),
+)
 def tail(
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new events until Ctrl-C."),
     types: TypeOption = None,
@@ -77,7 +86,7 @@ def _follow(zl: App, position: Position, types: list[str], keys: list[str] | Non
             time.sleep(zl.settings.events.poll_interval_s)
 
 
-@app.command("replay")
+@app.command("replay", epilog=examples("zeroloop events replay --consumer alerts --from 1200"))
 def replay(
     consumer: str = typer.Option(..., "--consumer", help="The durable consumer to rewind."),
     from_id: int = typer.Option(..., "--from", min=1, help="The first event id to handle again."),
@@ -90,7 +99,7 @@ def replay(
     console.print(f"consumer {consumer} will handle events again from id {from_id}")
 
 
-@app.command("stats")
+@app.command("stats", epilog=examples("zeroloop events stats"))
 def stats_command() -> None:
     """Events in the log per type; per consumer: cursor, lag and delivered/failed/dead counts per type."""
     with open_app() as zl:
@@ -114,7 +123,7 @@ def stats_command() -> None:
     console.print(f"dead letters: {letters}")
 
 
-@app.command("forget")
+@app.command("forget", epilog=examples("zeroloop events forget --consumer old-dashboard"))
 def forget(consumer: str = typer.Option(..., "--consumer", help="The durable consumer to remove.")) -> None:
     """Remove a durable consumer that no longer runs, so its cursor stops holding back retention."""
     with open_app() as zl, zl.store.transaction() as conn:

@@ -10,15 +10,20 @@ from rich.markup import escape
 from rich.table import Table
 
 from zeroloop.cli.common import console, open_app
+from zeroloop.cli.helptext import examples
 
-app = typer.Typer(help="List, inspect, promote and roll back models.", no_args_is_help=True)
+app = typer.Typer(
+    help="List, inspect, promote and roll back models.",
+    no_args_is_help=True,
+    epilog=examples("zeroloop models ls", "zeroloop models show tic_tac_toe_2p-0003"),
+)
 
 
 def _when(epoch: float | None) -> str:
     return dt.datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M:%S") if epoch else "-"
 
 
-@app.command("ls")
+@app.command("ls", epilog=examples("zeroloop models ls", "zeroloop models ls tic_tac_toe_2p --limit 5"))
 def list_models(
     config_key: str | None = typer.Argument(None, help="Only models of this config key, e.g. connect_four_2p."),
     limit: int = typer.Option(50, help="Show at most this many models, newest first."),
@@ -41,7 +46,7 @@ def list_models(
     console.print(table if models else "no models yet")
 
 
-@app.command("show")
+@app.command("show", epilog=examples("zeroloop models show tic_tac_toe_2p-0003"))
 def show(model_id: str = typer.Argument(..., help="The model id, as `zeroloop models ls` prints it.")) -> None:
     """Show one model: lineage, artifact, metadata and every match it played."""
     with open_app() as zl:
@@ -73,7 +78,7 @@ def show(model_id: str = typer.Argument(..., help="The model id, as `zeroloop mo
         console.print(table)
 
 
-@app.command("promote")
+@app.command("promote", epilog=examples("zeroloop models promote tic_tac_toe_2p-0003"))
 def promote(model_id: str = typer.Argument(..., help="The model to make production.")) -> None:
     """Make a model the production model of its config key by hand (recorded as a manual promotion)."""
     with open_app() as zl:
@@ -81,7 +86,7 @@ def promote(model_id: str = typer.Argument(..., help="The model to make producti
     console.print(f"{model_id} is {'now' if changed else 'already'} the production model")
 
 
-@app.command("rollback")
+@app.command("rollback", epilog=examples("zeroloop models rollback tic_tac_toe_2p"))
 def rollback(config_key: str = typer.Argument(..., help="The config key whose production model to roll back.")) -> None:
     """Return a config key to its previous production model; the current one is marked rejected."""
     with open_app() as zl:

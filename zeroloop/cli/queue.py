@@ -10,10 +10,15 @@ from rich.markup import escape
 from rich.table import Table
 
 from zeroloop.cli.common import console, open_app
+from zeroloop.cli.helptext import examples
 from zeroloop.queue.backpressure import BackpressureLevel
 from zeroloop.queue.jobs import Job, JobStatus
 
-app = typer.Typer(help="Inspect and steer the work queue.", no_args_is_help=True)
+app = typer.Typer(
+    help="Inspect and steer the work queue.",
+    no_args_is_help=True,
+    epilog=examples("zeroloop queue stats", "zeroloop queue ls --dead"),
+)
 
 _STYLE = {
     JobStatus.QUEUED: "cyan",
@@ -37,7 +42,7 @@ def _status(job: Job) -> str:
     return f"[{colour}]{job.status.value}[/{colour}]"
 
 
-@app.command("ls")
+@app.command("ls", epilog=examples("zeroloop queue ls --status running", "zeroloop queue ls --dead -n 10"))
 def list_jobs(
     dead: bool = typer.Option(False, "--dead", help="Only dead jobs (out of attempts); retry them with `retry`."),
     status: list[JobStatus] | None = typer.Option(  # noqa: B008 - typer idiom
@@ -66,7 +71,7 @@ def list_jobs(
         console.print("no jobs match")
 
 
-@app.command("show")
+@app.command("show", epilog=examples("zeroloop queue show 42"))
 def show(job_id: int = typer.Argument(..., help="The job's id.")) -> None:
     """Show everything about one job."""
     with open_app() as zl:
@@ -101,7 +106,7 @@ def show(job_id: int = typer.Argument(..., help="The job's id.")) -> None:
     console.print(table)
 
 
-@app.command("retry")
+@app.command("retry", epilog=examples("zeroloop queue retry 42"))
 def retry(job_id: int = typer.Argument(..., help="The id of a dead or cancelled job.")) -> None:
     """Put a dead or cancelled job back in the queue with a fresh set of attempts."""
     with open_app() as zl:
@@ -109,7 +114,7 @@ def retry(job_id: int = typer.Argument(..., help="The id of a dead or cancelled 
     console.print(f"job {job.id} is {_status(job)} again, with {job.max_attempts} attempt(s) to go")
 
 
-@app.command("cancel")
+@app.command("cancel", epilog=examples("zeroloop queue cancel 42"))
 def cancel(job_id: int = typer.Argument(..., help="The id of a queued or running job.")) -> None:
     """Cancel a queued or running job."""
     with open_app() as zl:
@@ -117,7 +122,7 @@ def cancel(job_id: int = typer.Argument(..., help="The id of a queued or running
     console.print(f"job {job.id} is {_status(job)}")
 
 
-@app.command("stats")
+@app.command("stats", epilog=examples("zeroloop queue stats"))
 def stats() -> None:
     """Job counts by type and status, with each type's backpressure level."""
     with open_app() as zl:

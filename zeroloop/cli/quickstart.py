@@ -25,6 +25,7 @@ from rich.table import Table
 from zeroloop.app import App
 from zeroloop.bootstrap import initialize_all_coordinators, shutdown_all_coordinators
 from zeroloop.cli.common import console, settings
+from zeroloop.cli.helptext import examples
 from zeroloop.cli.pipeline import start_pipeline
 from zeroloop.cli.run import registry_for_cli
 from zeroloop.errors import ZeroloopError
@@ -177,4 +178,10 @@ def quickstart_command(
 
 def register(app: typer.Typer) -> None:
     """Add `quickstart` to the top-level command."""
-    app.command("quickstart")(quickstart_command)
+    app.command(
+        "quickstart",
+        epilog=examples(
+            "zeroloop quickstart",
+            "zeroloop quickstart --game connect_four --minutes 60 --workers 4",
+        ),
+    )(quickstart_command)
