@@ -15,6 +15,7 @@ from zeroloop.app import App
 from zeroloop.cli.common import console, open_app
 from zeroloop.cli.helptext import examples
 from zeroloop.errors import ZeroloopError
+from zeroloop.pipeline.ratings import RELATIVE_TO, ratings
 from zeroloop.store.queries import models as model_queries
 from zeroloop.store.queries import pipelines as queries
 
@@ -47,14 +48,23 @@ def start(
     console.print(f"{config_key}: pipeline started")
 
 
+def training_summary(training: dict[str, Any]) -> str:
+    """The last training run: the step reached (the final one once done) and its loss."""
+    loss = training.get("loss")
+    step = training.get("step", 0)
+    head = f"done after {step} steps" if training.get("finished") else f"step {step}"
+    return head + (f", loss {loss:.3f}" if loss is not None else "")
+
+
 def pipelines_table(zl: App) -> Table:
-    """Per config key: stage, round, samples, the production model and its Elo, training, pause state."""
+    """Per config key: stage, round, samples, the production model and its rating, training, pause state."""
     with zl.store.read() as conn:
         rows = queries.list_pipelines(conn)
         elo = {row["config_key"]: model_queries.production_model(conn, row["config_key"]) for row in rows}
+        rated = ratings(conn, [model["id"] for model in elo.values() if model], zl.settings.workload.elo_confidence)
     table = Table(
-        "config", "stage", "round", "samples", "since training", "model", "Elo", "training", "paused",
-        title="pipelines", header_style="bold",
+        "config", "stage", "round", "samples", "since training", "model", f"Elo ({RELATIVE_TO})", "training",
+        "paused", title="pipelines", header_style="bold",
     )  # fmt: skip
     for row in rows:
         model = elo[row["config_key"]]
@@ -67,8 +77,8 @@ def pipelines_table(zl: App) -> Table:
             str(row["samples_total"]),
             str(row["samples_since_training"]),
             model["id"] if model else "-",
-            f"{model['elo']:.0f}" if model else "-",
-            f"step {training.get('step', 0)}, loss {loss:.3f}" if loss is not None else "-",
+            str(rated[model["id"]]) if model else "-",
+            training_summary(training) if loss is not None else "-",
             escape(row["pause_reason"] or "") if row["paused"] else "no",
         )
     return table

@@ -14,7 +14,7 @@ import contextlib
 import re
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import typer
@@ -26,14 +26,16 @@ from zeroloop.app import App
 from zeroloop.bootstrap import initialize_all_coordinators, shutdown_all_coordinators
 from zeroloop.cli.common import console, settings
 from zeroloop.cli.helptext import examples
-from zeroloop.cli.pipeline import start_pipeline
+from zeroloop.cli.pipeline import start_pipeline, training_summary
 from zeroloop.cli.run import registry_for_cli
 from zeroloop.errors import ZeroloopError
 from zeroloop.local_workers import LocalWorkers
+from zeroloop.pipeline.ratings import Rating, ratings
 from zeroloop.store.queries import models as model_queries
 from zeroloop.store.queries import pipelines as queries
 
 REFRESH_S = 1.0
+_OPPONENTS = ("random", "mcts", "best")
 _CONFIG_KEY = re.compile(r"^[a-z0-9_]+_\d+p$")
 
 
@@ -50,15 +52,27 @@ class Snapshot:
     production: dict[str, Any] | None
     models: int
     queue: dict[str, dict[str, int]]
+    ratings: dict[str, Rating] = field(default_factory=dict)
+
+    def rating(self, model_id: str) -> Rating:
+        """The rating of the production model or of the last evaluated one ("not rated" if unknown)."""
+        return self.ratings.get(model_id, Rating(None))
 
 
 def snapshot(app: App, config_key: str) -> Snapshot:
-    """Read the pipeline row, the production model and queue counts."""
+    """Read the pipeline row, the production model, the ratings on show and queue counts."""
     with app.store.read() as conn:
         row = queries.get_pipeline(conn, config_key)
         production = model_queries.production_model(conn, config_key)
         models = len(model_queries.list_models(conn, config_key=config_key))
-    return Snapshot(dict(row) if row else {}, dict(production) if production else None, models, app.queue.stats())
+        progress = (row["progress"] if row else None) or {}
+        shown = {result["model_id"] for name in _OPPONENTS if (result := progress.get(f"last_vs_{name}"))}
+        if production:
+            shown.add(production["id"])
+        rated = ratings(conn, sorted(shown), app.settings.workload.elo_confidence)
+    return Snapshot(
+        dict(row) if row else {}, dict(production) if production else None, models, app.queue.stats(), rated
+    )
 
 
 def render(snap: Snapshot, config_key: str, elapsed_s: float, minutes: float, workers: tuple[int, int]) -> Panel:
@@ -77,25 +91,17 @@ def render(snap: Snapshot, config_key: str, elapsed_s: float, minutes: float, wo
         "samples", f"{state.get('samples_total', 0)} ({state.get('samples_since_training', 0)} since training)"
     )
     if training:
-        loss = training.get("loss")
-        speed = training.get("samples_per_s")
-        table.add_row(
-            "training",
-            f"step {training.get('step', 0)}"
-            + (f", loss {loss:.3f}" if loss is not None else "")
-            + (f", {speed:.0f} samples/s" if speed else ""),
-        )
+        table.add_row("training", training_line(training))
     table.add_row("models", f"{snap.models} trained, {progress.get('promotions', 0)} promoted")
     if snap.production:
-        table.add_row("production", f"{snap.production['id']} (Elo {snap.production['elo']:.0f})")
-    for opponent in ("random", "mcts", "best"):
-        result = progress.get(f"last_vs_{opponent}")
-        if result:
-            table.add_row(
-                f"vs {opponent}",
-                f"+{result['wins']} ={result['draws']} -{result['losses']} ({result['elo_diff']:+.0f} Elo) "
-                f"[dim]{result['model_id']}[/dim]",
-            )
+        table.add_row("production", f"{snap.production['id']}, {snap.rating(snap.production['id']).describe()}")
+    results = {name: result for name in _OPPONENTS if (result := progress.get(f"last_vs_{name}"))}
+    production_id = snap.production["id"] if snap.production else None
+    for model_id in sorted({result["model_id"] for result in results.values()} - {production_id}):
+        table.add_row("last candidate", f"{model_id}, {snap.rating(model_id).describe()}")
+    for opponent, result in results.items():
+        won = f"won {result['wins']}, drew {result['draws']}, lost {result['losses']}"
+        table.add_row(f"vs {opponent}", f"{won} [dim]{result['model_id']}[/dim]")
     queued = {kind: counts.get("queued", 0) + counts.get("running", 0) for kind, counts in snap.queue.items()}
     table.add_row("jobs", ", ".join(f"{kind} {count}" for kind, count in sorted(queued.items())) or "-")
     if state.get("paused"):
@@ -140,6 +146,13 @@ async def run_quickstart(app: App, config_key: str, minutes: float, workers: int
             loop.remove_signal_handler(sig)
 
 
+def training_line(training: dict[str, Any]) -> str:
+    """Training progress: the step reached (the final one once done), the loss and, while running, the speed."""
+    speed = training.get("samples_per_s")
+    running = speed and not training.get("finished")
+    return training_summary(training) + (f", {speed:.0f} samples/s" if running else "")
+
+
 def summary(snap: Snapshot, config_key: str, elapsed_s: float) -> Table:
     """What was achieved, for the end of the run."""
     state = snap.pipeline
@@ -151,7 +164,7 @@ def summary(snap: Snapshot, config_key: str, elapsed_s: float) -> Table:
     table.add_row("models trained / promoted", f"{snap.models} / {progress.get('promotions', 0)}")
     table.add_row("production model", snap.production["id"] if snap.production else "none yet")
     if snap.production:
-        table.add_row("its Elo (random = 0)", f"{snap.production['elo']:.0f}")
+        table.add_row("its rating", snap.rating(snap.production["id"]).describe())
     for opponent in ("random", "mcts"):
         result = progress.get(f"last_vs_{opponent}")
         if result:
