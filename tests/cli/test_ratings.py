@@ -50,7 +50,7 @@ def test_a_model_reads_as_its_registry_rating_with_an_interval_chained_to_random
     assert str(rated[second]) == "not rated" and rated[second].describe() == "not rated"
     diff, half = match_difference(20, 0, 0, 0.95)
     assert rated[first].elo == app.registry.get(first).elo
-    assert rated[first].elo is not None and math.isclose(rated[first].elo, diff)
+    assert math.isclose(rated[first].elo or math.nan, diff)
     assert 0 < half < diff  # a 20-0 sweep: clearly stronger than random, and no "±981"
     assert str(rated[first]) == f"{diff:.0f} ± {half:.0f}"
     _match(app, second, first, 10, 4, 6)
