@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import signal
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import typer
+from rich.console import Console
 from rich.live import Live
+from rich.logging import RichHandler
 from rich.panel import Panel
 from rich.table import Table
 
@@ -35,6 +39,8 @@ from zeroloop.store.queries import models as model_queries
 from zeroloop.store.queries import pipelines as queries
 
 REFRESH_S = 1.0
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # a closed terminal drains too: no orphan workers
+WORKER_EXIT_GRACE_S = 15.0  # beyond the drain deadline, for a worker to leave the cluster and exit (seconds)
 _OPPONENTS = ("random", "mcts", "best")
 _CONFIG_KEY = re.compile(r"^[a-z0-9_]+_\d+p$")
 
@@ -109,6 +115,44 @@ def render(snap: Snapshot, config_key: str, elapsed_s: float, minutes: float, wo
     return Panel(table, title=f"zeroloop quickstart: {config_key}", subtitle="Ctrl-C stops cleanly")
 
 
+@contextlib.contextmanager
+def logs_through(target: Console) -> Iterator[None]:
+    """Print log records through `target`, the live display's console, while the block runs.
+
+    Rich's Live redirects sys.stdout and sys.stderr only: a handler printing to another
+    Console writes around the live region, which then redraws over the log lines (losing
+    them) and leaves stale copies of itself behind. Printed through the live console, each
+    record goes above the region and the region is drawn once, below it.
+    """
+    root = logging.getLogger()
+    saved = list(root.handlers)
+    root.handlers = [RichHandler(console=target, show_path=False)]
+    try:
+        yield
+    finally:
+        root.handlers = saved
+
+
+class Workers(Protocol):
+    """What the drain needs of the local workers."""
+
+    def stop(self, deadline_s: float) -> None:
+        """SIGTERM every worker, and kill those still running after `deadline_s` seconds."""
+
+
+async def drain(app: App, local: Workers, *, force: bool) -> None:
+    """Stop making work, then let the workers finish theirs and leave the cluster.
+
+    The coordinator daemons stop first, so no round or job starts while workers drain; what
+    the workers finish meanwhile is in the event log and is handled on the next start.
+    """
+    await shutdown_all_coordinators(app)
+    # A worker drains its daemons within drain_deadline_s and then leaves the cluster; killing it
+    # at that same deadline would cut its exit short (leaked semaphores, a node later "lost").
+    grace_s = 0.0 if force else app.settings.daemons.drain_deadline_s + WORKER_EXIT_GRACE_S
+    await asyncio.to_thread(local.stop, grace_s)
+
+
 async def run_quickstart(app: App, config_key: str, minutes: float, workers: int) -> Snapshot:
     """Run the loop for `minutes` (or until a signal) and return the final snapshot."""
     loop = asyncio.get_running_loop()
@@ -117,7 +161,7 @@ async def run_quickstart(app: App, config_key: str, minutes: float, workers: int
     def on_signal() -> None:
         (force if stop.is_set() else stop).set()
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, on_signal)
     local = LocalWorkers(app.settings, workers)
     started = time.monotonic()
@@ -127,7 +171,8 @@ async def run_quickstart(app: App, config_key: str, minutes: float, workers: int
             raise ZeroloopError(f"coordinator daemons failed to start: {', '.join(status['failed'])}")
         local.start()
         deadline = started + minutes * 60
-        with Live(console=console, refresh_per_second=2, transient=False) as live:
+        live = Live(console=console, refresh_per_second=2, transient=False)
+        with logs_through(live.console), live:
             while not stop.is_set() and time.monotonic() < deadline:
                 local.supervise()
                 snap = await asyncio.to_thread(snapshot, app, config_key)
@@ -135,14 +180,12 @@ async def run_quickstart(app: App, config_key: str, minutes: float, workers: int
                 live.update(render(snap, config_key, time.monotonic() - started, minutes, (local.alive(), restarts)))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=REFRESH_S)
-        console.print("stopping: draining workers and daemons (Ctrl-C again to stop at once)")
-        drain = app.settings.daemons.drain_deadline_s
-        await asyncio.to_thread(local.stop, 0.0 if force.is_set() else drain)
-        await shutdown_all_coordinators(app)
+        console.print("stopping: no new work; draining workers and daemons (Ctrl-C again to stop at once)")
+        await drain(app, local, force=force.is_set())
         return await asyncio.to_thread(snapshot, app, config_key)
     finally:
         local.stop(0.0)
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             loop.remove_signal_handler(sig)
 
 
