@@ -66,6 +66,9 @@ def test_selfplay_export_train_evaluate(workload: AlphaZeroWorkload, tmp_path: P
     evidence = workload.train(TrainRequest(KEY, window, model, steps=30))
     assert evidence.counts["resumed_from_step"] == 20
     assert evidence.counts["steps_run"] == 10
+    # The model's data is the window's 150 distinct positions; 10 steps x batch draws are not data.
+    assert evidence.counts["samples"] == 150 and evidence.counts["window_rows"] == 1200
+    assert evidence.counts["batch_draws"] == 10 * min(workload.params(KEY).train_batch_size, 1200)
 
     # Selfplay with the trained model records its sha256.
     batch = tmp_path / "b2.npz"

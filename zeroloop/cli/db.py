@@ -5,13 +5,18 @@ from __future__ import annotations
 import typer
 
 from zeroloop.cli.common import console, settings
+from zeroloop.cli.helptext import examples
 from zeroloop.store import migrate
 from zeroloop.store.database import Store
 
-app = typer.Typer(help="Inspect and upgrade the store's schema.", no_args_is_help=True)
+app = typer.Typer(
+    help="Inspect and upgrade the store's schema.",
+    no_args_is_help=True,
+    epilog=examples("zeroloop db status", "zeroloop db upgrade"),
+)
 
 
-@app.command("upgrade")
+@app.command("upgrade", epilog=examples("zeroloop db upgrade"))
 def upgrade() -> None:
     """Upgrade the store's schema to this version of zeroloop (safe to run while others run)."""
     loaded = settings()
@@ -23,7 +28,7 @@ def upgrade() -> None:
             console.print(f"{store.display_url}: schema upgraded from {before.current or 'empty'} to {before.head}")
 
 
-@app.command("status")
+@app.command("status", epilog=examples("zeroloop db status && echo schema is current"))
 def status() -> None:
     """Print the store's schema revision and the one this zeroloop needs; exit 1 if they differ."""
     loaded = settings()

@@ -10,12 +10,17 @@ from rich.markup import escape
 from rich.table import Table
 
 from zeroloop.cli.common import console, open_app
+from zeroloop.cli.helptext import examples
 from zeroloop.events.deadletters import LIVE, DeadLetters
 
-app = typer.Typer(help="Dead letters: events a consumer kept failing on.", no_args_is_help=True)
+app = typer.Typer(
+    help="Dead letters: events a consumer kept failing on.",
+    no_args_is_help=True,
+    epilog=examples("zeroloop dlq ls", "zeroloop dlq show 3", "zeroloop dlq retry 3"),
+)
 
 
-@app.command("ls")
+@app.command("ls", epilog=examples("zeroloop dlq ls", "zeroloop dlq ls --all --consumer alerts"))
 def ls(
     show_all: bool = typer.Option(False, "--all", help="Also resolved and dropped letters."),
     consumer: str | None = typer.Option(None, "--consumer", help="Only this consumer's letters."),
@@ -39,7 +44,7 @@ def ls(
     console.print(table)
 
 
-@app.command("show")
+@app.command("show", epilog=examples("zeroloop dlq show 3"))
 def show(letter_id: int = typer.Argument(..., help="The dead letter's id.")) -> None:
     """Print one dead letter: its event, error and traceback."""
     with open_app() as zl:
@@ -59,7 +64,7 @@ def show(letter_id: int = typer.Argument(..., help="The dead letter's id.")) -> 
     console.print(escape(letter.traceback), soft_wrap=True)
 
 
-@app.command("retry")
+@app.command("retry", epilog=examples("zeroloop dlq retry 3"))
 def retry(letter_id: int = typer.Argument(..., help="The dead letter's id.")) -> None:
     """Make a pending or parked letter due now; the consumer's retrier re-delivers it on its next pass."""
     with open_app() as zl:
@@ -67,7 +72,7 @@ def retry(letter_id: int = typer.Argument(..., help="The dead letter's id.")) ->
     console.print(f"dead letter {letter.id} is {letter.status}, due now")
 
 
-@app.command("drop")
+@app.command("drop", epilog=examples("zeroloop dlq drop 3"))
 def drop(letter_id: int = typer.Argument(..., help="The dead letter's id.")) -> None:
     """Give up on a dead letter (its event stays in the log until retention prunes it)."""
     with open_app() as zl:

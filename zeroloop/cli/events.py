@@ -14,6 +14,7 @@ from rich.table import Table
 
 from zeroloop.app import App
 from zeroloop.cli.common import console, open_app
+from zeroloop.cli.helptext import examples
 from zeroloop.errors import EventError
 from zeroloop.events.bus import Event
 from zeroloop.events.catalogue import EVENT_TYPES
@@ -24,7 +25,9 @@ from zeroloop.store.queries.events import Position
 from zeroloop.store.values import check_text
 
 app = typer.Typer(
-    help="Inspect the event log, replay it to a consumer, and see delivery metrics.", no_args_is_help=True
+    help="Inspect the event log, replay it to a consumer, and see delivery metrics.",
+    no_args_is_help=True,
+    epilog=examples("zeroloop events tail --follow", "zeroloop events stats"),
 )
 
 
@@ -58,7 +61,13 @@ def config_keys_given(keys: list[str] | None) -> list[str] | None:
     return list(keys) if keys else None
 
 
-@app.command("tail")
+@app.command(
+    "tail",
+    epilog=examples(
+        "zeroloop events tail -n 50",
+        "zeroloop events tail --follow --type MODEL_PROMOTED --config tic_tac_toe_2p",
+    ),
+)
 def tail(
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new events until Ctrl-C."),
     types: TypeOption = None,
@@ -100,7 +109,7 @@ def _follow(zl: App, position: Position, types: list[str], keys: list[str] | Non
             time.sleep(zl.settings.events.poll_interval_s)
 
 
-@app.command("replay")
+@app.command("replay", epilog=examples("zeroloop events replay --consumer alerts --from 1200"))
 def replay(
     consumer: str = typer.Option(..., "--consumer", help="The durable consumer to rewind."),
     from_id: int = typer.Option(..., "--from", min=1, help="The first event id to handle again."),
@@ -129,7 +138,7 @@ def replay(
     console.print(f"consumer {consumer} will handle events again from id {from_id}")
 
 
-@app.command("stats")
+@app.command("stats", epilog=examples("zeroloop events stats"))
 def stats_command() -> None:
     """Events in the log per type; per consumer: cursor, lag and delivered/failed/dead counts per type."""
     with open_app() as zl:
@@ -153,7 +162,7 @@ def stats_command() -> None:
     console.print(f"dead letters: {letters}")
 
 
-@app.command("forget")
+@app.command("forget", epilog=examples("zeroloop events forget --consumer old-dashboard"))
 def forget(consumer: str = typer.Option(..., "--consumer", help="The durable consumer to remove.")) -> None:
     """Remove a durable consumer that no longer runs, so its cursor stops holding back retention."""
     with open_app() as zl, zl.store.transaction() as conn:

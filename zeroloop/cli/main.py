@@ -11,7 +11,7 @@ from rich.table import Table
 
 from zeroloop import doctor
 from zeroloop.cli import cluster as cluster_cli
-from zeroloop.cli import db
+from zeroloop.cli import db, helptext
 from zeroloop.cli import dlq as dlq_cli
 from zeroloop.cli import events as events_cli
 from zeroloop.cli import models as models_cli
@@ -20,6 +20,7 @@ from zeroloop.cli import queue as queue_cli
 from zeroloop.cli import quickstart as quickstart_cli
 from zeroloop.cli import run as run_cli
 from zeroloop.cli.common import console, err_console, settings
+from zeroloop.cli.config_toml import to_toml
 from zeroloop.errors import ZeroloopError
 
 app = typer.Typer(
@@ -28,6 +29,11 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    epilog=helptext.examples(
+        "zeroloop quickstart --game tic_tac_toe --minutes 10",
+        "zeroloop status",
+        "zeroloop models ls --help",
+    ),
 )
 app.add_typer(db.app, name="db")
 quickstart_cli.register(app)
@@ -40,26 +46,20 @@ app.add_typer(dlq_cli.app, name="dlq")
 app.add_typer(queue_cli.app, name="queue")
 
 
-@app.command("config")
+@app.command(
+    "config",
+    epilog=helptext.examples("zeroloop config > zeroloop.toml", "zeroloop config --json"),
+)
 def config_command(
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of TOML-like sections."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of TOML."),
 ) -> None:
-    """Print the effective settings, with passwords and tokens redacted."""
+    """Print the effective settings as TOML that pastes into zeroloop.toml, with passwords and tokens redacted."""
     data = settings().redacted()
-    if as_json:
-        console.print_json(json.dumps(data))
-        return
-    sections = {key: value for key, value in data.items() if isinstance(value, dict)}
-    for key, value in data.items():
-        if key not in sections:
-            console.print(f"{key} = {escape(json.dumps(value))}")
-    for name, section in sections.items():
-        console.print(f"\n[bold][{name}][/bold]")
-        for key, value in section.items():
-            console.print(f"{key} = {escape(json.dumps(value))}")
+    # Plain text on purpose: rich markup would swallow `[store]` and other section headers.
+    typer.echo(json.dumps(data, indent=2) if as_json else to_toml(data).rstrip("\n"))
 
 
-@app.command("doctor")
+@app.command("doctor", epilog=helptext.examples("zeroloop doctor"))
 def doctor_command() -> None:
     """Check the store, the data directory, the artifact location and the optional dependencies."""
     findings = doctor.run_checks(settings())
@@ -78,6 +78,9 @@ def doctor_command() -> None:
         err_console.print(f"[red]doctor: {len(failed)} check(s) failed[/red]")
         raise typer.Exit(1)
     console.print("[green]doctor: all checks passed[/green]")
+
+
+helptext.apply(app)
 
 
 def main() -> None:

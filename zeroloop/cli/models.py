@@ -10,30 +10,39 @@ from rich.markup import escape
 from rich.table import Table
 
 from zeroloop.cli.common import console, open_app
+from zeroloop.cli.helptext import examples
+from zeroloop.pipeline.ratings import RELATIVE_TO, match_difference, rating_match, ratings, signed
 
-app = typer.Typer(help="List, inspect, promote and roll back models.", no_args_is_help=True)
+app = typer.Typer(
+    help="List, inspect, promote and roll back models.",
+    no_args_is_help=True,
+    epilog=examples("zeroloop models ls", "zeroloop models show tic_tac_toe_2p-0003"),
+)
 
 
 def _when(epoch: float | None) -> str:
     return dt.datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M:%S") if epoch else "-"
 
 
-@app.command("ls")
+@app.command("ls", epilog=examples("zeroloop models ls", "zeroloop models ls tic_tac_toe_2p --limit 5"))
 def list_models(
     config_key: str | None = typer.Argument(None, help="Only models of this config key, e.g. connect_four_2p."),
     limit: int = typer.Option(50, min=1, help="Show at most this many models, newest first."),
 ) -> None:
-    """List models, newest first, with stage, Elo and parent."""
+    """List models, newest first, with stage, rating (Elo, random play = 0) and parent."""
     with open_app() as zl:
         models = zl.registry.list_models(config_key, limit=limit)
-    table = Table("model", "stage", "Elo", "parent", "created", "promoted")
+        with zl.store.read() as conn:
+            rated = ratings(conn, [model.id for model in models], zl.settings.workload.elo_confidence)
+    confidence = zl.settings.workload.elo_confidence
+    table = Table("model", "stage", f"Elo ({RELATIVE_TO}, {confidence:.0%})", "parent", "created", "promoted")
     colour = {"production": "green", "rejected": "red", "archived": "dim", "candidate": "yellow"}
     for model in models:
         stage = f"[{colour[model.stage]}]{model.stage}[/{colour[model.stage]}]"
         table.add_row(
             model.id,
             stage,
-            f"{model.elo:.0f}",
+            str(rated[model.id]),
             model.parent_id or "-",
             _when(model.created_at),
             _when(model.promoted_at),
@@ -41,13 +50,17 @@ def list_models(
     console.print(table if models else "no models yet")
 
 
-@app.command("show")
+@app.command("show", epilog=examples("zeroloop models show tic_tac_toe_2p-0003"))
 def show(model_id: str = typer.Argument(..., help="The model id, as `zeroloop models ls` prints it.")) -> None:
     """Show one model: lineage, artifact, metadata and every match it played."""
     with open_app() as zl:
         model = zl.registry.get(model_id)
         matches = zl.registry.matches(model_id)
-    console.print(f"[bold]{model.id}[/bold] ({model.stage}, Elo {model.elo:.0f})")
+        with zl.store.read() as conn:
+            rating = ratings(conn, [model_id], zl.settings.workload.elo_confidence)[model_id]
+    console.print(f"[bold]{model.id}[/bold] ({model.stage}, {rating.describe()})")
+    if rating.rated_by:
+        console.print(f"  rated by its match against {escape(rating.rated_by)}")
     for label, value in (
         ("config key", model.config_key),
         ("artifact sha256", model.artifact_sha256),
@@ -60,20 +73,24 @@ def show(model_id: str = typer.Argument(..., help="The model id, as `zeroloop mo
     ):
         console.print(f"  {label:16} {escape(str(value))}")
     if matches:
-        table = Table("opponent", "W", "D", "L", "Elo diff", "±", title="matches")
+        setter = rating_match(matches)
+        table = Table("opponent", "won", "drew", "lost", "Elo difference", "sets the rating", title="matches")
         for match in matches:
+            diff, half = match_difference(
+                match["wins"], match["draws"], match["losses"], zl.settings.workload.elo_confidence
+            )
             table.add_row(
-                match["player_b"],
+                escape(match["player_b"]),
                 str(match["wins"]),
                 str(match["draws"]),
                 str(match["losses"]),
-                f"{match['elo_diff']:+.0f}",
-                f"{match['elo_ci']:.0f}",
+                f"{signed(diff)} ± {half:.0f}",
+                "yes" if match is setter else "",
             )
         console.print(table)
 
 
-@app.command("promote")
+@app.command("promote", epilog=examples("zeroloop models promote tic_tac_toe_2p-0003"))
 def promote(model_id: str = typer.Argument(..., help="The model to make production.")) -> None:
     """Make a model the production model of its config key by hand (recorded as a manual promotion)."""
     with open_app() as zl:
@@ -81,7 +98,7 @@ def promote(model_id: str = typer.Argument(..., help="The model to make producti
     console.print(f"{model_id} is {'now' if changed else 'already'} the production model")
 
 
-@app.command("rollback")
+@app.command("rollback", epilog=examples("zeroloop models rollback tic_tac_toe_2p"))
 def rollback(config_key: str = typer.Argument(..., help="The config key whose production model to roll back.")) -> None:
     """Return a config key to its previous production model; the current one is marked rejected."""
     with open_app() as zl:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
+from typing import Any
 
 import typer
 from rich.markup import escape
@@ -12,11 +13,17 @@ from rich.table import Table
 
 from zeroloop.app import App
 from zeroloop.cli.common import console, open_app
+from zeroloop.cli.helptext import examples
 from zeroloop.errors import ZeroloopError
+from zeroloop.pipeline.ratings import RELATIVE_TO, ratings
 from zeroloop.store.queries import models as model_queries
 from zeroloop.store.queries import pipelines as queries
 
-app = typer.Typer(help="Start, inspect, pause and resume the loop per config key.", no_args_is_help=True)
+app = typer.Typer(
+    help="Start, inspect, pause and resume the loop per config key.",
+    no_args_is_help=True,
+    epilog=examples("zeroloop pipeline ls", "zeroloop pipeline start connect_four_2p", "zeroloop pipeline decisions"),
+)
 
 MANUAL_PAUSE = "paused by hand"
 
@@ -31,7 +38,7 @@ def start_pipeline(zl: App, config_key: str) -> None:
         queries.ensure_pipeline(conn, config_key, time.time())
 
 
-@app.command("start")
+@app.command("start", epilog=examples("zeroloop pipeline start connect_four_2p"))
 def start(
     config_key: str = typer.Argument(..., help="A config key such as connect_four_2p or tic_tac_toe_2p."),
 ) -> None:
@@ -41,14 +48,23 @@ def start(
     console.print(f"{config_key}: pipeline started")
 
 
+def training_summary(training: dict[str, Any]) -> str:
+    """The last training run: the step reached (the final one once done) and its loss."""
+    loss = training.get("loss")
+    step = training.get("step", 0)
+    head = f"done after {step} steps" if training.get("finished") else f"step {step}"
+    return head + (f", loss {loss:.3f}" if loss is not None else "")
+
+
 def pipelines_table(zl: App) -> Table:
-    """Per config key: stage, round, samples, the production model and its Elo, training, pause state."""
+    """Per config key: stage, round, samples, the production model and its rating, training, pause state."""
     with zl.store.read() as conn:
         rows = queries.list_pipelines(conn)
         elo = {row["config_key"]: model_queries.production_model(conn, row["config_key"]) for row in rows}
+        rated = ratings(conn, [model["id"] for model in elo.values() if model], zl.settings.workload.elo_confidence)
     table = Table(
-        "config", "stage", "round", "samples", "since training", "model", "Elo", "training", "paused",
-        title="pipelines", header_style="bold",
+        "config", "stage", "round", "samples", "since training", "model", f"Elo ({RELATIVE_TO})", "training",
+        "paused", title="pipelines", header_style="bold",
     )  # fmt: skip
     for row in rows:
         model = elo[row["config_key"]]
@@ -61,14 +77,14 @@ def pipelines_table(zl: App) -> Table:
             str(row["samples_total"]),
             str(row["samples_since_training"]),
             model["id"] if model else "-",
-            f"{model['elo']:.0f}" if model else "-",
-            f"step {training.get('step', 0)}, loss {loss:.3f}" if loss is not None else "-",
+            str(rated[model["id"]]) if model else "-",
+            training_summary(training) if loss is not None else "-",
             escape(row["pause_reason"] or "") if row["paused"] else "no",
         )
     return table
 
 
-@app.command("ls")
+@app.command("ls", epilog=examples("zeroloop pipeline ls"))
 def list_pipelines() -> None:
     """Each config key's stage, round, samples, production model and its Elo, and pause state."""
     with open_app() as zl:
@@ -93,29 +109,80 @@ def _set_paused(config_key: str, paused: bool) -> None:
     console.print(f"{config_key}: {'paused' if paused else 'resumed'}")
 
 
-@app.command("pause")
+@app.command("pause", epilog=examples("zeroloop pipeline pause connect_four_2p"))
 def pause(config_key: str = typer.Argument(..., help="The config key to pause.")) -> None:
     """Stop scheduling new work for a config key (jobs already running finish)."""
     _set_paused(config_key, True)
 
 
-@app.command("resume")
+@app.command("resume", epilog=examples("zeroloop pipeline resume connect_four_2p"))
 def resume(config_key: str = typer.Argument(..., help="The config key to resume.")) -> None:
     """Resume a paused config key."""
     _set_paused(config_key, False)
 
 
-@app.command("decisions")
+def _local_time(epoch: float) -> str:
+    return dt.datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _reason(evidence: dict[str, Any]) -> str:
+    """What the decision rested on, in words: the policy's reason, or the error that ended a round."""
+    if evidence.get("reason"):
+        return str(evidence["reason"])
+    if evidence.get("error"):
+        return f"{evidence.get('job_type', 'job')} job {evidence.get('job_id', '?')} died: {evidence['error']}"
+    return "-"
+
+
+def _subject(evidence: dict[str, Any]) -> str:
+    if evidence.get("model_id"):
+        return str(evidence["model_id"])
+    if evidence.get("iteration") is not None:
+        return f"round {evidence['iteration']}"
+    return "-"
+
+
+def recent_decisions(zl: App, config_key: str | None, limit: int) -> list[dict[str, Any]]:
+    """The newest `limit` decisions of one config key, or of every config key when None, newest first."""
+    with zl.store.read() as conn:
+        if config_key is not None and queries.get_pipeline(conn, config_key) is None:
+            raise ZeroloopError(f"no pipeline {config_key!r}: see `zeroloop pipeline ls`")
+        keys = [config_key] if config_key else [row["config_key"] for row in queries.list_pipelines(conn)]
+        rows = [dict(row) for key in keys for row in queries.list_decisions(conn, key, limit=limit)]
+    rows.sort(key=lambda row: (row["created_at"], row["id"]), reverse=True)
+    return rows[:limit]
+
+
+@app.command(
+    "decisions",
+    epilog=examples(
+        "zeroloop pipeline decisions",
+        "zeroloop pipeline decisions tic_tac_toe_2p --limit 5",
+        "zeroloop pipeline decisions --json | jq '.[0].evidence'",
+    ),
+)
 def decisions(
-    config_key: str = typer.Argument(..., help="The config key."),
-    limit: int = typer.Option(20, min=1, help="Show at most this many, newest first."),
+    config_key: str | None = typer.Argument(None, help="Only this config key (default: every config key)."),
+    limit: int = typer.Option(20, "--limit", "-n", min=1, help="Show at most this many, newest first."),
+    as_json: bool = typer.Option(False, "--json", help="Print the decisions with their full evidence as JSON."),
 ) -> None:
-    """The promotion and round decisions of a config key, with the evidence each rests on."""
-    with open_app() as zl, zl.store.read() as conn:
-        rows = queries.list_decisions(conn, config_key, limit=limit)
-    for row in rows:
-        when = dt.datetime.fromtimestamp(row["created_at"]).strftime("%Y-%m-%d %H:%M:%S")
-        console.print(f"[bold]{when}[/bold] {row['kind']}: {row['outcome']}")
-        console.print(f"  {escape(json.dumps(row['evidence'], sort_keys=True))}")
+    """The promotion and round decisions, newest first: why, what was decided, and when (local time)."""
+    with open_app() as zl:
+        rows = recent_decisions(zl, config_key, limit)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, sort_keys=True))
+        return
     if not rows:
         console.print("no decisions yet")
+        return
+    table = Table("reason", "decision", "config", "model / round", "time", header_style="bold")
+    for row in rows:
+        evidence = row["evidence"] or {}
+        table.add_row(
+            escape(_reason(evidence)),
+            f"{row['kind']}: {row['outcome']}",
+            row["config_key"],
+            escape(_subject(evidence)),
+            _local_time(row["created_at"]),
+        )
+    console.print(table)

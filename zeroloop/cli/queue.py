@@ -11,13 +11,18 @@ from rich.table import Table
 
 from zeroloop.app import App
 from zeroloop.cli.common import console, open_app
+from zeroloop.cli.helptext import examples
 from zeroloop.errors import QueueError
 from zeroloop.pipeline.jobs import JOB_TYPES
 from zeroloop.queue.backpressure import BackpressureLevel
 from zeroloop.queue.jobs import Job, JobStatus
 from zeroloop.store.values import check_text
 
-app = typer.Typer(help="Inspect and steer the work queue.", no_args_is_help=True)
+app = typer.Typer(
+    help="Inspect and steer the work queue.",
+    no_args_is_help=True,
+    epilog=examples("zeroloop queue stats", "zeroloop queue ls --dead"),
+)
 
 _STYLE = {
     JobStatus.QUEUED: "cyan",
@@ -51,7 +56,7 @@ def known_job_type(zl: App, job_type: str | None) -> str | None:
     return job_type
 
 
-@app.command("ls")
+@app.command("ls", epilog=examples("zeroloop queue ls --status running", "zeroloop queue ls --dead -n 10"))
 def list_jobs(
     dead: bool = typer.Option(False, "--dead", help="Only dead jobs (out of attempts); retry them with `retry`."),
     status: list[JobStatus] | None = typer.Option(  # noqa: B008 - typer idiom
@@ -82,7 +87,7 @@ def list_jobs(
         console.print("no jobs match")
 
 
-@app.command("show")
+@app.command("show", epilog=examples("zeroloop queue show 42"))
 def show(job_id: int = typer.Argument(..., help="The job's id.")) -> None:
     """Show everything about one job."""
     with open_app() as zl:
@@ -117,7 +122,7 @@ def show(job_id: int = typer.Argument(..., help="The job's id.")) -> None:
     console.print(table)
 
 
-@app.command("retry")
+@app.command("retry", epilog=examples("zeroloop queue retry 42"))
 def retry(job_id: int = typer.Argument(..., help="The id of a dead or cancelled job.")) -> None:
     """Put a dead or cancelled job back in the queue with a fresh set of attempts."""
     with open_app() as zl:
@@ -125,7 +130,7 @@ def retry(job_id: int = typer.Argument(..., help="The id of a dead or cancelled 
     console.print(f"job {job.id} is {_status(job)} again, with {job.max_attempts} attempt(s) to go")
 
 
-@app.command("cancel")
+@app.command("cancel", epilog=examples("zeroloop queue cancel 42"))
 def cancel(job_id: int = typer.Argument(..., help="The id of a queued or running job.")) -> None:
     """Cancel a queued or running job."""
     with open_app() as zl:
@@ -133,7 +138,7 @@ def cancel(job_id: int = typer.Argument(..., help="The id of a queued or running
     console.print(f"job {job.id} is {_status(job)}")
 
 
-@app.command("stats")
+@app.command("stats", epilog=examples("zeroloop queue stats"))
 def stats() -> None:
     """Job counts by type and status, with each type's backpressure level."""
     with open_app() as zl:

@@ -11,28 +11,37 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import signal
 import time
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import typer
+from rich.console import Console
 from rich.live import Live
+from rich.logging import RichHandler
 from rich.panel import Panel
 from rich.table import Table
 
 from zeroloop.app import App
 from zeroloop.bootstrap import initialize_all_coordinators, shutdown_all_coordinators
 from zeroloop.cli.common import console, finite, require_device, settings
-from zeroloop.cli.pipeline import start_pipeline
+from zeroloop.cli.helptext import examples
+from zeroloop.cli.pipeline import start_pipeline, training_summary
 from zeroloop.cli.run import registry_for_cli
 from zeroloop.errors import ZeroloopError
 from zeroloop.local_workers import LocalWorkers
+from zeroloop.pipeline.ratings import Rating, ratings
 from zeroloop.store.queries import models as model_queries
 from zeroloop.store.queries import pipelines as queries
 
 REFRESH_S = 1.0
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # a closed terminal drains too: no orphan workers
+WORKER_EXIT_GRACE_S = 15.0  # beyond the drain deadline, for a worker to leave the cluster and exit (seconds)
+_OPPONENTS = ("random", "mcts", "best")
 _CONFIG_KEY = re.compile(r"^[a-z0-9_]+_\d+p$")
 
 
@@ -49,15 +58,27 @@ class Snapshot:
     production: dict[str, Any] | None
     models: int
     queue: dict[str, dict[str, int]]
+    ratings: dict[str, Rating] = field(default_factory=dict)
+
+    def rating(self, model_id: str) -> Rating:
+        """The rating of the production model or of the last evaluated one ("not rated" if unknown)."""
+        return self.ratings.get(model_id, Rating(None))
 
 
 def snapshot(app: App, config_key: str) -> Snapshot:
-    """Read the pipeline row, the production model and queue counts."""
+    """Read the pipeline row, the production model, the ratings on show and queue counts."""
     with app.store.read() as conn:
         row = queries.get_pipeline(conn, config_key)
         production = model_queries.production_model(conn, config_key)
         models = len(model_queries.list_models(conn, config_key=config_key))
-    return Snapshot(dict(row) if row else {}, dict(production) if production else None, models, app.queue.stats())
+        progress = (row["progress"] if row else None) or {}
+        shown = {result["model_id"] for name in _OPPONENTS if (result := progress.get(f"last_vs_{name}"))}
+        if production:
+            shown.add(production["id"])
+        rated = ratings(conn, sorted(shown), app.settings.workload.elo_confidence)
+    return Snapshot(
+        dict(row) if row else {}, dict(production) if production else None, models, app.queue.stats(), rated
+    )
 
 
 def render(snap: Snapshot, config_key: str, elapsed_s: float, minutes: float, workers: tuple[int, int]) -> Panel:
@@ -76,30 +97,60 @@ def render(snap: Snapshot, config_key: str, elapsed_s: float, minutes: float, wo
         "samples", f"{state.get('samples_total', 0)} ({state.get('samples_since_training', 0)} since training)"
     )
     if training:
-        loss = training.get("loss")
-        speed = training.get("samples_per_s")
-        table.add_row(
-            "training",
-            f"step {training.get('step', 0)}"
-            + (f", loss {loss:.3f}" if loss is not None else "")
-            + (f", {speed:.0f} samples/s" if speed else ""),
-        )
+        table.add_row("training", training_line(training))
     table.add_row("models", f"{snap.models} trained, {progress.get('promotions', 0)} promoted")
     if snap.production:
-        table.add_row("production", f"{snap.production['id']} (Elo {snap.production['elo']:.0f})")
-    for opponent in ("random", "mcts", "best"):
-        result = progress.get(f"last_vs_{opponent}")
-        if result:
-            table.add_row(
-                f"vs {opponent}",
-                f"+{result['wins']} ={result['draws']} -{result['losses']} ({result['elo_diff']:+.0f} Elo) "
-                f"[dim]{result['model_id']}[/dim]",
-            )
+        table.add_row("production", f"{snap.production['id']}, {snap.rating(snap.production['id']).describe()}")
+    results = {name: result for name in _OPPONENTS if (result := progress.get(f"last_vs_{name}"))}
+    production_id = snap.production["id"] if snap.production else None
+    for model_id in sorted({result["model_id"] for result in results.values()} - {production_id}):
+        table.add_row("last candidate", f"{model_id}, {snap.rating(model_id).describe()}")
+    for opponent, result in results.items():
+        won = f"won {result['wins']}, drew {result['draws']}, lost {result['losses']}"
+        table.add_row(f"vs {opponent}", f"{won} [dim]{result['model_id']}[/dim]")
     queued = {kind: counts.get("queued", 0) + counts.get("running", 0) for kind, counts in snap.queue.items()}
     table.add_row("jobs", ", ".join(f"{kind} {count}" for kind, count in sorted(queued.items())) or "-")
     if state.get("paused"):
         table.add_row("paused", str(state.get("pause_reason")))
     return Panel(table, title=f"zeroloop quickstart: {config_key}", subtitle="Ctrl-C stops cleanly")
+
+
+@contextlib.contextmanager
+def logs_through(target: Console) -> Iterator[None]:
+    """Print log records through `target`, the live display's console, while the block runs.
+
+    Rich's Live redirects sys.stdout and sys.stderr only: a handler printing to another
+    Console writes around the live region, which then redraws over the log lines (losing
+    them) and leaves stale copies of itself behind. Printed through the live console, each
+    record goes above the region and the region is drawn once, below it.
+    """
+    root = logging.getLogger()
+    saved = list(root.handlers)
+    root.handlers = [RichHandler(console=target, show_path=False)]
+    try:
+        yield
+    finally:
+        root.handlers = saved
+
+
+class Workers(Protocol):
+    """What the drain needs of the local workers."""
+
+    def stop(self, deadline_s: float) -> None:
+        """SIGTERM every worker, and kill those still running after `deadline_s` seconds."""
+
+
+async def drain(app: App, local: Workers, *, force: bool) -> None:
+    """Stop making work, then let the workers finish theirs and leave the cluster.
+
+    The coordinator daemons stop first, so no round or job starts while workers drain; what
+    the workers finish meanwhile is in the event log and is handled on the next start.
+    """
+    await shutdown_all_coordinators(app)
+    # A worker drains its daemons within drain_deadline_s and then leaves the cluster; killing it
+    # at that same deadline would cut its exit short (leaked semaphores, a node later "lost").
+    grace_s = 0.0 if force else app.settings.daemons.drain_deadline_s + WORKER_EXIT_GRACE_S
+    await asyncio.to_thread(local.stop, grace_s)
 
 
 async def run_quickstart(app: App, config_key: str, minutes: float, workers: int) -> Snapshot:
@@ -110,7 +161,7 @@ async def run_quickstart(app: App, config_key: str, minutes: float, workers: int
     def on_signal() -> None:
         (force if stop.is_set() else stop).set()
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, on_signal)
     local = LocalWorkers(app.settings, workers)
     started = time.monotonic()
@@ -120,7 +171,8 @@ async def run_quickstart(app: App, config_key: str, minutes: float, workers: int
             raise ZeroloopError(f"coordinator daemons failed to start: {', '.join(status['failed'])}")
         local.start()
         deadline = started + minutes * 60
-        with Live(console=console, refresh_per_second=2, transient=False) as live:
+        live = Live(console=console, refresh_per_second=2, transient=False)
+        with logs_through(live.console), live:
             while not stop.is_set() and time.monotonic() < deadline:
                 local.supervise()
                 snap = await asyncio.to_thread(snapshot, app, config_key)
@@ -128,15 +180,20 @@ async def run_quickstart(app: App, config_key: str, minutes: float, workers: int
                 live.update(render(snap, config_key, time.monotonic() - started, minutes, (local.alive(), restarts)))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=REFRESH_S)
-        console.print("stopping: draining workers and daemons (Ctrl-C again to stop at once)")
-        drain = app.settings.daemons.drain_deadline_s
-        await asyncio.to_thread(local.stop, 0.0 if force.is_set() else drain)
-        await shutdown_all_coordinators(app)
+        console.print("stopping: no new work; draining workers and daemons (Ctrl-C again to stop at once)")
+        await drain(app, local, force=force.is_set())
         return await asyncio.to_thread(snapshot, app, config_key)
     finally:
         local.stop(0.0)
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             loop.remove_signal_handler(sig)
+
+
+def training_line(training: dict[str, Any]) -> str:
+    """Training progress: the step reached (the final one once done), the loss and, while running, the speed."""
+    speed = training.get("samples_per_s")
+    running = speed and not training.get("finished")
+    return training_summary(training) + (f", {speed:.0f} samples/s" if running else "")
 
 
 def summary(snap: Snapshot, config_key: str, elapsed_s: float) -> Table:
@@ -150,7 +207,7 @@ def summary(snap: Snapshot, config_key: str, elapsed_s: float) -> Table:
     table.add_row("models trained / promoted", f"{snap.models} / {progress.get('promotions', 0)}")
     table.add_row("production model", snap.production["id"] if snap.production else "none yet")
     if snap.production:
-        table.add_row("its Elo (random = 0)", f"{snap.production['elo']:.0f}")
+        table.add_row("its rating", snap.rating(snap.production["id"]).describe())
     for opponent in ("random", "mcts"):
         result = progress.get(f"last_vs_{opponent}")
         if result:
@@ -178,4 +235,10 @@ def quickstart_command(
 
 def register(app: typer.Typer) -> None:
     """Add `quickstart` to the top-level command."""
-    app.command("quickstart")(quickstart_command)
+    app.command(
+        "quickstart",
+        epilog=examples(
+            "zeroloop quickstart",
+            "zeroloop quickstart --game connect_four --minutes 60 --workers 4",
+        ),
+    )(quickstart_command)

@@ -36,7 +36,11 @@ _SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
         + ("would be terminated (dry run)" if p["dry_run"] else "terminated")
     ),
     "LEADER_ELECTED": lambda p: f"{p['node']} now holds the {p['role']} lease (token {p['token']})",
-    "LEADER_LOST": lambda p: f"{p['node']} no longer holds the {p['role']} lease (token {p['token']})",
+    "LEADER_LOST": lambda p: (
+        f"{p['node']} released the {p['role']} lease (token {p['token']}) on a clean stop"
+        if p.get("released")
+        else f"{p['node']} no longer holds the {p['role']} lease (token {p['token']})"
+    ),
     "CIRCUIT_OPENED": lambda p: f"circuit {p['key']} opened after {p['failures']} failures",
     "CIRCUIT_CLOSED": lambda p: f"circuit {p['key']} closed again",
     "ARTIFACT_CORRUPT": lambda p: f"artifact {p['artifact_sha256'][:12]} corrupt at {p['location']}; quarantined",
@@ -66,6 +70,11 @@ def summary(event: Event) -> str:
     return _SUMMARIES[event.type](event.payload)
 
 
+def is_alert(event: Event) -> bool:
+    """Whether someone should hear of `event`: not when a node gave up its lease on a clean stop."""
+    return not (event.type == "LEADER_LOST" and event.payload.get("released"))
+
+
 class Alerts:
     """Logs operational events and hands them to the configured alert command."""
 
@@ -78,8 +87,11 @@ class Alerts:
         return ConsumerSpec(NAME, self.handle, types=HANDLES, start="latest")
 
     def handle(self, event: Event) -> None:
-        """Log the alert and run the alert command, if one is configured."""
+        """Log the alert and run the alert command, if one is configured; a clean stop is only logged."""
         line = summary(event)
+        if not is_alert(event):
+            log.info("%s", line)
+            return
         log.log(logging.INFO if event.type in _GOOD_NEWS else logging.WARNING, "alert: %s", line)
         if self.settings.command:
             self._run(event, line)

@@ -122,7 +122,7 @@ class LeaseManager:
         with self.store.transaction() as conn:
             released = queries.free_lease(conn, role, self.holder, token)
             if released:
-                self.bus.publish("LEADER_LOST", {"role": role, "node": self.holder, "token": token})
+                self.bus.publish("LEADER_LOST", {"role": role, "node": self.holder, "token": token, "released": True})
         return released
 
     def get(self, role: str) -> Lease | None:

@@ -277,11 +277,12 @@ class LeaderElected(Payload):
 
 @_declare("LEADER_LOST")
 class LeaderLost(Payload):
-    """A node lost or released a leader or role lease."""
+    """A node lost a leader or role lease, or gave it up on a clean stop (released: True)."""
 
     role: str
     node: str
     token: int
+    released: bool = False
 
 
 @_declare("CIRCUIT_OPENED")

@@ -15,12 +15,14 @@ from zeroloop.events.bus import Event
 from zeroloop.events.consumer import ConsumerSpec
 from zeroloop.events.wiring import declare
 from zeroloop.store.database import Store
+from zeroloop.store.queries import artifacts as artifact_queries
 from zeroloop.store.queries import pipelines as queries
 
 NAME = "pipeline-progress"
 HANDLES = (
     "TRAINING_STARTED",
     "TRAINING_PROGRESS",
+    "TRAINING_COMPLETED",
     "GAME_BATCH_READY",
     "MODEL_PROMOTED",
     "MODEL_REJECTED",
@@ -41,6 +43,21 @@ class ProgressRecorder:
         """The durable, transactional consumer that feeds this recorder."""
         return ConsumerSpec(NAME, self.handle, types=HANDLES, transactional=True)
 
+    @staticmethod
+    def _finished(conn: Any, event: Event, training: dict[str, Any]) -> dict[str, Any]:
+        """The training record of a completed run: the step it reached (from its model's evidence) and loss."""
+        payload = event.payload
+        artifact = artifact_queries.get_artifact(conn, payload["artifact_sha256"])
+        steps = (artifact["meta"] or {}).get("steps") if artifact else None
+        return {
+            "job_id": payload["job_id"],
+            "step": int(steps) if steps is not None else training.get("step", 0),
+            "loss": payload["loss"],
+            "samples_per_s": training.get("samples_per_s"),
+            "finished": True,
+            "at": event.created_at,
+        }
+
     def handle(self, event: Event) -> None:
         """Fold one event into its config's progress record."""
         payload = event.payload
@@ -60,10 +77,13 @@ class ProgressRecorder:
                 }
             }
         elif event.type == "EVALUATION_RESULT":
-            result = {key: payload[key] for key in ("model_id", "wins", "draws", "losses", "elo_diff")}
+            # The match's own Elo difference is left out: screens show the model's one rating instead.
+            result = {key: payload[key] for key in ("model_id", "wins", "draws", "losses")}
             changes = {
                 f"last_vs_{payload['opponent'] if payload['opponent'] in ('random', 'mcts') else 'best'}": result
             }
+        elif event.type == "TRAINING_COMPLETED":
+            changes = {}  # filled in below, where the model's artifact can be read
         elif event.type == "MODEL_PROMOTED":
             changes = {
                 "promotions": None,
@@ -76,6 +96,12 @@ class ProgressRecorder:
         with self.store.transaction() as conn:
             state = queries.get_pipeline(conn, payload["config_key"])
             before = (state["progress"] or {}) if state else {}
+            training = before.get("training") or {}
+            late = training.get("job_id") == payload.get("job_id") and training.get("finished")
+            if event.type == "TRAINING_PROGRESS" and late:
+                return  # a report forwarded after the run completed must not undo "done"
+            if event.type == "TRAINING_COMPLETED":
+                changes = {"training": self._finished(conn, event, training)}
             if event.type == "MODEL_PROMOTED":
                 changes["promotions"] = int(before.get("promotions") or 0) + 1
             if event.type == "GAME_BATCH_READY":

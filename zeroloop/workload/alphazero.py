@@ -151,6 +151,8 @@ class AlphaZeroWorkload:
             "steps_run": result.steps_run,
             "resumed_from_step": result.resumed_from_step,
             "samples": result.samples,
+            "window_rows": result.window_rows,
+            "batch_draws": result.batch_draws,
             "loss": result.loss,
         }
         return self._evidence("train", request.config_key, request.output, FileKind.MODEL, counts=counts, began=began)

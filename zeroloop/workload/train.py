@@ -27,11 +27,18 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrainResult:
-    """What a training run did: steps run now, step reached, samples seen (positions) and final mean loss."""
+    """What a training run did and on what data, with the final mean loss.
+
+    `samples` is how many distinct positions from selfplay the window holds (before its
+    symmetry augmentation); `window_rows` how many rows it has after augmentation; and
+    `batch_draws` is steps run x batch size: rows drawn, with repeats, not data.
+    """
 
     steps_run: int
     step: int
     samples: int
+    window_rows: int
+    batch_draws: int
     loss: float
     resumed_from_step: int
 
@@ -126,4 +133,4 @@ def train_net(
     net.eval()
     checkpoint(steps)
     ran = max(steps - start, 0)
-    return TrainResult(ran, steps, ran * batch, mean_loss, start)
+    return TrainResult(ran, steps, int(window["source_samples"]), count, ran * batch, mean_loss, start)

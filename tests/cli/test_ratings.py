@@ -1,0 +1,98 @@
+"""Ratings as screens show them: one number per model, an honest interval, "not rated" until a match rates it."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from rich.console import Console
+
+from zeroloop.app import App
+from zeroloop.artifacts.transfer import ArtifactKind
+from zeroloop.cli.quickstart import render, snapshot
+from zeroloop.events.bus import Event
+from zeroloop.pipeline.progress import ProgressRecorder
+from zeroloop.pipeline.ratings import Rating, match_difference, ratings, signed
+from zeroloop.store.queries import pipelines as pipeline_queries
+
+KEY = "tic_tac_toe_2p"
+
+
+def _candidate(app: App, sha: str, iteration: int, parent: str | None) -> str:
+    model = app.registry.register_candidate(
+        config_key=KEY, artifact_sha256=sha * 64, parent_id=parent, window_sha256=None, job_ids=[], iteration=iteration
+    )
+    return model.id
+
+
+def _match(app: App, model_id: str, opponent: str, wins: int, draws: int, losses: int) -> None:
+    app.registry.record_match(
+        config_key=KEY, model_id=model_id, opponent=opponent, wins=wins, draws=draws, losses=losses,
+        elo_diff=636.0, elo_ci=981.0, job_id=None,
+    )  # fmt: skip
+
+
+def _rated(app: App, *ids: str) -> dict[str, Rating]:
+    with app.store.read() as conn:
+        return dict(ratings(conn, ids, 0.95))
+
+
+def test_a_model_reads_as_its_registry_rating_with_an_interval_chained_to_random_play(app: App) -> None:
+    first = _candidate(app, "a", 1, None)
+    assert str(_rated(app, first)[first]) == "not rated"
+    _match(app, first, "mcts", 5, 0, 5)  # an unrated baseline rates nothing
+    assert str(_rated(app, first)[first]) == "not rated"
+    _match(app, first, "random", 20, 0, 0)
+    second = _candidate(app, "b", 2, first)
+    rated = _rated(app, first, second)
+    # The child starts with its parent's number in the registry, but no match has rated it.
+    assert app.registry.get(second).elo == app.registry.get(first).elo
+    assert str(rated[second]) == "not rated" and rated[second].describe() == "not rated"
+    diff, half = match_difference(20, 0, 0, 0.95)
+    assert rated[first].elo == app.registry.get(first).elo
+    assert math.isclose(rated[first].elo or math.nan, diff)
+    assert 0 < half < diff  # a 20-0 sweep: clearly stronger than random, and no "±981"
+    assert str(rated[first]) == f"{diff:.0f} ± {half:.0f}"
+    _match(app, second, first, 10, 4, 6)
+    child = _rated(app, second)[second]
+    own = match_difference(10, 4, 6, 0.95)[1]
+    assert child.rated_by == first
+    assert math.isclose(child.half_width, math.hypot(own, half))
+    assert "random play = 0" in child.describe()
+
+
+def test_intervals_shrink_with_games_and_differences_never_read_minus_zero() -> None:
+    assert match_difference(40, 0, 0, 0.95)[1] < match_difference(10, 0, 0, 0.95)[1]
+    assert match_difference(10, 0, 10, 0.95)[0] == 0.0
+    assert signed(-0.3) == "+0" and signed(-12.6) == "-13" and signed(4.4) == "+4"
+
+
+def _event(event_id: int, event_type: str, payload: dict[str, object]) -> Event:
+    return Event(event_id, event_type, {"config_key": KEY, **payload}, "test", "n1", 100.0 + event_id)
+
+
+def test_the_panel_shows_the_final_training_step_and_one_rating(app: App, tmp_path: Path) -> None:
+    with app.store.transaction() as conn:
+        pipeline_queries.ensure_pipeline(conn, KEY, 1.0)
+    model_file = tmp_path / "model.pt"
+    model_file.write_bytes(b"weights")
+    artifact = app.artifacts.put(model_file, ArtifactKind.MODEL, config_key=KEY, meta={"steps": 300})
+    recorder = ProgressRecorder(app.store)
+    recorder.handle(_event(1, "TRAINING_STARTED", {"job_id": 7, "iteration": 1, "node": "n1"}))
+    recorder.handle(_event(2, "TRAINING_PROGRESS", {"job_id": 7, "step": 280, "loss": 1.5, "samples_per_s": 900.0}))
+    done = {"job_id": 7, "model_id": "m", "artifact_sha256": artifact.sha256, "loss": 1.25, "samples": 3000}
+    recorder.handle(_event(3, "TRAINING_COMPLETED", done))
+    recorder.handle(_event(4, "TRAINING_PROGRESS", {"job_id": 7, "step": 280, "loss": 1.5, "samples_per_s": 900.0}))
+    model = _candidate(app, "c", 1, None)
+    result = {"model_id": model, "opponent": "random", "wins": 3, "draws": 1, "losses": 0, "games": 4}
+    recorder.handle(_event(5, "EVALUATION_RESULT", {**result, "elo_diff": 636.0, "elo_ci": 981.0}))
+    console = Console(record=True, width=160)
+    console.print(render(snapshot(app, KEY), KEY, 60.0, 10.0, (2, 0)))
+    text = console.export_text()
+    assert "done after 300 steps, loss 1.250" in text and "280" not in text
+    assert f"{model}, not rated" in text  # its match was reported, but not recorded in the registry
+    assert "636" not in text and "981" not in text
+    _match(app, model, "random", 3, 1, 0)
+    console.print(render(snapshot(app, KEY), KEY, 60.0, 10.0, (2, 0)))
+    rating = _rated(app, model)[model]
+    assert f"{model}, Elo {rating} (random play = 0, 95% interval)" in console.export_text()
