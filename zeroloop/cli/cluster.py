@@ -14,6 +14,7 @@ from rich.table import Table
 
 from zeroloop.app import App
 from zeroloop.cli.common import console, err_console, finite, open_app
+from zeroloop.cli.helptext import examples
 from zeroloop.cli.pipeline import pipelines_table
 from zeroloop.cluster.leases import LEADER
 from zeroloop.cluster.nodes import NodeStatus, cost_of
@@ -24,8 +25,14 @@ from zeroloop.store.queries import health as health_queries
 from zeroloop.store.queries import nodes as node_queries
 from zeroloop.store.queries import pipelines as pipeline_queries
 
-nodes_app = typer.Typer(help="List, launch, drain and terminate the nodes of the cluster.", no_args_is_help=True)
-daemons_app = typer.Typer(help="Show the supervised daemons.", no_args_is_help=True)
+nodes_app = typer.Typer(
+    help="List, launch, drain and terminate the nodes of the cluster.",
+    no_args_is_help=True,
+    epilog=examples("zeroloop nodes ls", "zeroloop nodes launch --provider local --count 2"),
+)
+daemons_app = typer.Typer(
+    help="Show the supervised daemons.", no_args_is_help=True, epilog=examples("zeroloop daemons ls")
+)
 HEALTHY_LEVELS = ("healthy", "degraded")
 
 
@@ -183,34 +190,30 @@ def status_command(
             return
 
 
-@nodes_app.command("ls")
+@nodes_app.command("ls", epilog=examples("zeroloop nodes ls"))
 def nodes_ls() -> None:
     """List every node."""
     with open_app() as app:
         console.print(nodes_table(app))
 
 
-@nodes_app.command("drain")
+@nodes_app.command("drain", epilog=examples("zeroloop nodes drain gpu-1a2b3c4d"))
 def nodes_drain(node_id: str = typer.Argument(..., help="The node to drain.")) -> None:
-    """Stop giving a node new work at once (its running jobs finish); idle shutdown may then terminate it.
-
-    Example: zeroloop nodes drain gpu-1a2b3c4d
-    """
+    """Stop giving a node new work at once (its running jobs finish); idle shutdown may then terminate it."""
     with open_app() as app:
         app.nodes.set_status(node_id, NodeStatus.DRAINING)
     console.print(f"node {escape(node_id)} is draining: it claims no new job")
 
 
-@nodes_app.command("launch")
+@nodes_app.command(
+    "launch", epilog=examples("zeroloop nodes launch --provider local", "zeroloop nodes launch -p gpu -n 4")
+)
 def nodes_launch(
     provider: str = typer.Option(..., "--provider", "-p", help="The provider pool to launch in ([providers.NAME])."),
     profile: str | None = typer.Option(None, "--profile", help="Worker profile; default: the pool's."),
     count: int = typer.Option(1, "--count", "-n", min=1, max=1000, help="How many machines."),
 ) -> None:
-    """Launch machines in a provider pool now, within its max_nodes and the budget.
-
-    Example: zeroloop nodes launch --provider local --count 2
-    """
+    """Launch machines in a provider pool now, within its max_nodes and the budget."""
     if profile is not None and profile not in WORKER_PROFILE_NAMES:
         raise typer.BadParameter(f"choose one of {', '.join(WORKER_PROFILE_NAMES)}", param_hint="--profile")
     with open_app() as app:
@@ -227,21 +230,20 @@ def nodes_launch(
         raise typer.Exit(1)
 
 
-@nodes_app.command("terminate")
+@nodes_app.command(
+    "terminate", epilog=examples("zeroloop nodes terminate gpu-1a2b3c4d", "zeroloop nodes terminate gpu-1 --force")
+)
 def nodes_terminate(
     node_id: str = typer.Argument(..., help="The node to stop."),
     force: bool = typer.Option(False, "--force", help="Give up the only copies held by a lost or failed node."),
 ) -> None:
-    """Stop a node's machine; refused (and the node drained) while it holds the only copy of an artifact.
-
-    Example: zeroloop nodes terminate gpu-1a2b3c4d
-    """
+    """Stop a node's machine; refused (and the node drained) while it holds the only copy of an artifact."""
     with open_app() as app:
         status = app.fleet.terminate(node_id, reason="zeroloop nodes terminate", force=force)
     console.print(f"node {escape(node_id)} is {status.value}")
 
 
-@nodes_app.command("undrain")
+@nodes_app.command("undrain", epilog=examples("zeroloop nodes undrain gpu-1a2b3c4d"))
 def nodes_undrain(node_id: str = typer.Argument(..., help="The node to make active again.")) -> None:
     """Let a draining node take new work again."""
     with open_app() as app:
@@ -249,7 +251,7 @@ def nodes_undrain(node_id: str = typer.Argument(..., help="The node to make acti
     console.print(f"node {escape(node_id)} is active")
 
 
-@daemons_app.command("ls")
+@daemons_app.command("ls", epilog=examples("zeroloop daemons ls"))
 def daemons_ls() -> None:
     """List every daemon of every node, with state, restarts and last error."""
     with open_app() as app:
@@ -281,17 +283,16 @@ def health_command(
         raise typer.Exit(1)
 
 
-providers_app = typer.Typer(help="The provider pools that launch machines.", no_args_is_help=True)
+providers_app = typer.Typer(
+    help="The provider pools that launch machines.", no_args_is_help=True, epilog=examples("zeroloop providers ls")
+)
 
 
-@providers_app.command("ls")
+@providers_app.command("ls", epilog=examples("zeroloop providers ls", "zeroloop providers ls --check"))
 def providers_ls(
     check: bool = typer.Option(False, "--check", help="Also check each pool works here (binaries, partitions)."),
 ) -> None:
-    """List the provider pools with their settings and what they offer.
-
-    Example: zeroloop providers ls --check
-    """
+    """List the provider pools with their settings and what they offer."""
     table = Table(title="provider pools", header_style="bold")
     for column in ("pool", "kind", "profile", "min..max", "slots", "price/h", "offers", "check"):
         table.add_column(column)
@@ -331,8 +332,8 @@ def providers_ls(
 
 def register(app: typer.Typer) -> None:
     """Add `status`, `health`, `nodes`, `providers` and `daemons` to the top-level command."""
-    app.command("status")(status_command)
-    app.command("health")(health_command)
+    app.command("status", epilog=examples("zeroloop status", "zeroloop status --watch --interval 5"))(status_command)
+    app.command("health", epilog=examples("zeroloop health", "zeroloop health --check"))(health_command)
     app.add_typer(nodes_app, name="nodes")
     app.add_typer(daemons_app, name="daemons")
     app.add_typer(providers_app, name="providers")

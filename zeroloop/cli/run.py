@@ -16,6 +16,7 @@ from rich.markup import escape
 from zeroloop.app import App
 from zeroloop.bootstrap import initialize_all_coordinators, shutdown_all_coordinators
 from zeroloop.cli.common import console, err_console, open_app, require_device
+from zeroloop.cli.helptext import examples
 from zeroloop.daemons.registry import WORKER_PROFILES, Registry
 
 EXIT_ABORTED = 130
@@ -99,6 +100,6 @@ def worker_command(
 
 def register(app: typer.Typer) -> None:
     """Add `run`, `coordinator` and `worker` to the top-level command."""
-    app.command("run")(run_command)
-    app.command("coordinator")(coordinator_command)
-    app.command("worker")(worker_command)
+    app.command("run", epilog=examples("zeroloop run", "zeroloop run --profile coordinator"))(run_command)
+    app.command("coordinator", epilog=examples("zeroloop coordinator"))(coordinator_command)
+    app.command("worker", epilog=examples("zeroloop worker", "zeroloop worker --profile selfplay"))(worker_command)
