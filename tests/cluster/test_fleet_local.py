@@ -36,6 +36,7 @@ def _settings(tmp_path: Path, *, min_nodes: int, max_nodes: int) -> Settings:
     commands = tmp_path / "commands.toml"
     commands.write_text(f'[selfplay]\ncommand = "{sys.executable} {code} {{output}} {{games}}"\n')
     data_dir = tmp_path / "data"
+    data_dir.mkdir()
     worker_env = {
         "ZEROLOOP_WORKLOAD__KIND": "command",
         "ZEROLOOP_WORKLOAD__COMMAND_FILE": str(commands),

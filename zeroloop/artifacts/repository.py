@@ -106,15 +106,14 @@ class Artifacts:
                 self._upload(source, target, sha256, kind)
         except OSError as exc:
             if self.held_dir is None:
-                raise ArtifactError(f"cannot upload {source} to {self.url}: {exc}") from exc
+                raise
             # The shared location is unreachable: keep the only copy on this node, recorded as
-            # such, so the node is not terminated before `evacuate` has uploaded it.
+            # such, so the node is not terminated before `evacuate` has uploaded it. A disk too
+            # full to hold it either fails as the upload did (the caller names node and path).
             try:
                 location, node = self._hold(source, sha256), self.node
-            except OSError as held_exc:
-                raise ArtifactError(
-                    f"cannot upload {source} to {self.url} ({exc}) nor keep it on node {self.node} ({held_exc})"
-                ) from held_exc
+            except OSError:
+                raise exc from None
             log.warning("artifact %s held on node %s: upload failed (%s)", sha256[:12], self.node, exc)
         self._remember_locally(source, sha256)
         now = self.clock()
@@ -139,8 +138,11 @@ class Artifacts:
         self.held_dir.mkdir(parents=True, exist_ok=True)
         held = self.held_dir / sha256
         temp = held.with_suffix(f".{uuid.uuid4().hex}.part")
-        shutil.copyfile(source, temp)
-        temp.replace(held)
+        try:
+            shutil.copyfile(source, temp)
+            temp.replace(held)
+        finally:
+            temp.unlink(missing_ok=True)
         return held.as_uri()
 
     def evacuate(self) -> int:

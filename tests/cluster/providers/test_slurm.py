@@ -72,9 +72,12 @@ def test_a_slurm_job_runs_a_worker_that_completes_real_jobs_until_scancel(
     commands = tmp_path / "commands.toml"
     commands.write_text(f'[selfplay]\ncommand = "{sys.executable} {code} {{output}} {{games}}"\n')
     data_dir = tmp_path / "data"
+    data_dir.mkdir()
     store_url = f"sqlite:///{data_dir / 'zeroloop.db'}"
     settings = Settings(
-        data_dir=data_dir, store=StoreSettings(url=store_url), workload=WorkloadSettings(kind="command")
+        data_dir=data_dir,
+        store=StoreSettings(url=store_url),
+        workload=WorkloadSettings(kind="command", command_file=commands),
     )
     # SLURM_CONF from the environment, not the option: the provider passes it through to every command.
     monkeypatch.setenv("SLURM_CONF", str(slurm_cluster.conf))
