@@ -135,3 +135,13 @@ def test_dry_run_reports_and_changes_nothing(app: App) -> None:
     assert node_row["status"] == "active"
     assert provider.terminated == []
     assert [e["dry_run"] for e in _idle_events(app)] == [True]
+
+
+def test_a_pools_nodes_keep_the_pools_min_nodes_not_the_providers() -> None:
+    pool_nodes = [node("p1", "slurm", pool="gpu", idle_for=2000.0), node("p2", "slurm", pool="gpu", idle_for=1500.0)]
+    by_hand = node("h1", "slurm", idle_for=2000.0)
+    decisions = decide([*pool_nodes, by_hand], now=NOW, settings=SETTINGS, pending_work=0, pool_min={"gpu": 1})
+    found = {d.node.id: (d.action, d.reason) for d in decisions}
+    assert found["p1"][0] is Action.DRAIN  # longest idle goes first
+    assert found["p2"] == (Action.KEEP, "min nodes: pool:gpu keeps 1")
+    assert found["h1"][0] is Action.DRAIN  # started by hand: idle.min_nodes of slurm (default 0)

@@ -49,6 +49,12 @@ class IdleNode:
     leased_jobs: int = 0
     sole_artifacts: int = 0
     utilisation: dict[str, Any] = field(default_factory=dict)
+    pool: str | None = None  # the provider pool that launched it; None: started by hand
+
+    @property
+    def group(self) -> str:
+        """What `min_nodes` counts this node in: its pool, else its provider."""
+        return f"pool:{self.pool}" if self.pool is not None else self.provider
 
 
 class Action(StrEnum):
@@ -85,15 +91,26 @@ def _per_provider(table: Mapping[str, Any], provider: str) -> Any:
     return table.get(provider, table.get("default"))
 
 
-def decide(nodes: Iterable[IdleNode], *, now: float, settings: IdleSettings, pending_work: int) -> list[IdleDecision]:
-    """The decisions for every live node at `now`, given how many jobs are waiting (pure)."""
+def decide(
+    nodes: Iterable[IdleNode],
+    *,
+    now: float,
+    settings: IdleSettings,
+    pending_work: int,
+    pool_min: Mapping[str, int] | None = None,
+) -> list[IdleDecision]:
+    """The decisions for every live node at `now`, given how many jobs are waiting (pure).
+
+    A pool's nodes keep the pool's `min_nodes` (`pool_min`); nodes started by hand keep
+    `idle.min_nodes` of their provider.
+    """
     if not settings.enabled:
         return []
     live = [n for n in nodes if n.status in (NodeStatus.ACTIVE, NodeStatus.DRAINING, NodeStatus.DRAINED)]
     active: dict[str, int] = {}
     for node in live:
         if node.status is NodeStatus.ACTIVE:
-            active[node.provider] = active.get(node.provider, 0) + 1
+            active[node.group] = active.get(node.group, 0) + 1
     decisions = []
     # Longest idle first, so the minimum kept is made of the most recently busy nodes.
     for node in sorted(live, key=lambda n: (n.idle_since is None, n.idle_since or 0.0, n.id)):
@@ -129,11 +146,14 @@ def decide(nodes: Iterable[IdleNode], *, now: float, settings: IdleSettings, pen
         if idle_s < threshold:
             decisions.append(IdleDecision(node, Action.KEEP, f"idle {idle_s:.0f} of {threshold:g} s", idle_s))
             continue
-        minimum = int(_per_provider(settings.min_nodes, node.provider) or 0)
-        if active.get(node.provider, 0) - 1 < minimum:
-            decisions.append(IdleDecision(node, Action.KEEP, f"min nodes: {node.provider} keeps {minimum}", idle_s))
+        if node.pool is not None:
+            minimum = int((pool_min or {}).get(node.pool, 0))
+        else:
+            minimum = int(_per_provider(settings.min_nodes, node.provider) or 0)
+        if active.get(node.group, 0) - 1 < minimum:
+            decisions.append(IdleDecision(node, Action.KEEP, f"min nodes: {node.group} keeps {minimum}", idle_s))
             continue
-        active[node.provider] -= 1
+        active[node.group] -= 1
         decisions.append(IdleDecision(node, Action.DRAIN, f"idle {idle_s:.0f} s >= {threshold:g} s", idle_s))
     return decisions
 
@@ -154,13 +174,18 @@ class IdleShutdown:
         terminate: Terminate,
         clock: Clock = time.time,
         fence: Fence | None = None,
+        pool_min: Mapping[str, int] | None = None,
     ) -> None:
-        """`terminate(node, reason)` stops a node: the fleet's terminate, through the node's provider."""
+        """`terminate(node, reason)` stops a node: the fleet's terminate, through the node's provider.
+
+        `pool_min` is each provider pool's `min_nodes`.
+        """
         self.store = store
         self.bus = bus
         self.nodes = nodes
         self.settings = settings
         self.terminate = terminate
+        self.pool_min = dict(pool_min or {})
         self.clock = clock
         self.fence = fence
         self.saved_cost_per_hour = 0.0
@@ -186,6 +211,7 @@ class IdleShutdown:
                 leased_jobs=leased.get(row["id"], 0),
                 sole_artifacts=sole[row["id"]],
                 utilisation=dict(row["utilisation"] or {}),
+                pool=row["pool"],
             )
             for row in rows
         ]
@@ -194,7 +220,9 @@ class IdleShutdown:
     def run_once(self) -> list[IdleDecision]:
         """One round: observe, decide, apply; return the decisions."""
         nodes, pending = self.observe()
-        decisions = decide(nodes, now=self.clock(), settings=self.settings, pending_work=pending)
+        decisions = decide(
+            nodes, now=self.clock(), settings=self.settings, pending_work=pending, pool_min=self.pool_min
+        )
         self.apply(decisions)
         return decisions
 
@@ -272,5 +300,6 @@ def idle_shutdown_daemon(context: DaemonContext) -> IdleShutdownDaemon:
         terminate=lambda node, reason: app.fleet.terminate(node.id, reason=f"idle: {reason}", fence=fence),
         clock=context.clock,
         fence=fence,
+        pool_min={name: pool.min_nodes for name, pool in app.settings.providers.items()},
     )
     return IdleShutdownDaemon(idle, app.settings.idle.interval_s, clock=context.clock)

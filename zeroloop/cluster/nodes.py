@@ -217,7 +217,8 @@ class NodeRegistry:
         """Mark a cleanly stopped node TERMINATED (it registers again when started); False if unknown or already so."""
         with self.store.transaction() as conn:
             row = queries.get_node(conn, node_id)
-            if row is None or NodeStatus(row["status"]) not in (*LIVE, NodeStatus.LOST):
+            # A worker the fleet is stopping leaves too: its machine is going, its worker is gone.
+            if row is None or NodeStatus(row["status"]) not in (*LIVE, NodeStatus.LOST, NodeStatus.TERMINATING):
                 return False
             return self.move(conn, row, NodeStatus.TERMINATED)
 
