@@ -81,6 +81,7 @@ def test_pool_grows_to_max_for_queued_work_then_shrinks_to_min_when_idle(tmp_pat
             scaler = Autoscaler(app.fleet, settings.autoscaler, app.profile_job_types, requeue=app.queue.requeue_node)
             (plan,) = scaler.run_once()
             assert plan.launch == 2 and plan.evidence["queued_jobs"] == 8  # capped at max_nodes
+            assert [outcome.error for outcome in scaler.collect(timeout_s=30)] == [None, None]
             assert sorted(_statuses(app)) == ["launching", "launching"]
             assert scaler.run_once()[0].launch == 0  # the starting machines count: nothing more
 
@@ -116,6 +117,7 @@ def test_pool_grows_to_max_for_queued_work_then_shrinks_to_min_when_idle(tmp_pat
             assert app.fleet.provider("local").machines() == []
             assert app.fleet.costs()["local"] > 0  # two machines billed while they ran
         finally:
+            scaler.close()
             _stop_all(app)
 
 
@@ -142,6 +144,7 @@ def test_a_worker_killed_with_sigkill_is_marked_lost_and_replaced(tmp_path: Path
 
             assert wait_until(replaced, 60, interval_s=0.3), app.nodes.list_nodes()
         finally:
+            scaler.close()
             _stop_all(app)
 
 

@@ -19,10 +19,11 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
-from zeroloop.cluster.fleet import Fleet, FleetError
+from zeroloop.cluster.fleet import Fleet, FleetError, LaunchOutcome
 from zeroloop.cluster.leases import leader_fence
 from zeroloop.cluster.nodes import LIVE, STARTING, Fence, NodeStatus
 from zeroloop.config import AutoscalerSettings, PoolSettings
@@ -187,6 +188,29 @@ class Autoscaler:
         self.fence = fence
         self.launched = 0
         self.last_plans: list[ScalePlan] = []
+        self.pending: list[Future[LaunchOutcome]] = []
+        self._launcher: ThreadPoolExecutor | None = None
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._launcher is None:
+            self._launcher = ThreadPoolExecutor(max_workers=4, thread_name_prefix="zeroloop-launch")
+        return self._launcher
+
+    def collect(self, timeout_s: float | None = 0.0) -> list[LaunchOutcome]:
+        """The launches that finished (waiting up to `timeout_s` seconds for the others; None: all)."""
+        if timeout_s != 0.0 and self.pending:
+            wait(self.pending, timeout=timeout_s)
+        done = [future for future in self.pending if future.done()]
+        self.pending = [future for future in self.pending if not future.done()]
+        outcomes = [future.result() for future in done]
+        self.launched += sum(1 for outcome in outcomes if outcome.error is None)
+        return outcomes
+
+    def close(self) -> None:
+        """Let launches in flight finish in the background; start no more."""
+        if self._launcher is not None:
+            self._launcher.shutdown(wait=False)
+            self._launcher = None
 
     def observe(self) -> tuple[list[PoolView], list[dict[str, Any]], float, dict[str, float]]:
         """The pools, the queued demand, the fleet's cost per hour now and recent job durations."""
@@ -228,7 +252,8 @@ class Autoscaler:
         )
 
     def run_once(self) -> list[ScalePlan]:
-        """One round: reconcile with the providers, plan, record the decisions, launch."""
+        """One round: reconcile with the providers, plan, record the decisions, start launches."""
+        self.collect()
         self.fleet.reconcile(self.requeue, self.fence)
         views, demand, cost, durations = self.observe()
         plans = plan(
@@ -238,11 +263,14 @@ class Autoscaler:
             self._record(scale)
             if scale.launch and self.settings.enabled:
                 try:
-                    outcomes = self.fleet.launch(scale.pool, scale.launch, fence=self.fence)
+                    node_ids = self.fleet.request(scale.pool, scale.launch, fence=self.fence)
                 except FleetError as exc:
                     log.warning("pool %s: %s", scale.pool, exc)
                     continue
-                self.launched += sum(1 for outcome in outcomes if outcome.error is None)
+                # A provider may take minutes to answer (a cloud provisioning): the launches run
+                # beside the loop; the requested nodes count as starting until they do.
+                for node_id in node_ids:
+                    self.pending.append(self._pool().submit(self.fleet.start, node_id))
         self.last_plans = plans
         return plans
 
@@ -278,10 +306,18 @@ class AutoscalerDaemon(LoopDaemon):
         """One autoscaler round, off the event loop."""
         await asyncio.to_thread(self.autoscaler.run_once)
 
+    async def run(self, stop: asyncio.Event) -> None:
+        """Tick until stopped, then stop starting launches."""
+        try:
+            await super().run(stop)
+        finally:
+            self.autoscaler.close()
+
     def details(self) -> dict[str, Any]:
         """Machines launched so far and the last plan per pool."""
         return {
             "launched": self.autoscaler.launched,
+            "launching": len(self.autoscaler.pending),
             "plans": {p.pool: f"{p.launch}: {p.reason}" for p in self.autoscaler.last_plans},
         }
 

@@ -147,7 +147,17 @@ class Fleet:
     def launch(
         self, pool_name: str, count: int = 1, *, profile: str | None = None, fence: Fence | None = None
     ) -> list[LaunchOutcome]:
-        """Launch `count` machines of `pool_name`; FleetError if over max_nodes or the budget (nothing launched)."""
+        """Launch `count` machines of `pool_name` now; FleetError if over max_nodes or the budget (nothing launched)."""
+        return [self.start(node_id) for node_id in self.request(pool_name, count, profile=profile, fence=fence)]
+
+    def request(
+        self, pool_name: str, count: int = 1, *, profile: str | None = None, fence: Fence | None = None
+    ) -> list[str]:
+        """Record `count` launch requests (REQUESTED nodes) of `pool_name`; `start` each to ask the provider.
+
+        The limits are checked and the rows written in one transaction, so two requests
+        never overshoot max_nodes or the budget. FleetError (nothing recorded) over either.
+        """
         provider = self.provider(pool_name)
         pool = provider.pool
         if count < 1:
@@ -167,7 +177,7 @@ class Fleet:
             self._check_budget(conn, pool_name, pool, count)
             for node_id in node_ids:
                 queries.insert_node(conn, self._requested_row(node_id, pool_name, pool, profile, now))
-        return [self._launch_one(provider, node_id, profile) for node_id in node_ids]
+        return node_ids
 
     def _check_budget(self, conn: Connection, pool_name: str, pool: PoolSettings, count: int) -> None:
         budget = self.settings.autoscaler.budget_per_hour
@@ -209,8 +219,15 @@ class Fleet:
             "launched_at": now,
         }
 
-    def _launch_one(self, provider: Provider, node_id: str, profile: str) -> LaunchOutcome:
+    def start(self, node_id: str) -> LaunchOutcome:
+        """Ask the provider to launch the machine of a REQUESTED node (this may take minutes: run it off a loop)."""
+        with self.store.read() as conn:
+            requested = queries.get_node(conn, node_id)
+        if requested is None or requested["status"] != NodeStatus.REQUESTED.value:
+            return LaunchOutcome(node_id, "the launch request was withdrawn")
+        provider = self.provider(requested["pool"])
         pool = provider.pool
+        profile = requested["profile"] or pool.profile
         spec = LaunchSpec(
             node_id=node_id,
             pool=provider.name,
@@ -228,8 +245,8 @@ class Fleet:
         except ProviderError as exc:
             with self.store.transaction() as conn:
                 row = queries.get_node(conn, node_id)
-                assert row is not None
-                self.nodes.move(conn, row, NodeStatus.FAILED, last_error=str(exc)[:2000])
+                if row is not None and row["status"] == NodeStatus.REQUESTED.value:
+                    self.nodes.move(conn, row, NodeStatus.FAILED, last_error=str(exc)[:2000])
                 self.bus.publish("NODE_LAUNCH_FAILED", {"pool": provider.name, "node": node_id, "reason": str(exc)})
             self.breakers.record_failure(key)
             log.error("launch of %s in pool %s failed: %s", node_id, provider.name, exc)
@@ -238,7 +255,7 @@ class Fleet:
             row = queries.get_node(conn, node_id)
             assert row is not None
             price = launched.price_per_hour if launched.price_per_hour is not None else pool.price_per_hour
-            self.nodes.move(
+            recorded = row["status"] == NodeStatus.REQUESTED.value and self.nodes.move(
                 conn,
                 row,
                 NodeStatus.LAUNCHING,
@@ -247,9 +264,13 @@ class Fleet:
                 cost_per_hour=price,
                 register_by=self.clock() + pool.launch_timeout_s,
             )
-            self.bus.publish(
-                "NODE_LAUNCHED", {"pool": provider.name, "node": node_id, "provider_id": launched.provider_id}
-            )
+            if recorded:
+                self.bus.publish(
+                    "NODE_LAUNCHED", {"pool": provider.name, "node": node_id, "provider_id": launched.provider_id}
+                )
+        if not recorded:  # withdrawn while the provider worked: do not leave the machine running
+            self._stop(provider, launched.provider_id)
+            return LaunchOutcome(node_id, "the launch request was withdrawn while launching; machine stopped")
         self.breakers.record_success(key)
         log.info("launched %s in pool %s (%s)", node_id, provider.name, launched.provider_id)
         return LaunchOutcome(node_id)
@@ -332,8 +353,12 @@ class Fleet:
                 rows = queries.pool_nodes(conn, name)
             known = {row["provider_id"] for row in rows if row["provider_id"]}
             requested = {row["id"] for row in rows if row["status"] == NodeStatus.REQUESTED.value}
+            by_node = {m.node_id: m for m in machines.values() if m.node_id}
             for row in rows:
-                self._settle(provider, row, machines.get(row["provider_id"] or ""), requeue, fence, done)
+                machine = machines.get(row["provider_id"] or "") or (
+                    by_node.get(row["id"]) if row["status"] == NodeStatus.REQUESTED.value else None
+                )
+                self._settle(provider, row, machine, requeue, fence, done)
             for machine in machines.values():
                 if machine.provider_id in known or machine.state in GONE or machine.node_id in requested:
                     continue
@@ -356,7 +381,18 @@ class Fleet:
         with self.store.transaction() as conn:
             if fence is not None:
                 fence(conn)
-            if status is NodeStatus.LAUNCHING and gone:
+            if status is NodeStatus.REQUESTED and now - row["launched_at"] > provider.pool.launch_timeout_s:
+                # The launcher died between asking the provider and recording its answer.
+                if machine is not None and machine.state not in GONE:
+                    self.nodes.move(
+                        conn, row, NodeStatus.LAUNCHING, provider_id=machine.provider_id, register_by=now
+                    )  # adopt it; it registers soon or fails at the next pass
+                else:
+                    why = "the launch never completed (the launching process stopped?)"
+                    if self.nodes.move(conn, row, NodeStatus.FAILED, last_error=why):
+                        self._launch_failed(provider.name, row["id"], why)
+                        done.failed.append(row["id"])
+            elif status is NodeStatus.LAUNCHING and gone:
                 why = "the machine vanished before its worker registered"
                 if self.nodes.move(conn, row, NodeStatus.FAILED, last_error=why):
                     self._launch_failed(provider.name, row["id"], why)
