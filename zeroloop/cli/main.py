@@ -19,6 +19,7 @@ from zeroloop.cli import pipeline as pipeline_cli
 from zeroloop.cli import queue as queue_cli
 from zeroloop.cli import quickstart as quickstart_cli
 from zeroloop.cli import run as run_cli
+from zeroloop.cli import tokens as tokens_cli
 from zeroloop.cli.common import console, err_console, settings
 from zeroloop.errors import ZeroloopError
 
@@ -38,6 +39,7 @@ app.add_typer(pipeline_cli.app, name="pipeline")
 app.add_typer(events_cli.app, name="events")
 app.add_typer(dlq_cli.app, name="dlq")
 app.add_typer(queue_cli.app, name="queue")
+app.add_typer(tokens_cli.app, name="tokens")
 
 
 @app.command("config")
