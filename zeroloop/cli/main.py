@@ -19,6 +19,7 @@ from zeroloop.cli import pipeline as pipeline_cli
 from zeroloop.cli import queue as queue_cli
 from zeroloop.cli import quickstart as quickstart_cli
 from zeroloop.cli import run as run_cli
+from zeroloop.cli import serve as serve_cli
 from zeroloop.cli import tokens as tokens_cli
 from zeroloop.cli.common import console, err_console, settings
 from zeroloop.errors import ZeroloopError
@@ -33,6 +34,7 @@ app = typer.Typer(
 app.add_typer(db.app, name="db")
 quickstart_cli.register(app)
 run_cli.register(app)
+serve_cli.register(app)
 cluster_cli.register(app)
 app.add_typer(models_cli.app, name="models")
 app.add_typer(pipeline_cli.app, name="pipeline")

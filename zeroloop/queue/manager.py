@@ -48,6 +48,9 @@ _ENQUEUE_DEFAULTS: dict[str, Any] = {
 }  # fmt: skip
 _REAP_BATCH = 500
 
+# A job's own outcome event, published with its result: (type, payload, dedup key).
+Outcome = tuple[str, Mapping[str, Any], str | None]
+
 
 class JobQueue:
     """The durable work queue of one store, used by producers, workers, the reaper and the CLI."""
@@ -247,10 +250,14 @@ class JobQueue:
                 raise self._stale(conn, job_id, token, "heartbeat")
         return expires
 
-    def complete(self, job_id: int, token: int, result: Any = None) -> Job:
-        """Record the result of the attempt held under `token`; StaleLeaseError if that lease is no longer current."""
+    def complete(self, job_id: int, token: int, result: Any = None, *, event: Outcome | None = None) -> Job:
+        """Record the result of the attempt held under `token`; StaleLeaseError if that lease is no longer current.
+
+        `event` (type, payload, dedup key) is the job's own outcome event, published in the
+        same transaction: the result and its announcement commit together or not at all.
+        """
         with self.store.transaction() as conn:
-            row = self._complete(conn, job_id, token, result)
+            row = self._complete(conn, job_id, token, result, event)
         return Job.from_row(row)
 
     def complete_and_claim(
@@ -262,14 +269,16 @@ class JobQueue:
         node: str,
         capabilities: Capabilities | None = None,
         types: Sequence[str] | None = None,
+        event: Outcome | None = None,
     ) -> tuple[Job, Lease | None]:
         """Complete the attempt held under `token` and lease `node`'s next job, in one transaction (one commit).
 
         For a worker that runs jobs back to back: the same as `complete` then `claim`, at
         half the commits. A stale token refuses both (StaleLeaseError), claiming nothing.
+        `event` is published with the result, as in `complete`.
         """
         with self.store.transaction() as conn:
-            done = self._complete(conn, job_id, token, result)
+            done = self._complete(conn, job_id, token, result, event)
             row = self._claim(conn, node, capabilities or Capabilities(), types)
         return Job.from_row(done), None if row is None else self._lease(row)
 
@@ -294,7 +303,9 @@ class JobQueue:
             self.bus.publish("JOB_CLAIMED", claimed)
         return row
 
-    def _complete(self, conn: Any, job_id: int, token: int, result: Any) -> Mapping[str, Any]:
+    def _complete(self, conn: Any, job_id: int, token: int, result: Any, event: Outcome | None) -> Mapping[str, Any]:
+        if event is not None:
+            self.bus.publish(event[0], dict(event[1]), dedup_key=event[2])  # rolled back with the rest if stale
         row = queries.finish_job(conn, job_id, token, status=JobStatus.COMPLETED.value, now=self.clock(), result=result)
         if row is None:
             raise self._stale(conn, job_id, token, "complete")
