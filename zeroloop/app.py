@@ -17,6 +17,7 @@ from zeroloop.cluster.leases import LeaseManager
 from zeroloop.cluster.nodes import NodeRegistry
 from zeroloop.config import Settings
 from zeroloop.daemons.manager import DaemonManager
+from zeroloop.daemons.records import DaemonRecords
 from zeroloop.events.bus import EventBus
 from zeroloop.pipeline.registry import ModelRegistry
 from zeroloop.queue.manager import JobQueue
@@ -68,6 +69,7 @@ class App:
             node=cluster.node_id,
         )
         self.registry = ModelRegistry(self.store, self.bus)
+        self.daemon_records = DaemonRecords(self.store, self.bus)
         self.daemons: DaemonManager | None = None  # set by bootstrap.initialize_all_coordinators
 
     def close(self) -> None:

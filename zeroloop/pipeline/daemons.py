@@ -103,7 +103,7 @@ def _executor(context: DaemonContext, job_types: tuple[str, ...]) -> ServiceDaem
         gpus=len(info.gpus), memory_bytes=info.memory_bytes, labels=frozenset(app.settings.cluster.labels)
     )
     executor = JobExecutor(
-        app.store,
+        app.registry,
         app.bus,
         app.queue,
         app.artifacts,

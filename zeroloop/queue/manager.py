@@ -23,6 +23,7 @@ from zeroloop.errors import BackpressureRefused, QueueError, StaleLeaseError
 from zeroloop.events import catalogue as ev
 from zeroloop.events.bus import EventBus
 from zeroloop.events.wiring import declare
+from zeroloop.ports import Outcome
 from zeroloop.queue.backpressure import BackpressureLevel, BackpressureMonitor, ResourceReader, psutil_reader
 from zeroloop.queue.jobs import NAME_PATTERN, Capabilities, Job, JobStatus, Lease, Requirements, transition
 from zeroloop.store.database import Store
@@ -47,9 +48,6 @@ _ENQUEUE_DEFAULTS: dict[str, Any] = {
     "idempotency_key": None, "max_attempts": None, "timeout_s": None,
 }  # fmt: skip
 _REAP_BATCH = 500
-
-# A job's own outcome event, published with its result: (type, payload, dedup key).
-Outcome = tuple[str, Mapping[str, Any], str | None]
 
 
 class JobQueue:

@@ -27,8 +27,9 @@ from zeroloop.cluster.nodes import NodeInfo, NodeRegistry, NodeStatus
 from zeroloop.errors import ArtifactError, Forbidden, QueueError
 from zeroloop.events.bus import EventBus
 from zeroloop.pipeline.registry import ModelRegistry
+from zeroloop.ports import Outcome
 from zeroloop.queue.jobs import Job
-from zeroloop.queue.manager import JobQueue, Outcome
+from zeroloop.queue.manager import JobQueue
 from zeroloop.remote import wire
 from zeroloop.server.tokens import Principal, Role, Tokens
 from zeroloop.store.queries import artifacts as artifact_queries
