@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import cast
 
 from rich.console import Console
 from rich.logging import RichHandler
@@ -35,3 +36,19 @@ def open_app(*, upgrade: bool | None = None) -> Iterator[App]:
     """Open the App for one command and close it afterwards."""
     with App(settings(), upgrade=upgrade) as app:
         yield app
+
+
+@contextmanager
+def open_worker() -> Iterator[App]:
+    """Open a worker's parts: over `zeroloop serve` when server.url is set, else over the store."""
+    loaded = settings()
+    if loaded.server.url is None:
+        with App(loaded) as app:
+            yield app
+        return
+    from zeroloop.remote.app import RemoteApp
+
+    with RemoteApp(loaded) as remote:
+        # RemoteApp has the worker-side subset of the App (each part a port of zeroloop.ports),
+        # which is all that the worker profiles' daemons touch.
+        yield cast(App, remote)

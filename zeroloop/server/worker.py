@@ -34,6 +34,7 @@ from zeroloop.remote import wire
 from zeroloop.server.tokens import Principal, Role, Tokens
 from zeroloop.store.queries import artifacts as artifact_queries
 from zeroloop.store.queries import daemons as daemon_queries
+from zeroloop.store.queries import pipelines as pipeline_queries
 
 router = APIRouter(prefix=wire.API)
 _UPLOAD = re.compile(rf"^{wire.API}/[^/]+/artifacts/[^/]+$")
@@ -102,6 +103,17 @@ def worker_settings(request: Request, node: Node) -> dict[str, Any]:
     """The settings a worker must share with the cluster: workload and queue (never a URL or a secret)."""
     settings = _zl(request).settings
     return {"workload": settings.workload.model_dump(mode="json"), "queue": settings.queue.model_dump(mode="json")}
+
+
+@router.get("/{node}/models/production")
+def production_models(request: Request, node: Node) -> dict[str, Any]:
+    """The production model's artifact of every pipeline that has one: {config_key: sha256}."""
+    app = _zl(request)
+    registry = ModelRegistry(app.store, _bus(app, node))
+    with app.store.read() as conn:
+        keys = [state["config_key"] for state in pipeline_queries.list_pipelines(conn)]
+    found = {key: registry.production(key) for key in keys}
+    return {"models": {key: model.artifact_sha256 for key, model in found.items() if model is not None}}
 
 
 @router.get("/{node}/models/{config_key}/production")
