@@ -28,6 +28,8 @@ def settings() -> Settings:
     )
     # Alembic narrates every migration context at INFO; zeroloop reports upgrades itself.
     logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLevelName(loaded.log_level)))
+    # httpx narrates every request of a worker at INFO; its failures reach zeroloop's own warnings.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLevelName(loaded.log_level)))
     return loaded
 
 
