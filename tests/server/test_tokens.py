@@ -112,6 +112,8 @@ def test_the_cli_creates_lists_and_revokes_and_prints_the_secret_once(tmp_path: 
             timeout=120, check=False,
         )  # fmt: skip
 
+    refused = zeroloop("serve", "--host", "0.0.0.0", "--port", "1")
+    assert refused.returncode == 2 and "no usable token" in refused.stderr and "tokens create" in refused.stderr
     created = zeroloop("tokens", "create", "--role", "worker", "--node", "w1", "--expires", "30d")
     assert created.returncode == 0, created.stderr
     secret = created.stdout.strip().splitlines()[-1]
