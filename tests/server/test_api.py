@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import sqlalchemy as sa
 
-from tests.server.conftest import Served
+from tests.helpers import make_app
+from tests.server.conftest import Served, running_server
+from zeroloop.config import ServerSettings
 from zeroloop.errors import ConfigError
 from zeroloop.pipeline import jobs
 from zeroloop.queue.jobs import JobStatus
@@ -163,3 +167,62 @@ def test_an_open_address_without_tokens_is_refused_at_start(store: object) -> No
         check_bind("0.0.0.0", tokens)
     tokens.create(Role.WORKER, node="w1")
     check_bind("0.0.0.0", tokens)
+
+
+def test_a_chunked_body_over_the_limit_is_refused_too(served: Served) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"utilisation": {"x": "'
+        for _ in range(5):
+            yield b"y" * 1_000_000
+        yield b'"}}'
+
+    answer = served.client.post(f"{W1}/heartbeat", content=chunks(), headers=Served.auth(served.worker))
+    assert answer.status_code == 413 and "max_body_bytes" in answer.json()["detail"]
+
+
+def test_uploads_over_the_artifact_limit_are_refused_declared_or_streamed(
+    store_url: str, tmp_path: Path, settings: object
+) -> None:
+    data = b"z" * 8000
+    sha = hashlib.sha256(data).hexdigest()
+    with make_app(store_url, tmp_path, server=ServerSettings(max_artifact_bytes=4096)) as app:
+        token, _ = Tokens(app.store).create(Role.WORKER, node="w1")
+        with running_server(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+            headers = Served.auth(token)
+            declared = client.put(f"{W1}/artifacts/{sha}", params={"kind": "game_batch"}, content=data, headers=headers)
+            streamed = client.put(
+                f"{W1}/artifacts/{sha}", params={"kind": "game_batch"}, content=iter([data[:4000], data[4000:]]),
+                headers=headers,
+            )  # fmt: skip
+        for answer in (declared, streamed):
+            assert answer.status_code == 413 and "max_artifact_bytes" in answer.json()["detail"]
+        with app.store.read() as conn:
+            assert conn.execute(sa.select(artifacts.c.sha256)).scalars().all() == []
+        assert list((tmp_path / "data" / "server" / "uploads").iterdir()) == []
+
+
+def test_a_job_completes_only_with_an_outcome_event_and_daemon_rows_only_for_the_node(served: Served) -> None:
+    w1 = Served.auth(served.worker)
+    job = served.app.queue.enqueue(jobs.SELFPLAY, "tic_tac_toe_2p", {"games": 1})
+    lease = served.client.post(f"{W1}/jobs/claim", json={}, headers=w1).json()["lease"]
+    progress = {"type": "TRAINING_PROGRESS", "payload": {"config_key": "tic_tac_toe_2p", "job_id": job.id, "step": 1,
+                "loss": 1.0, "samples_per_s": 1.0}}  # fmt: skip
+    wrong = served.client.post(
+        f"{W1}/jobs/{job.id}/complete", json={"token": lease["lease_token"], "event": progress}, headers=w1
+    )
+    assert wrong.status_code == 403 and "completes with one of" in wrong.json()["detail"]
+    assert served.app.queue.get(job.id).status is JobStatus.RUNNING
+    row = {"node": "w2", "name": "x", "state": "running", "restarts": 0, "health": {}, "updated_at": 1.0}
+    other = served.client.post(f"{W1}/daemons", json={"rows": [row]}, headers=w1)
+    assert other.status_code == 403 and "only its own daemon records" in other.json()["detail"]
+    info = {"id": "w1", "host": "h", "cores": 3}
+    bad = served.client.post(f"{W1}/register", json={"info": info}, headers=w1)
+    assert bad.status_code == 400 and "not a node description" in bad.json()["detail"]
+
+
+def test_readiness_fails_while_the_schema_is_behind(served: Served) -> None:
+    with served.app.store.transaction() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '0003'"))
+    answer = served.client.get("/readyz")
+    assert answer.status_code == 503 and "zeroloop db upgrade" in answer.json()["reason"]
+    assert served.client.get("/healthz").status_code == 200

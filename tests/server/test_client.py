@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
+from pathlib import Path
 
 import httpx
 import pytest
 
+from zeroloop.artifacts.cache import LocalCache
 from zeroloop.config import ServerSettings
 from zeroloop.errors import ArtifactError, AuthError, ConfigError, Forbidden, StaleLeaseError, ZeroloopError
 from zeroloop.remote.client import ServerClient
+from zeroloop.remote.parts import RemoteArtifacts, RemoteQueue
 from zeroloop.remote.wire import ServerUnavailable
 
 TOKEN = "zl_0123456789ab_" + "s" * 43
@@ -91,3 +95,25 @@ def test_server_settings_refuse_bad_values() -> None:
         ServerSettings(url="ftp://server")
     with pytest.raises(ValueError, match="tls_keyfile"):
         ServerSettings(tls_certfile="/etc/cert.pem")  # type: ignore[arg-type]
+
+
+def test_a_download_whose_bytes_miss_their_digest_never_enters_the_cache(tmp_path: Path) -> None:
+    wanted = hashlib.sha256(b"the real model").hexdigest()
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=b"tampered in transit")
+
+    cache = LocalCache(tmp_path / "cache", 10**9)
+    artifacts = RemoteArtifacts(_client(httpx.MockTransport(handle), []), cache)
+    with pytest.raises(ArtifactError, match="arrived as"):
+        artifacts.fetch(wanted)
+    assert cache.get(wanted) is None and [p for p in (tmp_path / "cache").rglob("*") if p.is_file()] == []
+
+
+def test_the_remote_queue_acts_only_as_its_client_node() -> None:
+    def handle(request: httpx.Request) -> httpx.Response:
+        raise AssertionError("no request may be sent")
+
+    queue = RemoteQueue(_client(httpx.MockTransport(handle), []))
+    with pytest.raises(ValueError, match="acts as node 'w1', not 'w2'"):
+        queue.claim("w2")

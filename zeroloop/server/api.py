@@ -54,8 +54,9 @@ class BodyLimit:
         upload = worker.is_upload(scope["method"], scope["path"])
         limit = self.max_upload_bytes if upload else self.max_json_bytes
         declared = dict(scope.get("headers") or []).get(b"content-length")
+        setting = "server.max_artifact_bytes" if upload else "server.max_body_bytes"
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            await _too_large(send, limit)
+            await _too_large(send, limit, setting)
             return
         if upload:
             await self.app(scope, receive, send)
@@ -69,7 +70,7 @@ class BodyLimit:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                await _too_large(send, limit)
+                await _too_large(send, limit, setting)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -87,10 +88,8 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
-async def _too_large(send: Send, limit: int) -> None:
-    body = json.dumps(
-        wire.error_body(wire.TooLarge(f"request body is larger than {limit} bytes (server.max_body_bytes)"))
-    ).encode()
+async def _too_large(send: Send, limit: int, setting: str) -> None:
+    body = json.dumps(wire.error_body(wire.TooLarge(f"request body is larger than {limit} bytes ({setting})"))).encode()
     await send(
         {
             "type": "http.response.start",
