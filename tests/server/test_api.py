@@ -226,3 +226,12 @@ def test_readiness_fails_while_the_schema_is_behind(served: Served) -> None:
     answer = served.client.get("/readyz")
     assert answer.status_code == 503 and "zeroloop db upgrade" in answer.json()["reason"]
     assert served.client.get("/healthz").status_code == 200
+
+
+def test_two_servers_over_one_store_hand_out_each_job_once(served: Served) -> None:
+    queued = [served.app.queue.enqueue(jobs.SELFPLAY, "tic_tac_toe_2p", {"games": 1}).id for _ in range(4)]
+    w1 = Served.auth(served.worker)
+    with running_server(served.app) as second, httpx.Client(base_url=second, timeout=30) as other:
+        clients = [served.client, other, served.client, other, other]
+        leases = [client.post(f"{W1}/jobs/claim", json={}, headers=w1).json()["lease"] for client in clients]
+    assert sorted(lease["id"] for lease in leases[:4]) == sorted(queued) and leases[4] is None

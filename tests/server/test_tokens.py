@@ -121,8 +121,11 @@ def test_the_cli_creates_lists_and_revokes_and_prints_the_secret_once(tmp_path: 
     token_id = secret.split("_")[1]
     listed = zeroloop("tokens", "ls")
     assert token_id in listed.stdout and "worker" in listed.stdout and secret.split("_", 2)[2] not in listed.stdout
+    env["ZEROLOOP_SERVER__TOKEN"] = secret
     config = zeroloop("config", "--json")
-    assert secret not in config.stdout
+    del env["ZEROLOOP_SERVER__TOKEN"]
+    assert config.returncode == 0 and '"token": "**********"' in config.stdout
+    assert secret.split("_", 2)[2] not in config.stdout
     bad = zeroloop("tokens", "create", "--role", "worker")
     assert bad.returncode == 2 and "--node" in bad.stderr
     assert zeroloop("tokens", "revoke", token_id).returncode == 0
