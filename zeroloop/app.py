@@ -27,6 +27,7 @@ from zeroloop.cluster.providers.skypilot import SkyPilotProvider
 from zeroloop.cluster.providers.slurm import SlurmProvider
 from zeroloop.config import Settings
 from zeroloop.daemons.manager import DaemonManager
+from zeroloop.daemons.records import DaemonRecords
 from zeroloop.daemons.registry import WORKER_PROFILES, DaemonSpec, Layer, Registry, profiles
 from zeroloop.errors import ConfigError
 from zeroloop.events.bus import EventBus
@@ -284,6 +285,7 @@ class App:
             held_dir=settings.data_dir / "held" / cluster.node_id,
         )
         self.registry = ModelRegistry(self.store, self.bus, clock)
+        self.daemon_records = DaemonRecords(self.store, self.bus)
         self.fleet = Fleet(self.store, self.bus, self.nodes, self.breakers, settings, providers, clock=clock)
         self.daemons: DaemonManager | None = None  # set by bootstrap.initialize_all_coordinators
 

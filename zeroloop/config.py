@@ -453,6 +453,43 @@ class WorkloadSettings(_Section):
         return self
 
 
+class ServerSettings(_Section):
+    """`zeroloop serve` (where it listens, what it accepts) and how a worker reaches it."""
+
+    url: str | None = Field(
+        default=None,
+        description="the server a worker talks to, http(s)://host:port; unset: the worker uses the store directly",
+    )
+    token: SecretStr | None = Field(default=None, description="this worker's token, from `zeroloop tokens create`")
+    host: str = Field(default="127.0.0.1", description="address `zeroloop serve` binds; off loopback needs tokens")
+    port: int = Field(default=8780, ge=1, le=65535, description="port `zeroloop serve` binds")
+    max_body_bytes: int = Field(
+        default=4 * 1024**2, ge=1024, description="largest JSON request body the server accepts (bytes)"
+    )
+    max_artifact_bytes: int = Field(
+        default=16 * 1024**3, ge=1024, description="largest artifact upload the server accepts (bytes)"
+    )
+    tls_certfile: Path | None = Field(default=None, description="PEM certificate: serve HTTPS (with tls_keyfile)")
+    tls_keyfile: Path | None = Field(default=None, description="PEM private key of tls_certfile")
+    request_timeout_s: float = Field(default=60.0, gt=0, description="worker: time one request may take (seconds)")
+    retry_initial_s: float = Field(default=0.5, ge=0, description="worker: first retry delay after a transport error")
+    retry_max_s: float = Field(default=10.0, ge=0, description="worker: largest retry delay (seconds)")
+    retry_attempts: int = Field(default=8, ge=1, description="worker: tries of one request before giving up")
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("give an http:// or https:// URL")
+        return value.rstrip("/") if value else value
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ServerSettings:
+        if (self.tls_certfile is None) != (self.tls_keyfile is None):
+            raise ValueError("set both tls_certfile and tls_keyfile, or neither")
+        return self
+
+
 class Settings(BaseSettings):
     """Every setting of zeroloop, validated at start."""
 
@@ -480,6 +517,7 @@ class Settings(BaseSettings):
         default_factory=dict, description="pool name -> the machines one provider launches for the fleet"
     )
     autoscaler: AutoscalerSettings = Field(default_factory=AutoscalerSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     workload: WorkloadSettings = Field(default_factory=WorkloadSettings)

@@ -24,6 +24,8 @@ was wrong and what to do about it, in one line, because the CLI prints them as-i
     ├── StageError             a pipeline stage change the stage machine does not allow
     ├── RegistryError          a model is unknown or cannot make the requested move
     ├── AlertError             an alert command failed (the bus retries the alert)
+    ├── AuthError              a server request carries no usable token                  (HTTP 401)
+    │   └── Forbidden          the token is valid but may not do this                    (HTTP 403)
     ├── ProviderError          a provider could not launch, stop or list machines  (zeroloop.cluster.providers.base)
     └── HandlerTimeout         an event handler ran past its timeout  (zeroloop.events.consumer, an EventError)
 """
@@ -109,3 +111,11 @@ class RegistryError(ZeroloopError):
 
 class AlertError(ZeroloopError):
     """An alert command failed; the bus retries the alert."""
+
+
+class AuthError(ZeroloopError):
+    """A request to `zeroloop serve` carries no token, or one that is unknown, expired or revoked."""
+
+
+class Forbidden(AuthError):
+    """A valid token asked for something its role or node may not do."""

@@ -43,7 +43,7 @@ def _app(store_url: str, tmp_path: Path, script: str) -> App:
 
 
 def _executor(app: App) -> JobExecutor:
-    return JobExecutor(app.store, app.bus, app.queue, app.artifacts, app.settings, node="w1")
+    return JobExecutor(app.registry, app.bus, app.queue, app.artifacts, app.settings, node="w1")
 
 
 def test_a_command_selfplay_job_is_uploaded_then_completed_and_announced(

@@ -6,6 +6,7 @@ import logging
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import cast
 
 import typer
 from rich.console import Console
@@ -35,6 +36,8 @@ def settings() -> Settings:
     )
     # Alembic narrates every migration context at INFO; zeroloop reports upgrades itself.
     logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLevelName(loaded.log_level)))
+    # httpx narrates every request of a worker at INFO; its failures reach zeroloop's own warnings.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLevelName(loaded.log_level)))
     return loaded
 
 
@@ -60,3 +63,19 @@ def finite(value: float) -> float:
     if not math.isfinite(value):
         raise typer.BadParameter(f"{value} is not a finite number")
     return value
+
+
+@contextmanager
+def open_worker() -> Iterator[App]:
+    """Open a worker's parts: over `zeroloop serve` when server.url is set, else over the store."""
+    loaded = settings()
+    if loaded.server.url is None:
+        with App(loaded) as app:
+            yield app
+        return
+    from zeroloop.remote.app import RemoteApp
+
+    with RemoteApp(loaded) as remote:
+        # RemoteApp has the worker-side subset of the App (each part a port of zeroloop.ports),
+        # which is all that the worker profiles' daemons touch.
+        yield cast(App, remote)

@@ -19,6 +19,8 @@ from zeroloop.cli import pipeline as pipeline_cli
 from zeroloop.cli import queue as queue_cli
 from zeroloop.cli import quickstart as quickstart_cli
 from zeroloop.cli import run as run_cli
+from zeroloop.cli import serve as serve_cli
+from zeroloop.cli import tokens as tokens_cli
 from zeroloop.cli.common import console, err_console, settings
 from zeroloop.cli.config_toml import to_toml
 from zeroloop.errors import ZeroloopError
@@ -38,12 +40,14 @@ app = typer.Typer(
 app.add_typer(db.app, name="db")
 quickstart_cli.register(app)
 run_cli.register(app)
+serve_cli.register(app)
 cluster_cli.register(app)
 app.add_typer(models_cli.app, name="models")
 app.add_typer(pipeline_cli.app, name="pipeline")
 app.add_typer(events_cli.app, name="events")
 app.add_typer(dlq_cli.app, name="dlq")
 app.add_typer(queue_cli.app, name="queue")
+app.add_typer(tokens_cli.app, name="tokens")
 
 
 @app.command(

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 import typer
 from rich.markup import escape
 
 from zeroloop.app import App
 from zeroloop.bootstrap import initialize_all_coordinators, shutdown_all_coordinators
-from zeroloop.cli.common import console, err_console, open_app, require_device
+from zeroloop.cli.common import console, err_console, open_app, open_worker, require_device
 from zeroloop.cli.helptext import examples
 from zeroloop.daemons.registry import WORKER_PROFILES, Registry
 
@@ -66,8 +68,8 @@ async def serve(app: App, profile: str, registry: Registry | None = None) -> int
             loop.remove_signal_handler(sig)
 
 
-def _run(profile: str) -> None:
-    with open_app() as app:
+def _run(profile: str, opener: Callable[[], AbstractContextManager[App]] = open_app) -> None:
+    with opener() as app:
         if profile != "coordinator":
             require_device(app.settings)  # this process runs jobs: its device must exist here
         code = asyncio.run(serve(app, profile))
@@ -92,10 +94,13 @@ def worker_command(
         "training_node", "--profile", "-p", help=f"Worker profile: {', '.join(WORKER_PROFILES)}."
     ),
 ) -> None:
-    """Run a worker: register this node, heartbeat, and run the profile's worker daemons."""
+    """Run a worker: register this node, heartbeat, and run the profile's worker daemons.
+
+    With ZEROLOOP_SERVER__URL (and ZEROLOOP_SERVER__TOKEN) set, the worker talks to `zeroloop serve` only.
+    """
     if profile not in WORKER_PROFILES:
         raise typer.BadParameter(f"choose one of {', '.join(WORKER_PROFILES)}", param_hint="--profile")
-    _run(profile)
+    _run(profile, open_worker)
 
 
 def register(app: typer.Typer) -> None:

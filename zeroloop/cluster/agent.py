@@ -23,6 +23,7 @@ from zeroloop.cluster.leases import leader_fence
 from zeroloop.cluster.nodes import Fence, NodeInfo, NodeRegistry, NodeStatus, Requeue
 from zeroloop.config import Settings
 from zeroloop.daemons.daemon import Clock, DaemonContext, LoopDaemon
+from zeroloop.ports import NodePort
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,7 @@ class NodeAgent(LoopDaemon):
 
     def __init__(
         self,
-        registry: NodeRegistry,
+        registry: NodePort,
         describe: Callable[[], NodeInfo],
         probe: Probe,
         interval_s: float,

@@ -40,7 +40,6 @@ from zeroloop.daemons.registry import DaemonSpec, Layer, RestartPolicy, order
 from zeroloop.errors import LeaseError
 from zeroloop.events.catalogue import DaemonCrashLoop
 from zeroloop.events.wiring import declare
-from zeroloop.store.queries import daemons as queries
 
 log = logging.getLogger(__name__)
 declare("zeroloop.daemons.manager", emits=("DAEMON_CRASH_LOOP",))
@@ -349,11 +348,7 @@ class DaemonManager:
             raise
 
     def _write(self, rows: list[dict[str, Any]], events: list[dict[str, Any]]) -> None:
-        with self.app.store.transaction() as conn:
-            for row in rows:
-                queries.upsert_daemon(conn, row)
-            for payload in events:
-                self.app.bus.publish("DAEMON_CRASH_LOOP", payload)
+        self.app.daemon_records.write(rows, events)
 
     # --- stopping ---------------------------------------------------------------------
 

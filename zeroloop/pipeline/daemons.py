@@ -28,6 +28,7 @@ from zeroloop.pipeline.executor import JobExecutor
 from zeroloop.pipeline.progress import ProgressRecorder
 from zeroloop.pipeline.scheduler import SelfplayScheduler
 from zeroloop.queue.jobs import Capabilities
+from zeroloop.remote.prefetch import RemotePrefetcher, remote_prefetcher
 from zeroloop.store.queries import pipelines as queries
 
 log = logging.getLogger(__name__)
@@ -144,7 +145,7 @@ def _executor(context: DaemonContext, job_types: tuple[str, ...]) -> ServiceDaem
     )
     executors = [
         JobExecutor(
-            app.store,
+            app.registry,
             app.bus,
             app.queue,
             app.artifacts,
@@ -187,8 +188,11 @@ class ModelPrefetcher:
 declare("model-distribution", handles=("MODEL_PROMOTED",))
 
 
-def model_distribution_daemon(context: DaemonContext) -> ServiceDaemon:
-    """Factory of `model_distribution`."""
+def model_distribution_daemon(context: DaemonContext) -> ServiceDaemon | RemotePrefetcher:
+    """Factory of `model_distribution` (a poller of the server's production models when the worker uses one)."""
+    remote = remote_prefetcher(context)
+    if remote is not None:
+        return remote
     prefetcher = ModelPrefetcher(context)
     return consumers_daemon(context, [prefetcher.spec()], describe=lambda: {"fetched": prefetcher.fetched})
 

@@ -33,19 +33,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from zeroloop.artifacts.repository import Artifacts
 from zeroloop.artifacts.transfer import ArtifactKind
 from zeroloop.config import Settings
 from zeroloop.errors import ArtifactError, QueueError, StaleLeaseError, WorkloadError
-from zeroloop.events.bus import EventBus
 from zeroloop.events.consumer import is_transient
 from zeroloop.events.wiring import declare
 from zeroloop.pipeline import child, jobs
 from zeroloop.pipeline.registry import model_id_for
+from zeroloop.ports import ArtifactPort, EventPort, JobPort, ModelPort
 from zeroloop.queue.jobs import Capabilities, Job, Lease
-from zeroloop.queue.manager import JobQueue
-from zeroloop.store.database import Store
-from zeroloop.store.queries import models as model_queries
 from zeroloop.workload.elo import elo_estimate
 from zeroloop.workload.protocol import (
     EvaluateRequest,
@@ -92,10 +88,10 @@ class JobExecutor:
 
     def __init__(
         self,
-        store: Store,
-        bus: EventBus,
-        queue: JobQueue,
-        artifacts: Artifacts,
+        models: ModelPort,
+        bus: EventPort,
+        queue: JobPort,
+        artifacts: ArtifactPort,
         settings: Settings,
         *,
         node: str,
@@ -103,8 +99,8 @@ class JobExecutor:
         job_types: tuple[str, ...] = jobs.JOB_TYPES,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        """`job_types` are the pipeline job types this executor claims."""
-        self.store = store
+        """`job_types` are the pipeline job types this executor claims; the parts are the store's or the server's."""
+        self.models = models
         self.bus = bus
         self.queue = queue
         self.artifacts = artifacts
@@ -413,9 +409,8 @@ class JobExecutor:
 
     def _production_model(self, config_key: str) -> Path | None:
         """The production model's file, fetched and verified; None before the first promotion."""
-        with self.store.read() as conn:
-            row = model_queries.production_model(conn, config_key)
-        return self.artifacts.fetch(row["artifact_sha256"]) if row else None
+        model = self.models.production(config_key)
+        return self.artifacts.fetch(model.artifact_sha256) if model else None
 
     def _publish_training_started(self, job: Job) -> None:
         payload = jobs.TrainJob.model_validate(job.payload)
@@ -428,7 +423,7 @@ class JobExecutor:
     def _finish(
         self, job: Job, token: int, prepared: Prepared, evidence: Evidence, *, claim_next: bool
     ) -> Lease | None:
-        """Upload the output; then, in one transaction, publish its event, complete the job and lease the next.
+        """Upload the output; then, in one transaction, complete the job with its event and lease the next.
 
         The next job is leased only when `claim_next`; that lease is returned.
         """
@@ -451,15 +446,14 @@ class JobExecutor:
         )
         result = {"artifact_sha256": artifact.sha256, "size_bytes": artifact.size_bytes, "counts": counts}
         event_type, payload = self._event_for(job, artifact.sha256, counts, samples)
-        with self.store.transaction():
-            self.bus.publish(event_type, payload, dedup_key=f"{event_type}:{job.id}")
-            if not claim_next:
-                self.queue.complete(job.id, token, result)
-                return None
-            _done, following = self.queue.complete_and_claim(
-                job.id, token, result, node=self.node, capabilities=self.capabilities, types=self.job_types
-            )
-            return following
+        event = (event_type, payload, f"{event_type}:{job.id}")
+        if not claim_next:
+            self.queue.complete(job.id, token, result, event=event)
+            return None
+        _done, following = self.queue.complete_and_claim(
+            job.id, token, result, node=self.node, capabilities=self.capabilities, types=self.job_types, event=event
+        )
+        return following
 
     def _event_for(self, job: Job, sha256: str, counts: dict[str, float], samples: int) -> tuple[str, dict[str, Any]]:
         base = {"config_key": job.config_key, "job_id": job.id}

@@ -22,6 +22,7 @@ from zeroloop.errors import BackpressureRefused, QueueError, StaleLeaseError
 from zeroloop.events import catalogue as ev
 from zeroloop.events.bus import EventBus
 from zeroloop.events.wiring import declare
+from zeroloop.ports import Outcome
 from zeroloop.queue.backpressure import BackpressureLevel, BackpressureMonitor, ResourceReader, psutil_reader
 from zeroloop.queue.jobs import NAME_PATTERN, Capabilities, Job, JobStatus, Lease, Requirements, transition
 from zeroloop.store.database import Store
@@ -290,10 +291,14 @@ class JobQueue:
                 raise self._stale(conn, job_id, token, "heartbeat", now=now)
         return expires
 
-    def complete(self, job_id: int, token: int, result: Any = None) -> Job:
-        """Record the result of the attempt held under `token`; StaleLeaseError if that lease is no longer current."""
+    def complete(self, job_id: int, token: int, result: Any = None, *, event: Outcome | None = None) -> Job:
+        """Record the result of the attempt held under `token`; StaleLeaseError if that lease is no longer current.
+
+        `event` (type, payload, dedup key) is the job's own outcome event, published in the
+        same transaction: the result and its announcement commit together or not at all.
+        """
         with self.store.transaction() as conn:
-            row = self._complete(conn, job_id, token, result)
+            row = self._complete(conn, job_id, token, result, event)
         return Job.from_row(row)
 
     def complete_and_claim(
@@ -305,14 +310,16 @@ class JobQueue:
         node: str,
         capabilities: Capabilities | None = None,
         types: Sequence[str] | None = None,
+        event: Outcome | None = None,
     ) -> tuple[Job, Lease | None]:
         """Complete the attempt held under `token` and lease `node`'s next job, in one transaction (one commit).
 
         For a worker that runs jobs back to back: the same as `complete` then `claim`, at
         half the commits. A stale token refuses both (StaleLeaseError), claiming nothing.
+        `event` is published with the result, as in `complete`.
         """
         with self.store.transaction() as conn:
-            done = self._complete(conn, job_id, token, result)
+            done = self._complete(conn, job_id, token, result, event)
             row = self._claim(conn, node, capabilities or Capabilities(), types)
         return Job.from_row(done), None if row is None else self._lease(row)
 
@@ -337,8 +344,10 @@ class JobQueue:
             self.bus.publish("JOB_CLAIMED", claimed)
         return row
 
-    def _complete(self, conn: Any, job_id: int, token: int, result: Any) -> Mapping[str, Any]:
+    def _complete(self, conn: Any, job_id: int, token: int, result: Any, event: Outcome | None) -> Mapping[str, Any]:
         check_json(result, f"the result of job {job_id}", self.settings.max_payload_bytes, QueueError)
+        if event is not None:
+            self.bus.publish(event[0], dict(event[1]), dedup_key=event[2])  # rolled back with the rest if stale
         now = self.clock()
         row = queries.finish_job(
             conn, job_id, token, status=JobStatus.COMPLETED.value, now=now, result=result, live=True

@@ -341,3 +341,18 @@ job_stats = Table(
     Column("cancelled", BigInteger, nullable=False),
     Column("updated_at", Float, nullable=False),
 )
+
+# API tokens of `zeroloop serve`: only the sha256 of each secret is kept (the secret is shown once).
+tokens = Table(
+    "tokens",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("secret_sha256", String(64), nullable=False, unique=True),
+    Column("role", String(20), nullable=False),
+    Column("node", Key),
+    Column("note", String(200)),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float),
+    Column("revoked_at", Float),
+    Column("last_used_at", Float),
+)

@@ -1,0 +1,194 @@
+"""Benchmark of `zeroloop serve`: the queue's hot path through the server next to direct store access.
+
+Enqueues N no-op jobs and lets W worker processes run them to the end, each holding one
+job at a time under a lease: once straight on the store (JobQueue), once through a
+`zeroloop serve` process on loopback with one worker token per process (RemoteQueue over
+HTTP: token check, JSON, a store transaction per request). Two loops are measured, as in
+bench/queue.py:
+
+- `complete_and_claim`: report the job and lease the next in one request (latency: that call);
+- `claim, complete`: two requests per job (latency: one claim round trip).
+
+    scripts/with-postgres .venv/bin/python -m bench.server [--jobs 2000] [--workers 4]
+"""
+
+# ruff: noqa: E402  (the imports follow the sys.path fix below on purpose)
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Run as a script, this file's folder would come first on sys.path and shadow `queue`.
+sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != Path(__file__).resolve().parent]
+
+import argparse
+import multiprocessing as mp
+import os
+import socket
+import statistics
+import subprocess
+import tempfile
+import time
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+
+from zeroloop.config import QueueSettings, ServerSettings, Settings
+from zeroloop.events.bus import EventBus
+from zeroloop.queue.backpressure import Resources
+from zeroloop.queue.manager import JobQueue
+from zeroloop.remote.client import ServerClient
+from zeroloop.remote.parts import RemoteQueue
+from zeroloop.server.tokens import Role, Tokens
+from zeroloop.store import migrate
+from zeroloop.store.database import Store
+
+JOB_TYPE = "noop"
+
+
+def _settings(url: str, data_dir: Path, jobs: int) -> Settings:
+    queue = QueueSettings(soft_limit=jobs + 1, hard_limit=jobs + 2, lease_s=30.0)
+    return Settings(data_dir=data_dir, store={"url": url}, queue=queue)
+
+
+def _direct_queue(settings: Settings, store: Store, node: str) -> JobQueue:
+    bus = EventBus(store, node=node, source="bench")
+    return JobQueue(store, bus, settings, resources=lambda: Resources(memory_pct=0.0, disk_pct=0.0))
+
+
+def _worker(index: int, target: dict[str, Any], jobs: int, combined: bool, start: Any, results: Any) -> None:
+    node = f"worker-{index}"
+    store: Store | None = None
+    client: ServerClient | None = None
+    if target["server"] is None:
+        settings = _settings(target["store"], Path(target["data_dir"]), jobs)
+        store = Store(target["store"], settings.store)
+        queue: Any = _direct_queue(settings, store, node)
+    else:
+        client = ServerClient(ServerSettings(url=target["server"], token=target["tokens"][index]), node)
+        queue = RemoteQueue(client)
+    queue.claim(node, types=["warmup"])  # connect before the clock starts
+    latencies: list[float] = []
+    results.put(("ready", index))
+    start.wait()
+    began = time.perf_counter()
+    t0 = time.perf_counter()
+    lease = queue.claim(node, types=[JOB_TYPE])
+    latencies.append(time.perf_counter() - t0)
+    while lease is not None:
+        if combined:
+            t0 = time.perf_counter()
+            _done, lease = queue.complete_and_claim(lease.job.id, lease.token, None, node=node, types=[JOB_TYPE])
+        else:
+            queue.complete(lease.job.id, lease.token, None)
+            t0 = time.perf_counter()
+            lease = queue.claim(node, types=[JOB_TYPE])
+        latencies.append(time.perf_counter() - t0)
+    ended = time.perf_counter()
+    if store is not None:
+        store.close()
+    if client is not None:
+        client.close()
+    results.put((index, len(latencies) - 1, began, ended, latencies[:-1]))
+
+
+def _prepare(url: str, data_dir: Path, jobs: int) -> None:
+    settings = _settings(url, data_dir, jobs)
+    with Store(url, settings.store) as store:
+        with store.transaction() as conn:
+            for table in ("job_dependencies", "jobs", "events", "backpressure"):
+                conn.execute(sa.text(f"DELETE FROM {table}"))
+        queue = _direct_queue(settings, store, "producer")
+        queue.enqueue_many([{"job_type": JOB_TYPE, "config_key": "bench_2p", "payload": {"n": n}} for n in range(jobs)])
+
+
+def measure(target: dict[str, Any], jobs: int, workers: int, *, combined: bool) -> tuple[float, list[float]]:
+    """Run the jobs with `workers` processes against `target`; return jobs/s and every call's latency (seconds)."""
+    _prepare(target["store"], Path(target["data_dir"]), jobs)
+    ctx = mp.get_context("spawn")
+    start, results = ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=_worker, args=(i, target, jobs, combined, start, results)) for i in range(workers)]
+    for proc in procs:
+        proc.start()
+    for _ in procs:
+        assert results.get(timeout=120)[0] == "ready"
+    start.set()
+    rows = [results.get(timeout=900) for _ in procs]
+    for proc in procs:
+        proc.join(timeout=60)
+    done = sum(row[1] for row in rows)
+    if done != jobs:
+        raise SystemExit(f"lost jobs: {jobs - done} never completed")
+    elapsed = max(row[3] for row in rows) - min(row[2] for row in rows)
+    return done / elapsed, sorted(lat for row in rows for lat in row[4])
+
+
+def _percentiles(latencies: list[float]) -> str:
+    p99 = latencies[int(0.99 * (len(latencies) - 1))]
+    return f"p50 {1000 * statistics.median(latencies):.2f} ms, p99 {1000 * p99:.2f} ms"
+
+
+def _start_server(url: str, data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {key: value for key, value in os.environ.items() if not key.startswith("ZEROLOOP_")}
+    env.update({"ZEROLOOP_STORE__URL": url, "ZEROLOOP_DATA_DIR": str(data_dir), "ZEROLOOP_LOG_LEVEL": "WARNING"})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zeroloop", "serve", "--port", str(port)], env=env, stdout=subprocess.DEVNULL
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # a benchmark, not a test: poll until the server answers
+        try:
+            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                return proc, base
+        except httpx.TransportError:
+            time.sleep(0.2)
+    proc.kill()
+    raise SystemExit("the server did not become ready within 60 s")
+
+
+def run(url: str, jobs: int, workers: int) -> None:
+    """Both loops, direct and through the server, on the database at `url` (emptied of jobs and events)."""
+    data_dir = Path(tempfile.mkdtemp(prefix="zeroloop-bench-"))
+    with Store(url) as store:
+        migrate.upgrade(store)
+        backend = store.backend
+        tokens = [Tokens(store).create(Role.WORKER, node=f"worker-{i}")[0] for i in range(workers)]
+    server, base = _start_server(url, data_dir / "server")
+    try:
+        print(f"\n[{backend}] {workers} workers, {jobs} jobs, {len(os.sched_getaffinity(0))} CPUs; server: 1 process")
+        for combined in (True, False):
+            loop = "complete_and_claim" if combined else "claim, complete"
+            direct = {"store": url, "data_dir": str(data_dir), "server": None}
+            remote = {**direct, "server": base, "tokens": tokens}
+            rate_d, lat_d = measure(direct, jobs, workers, combined=combined)
+            rate_s, lat_s = measure(remote, jobs, workers, combined=combined)
+            what = "complete_and_claim call" if combined else "claim round trip"
+            print(f"  loop {loop}:")
+            print(f"    direct: {rate_d:8,.0f} jobs/s   {what}: {_percentiles(lat_d)}")
+            print(f"    server: {rate_s:8,.0f} jobs/s   {what}: {_percentiles(lat_s)}")
+            print(f"    server / direct: {rate_s / rate_d:.2f}x the throughput")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def main() -> None:
+    """Parse arguments; run on PostgreSQL when ZEROLOOP_TEST_POSTGRES_URL is set, else on SQLite."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=2000)
+    parser.add_argument("--workers", type=int, default=4)
+    args = parser.parse_args()
+    pg = os.environ.get("ZEROLOOP_TEST_POSTGRES_URL")
+    if pg:
+        run(pg, args.jobs, args.workers)
+        return
+    with tempfile.TemporaryDirectory(prefix="zeroloop-bench-") as tmp:
+        run(f"sqlite:///{tmp}/bench.db", args.jobs, args.workers)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,237 @@
+"""The worker API refuses what it must with a clear 4xx and changes nothing: tokens, bad input, stale leases."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from tests.helpers import make_app
+from tests.server.conftest import Served, running_server
+from zeroloop.config import ServerSettings
+from zeroloop.errors import ConfigError
+from zeroloop.pipeline import jobs
+from zeroloop.queue.jobs import JobStatus
+from zeroloop.remote.wire import API
+from zeroloop.server.serve import check_bind, is_loopback
+from zeroloop.server.tokens import Role, Tokens
+from zeroloop.store.schema import artifacts, events, nodes
+
+W1 = f"{API}/w1"
+
+
+def _event_count(served: Served) -> int:
+    with served.app.store.read() as conn:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(events)).scalar_one())
+
+
+def test_health_and_readiness(served: Served) -> None:
+    assert served.client.get("/healthz").json() == {"status": "ok"}
+    ready = served.client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["status"] == "ready"
+
+
+def test_bad_tokens_get_401_or_403_and_change_nothing(served: Served) -> None:
+    job = served.app.queue.enqueue(jobs.SELFPLAY, "tic_tac_toe_2p", {"games": 1})
+    expired, _ = Tokens(served.app.store, clock=lambda: time.time() - 100).create(Role.WORKER, node="w1", expires_s=10)
+    revoked, row = Tokens(served.app.store).create(Role.WORKER, node="w1")
+    Tokens(served.app.store).revoke(row["id"])
+    before = _event_count(served)
+    cases = {
+        None: (401, "no token"),
+        "zl_0123456789ab_" + "x" * 43: (401, "not valid"),
+        served.worker[:-4] + "AAAA": (401, "not valid"),
+        expired: (401, "expired"),
+        revoked: (401, "revoked"),
+        served.viewer: (403, "viewer token"),
+    }
+    for token, (status, reason) in cases.items():
+        headers = Served.auth(token) if token else {}
+        answer = served.client.post(f"{W1}/jobs/claim", json={}, headers=headers)
+        assert answer.status_code == status, (token, answer.text)
+        assert reason in answer.json()["detail"]
+        assert token is None or token.split("_", 2)[2] not in answer.text
+    other = served.client.post(f"{API}/w2/jobs/claim", json={}, headers=Served.auth(served.worker))
+    assert other.status_code == 403 and "not as 'w2'" in other.json()["detail"]
+    assert served.app.queue.get(job.id).status is JobStatus.QUEUED
+    assert _event_count(served) == before
+
+
+def test_a_worker_cannot_register_publish_or_complete_as_another_node(served: Served) -> None:
+    w1 = Served.auth(served.worker)
+    info = {"id": "w2", "host": "h", "provider": "manual", "cpu_count": 1, "memory_bytes": 1, "disk_bytes": 1}
+    answer = served.client.post(f"{W1}/register", json={"info": info}, headers=w1)
+    assert answer.status_code == 403 and "cannot register as 'w2'" in answer.json()["detail"]
+    served.app.queue.enqueue(jobs.SELFPLAY, "tic_tac_toe_2p", {"games": 1})
+    w2 = Tokens(served.app.store).create(Role.WORKER, node="w2")[0]
+    lease = served.client.post(f"{API}/w2/jobs/claim", json={}, headers=Served.auth(w2)).json()["lease"]
+    stolen = served.client.post(f"{W1}/jobs/{lease['id']}/complete", json={"token": lease["lease_token"]}, headers=w1)
+    assert stolen.status_code == 403 and "leased to node 'w2'" in stolen.json()["detail"]
+    assert served.app.queue.get(lease["id"]).status is JobStatus.RUNNING
+    refused = served.client.post(f"{W1}/events", json={"type": "MODEL_PROMOTED", "payload": {}}, headers=w1)
+    assert refused.status_code == 403 and "workers publish only" in refused.json()["detail"]
+    with served.app.store.read() as conn:
+        assert conn.execute(sa.select(nodes.c.id)).scalars().all() == []
+
+
+def test_bad_input_gets_a_clear_4xx_and_stores_nothing(served: Served) -> None:
+    w1 = Served.auth(served.worker)
+    before = _event_count(served)
+    malformed = served.client.post(
+        f"{W1}/jobs/claim", content=b"{not json", headers={**w1, "content-type": "application/json"}
+    )
+    assert malformed.status_code == 400 and "invalid request" in malformed.json()["detail"]
+    wrong_shape = served.client.post(f"{W1}/jobs/claim", json={"types": 3, "extra": 1}, headers=w1)
+    assert wrong_shape.status_code == 400
+    huge = served.client.post(f"{W1}/heartbeat", json={"utilisation": {"x": "y" * 5_000_000}}, headers=w1)
+    assert huge.status_code == 413 and "max_body_bytes" in huge.json()["detail"]
+    unknown = served.client.post(f"{W1}/jobs/999999/complete", json={"token": 1}, headers=w1)
+    assert unknown.status_code == 404 and "no job 999999" in unknown.json()["detail"]
+    assert _event_count(served) == before
+
+
+def test_a_stale_fencing_token_is_refused_with_409(served: Served) -> None:
+    w1 = Served.auth(served.worker)
+    job = served.app.queue.enqueue(jobs.SELFPLAY, "tic_tac_toe_2p", {"games": 1})
+    lease = served.client.post(f"{W1}/jobs/claim", json={"types": ["selfplay"]}, headers=w1).json()["lease"]
+    assert lease["id"] == job.id
+    token = lease["lease_token"]
+    beat = served.client.post(f"{W1}/jobs/{job.id}/heartbeat", json={"token": token}, headers=w1)
+    assert beat.status_code == 200 and beat.json()["expires_at"] > time.time()
+    before = _event_count(served)
+    event = {"type": "SELFPLAY_COMPLETE", "payload": {"config_key": "tic_tac_toe_2p", "job_id": job.id,
+             "artifact_sha256": "0" * 64, "games": 1, "samples": 1}, "dedup_key": f"x:{job.id}"}  # fmt: skip
+    stale = served.client.post(
+        f"{W1}/jobs/{job.id}/complete", json={"token": token - 1, "result": {}, "event": event}, headers=w1
+    )
+    assert stale.status_code == 409 and "re-leased" in stale.json()["detail"]
+    assert stale.json()["error"] == "StaleLeaseError"
+    assert _event_count(served) == before  # the outcome event was not published with the refused result
+    done = served.client.post(
+        f"{W1}/jobs/{job.id}/complete", json={"token": token, "result": {"ok": 1}, "event": event}, headers=w1
+    )
+    assert done.status_code == 200 and done.json()["job"]["status"] == "completed"
+    again = served.client.post(f"{W1}/jobs/{job.id}/fail", json={"token": token, "error": "late"}, headers=w1)
+    assert again.status_code == 409 and "completed, not running" in again.json()["detail"]
+
+
+def test_an_artifact_whose_bytes_miss_their_digest_is_refused_and_nothing_stored(
+    served: Served, tmp_path: Path
+) -> None:
+    w1 = Served.auth(served.worker)
+    data = b"game records" * 1000
+    sha = hashlib.sha256(data).hexdigest()
+    wrong = hashlib.sha256(b"other").hexdigest()
+    refused = served.client.put(f"{W1}/artifacts/{wrong}", params={"kind": "game_batch"}, content=data, headers=w1)
+    assert refused.status_code == 422 and "nothing stored" in refused.json()["detail"]
+    bad_meta = served.client.put(
+        f"{W1}/artifacts/{sha}", params={"kind": "game_batch"}, content=data, headers={**w1, "X-Zeroloop-Meta": "{"}
+    )
+    assert bad_meta.status_code == 400
+    with served.app.store.read() as conn:
+        assert conn.execute(sa.select(artifacts.c.sha256)).scalars().all() == []
+    stored_files = [p for p in (tmp_path / "data").rglob("*") if p.is_file() and "cache" not in p.parts]
+    assert [p for p in stored_files if p.suffix != ".db" and "zeroloop.db" not in p.name] == []
+    missing = served.client.get(f"{W1}/artifacts/{sha}", headers=w1)
+    assert missing.status_code == 404
+    ok = served.client.put(
+        f"{W1}/artifacts/{sha}", params={"kind": "game_batch", "config_key": "tic_tac_toe_2p"}, content=data,
+        headers={**w1, "X-Zeroloop-Meta": '{"samples": 3}'},
+    )  # fmt: skip
+    assert ok.status_code == 200 and ok.json()["size_bytes"] == len(data)
+    fetched = served.client.get(f"{W1}/artifacts/{sha}", headers=w1)
+    assert fetched.content == data and fetched.headers["X-Zeroloop-SHA256"] == sha
+
+
+def test_settings_for_a_worker_carry_no_url_and_no_secret(served: Served) -> None:
+    answer = served.client.get(f"{W1}/settings", headers=Served.auth(served.worker)).json()
+    assert set(answer) == {"workload", "queue"}
+    text = str(answer)
+    assert "sqlite" not in text and "postgresql" not in text and served.worker not in text
+
+
+def test_an_open_address_without_tokens_is_refused_at_start(store: object) -> None:
+    from zeroloop.store.database import Store
+
+    assert isinstance(store, Store)
+    tokens = Tokens(store)
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("10.1.2.3") and not is_loopback("example.org")
+    check_bind("127.0.0.1", tokens)
+    with pytest.raises(ConfigError, match="no usable token"):
+        check_bind("0.0.0.0", tokens)
+    tokens.create(Role.WORKER, node="w1")
+    check_bind("0.0.0.0", tokens)
+
+
+def test_a_chunked_body_over_the_limit_is_refused_too(served: Served) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"utilisation": {"x": "'
+        for _ in range(5):
+            yield b"y" * 1_000_000
+        yield b'"}}'
+
+    answer = served.client.post(f"{W1}/heartbeat", content=chunks(), headers=Served.auth(served.worker))
+    assert answer.status_code == 413 and "max_body_bytes" in answer.json()["detail"]
+
+
+def test_uploads_over_the_artifact_limit_are_refused_declared_or_streamed(
+    store_url: str, tmp_path: Path, settings: object
+) -> None:
+    data = b"z" * 8000
+    sha = hashlib.sha256(data).hexdigest()
+    with make_app(store_url, tmp_path, server=ServerSettings(max_artifact_bytes=4096)) as app:
+        token, _ = Tokens(app.store).create(Role.WORKER, node="w1")
+        with running_server(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+            headers = Served.auth(token)
+            declared = client.put(f"{W1}/artifacts/{sha}", params={"kind": "game_batch"}, content=data, headers=headers)
+            streamed = client.put(
+                f"{W1}/artifacts/{sha}", params={"kind": "game_batch"}, content=iter([data[:4000], data[4000:]]),
+                headers=headers,
+            )  # fmt: skip
+        for answer in (declared, streamed):
+            assert answer.status_code == 413 and "max_artifact_bytes" in answer.json()["detail"]
+        with app.store.read() as conn:
+            assert conn.execute(sa.select(artifacts.c.sha256)).scalars().all() == []
+        assert list((tmp_path / "data" / "server" / "uploads").iterdir()) == []
+
+
+def test_a_job_completes_only_with_an_outcome_event_and_daemon_rows_only_for_the_node(served: Served) -> None:
+    w1 = Served.auth(served.worker)
+    job = served.app.queue.enqueue(jobs.SELFPLAY, "tic_tac_toe_2p", {"games": 1})
+    lease = served.client.post(f"{W1}/jobs/claim", json={}, headers=w1).json()["lease"]
+    progress = {"type": "TRAINING_PROGRESS", "payload": {"config_key": "tic_tac_toe_2p", "job_id": job.id, "step": 1,
+                "loss": 1.0, "samples_per_s": 1.0}}  # fmt: skip
+    wrong = served.client.post(
+        f"{W1}/jobs/{job.id}/complete", json={"token": lease["lease_token"], "event": progress}, headers=w1
+    )
+    assert wrong.status_code == 403 and "completes with one of" in wrong.json()["detail"]
+    assert served.app.queue.get(job.id).status is JobStatus.RUNNING
+    row = {"node": "w2", "name": "x", "state": "running", "restarts": 0, "health": {}, "updated_at": 1.0}
+    other = served.client.post(f"{W1}/daemons", json={"rows": [row]}, headers=w1)
+    assert other.status_code == 403 and "only its own daemon records" in other.json()["detail"]
+    info = {"id": "w1", "host": "h", "cores": 3}
+    bad = served.client.post(f"{W1}/register", json={"info": info}, headers=w1)
+    assert bad.status_code == 400 and "not a node description" in bad.json()["detail"]
+
+
+def test_readiness_fails_while_the_schema_is_behind(served: Served) -> None:
+    with served.app.store.transaction() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '0003'"))
+    answer = served.client.get("/readyz")
+    assert answer.status_code == 503 and "zeroloop db upgrade" in answer.json()["reason"]
+    assert served.client.get("/healthz").status_code == 200
+
+
+def test_two_servers_over_one_store_hand_out_each_job_once(served: Served) -> None:
+    queued = [served.app.queue.enqueue(jobs.SELFPLAY, "tic_tac_toe_2p", {"games": 1}).id for _ in range(4)]
+    w1 = Served.auth(served.worker)
+    with running_server(served.app) as second, httpx.Client(base_url=second, timeout=30) as other:
+        clients = [served.client, other, served.client, other, other]
+        leases = [client.post(f"{W1}/jobs/claim", json={}, headers=w1).json()["lease"] for client in clients]
+    assert sorted(lease["id"] for lease in leases[:4]) == sorted(queued) and leases[4] is None

@@ -1,0 +1,22 @@
+"""`zeroloop serve`: the HTTP front workers use instead of the store (see docs/server.md)."""
+
+from __future__ import annotations
+
+import typer
+
+from zeroloop.cli.common import open_app
+from zeroloop.server.serve import serve
+
+
+def serve_command(
+    host: str | None = typer.Option(None, "--host", help="Address to bind (default: server.host, 127.0.0.1)."),
+    port: int | None = typer.Option(None, "--port", min=1, max=65535, help="Port to bind (default: server.port)."),
+) -> None:
+    """Serve the worker API over the store; off loopback, tokens are required (`zeroloop tokens create`)."""
+    with open_app() as app:
+        serve(app, host=host or app.settings.server.host, port=port or app.settings.server.port)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `serve` to the top-level command."""
+    app.command("serve")(serve_command)

@@ -1,0 +1,66 @@
+"""`zeroloop tokens`: hand out, list and revoke the API tokens of `zeroloop serve`."""
+
+from __future__ import annotations
+
+import time
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from zeroloop.cli.common import console, open_app
+from zeroloop.server.tokens import Role, Tokens, parse_duration
+
+app = typer.Typer(help="API tokens for `zeroloop serve`: workers, viewers, admins.", no_args_is_help=True)
+
+
+def _when(epoch: float | None) -> str:
+    return "" if epoch is None else time.strftime("%Y-%m-%d %H:%M", time.localtime(epoch))
+
+
+@app.command("create")
+def create(
+    role: Role = typer.Option(..., "--role", "-r", help="worker (acts as one node), viewer or admin."),  # noqa: B008
+    node: str | None = typer.Option(None, "--node", "-n", help="The node a worker token acts as (required then)."),
+    expires: str | None = typer.Option(None, "--expires", "-e", help="Lifetime such as 12h, 30d, 2w; default never."),
+    note: str | None = typer.Option(None, "--note", help="A free-form note shown by `tokens ls`."),
+) -> None:
+    """Create a token and print it once: it is stored only as a hash and cannot be shown again."""
+    expires_s = parse_duration(expires) if expires is not None else None
+    with open_app() as zl:
+        secret, row = Tokens(zl.store).create(role, node=node, expires_s=expires_s, note=note)
+    console.print(f"token {row['id']} ({row['role']}{', node ' + escape(node) if node else ''}) created")
+    console.print("give it to the worker as ZEROLOOP_SERVER__TOKEN; it is not shown again:")
+    print(secret)  # plain stdout, no markup or wrapping, so it can be piped
+
+
+@app.command("ls")
+def list_tokens() -> None:
+    """List tokens: id, role, node, created, expires, revoked, last used (never a secret)."""
+    with open_app() as zl:
+        rows = Tokens(zl.store).list()
+    table = Table(show_header=True, header_style="bold", title="tokens")
+    for column in ("id", "role", "node", "created", "expires", "revoked", "last used", "note"):
+        table.add_column(column, no_wrap=True)
+    now = time.time()
+    for row in rows:
+        expired = row["expires_at"] is not None and row["expires_at"] <= now
+        table.add_row(
+            row["id"],
+            row["role"],
+            escape(row["node"] or ""),
+            _when(row["created_at"]),
+            ("[red]" if expired else "") + _when(row["expires_at"]) + ("[/red]" if expired else ""),
+            _when(row["revoked_at"]),
+            _when(row["last_used_at"]),
+            escape(row["note"] or ""),
+        )
+    console.print(table)
+
+
+@app.command("revoke")
+def revoke(token_id: str = typer.Argument(..., help="The token's id, as `tokens ls` shows it.")) -> None:
+    """Revoke a token at once: the next request that presents it is refused."""
+    with open_app() as zl:
+        Tokens(zl.store).revoke(token_id)
+    console.print(f"token {escape(token_id)} revoked")

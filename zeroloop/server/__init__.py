@@ -1,0 +1,1 @@
+"""`zeroloop serve`: a stateless HTTP front to the store, so workers need no database credentials."""

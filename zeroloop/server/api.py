@@ -1,0 +1,155 @@
+"""The FastAPI application of `zeroloop serve`: health endpoints, the worker API, errors, body limits.
+
+The server keeps no state of its own: every request is answered from the one App it
+was given (the store, the artifact location), so any number of servers may run side by
+side behind a load balancer, and one killed mid-request loses nothing a retry cannot redo.
+Errors are mapped to HTTP statuses in one place, `zeroloop.remote.wire.status_of`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from zeroloop.app import App
+from zeroloop.errors import ZeroloopError
+from zeroloop.remote import wire
+from zeroloop.server import worker
+from zeroloop.server.tokens import Tokens
+from zeroloop.store import migrate
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class BodyLimit:
+    """Refuses request bodies over their limit with 413 before the endpoint sees them.
+
+    JSON bodies are small: they are read whole (up to `max_json_bytes`) and replayed. An
+    artifact upload is streamed, so its limit is enforced by the endpoint as bytes arrive;
+    here only a declared Content-Length over `max_upload_bytes` is refused early.
+    """
+
+    def __init__(self, app: ASGIApp, *, max_json_bytes: int, max_upload_bytes: int) -> None:
+        self.app = app
+        self.max_json_bytes = max_json_bytes
+        self.max_upload_bytes = max_upload_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request on, or answer 413."""
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+            return
+        upload = worker.is_upload(scope["method"], scope["path"])
+        limit = self.max_upload_bytes if upload else self.max_json_bytes
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        setting = "server.max_artifact_bytes" if upload else "server.max_body_bytes"
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await _too_large(send, limit, setting)
+            return
+        if upload:
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                await _too_large(send, limit, setting)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+async def _too_large(send: Send, limit: int, setting: str) -> None:
+    body = json.dumps(wire.error_body(wire.TooLarge(f"request body is larger than {limit} bytes ({setting})"))).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def create_api(app: App, *, loopback: bool = True) -> FastAPI:
+    """The server over `app`. `loopback`: it listens on loopback only (requests may then go without a
+    token while the store holds none)."""
+    api = FastAPI(title="zeroloop", docs_url=None, redoc_url=None, openapi_url=None)
+    api.state.zl = app
+    api.state.tokens = Tokens(app.store)
+    api.state.loopback = loopback
+    server = app.settings.server
+
+    @api.exception_handler(ZeroloopError)
+    async def zeroloop_error(_request: Request, exc: ZeroloopError) -> JSONResponse:
+        status = wire.status_of(exc)
+        if status >= 500:
+            log.warning("request failed: %s", exc)
+        return JSONResponse(wire.error_body(exc), status_code=status)
+
+    @api.exception_handler(RequestValidationError)
+    async def bad_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()[:5]
+        )
+        return JSONResponse(wire.error_body(wire.BadRequest(f"invalid request: {problems}")), status_code=400)
+
+    @api.exception_handler(Exception)
+    async def internal(_request: Request, exc: Exception) -> JSONResponse:
+        log.error("internal error: %s: %s", type(exc).__name__, exc)
+        return JSONResponse({"error": "InternalError", "detail": "internal server error; see the server log"}, 500)
+
+    @api.get("/healthz")
+    def healthz() -> dict[str, str]:
+        """The process is up and answering."""
+        return {"status": "ok"}
+
+    @api.get("/readyz")
+    def readyz() -> JSONResponse:
+        """The store is reachable and its schema is the one this code needs."""
+        try:
+            app.store.ping()
+            schema = migrate.status(app.store)
+        except ZeroloopError as exc:
+            return JSONResponse({"status": "unready", "reason": str(exc)}, status_code=503)
+        if not schema.up_to_date:
+            reason = f"store schema is {schema.current}, code needs {schema.head}: run `zeroloop db upgrade`"
+            return JSONResponse({"status": "unready", "reason": reason}, status_code=503)
+        return JSONResponse({"status": "ready", "schema": schema.current})
+
+    api.include_router(worker.router)
+    api.add_middleware(
+        BodyLimit,
+        max_json_bytes=server.max_body_bytes,
+        max_upload_bytes=server.max_artifact_bytes,
+    )
+    return api
