@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 
 import pytest
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from tests.events.conftest import no_sleep, node_lost
 from tests.helpers import FakeClock, run_async
@@ -14,7 +16,7 @@ from zeroloop.config import EventSettings
 from zeroloop.daemons.daemon import HealthState, LoopDaemon
 from zeroloop.errors import BackpressureRefused, StoreUnavailable
 from zeroloop.events.bus import Event, EventBus
-from zeroloop.events.consumer import ConsumerSpec
+from zeroloop.events.consumer import ConsumerSpec, is_transient
 from zeroloop.events.deadletters import DeadLetters
 from zeroloop.events.runner import ConsumerRunner
 from zeroloop.pipeline.executor import JobExecutor
@@ -94,3 +96,14 @@ async def test_the_executor_waits_out_an_outage_while_claiming(app: App, tmp_pat
     assert claims == 4
     assert degraded == [False, True, True, True]
     assert "store_unavailable_since" not in executor.health()
+
+
+def test_which_store_errors_are_transient() -> None:
+    def wrapped(orig: Exception) -> OperationalError:
+        return OperationalError("SELECT 1", {}, orig)
+
+    assert is_transient(wrapped(sqlite3.OperationalError("database is locked")))
+    assert is_transient(wrapped(sqlite3.OperationalError("database or disk is full")))
+    assert not is_transient(wrapped(sqlite3.OperationalError("no such table: jobs")))  # a mistake, not a moment
+    assert not is_transient(ProgrammingError("SELECT", {}, Exception("syntax error")))
+    assert not is_transient(ValueError("bad payload"))
