@@ -13,7 +13,8 @@ from tests.events.conftest import no_sleep, node_lost
 from tests.helpers import FakeClock, run_async
 from zeroloop.app import App
 from zeroloop.config import EventSettings
-from zeroloop.daemons.daemon import HealthState, LoopDaemon
+from zeroloop.daemons.daemon import DaemonContext, HealthState, Leadership, LoopDaemon
+from zeroloop.daemons.manager import DaemonManager
 from zeroloop.errors import BackpressureRefused, StoreUnavailable
 from zeroloop.events.bus import Event, EventBus
 from zeroloop.events.consumer import ConsumerSpec, is_transient
@@ -107,3 +108,28 @@ def test_which_store_errors_are_transient() -> None:
     assert not is_transient(wrapped(sqlite3.OperationalError("no such table: jobs")))  # a mistake, not a moment
     assert not is_transient(ProgrammingError("SELECT", {}, Exception("syntax error")))
     assert not is_transient(ValueError("bad payload"))
+
+
+@run_async
+async def test_the_supervisor_outlives_any_number_of_failed_passes(app: App, clock: FakeClock) -> None:
+    context = DaemonContext(app, Leadership(), clock)
+    manager = DaemonManager([], context, sleep=clock.sleep)
+    stop = asyncio.Event()
+    passes = 0
+    outage_passes = 2000  # hours of outage at the longest backoff: the delay must stay bounded
+
+    async def step() -> None:
+        nonlocal passes
+        passes += 1
+        if passes <= outage_passes:
+            raise StoreUnavailable("cannot reach the store")
+        assert manager.failing_since is not None  # still failing when this pass begins
+        stop.set()
+
+    manager.step = step  # type: ignore[method-assign]
+    began = clock()
+    await asyncio.wait_for(manager.supervise(stop), timeout=60)
+    assert passes == outage_passes + 1 and manager.failed_passes == outage_passes
+    waited_s = clock() - began
+    assert waited_s <= outage_passes * app.settings.daemons.outage_retry_max_s
+    assert manager.failing_since is None

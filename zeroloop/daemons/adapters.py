@@ -82,9 +82,10 @@ class ServiceDaemon:
                     self.outage_since = self.clock()
                 name = type(self.service).__name__
                 log.warning("%s: store unavailable, running it again after a backoff: %s", name, exc)
-                delay = min(self.outage_retry_max_s, 0.1 * 2**failures)
+                delay = min(self.outage_retry_max_s, 0.1 * 2.0 ** min(failures, 30))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay / 2 + random.uniform(0, delay / 2))
+                self.outage_since = None  # running again; the service reports its own outage from here
 
     async def _run_once(self, stop: asyncio.Event) -> None:
         work = asyncio.ensure_future(self.service.run())
@@ -98,7 +99,6 @@ class ServiceDaemon:
         if not work.done():
             self.service.stop()
         await work  # re-raises the service's crash, if it crashed
-        self.outage_since = None
 
     def health(self) -> DaemonHealth:
         """Degraded while the service waits out a store outage, else healthy; details from its own counters."""

@@ -303,9 +303,10 @@ class JobExecutor:
             except StaleLeaseError:
                 lost.set()
                 return
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - a beat task must end with a log line, never a lost exception
                 if not is_transient(exc):
-                    raise
+                    log.error("job %d: heartbeat failed, no more beats (the lease may expire): %s", job.id, exc)
+                    return
                 self._outage(exc)  # keep the job running; the next beat tries again
 
     async def _run_child(self, job: Job, prepared: Prepared, lost: asyncio.Event) -> Evidence:
@@ -365,6 +366,11 @@ class JobExecutor:
             if report is None or time.monotonic() - last < PROGRESS_EVERY_S:
                 continue
             last = time.monotonic()
+            await self._publish_progress(job, report)
+
+    async def _publish_progress(self, job: Job, report: dict[str, float]) -> None:
+        """Publish one TRAINING_PROGRESS; best effort: during a store outage it is skipped (the next one follows)."""
+        try:
             await asyncio.to_thread(
                 self.bus.publish,
                 "TRAINING_PROGRESS",
@@ -376,6 +382,10 @@ class JobExecutor:
                     "samples_per_s": report["samples_per_s"],
                 },
             )
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            self._outage(exc)
 
     # --- before and after (blocking; run in a thread) ----------------------------------------
 
