@@ -12,6 +12,8 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 from tests.events.conftest import no_sleep, node_lost
 from tests.helpers import FakeClock, run_async
 from zeroloop.app import App
+from zeroloop.cluster.agent import NodeAgent, NodeLostDetector
+from zeroloop.cluster.nodes import NodeInfo, NodeRegistry
 from zeroloop.config import EventSettings
 from zeroloop.daemons.daemon import DaemonContext, HealthState, Leadership, LoopDaemon
 from zeroloop.daemons.manager import DaemonManager
@@ -133,3 +135,42 @@ async def test_the_supervisor_outlives_any_number_of_failed_passes(app: App, clo
     waited_s = clock() - began
     assert waited_s <= outage_passes * app.settings.daemons.outage_retry_max_s
     assert manager.failing_since is None
+
+
+@run_async
+async def test_after_a_store_outage_no_live_node_is_taken_for_lost(app: App, clock: FakeClock) -> None:
+    registry = NodeRegistry(app.store, app.bus, clock=clock)
+    agent = NodeAgent(registry, lambda: _node("alive"), lambda: {"cpu_pct": 1.0}, 10, clock=clock)
+    registry.register(_node("dead"))
+    detector = NodeLostDetector(registry, 60, lambda _node: None, 10, clock=clock)
+    await agent.run_once()
+    clock.advance(30)
+    await detector.run_once()
+    assert detector.lost_total == 0
+
+    # The store goes away for two minutes: nobody heartbeats, the detector's ticks fail.
+    detect_lost, registry.detect_lost = registry.detect_lost, _unreachable  # type: ignore[method-assign]
+    ping, app.store.ping = app.store.ping, _unreachable  # type: ignore[method-assign]
+    for _ in range(12):
+        clock.advance(10)
+        await detector.run_once()
+    assert detector.health().state is HealthState.DEGRADED
+    registry.detect_lost, app.store.ping = detect_lost, ping  # type: ignore[method-assign]
+
+    await detector.run_once()  # the store is back: both nodes look silent for 2 minutes ...
+    assert detector.lost_total == 0  # ... but that is the outage's doing: no judgement yet
+    clock.advance(5)
+    await agent.run_once()  # the live node is heard again within its interval and backoff
+    clock.advance(detector.grace_s)
+    await detector.run_once()
+    assert registry.get("alive")["status"] == "active"  # type: ignore[index]
+    assert registry.get("dead")["status"] == "lost"  # type: ignore[index]
+    assert detector.lost_total == 1
+
+
+def _node(node_id: str) -> NodeInfo:
+    return NodeInfo(id=node_id, host="h", provider="local", cpu_count=1, memory_bytes=1, disk_bytes=1)
+
+
+def _unreachable(*_args: object) -> None:
+    raise StoreUnavailable("cannot reach the store")
