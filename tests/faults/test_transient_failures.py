@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from zeroloop.app import App
 from zeroloop.cluster.agent import NodeAgent, NodeLostDetector
 from zeroloop.cluster.nodes import NodeInfo, NodeRegistry
 from zeroloop.config import EventSettings
+from zeroloop.daemons.adapters import queue_reaper_daemon
 from zeroloop.daemons.daemon import DaemonContext, HealthState, Leadership, LoopDaemon
 from zeroloop.daemons.manager import DaemonManager
 from zeroloop.errors import BackpressureRefused, StoreUnavailable
@@ -174,3 +176,22 @@ def _node(node_id: str) -> NodeInfo:
 
 def _unreachable(*_args: object) -> None:
     raise StoreUnavailable("cannot reach the store")
+
+
+@run_async
+async def test_the_reaper_gives_workers_a_heartbeat_to_renew_before_it_reaps(app: App, clock: FakeClock) -> None:
+    app.settings.queue.lease_s = 0.3
+    app.settings.daemons.outage_retry_max_s = 0.1
+    daemon = queue_reaper_daemon(DaemonContext(app, Leadership(), clock))
+    service = daemon.service
+    assert service.grace_s == pytest.approx(0.2)  # type: ignore[attr-defined]
+    began: list[float] = []
+
+    class Reaper:
+        async def run(self, stop: asyncio.Event) -> None:
+            began.append(time.monotonic())
+
+    service.reaper = Reaper()  # type: ignore[attr-defined]
+    start = time.monotonic()
+    await asyncio.wait_for(service.run(), timeout=10)
+    assert began and began[0] - start >= 0.2  # every run, so also the one after an outage, waits the grace first

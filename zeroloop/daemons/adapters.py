@@ -112,13 +112,21 @@ class ServiceDaemon:
 
 
 class _ReaperService:
-    """The queue's Reaper takes a stop event; give it the run()/stop() shape."""
+    """The queue's Reaper takes a stop event; give it the run()/stop() shape.
 
-    def __init__(self, reaper: Any) -> None:
+    Each run (at start, and again after a store outage) first waits `grace_s` seconds:
+    while the store was away no worker could heartbeat, so leases that ran out then say
+    nothing about the workers, which renew them within a heartbeat of the store's return.
+    """
+
+    def __init__(self, reaper: Any, grace_s: float) -> None:
         self.reaper = reaper
+        self.grace_s = grace_s
         self._stop = asyncio.Event()
 
     async def run(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), self.grace_s)
         await self.reaper.run(self._stop)
 
     def stop(self) -> None:
@@ -165,8 +173,10 @@ def queue_reaper_daemon(context: DaemonContext) -> ServiceDaemon:
 
     app = context.app
     reaper = Reaper(app.queue, interval_s=app.settings.queue.reaper_interval_s, clock=context.clock)
+    # A worker heartbeats every third of a lease, and retries at most outage_retry_max_s apart.
+    grace_s = app.settings.queue.lease_s / 3 + app.settings.daemons.outage_retry_max_s
     return ServiceDaemon(
-        _ReaperService(reaper),
+        _ReaperService(reaper, grace_s),
         describe=lambda: {"reaped": reaper.reaped},
         outage_retry_max_s=app.settings.daemons.outage_retry_max_s,
     )
