@@ -6,16 +6,20 @@ import asyncio
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from tests.events.conftest import no_sleep, node_lost
 from tests.helpers import FakeClock, run_async
+from tests.pipeline.test_executor import SELFPLAY
+from tests.pipeline.test_executor import _app as executor_app
 from zeroloop.app import App
 from zeroloop.cluster.agent import NodeAgent, NodeLostDetector
 from zeroloop.cluster.nodes import NodeInfo, NodeRegistry
-from zeroloop.config import EventSettings
+from zeroloop.config import EventSettings, Settings
 from zeroloop.daemons.adapters import queue_reaper_daemon
 from zeroloop.daemons.daemon import DaemonContext, HealthState, Leadership, LoopDaemon
 from zeroloop.daemons.manager import DaemonManager
@@ -24,8 +28,11 @@ from zeroloop.events.bus import Event, EventBus
 from zeroloop.events.consumer import ConsumerSpec, is_transient
 from zeroloop.events.deadletters import DeadLetters
 from zeroloop.events.runner import ConsumerRunner
+from zeroloop.pipeline import jobs
 from zeroloop.pipeline.executor import JobExecutor
+from zeroloop.queue.jobs import JobStatus
 from zeroloop.store.queries import consumers as consumer_queries
+from zeroloop.store.schema import events
 
 TRANSIENT = [
     BackpressureRefused("queue 'train' is at backpressure STOP"),
@@ -195,3 +202,29 @@ async def test_the_reaper_gives_workers_a_heartbeat_to_renew_before_it_reaps(app
     start = time.monotonic()
     await asyncio.wait_for(service.run(), timeout=10)
     assert began and began[0] - start >= 0.2  # every run, so also the one after an outage, waits the grace first
+
+
+def test_a_result_is_reported_once_the_store_is_back(store_url: str, tmp_path: Path, settings: Settings) -> None:
+    with executor_app(store_url, tmp_path, SELFPLAY) as app:
+        app.settings.daemons.outage_retry_max_s = 0.05
+        job = app.queue.enqueue(jobs.SELFPLAY, "ringrift_2p", {"games": 2})
+        executor = JobExecutor(app.store, app.bus, app.queue, app.artifacts, app.settings, node="w1")
+        complete = app.queue.complete
+        refusals = 0
+
+        def complete_when_back(*args: Any, **kwargs: Any) -> Any:
+            nonlocal refusals
+            if refusals < 3:
+                refusals += 1
+                raise StoreUnavailable("cannot reach the store")
+            return complete(*args, **kwargs)
+
+        app.queue.complete = complete_when_back  # type: ignore[method-assign]
+        try:
+            assert asyncio.run(executor.run_once())
+        finally:
+            executor.close()
+        assert refusals == 3 and app.queue.get(job.id).status is JobStatus.COMPLETED
+        with app.store.read() as conn:
+            kinds = list(conn.execute(sa.select(events.c.type)).scalars())
+        assert kinds.count("SELFPLAY_COMPLETE") == 1 and kinds.count("JOB_COMPLETED") == 1
