@@ -14,7 +14,9 @@ import pytest
 
 from tests.helpers import FakeClock, run_async
 from zeroloop.app import App
+from zeroloop.cli.run import registry_for_cli
 from zeroloop.cluster.leases import LeaderElector, LeaderFence, leader_fence
+from zeroloop.daemons.adapters import ServiceDaemon
 from zeroloop.daemons.daemon import DaemonContext, DaemonState, Leadership
 from zeroloop.daemons.manager import DaemonManager
 from zeroloop.daemons.registry import DaemonSpec, Layer
@@ -155,3 +157,18 @@ async def test_a_refused_daemon_steps_down_to_standby_and_counts_it(
     assert "stepped down" in row["health"]["reason"]
     assert not lead_a.held and manager.records["selfplay_scheduler"].restarts == 0
     await manager.shutdown()
+
+
+def test_every_leader_only_consumer_daemon_is_fenced(two_apps: tuple[App, App], clock: FakeClock) -> None:
+    a, _ = two_apps
+    context = DaemonContext(a, Leadership(), clock)
+    runners = {}
+    for spec in registry_for_cli().specs.values():
+        if not spec.leader_only:
+            continue
+        daemon = spec.build(context)
+        runner = getattr(daemon.service, "runner", None) if isinstance(daemon, ServiceDaemon) else None
+        if runner is not None:
+            runners[spec.name] = (runner.fence, daemon.service.retrier.fence)  # type: ignore[attr-defined]
+    assert {"pipeline", "operations"} <= set(runners)
+    assert all(isinstance(fence, LeaderFence) for pair in runners.values() for fence in pair), runners

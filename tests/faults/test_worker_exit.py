@@ -1,9 +1,10 @@
 """A real worker process told to stop, or killed, in the middle of a job, on both backends.
 
 The job is a user command that sleeps (the command workload), so it is surely running
-when the signal comes. SIGTERM: the worker releases the job (queued again at once, its
-attempt not counted) and exits within its drain deadline. SIGKILL: the job's child
-process and the user command it started end with the worker.
+when the signal comes. SIGTERM or SIGINT, to the worker alone or to its whole process
+group (as a service manager or a terminal sends them): the worker releases the job
+(queued again at once, its attempt not counted) and exits within its drain deadline.
+SIGKILL: the job's child process and the user command it started end with the worker.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -59,6 +60,7 @@ def worker(store_url: str, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
         cwd=tmp_path,
         stdout=log,
         stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group, which a test may signal as a whole
     )
     try:
         yield proc
@@ -92,12 +94,20 @@ def _cmdline(process: psutil.Process) -> list[str]:
         return []
 
 
-def test_sigterm_releases_the_job_in_flight_and_exits_within_the_drain_deadline(
-    app: App, worker: subprocess.Popen[bytes]
+@pytest.mark.parametrize(
+    "stop",
+    [
+        pytest.param(lambda pid: os.kill(pid, signal.SIGTERM), id="sigterm"),
+        pytest.param(lambda pid: os.killpg(pid, signal.SIGTERM), id="sigterm-to-the-group"),  # a service manager
+        pytest.param(lambda pid: os.killpg(pid, signal.SIGINT), id="ctrl-c"),  # a terminal: the whole group
+    ],
+)
+def test_a_stopped_worker_releases_the_job_in_flight_and_exits_within_the_drain_deadline(
+    app: App, worker: subprocess.Popen[bytes], stop: Callable[[int], None]
 ) -> None:
     job = app.queue.enqueue(jobs.SELFPLAY, "tic_tac_toe_2p", {"games": 1})
     descendants = _running_job_and_sleeper(app, worker, job)
-    worker.send_signal(signal.SIGTERM)
+    stop(worker.pid)
     began = time.monotonic()
     assert worker.wait(timeout=DRAIN_DEADLINE_S * 4) == 0
     assert time.monotonic() - began <= DRAIN_DEADLINE_S + 2.0

@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 from zeroloop.cluster.alerts import Alerts
 from zeroloop.cluster.breakers import CircuitBreakers, node_key, stage_key
+from zeroloop.cluster.leases import leader_fence
 from zeroloop.daemons.adapters import ServiceDaemon, consumers_daemon
 from zeroloop.daemons.daemon import DaemonContext
 from zeroloop.events.bus import Event
@@ -82,4 +83,6 @@ def operations_daemon(context: DaemonContext) -> ServiceDaemon:
     app = context.app
     recorder = ActivityRecorder(app.store, app.breakers, clock=context.clock)
     alerts = Alerts(app.settings.alerts)
-    return consumers_daemon(context, [recorder.spec(), alerts.spec()], describe=lambda: {"alerts_sent": alerts.sent})
+    fence = leader_fence(app.leases, context.leadership)  # a deposed leader must not count anything twice
+    specs = [recorder.spec(), alerts.spec()]
+    return consumers_daemon(context, specs, describe=lambda: {"alerts_sent": alerts.sent}, fence=fence)

@@ -179,7 +179,12 @@ class NodeAgent(LoopDaemon):
 
 
 class NodeLostDetector(LoopDaemon):
-    """Marks silent nodes LOST every tick and re-queues their jobs."""
+    """Marks silent nodes LOST every tick and re-queues their jobs.
+
+    It judges no node during its first `interval_s + outage_retry_max_s` seconds, nor for
+    as long again after a tick failed for a store outage: while the store was away no node
+    could heartbeat, so silence then says nothing, and live nodes need that long to be heard.
+    """
 
     def __init__(
         self,
@@ -197,9 +202,17 @@ class NodeLostDetector(LoopDaemon):
         self.requeue = requeue
         self.fence = fence
         self.lost_total = 0
+        self.grace_s = interval_s + self.outage_retry_max_s
+        self.judge_from = clock() + self.grace_s  # epoch seconds
 
     async def tick(self) -> None:
-        """One scan for silent nodes."""
+        """One scan for silent nodes (only a store ping during the grace)."""
+        now = self.clock()
+        if self.outage_since is not None:
+            self.judge_from = max(self.judge_from, now + self.grace_s)
+        if now < self.judge_from:
+            await asyncio.to_thread(self.registry.store.ping)  # an outage still shows as one
+            return
         lost = await asyncio.to_thread(self.registry.detect_lost, self.lost_after_s, self.requeue, self.fence)
         self.lost_total += len(lost)
         for node_id in lost:

@@ -82,9 +82,10 @@ class ServiceDaemon:
                     self.outage_since = self.clock()
                 name = type(self.service).__name__
                 log.warning("%s: store unavailable, running it again after a backoff: %s", name, exc)
-                delay = min(self.outage_retry_max_s, 0.1 * 2**failures)
+                delay = min(self.outage_retry_max_s, 0.1 * 2.0 ** min(failures, 30))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay / 2 + random.uniform(0, delay / 2))
+                self.outage_since = None  # running again; the service reports its own outage from here
 
     async def _run_once(self, stop: asyncio.Event) -> None:
         work = asyncio.ensure_future(self.service.run())
@@ -98,7 +99,6 @@ class ServiceDaemon:
         if not work.done():
             self.service.stop()
         await work  # re-raises the service's crash, if it crashed
-        self.outage_since = None
 
     def health(self) -> DaemonHealth:
         """Degraded while the service waits out a store outage, else healthy; details from its own counters."""
@@ -112,13 +112,21 @@ class ServiceDaemon:
 
 
 class _ReaperService:
-    """The queue's Reaper takes a stop event; give it the run()/stop() shape."""
+    """The queue's Reaper takes a stop event; give it the run()/stop() shape.
 
-    def __init__(self, reaper: Any) -> None:
+    Each run (at start, and again after a store outage) first waits `grace_s` seconds:
+    while the store was away no worker could heartbeat, so leases that ran out then say
+    nothing about the workers, which renew them within a heartbeat of the store's return.
+    """
+
+    def __init__(self, reaper: Any, grace_s: float) -> None:
         self.reaper = reaper
+        self.grace_s = grace_s
         self._stop = asyncio.Event()
 
     async def run(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), self.grace_s)
         await self.reaper.run(self._stop)
 
     def stop(self) -> None:
@@ -165,8 +173,10 @@ def queue_reaper_daemon(context: DaemonContext) -> ServiceDaemon:
 
     app = context.app
     reaper = Reaper(app.queue, interval_s=app.settings.queue.reaper_interval_s, clock=context.clock)
+    # A worker heartbeats every third of a lease, and retries at most outage_retry_max_s apart.
+    grace_s = app.settings.queue.lease_s / 3 + app.settings.daemons.outage_retry_max_s
     return ServiceDaemon(
-        _ReaperService(reaper),
+        _ReaperService(reaper, grace_s),
         describe=lambda: {"reaped": reaper.reaped},
         outage_retry_max_s=app.settings.daemons.outage_retry_max_s,
     )

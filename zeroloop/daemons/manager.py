@@ -181,7 +181,9 @@ class DaemonManager:
                 if self.failing_since is None:
                     self.failing_since = self.clock()
                 log.warning("daemon supervision pass failed (%d in a row), retrying: %s", failures, exc)
-                backoff = min(self.settings.outage_retry_max_s, self.settings.supervise_interval_s * 2**failures)
+                backoff = min(
+                    self.settings.outage_retry_max_s, self.settings.supervise_interval_s * 2.0 ** min(failures, 30)
+                )
                 await self.sleep(backoff / 2 + random.uniform(0, backoff / 2))
                 continue
             if self.failing_since is not None:

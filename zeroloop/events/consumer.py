@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import sqlite3
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 Handler = Callable[["Event"], Any]
 Acknowledge = Callable[[Connection], None]
 Fence = Callable[[Connection], None]
+_SQLITE_TRANSIENT = ("locked", "busy", "unable to open", "disk i/o error", "disk is full")
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -45,8 +47,14 @@ def is_transient(exc: BaseException) -> bool:
     Such a failure says nothing about the event or the job at hand, so callers retry it
     with backoff for as long as it lasts instead of counting it as an attempt.
     """
-    if isinstance(exc, StoreUnavailable | BackpressureRefused | OperationalError):
+    if isinstance(exc, StoreUnavailable | BackpressureRefused):
         return True
+    if isinstance(exc, OperationalError) and isinstance(exc.orig, sqlite3.OperationalError):
+        # SQLite also reports mistakes as OperationalError ("no such table"): only these pass with time.
+        message = str(exc.orig).lower()
+        return any(sign in message for sign in _SQLITE_TRANSIENT)
+    if isinstance(exc, OperationalError):
+        return True  # PostgreSQL: the server went away, shuts down, is out of space or connections
     return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
 

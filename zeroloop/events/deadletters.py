@@ -222,7 +222,9 @@ class DeadLetterRetrier:
                 if self.outage_since is None:
                     self.outage_since = self.clock()
                     log.warning("dead-letter retrier: store or queue unavailable, retrying with backoff: %s", exc)
-                wait_s = min(wait_s, self.settings.outage_retry_max_s, self.settings.poll_interval_s * 2**failures)
+                wait_s = min(
+                    wait_s, self.settings.outage_retry_max_s, self.settings.poll_interval_s * 2.0 ** min(failures, 30)
+                )
             try:
                 await asyncio.wait_for(self._stop.wait(), wait_s)
             except TimeoutError:

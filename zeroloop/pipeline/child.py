@@ -6,6 +6,8 @@ re-queued anyway. On Linux the kernel sends the child SIGTERM when the worker di
 (PR_SET_PDEATHSIG); its handler kills every descendant and exits. A watcher thread
 also checks every `PARENT_CHECK_S` seconds that the parent is still the one that
 started it, for systems without PR_SET_PDEATHSIG and for a main thread stuck in C code.
+A terminal's Ctrl-C (SIGINT to the whole process group) is the worker's to handle: the
+child does not stop for it, so the worker can drain the job in flight.
 """
 
 from __future__ import annotations
@@ -49,7 +51,10 @@ def kill_descendants(pid: int) -> None:
 
 def _orphaned(_signum: int | None = None, _frame: FrameType | None = None) -> None:
     kill_descendants(os.getpid())
-    os._exit(1)
+    # End by SIGTERM itself, so the worker sees from the exit status that the child was told to stop.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
+    os._exit(1)  # not reached: the default action of SIGTERM ends the process
 
 
 def _watch_parent(parent: int) -> None:
@@ -58,9 +63,14 @@ def _watch_parent(parent: int) -> None:
     _orphaned()
 
 
+def _not_for_us(_signum: int, _frame: FrameType | None) -> None:
+    """Let SIGINT pass: the worker decides; a handler, unlike SIG_IGN, is not inherited by commands the child runs."""
+
+
 def die_with_parent() -> None:
     """Make this process (and its descendants) end when its parent dies; call it first in a pool initializer."""
     parent = os.getppid()
+    signal.signal(signal.SIGINT, _not_for_us)
     signal.signal(signal.SIGTERM, _orphaned)
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)

@@ -25,6 +25,7 @@ import math
 import multiprocessing
 import random
 import shutil
+import signal
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -67,6 +68,7 @@ declare(
 )
 
 PROGRESS_EVERY_S = 5.0
+CHILD_EXIT_WAIT_S = 2.0  # longest wait for a dead child's exit status (seconds)
 DRAIN_POLL_S = 0.2  # how often a running job looks whether a drain began (seconds)
 
 
@@ -111,6 +113,7 @@ class JobExecutor:
         self.clock = clock
         self.workdir = settings.data_dir / "work" / node
         self._pool: ProcessPoolExecutor | None = None
+        self._children: list[Any] = []  # the pool's processes while a job runs (multiprocessing.Process)
         self._progress: Any = None
         self._stopping = asyncio.Event()
         self._drain_grace_s = settings.daemons.drain_deadline_s / 2
@@ -257,7 +260,15 @@ class JobExecutor:
                 reason += " (the disk is full: free space on this node, the job is retried)"
             log.error("job %d (%s %s) failed: %s", job.id, job.type, job.config_key, reason)
             await self._fail(job, token, reason)
-        except (WorkloadError, ArtifactError, QueueError, TimeoutError, BrokenProcessPool) as exc:
+        except BrokenProcessPool as exc:
+            if self._stopping.is_set() or await asyncio.to_thread(self._child_told_to_stop):
+                # The child went with the signal that stops this worker (a service manager or a terminal signals
+                # the whole group), not for anything the job did: the attempt does not count.
+                await self._release(job, token, f"the job's child process on node {self.node} was told to stop")
+            else:
+                log.error("job %d (%s %s) failed: %s", job.id, job.type, job.config_key, exc)
+                await self._fail(job, token, f"the job's child process on node {self.node} died: {exc}")
+        except (WorkloadError, ArtifactError, QueueError, TimeoutError) as exc:
             reason = f"job timed out after {job.timeout_s:g} s" if isinstance(exc, TimeoutError) else str(exc)
             log.error("job %d (%s %s) failed: %s", job.id, job.type, job.config_key, reason)
             await self._fail(job, token, reason)
@@ -299,9 +310,10 @@ class JobExecutor:
             except StaleLeaseError:
                 lost.set()
                 return
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - a beat task must end with a log line, never a lost exception
                 if not is_transient(exc):
-                    raise
+                    log.error("job %d: heartbeat failed, no more beats (the lease may expire): %s", job.id, exc)
+                    return
                 self._outage(exc)  # keep the job running; the next beat tries again
 
     async def _run_child(self, job: Job, prepared: Prepared, lost: asyncio.Event) -> Evidence:
@@ -310,6 +322,7 @@ class JobExecutor:
         future: asyncio.Future[Any] = loop.run_in_executor(
             pool, child.run_operation, prepared.operation, prepared.request
         )
+        self._children = list(getattr(pool, "_processes", {}).values())
         lost_wait: asyncio.Future[Any] = asyncio.ensure_future(lost.wait())
         drained: asyncio.Future[Any] = asyncio.ensure_future(self._drain_expired())
         progress = asyncio.ensure_future(self._forward_progress(job)) if job.type == jobs.TRAIN else None
@@ -331,6 +344,16 @@ class JobExecutor:
         if drained in done:
             raise _Drained
         raise TimeoutError
+
+    def _child_told_to_stop(self) -> bool:
+        """Whether the job's child process ended by SIGTERM or SIGINT (sent to it), rather than failing (blocking)."""
+        told = (-signal.SIGTERM, -signal.SIGINT)
+        for process in self._children:
+            # The pool reports a broken child as its pipe closes, a moment before the exit status exists.
+            process.join(CHILD_EXIT_WAIT_S)
+            if process.exitcode in told:
+                return True
+        return False
 
     def _ensure_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
@@ -361,6 +384,11 @@ class JobExecutor:
             if report is None or time.monotonic() - last < PROGRESS_EVERY_S:
                 continue
             last = time.monotonic()
+            await self._publish_progress(job, report)
+
+    async def _publish_progress(self, job: Job, report: dict[str, float]) -> None:
+        """Publish one TRAINING_PROGRESS; best effort: during a store outage it is skipped (the next one follows)."""
+        try:
             await asyncio.to_thread(
                 self.bus.publish,
                 "TRAINING_PROGRESS",
@@ -372,6 +400,10 @@ class JobExecutor:
                     "samples_per_s": report["samples_per_s"],
                 },
             )
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            self._outage(exc)
 
     # --- before and after (blocking; run in a thread) ----------------------------------------
 
