@@ -497,7 +497,8 @@ def check_environment(environ: Mapping[str, str]) -> None:
             if close
             else "zeroloop has no such setting (see `zeroloop config`)."
         )
-        problems.append(f"unknown environment variable {raw}: {hint} Rename or unset it")
+        shown = raw if raw.isprintable() else repr(raw)
+        problems.append(f"unknown environment variable {shown}: {hint} Rename or unset it")
     if problems:
         raise ConfigError("; ".join(problems))
 
