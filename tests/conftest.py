@@ -7,6 +7,7 @@ gets its own database, copied from a migrated template, so tests never see each 
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from sqlalchemy.engine import make_url
 from tests.helpers import FakeClock, make_app
 from zeroloop.app import App
 from zeroloop.config import Settings
+from zeroloop.events import wiring
 from zeroloop.store import migrate
 from zeroloop.store.database import Store
 
@@ -138,3 +140,42 @@ def app(store_url: str, tmp_path: Path, settings: Settings) -> Iterator[App]:
     """An App on the backend under test (the `settings` fixture keeps the environment out)."""
     with make_app(store_url, tmp_path) as opened:
         yield opened
+
+
+# --- the wiring recording ---------------------------------------------------------------
+# Every event type zeroloop's own code publishes, and every type a zeroloop consumer
+# subscribes to, is recorded for the whole session (zeroloop.events.wiring.Recording).
+# tests/badinput/test_wiring_recorded.py runs last and compares the recording with the
+# catalogue and the declarations, when the session collected the whole suite.
+
+WIRING_TEST = "tests/badinput/test_wiring_recorded.py"
+FULL_SUITE = pytest.StashKey[bool]()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run the wiring comparison last, and note whether this session runs every test module."""
+    last = [item for item in items if item.nodeid.startswith(WIRING_TEST)]
+    if last:
+        items[:] = [item for item in items if not item.nodeid.startswith(WIRING_TEST)] + last
+    on_disk = {path.resolve() for path in Path(__file__).parent.rglob("test_*.py")}
+    collected = {Path(str(item.path)).resolve() for item in items}
+    filtered = bool(config.getoption("keyword", "") or config.getoption("markexpr", ""))
+    config.stash[FULL_SUITE] = collected >= on_disk and not filtered
+
+
+@pytest.fixture(scope="session", autouse=True)
+def wiring_recording(request: pytest.FixtureRequest) -> Iterator[wiring.Recording]:
+    """The session's recording of real publishes and subscriptions, written to .pytest_cache at the end."""
+    recording = wiring.start_recording()
+    yield recording
+    wiring.stop_recording()
+    cache = request.config.cache
+    if cache is not None:
+        target = cache.mkdir("zeroloop") / "wiring.json"
+        target.write_text(json.dumps(recording.as_dict(), indent=1, sort_keys=True))
+
+
+@pytest.fixture
+def full_suite(request: pytest.FixtureRequest) -> bool:
+    """Whether this session collected every test module with no -k/-m filter."""
+    return request.config.stash.get(FULL_SUITE, False)

@@ -51,6 +51,13 @@ def redact(text: str) -> str:
 class _Section(BaseModel):
     model_config = {"extra": "forbid", "validate_assignment": True}
 
+    def __init__(self, **values: Any) -> None:
+        """Validate; a bad value is a ConfigError naming the setting (the public API raises zeroloop's errors)."""
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc, _section_of(type(self)))) from exc
+
 
 class StoreSettings(_Section):
     """Where all state lives: a SQLite file (default) or a PostgreSQL server."""
@@ -522,6 +529,15 @@ class Settings(BaseSettings):
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     workload: WorkloadSettings = Field(default_factory=WorkloadSettings)
 
+    def __init__(self, **values: Any) -> None:
+        """Read and validate every source; a bad value or an unreadable source is a ConfigError."""
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc)) from exc
+        except ValueError as exc:  # TOML syntax errors and env values that are not JSON
+            raise ConfigError(f"cannot read settings: {_first_line(str(exc))}") from exc
+
     @field_validator("data_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
@@ -597,7 +613,8 @@ def check_environment(environ: Mapping[str, str]) -> None:
             if close
             else "zeroloop has no such setting (see `zeroloop config`)."
         )
-        problems.append(f"unknown environment variable {raw}: {hint} Rename or unset it")
+        shown = raw if raw.isprintable() else repr(raw)
+        problems.append(f"unknown environment variable {shown}: {hint} Rename or unset it")
     if problems:
         raise ConfigError("; ".join(problems))
 
@@ -610,18 +627,22 @@ def load_settings(**overrides: Any) -> Settings:
         raise ConfigError(f"{CONFIG_FILE_ENV}={toml_path} does not exist or is not a file")
     try:
         return Settings(**overrides)
-    except ValidationError as exc:
-        raise ConfigError(_describe(exc)) from None
-    except ValueError as exc:  # TOML syntax errors and env values that are not JSON
-        raise ConfigError(f"cannot read settings: {_first_line(str(exc))}") from None
     except OSError as exc:  # the settings file is unreadable (permissions, a directory, ...)
         raise ConfigError(f"cannot read the settings file {toml_path}: {exc.strerror or exc}") from None
 
 
-def _describe(exc: ValidationError) -> str:
+def _section_of(model: type[BaseModel]) -> tuple[str, ...]:
+    """Where a section model sits in Settings (e.g. ('queue',)); () if it is not a section."""
+    for name, field in Settings.model_fields.items():
+        if field.annotation is model:
+            return (name,)
+    return ()
+
+
+def _describe(exc: ValidationError, prefix: tuple[str, ...] = ()) -> str:
     problems = []
     for error in exc.errors():
-        loc = tuple(error["loc"])
+        loc = prefix + tuple(error["loc"])
         dotted = ".".join(str(part) for part in loc)
         given = error.get("input")
         shown = "" if isinstance(given, dict) else f" (got {redact(repr(given))})"

@@ -18,6 +18,7 @@ from zeroloop.cluster.health import (
 )
 from zeroloop.cluster.nodes import NodeInfo, NodeRegistry
 from zeroloop.config import HealthSettings
+from zeroloop.errors import ConfigError
 
 
 def test_a_quiet_system_is_fully_healthy() -> None:
@@ -72,7 +73,7 @@ def test_pause_and_resume_have_hysteresis() -> None:
 
 
 def test_settings_refuse_a_resume_score_below_the_pause_score() -> None:
-    with pytest.raises(ValueError, match="hysteresis"):
+    with pytest.raises(ConfigError, match="hysteresis"):
         HealthSettings(pause_below_score=0.6, resume_above_score=0.5)
 
 

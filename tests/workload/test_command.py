@@ -9,10 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pydantic import ValidationError
 
 from zeroloop.config import WorkloadSettings
-from zeroloop.errors import WorkloadError
+from zeroloop.errors import ConfigError, WorkloadError
 from zeroloop.workload.command import CommandWorkload
 from zeroloop.workload.factory import make_workload
 from zeroloop.workload.protocol import (
@@ -191,8 +190,8 @@ def test_escaped_braces_pass_through(tmp_path: Path) -> None:
 def test_factory_picks_the_workload(tmp_path: Path) -> None:
     path = _toml(tmp_path, '[train]\ncommand = "run {output}"\n')
     assert isinstance(make_workload(WorkloadSettings(kind="command", command_file=path)), CommandWorkload)
-    with pytest.raises(ValidationError, match="command_file is not set"):
+    with pytest.raises(ConfigError, match="command_file is not set"):
         WorkloadSettings(kind="command")
-    with pytest.raises(ValidationError, match="does not exist"):
+    with pytest.raises(ConfigError, match="does not exist"):
         WorkloadSettings(kind="command", command_file=tmp_path / "missing.toml")
     assert type(make_workload(WorkloadSettings())).__name__ == "AlphaZeroWorkload"

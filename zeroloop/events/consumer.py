@@ -88,6 +88,7 @@ class ConsumerSpec:
         unknown = sorted(set(self.types) - set(EVENT_TYPES))
         if unknown:
             raise EventError(f"consumer {self.name} handles unknown event types: {', '.join(unknown)}")
+        wiring.record_subscription(self.name, self.types, self.handler)
 
     @property
     def is_async(self) -> bool:

@@ -132,33 +132,44 @@ class Recording:
         }
 
 
-# The recording in progress, if any (a list so that starting and stopping need no `global`).
+# The recordings in progress, innermost last; each publish or subscription goes to all of them.
 _active: list[Recording] = []
 # Frames of these modules are the bus's own plumbing, not the code that decided to publish.
 _PLUMBING = ("zeroloop.events.bus", "zeroloop.events.wiring")
+THREAD_PUBLISHER = "(a worker thread)"
 
 
 def start_recording() -> Recording:
-    """Begin recording publishes and subscriptions in this process (the test suite does this)."""
-    _active[:] = [Recording()]
-    return _active[0]
+    """Begin a recording of publishes and subscriptions in this process (the test suite does this); they nest."""
+    _active.append(Recording())
+    return _active[-1]
 
 
 def stop_recording() -> None:
-    """Stop recording; the Recording returned by `start_recording` keeps what it saw."""
-    _active.clear()
+    """Stop the innermost recording; the Recording that `start_recording` returned keeps what it saw."""
+    if _active:
+        _active.pop()
 
 
 def record_publish(event_type: str) -> None:
-    """Note that `event_type` is being published, when its publisher is a zeroloop module (no-op unless recording)."""
+    """Note that `event_type` is being published, unless a test publishes it itself (no-op unless recording).
+
+    The nearest calling frame of zeroloop or of the tests decides; a publish made through a
+    worker thread (asyncio.to_thread) shows neither, and counts as zeroloop's own.
+    """
     if not _active:
         return
     frame = sys._getframe(1)
-    while frame is not None and frame.f_globals.get("__name__", "") in _PLUMBING:
+    module = THREAD_PUBLISHER
+    while frame is not None:
+        name = str(frame.f_globals.get("__name__", ""))
+        if name not in _PLUMBING and name.startswith(("zeroloop.", "tests.")):
+            module = name
+            break
         frame = frame.f_back  # type: ignore[assignment]
-    module = "" if frame is None else str(frame.f_globals.get("__name__", ""))
-    if module.startswith("zeroloop."):
-        _active[0].published.setdefault(event_type, set()).add(module)
+    if not module.startswith("tests."):
+        for recording in _active:
+            recording.published.setdefault(event_type, set()).add(module)
 
 
 def record_subscription(name: str, types: Iterable[str], handler: Callable[..., Any]) -> None:
@@ -170,8 +181,9 @@ def record_subscription(name: str, types: Iterable[str], handler: Callable[..., 
     if module is None or not isinstance(module, str):
         module = type(handler).__module__
     if module.startswith("zeroloop."):
-        for event_type in types:
-            _active[0].consumed.setdefault(event_type, set()).add(name)
+        for recording in _active:
+            for event_type in types:
+                recording.consumed.setdefault(event_type, set()).add(name)
 
 
 def compare_recording(recording: Recording, given: list[Declaration] | None = None) -> list[str]:

@@ -107,8 +107,6 @@ class CommandOutput:
             cut = f" [... {self._line_cut} more bytes on this line not logged]" if self._line_cut else ""
             self.log.info("%s | %s%s", self.prefix, text, cut)
             if self.lines_logged == self.log_lines:
-                self.log.info(
-                    "%s | [%d lines logged; the rest of the output is not logged]", self.prefix, self.log_lines
-                )
+                self.log.info("%s | [%d lines logged; the rest is not logged]", self.prefix, self.log_lines)
         self._line.clear()
         self._line_cut = 0
