@@ -17,6 +17,7 @@ from zeroloop.cli.common import console, open_app
 from zeroloop.cli.helptext import examples
 from zeroloop.errors import EventError
 from zeroloop.events.bus import Event
+from zeroloop.events.catalogue import EVENT_TYPES
 from zeroloop.events.stats import stats
 from zeroloop.store.queries import consumers as consumer_queries
 from zeroloop.store.queries import events as queries
@@ -36,7 +37,10 @@ def _line(event: Event) -> str:
     return f"{event.id:>8} {when} {event.type}{key} {event.source}@{event.node} {payload}"
 
 
-TypeOption = Annotated[list[str] | None, typer.Option("--type", "-t", help="Only this event type (repeatable).")]
+TypeOption = Annotated[
+    list[str] | None,
+    typer.Option("--type", "-t", help=f"Only this event type (repeatable): {', '.join(sorted(EVENT_TYPES))}."),
+]
 ConfigOption = Annotated[list[str] | None, typer.Option("--config", "-c", help="Only this config key (repeatable).")]
 
 
