@@ -15,6 +15,8 @@ from typer.testing import CliRunner
 
 from zeroloop.cli import helptext
 from zeroloop.cli.main import app
+from zeroloop.daemons.registry import PROFILES
+from zeroloop.events.catalogue import EVENT_TYPES
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 _ROOT = typer.main.get_command(app)
@@ -99,3 +101,10 @@ def test_examples_escape_brackets_so_rich_does_not_swallow_them() -> None:
     assert "\\[store]" in helptext.examples("zeroloop config | grep '[store]'")
     with pytest.raises(ValueError, match="at least one"):
         helptext.examples()
+
+
+def test_run_help_lists_the_profiles_and_events_tail_help_lists_the_event_types() -> None:
+    run_help = _help(("run",))
+    assert all(profile in run_help for profile in PROFILES), run_help
+    tail_help = _help(("events", "tail"))
+    assert all(event_type in tail_help for event_type in EVENT_TYPES), tail_help

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 
 from rich.console import Console
-from rich.logging import RichHandler
 
 from tests.helpers import run_async
 from zeroloop.app import App
@@ -63,13 +63,19 @@ async def test_a_second_signal_stops_the_workers_at_once(app: App) -> None:
     assert workers.calls[0][0] == 0.0
 
 
-def test_logs_go_through_the_given_console_and_the_handlers_come_back() -> None:
+def test_log_records_from_any_thread_wait_for_the_display_loop_then_print_through_its_console() -> None:
     live_console = Console(record=True, width=100)
     root = logging.getLogger()
     before = list(root.handlers)
-    with logs_through(live_console):
-        [handler] = root.handlers
-        assert isinstance(handler, RichHandler) and handler.console is live_console
-        root.warning("a line the panel must not hide")
+    with logs_through(live_console) as print_logs:
+        thread = threading.Thread(target=root.warning, args=("a line the panel must not hide",))
+        thread.start()
+        thread.join(timeout=10)
+        root.warning("and one more from the loop itself")
+        assert live_console.export_text(clear=False) == ""  # nothing printed outside the loop's turn
+        print_logs()
+        shown = live_console.export_text()
+        assert "a line the panel must not hide" in shown and "and one more" in shown
+        root.warning("left over at the end")
     assert root.handlers == before
-    assert "a line the panel must not hide" in live_console.export_text()
+    assert "left over at the end" in live_console.export_text()

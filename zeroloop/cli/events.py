@@ -38,7 +38,10 @@ def _line(event: Event) -> str:
     return f"{event.id:>8} {when} {event.type}{key} {event.source}@{event.node} {payload}"
 
 
-TypeOption = Annotated[list[str] | None, typer.Option("--type", "-t", help="Only this event type (repeatable).")]
+TypeOption = Annotated[
+    list[str] | None,
+    typer.Option("--type", "-t", help=f"Only this event type (repeatable): {', '.join(sorted(EVENT_TYPES))}."),
+]
 ConfigOption = Annotated[list[str] | None, typer.Option("--config", "-c", help="Only this config key (repeatable).")]
 
 

@@ -58,7 +58,7 @@ def show(model_id: str = typer.Argument(..., help="The model id, as `zeroloop mo
         matches = zl.registry.matches(model_id)
         with zl.store.read() as conn:
             rating = ratings(conn, [model_id], zl.settings.workload.elo_confidence)[model_id]
-    console.print(f"[bold]{model.id}[/bold] ({model.stage}, {rating.describe()})")
+    console.print(f"[bold]{model.id}[/bold]: {model.stage}, {rating.describe()}")
     if rating.rated_by:
         console.print(f"  rated by its match against {escape(rating.rated_by)}")
     for label, value in (

@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import queue
 import re
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from logging.handlers import QueueHandler
 from typing import Any, Protocol
 
 import typer
@@ -116,21 +118,35 @@ def render(snap: Snapshot, config_key: str, elapsed_s: float, minutes: float, wo
 
 
 @contextlib.contextmanager
-def logs_through(target: Console) -> Iterator[None]:
-    """Print log records through `target`, the live display's console, while the block runs.
+def logs_through(target: Console) -> Iterator[Callable[[], None]]:
+    """Hold log records while the block runs; the function yielded prints them through `target`.
 
     Rich's Live redirects sys.stdout and sys.stderr only: a handler printing to another
     Console writes around the live region, which then redraws over the log lines (losing
-    them) and leaves stale copies of itself behind. Printed through the live console, each
-    record goes above the region and the region is drawn once, below it.
+    them) and leaves stale copies of itself behind. Printing through the live console from
+    several threads at once can still race on the region's height, so records from every
+    thread wait in a queue and the display's own loop prints them, above the region, just
+    before it redraws. Records still queued at the end are printed on the way out.
     """
+    pending: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    printer = RichHandler(console=target, show_path=False)
     root = logging.getLogger()
     saved = list(root.handlers)
-    root.handlers = [RichHandler(console=target, show_path=False)]
+
+    def print_pending() -> None:
+        while True:
+            try:
+                record = pending.get_nowait()
+            except queue.Empty:
+                return
+            printer.handle(record)
+
+    root.handlers = [QueueHandler(pending)]
     try:
-        yield
+        yield print_pending
     finally:
         root.handlers = saved
+        print_pending()
 
 
 class Workers(Protocol):
@@ -171,13 +187,16 @@ async def run_quickstart(app: App, config_key: str, minutes: float, workers: int
             raise ZeroloopError(f"coordinator daemons failed to start: {', '.join(status['failed'])}")
         local.start()
         deadline = started + minutes * 60
-        live = Live(console=console, refresh_per_second=2, transient=False)
-        with logs_through(live.console), live:
+        # One thread draws: no auto-refresh thread, and log records wait for the loop (see logs_through).
+        live = Live(console=console, auto_refresh=False, transient=False)
+        with logs_through(live.console) as print_logs, live:
             while not stop.is_set() and time.monotonic() < deadline:
                 local.supervise()
                 snap = await asyncio.to_thread(snapshot, app, config_key)
                 restarts = sum(worker.restarts for worker in local.workers)
-                live.update(render(snap, config_key, time.monotonic() - started, minutes, (local.alive(), restarts)))
+                print_logs()
+                panel = render(snap, config_key, time.monotonic() - started, minutes, (local.alive(), restarts))
+                live.update(panel, refresh=True)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=REFRESH_S)
         console.print("stopping: no new work; draining workers and daemons (Ctrl-C again to stop at once)")

@@ -15,6 +15,7 @@ from contextlib import AbstractContextManager
 import typer
 from rich.markup import escape
 
+import zeroloop.daemons.registry as daemon_registry
 from zeroloop.app import App
 from zeroloop.bootstrap import initialize_all_coordinators, shutdown_all_coordinators
 from zeroloop.cli.common import console, err_console, open_app, open_worker, require_device
@@ -78,7 +79,9 @@ def _run(profile: str, opener: Callable[[], AbstractContextManager[App]] = open_
 
 
 def run_command(
-    profile: str = typer.Option("full", "--profile", "-p", help="Daemon profile to run (default: everything)."),
+    profile: str = typer.Option(
+        "full", "--profile", "-p", help=f"Daemon profile to run: {', '.join(daemon_registry.PROFILES)}."
+    ),
 ) -> None:
     """Run the whole loop on this machine: coordinator and worker daemons in one process."""
     _run(profile)
