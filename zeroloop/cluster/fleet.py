@@ -174,18 +174,12 @@ class Fleet:
                     f"pool {pool_name} has {present} node(s) of max_nodes {pool.max_nodes}: "
                     f"cannot launch {count} more (raise providers.{pool_name}.max_nodes)"
                 )
-            self._check_budget(conn, pool_name, pool, count)
-            for node_id in node_ids:
-                queries.insert_node(conn, self._requested_row(node_id, pool_name, pool, profile, now))
-        return node_ids
-
-    def _check_budget(self, conn: Connection, pool_name: str, pool: PoolSettings, count: int) -> None:
-        budget = self.settings.autoscaler.budget_per_hour
-        if budget is None:
-            return
-        spending = self.cost_per_hour(conn)
-        adding = (pool.price_per_hour or 0.0) * count
-        if spending + adding > budget:
+            over = self._over_budget(conn, pool, count)
+            if over is None:
+                for node_id in node_ids:
+                    queries.insert_node(conn, self._requested_row(node_id, pool_name, pool, profile, now))
+        if over is not None:
+            budget, spending, adding = over
             self.bus.publish(
                 "FLEET_BUDGET_REACHED",
                 {"pool": pool_name, "budget_per_hour": budget, "cost_per_hour": spending, "refused": count},
@@ -194,6 +188,16 @@ class Fleet:
                 f"budget reached: the fleet costs {spending:g}/h and {count} more {pool_name} node(s) add "
                 f"{adding:g}/h, over autoscaler.budget_per_hour {budget:g}"
             )
+        return node_ids
+
+    def _over_budget(self, conn: Connection, pool: PoolSettings, count: int) -> tuple[float, float, float] | None:
+        """(budget, cost per hour now, cost per hour added) when `count` more machines would pass the budget."""
+        budget = self.settings.autoscaler.budget_per_hour
+        if budget is None:
+            return None
+        spending = self.cost_per_hour(conn)
+        adding = (pool.price_per_hour or 0.0) * count
+        return (budget, spending, adding) if spending + adding > budget else None
 
     def _requested_row(
         self, node_id: str, pool_name: str, pool: PoolSettings, profile: str, now: float

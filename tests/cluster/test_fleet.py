@@ -1,0 +1,298 @@
+"""The fleet and the autoscaler over an in-memory provider: every edge of the lifecycle and every limit.
+
+The provider here is a fake with the real interface (not a mock): it keeps its machines in
+a dict and can be told to refuse launches or to lose a machine. Time is a FakeClock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from tests.helpers import FakeClock
+from zeroloop.app import App
+from zeroloop.cluster.autoscaler import Autoscaler, PoolView, plan, retry_after
+from zeroloop.cluster.fleet import FleetError
+from zeroloop.cluster.nodes import NodeInfo, NodeStatus
+from zeroloop.cluster.providers.base import Launched, LaunchSpec, Machine, MachineState, Provider, ProviderError
+from zeroloop.config import AutoscalerSettings, PoolSettings, Settings
+from zeroloop.store.queries import pipelines as decision_queries
+from zeroloop.store.schema import events
+
+
+class MemoryProvider(Provider):
+    """Machines in a dict; `refuse` makes launches fail, `lose(id)` makes a machine vanish."""
+
+    kind = "memory"
+
+    def __init__(self, name: str, pool: PoolSettings) -> None:
+        super().__init__(name, pool)
+        self.machines_by_id: dict[str, Machine] = {}
+        self.refuse: str | None = None
+        self.terminated: list[str] = []
+        self.specs: list[LaunchSpec] = []
+        self.counter = 0
+
+    def launch(self, spec: LaunchSpec) -> Launched:
+        if self.refuse:
+            raise ProviderError(self.refuse)
+        self.counter += 1
+        provider_id = f"m{self.counter}"
+        self.specs.append(spec)
+        self.machines_by_id[provider_id] = Machine(provider_id, MachineState.RUNNING, spec.node_id)
+        return Launched(provider_id, host=f"host-{self.counter}")
+
+    def terminate(self, provider_id: str) -> None:
+        self.terminated.append(provider_id)
+        self.machines_by_id.pop(provider_id, None)
+
+    def machines(self) -> list[Machine]:
+        return list(self.machines_by_id.values())
+
+    def lose(self, provider_id: str) -> None:
+        self.machines_by_id.pop(provider_id)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def _app(tmp_path: Path, clock: FakeClock, **pool: Any) -> tuple[App, MemoryProvider]:
+    fields: dict[str, Any] = {"kind": "memory", "max_nodes": 3, "price_per_hour": 2.0, "launch_timeout_s": 60}
+    fields.update(pool)
+    settings = Settings(
+        data_dir=tmp_path,
+        providers={"mem": PoolSettings(**fields)},
+        autoscaler=AutoscalerSettings(budget_per_hour=5.0, launch_cooldown_s=30, retry_initial_s=10),
+    )
+    from zeroloop import app as app_module
+
+    app_module.PROVIDERS["memory"] = MemoryProvider
+    try:
+        app = App(settings, clock=clock)
+    finally:
+        del app_module.PROVIDERS["memory"]
+    provider = app.fleet.provider("mem")
+    assert isinstance(provider, MemoryProvider)
+    return app, provider
+
+
+@pytest.fixture
+def fleet(tmp_path: Path, clock: FakeClock) -> Iterator[tuple[App, MemoryProvider]]:
+    app, provider = _app(tmp_path, clock)
+    with app:
+        yield app, provider
+
+
+def _status(app: App, node_id: str) -> str:
+    row = app.nodes.get(node_id)
+    assert row is not None
+    return str(row["status"])
+
+
+def _events(app: App, event_type: str) -> list[dict[str, Any]]:
+    with app.store.read() as conn:
+        query = sa.select(events.c.payload).where(events.c.type == event_type).order_by(events.c.id)
+        return [dict(payload) for payload in conn.execute(query).scalars()]
+
+
+def _register(app: App, node_id: str) -> None:
+    app.nodes.register(NodeInfo(node_id, "h", "memory", 1, 1, 1, pool="mem"))
+
+
+def test_a_launch_registers_bills_and_is_stopped_with_its_cost(
+    fleet: tuple[App, MemoryProvider], clock: FakeClock
+) -> None:
+    app, provider = fleet
+    (outcome,) = app.fleet.launch("mem")
+    assert outcome.error is None and _status(app, outcome.node_id) == "launching"
+    (spec,) = provider.specs
+    assert spec.env["ZEROLOOP_CLUSTER__NODE_ID"] == outcome.node_id
+    assert spec.env["ZEROLOOP_CLUSTER__POOL"] == "mem"
+    assert spec.argv == ("zeroloop", "worker", "--profile", "training_node")
+    _register(app, outcome.node_id)
+    assert _status(app, outcome.node_id) == "active"
+    row = app.nodes.get(outcome.node_id)
+    assert row is not None and row["provider_id"] == "m1"  # registration kept the launch's record
+    clock.advance(1800)
+    assert app.fleet.terminate(outcome.node_id, reason="test") is NodeStatus.TERMINATING
+    assert provider.terminated == ["m1"]
+    clock.advance(60)  # billed until the provider says it is gone
+    app.fleet.reconcile(app.queue.requeue_node)
+    assert _status(app, outcome.node_id) == "terminated"
+    (gone,) = _events(app, "NODE_TERMINATED")
+    assert gone["cost"] == pytest.approx(2.0 * 1860 / 3600)
+    assert app.fleet.costs()["mem"] == pytest.approx(2.0 * 1860 / 3600)
+
+
+def test_limits_refuse_launches_with_one_clear_line_and_nothing_recorded(fleet: tuple[App, MemoryProvider]) -> None:
+    app, provider = fleet
+    with pytest.raises(FleetError, match="max_nodes 3"):
+        app.fleet.launch("mem", 4)
+    with pytest.raises(FleetError, match=r"budget reached: the fleet costs 0/h and 3 more mem node\(s\) add 6/h"):
+        app.fleet.launch("mem", 3)  # 3 x 2.0/h is over the budget of 5.0/h
+    assert app.nodes.list_nodes() == [] and provider.specs == []
+    assert _events(app, "FLEET_BUDGET_REACHED") == [
+        {"pool": "mem", "budget_per_hour": 5.0, "cost_per_hour": 0.0, "refused": 3}
+    ]
+    with pytest.raises(FleetError, match="unknown provider pool 'gpu'; known pools: mem"):
+        app.fleet.launch("gpu")
+
+
+def test_a_refused_launch_fails_the_node_and_counts_against_the_provider(fleet: tuple[App, MemoryProvider]) -> None:
+    app, provider = fleet
+    provider.refuse = "no capacity in region"
+    (outcome,) = app.fleet.launch("mem")
+    assert outcome.error == "no capacity in region"
+    assert _status(app, outcome.node_id) == "failed"
+    assert _events(app, "NODE_LAUNCH_FAILED")[0]["reason"] == "no capacity in region"
+    assert app.breakers.get("provider:mem").failures == 1
+
+
+def test_a_worker_that_never_registers_is_failed_and_stopped(
+    fleet: tuple[App, MemoryProvider], clock: FakeClock
+) -> None:
+    app, provider = fleet
+    (outcome,) = app.fleet.launch("mem")
+    clock.advance(61)
+    done = app.fleet.reconcile(app.queue.requeue_node)
+    assert done.failed == [outcome.node_id]
+    assert provider.terminated == ["m1"]  # stopped at the provider: it may exist and bill
+    done = app.fleet.reconcile(app.queue.requeue_node)
+    assert _status(app, outcome.node_id) == "terminated"
+
+
+def test_a_machine_the_provider_lost_makes_its_node_lost_and_requeues_its_jobs(
+    fleet: tuple[App, MemoryProvider],
+) -> None:
+    app, provider = fleet
+    (outcome,) = app.fleet.launch("mem")
+    _register(app, outcome.node_id)
+    job = app.queue.enqueue("selfplay", "c_2p")
+    lease = app.queue.claim(outcome.node_id)
+    assert lease is not None and lease.job.id == job.id
+    provider.lose("m1")  # e.g. a spot instance reclaimed
+    done = app.fleet.reconcile(app.queue.requeue_node)
+    assert done.lost == [outcome.node_id]
+    assert app.queue.get(job.id).status.value == "queued"  # at once, not after the lease
+    assert _events(app, "NODE_LOST")[0]["reason"] == "its provider says the machine is gone"
+    app.fleet.reconcile(app.queue.requeue_node)
+    assert _status(app, outcome.node_id) == "terminated"
+
+
+@pytest.mark.parametrize("action", ["report", "terminate"])
+def test_an_unknown_billed_machine_is_an_orphan(tmp_path: Path, clock: FakeClock, action: str) -> None:
+    app, provider = _app(tmp_path, clock)
+    app.settings.autoscaler.orphans = action  # type: ignore[assignment]
+    with app:
+        provider.machines_by_id["x9"] = Machine("x9", MachineState.RUNNING, "somebody-else")
+        done = app.fleet.reconcile(app.queue.requeue_node)
+        assert done.orphans == ["x9"]
+        assert _events(app, "FLEET_ORPHAN_FOUND")[0]["action"] == action
+        assert provider.terminated == (["x9"] if action == "terminate" else [])
+
+
+def test_a_request_whose_launcher_died_is_adopted_or_failed(
+    fleet: tuple[App, MemoryProvider], clock: FakeClock
+) -> None:
+    app, provider = fleet
+    adopted, missing = app.fleet.request("mem", 2)
+    provider.machines_by_id["m7"] = Machine("m7", MachineState.RUNNING, adopted)  # launched, answer never recorded
+    clock.advance(61)
+    done = app.fleet.reconcile(app.queue.requeue_node)
+    assert done.failed == [missing]
+    assert _status(app, adopted) == "launching"
+    assert done.orphans == []
+
+
+def test_draining_stops_claims_at_once(fleet: tuple[App, MemoryProvider]) -> None:
+    app, _provider = fleet
+    (outcome,) = app.fleet.launch("mem")
+    _register(app, outcome.node_id)
+    app.queue.enqueue("selfplay", "c_2p")
+    app.nodes.set_status(outcome.node_id, NodeStatus.DRAINING)
+    assert app.queue.claim(outcome.node_id) is None
+    app.nodes.set_status(outcome.node_id, NodeStatus.ACTIVE)
+    assert app.queue.claim(outcome.node_id) is not None
+
+
+def _view(name: str = "p", **fields: Any) -> PoolView:
+    settings = {"kind": "local", "max_nodes": 4}
+    settings.update(fields.pop("settings", {}))
+    return PoolView(name=name, settings=PoolSettings(**settings), job_types=None, **fields)
+
+
+def _demand(count: int, job_type: str = "selfplay", gpus: int = 0, labels: list[str] | None = None) -> dict[str, Any]:
+    return {"type": job_type, "need_gpus": gpus, "need_memory_bytes": 0, "need_labels": labels, "count": count}
+
+
+SETTINGS = AutoscalerSettings(launch_cooldown_s=30, max_launches_per_tick=10)
+
+
+def test_plan_fills_free_and_starting_slots_before_renting() -> None:
+    (scale,) = plan([_view(free_slots=2, starting=1)], [_demand(5)], now=100, settings=SETTINGS, fleet_cost_per_hour=0)
+    assert scale.launch == 2  # 5 queued - 2 free - 1 starting
+    (scale,) = plan([_view(free_slots=5)], [_demand(5)], now=100, settings=SETTINGS, fleet_cost_per_hour=0)
+    assert (scale.launch, scale.reason) == (0, "enough capacity")
+
+
+def test_plan_sends_each_job_to_the_cheapest_pool_that_can_run_it() -> None:
+    cheap_cpu = _view("cpu", settings={"price_per_hour": 0.1})
+    dear_gpu = _view("gpu", settings={"price_per_hour": 3.0, "gpus": 1, "labels": ["fast"]})
+    plans = {
+        p.pool: p.launch
+        for p in plan(
+            [dear_gpu, cheap_cpu],
+            [_demand(3), _demand(2, "train", gpus=1), _demand(1, labels=["fast"]), _demand(9, gpus=2)],
+            now=0,
+            settings=SETTINGS,
+            fleet_cost_per_hour=0,
+        )
+    }
+    assert plans == {"cpu": 3, "gpu": 3}  # jobs needing 2 GPUs fit nowhere
+
+
+def test_plan_respects_max_cooldown_backoff_breaker_budget_and_replaces_below_min() -> None:
+    def one(view: PoolView, queued: int = 10, cost: float = 0.0, settings: AutoscalerSettings = SETTINGS) -> Any:
+        (scale,) = plan([view], [_demand(queued)], now=100, settings=settings, fleet_cost_per_hour=cost)
+        return scale.launch, scale.reason
+
+    assert one(_view(live=4)) == (0, "at max_nodes 4 (10 job(s) waiting)")
+    assert one(_view(last_launch_at=90)) == (0, "cooldown: launched 10 s ago")
+    assert one(_view(retry_after=130)) == (0, "backing off after a failed launch for 30 s")
+    assert one(_view(breaker_open=True)) == (0, "circuit open after failed launches (10 job(s) waiting)")
+    priced = _view(settings={"price_per_hour": 2.0})
+    assert one(priced, cost=1.0, settings=AutoscalerSettings(budget_per_hour=6.0)) == (2, "10 job(s) waiting")
+    assert one(priced, cost=5.0, settings=AutoscalerSettings(budget_per_hour=6.0))[0] == 0
+    below = _view(live=1, lost=1, last_launch_at=95, settings={"min_nodes": 2})
+    assert one(below, queued=0) == (1, "1 below min_nodes")  # replacement ignores the cooldown
+    assert retry_after(0, 50, SETTINGS) is None
+    assert retry_after(3, 50, AutoscalerSettings(retry_initial_s=10, retry_max_s=25)) == 75
+
+
+def test_the_autoscaler_records_each_new_decision_and_launches_in_the_background(
+    fleet: tuple[App, MemoryProvider],
+) -> None:
+    app, provider = fleet
+    for _ in range(2):
+        app.queue.enqueue("selfplay", "c_2p")
+    scaler = Autoscaler(
+        app.fleet, app.settings.autoscaler, app.profile_job_types, requeue=app.queue.requeue_node, clock=app.clock
+    )
+    try:
+        (scale,) = scaler.run_once()
+        assert scale.launch == 2
+        assert [o.error for o in scaler.collect(timeout_s=10)] == [None, None]
+        assert len(provider.specs) == 2
+        scaler.run_once()
+        scaler.run_once()  # the same decision is recorded once
+        with app.store.read() as conn:
+            outcomes = [row["outcome"] for row in decision_queries.list_decisions(conn, "fleet:mem")]
+        assert outcomes == ["hold", "launch 2"]
+    finally:
+        scaler.close()
