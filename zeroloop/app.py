@@ -16,7 +16,7 @@ from types import TracebackType
 
 from zeroloop.artifacts.repository import Artifacts
 from zeroloop.cluster.breakers import CircuitBreakers
-from zeroloop.cluster.fleet import Fleet
+from zeroloop.cluster.fleet import Fleet, WorkerEnv, direct_worker_env
 from zeroloop.cluster.health import HealthMonitor
 from zeroloop.cluster.leases import LeaseManager
 from zeroloop.cluster.nodes import NodeRegistry
@@ -25,7 +25,7 @@ from zeroloop.cluster.providers.command import CommandProvider
 from zeroloop.cluster.providers.local import LocalProvider
 from zeroloop.cluster.providers.skypilot import SkyPilotProvider
 from zeroloop.cluster.providers.slurm import SlurmProvider
-from zeroloop.config import Settings
+from zeroloop.config import PoolSettings, Settings
 from zeroloop.daemons.manager import DaemonManager
 from zeroloop.daemons.records import DaemonRecords
 from zeroloop.daemons.registry import WORKER_PROFILES, DaemonSpec, Layer, Registry, profiles
@@ -60,6 +60,31 @@ def build_providers(settings: Settings) -> dict[str, Provider]:
             )
         found[name] = kind.from_settings(name, pool, settings)
     return found
+
+
+def worker_env(settings: Settings, store: Store, clock: Callable[[], float]) -> WorkerEnv:
+    """How launched workers reach the cluster: a pool with `server_url` gets a worker token per node.
+
+    The token is made when the machine is launched and revoked when it is gone
+    (`NodeRegistry.move`); it travels in the launch's environment, never on a command line.
+    """
+    direct = direct_worker_env(settings)
+
+    def env(node_id: str, pool_name: str, pool: PoolSettings) -> dict[str, str]:
+        if pool.server_url is None:
+            return direct(node_id, pool_name, pool)
+        from zeroloop.server.tokens import Role, Tokens
+
+        token, _row = Tokens(store, clock=clock).create(Role.WORKER, node=node_id, note=f"fleet pool {pool_name}")
+        return {
+            **pool.env,
+            "ZEROLOOP_CLUSTER__NODE_ID": node_id,
+            "ZEROLOOP_CLUSTER__POOL": pool_name,
+            "ZEROLOOP_SERVER__URL": pool.server_url,
+            "ZEROLOOP_SERVER__TOKEN": token,
+        }
+
+    return env
 
 
 def daemon_registry() -> Registry:
@@ -286,7 +311,16 @@ class App:
         )
         self.registry = ModelRegistry(self.store, self.bus, clock)
         self.daemon_records = DaemonRecords(self.store, self.bus)
-        self.fleet = Fleet(self.store, self.bus, self.nodes, self.breakers, settings, providers, clock=clock)
+        self.fleet = Fleet(
+            self.store,
+            self.bus,
+            self.nodes,
+            self.breakers,
+            settings,
+            providers,
+            worker_env=worker_env(settings, self.store, clock),
+            clock=clock,
+        )
         self.daemons: DaemonManager | None = None  # set by bootstrap.initialize_all_coordinators
 
     @staticmethod

@@ -291,7 +291,19 @@ class PoolSettings(_Section):
         default=600.0, gt=0, description="a launched machine that has not registered by then is failed (seconds)"
     )
     env: dict[str, str] = Field(default_factory=dict, description="extra environment for the worker")
+    server_url: str | None = Field(
+        default=None,
+        description="launched workers reach the cluster through this `zeroloop serve` (http(s)://host:port) "
+        "with a token of their own; unset: through the store and artifact location directly",
+    )
     options: dict[str, Any] = Field(default_factory=dict, description="the provider kind's own options")
+
+    @field_validator("server_url")
+    @classmethod
+    def _server_http(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("give an http:// or https:// URL")
+        return value
 
     @model_validator(mode="after")
     def _bounds(self) -> PoolSettings:

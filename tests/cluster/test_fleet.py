@@ -296,3 +296,27 @@ def test_the_autoscaler_records_each_new_decision_and_launches_in_the_background
         assert outcomes == ["hold", "launch 2"]
     finally:
         scaler.close()
+
+
+def test_a_pool_behind_the_server_gives_each_machine_a_token_of_its_own_revoked_when_gone(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    from zeroloop.errors import AuthError
+    from zeroloop.server.tokens import Tokens
+
+    app, provider = _app(tmp_path, clock, server_url="https://zl.example.org:8780")
+    with app:
+        (outcome,) = app.fleet.launch("mem")
+        (spec,) = provider.specs
+        assert "ZEROLOOP_STORE__URL" not in spec.env  # no database credentials on a rented machine
+        assert spec.env["ZEROLOOP_SERVER__URL"] == "https://zl.example.org:8780"
+        token = spec.env["ZEROLOOP_SERVER__TOKEN"]
+        assert token not in " ".join(spec.argv)
+        tokens = Tokens(app.store, clock=clock)
+        principal = tokens.check(token)
+        principal.may_act_as(outcome.node_id)
+        app.fleet.terminate(outcome.node_id, reason="test")
+        app.fleet.reconcile(app.queue.requeue_node)
+        assert _status(app, outcome.node_id) == "terminated"
+        with pytest.raises(AuthError):
+            tokens.check(token)

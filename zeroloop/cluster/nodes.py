@@ -22,6 +22,7 @@ from zeroloop.events.bus import EventBus
 from zeroloop.events.wiring import declare
 from zeroloop.store.database import Store
 from zeroloop.store.queries import nodes as queries
+from zeroloop.store.queries import tokens as token_queries
 
 declare("zeroloop.cluster.nodes", emits=("NODE_REGISTERED", "NODE_LOST"))
 
@@ -199,9 +200,13 @@ class NodeRegistry:
         managed = row.get("pool") is not None
         was, will = billed(current, managed=managed), billed(target, managed=managed)
         billing = None if was == will else will
-        return queries.set_node_status(
+        moved = queries.set_node_status(
             conn, row["id"], target.value, self.clock(), expected=current.value, billing=billing, **values
         )
+        if moved and managed and target in (NodeStatus.TERMINATED, NodeStatus.FAILED):
+            # The fleet gave this machine its server token; a machine that is gone needs it no more.
+            token_queries.revoke_node_tokens(conn, row["id"], self.clock())
+        return moved
 
     def set_status(self, node_id: str, target: NodeStatus, **values: Any) -> NodeStatus:
         """Move a node to `target` (e.g. DRAINING from the CLI); NodeError if unknown, illegal or changed meanwhile."""

@@ -44,6 +44,14 @@ def revoke_token(conn: Connection, token_id: str, now: float) -> bool:
     return bool(result.rowcount)
 
 
+def revoke_node_tokens(conn: Connection, node: str, now: float) -> int:
+    """Revoke every live token of `node` at `now` (a fleet machine that is gone); how many."""
+    result = conn.execute(
+        sa.update(tokens).where(tokens.c.node == node, tokens.c.revoked_at.is_(None)).values(revoked_at=now)
+    )
+    return int(result.rowcount)
+
+
 def touch_token(conn: Connection, token_id: str, now: float) -> None:
     """Record that a token was used at `now` (epoch seconds)."""
     conn.execute(sa.update(tokens).where(tokens.c.id == token_id).values(last_used_at=now))
