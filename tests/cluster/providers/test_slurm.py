@@ -129,3 +129,72 @@ def test_a_slurm_job_runs_a_worker_that_completes_real_jobs_until_scancel(
 
         # scancel sent the worker SIGTERM: it drained and left the cluster rather than waiting to be found lost.
         assert wait_until(left, 15), log.read_text(errors="replace")[-3000:] if log else "(no job log)"
+
+
+def test_the_fleet_grows_a_slurm_pool_for_work_and_idle_shutdown_ends_it_with_scancel(
+    slurm_cluster: SlurmCluster, tmp_path: Path
+) -> None:
+    from zeroloop.cluster.autoscaler import Autoscaler
+    from zeroloop.cluster.idle import IdleShutdown
+    from zeroloop.config import AutoscalerSettings, IdleSettings
+
+    code = tmp_path / "selfplay.py"
+    code.write_text(SELFPLAY)
+    commands = tmp_path / "commands.toml"
+    commands.write_text(f'[selfplay]\ncommand = "{sys.executable} {code} {{output}} {{games}}"\n')
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    pool = PoolSettings(
+        kind="slurm",
+        profile="selfplay",
+        max_nodes=1,
+        cpus=1,
+        launch_timeout_s=60,
+        env={
+            "ZEROLOOP_WORKLOAD__KIND": "command",
+            "ZEROLOOP_WORKLOAD__COMMAND_FILE": str(commands),
+            "ZEROLOOP_CLUSTER__HEARTBEAT_INTERVAL_S": "1",
+            "ZEROLOOP_DAEMONS__DRAIN_DEADLINE_S": "3",
+        },
+        options={"partition": "zl", "slurm_conf": str(slurm_cluster.conf)},
+    )
+    settings = Settings(
+        data_dir=data_dir,
+        workload=WorkloadSettings(kind="command", command_file=commands),
+        providers={"cpu": pool},
+        autoscaler=AutoscalerSettings(launch_cooldown_s=0),
+    )
+    with App(settings) as app:
+        scaler = Autoscaler(app.fleet, settings.autoscaler, app.profile_job_types, requeue=app.queue.requeue_node)
+        try:
+            queued = [app.queue.enqueue(jobs.SELFPLAY, "ringrift_2p", {"games": 2}) for _ in range(3)]
+            assert scaler.run_once()[0].launch == 1
+            assert [outcome.error for outcome in scaler.collect(timeout_s=30)] == [None]
+
+            def done() -> bool:
+                scaler.run_once()
+                return all(app.queue.get(job.id).status is JobStatus.COMPLETED for job in queued)
+
+            assert wait_until(done, 60, interval_s=0.5), (app.nodes.list_nodes(), slurm_cluster.logs())
+            (node,) = app.nodes.list_nodes()
+            assert {app.queue.get(job.id).lease_node for job in queued} == {node["id"]}
+            idle = IdleShutdown(
+                app.store,
+                app.bus,
+                app.nodes,
+                IdleSettings(dry_run=False, threshold_s={"default": 0.0}, drain_period_s=0.0, util_threshold_pct=100),
+                terminate=lambda target, reason: app.fleet.terminate(target.id, reason=reason),
+            )
+
+            def ended() -> bool:
+                idle.run_once()
+                scaler.run_once()
+                return app.nodes.list_nodes()[0]["status"] == "terminated"
+
+            assert wait_until(ended, 60, interval_s=0.5), (app.nodes.list_nodes(), slurm_cluster.logs())
+            # scancel ended the Slurm job: once its worker has drained, Slurm no longer lists it.
+            assert wait_until(lambda: node["provider_id"] not in slurm_cluster.jobs(), 30), slurm_cluster.jobs()
+        finally:
+            scaler.close()
+            for machine in app.fleet.provider("cpu").machines():
+                app.fleet.provider("cpu").terminate(machine.provider_id)
