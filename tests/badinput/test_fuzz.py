@@ -48,7 +48,12 @@ JSON = st.recursive(
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A directory with no zeroloop.toml, current while the module runs, and an environment without ZEROLOOP_*."""
     path = tmp_path_factory.mktemp("fuzz")
-    clean = {key: value for key, value in os.environ.items() if not key.startswith("ZEROLOOP_")}
+    # The test harness's own variable stays: later tests of this module open PostgreSQL stores.
+    clean = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("ZEROLOOP_") or key == "ZEROLOOP_TEST_POSTGRES_URL"
+    }
     clean["ZEROLOOP_DATA_DIR"] = str(path / "data")
     before = Path.cwd()
     os.chdir(path)

@@ -90,7 +90,7 @@ async def test_a_loop_daemon_reports_degraded_through_an_outage_and_recovers(clo
 
 @run_async
 async def test_the_executor_waits_out_an_outage_while_claiming(app: App, tmp_path: Path) -> None:
-    executor = JobExecutor(app.store, app.bus, app.queue, app.artifacts, app.settings, node="w1")
+    executor = JobExecutor(app.registry, app.bus, app.queue, app.artifacts, app.settings, node="w1")
     app.settings.daemons.outage_retry_max_s = 0.05
     claims = 0
     degraded: list[bool] = []
@@ -208,7 +208,7 @@ def test_a_result_is_reported_once_the_store_is_back(store_url: str, tmp_path: P
     with executor_app(store_url, tmp_path, SELFPLAY) as app:
         app.settings.daemons.outage_retry_max_s = 0.05
         job = app.queue.enqueue(jobs.SELFPLAY, "ringrift_2p", {"games": 2})
-        executor = JobExecutor(app.store, app.bus, app.queue, app.artifacts, app.settings, node="w1")
+        executor = JobExecutor(app.registry, app.bus, app.queue, app.artifacts, app.settings, node="w1")
         complete = app.queue.complete
         refusals = 0
 
