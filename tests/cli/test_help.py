@@ -67,10 +67,12 @@ def _readme_commands() -> dict[tuple[str, ...], set[str]]:
     named: dict[tuple[str, ...], set[str]] = {}
     for span in _readme_spans():
         words = span.replace("\\|", "|").split()
-        assert words[0] == "zeroloop", f"README command {span!r} should start with `zeroloop`"
-        top = words[1]
+        if words[0] == "zeroloop":  # a second command in a row may leave it out: `tokens ls`
+            words = words[1:]
+        top = words[0]
         options = set(re.findall(r"--[a-z][a-z-]*", span))
-        subs = words[2].split("|") if len(words) > 2 and not words[2].startswith(("[", "-")) else []
+        is_group = (top,) not in LEAVES  # after a group comes its subcommand(s); after a command, its arguments
+        subs = words[1].split("|") if is_group and len(words) > 1 else []
         paths = [(top, sub) for sub in subs] if subs else [(top,)]
         for path in paths:
             named.setdefault(path, set()).update(options)

@@ -89,7 +89,7 @@ def test_the_panel_shows_the_final_training_step_and_one_rating(app: App, tmp_pa
     console = Console(record=True, width=160)
     console.print(render(snapshot(app, KEY), KEY, 60.0, 10.0, (2, 0)))
     text = console.export_text()
-    assert "done after 300 steps, loss 1.250" in text and "280" not in text
+    assert "last run done after 300 steps, loss 1.250" in text and "280" not in text
     assert f"{model}, not rated" in text  # its match was reported, but not recorded in the registry
     assert "636" not in text and "981" not in text
     _match(app, model, "random", 3, 1, 0)

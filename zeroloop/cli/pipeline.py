@@ -52,7 +52,7 @@ def training_summary(training: dict[str, Any]) -> str:
     """The last training run: the step reached (the final one once done) and its loss."""
     loss = training.get("loss")
     step = training.get("step", 0)
-    head = f"done after {step} steps" if training.get("finished") else f"step {step}"
+    head = f"last run done after {step} steps" if training.get("finished") else f"step {step}"
     return head + (f", loss {loss:.3f}" if loss is not None else "")
 
 

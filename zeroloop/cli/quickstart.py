@@ -2,9 +2,11 @@
 
 It opens the embedded store (or the configured one), starts the config's pipeline, runs
 the coordinator daemons in this process and `--workers` worker processes beside it, and
-shows games, samples, training loss, promotions and Elo against the baselines as they
-happen. Ctrl-C (or the end of `--minutes`) drains everything; a second Ctrl-C stops at
-once. All state is in the store, so running it again resumes where it stopped.
+shows games, samples, training loss, promotions, ratings and the results against the
+baselines as they happen, with log lines above the panel. Ctrl-C (or the end of
+`--minutes`, or a closed terminal) stops the coordinator daemons, then drains the
+workers; a second Ctrl-C stops at once. All state is in the store, so running it again
+resumes where it stopped.
 """
 
 from __future__ import annotations
