@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from zeroloop.cli.common import open_app
+from zeroloop.cli.helptext import examples
 from zeroloop.server.serve import serve
 
 
@@ -19,4 +20,4 @@ def serve_command(
 
 def register(app: typer.Typer) -> None:
     """Add `serve` to the top-level command."""
-    app.command("serve")(serve_command)
+    app.command("serve", epilog=examples("zeroloop serve", "zeroloop serve --host 0.0.0.0 --port 8780"))(serve_command)

@@ -9,16 +9,26 @@ from rich.markup import escape
 from rich.table import Table
 
 from zeroloop.cli.common import console, open_app
+from zeroloop.cli.helptext import examples
 from zeroloop.server.tokens import Role, Tokens, parse_duration
 
-app = typer.Typer(help="API tokens for `zeroloop serve`: workers, viewers, admins.", no_args_is_help=True)
+app = typer.Typer(
+    help="API tokens for `zeroloop serve`: workers, viewers, admins.",
+    no_args_is_help=True,
+    epilog=examples("zeroloop tokens create --role worker --node gpu-1", "zeroloop tokens ls"),
+)
 
 
 def _when(epoch: float | None) -> str:
     return "" if epoch is None else time.strftime("%Y-%m-%d %H:%M", time.localtime(epoch))
 
 
-@app.command("create")
+@app.command(
+    "create",
+    epilog=examples(
+        "zeroloop tokens create --role worker --node gpu-1 --expires 30d", "zeroloop tokens create --role viewer"
+    ),
+)
 def create(
     role: Role = typer.Option(..., "--role", "-r", help="worker (acts as one node), viewer or admin."),  # noqa: B008
     node: str | None = typer.Option(None, "--node", "-n", help="The node a worker token acts as (required then)."),
@@ -34,7 +44,7 @@ def create(
     print(secret)  # plain stdout, no markup or wrapping, so it can be piped
 
 
-@app.command("ls")
+@app.command("ls", epilog=examples("zeroloop tokens ls"))
 def list_tokens() -> None:
     """List tokens: id, role, node, created, expires, revoked, last used (never a secret)."""
     with open_app() as zl:
@@ -58,7 +68,7 @@ def list_tokens() -> None:
     console.print(table)
 
 
-@app.command("revoke")
+@app.command("revoke", epilog=examples("zeroloop tokens revoke 3f9a1c2b7d4e"))
 def revoke(token_id: str = typer.Argument(..., help="The token's id, as `tokens ls` shows it.")) -> None:
     """Revoke a token at once: the next request that presents it is refused."""
     with open_app() as zl:

@@ -152,10 +152,10 @@ class Slots:
             self._add()
         loop = asyncio.get_running_loop()
         next_adjust = loop.time() + self.interval_s
-        stopping = asyncio.ensure_future(self._stopping.wait())
+        stopping: asyncio.Future[Any] = asyncio.ensure_future(self._stopping.wait())
         try:
             while not self._stopping.is_set():
-                tasks = [task for _slot, task in self.active + self.retired]
+                tasks: list[asyncio.Future[Any]] = [task for _slot, task in self.active + self.retired]
                 await asyncio.wait(
                     [stopping, *tasks], timeout=max(0.0, next_adjust - loop.time()), return_when=asyncio.FIRST_COMPLETED
                 )
