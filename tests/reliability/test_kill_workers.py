@@ -8,6 +8,7 @@ kept completing after the first kill.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -51,15 +52,23 @@ TINY = {
 }
 
 
-def _workers(quickstart: psutil.Process) -> list[psutil.Process]:
+def workers_of(data_dir: Path) -> list[psutil.Process]:
+    """The `zeroloop worker` processes of the quickstart using `data_dir` (they run detached from it)."""
     found = []
-    for child in quickstart.children(recursive=False):
+    for process in psutil.process_iter(["pid"]):
         try:
-            if "worker" in child.cmdline():
-                found.append(child)
-        except psutil.NoSuchProcess:
+            if "worker" in process.cmdline() and process.environ().get("ZEROLOOP_DATA_DIR") == str(data_dir):
+                found.append(process)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
     return found
+
+
+def kill_workers_of(data_dir: Path) -> None:
+    """SIGKILL any worker left of `data_dir` (after a quickstart that was itself killed)."""
+    for process in workers_of(data_dir):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
 
 
 def _run_under_fire(store_url: str, data_dir: Path, workdir: Path) -> tuple[int, str]:
@@ -75,7 +84,6 @@ def _run_under_fire(store_url: str, data_dir: Path, workdir: Path) -> tuple[int,
             stdout=output,
             stderr=subprocess.STDOUT,
         )
-        quickstart = psutil.Process(proc.pid)
         kills = 0
         deadline = time.monotonic() + RUN_MINUTES * 60 + 120
         next_kill = time.monotonic() + KILL_EVERY_S
@@ -83,7 +91,7 @@ def _run_under_fire(store_url: str, data_dir: Path, workdir: Path) -> tuple[int,
         while proc.poll() is None and time.monotonic() < deadline and kills < 20:
             time.sleep(max(0.0, min(1.0, next_kill - time.monotonic())))
             if time.monotonic() >= next_kill and time.monotonic() < deadline - 120:
-                victims = _workers(quickstart)
+                victims = workers_of(data_dir)
                 if victims:
                     victims[kills % len(victims)].send_signal(signal.SIGKILL)
                     kills += 1
@@ -93,6 +101,8 @@ def _run_under_fire(store_url: str, data_dir: Path, workdir: Path) -> tuple[int,
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=30)
+        finally:
+            kill_workers_of(data_dir)
     return kills, log.read_text(errors="replace")
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from tests.reliability.test_kill_workers import TINY
+from tests.reliability.test_kill_workers import TINY, kill_workers_of, workers_of
 from zeroloop.store.database import Store
 
 pytestmark = pytest.mark.slow
@@ -62,6 +62,11 @@ def test_ctrl_c_stops_cleanly_and_the_next_run_resumes(tmp_path: Path) -> None:
     assert "rounds completed" in output
     before = _samples(url)
     second = _start(tmp_path, minutes=0.4)
-    output, _ = second.communicate(timeout=180)
+    try:
+        output, _ = second.communicate(timeout=180)
+        left = workers_of(tmp_path / "data")  # a clean stop leaves no worker running
+    finally:
+        kill_workers_of(tmp_path / "data")  # none may outlive the test
     assert second.returncode == 0, output[-3000:]
+    assert not left, [process.pid for process in left]
     assert _samples(url) > before  # the same pipeline went on, counting from where it stopped

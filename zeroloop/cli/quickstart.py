@@ -36,8 +36,11 @@ from zeroloop.cli.common import console, finite, require_device, settings
 from zeroloop.cli.helptext import examples
 from zeroloop.cli.pipeline import start_pipeline, training_summary
 from zeroloop.cli.run import registry_for_cli
+from zeroloop.cluster.fleet import FleetError
+from zeroloop.cluster.nodes import LIVE, STARTING
+from zeroloop.cluster.providers.local import LocalProvider
+from zeroloop.config import PoolSettings, Settings
 from zeroloop.errors import ZeroloopError
-from zeroloop.local_workers import LocalWorkers
 from zeroloop.pipeline.ratings import Rating, ratings
 from zeroloop.store.queries import models as model_queries
 from zeroloop.store.queries import pipelines as queries
@@ -151,11 +154,56 @@ def logs_through(target: Console) -> Iterator[Callable[[], None]]:
         print_pending()
 
 
+POOL = "quickstart"  # the local provider pool the quickstart's workers belong to
+
+
+def with_local_pool(settings: Settings, workers: int) -> Settings:
+    """The settings plus a local pool of exactly `workers` workers, replaced promptly when one dies."""
+    pool = PoolSettings(kind="local", profile="training_node", min_nodes=workers, max_nodes=workers)
+    autoscaler = settings.autoscaler.model_copy(update={"interval_s": min(settings.autoscaler.interval_s, 2.0)})
+    return settings.model_copy(update={"providers": {**settings.providers, POOL: pool}, "autoscaler": autoscaler})
+
+
 class Workers(Protocol):
     """What the drain needs of the local workers."""
 
     def stop(self, deadline_s: float) -> None:
         """SIGTERM every worker, and kill those still running after `deadline_s` seconds."""
+
+
+class LocalPool:
+    """The quickstart's workers: a local provider pool that the autoscaler keeps at `--workers` nodes."""
+
+    def __init__(self, app: App, workers: int) -> None:
+        self.app = app
+        self.workers = workers
+        provider = app.fleet.provider(POOL)
+        assert isinstance(provider, LocalProvider)
+        self.provider: LocalProvider = provider
+        self.started_at = app.clock()
+
+    def counts(self) -> tuple[int, int]:
+        """(workers running now, replacements launched since this run started)."""
+        rows = [row for row in self.app.nodes.list_nodes() if row["pool"] == POOL]
+        running = sum(1 for row in rows if row["status"] == "active")
+        launched = sum(1 for row in rows if (row["launched_at"] or 0.0) >= self.started_at)
+        return running, max(0, launched - self.workers)
+
+    def stop(self, deadline_s: float) -> None:
+        """Stop every worker through the fleet (SIGTERM: they drain), kill those left after `deadline_s` seconds."""
+        fleet = self.app.fleet
+        for row in self.app.nodes.list_nodes((*STARTING, *LIVE)):
+            if row["pool"] == POOL:
+                try:
+                    fleet.terminate(row["id"], reason="quickstart stopping")
+                except FleetError as exc:
+                    logging.getLogger(__name__).warning("%s", exc)
+        end = time.monotonic() + deadline_s
+        while self.provider.machines() and time.monotonic() < end:
+            time.sleep(0.2)  # polls the worker processes' exit against the deadline
+        for machine in self.provider.machines():
+            self.provider.kill(machine.provider_id)
+        fleet.reconcile(self.app.queue.requeue_node)  # stopped machines are recorded terminated
 
 
 async def drain(app: App, local: Workers, *, force: bool) -> None:
@@ -181,23 +229,21 @@ async def run_quickstart(app: App, config_key: str, minutes: float, workers: int
 
     for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, on_signal)
-    local = LocalWorkers(app.settings, workers)
+    local = LocalPool(app, workers)
     started = time.monotonic()
     try:
         status = await initialize_all_coordinators(app, profile="coordinator", registry=registry_for_cli())
         if status["failed"]:
             raise ZeroloopError(f"coordinator daemons failed to start: {', '.join(status['failed'])}")
-        local.start()
         deadline = started + minutes * 60
         # One thread draws: no auto-refresh thread, and log records wait for the loop (see logs_through).
         live = Live(console=console, auto_refresh=False, transient=False)
         with logs_through(live.console) as print_logs, live:
             while not stop.is_set() and time.monotonic() < deadline:
-                local.supervise()
                 snap = await asyncio.to_thread(snapshot, app, config_key)
-                restarts = sum(worker.restarts for worker in local.workers)
+                running, restarts = await asyncio.to_thread(local.counts)
                 print_logs()
-                panel = render(snap, config_key, time.monotonic() - started, minutes, (local.alive(), restarts))
+                panel = render(snap, config_key, time.monotonic() - started, minutes, (running, restarts))
                 live.update(panel, refresh=True)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=REFRESH_S)
@@ -242,7 +288,7 @@ def quickstart_command(
     workers: int = typer.Option(2, "--workers", "-w", min=1, max=64, help="Worker processes on this machine."),
 ) -> None:
     """Run the whole self-improvement loop on this machine, with live progress; run again to resume."""
-    loaded = settings()
+    loaded = with_local_pool(settings(), workers)
     require_device(loaded)  # the local workers run on this machine
     config_key = config_key_of(game)
     started = time.monotonic()

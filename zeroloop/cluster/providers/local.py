@@ -11,6 +11,7 @@ coordinator that restarted still sees, and can stop, the workers an earlier one 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -111,6 +112,13 @@ class LocalProvider(Provider):
             return
         except psutil.AccessDenied as exc:
             raise ProviderError(f"local pool {self.name}: may not signal pid {process.pid}: {exc}") from exc
+
+    def kill(self, provider_id: str) -> None:
+        """SIGKILL a worker at once (a forced stop); gone already is fine."""
+        process = self._process(provider_id)
+        if process is not None:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.send_signal(signal.SIGKILL)
 
     def machines(self) -> list[Machine]:
         """The live worker processes of this pool (started by this process or an earlier one)."""
