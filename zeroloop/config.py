@@ -221,6 +221,20 @@ class ClusterSettings(_Section):
     node_lost_after_s: float = Field(default=60.0, gt=0, description="silence after which a node is lost (seconds)")
     leader_lease_s: float = Field(default=15.0, gt=0, description="leader and role lease length (seconds)")
 
+    @field_validator("node_id", "provider")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        if not value.isprintable() or value != value.strip():
+            raise ValueError(f"{value!r} holds control characters or surrounding spaces: use a plain name")
+        return value
+
+    @field_validator("labels")
+    @classmethod
+    def _printable_labels(cls, value: list[str]) -> list[str]:
+        for label in value:
+            cls._printable(label)
+        return value
+
     @model_validator(mode="after")
     def _heartbeats_fit(self) -> ClusterSettings:
         # One late heartbeat must not make a node lost: its silence has to span several of them.

@@ -11,8 +11,9 @@ from zeroloop.cli.main import app as cli
 from zeroloop.cluster.leases import LEADER
 from zeroloop.cluster.nodes import NodeInfo, NodeRegistry
 from zeroloop.config import Settings
-from zeroloop.errors import EventError, QueueError
+from zeroloop.errors import EventError, QueueError, ZeroloopError
 from zeroloop.store.queries import consumers as consumer_queries
+from zeroloop.store.queries import pipelines as pipeline_queries
 
 
 @pytest.fixture
@@ -127,3 +128,23 @@ def test_health_counts_a_node_whose_heartbeats_stopped_as_gone(settings: Setting
         clock.advance(zl.settings.cluster.node_lost_after_s + 1)  # nobody marked it lost: no reaper ran
         report = zl.health.assess()
         assert report.inputs.nodes_available == 0 and report.score <= 0.5 and report.level.value != "healthy"
+
+
+def test_an_unknown_consumer_is_refused_listing_the_known_ones(run: CliRunner, settings: Settings) -> None:
+    _consumer_at(settings, handled=0, published=1)
+    result = _invoke(run, "dlq", "ls", "--consumer", "nobody")
+    assert isinstance(result.exception, EventError) and "no consumer named 'nobody': choose from c" in str(
+        result.exception
+    )
+    assert _invoke(run, "dlq", "ls", "--consumer", "c").exit_code == 0
+
+
+@pytest.mark.parametrize("key", ["", "x" * 201, "bad\x00key"])
+def test_a_bad_config_key_is_refused_when_a_pipeline_starts(settings: Settings, key: str) -> None:
+    from zeroloop.cli.pipeline import start_pipeline
+
+    with App(settings) as zl:
+        with pytest.raises(ZeroloopError, match="config key"):
+            start_pipeline(zl, key)
+        with zl.store.read() as conn:
+            assert pipeline_queries.list_pipelines(conn) == []

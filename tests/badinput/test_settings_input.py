@@ -62,6 +62,8 @@ def test_real_variables_and_the_allowed_extras_pass() -> None:
         ({"workload": {"device": "cuda:x"}}, "not a torch device"),
         ({"workload": {"kind": "command"}}, "command_file is not set"),
         ({"events": {"max_payload_bytes": 10}}, "max_payload_bytes"),
+        ({"cluster": {"node_id": "a\x00b"}}, "control characters"),
+        ({"cluster": {"labels": ["gpu\n"]}}, "control characters"),
     ],
 )
 def test_settings_that_contradict_each_other_are_refused(settings: Settings, overrides: dict, message: str) -> None:

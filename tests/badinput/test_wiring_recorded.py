@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import pytest
 
+from zeroloop import doctor
+from zeroloop.config import Settings
 from zeroloop.events import wiring
 from zeroloop.events.catalogue import EVENT_TYPES
 
@@ -46,3 +48,10 @@ def test_every_catalogued_type_is_really_published_and_consumed(
         pytest.skip("the recording covers only part of the suite: this check runs with the whole suite")
     problems = wiring.compare_recording(wiring_recording)
     assert not problems, "\n".join(problems)
+
+
+def test_doctor_fails_a_catalogue_type_nobody_declares(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(wiring, "check_wiring", lambda: wiring.WiringReport({}, {}, ["NODE_LOST"]))
+    findings = list(doctor.check_event_wiring(settings))
+    assert [(f.name, f.verdict) for f in findings] == [("event NODE_LOST", doctor.Verdict.FAIL)]
+    assert "no participant declares" in findings[0].detail

@@ -11,7 +11,9 @@ from rich.table import Table
 
 from zeroloop.cli.common import console, open_app
 from zeroloop.cli.helptext import examples
+from zeroloop.errors import EventError
 from zeroloop.events.deadletters import LIVE, DeadLetters
+from zeroloop.store.queries import consumers as consumer_queries
 
 app = typer.Typer(
     help="Dead letters: events a consumer kept failing on.",
@@ -28,7 +30,14 @@ def ls(
 ) -> None:
     """List dead letters (pending and parked unless --all)."""
     with open_app() as zl:
-        letters = DeadLetters(zl.store).list(statuses=() if show_all else LIVE, consumer=consumer, limit=limit)
+        letters_of = DeadLetters(zl.store)
+        if consumer is not None:
+            with zl.store.read() as conn:
+                known = sorted(row["name"] for row in consumer_queries.list_consumers(conn))
+            # A forgotten consumer's letters still count: only a name nothing knows is refused.
+            if consumer not in known and not letters_of.list(statuses=(), consumer=consumer, limit=1):
+                raise EventError(f"no consumer named {consumer!r}: choose from {', '.join(known) or 'none yet'}")
+        letters = letters_of.list(statuses=() if show_all else LIVE, consumer=consumer, limit=limit)
     table = Table(header_style="bold")
     for column in ("id", "event", "consumer", "status", "attempts", "error"):
         table.add_column(column)

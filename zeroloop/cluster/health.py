@@ -43,8 +43,9 @@ from zeroloop.store.queries import nodes as node_queries
 
 WEIGHTS = {"availability": 0.35, "circuits": 0.25, "errors": 0.25, "recovery": 0.15}
 CRITICAL_DAEMON_CAP = 0.5  # also the cap for no leader, no node for queued work, and only stale daemons
-# Daemon states whose record is refreshed while their process lives; others may rest unchanged.
-_REPORTING = frozenset({DaemonState.RUNNING, DaemonState.STANDBY, DaemonState.BACKOFF, DaemonState.HELD})
+# The daemon manager rewrites every record each health interval while its process lives; only
+# a stopped or failed daemon's record may rest unchanged.
+_REPORTING = frozenset(DaemonState) - {DaemonState.STOPPED, DaemonState.FAILED}
 
 
 class HealthLevel(StrEnum):

@@ -33,11 +33,13 @@ from zeroloop.config import Settings, StoreSettings, redact
 from zeroloop.errors import DataDirError, StoreCorrupt, StoreError, StoreFull, StoreUnavailable, StoreURLError
 from zeroloop.store.turns import WriterTurns
 
+psycopg: Any
 try:
     import psycopg
 
     _DRIVER_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, psycopg.Error)
 except ImportError:  # pragma: no cover - psycopg is optional for SQLite-only installs
+    psycopg = None
     _DRIVER_ERRORS = (sqlite3.Error,)
 
 Backend = Literal["sqlite", "postgresql"]
@@ -282,8 +284,11 @@ class Store:
         transient = isinstance(orig, sqlite3.OperationalError) and any(
             mark in text for mark in ("locked", "unable to open", "disk i/o error")
         )
-        if invalidated or transient or _is_pg_operational(orig) or "connection" in text:
+        if invalidated or "connection" in text or "resolve host" in text or "server closed" in text:
             return StoreUnavailable(f"cannot reach the store at {where}: {detail}")
+        if transient or _is_pg_operational(orig):
+            # Deadlocks, serialization failures, cancelled statements, a busy SQLite file: worth retrying.
+            return StoreUnavailable(f"the store at {where} could not complete the operation ({detail}): retry it")
         return StoreError(f"the store at {where} refused the operation: {detail}")
 
 
@@ -291,13 +296,11 @@ _CORRUPT = ("file is not a database", "malformed", "not a database", "database c
 
 
 def _is_pg_operational(orig: BaseException | None) -> bool:
-    # PostgreSQL's OperationalError class covers a lost or refused connection and server shutdowns.
-    return type(orig).__module__.startswith("psycopg") and type(orig).__name__ in (
-        "OperationalError",
-        "AdminShutdown",
-        "CannotConnectNow",
-        "ConnectionTimeout",
-    )
+    # PostgreSQL's operational errors: a lost connection, a server shutting down, a deadlock,
+    # a serialization failure, a cancelled statement. All are transient.
+    if psycopg is None:
+        return False
+    return isinstance(orig, psycopg.OperationalError)
 
 
 def _writable(path: Path) -> bool:
