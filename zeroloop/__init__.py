@@ -12,6 +12,14 @@ explicit `App`:
         health = get_system_health(app)
         print(f"Health: {health['status']} ({health['overall_health']:.0%})")
         await shutdown_all_coordinators(app)
+
+or, as the seeds wrote it, with no App (zeroloop opens one from the settings and runs
+the `full` profile on a thread of its own; see `zeroloop.bootstrap`):
+
+    status = initialize_all_coordinators(auto_trigger_pipeline=True)
+    print(f"Initialized: {status['_instances']}")
+    health = get_system_health()
+    await shutdown_all_coordinators()
 """
 
 from zeroloop.app import App

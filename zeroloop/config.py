@@ -387,6 +387,11 @@ class PipelineSettings(_Section):
         default=0.05, ge=0, le=1, description="score gain against the strongest baseline that promotes an equal model"
     )
     promotion_cooldown_s: float = Field(default=0.0, ge=0, description="least time between promotions (seconds)")
+    default_config_key: str = Field(
+        default="tic_tac_toe_2p",
+        description="the pipeline the library's initialize_all_coordinators(auto_trigger_pipeline=True) starts "
+        "when the store has none",
+    )
     selfplay_games_per_job: int = Field(default=32, ge=1, description="games in one selfplay job")
     selfplay_queue_target: int = Field(default=8, ge=1, description="selfplay jobs kept queued across all configs")
     scheduler_interval_s: float = Field(default=2.0, gt=0, description="selfplay top-up interval (seconds)")

@@ -141,7 +141,7 @@ def test_an_unknown_consumer_is_refused_listing_the_known_ones(run: CliRunner, s
 
 @pytest.mark.parametrize("key", ["", "x" * 201, "bad\x00key"])
 def test_a_bad_config_key_is_refused_when_a_pipeline_starts(settings: Settings, key: str) -> None:
-    from zeroloop.cli.pipeline import start_pipeline
+    from zeroloop.bootstrap import start_pipeline
 
     with App(settings) as zl:
         with pytest.raises(ZeroloopError, match="config key"):

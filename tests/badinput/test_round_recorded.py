@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from zeroloop.app import App
-from zeroloop.cli.pipeline import start_pipeline
+from zeroloop.bootstrap import start_pipeline
 from zeroloop.cli.run import registry_for_cli
 from zeroloop.cluster.leases import LEADER
 from zeroloop.config import PipelineSettings, Settings, WorkloadSettings

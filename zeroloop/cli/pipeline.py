@@ -12,13 +12,13 @@ from rich.markup import escape
 from rich.table import Table
 
 from zeroloop.app import App
+from zeroloop.bootstrap import start_pipeline
 from zeroloop.cli.common import console, open_app
 from zeroloop.cli.helptext import examples
 from zeroloop.errors import ZeroloopError
 from zeroloop.pipeline.ratings import RELATIVE_TO, ratings
 from zeroloop.store.queries import models as model_queries
 from zeroloop.store.queries import pipelines as queries
-from zeroloop.store.values import check_text
 
 app = typer.Typer(
     help="Start, inspect, pause and resume the loop per config key.",
@@ -27,19 +27,6 @@ app = typer.Typer(
 )
 
 MANUAL_PAUSE = "paused by hand"
-
-
-def start_pipeline(zl: App, config_key: str) -> None:
-    """Check that the workload supports `config_key`, then make sure its pipeline exists."""
-    check_text(config_key, "the config key", ZeroloopError)
-    if not 0 < len(config_key) <= 200:
-        raise ZeroloopError(f"config key {config_key!r} must be 1-200 characters, e.g. connect_four_2p")
-    if zl.settings.workload.kind == "alphazero":
-        from zeroloop.workload.games import Game
-
-        Game(config_key, zl.settings.workload.game_params.get(config_key))
-    with zl.store.transaction() as conn:
-        queries.ensure_pipeline(conn, config_key, time.time())
 
 
 @app.command("start", epilog=examples("zeroloop pipeline start connect_four_2p"))

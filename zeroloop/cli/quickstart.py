@@ -31,10 +31,10 @@ from rich.panel import Panel
 from rich.table import Table
 
 from zeroloop.app import App
-from zeroloop.bootstrap import initialize_all_coordinators, shutdown_all_coordinators
+from zeroloop.bootstrap import initialize_all_coordinators, shutdown_all_coordinators, start_pipeline
 from zeroloop.cli.common import console, finite, require_device, settings
 from zeroloop.cli.helptext import examples
-from zeroloop.cli.pipeline import start_pipeline, training_summary
+from zeroloop.cli.pipeline import training_summary
 from zeroloop.cli.run import registry_for_cli
 from zeroloop.cluster.fleet import FleetError
 from zeroloop.cluster.nodes import LIVE, STARTING
