@@ -216,6 +216,16 @@ class ClusterSettings(_Section):
         ge=0,
         description="jobs this node runs at once; 0 = one per GPU, else one (set per pool by the fleet)",
     )
+    max_jobs_per_type: dict[str, int] = Field(
+        default_factory=dict, description="job type -> most jobs of that type this node runs at once, e.g. {train = 1}"
+    )
+    utilisation_target_pct: float | None = Field(
+        default=None,
+        gt=0,
+        le=100,
+        description="run as many slots (up to `slots`) as keep GPU (else CPU) utilisation near this (%); unset: all",
+    )
+    slot_interval_s: float = Field(default=30.0, gt=0, description="time between slot count changes (seconds)")
     cost_per_hour: float | None = Field(default=None, ge=0, description="what this node costs (currency units/hour)")
     heartbeat_interval_s: float = Field(default=10.0, gt=0, description="node heartbeat interval (seconds)")
     node_lost_after_s: float = Field(default=60.0, gt=0, description="silence after which a node is lost (seconds)")

@@ -89,6 +89,10 @@ class ArtifactPort(Protocol):
         """A verified local copy of an artifact."""
         ...
 
+    def evacuate(self) -> int:
+        """Upload what this node holds the only copy of; how many artifacts."""
+        ...
+
 
 class ModelRef(Protocol):
     """A model, as far as a worker needs it: its artifact."""

@@ -193,7 +193,7 @@ def test_bad_pool_settings_are_one_clear_line(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="unknown provider kind 'nope'"):
         App(Settings(data_dir=tmp_path, providers={"x": PoolSettings(kind="nope")}))
-    with pytest.raises(ValueError, match="max_nodes"):
+    with pytest.raises(ConfigError, match=r"max_nodes \(1\) is below min_nodes \(3\)"):
         PoolSettings(kind="local", min_nodes=3, max_nodes=1)
     settings = _settings(tmp_path, min_nodes=0, max_nodes=1)
     with App(settings) as app:

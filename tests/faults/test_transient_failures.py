@@ -187,6 +187,7 @@ def _unreachable(*_args: object) -> None:
 
 @run_async
 async def test_the_reaper_gives_workers_a_heartbeat_to_renew_before_it_reaps(app: App, clock: FakeClock) -> None:
+    app.settings.queue.reaper_interval_s = 0.1  # a reaper may not scan less often than a lease lasts
     app.settings.queue.lease_s = 0.3
     app.settings.daemons.outage_retry_max_s = 0.1
     daemon = queue_reaper_daemon(DaemonContext(app, Leadership(), clock))

@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.reliability.test_kill_workers import TINY, kill_workers_of, workers_of
+from zeroloop.errors import StoreError
 from zeroloop.store.database import Store
 
 pytestmark = pytest.mark.slow
@@ -23,7 +24,7 @@ def _samples(url: str) -> int:
     try:
         with Store(url) as store, store.read() as conn:
             value = conn.execute(sa.text("SELECT samples_total FROM pipelines")).scalar_one_or_none()
-    except sa.exc.OperationalError:
+    except StoreError:  # the quickstart is still creating the store
         return 0
     return int(value or 0)
 

@@ -91,9 +91,9 @@ def test_a_worker_without_a_server_url_is_told_what_to_set() -> None:
 
 
 def test_server_settings_refuse_bad_values() -> None:
-    with pytest.raises(ValueError, match="http"):
+    with pytest.raises(ConfigError, match="http"):
         ServerSettings(url="ftp://server")
-    with pytest.raises(ValueError, match="tls_keyfile"):
+    with pytest.raises(ConfigError, match="tls_keyfile"):
         ServerSettings(tls_certfile="/etc/cert.pem")  # type: ignore[arg-type]
 
 

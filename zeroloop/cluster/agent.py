@@ -101,6 +101,13 @@ def utilisation(settings: Settings) -> dict[str, Any]:
     }
 
 
+def node_load(settings: Settings) -> float:
+    """This node's load now (%): its busiest GPU's utilisation, else its CPU's."""
+    load = utilisation(settings)
+    gpu = load.get("gpu_pct")
+    return float(gpu if gpu is not None else load["cpu_pct"])
+
+
 def _existing(path: os.PathLike[str] | str) -> str:
     """The nearest existing ancestor of `path` (the data directory may not exist yet)."""
     current = os.path.abspath(path)

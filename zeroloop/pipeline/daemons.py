@@ -15,7 +15,7 @@ import asyncio
 import logging
 from typing import Any
 
-from zeroloop.cluster.agent import describe_node
+from zeroloop.cluster.agent import describe_node, node_load
 from zeroloop.cluster.leases import leader_fence
 from zeroloop.daemons.adapters import ServiceDaemon, consumers_daemon
 from zeroloop.daemons.daemon import DaemonContext, LoopDaemon
@@ -27,6 +27,7 @@ from zeroloop.pipeline.coordinator import PipelineCoordinator
 from zeroloop.pipeline.executor import JobExecutor
 from zeroloop.pipeline.progress import ProgressRecorder
 from zeroloop.pipeline.scheduler import SelfplayScheduler
+from zeroloop.pipeline.slots import SlotBudget, Slots
 from zeroloop.queue.jobs import Capabilities
 from zeroloop.remote.prefetch import RemotePrefetcher, remote_prefetcher
 from zeroloop.store.queries import pipelines as queries
@@ -107,59 +108,41 @@ def selfplay_executor_daemon(context: DaemonContext) -> ServiceDaemon:
     return _executor(context, (jobs.SELFPLAY,))
 
 
-class Slots:
-    """Several executors of one node side by side, one job each: stopping stops them all."""
-
-    def __init__(self, executors: list[JobExecutor]) -> None:
-        self.executors = executors
-
-    async def run(self) -> None:
-        """Run every slot until all have stopped; one crashing slot stops the others and re-raises."""
-        tasks = [asyncio.ensure_future(executor.run()) for executor in self.executors]
-        try:
-            await asyncio.gather(*tasks)
-        except BaseException:
-            self.stop()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
-
-    def stop(self) -> None:
-        """Each slot finishes its job in flight, then stops claiming."""
-        for executor in self.executors:
-            executor.stop()
-
-    def health(self) -> dict[str, Any]:
-        """Slots and jobs done in all."""
-        return {"slots": len(self.executors), "jobs_done": sum(e.jobs_done for e in self.executors)}
-
-
 def _executor(context: DaemonContext, job_types: tuple[str, ...]) -> ServiceDaemon:
     app = context.app
     info = describe_node(app.settings)
+    cluster = app.settings.cluster
     slots = max(1, info.slots)
-    # Each slot may claim jobs needing at most its share of the node's GPUs and memory.
-    capabilities = Capabilities(
-        gpus=len(info.gpus) // slots,
-        memory_bytes=info.memory_bytes // slots,
-        labels=frozenset(app.settings.cluster.labels),
-    )
-    executors = [
-        JobExecutor(
+    labels = frozenset(cluster.labels)
+
+    def make(budget: SlotBudget | None = None) -> JobExecutor:
+        return JobExecutor(
             app.registry,
             app.bus,
             app.queue,
             app.artifacts,
             app.settings,
-            node=app.settings.cluster.node_id,
-            capabilities=capabilities,
+            node=cluster.node_id,
+            capabilities=Capabilities(gpus=len(info.gpus), memory_bytes=info.memory_bytes, labels=labels),
             job_types=job_types,
             clock=context.clock,
+            budget=budget,
         )
-        for _ in range(slots)
-    ]
-    if slots == 1:
-        return ServiceDaemon(executors[0], describe=executors[0].health)
-    service = Slots(executors)
+
+    if slots == 1 and not cluster.max_jobs_per_type:
+        executor = make()
+        return ServiceDaemon(executor, describe=executor.health)
+    # The slots share the node: each claim asks for the GPUs and memory the others left free.
+    budget = SlotBudget(
+        gpus=len(info.gpus), memory_bytes=info.memory_bytes, labels=labels, max_per_type=cluster.max_jobs_per_type
+    )
+    service = Slots(
+        lambda: make(budget),
+        slots,
+        target_pct=cluster.utilisation_target_pct,
+        probe=lambda: node_load(app.settings),
+        interval_s=cluster.slot_interval_s,
+    )
     return ServiceDaemon(service, describe=service.health)
 
 

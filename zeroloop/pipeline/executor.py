@@ -41,6 +41,7 @@ from zeroloop.events.consumer import is_transient
 from zeroloop.events.wiring import declare
 from zeroloop.pipeline import child, jobs
 from zeroloop.pipeline.registry import model_id_for
+from zeroloop.pipeline.slots import SlotBudget
 from zeroloop.ports import ArtifactPort, EventPort, JobPort, ModelPort
 from zeroloop.queue.jobs import Capabilities, Job, Lease
 from zeroloop.workload.elo import elo_estimate
@@ -100,8 +101,13 @@ class JobExecutor:
         capabilities: Capabilities | None = None,
         job_types: tuple[str, ...] = jobs.JOB_TYPES,
         clock: Callable[[], float] = time.time,
+        budget: SlotBudget | None = None,
     ) -> None:
-        """`job_types` are the pipeline job types this executor claims; the parts are the store's or the server's."""
+        """`job_types` are the pipeline job types this executor claims; the parts are the store's or the server's.
+
+        `budget` is the node's resources when several slots share them: each claim then asks
+        for what the other slots left free (see zeroloop.pipeline.slots).
+        """
         self.models = models
         self.bus = bus
         self.queue = queue
@@ -111,6 +117,7 @@ class JobExecutor:
         self.capabilities = capabilities or Capabilities()
         self.job_types = job_types
         self.clock = clock
+        self.budget = budget
         self.workdir = settings.data_dir / "work" / node
         self._pool: ProcessPoolExecutor | None = None
         self._children: list[Any] = []  # the pool's processes while a job runs (multiprocessing.Process)
@@ -138,7 +145,7 @@ class JobExecutor:
             while lease is not None or not self._stopping.is_set():
                 if lease is None:
                     try:
-                        lease = await asyncio.to_thread(self.queue.claim, self.node, self.capabilities, self.job_types)
+                        lease = await asyncio.to_thread(self._claim)
                     except Exception as exc:
                         if not is_transient(exc):
                             raise
@@ -157,11 +164,24 @@ class JobExecutor:
 
     async def run_once(self) -> bool:
         """Claim one job and run it to its end; False when there was none to claim."""
-        lease = await asyncio.to_thread(self.queue.claim, self.node, self.capabilities, self.job_types)
+        lease = await asyncio.to_thread(self._claim)
         if lease is None:
             return False
         await self._execute(lease, claim_next=False)
         return True
+
+    def _claim(self) -> Lease | None:
+        """Lease a job this slot may run: everything it asks for, or with a budget what the node has free."""
+        if self.budget is None:
+            return self.queue.claim(self.node, self.capabilities, self.job_types)
+        with self.budget.claiming():
+            capabilities, types = self.budget.offer(self.job_types)
+            if not types:
+                return None
+            lease = self.queue.claim(self.node, capabilities, types)
+            if lease is not None:
+                self.budget.take(lease.job)
+            return lease
 
     def stop(self) -> None:
         """Drain: claim nothing more; the job in flight may finish within the grace, else it is released."""
@@ -275,6 +295,8 @@ class JobExecutor:
         finally:
             beat.cancel()
             shutil.rmtree(workdir, ignore_errors=True)
+            if self.budget is not None:
+                self.budget.give(job.id)
         return following
 
     async def _fail(self, job: Job, token: int, reason: str) -> None:
@@ -482,9 +504,22 @@ class JobExecutor:
         if not claim_next:
             self.queue.complete(job.id, token, result, event=event)
             return None
-        _done, following = self.queue.complete_and_claim(
-            job.id, token, result, node=self.node, capabilities=self.capabilities, types=self.job_types, event=event
-        )
+        if self.budget is None:
+            _done, following = self.queue.complete_and_claim(
+                job.id, token, result, node=self.node, capabilities=self.capabilities, types=self.job_types, event=event
+            )
+            return following
+        with self.budget.claiming():
+            self.budget.give(job.id)  # this job is done: its resources count for the next claim
+            capabilities, types = self.budget.offer(self.job_types)
+            if not types:
+                self.queue.complete(job.id, token, result, event=event)
+                return None
+            _done, following = self.queue.complete_and_claim(
+                job.id, token, result, node=self.node, capabilities=capabilities, types=types, event=event
+            )
+            if following is not None:
+                self.budget.take(following.job)
         return following
 
     def _event_for(self, job: Job, sha256: str, counts: dict[str, float], samples: int) -> tuple[str, dict[str, Any]]:

@@ -206,6 +206,10 @@ class RemoteArtifacts:
         self._remember(source, sha256)
         return Artifact(answer["sha256"], ArtifactKind(answer["kind"]), int(answer["size_bytes"]), config_key)
 
+    def evacuate(self) -> int:
+        """Nothing to upload: behind the server an upload reaches it or fails its job, so no node holds an only copy."""
+        return 0
+
     def fetch(self, sha256: str) -> Path:
         """A verified local copy: from the cache, or streamed from the server and checked on arrival."""
         check_sha256(sha256)
