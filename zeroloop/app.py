@@ -244,6 +244,11 @@ def daemon_registry() -> Registry:
     return registry
 
 
+def event_participants() -> list[str]:
+    """The modules of every daemon's factory: importing them declares every event producer and consumer."""
+    return sorted({getattr(spec.factory, "__module__", "") for spec in daemon_registry().specs.values()} - {""})
+
+
 class App:
     """Everything one zeroloop process has open, in the order it opens and closes it."""
 

@@ -4,8 +4,9 @@ Every part of zeroloop that publishes events declares the types it emits, and ev
 consumer the types it handles, with `declare()` at import time of its module. The
 wiring check compares the two: an event type that is published but consumed by nobody,
 or consumed but never published, is the failure the seeds' system kept having, and
-`zeroloop doctor` fails listing it. `PARTICIPANTS` names every module that declares,
-so the check sees all of them whatever has been imported so far.
+`zeroloop doctor` fails listing it. The participants are found from the daemon table
+(`zeroloop.app.event_participants`): importing each daemon's factory module imports
+everything it publishes or consumes through, so no list of modules is kept by hand.
 
 Declarations are only claims, so they are checked against what the code really does: a
 `Recording` (started by the test suite, see tests/conftest.py) notes every event type
@@ -23,27 +24,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zeroloop.events.catalogue import EVENT_TYPES, EXTERNAL_PRODUCERS
-
-# Every module that calls declare(); the wiring check imports them all.
-PARTICIPANTS: list[str] = [
-    # artifacts and pipeline
-    "zeroloop.artifacts.repository",
-    "zeroloop.pipeline.registry",
-    "zeroloop.pipeline.coordinator",
-    "zeroloop.pipeline.progress",
-    "zeroloop.pipeline.executor",
-    "zeroloop.pipeline.daemons",
-    "zeroloop.cluster.activity",
-    "zeroloop.cluster.alerts",
-    "zeroloop.queue.manager",
-    # cluster and daemons
-    "zeroloop.daemons.manager",
-    "zeroloop.cluster.leases",
-    "zeroloop.cluster.nodes",
-    "zeroloop.cluster.breakers",
-    "zeroloop.cluster.idle",
-    "zeroloop.cluster.fleet",
-]
 
 
 @dataclass(frozen=True)
@@ -85,16 +65,16 @@ class WiringReport:
         return not self.unconsumed and not self.unpublished and not self.undeclared
 
 
-def declarations() -> list[Declaration]:
-    """Every declaration, after importing every participant module."""
-    for module in PARTICIPANTS:
+def declarations(participants: Iterable[str] = ()) -> list[Declaration]:
+    """Every declaration made so far, after importing the `participants` modules (their imports declare too)."""
+    for module in participants:
         importlib.import_module(module)
     return sorted(_declared.values(), key=lambda declaration: declaration.name)
 
 
-def check_wiring() -> WiringReport:
+def check_wiring(participants: Iterable[str] = ()) -> WiringReport:
     """Compare what is published with what is consumed, by event type, over every participant."""
-    return compare(declarations())
+    return compare(declarations(participants))
 
 
 def compare(given: list[Declaration]) -> WiringReport:
