@@ -198,3 +198,29 @@ def test_the_fleet_grows_a_slurm_pool_for_work_and_idle_shutdown_ends_it_with_sc
             scaler.close()
             for machine in app.fleet.provider("cpu").machines():
                 app.fleet.provider("cpu").terminate(machine.provider_id)
+
+
+def test_a_partition_that_does_not_exist_is_one_line_at_the_command_line(
+    slurm_cluster: SlurmCluster, tmp_path: Path
+) -> None:
+    import os
+    import subprocess
+
+    (tmp_path / "zeroloop.toml").write_text(
+        f'data_dir = "{tmp_path / "data"}"\n[providers.gpu]\nkind = "slurm"\n'
+        f'[providers.gpu.options]\npartition = "nope"\nslurm_conf = "{slurm_cluster.conf}"\n'
+    )
+    env = {key: value for key, value in os.environ.items() if not key.startswith("ZEROLOOP_")}
+    env["COLUMNS"] = "300"
+    done = subprocess.run(
+        [sys.executable, "-m", "zeroloop", "nodes", "launch", "--provider", "gpu"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    (error,) = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert "partition 'nope' does not exist (sinfo knows: debug, zl)" in error
+    assert slurm_cluster.jobs() == []  # nothing launched
