@@ -320,3 +320,23 @@ def test_a_pool_behind_the_server_gives_each_machine_a_token_of_its_own_revoked_
         assert _status(app, outcome.node_id) == "terminated"
         with pytest.raises(AuthError):
             tokens.check(token)
+
+
+def test_cost_per_config_key_is_each_jobs_time_on_its_node_at_the_nodes_price(
+    fleet: tuple[App, MemoryProvider], clock: FakeClock
+) -> None:
+    from zeroloop.store.queries import fleet as fleet_queries
+
+    app, _provider = fleet
+    (outcome,) = app.fleet.launch("mem")  # 2.0 per hour, one slot
+    _register(app, outcome.node_id)
+    app.queue.enqueue("selfplay", "c_2p")
+    lease = app.queue.claim(outcome.node_id)
+    assert lease is not None
+    clock.advance(30)  # within the lease
+    app.queue.heartbeat(lease.job.id, lease.token)
+    clock.advance(30)
+    app.queue.heartbeat(lease.job.id, lease.token)
+    app.queue.complete(lease.job.id, lease.token, {"ok": True})
+    with app.store.read() as conn:
+        assert fleet_queries.config_costs(conn) == {"c_2p": pytest.approx(2.0 * 60 / 3600)}

@@ -17,6 +17,7 @@ from zeroloop.cli.common import console, open_app
 from zeroloop.cli.helptext import examples
 from zeroloop.errors import ZeroloopError
 from zeroloop.pipeline.ratings import RELATIVE_TO, ratings
+from zeroloop.store.queries import fleet as fleet_queries
 from zeroloop.store.queries import models as model_queries
 from zeroloop.store.queries import pipelines as queries
 
@@ -48,14 +49,18 @@ def training_summary(training: dict[str, Any]) -> str:
 
 
 def pipelines_table(zl: App) -> Table:
-    """Per config key: stage, round, samples, the production model and its rating, training, pause state."""
+    """Per config key: stage, round, samples, the production model and its rating, training, cost, pause state.
+
+    Cost is each job's time on its node at the node's price (split among the node's slots).
+    """
     with zl.store.read() as conn:
         rows = queries.list_pipelines(conn)
         elo = {row["config_key"]: model_queries.production_model(conn, row["config_key"]) for row in rows}
         rated = ratings(conn, [model["id"] for model in elo.values() if model], zl.settings.workload.elo_confidence)
+        costs = fleet_queries.config_costs(conn)
     table = Table(
         "config", "stage", "round", "samples", "since training", "model", f"Elo ({RELATIVE_TO})", "training",
-        "paused", title="pipelines", header_style="bold",
+        "cost", "paused", title="pipelines", header_style="bold",
     )  # fmt: skip
     for row in rows:
         model = elo[row["config_key"]]
@@ -70,6 +75,7 @@ def pipelines_table(zl: App) -> Table:
             model["id"] if model else "-",
             str(rated[model["id"]]) if model else "-",
             training_summary(training) if loss is not None else "-",
+            f"{costs.get(row['config_key'], 0.0):.2f}",
             escape(row["pause_reason"] or "") if row["paused"] else "no",
         )
     return table
