@@ -340,3 +340,27 @@ def test_cost_per_config_key_is_each_jobs_time_on_its_node_at_the_nodes_price(
     app.queue.complete(lease.job.id, lease.token, {"ok": True})
     with app.store.read() as conn:
         assert fleet_queries.config_costs(conn) == {"c_2p": pytest.approx(2.0 * 60 / 3600)}
+
+
+def test_status_says_how_long_the_queued_work_will_take_from_recent_durations(
+    fleet: tuple[App, MemoryProvider], clock: FakeClock
+) -> None:
+    from rich.console import Console
+
+    from zeroloop.cli.cluster import summary_table
+
+    app, _provider = fleet
+    app.nodes.register(NodeInfo("w1", "h", "memory", 1, 1, 1, slots=2))
+    for _ in range(2):  # two selfplay jobs that took 40 s each
+        app.queue.enqueue("selfplay", "c_2p")
+        lease = app.queue.claim("w1")
+        assert lease is not None
+        clock.advance(20)
+        app.queue.heartbeat(lease.job.id, lease.token)
+        clock.advance(20)
+        app.queue.complete(lease.job.id, lease.token, {})
+    for _ in range(5):
+        app.queue.enqueue("selfplay", "c_2p")
+    console = Console(width=200, record=True)
+    console.print(summary_table(app))
+    assert "queued 5, running 0, about 100 s of work for 2 slot(s)" in console.export_text()

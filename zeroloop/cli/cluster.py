@@ -16,11 +16,13 @@ from zeroloop.app import App
 from zeroloop.cli.common import console, err_console, finite, open_app
 from zeroloop.cli.helptext import examples
 from zeroloop.cli.pipeline import pipelines_table
+from zeroloop.cluster.autoscaler import DURATION_WINDOW_S
 from zeroloop.cluster.leases import LEADER
-from zeroloop.cluster.nodes import NodeStatus, cost_of
+from zeroloop.cluster.nodes import LIVE, NodeStatus, cost_of
 from zeroloop.config import WORKER_PROFILE_NAMES
 from zeroloop.errors import ZeroloopError
 from zeroloop.store.queries import daemons as daemon_queries
+from zeroloop.store.queries import fleet as fleet_queries
 from zeroloop.store.queries import health as health_queries
 from zeroloop.store.queries import nodes as node_queries
 from zeroloop.store.queries import pipelines as pipeline_queries
@@ -147,6 +149,9 @@ def summary_table(app: App) -> Table:
         table.add_row("leader", f"{escape(leader.holder)} (token {leader.token}, {leader.state}, until {until} UTC)")
     with app.store.read() as conn:
         counts = health_queries.job_counts(conn)
+        durations = fleet_queries.mean_durations(conn, app.clock() - DURATION_WINDOW_S)
+        live = node_queries.list_nodes(conn, tuple(status.value for status in LIVE))
+    slots = sum(row["slots"] or 1 for row in live)
     by_status: dict[str, int] = {}
     for (_job_type, status), count in counts.items():
         by_status[status] = by_status.get(status, 0) + count
@@ -154,7 +159,11 @@ def summary_table(app: App) -> Table:
     for job_type in sorted({job_type for job_type, _status in counts}):
         queued = counts.get((job_type, "queued"), 0)
         running = counts.get((job_type, "running"), 0)
-        table.add_row(f"  {job_type}", f"queued {queued}, running {running}")
+        line = f"queued {queued}, running {running}"
+        if queued and job_type in durations and slots:
+            # From the mean run time of recent jobs of the type, spread over the live nodes' slots.
+            line += f", about {queued * durations[job_type] / slots:.0f} s of work for {slots} slot(s)"
+        table.add_row(f"  {job_type}", line)
     report = app.health.assess()
     colour = "green" if report.level.value in HEALTHY_LEVELS else "red"
     table.add_row("health", f"[{colour}]{report.level.value}[/{colour}] ({report.score:.2f})")
