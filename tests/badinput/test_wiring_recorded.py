@@ -51,7 +51,7 @@ def test_every_catalogued_type_is_really_published_and_consumed(
 
 
 def test_doctor_fails_a_catalogue_type_nobody_declares(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(wiring, "check_wiring", lambda: wiring.WiringReport({}, {}, ["NODE_LOST"]))
+    monkeypatch.setattr(wiring, "check_wiring", lambda participants=(): wiring.WiringReport({}, {}, ["NODE_LOST"]))
     findings = list(doctor.check_event_wiring(settings))
     assert [(f.name, f.verdict) for f in findings] == [("event NODE_LOST", doctor.Verdict.FAIL)]
     assert "no participant declares" in findings[0].detail

@@ -47,12 +47,12 @@ def test_consumer_spec_declares_what_it_handles() -> None:
 
 def test_doctor_fails_listing_each_bad_type(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     bad = WiringReport(unconsumed={"JOB_DEAD": ["queue"]}, unpublished={"NODE_LOST": ["scheduler"]})
-    monkeypatch.setattr(wiring, "check_wiring", lambda: bad)
+    monkeypatch.setattr(wiring, "check_wiring", lambda participants=(): bad)
     findings = list(doctor.check_event_wiring(settings))
     assert [(f.name, f.verdict) for f in findings] == [
         ("event JOB_DEAD", doctor.Verdict.FAIL),
         ("event NODE_LOST", doctor.Verdict.FAIL),
     ]
     assert "consumed by nobody" in findings[0].detail and "published by nobody" in findings[1].detail
-    monkeypatch.setattr(wiring, "check_wiring", lambda: WiringReport({}, {}))
+    monkeypatch.setattr(wiring, "check_wiring", lambda participants=(): WiringReport({}, {}))
     assert [f.verdict for f in doctor.check_event_wiring(settings)] == [doctor.Verdict.OK]
