@@ -43,21 +43,23 @@ from zeroloop.store.database import Store
 JOB_TYPE = "noop"
 
 
-def _settings(url: str, data_dir: Path, jobs: int) -> Settings:
+def bench_settings(url: str, data_dir: Path, jobs: int) -> Settings:
+    """Settings whose backpressure never refuses the benchmark's jobs."""
     queue = QueueSettings(soft_limit=jobs + 1, hard_limit=jobs + 2, lease_s=30.0)
     return Settings(data_dir=data_dir, store={"url": url}, queue=queue)
 
 
-def _queue(settings: Settings, store: Store, node: str) -> JobQueue:
+def direct_queue(settings: Settings, store: Store, node: str) -> JobQueue:
+    """A queue straight on the store, its node resources read as idle."""
     bus = EventBus(store, node=node, source="bench")
     return JobQueue(store, bus, settings, resources=lambda: Resources(memory_pct=0.0, disk_pct=0.0))
 
 
 def _worker(index: int, url: str, data_dir: str, jobs: int, combined: bool, start: Any, results: Any) -> None:
-    settings = _settings(url, Path(data_dir), jobs)
+    settings = bench_settings(url, Path(data_dir), jobs)
     store = Store(url, settings.store)
     node = f"worker-{index}"
-    queue = _queue(settings, store, node)
+    queue = direct_queue(settings, store, node)
     queue.claim(node, types=["warmup"])  # connect and compile before the clock starts
     latencies: list[float] = []
     results.put(("ready", index))
@@ -83,7 +85,7 @@ def _worker(index: int, url: str, data_dir: str, jobs: int, combined: bool, star
 def run(url: str, jobs: int, workers: int, *, combined: bool) -> None:
     """Run the benchmark against the (empty or disposable) database at `url` and print the figures."""
     data_dir = Path(tempfile.mkdtemp(prefix="zeroloop-bench-"))
-    settings = _settings(url, data_dir, jobs)
+    settings = bench_settings(url, data_dir, jobs)
     with Store(url, settings.store) as store:
         migrate.upgrade(store)
         with store.transaction() as conn:
@@ -95,7 +97,7 @@ def run(url: str, jobs: int, workers: int, *, combined: bool) -> None:
                 fsync = conn.execute(sa.text("SHOW fsync")).scalar_one()
                 sync = conn.execute(sa.text("SHOW synchronous_commit")).scalar_one()
             durability = f"fsync={fsync}, synchronous_commit={sync}"
-        queue = _queue(settings, store, "producer")
+        queue = direct_queue(settings, store, "producer")
         t0 = time.perf_counter()
         queue.enqueue_many([{"job_type": JOB_TYPE, "config_key": "bench_2p", "payload": {"n": n}} for n in range(jobs)])
         enqueue_s = time.perf_counter() - t0

@@ -34,10 +34,8 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 
-from zeroloop.config import QueueSettings, ServerSettings, Settings
-from zeroloop.events.bus import EventBus
-from zeroloop.queue.backpressure import Resources
-from zeroloop.queue.manager import JobQueue
+from bench.queue import bench_settings, direct_queue
+from zeroloop.config import ServerSettings
 from zeroloop.remote.client import ServerClient
 from zeroloop.remote.parts import RemoteQueue
 from zeroloop.server.tokens import Role, Tokens
@@ -47,24 +45,14 @@ from zeroloop.store.database import Store
 JOB_TYPE = "noop"
 
 
-def _settings(url: str, data_dir: Path, jobs: int) -> Settings:
-    queue = QueueSettings(soft_limit=jobs + 1, hard_limit=jobs + 2, lease_s=30.0)
-    return Settings(data_dir=data_dir, store={"url": url}, queue=queue)
-
-
-def _direct_queue(settings: Settings, store: Store, node: str) -> JobQueue:
-    bus = EventBus(store, node=node, source="bench")
-    return JobQueue(store, bus, settings, resources=lambda: Resources(memory_pct=0.0, disk_pct=0.0))
-
-
 def _worker(index: int, target: dict[str, Any], jobs: int, combined: bool, start: Any, results: Any) -> None:
     node = f"worker-{index}"
     store: Store | None = None
     client: ServerClient | None = None
     if target["server"] is None:
-        settings = _settings(target["store"], Path(target["data_dir"]), jobs)
+        settings = bench_settings(target["store"], Path(target["data_dir"]), jobs)
         store = Store(target["store"], settings.store)
-        queue: Any = _direct_queue(settings, store, node)
+        queue: Any = direct_queue(settings, store, node)
     else:
         client = ServerClient(ServerSettings(url=target["server"], token=target["tokens"][index]), node)
         queue = RemoteQueue(client)
@@ -94,12 +82,12 @@ def _worker(index: int, target: dict[str, Any], jobs: int, combined: bool, start
 
 
 def _prepare(url: str, data_dir: Path, jobs: int) -> None:
-    settings = _settings(url, data_dir, jobs)
+    settings = bench_settings(url, data_dir, jobs)
     with Store(url, settings.store) as store:
         with store.transaction() as conn:
             for table in ("job_dependencies", "jobs", "events", "backpressure"):
                 conn.execute(sa.text(f"DELETE FROM {table}"))
-        queue = _direct_queue(settings, store, "producer")
+        queue = direct_queue(settings, store, "producer")
         queue.enqueue_many([{"job_type": JOB_TYPE, "config_key": "bench_2p", "payload": {"n": n}} for n in range(jobs)])
 
 
