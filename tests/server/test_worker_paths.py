@@ -194,6 +194,16 @@ def test_a_lease_taken_away_refuses_heartbeat_and_result_alike(cluster: Cluster)
     assert "SELFPLAY_COMPLETE" not in [kind for kind, _payload, _node in cluster.events()]
 
 
+def test_a_draining_worker_gives_its_job_back_uncounted(cluster: Cluster) -> None:
+    job = cluster.app.queue.enqueue(jobs.SELFPLAY, "ringrift_2p", {"games": 2})
+    lease = cluster.worker.queue.claim("w1", types=[jobs.SELFPLAY])
+    assert lease is not None
+    released = cluster.worker.queue.release(job.id, lease.token, "worker w1 stopped")
+    assert (released.status, released.attempts) == (JobStatus.QUEUED, 0)
+    with pytest.raises(StaleLeaseError):  # given back: that lease is over
+        cluster.worker.queue.release(job.id, lease.token, "again")
+
+
 def _info() -> NodeInfo:
     return NodeInfo(id="w1", host="h", provider="manual", cpu_count=2, memory_bytes=2**30, disk_bytes=2**34)
 
