@@ -364,3 +364,13 @@ def test_status_says_how_long_the_queued_work_will_take_from_recent_durations(
     console = Console(width=200, record=True)
     console.print(summary_table(app))
     assert "queued 5, running 0, about 100 s of work for 2 slot(s)" in console.export_text()
+
+
+def test_work_under_backpressure_skips_the_cooldown_and_says_so() -> None:
+    view = _view(last_launch_at=95)
+    (cooling,) = plan([view], [_demand(6)], now=100, settings=SETTINGS, fleet_cost_per_hour=0, pressure={})
+    assert cooling.launch == 0
+    (pressed,) = plan(
+        [view], [_demand(6)], now=100, settings=SETTINGS, fleet_cost_per_hour=0, pressure={"selfplay": "HIGH"}
+    )
+    assert pressed.launch == 4 and pressed.evidence["backpressure"] == {"selfplay": "HIGH"}

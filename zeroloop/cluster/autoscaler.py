@@ -7,7 +7,8 @@ starting absorb that work first (idle capacity fills before a machine is rented)
 is left, divided by the slots per machine, is the shortfall. The launch is that
 shortfall, or what brings the pool up to `min_nodes` (lost machines replaced), capped
 by `max_nodes`, `autoscaler.max_launches_per_tick`, the budget per hour, the launch
-cooldown, the backoff after failed launches and the pool's open circuit breaker.
+cooldown (skipped while the pool's work is under HIGH backpressure or worse), the backoff
+after failed launches and the pool's open circuit breaker.
 Scaling down is idle shutdown's work. Every plan is recorded with its evidence as a
 decision of scope `fleet:<pool>`, shown by `zeroloop status` and `pipeline decisions`.
 """
@@ -28,13 +29,16 @@ from zeroloop.cluster.leases import leader_fence
 from zeroloop.cluster.nodes import LIVE, STARTING, Fence, NodeStatus
 from zeroloop.config import AutoscalerSettings, PoolSettings
 from zeroloop.daemons.daemon import Clock, DaemonContext, LoopDaemon
+from zeroloop.queue.backpressure import BackpressureLevel
 from zeroloop.store.queries import fleet as fleet_queries
+from zeroloop.store.queries import jobs as job_queries
 from zeroloop.store.queries import nodes as node_queries
 from zeroloop.store.queries import pipelines as decision_queries
 
 log = logging.getLogger(__name__)
 
 DURATION_WINDOW_S = 6 * 3600.0  # job durations are estimated from the last six hours
+_PRESSED = frozenset(level.name for level in BackpressureLevel if level >= BackpressureLevel.HIGH)
 
 
 @dataclass(frozen=True)
@@ -96,8 +100,14 @@ def plan(
     settings: AutoscalerSettings,
     fleet_cost_per_hour: float,
     durations: Mapping[str, float] | None = None,
+    pressure: Mapping[str, str] | None = None,
 ) -> list[ScalePlan]:
-    """The launches of this tick, one plan per pool (pure)."""
+    """The launches of this tick, one plan per pool (pure).
+
+    `pressure` is the backpressure level per job type (HIGH or worse: producers are being
+    held back because work piles up); a pool whose work is under such pressure launches
+    without waiting out the cooldown.
+    """
     rows = list(demand)
     queued = assign(pools, rows)
     budget_left = math.inf if settings.budget_per_hour is None else settings.budget_per_hour - fleet_cost_per_hour
@@ -123,6 +133,11 @@ def plan(
         if durations:
             work_s = sum(durations.get(str(r["type"]), 0.0) * int(r["count"]) for r in rows if pool.runs(r))
             evidence["queued_work_s"] = round(work_s, 1)
+        pressed = sorted(
+            {str(r["type"]) for r in rows if pool.runs(r) and (pressure or {}).get(str(r["type"])) in _PRESSED}
+        )
+        if pressed:
+            evidence["backpressure"] = {job_type: (pressure or {})[job_type] for job_type in pressed}
         reason = f"{below_min} below min_nodes" if below_min >= want and below_min else f"{waiting} job(s) waiting"
         if launch == 0:
             plans.append(ScalePlan(pool.name, 0, "enough capacity", evidence))
@@ -142,8 +157,9 @@ def plan(
                 )
             )
             continue
-        if pool.last_launch_at is not None and now - pool.last_launch_at < settings.launch_cooldown_s and not below_min:
-            plans.append(ScalePlan(pool.name, 0, f"cooldown: launched {now - pool.last_launch_at:.0f} s ago", evidence))
+        since_launch = math.inf if pool.last_launch_at is None else now - pool.last_launch_at
+        if since_launch < settings.launch_cooldown_s and not below_min and not pressed:
+            plans.append(ScalePlan(pool.name, 0, f"cooldown: launched {since_launch:.0f} s ago", evidence))
             continue
         price = cfg.price_per_hour or 0.0
         if price > 0 and budget_left < math.inf:
@@ -212,8 +228,8 @@ class Autoscaler:
             self._launcher.shutdown(wait=False)
             self._launcher = None
 
-    def observe(self) -> tuple[list[PoolView], list[dict[str, Any]], float, dict[str, float]]:
-        """The pools, the queued demand, the fleet's cost per hour now and recent job durations."""
+    def observe(self) -> tuple[list[PoolView], list[dict[str, Any]], float, dict[str, float], dict[str, str]]:
+        """The pools, the queued demand, the fleet's cost per hour now, recent job durations, backpressure."""
         now = self.clock()
         fleet = self.fleet
         with fleet.store.read() as conn:
@@ -221,11 +237,16 @@ class Autoscaler:
             running = fleet_queries.running_by_node(conn)
             cost = fleet.cost_per_hour(conn)
             durations = fleet_queries.mean_durations(conn, now - DURATION_WINDOW_S)
+            pressure = {
+                str(row["type"]): level
+                for row in demand
+                if (level := job_queries.get_backpressure(conn, str(row["type"]))) is not None
+            }
             views = []
             for name, provider in fleet.providers.items():
                 rows = node_queries.pool_nodes(conn, name)
                 views.append(self._view(name, provider.pool, rows, running))
-        return views, demand, cost, durations
+        return views, demand, cost, durations, pressure
 
     def _view(self, name: str, pool: PoolSettings, rows: list[dict[str, Any]], running: Mapping[str, int]) -> PoolView:
         status = [NodeStatus(row["status"]) for row in rows]
@@ -255,9 +276,15 @@ class Autoscaler:
         """One round: reconcile with the providers, plan, record the decisions, start launches."""
         self.collect()
         self.fleet.reconcile(self.requeue, self.fence)
-        views, demand, cost, durations = self.observe()
+        views, demand, cost, durations, pressure = self.observe()
         plans = plan(
-            views, demand, now=self.clock(), settings=self.settings, fleet_cost_per_hour=cost, durations=durations
+            views,
+            demand,
+            now=self.clock(),
+            settings=self.settings,
+            fleet_cost_per_hour=cost,
+            durations=durations,
+            pressure=pressure,
         )
         for scale in plans:
             self._record(scale)
