@@ -157,7 +157,3 @@ class Provider(abc.ABC):
                 labels=tuple(pool.labels),
             )
         ]
-
-    def describe(self) -> dict[str, Any]:
-        """The pool as plain data for `providers ls` (no secrets)."""
-        return {"name": self.name, "kind": self.kind, "options": self.options.model_dump(mode="json")}
