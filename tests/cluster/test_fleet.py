@@ -374,3 +374,55 @@ def test_work_under_backpressure_skips_the_cooldown_and_says_so() -> None:
         [view], [_demand(6)], now=100, settings=SETTINGS, fleet_cost_per_hour=0, pressure={"selfplay": "HIGH"}
     )
     assert pressed.launch == 4 and pressed.evidence["backpressure"] == {"selfplay": "HIGH"}
+
+
+def test_a_lost_node_with_the_only_copy_needs_force_to_be_terminated(fleet: tuple[App, MemoryProvider]) -> None:
+    from zeroloop.store.queries import artifacts as artifact_queries
+
+    app, provider = fleet
+    (outcome,) = app.fleet.launch("mem")
+    _register(app, outcome.node_id)
+    with app.store.transaction() as conn:
+        artifact_queries.record_artifact(
+            conn, {"sha256": "a" * 64, "kind": "game_batch", "size_bytes": 1, "meta": {}, "created_at": 0.0}
+        )
+        artifact_queries.record_copy(conn, sha256="a" * 64, location="file:///held/a", node=outcome.node_id, now=0.0)
+    provider.lose("m1")
+    app.fleet.reconcile(app.queue.requeue_node)
+    assert _status(app, outcome.node_id) == "lost"
+    with pytest.raises(FleetError, match=r"is lost and holds the only copy of 1 artifact.*--force"):
+        app.fleet.terminate(outcome.node_id, reason="test")
+    assert _status(app, outcome.node_id) == "lost"
+    assert app.fleet.terminate(outcome.node_id, reason="test", force=True) is NodeStatus.TERMINATING
+
+
+def test_a_request_withdrawn_while_the_provider_launched_stops_the_new_machine(
+    fleet: tuple[App, MemoryProvider],
+) -> None:
+    app, provider = fleet
+    (node_id,) = app.fleet.request("mem")
+    launch = provider.launch
+
+    def launch_then_withdraw(spec: LaunchSpec) -> Launched:
+        launched = launch(spec)
+        app.fleet.terminate(spec.node_id, reason="withdrawn meanwhile")  # REQUESTED -> terminated
+        return launched
+
+    provider.launch = launch_then_withdraw  # type: ignore[method-assign]
+    outcome = app.fleet.start(node_id)
+    assert outcome.error is not None and "withdrawn" in outcome.error
+    assert provider.terminated == ["m1"] and provider.machines() == []
+    assert _status(app, node_id) == "terminated"
+    assert app.fleet.start(node_id).error == "the launch request was withdrawn"  # asks the provider nothing
+    assert len(provider.specs) == 1
+
+
+def test_launches_per_tick_are_capped_and_lost_hand_started_nodes_cost_nothing() -> None:
+    from zeroloop.cluster.nodes import billed
+
+    (scale,) = plan(
+        [_view()], [_demand(10)], now=0, settings=AutoscalerSettings(max_launches_per_tick=2), fleet_cost_per_hour=0
+    )
+    assert scale.launch == 2
+    assert billed(NodeStatus.LOST, managed=True) and not billed(NodeStatus.LOST, managed=False)
+    assert not billed(NodeStatus.REQUESTED, managed=True) and not billed(NodeStatus.TERMINATED, managed=True)
