@@ -26,6 +26,7 @@ from zeroloop.artifacts.transfer import (
     ArtifactKind,
     TransferGate,
     copy_stream,
+    hash_file,
     hash_stream,
     open_location,
 )
@@ -94,11 +95,7 @@ class Artifacts:
     ) -> Artifact:
         """Upload a local file (verified, atomic) and record it; idempotent for identical content."""
         kind = ArtifactKind(kind)
-        try:
-            with source.open("rb") as handle:
-                sha256, size = hash_stream(handle)
-        except OSError as exc:
-            raise ArtifactError(f"cannot read {source}: {exc.strerror}") from None
+        sha256, size = hash_file(source)
         target = self._path(kind, sha256)
         location, node = self.location(kind, sha256), None
         try:

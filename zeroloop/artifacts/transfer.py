@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from enum import IntEnum, StrEnum
+from pathlib import Path
 from typing import IO, Any
 
 import fsspec
@@ -122,6 +123,15 @@ def copy_stream(source: IO[bytes], target: IO[bytes], gate: TransferGate, priori
         digest.update(chunk)
         size += len(chunk)
     return digest.hexdigest(), size
+
+
+def hash_file(path: Path) -> tuple[str, int]:
+    """The sha256 (hex) and size (bytes) of a local file; ArtifactError when it cannot be read."""
+    try:
+        with path.open("rb") as handle:
+            return hash_stream(handle)
+    except OSError as exc:
+        raise ArtifactError(f"cannot read {path}: {exc.strerror}") from None
 
 
 def hash_stream(source: IO[bytes]) -> tuple[str, int]:

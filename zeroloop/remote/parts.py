@@ -19,7 +19,7 @@ from typing import Any
 
 from zeroloop.artifacts.cache import LocalCache, check_sha256
 from zeroloop.artifacts.repository import Artifact
-from zeroloop.artifacts.transfer import ArtifactKind, hash_stream
+from zeroloop.artifacts.transfer import ArtifactKind, hash_file, hash_stream
 from zeroloop.cluster.nodes import NodeInfo, NodeStatus
 from zeroloop.errors import ArtifactError
 from zeroloop.events import catalogue
@@ -189,11 +189,7 @@ class RemoteArtifacts:
     ) -> Artifact:
         """Stream a local file to the server, which checks its sha256 before storing and recording it."""
         kind = ArtifactKind(kind)
-        try:
-            with source.open("rb") as handle:
-                sha256, size = hash_stream(handle)
-        except OSError as exc:
-            raise ArtifactError(f"cannot read {source}: {exc.strerror}") from None
+        sha256, size = hash_file(source)
         params: dict[str, Any] = {"kind": kind.value}
         if config_key is not None:
             params["config_key"] = config_key
