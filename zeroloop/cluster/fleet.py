@@ -381,46 +381,69 @@ class Fleet:
         status = NodeStatus(row["status"])
         gone = machine is None or machine.state in GONE
         now = self.clock()
-        stop_again = False
-        with self.store.transaction() as conn:
-            if fence is not None:
-                fence(conn)
-            if status is NodeStatus.REQUESTED and now - row["launched_at"] > provider.pool.launch_timeout_s:
-                # The launcher died between asking the provider and recording its answer.
-                if machine is not None and machine.state not in GONE:
-                    self.nodes.move(
-                        conn, row, NodeStatus.LAUNCHING, provider_id=machine.provider_id, register_by=now
-                    )  # adopt it; it registers soon or fails at the next pass
-                else:
-                    why = "the launch never completed (the launching process stopped?)"
-                    if self.nodes.move(conn, row, NodeStatus.FAILED, last_error=why):
-                        self._launch_failed(provider.name, row["id"], why)
-                        done.failed.append(row["id"])
-            elif status is NodeStatus.LAUNCHING and gone:
-                why = "the machine vanished before its worker registered"
-                if self.nodes.move(conn, row, NodeStatus.FAILED, last_error=why):
-                    self._launch_failed(provider.name, row["id"], why)
-                    done.failed.append(row["id"])
-            elif status is NodeStatus.LAUNCHING and row["register_by"] is not None and now > row["register_by"]:
-                why = f"its worker did not register within {provider.pool.launch_timeout_s:g} s"
-                if self.nodes.move(conn, row, NodeStatus.FAILED, last_error=why):
-                    self._launch_failed(provider.name, row["id"], why)
-                    done.failed.append(row["id"])
-                    stop_again = True
-            elif status in LIVE and gone:
-                if self.nodes.mark_lost(conn, row, requeue, "its provider says the machine is gone"):
-                    done.lost.append(row["id"])
-            elif gone and (status in (NodeStatus.TERMINATING, NodeStatus.LOST) or row["provider_id"]):
-                # A failed launch the provider never took (no handle) stays FAILED, for the record.
-                if status in (NodeStatus.TERMINATING, NodeStatus.LOST, NodeStatus.FAILED) and self.nodes.move(
-                    conn, row, NodeStatus.TERMINATED
-                ):
-                    self._terminated(row, now)
-                    done.terminated.append(row["id"])
-            elif status in (NodeStatus.TERMINATING, NodeStatus.FAILED) and not gone:
-                stop_again = True
+        timed_out = {
+            NodeStatus.REQUESTED: now - (row["launched_at"] or now) > provider.pool.launch_timeout_s,
+            NodeStatus.LAUNCHING: row["register_by"] is not None and now > row["register_by"],
+        }.get(status, False)
+        changes = (
+            timed_out
+            or (status is NodeStatus.LAUNCHING and gone)
+            or (status in LIVE and gone)
+            or (gone and status in (NodeStatus.TERMINATING, NodeStatus.LOST))
+            or (gone and status is NodeStatus.FAILED and row["provider_id"] is not None)
+        )
+        # A machine still running for a node being stopped or failed is still billed: ask again.
+        stop_again = not gone and status in (NodeStatus.TERMINATING, NodeStatus.FAILED)
+        if changes:  # most rows need nothing: no transaction (no write turn) for them
+            with self.store.transaction() as conn:
+                if fence is not None:
+                    fence(conn)
+                stop_again = self._apply(provider, row, status, machine, gone, requeue, conn, done) or stop_again
         if stop_again and row["provider_id"]:
             self._stop(provider, row["provider_id"])
+
+    def _apply(
+        self,
+        provider: Provider,
+        row: dict[str, Any],
+        status: NodeStatus,
+        machine: Any,
+        gone: bool,
+        requeue: Requeue,
+        conn: Connection,
+        done: Reconciled,
+    ) -> bool:
+        """Make the change `_settle` found due, in its transaction; True when the machine must be stopped."""
+        now = self.clock()
+        if status is NodeStatus.REQUESTED:
+            # The launcher died between asking the provider and recording its answer.
+            if not gone:
+                self.nodes.move(conn, row, NodeStatus.LAUNCHING, provider_id=machine.provider_id, register_by=now)
+                return False  # adopted: it registers soon or fails at the next pass
+            self._fail(provider, row, conn, done, "the launch never completed (the launching process stopped?)")
+            return False
+        if status is NodeStatus.LAUNCHING:
+            if gone:
+                self._fail(provider, row, conn, done, "the machine vanished before its worker registered")
+                return False
+            why = f"its worker did not register within {provider.pool.launch_timeout_s:g} s"
+            return self._fail(provider, row, conn, done, why)
+        if status in LIVE:
+            if self.nodes.mark_lost(conn, row, requeue, "its provider says the machine is gone"):
+                done.lost.append(row["id"])
+            return False
+        # Gone: a stop the provider confirms, a lost machine, or a failed launch the provider had taken.
+        if self.nodes.move(conn, row, NodeStatus.TERMINATED):
+            self._terminated(row, now)
+            done.terminated.append(row["id"])
+        return False
+
+    def _fail(self, provider: Provider, row: dict[str, Any], conn: Connection, done: Reconciled, why: str) -> bool:
+        if not self.nodes.move(conn, row, NodeStatus.FAILED, last_error=why):
+            return False
+        self._launch_failed(provider.name, row["id"], why)
+        done.failed.append(row["id"])
+        return True
 
     def _launch_failed(self, pool: str, node_id: str, why: str) -> None:
         self.bus.publish("NODE_LAUNCH_FAILED", {"pool": pool, "node": node_id, "reason": why})
