@@ -9,7 +9,7 @@ bench/queue.py:
 - `complete_and_claim`: report the job and lease the next in one request (latency: that call);
 - `claim, complete`: two requests per job (latency: one claim round trip).
 
-    scripts/with-postgres .venv/bin/python -m bench.server [--jobs 2000] [--workers 4]
+    scripts/with-postgres .venv/bin/python -m bench.server [--jobs 2000] [--workers 4] [--rounds 3] [--processes CPUS]
 """
 
 # ruff: noqa: E402  (the imports follow the sys.path fix below on purpose)
@@ -117,14 +117,16 @@ def _percentiles(latencies: list[float]) -> str:
     return f"p50 {1000 * statistics.median(latencies):.2f} ms, p99 {1000 * p99:.2f} ms"
 
 
-def _start_server(url: str, data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+def _start_server(url: str, data_dir: Path, processes: int) -> tuple[subprocess.Popen[bytes], str]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     env = {key: value for key, value in os.environ.items() if not key.startswith("ZEROLOOP_")}
     env.update({"ZEROLOOP_STORE__URL": url, "ZEROLOOP_DATA_DIR": str(data_dir), "ZEROLOOP_LOG_LEVEL": "WARNING"})
     proc = subprocess.Popen(
-        [sys.executable, "-m", "zeroloop", "serve", "--port", str(port)], env=env, stdout=subprocess.DEVNULL
+        [sys.executable, "-m", "zeroloop", "serve", "--port", str(port), "--processes", str(processes)],
+        env=env,
+        stdout=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -138,27 +140,47 @@ def _start_server(url: str, data_dir: Path) -> tuple[subprocess.Popen[bytes], st
     raise SystemExit("the server did not become ready within 60 s")
 
 
-def run(url: str, jobs: int, workers: int) -> None:
-    """Both loops, direct and through the server, on the database at `url` (emptied of jobs and events)."""
+def _range(values: list[float], fmt: str) -> str:
+    low, high = min(values), max(values)
+    return format(low, fmt) if len(values) == 1 else f"{format(low, fmt)}-{format(high, fmt)}"
+
+
+def run(url: str, jobs: int, workers: int, rounds: int, processes: int) -> None:
+    """Both loops, direct and through the server, on the database at `url` (emptied of jobs and events).
+
+    Each round measures direct then server back to back, so both see the same machine
+    load; the figures are the range over the rounds, and the ratio is taken per round.
+    """
     data_dir = Path(tempfile.mkdtemp(prefix="zeroloop-bench-"))
     with Store(url) as store:
         migrate.upgrade(store)
         backend = store.backend
         tokens = [Tokens(store).create(Role.WORKER, node=f"worker-{i}")[0] for i in range(workers)]
-    server, base = _start_server(url, data_dir / "server")
+    server, base = _start_server(url, data_dir / "server", processes)
     try:
-        print(f"\n[{backend}] {workers} workers, {jobs} jobs, {len(os.sched_getaffinity(0))} CPUs; server: 1 process")
+        cpus = len(os.sched_getaffinity(0))
+        setup = f"{workers} workers, {jobs} jobs, {cpus} CPUs; server: {processes} process(es); {rounds} rounds"
+        print(f"\n[{backend}] {setup}")
         for combined in (True, False):
             loop = "complete_and_claim" if combined else "claim, complete"
+            what = "complete_and_claim call" if combined else "claim round trip"
             direct = {"store": url, "data_dir": str(data_dir), "server": None}
             remote = {**direct, "server": base, "tokens": tokens}
-            rate_d, lat_d = measure(direct, jobs, workers, combined=combined)
-            rate_s, lat_s = measure(remote, jobs, workers, combined=combined)
-            what = "complete_and_claim call" if combined else "claim round trip"
+            figures: dict[str, list[tuple[float, list[float]]]] = {"direct": [], "server": []}
+            for _ in range(rounds):
+                figures["direct"].append(measure(direct, jobs, workers, combined=combined))
+                figures["server"].append(measure(remote, jobs, workers, combined=combined))
             print(f"  loop {loop}:")
-            print(f"    direct: {rate_d:8,.0f} jobs/s   {what}: {_percentiles(lat_d)}")
-            print(f"    server: {rate_s:8,.0f} jobs/s   {what}: {_percentiles(lat_s)}")
-            print(f"    server / direct: {rate_s / rate_d:.2f}x the throughput")
+            for name, rows in figures.items():
+                rates = [rate for rate, _ in rows]
+                p50 = [1000 * statistics.median(lat) for _, lat in rows]
+                p99 = [1000 * lat[int(0.99 * (len(lat) - 1))] for _, lat in rows]
+                print(
+                    f"    {name}: {_range(rates, ',.0f'):>13} jobs/s   {what}: p50 {_range(p50, '.2f')} ms, "
+                    f"p99 {_range(p99, '.2f')} ms"
+                )
+            ratios = [s[0] / d[0] for d, s in zip(figures["direct"], figures["server"], strict=True)]
+            print(f"    server / direct, per round: {_range(ratios, '.2f')}x the throughput")
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -169,13 +191,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=2000)
     parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=3, help="direct/server pairs measured back to back")
+    parser.add_argument("--processes", type=int, default=len(os.sched_getaffinity(0)), help="server processes")
     args = parser.parse_args()
     pg = os.environ.get("ZEROLOOP_TEST_POSTGRES_URL")
     if pg:
-        run(pg, args.jobs, args.workers)
+        run(pg, args.jobs, args.workers, args.rounds, args.processes)
         return
     with tempfile.TemporaryDirectory(prefix="zeroloop-bench-") as tmp:
-        run(f"sqlite:///{tmp}/bench.db", args.jobs, args.workers)
+        run(f"sqlite:///{tmp}/bench.db", args.jobs, args.workers, args.rounds, args.processes)
 
 
 if __name__ == "__main__":

@@ -519,6 +519,15 @@ class ServerSettings(_Section):
     )
     tls_certfile: Path | None = Field(default=None, description="PEM certificate: serve HTTPS (with tls_keyfile)")
     tls_keyfile: Path | None = Field(default=None, description="PEM private key of tls_certfile")
+    processes: int = Field(
+        default=1, ge=1, le=64, description="server processes `zeroloop serve` runs on one port (about one per core)"
+    )
+    token_cache_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="server: how long a checked token is trusted without asking the store again (seconds); "
+        "a revoked or expired token may still work this long; 0 checks the store on every request",
+    )
     request_timeout_s: float = Field(default=60.0, gt=0, description="worker: time one request may take (seconds)")
     retry_initial_s: float = Field(default=0.5, ge=0, description="worker: first retry delay after a transport error")
     retry_max_s: float = Field(default=10.0, ge=0, description="worker: largest retry delay (seconds)")

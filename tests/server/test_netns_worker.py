@@ -246,7 +246,7 @@ def _run_pipeline_through_the_server(netns: Netns, store_url: str, tmp_path: Pat
         _wait_for(store_url, lambda: _completed(store_url, "selfplay") >= 1, 300, "first selfplay", *procs)
         evaluations_before_kill = _completed(store_url, "evaluate")
         server.stop(signal.SIGKILL)
-        server = Proc("server-2", _zeroloop(*serve), host, tmp_path)
+        server = Proc("server-2", _zeroloop(*serve, "--processes", "2"), host, tmp_path)  # and now two processes
         procs[0] = server
         server.wait_for("Uvicorn running on", 60)
         _wait_for(

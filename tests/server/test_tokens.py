@@ -68,6 +68,35 @@ def test_expired_and_revoked_tokens_are_refused(store: Store, clock: FakeClock) 
     assert not tokens.any_usable()
 
 
+def test_a_server_trusts_a_checked_token_for_cache_s_and_no_longer(store: Store, clock: FakeClock) -> None:
+    served = Tokens(store, clock=clock, cache_s=5.0)
+    admin = Tokens(store, clock=clock)
+    text, row = admin.create(Role.WORKER, node="w1", expires_s=8)
+    assert served.check(text).node == "w1"
+    admin.revoke(row["id"])
+    clock.advance(4)
+    assert served.check(text).node == "w1"  # within cache_s: the store is not asked again
+    with pytest.raises(AuthError, match="not valid"):  # a wrong secret never matches a remembered token
+        served.check(text[:-4] + "AAAA")
+    clock.advance(1.5)
+    with pytest.raises(AuthError, match="revoked"):  # after cache_s the revocation holds
+        served.check(text)
+    fresh, _ = admin.create(Role.WORKER, node="w1", expires_s=2)
+    assert served.check(fresh).node == "w1"
+    clock.advance(2)
+    with pytest.raises(AuthError, match="expired"):  # an expiry is exact, remembered or not
+        served.check(fresh)
+
+
+def test_the_no_token_answer_is_remembered_for_cache_s(store: Store, clock: FakeClock) -> None:
+    served = Tokens(store, clock=clock, cache_s=5.0)
+    assert not served.any_usable()
+    Tokens(store, clock=clock).create(Role.ADMIN)
+    assert not served.any_usable()
+    clock.advance(5)
+    assert served.any_usable()
+
+
 def test_a_worker_token_acts_only_as_its_own_node_and_a_viewer_not_at_all(store: Store) -> None:
     tokens = Tokens(store)
     worker = tokens.check(tokens.create(Role.WORKER, node="w1")[0])

@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from zeroloop.config import Settings
-from zeroloop.errors import BackpressureRefused, QueueError, StaleLeaseError
+from zeroloop.errors import BackpressureRefused, Forbidden, QueueError, StaleLeaseError
 from zeroloop.events import catalogue as ev
 from zeroloop.events.bus import EventBus
 from zeroloop.events.wiring import declare
@@ -291,14 +291,17 @@ class JobQueue:
                 raise self._stale(conn, job_id, token, "heartbeat", now=now)
         return expires
 
-    def complete(self, job_id: int, token: int, result: Any = None, *, event: Outcome | None = None) -> Job:
+    def complete(
+        self, job_id: int, token: int, result: Any = None, *, event: Outcome | None = None, acting: str | None = None
+    ) -> Job:
         """Record the result of the attempt held under `token`; StaleLeaseError if that lease is no longer current.
 
         `event` (type, payload, dedup key) is the job's own outcome event, published in the
         same transaction: the result and its announcement commit together or not at all.
+        `acting`: the node that reports; Forbidden (nothing changes) when another node holds the lease.
         """
         with self.store.transaction() as conn:
-            row = self._complete(conn, job_id, token, result, event)
+            row = self._complete(conn, job_id, token, result, event, acting)
         return Job.from_row(row)
 
     def complete_and_claim(
@@ -311,15 +314,16 @@ class JobQueue:
         capabilities: Capabilities | None = None,
         types: Sequence[str] | None = None,
         event: Outcome | None = None,
+        acting: str | None = None,
     ) -> tuple[Job, Lease | None]:
         """Complete the attempt held under `token` and lease `node`'s next job, in one transaction (one commit).
 
         For a worker that runs jobs back to back: the same as `complete` then `claim`, at
         half the commits. A stale token refuses both (StaleLeaseError), claiming nothing.
-        `event` is published with the result, as in `complete`.
+        `event` is published with the result, and `acting` checked, as in `complete`.
         """
         with self.store.transaction() as conn:
-            done = self._complete(conn, job_id, token, result, event)
+            done = self._complete(conn, job_id, token, result, event, acting)
             row = self._claim(conn, node, capabilities or Capabilities(), types)
         return Job.from_row(done), None if row is None else self._lease(row)
 
@@ -344,7 +348,9 @@ class JobQueue:
             self.bus.publish("JOB_CLAIMED", claimed)
         return row
 
-    def _complete(self, conn: Any, job_id: int, token: int, result: Any, event: Outcome | None) -> Mapping[str, Any]:
+    def _complete(
+        self, conn: Any, job_id: int, token: int, result: Any, event: Outcome | None, acting: str | None = None
+    ) -> Mapping[str, Any]:
         check_json(result, f"the result of job {job_id}", self.settings.max_payload_bytes, QueueError)
         if event is not None:
             self.bus.publish(event[0], dict(event[1]), dedup_key=event[2])  # rolled back with the rest if stale
@@ -354,6 +360,8 @@ class JobQueue:
         )
         if row is None:
             raise self._stale(conn, job_id, token, "complete", now=now)
+        if acting is not None and row["lease_node"] != acting:  # rolls the whole transaction back
+            raise Forbidden(f"job {job_id} is leased to node {row['lease_node']!r}, not {acting!r}")
         if row["has_dependents"]:
             queries.release_dependents(conn, job_id)
         self.bus.publish("JOB_COMPLETED", ev.JobCompleted(**self._ids(row), node=row["lease_node"] or ""))

@@ -105,7 +105,7 @@ def create_api(app: App, *, loopback: bool = True) -> FastAPI:
     token while the store holds none)."""
     api = FastAPI(title="zeroloop", docs_url=None, redoc_url=None, openapi_url=None)
     api.state.zl = app
-    api.state.tokens = Tokens(app.store)
+    api.state.tokens = Tokens(app.store, cache_s=app.settings.server.token_cache_s)
     api.state.loopback = loopback
     server = app.settings.server
 

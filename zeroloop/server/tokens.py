@@ -5,6 +5,11 @@ and in logs); the secret is 32 random bytes, shown once at creation and stored o
 its sha256. A high-entropy secret needs no slow key derivation: guessing it is as hard
 as guessing the hash. Checking looks the row up by id and compares hashes in constant
 time, so timing tells nothing about the secret.
+
+A server checks every request's token; with `cache_s` it trusts a token it checked
+within the last `cache_s` seconds without asking the store again (keyed by the digest
+of the whole presented text, so a wrong secret never matches). A revocation then takes
+effect on that server within `cache_s`; an expiry is honoured exactly.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ _FORMAT = re.compile(r"^zl_(?P<id>[0-9a-f]{12})_(?P<secret>[A-Za-z0-9_\-]{20,100
 _DURATION = re.compile(r"^(?P<amount>\d+(?:\.\d+)?)(?P<unit>[smhdw]?)$")
 _UNIT_S = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0}
 TOUCH_EVERY_S = 60.0
+_CACHE_MAX = 10_000  # tokens remembered at once; beyond that the cache starts afresh
 
 
 class Role(enum.StrEnum):
@@ -70,9 +76,12 @@ def _digest(secret: str) -> str:
 class Tokens:
     """Named operations on the API tokens of one store (clock: epoch seconds, injectable)."""
 
-    def __init__(self, store: Store, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: Store, *, clock: Callable[[], float] = time.time, cache_s: float = 0.0) -> None:
         self.store = store
         self.clock = clock
+        self.cache_s = cache_s
+        self._checked: dict[str, tuple[float, float | None, Principal]] = {}  # digest -> (checked at, expiry, who)
+        self._usable: tuple[float, bool] | None = None  # (checked at, any usable token)
 
     def create(
         self, role: Role, *, node: str | None = None, expires_s: float | None = None, note: str | None = None
@@ -115,9 +124,14 @@ class Tokens:
                 raise ConfigError(f"no unrevoked token {token_id!r}: see `zeroloop tokens ls`")
 
     def any_usable(self) -> bool:
-        """Whether at least one token is neither revoked nor expired."""
+        """Whether at least one token is neither revoked nor expired (remembered for `cache_s`)."""
+        now = self.clock()
+        if self._usable is not None and now - self._usable[0] < self.cache_s:
+            return self._usable[1]
         with self.store.read() as conn:
-            return queries.count_usable(conn, self.clock()) > 0
+            usable = queries.count_usable(conn, now) > 0
+        self._usable = (now, usable)
+        return usable
 
     def check(self, presented: str | None) -> Principal:
         """The principal of a presented token; AuthError (never echoing the secret) when it is not usable."""
@@ -128,6 +142,10 @@ class Tokens:
             raise AuthError("malformed token: expected zl_<id>_<secret> from `zeroloop tokens create`")
         token_id = match["id"]
         now = self.clock()
+        digest = _digest(presented)
+        cached = self._checked.get(digest)
+        if cached is not None and now - cached[0] < self.cache_s and (cached[1] is None or cached[1] > now):
+            return cached[2]
         with self.store.read() as conn:
             row = queries.get_token(conn, token_id)
         # Compare against a dummy hash when the id is unknown, so both paths take the same time.
@@ -141,4 +159,9 @@ class Tokens:
         if row["last_used_at"] is None or now - row["last_used_at"] >= TOUCH_EVERY_S:
             with self.store.transaction() as conn:
                 queries.touch_token(conn, token_id, now)
-        return Principal(token_id, Role(row["role"]), row["node"])
+        principal = Principal(token_id, Role(row["role"]), row["node"])
+        if self.cache_s > 0:
+            if len(self._checked) >= _CACHE_MAX:
+                self._checked.clear()
+            self._checked[digest] = (now, row["expires_at"], principal)
+        return principal

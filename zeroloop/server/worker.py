@@ -191,16 +191,25 @@ def extend(request: Request, node: Node, job_id: int, body: wire.TokenBody) -> d
 
 @router.post("/{node}/jobs/{job_id}/complete")
 def complete(request: Request, node: Node, job_id: int, body: wire.CompleteBody) -> dict[str, Any]:
-    """Complete the attempt with its outcome event; with `claim`, lease the next job in the same transaction."""
+    """Complete the attempt with its outcome event; with `claim`, lease the next job in the same transaction.
+
+    The hot path: the lease's node is checked inside the completing transaction, and the
+    job is read again only to explain a refusal (404 for an unknown id, 403 for another
+    node's current lease, else the queue's own 409).
+    """
     queue = _queue(_zl(request), node)
-    _held(queue, node, job_id, body.token)
     event = _outcome(body.event)
-    if body.claim is None:
-        return {"job": _job(queue.complete(job_id, body.token, body.result, event=event)), "lease": None}
-    done, lease = queue.complete_and_claim(
-        job_id, body.token, body.result, node=node, capabilities=body.claim.capabilities, types=body.claim.types,
-        event=event,
-    )  # fmt: skip
+    try:
+        if body.claim is None:
+            done = queue.complete(job_id, body.token, body.result, event=event, acting=node)
+            return {"job": _job(done), "lease": None}
+        done, lease = queue.complete_and_claim(
+            job_id, body.token, body.result, node=node, capabilities=body.claim.capabilities, types=body.claim.types,
+            event=event, acting=node,
+        )  # fmt: skip
+    except QueueError:
+        _held(queue, node, job_id, body.token)
+        raise
     return {"job": _job(done), "lease": wire.lease_to_wire(lease)}
 
 
