@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
+from zeroloop import tracing
 from zeroloop.app import App
 from zeroloop.config import Settings, load_settings
 from zeroloop.errors import ConfigError
@@ -38,6 +39,7 @@ def settings() -> Settings:
     logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLevelName(loaded.log_level)))
     # httpx narrates every request of a worker at INFO; its failures reach zeroloop's own warnings.
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLevelName(loaded.log_level)))
+    tracing.setup(loaded)
     return loaded
 
 
