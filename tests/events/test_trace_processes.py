@@ -5,6 +5,7 @@ writes a tiny game batch) and `tracing.exporter = file`; the coordinator side is
 process, its spans kept in memory. The trace must run from the enqueuing span, through the
 worker's job span (via the job's payload), to the coordinator's handling of the job's
 SELFPLAY_COMPLETE and the GAME_BATCH_READY it publishes (via the events' trace context).
+The worker's log file is checked on the way: plain lines, no terminal render.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -128,6 +130,11 @@ def test_one_trace_runs_from_the_coordinator_through_a_worker_process_and_back(
 
     with _worker(store_url, tmp_path) as worker:
         _completed(app, job.id, worker)
+
+    # Its log file (logs.file) holds plain lines, not a terminal render.
+    logged = (tmp_path / "worker.log").read_text()
+    assert "daemon selfplay_executor started" in logged and "\x1b[" not in logged
+    assert all(re.match(r"^\S+Z [A-Z]+ [\w.]+: \S", line) for line in logged.splitlines())
 
     # The worker process: its job span continues the enqueuing span's trace.
     lines: list[dict[str, Any]] = [
