@@ -561,6 +561,11 @@ class TracingSettings(_Section):
             raise ValueError("give an http:// or https:// URL")
         return value
 
+    @field_validator("file")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        return value.expanduser().absolute() if value is not None else None
+
 
 class LogSettings(_Section):
     """How log records are written: a terminal shows rich lines; files and pipes get plain or JSON lines."""
@@ -575,6 +580,11 @@ class LogSettings(_Section):
     )
     max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, description="rotate the log file at this size (bytes)")
     backups: int = Field(default=5, ge=0, le=100, description="rotated log files kept (count)")
+
+    @field_validator("file")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        return value.expanduser().absolute() if value is not None else None
 
 
 class Settings(BaseSettings):

@@ -6,8 +6,11 @@ import asyncio
 import io
 import json
 import sys
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan
@@ -181,15 +184,48 @@ def test_the_console_exporter_writes_json_lines_to_stderr(settings: Settings, mo
     assert json.loads(err.getvalue())["name"] == "shown"
 
 
-def test_the_otlp_exporter_batches_to_the_endpoint_setting(settings: Settings) -> None:
-    endpoint = "http://127.0.0.1:9/v1/traces"
-    tracing.setup(settings.model_copy(update={"tracing": TracingSettings(exporter="otlp", endpoint=endpoint)}))
+class _Collector(BaseHTTPRequestHandler):
+    """An OTLP/HTTP receiver on loopback: keeps each request's path, content type and body."""
+
+    received: ClassVar[list[tuple[str, str, bytes]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.received.append((self.path, self.headers["Content-Type"], body))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass  # no request lines on the test's stderr
+
+
+@pytest.fixture
+def collector() -> Iterator[str]:
+    """The URL of a loopback OTLP/HTTP traces endpoint; what it received is in `_Collector.received`."""
+    _Collector.received = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Collector)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
     try:
-        processor = tracing._installed.provider._active_span_processor._span_processors[0]  # type: ignore[union-attr]
-        assert type(processor).__name__ == "BatchSpanProcessor"
-        assert processor._batch_processor._exporter._endpoint == endpoint
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1/traces"
     finally:
-        tracing.shutdown()
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def test_the_otlp_exporter_sends_the_spans_to_the_endpoint_setting(settings: Settings, collector: str) -> None:
+    tracing.setup(settings.model_copy(update={"tracing": TracingSettings(exporter="otlp", endpoint=collector)}))
+    try:
+        with tracing.span("sent over otlp") as opened:
+            pass
+    finally:
+        tracing.shutdown()  # flushes the batch
+    ((path, content_type, body),) = _Collector.received
+    assert (path, content_type) == ("/v1/traces", "application/x-protobuf")
+    assert b"sent over otlp" in body and opened.get_span_context().trace_id.to_bytes(16, "big") in body
 
 
 def test_setting_up_again_with_the_same_settings_keeps_the_provider(settings: Settings, tmp_path: Path) -> None:

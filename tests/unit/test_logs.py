@@ -20,7 +20,7 @@ from zeroloop import logs, tracing
 from zeroloop.cli.quickstart import logs_through
 from zeroloop.cluster.providers.base import LaunchSpec
 from zeroloop.cluster.providers.local import LocalProvider
-from zeroloop.config import LogSettings, PoolSettings, Settings
+from zeroloop.config import LogSettings, PoolSettings, Settings, TracingSettings
 from zeroloop.errors import ConfigError
 
 PLAIN = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (DEBUG|INFO|WARNING|ERROR|CRITICAL) [\w.]+: ")
@@ -164,3 +164,8 @@ def test_a_local_worker_is_told_its_log_file_and_its_stray_output_goes_beside_it
     finally:
         provider.kill(launched.provider_id)
     assert out.read_text().strip() == str(tmp_path / "logs" / "w7.log")
+
+
+def test_relative_log_and_trace_files_are_made_absolute(settings: Settings) -> None:
+    assert LogSettings(file=Path("w1.log")).file == Path.cwd() / "w1.log"
+    assert TracingSettings(file=Path("~/t.jsonl")).file == Path.home() / "t.jsonl"
