@@ -547,6 +547,55 @@ class ServerSettings(_Section):
         return self
 
 
+class TracingSettings(_Section):
+    """OpenTelemetry tracing: where the spans of this process go (none: only the API's no-op runs)."""
+
+    exporter: Literal["none", "console", "otlp", "file"] = Field(
+        default="none",
+        description="none, console (one JSON line per span on stderr), otlp (OTLP over HTTP to `endpoint`; "
+        "needs zeroloop[otlp]) or file (one JSON line per span appended to `file`)",
+    )
+    endpoint: str = Field(
+        default="http://localhost:4318/v1/traces", description="the OTLP/HTTP traces endpoint (exporter = otlp)"
+    )
+    file: Path | None = Field(
+        default=None, description="the JSON-lines file of exporter = file; unset: traces.jsonl in the data directory"
+    )
+    service_name: str = Field(default="zeroloop", min_length=1, description="the service.name of every span")
+
+    @field_validator("endpoint")
+    @classmethod
+    def _http_endpoint(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("give an http:// or https:// URL")
+        return value
+
+    @field_validator("file")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        return value.expanduser().absolute() if value is not None else None
+
+
+class LogSettings(_Section):
+    """How log records are written: a terminal shows rich lines; files and pipes get plain or JSON lines."""
+
+    format: Literal["plain", "json"] = Field(
+        default="plain",
+        description="plain lines, or one JSON object a line (time, level, logger, message, trace_id, span_id); "
+        "a terminal shows rich lines unless json",
+    )
+    file: Path | None = Field(
+        default=None, description="write log records to this file, rotated by size, instead of to stderr"
+    )
+    max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, description="rotate the log file at this size (bytes)")
+    backups: int = Field(default=5, ge=0, le=100, description="rotated log files kept (count)")
+
+    @field_validator("file")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        return value.expanduser().absolute() if value is not None else None
+
+
 class Settings(BaseSettings):
     """Every setting of zeroloop, validated at start."""
 
@@ -561,7 +610,8 @@ class Settings(BaseSettings):
         default_factory=lambda: Path.home() / ".zeroloop", description="where local state, logs and caches live"
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    trace_debug: bool = Field(default=False, description="log every span as it closes")
+    logs: LogSettings = Field(default_factory=LogSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
     artifacts: ArtifactSettings = Field(default_factory=ArtifactSettings)
     events: EventSettings = Field(default_factory=EventSettings)

@@ -1,8 +1,7 @@
-"""What every command shares: the consoles, loading settings, opening the App."""
+"""What every command shares: the consoles, loading settings (with logging and tracing set up), opening the App."""
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -10,8 +9,8 @@ from typing import cast
 
 import typer
 from rich.console import Console
-from rich.logging import RichHandler
 
+from zeroloop import logs, tracing
 from zeroloop.app import App
 from zeroloop.config import Settings, load_settings
 from zeroloop.errors import ConfigError
@@ -28,16 +27,8 @@ def settings() -> Settings:
 
         # Checked by every command, `zeroloop config` included, not first by a worker running a job.
         load_command_specs(loaded.workload.command_file, loaded.workload.command_timeout_s)
-    logging.basicConfig(
-        level=loaded.log_level,
-        format="%(message)s",
-        handlers=[RichHandler(console=err_console, show_path=False)],
-        force=True,
-    )
-    # Alembic narrates every migration context at INFO; zeroloop reports upgrades itself.
-    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLevelName(loaded.log_level)))
-    # httpx narrates every request of a worker at INFO; its failures reach zeroloop's own warnings.
-    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLevelName(loaded.log_level)))
+    logs.configure(loaded, err_console)
+    tracing.setup(loaded)
     return loaded
 
 

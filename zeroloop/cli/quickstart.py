@@ -26,10 +26,10 @@ from typing import Any, Protocol
 import typer
 from rich.console import Console
 from rich.live import Live
-from rich.logging import RichHandler
 from rich.panel import Panel
 from rich.table import Table
 
+from zeroloop import logs
 from zeroloop.app import App
 from zeroloop.bootstrap import initialize_all_coordinators, shutdown_all_coordinators, start_pipeline
 from zeroloop.cli.common import console, finite, require_device, settings
@@ -39,7 +39,7 @@ from zeroloop.cli.run import registry_for_cli
 from zeroloop.cluster.fleet import FleetError
 from zeroloop.cluster.nodes import LIVE, STARTING
 from zeroloop.cluster.providers.local import LocalProvider
-from zeroloop.config import PoolSettings, Settings
+from zeroloop.config import LogSettings, PoolSettings, Settings
 from zeroloop.errors import ZeroloopError
 from zeroloop.pipeline.ratings import Rating, ratings
 from zeroloop.store.queries import models as model_queries
@@ -123,8 +123,12 @@ def render(snap: Snapshot, config_key: str, elapsed_s: float, minutes: float, wo
 
 
 @contextlib.contextmanager
-def logs_through(target: Console) -> Iterator[Callable[[], None]]:
+def logs_through(target: Console, options: LogSettings | None = None) -> Iterator[Callable[[], None]]:
     """Hold log records while the block runs; the function yielded prints them through `target`.
+
+    They print as `options` (the logs settings) say for `target`: rich lines on a terminal,
+    plain or JSON lines when it is a file or a pipe. With `logs.file` set, records keep
+    going to that file and nothing is held.
 
     Rich's Live redirects sys.stdout and sys.stderr only: a handler printing to another
     Console writes around the live region, which then redraws over the log lines (losing
@@ -133,8 +137,12 @@ def logs_through(target: Console) -> Iterator[Callable[[], None]]:
     thread wait in a queue and the display's own loop prints them, above the region, just
     before it redraws. Records still queued at the end are printed on the way out.
     """
+    options = options or LogSettings()
+    if options.file is not None:
+        yield lambda: None
+        return
     pending: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    printer = RichHandler(console=target, show_path=False)
+    printer = logs.handler(options, target)
     root = logging.getLogger()
     saved = list(root.handlers)
 
@@ -238,7 +246,7 @@ async def run_quickstart(app: App, config_key: str, minutes: float, workers: int
         deadline = started + minutes * 60
         # One thread draws: no auto-refresh thread, and log records wait for the loop (see logs_through).
         live = Live(console=console, auto_refresh=False, transient=False)
-        with logs_through(live.console) as print_logs, live:
+        with logs_through(live.console, app.settings.logs) as print_logs, live:
             while not stop.is_set() and time.monotonic() < deadline:
                 snap = await asyncio.to_thread(snapshot, app, config_key)
                 running, restarts = await asyncio.to_thread(local.counts)

@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy.engine import RowMapping
 
+from zeroloop import tracing
 from zeroloop.config import EventSettings
 from zeroloop.errors import EventError
 from zeroloop.events import catalogue, wiring
@@ -28,7 +29,6 @@ from zeroloop.events.consumer import ConsumerSpec, Handler
 from zeroloop.store.database import Store
 from zeroloop.store.queries import events as queries
 from zeroloop.store.values import check_json, check_text
-from zeroloop.tracing import get_trace_id
 
 Clock = Callable[[], float]
 
@@ -44,11 +44,16 @@ class Event:
     node: str
     created_at: float
     config_key: str | None = None
-    trace_id: str | None = None
+    traceparent: str | None = None  # the W3C trace context it was published in (the `trace_id` column)
     correlation_id: str | None = None
     causation_id: int | None = None
     dedup_key: str | None = None
     txid: int = 0
+
+    @property
+    def trace_id(self) -> str | None:
+        """The id (32 hex digits) of the trace this event belongs to, or None."""
+        return tracing.trace_id_of(self.traceparent)
 
     @property
     def position(self) -> tuple[int, int]:
@@ -70,7 +75,7 @@ class Event:
             node=row["node"],
             created_at=float(row["created_at"]),
             config_key=row["config_key"],
-            trace_id=row["trace_id"],
+            traceparent=row["trace_id"],
             correlation_id=row["correlation_id"],
             causation_id=row["causation_id"],
             dedup_key=row["dedup_key"],
@@ -108,6 +113,7 @@ class EventBus:
         source: str | None,
         correlation_id: str | None,
         causation: Event | int | None,
+        traceparent: str | None = None,
     ) -> dict[str, Any]:
         model = catalogue.validate(event_type, payload)
         body = model.model_dump(mode="json")
@@ -117,7 +123,7 @@ class EventBus:
             check_text(text, f"the {what} of event {event_type}", EventError)
         wiring.record_publish(event_type)
         causation_id = causation.id if isinstance(causation, Event) else causation
-        trace_id = get_trace_id() or (causation.trace_id if isinstance(causation, Event) else None)
+        trace = tracing.within(traceparent) or (causation.traceparent if isinstance(causation, Event) else None)
         if correlation_id is None and isinstance(causation, Event):
             correlation_id = causation.correlation_id
         return {
@@ -127,7 +133,7 @@ class EventBus:
             "node": self.node,
             "created_at": self.clock(),
             "config_key": getattr(model, "config_key", None),
-            "trace_id": trace_id,
+            "trace_id": trace,
             "correlation_id": correlation_id,
             "causation_id": causation_id,
             "dedup_key": dedup_key,
@@ -142,9 +148,14 @@ class EventBus:
         source: str | None = None,
         correlation_id: str | None = None,
         causation: Event | int | None = None,
+        traceparent: str | None = None,
     ) -> int:
-        """Validate and append one event; return its id (the first id again for a repeated dedup key)."""
-        row = self._row(event_type, payload, dedup_key, source, correlation_id, causation)
+        """Validate and append one event; return its id (the first id again for a repeated dedup key).
+
+        The event records the active trace context; `traceparent` names the trace it belongs
+        to when the active span may be another's (see `tracing.within`).
+        """
+        row = self._row(event_type, payload, dedup_key, source, correlation_id, causation, traceparent)
         with self.store.transaction() as conn:
             event_id, _inserted = queries.insert_event(conn, row)
         return event_id

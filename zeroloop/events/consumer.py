@@ -126,7 +126,7 @@ async def call_handler(
     if spec.is_async:
 
         async def run_async() -> None:
-            with continue_trace(event.trace_id, label):
+            with continue_trace(event.traceparent, label):
                 result = spec.handler(event)
                 if inspect.isawaitable(result):
                     await result
@@ -137,7 +137,7 @@ async def call_handler(
     deadline = time.monotonic() + timeout_s
 
     def run_sync() -> None:
-        with continue_trace(event.trace_id, label):
+        with continue_trace(event.traceparent, label):
             if not spec.transactional:
                 spec.handler(event)
                 return

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from zeroloop import tracing
 from zeroloop.artifacts.transfer import ArtifactKind
 from zeroloop.config import Settings
 from zeroloop.errors import ArtifactError, QueueError, StaleLeaseError, WorkloadError
@@ -253,7 +254,23 @@ class JobExecutor:
     # --- one job -----------------------------------------------------------------------------
 
     async def _execute(self, lease: Lease, *, claim_next: bool) -> Lease | None:
-        """Run one leased job to its end; return the next lease when `claim_next` and one was taken with the result."""
+        """Run one leased job to its end; return the next lease when `claim_next` and one was taken with the result.
+
+        The job runs in a span that continues the trace it was enqueued in, so the events
+        it publishes (its outcome above all) carry that trace on.
+        """
+        job = lease.job
+        attributes: dict[str, str | int] = {
+            "zeroloop.job.id": job.id,
+            "zeroloop.job.type": job.type,
+            "zeroloop.job.attempt": job.attempts,
+            "zeroloop.config_key": job.config_key,
+            "zeroloop.node": self.node,
+        }
+        with tracing.span(f"job {job.type}", parent=job.traceparent, attributes=attributes):
+            return await self._execute_in_span(lease, claim_next=claim_next)
+
+    async def _execute_in_span(self, lease: Lease, *, claim_next: bool) -> Lease | None:
         job, token = lease.job, lease.token
         following: Lease | None = None
         workdir = self.workdir / f"job-{job.id}-{token}"

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.engine import Connection
 
+from zeroloop import tracing
 from zeroloop.cluster.breakers import CircuitBreakers, stage_key
 from zeroloop.config import Settings
 from zeroloop.pipeline import jobs
@@ -131,7 +132,9 @@ class SelfplayScheduler:
                 )
                 for _ in range(max(0, target - queued)):
                     payload = jobs.SelfplayJob(games=self.settings.selfplay_games_per_job)
-                    self.queue.enqueue(jobs.SELFPLAY, config_key, payload.model_dump(), priority=10)
+                    # Each selfplay job starts a trace, which its game batch carries into the round it feeds.
+                    with tracing.span("enqueue selfplay", root=True, attributes={"zeroloop.config_key": config_key}):
+                        self.queue.enqueue(jobs.SELFPLAY, config_key, payload.model_dump(), priority=10)
                     added[config_key] = added.get(config_key, 0) + 1
         self.enqueued += sum(added.values())
         if added:

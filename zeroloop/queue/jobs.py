@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from zeroloop.errors import QueueError
+from zeroloop.tracing import TRACE_KEY
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.\-]{0,79}$")
 
@@ -127,11 +128,20 @@ class Job:
     created_at: float
     updated_at: float
     finished_at: float | None
+    traceparent: str | None = None  # the trace context of the span that enqueued it (kept in the payload)
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Job:
-        """Build a Job from a row of the jobs table (column name to value, JSON decoded)."""
+        """Build a Job from a row of the jobs table (column name to value, JSON decoded), or of `job_to_wire`.
+
+        The trace context stored in the payload under `tracing.TRACE_KEY` becomes `traceparent`,
+        so `payload` is what the producer gave.
+        """
         data = dict(row)
+        payload = dict(data["payload"] or {})
+        stored = payload.pop(TRACE_KEY, None)
+        data["payload"] = payload
+        data["traceparent"] = data.get("traceparent") or stored
         data["status"] = JobStatus(data["status"])
         # Stored values were validated on the way in: construct without validating again.
         data["requires"] = Requirements.model_construct(

@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from zeroloop import tracing
 from zeroloop.config import Settings
 from zeroloop.errors import BackpressureRefused, Forbidden, QueueError, StaleLeaseError
 from zeroloop.events import catalogue as ev
@@ -28,6 +29,7 @@ from zeroloop.queue.jobs import NAME_PATTERN, Capabilities, Job, JobStatus, Leas
 from zeroloop.store.database import Store
 from zeroloop.store.queries import jobs as queries
 from zeroloop.store.values import check_json, check_text
+from zeroloop.tracing import TRACE_KEY
 
 EMITS = (
     "JOB_QUEUED",
@@ -217,6 +219,11 @@ class JobQueue:
             body = dict(payload or {})
         except (TypeError, ValueError) as exc:
             raise QueueError(f"payload is not a JSON object: {exc}") from None
+        if TRACE_KEY in body:
+            raise QueueError(f"the payload key {TRACE_KEY!r} is reserved for the trace context: rename it")
+        context = tracing.traceparent()
+        if context is not None:
+            body[TRACE_KEY] = context  # the job continues the trace it was enqueued in, wherever it runs
         check_json(body, f"the payload of a {job_type} job", self.settings.max_payload_bytes, QueueError)
         try:
             needs = requires if isinstance(requires, Requirements) else Requirements.model_validate(requires or {})
@@ -345,15 +352,13 @@ class JobQueue:
         )
         if row is not None:
             claimed = ev.JobClaimed(**self._ids(row), node=node, token=row["lease_token"], attempt=row["attempts"])
-            self.bus.publish("JOB_CLAIMED", claimed)
+            self.bus.publish("JOB_CLAIMED", claimed, traceparent=_trace_of(row))
         return row
 
     def _complete(
         self, conn: Any, job_id: int, token: int, result: Any, event: Outcome | None, acting: str | None = None
     ) -> Mapping[str, Any]:
         check_json(result, f"the result of job {job_id}", self.settings.max_payload_bytes, QueueError)
-        if event is not None:
-            self.bus.publish(event[0], dict(event[1]), dedup_key=event[2])  # rolled back with the rest if stale
         now = self.clock()
         row = queries.finish_job(
             conn, job_id, token, status=JobStatus.COMPLETED.value, now=now, result=result, live=True
@@ -362,9 +367,15 @@ class JobQueue:
             raise self._stale(conn, job_id, token, "complete", now=now)
         if acting is not None and row["lease_node"] != acting:  # rolls the whole transaction back
             raise Forbidden(f"job {job_id} is leased to node {row['lease_node']!r}, not {acting!r}")
+        # In the job's trace even when the worker's own span did not reach here (a worker behind the server).
+        trace = _trace_of(row)
+        if event is not None:
+            self.bus.publish(event[0], dict(event[1]), dedup_key=event[2], traceparent=trace)
         if row["has_dependents"]:
             queries.release_dependents(conn, job_id)
-        self.bus.publish("JOB_COMPLETED", ev.JobCompleted(**self._ids(row), node=row["lease_node"] or ""))
+        self.bus.publish(
+            "JOB_COMPLETED", ev.JobCompleted(**self._ids(row), node=row["lease_node"] or ""), traceparent=trace
+        )
         return row
 
     @staticmethod
@@ -397,7 +408,9 @@ class JobQueue:
             if row is None:
                 raise self._stale(conn, job_id, token, "release")
             transition(JobStatus.RUNNING, JobStatus.QUEUED, job_id)
-            self.bus.publish("JOB_QUEUED", ev.JobQueued(**self._ids(row), priority=row["priority"]))
+            self.bus.publish(
+                "JOB_QUEUED", ev.JobQueued(**self._ids(row), priority=row["priority"]), traceparent=_trace_of(row)
+            )
         return Job.from_row(row)
 
     # --- the reaper and the cluster -------------------------------------------------------
@@ -425,17 +438,19 @@ class JobQueue:
         node = job.lease_node or ""
         again = retryable and job.attempts < job.max_attempts
         transition(job.status, JobStatus.QUEUED if again else JobStatus.DEAD, job.id)
+        trace = job.traceparent
         if expired:
-            self.bus.publish("JOB_LEASE_EXPIRED", ev.JobLeaseExpired(**self._ids(job), node=node))
+            self.bus.publish("JOB_LEASE_EXPIRED", ev.JobLeaseExpired(**self._ids(job), node=node), traceparent=trace)
         else:
-            self.bus.publish("JOB_FAILED", ev.JobFailed(**self._ids(job), node=node, error=error, retryable=retryable))
+            failed = ev.JobFailed(**self._ids(job), node=node, error=error, retryable=retryable)
+            self.bus.publish("JOB_FAILED", failed, traceparent=trace)
         if again:
             row = queries.requeue_job(
                 conn, job.id, job.lease_token, now=now, run_after=now + self.backoff_s(job.attempts), error=error
             )
         else:
             row = queries.finish_job(conn, job.id, job.lease_token, status=JobStatus.DEAD.value, now=now, error=error)
-            self.bus.publish("JOB_DEAD", ev.JobDead(**self._ids(job), error=error))
+            self.bus.publish("JOB_DEAD", ev.JobDead(**self._ids(job), error=error), traceparent=trace)
             if job.has_dependents:
                 self._fail_dependents(conn, job.id, JobStatus.DEAD)
         assert row is not None  # the row is locked by this transaction and was running under this token
@@ -552,6 +567,12 @@ class JobQueue:
 
 
 _NEVER_COMPLETE = frozenset({JobStatus.DEAD.value, JobStatus.CANCELLED.value})
+
+
+def _trace_of(row: Mapping[str, Any]) -> str | None:
+    """The trace context a job row keeps in its payload (None when it was enqueued outside any span)."""
+    context = (row["payload"] or {}).get(TRACE_KEY)
+    return context if isinstance(context, str) else None
 
 
 def _storable(error: str) -> str:

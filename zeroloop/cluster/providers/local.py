@@ -3,7 +3,9 @@
 Each launch starts `python -m zeroloop worker` in its own session, detached from the
 launching process (a Ctrl-C in the terminal reaches only the launcher, which drains the
 workers itself; a launcher that dies leaves them running for the next one to find),
-with its output in `<data_dir>/logs/<node>.log`. The provider id is `pid:start time`, so
+logging to `<data_dir>/logs/<node>.log` (plain or JSON lines, rotated by size: the `logs`
+settings), and anything it prints outside logging (a crash's traceback) in `<node>.out`
+beside it. The provider id is `pid:start time`, so
 a recycled pid is never mistaken for the worker. `machines()` finds the workers of this
 pool through their environment (`ZEROLOOP_CLUSTER__POOL` and the data directory), so a
 coordinator that restarted still sees, and can stop, the workers an earlier one started.
@@ -68,13 +70,14 @@ class LocalProvider(Provider):
         env = {**os.environ, **spec.env, "ZEROLOOP_CLUSTER__POOL": self.name, "ZEROLOOP_DATA_DIR": str(self.data_dir)}
         argv = [sys.executable, "-m", "zeroloop", *spec.argv[1:]] if spec.argv[0] == "zeroloop" else list(spec.argv)
         log_path = self.log_dir / f"{spec.node_id}.log"
+        env["ZEROLOOP_LOGS__FILE"] = str(log_path)  # the worker writes and rotates it itself
         # A shell starts the worker in the background and prints its pid: the worker is then
         # not our child, so it outlives this process and nothing here has to reap it.
         script = 'exec "$@" >>"$ZL_LOG" 2>&1 </dev/null & echo $!'
         try:
             done = subprocess.run(
                 ["/bin/sh", "-c", script, "sh", *argv],
-                env={**env, "ZL_LOG": str(log_path)},
+                env={**env, "ZL_LOG": str(log_path.with_suffix(".out"))},
                 capture_output=True,
                 text=True,
                 timeout=30,
