@@ -3,7 +3,8 @@
 The job reaches the worker with its trace context either way (over HTTP as part of its
 row), and the worker runs it in a span continuing it. Its outcome event stays in the
 trace: over the store it is published inside the worker's job span; behind the server
-(which gets no trace header from the worker) in the context the job was enqueued in.
+inside the server's span of the request, which continues the worker's job span (the
+worker sends a `traceparent` header).
 """
 
 from __future__ import annotations
@@ -59,5 +60,11 @@ def test_a_job_run_on_either_path_stays_in_the_trace_it_was_enqueued_in(
         (row,) = event_queries.latest(conn, types=["SELFPLAY_COMPLETE"])
     outcome = Event.from_row(row)
     assert outcome.trace_id == format(origin.trace_id, "032x")
-    parent = ran.context.span_id if cluster.path == "direct" else origin.span_id
-    assert outcome.traceparent is not None and outcome.traceparent.split("-")[2] == format(parent, "016x")
+    assert outcome.traceparent is not None
+    parent = int(outcome.traceparent.split("-")[2], 16)
+    if cluster.path == "direct":
+        assert parent == ran.context.span_id
+    else:
+        (request,) = [span for span in spans.get_finished_spans() if span.context.span_id == parent]
+        assert request.name.startswith("POST ") and request.name.endswith(f"/jobs/{job.id}/complete")
+        assert request.parent is not None and request.parent.span_id == ran.context.span_id

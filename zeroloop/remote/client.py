@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 
+from zeroloop import tracing
 from zeroloop.config import ServerSettings
 from zeroloop.errors import ConfigError
 from zeroloop.remote import wire
@@ -75,7 +76,11 @@ class ServerClient:
         for attempt in range(1, attempts + 1):
             problem: str
             try:
-                response = self.http.send(self.http.build_request(method, path, **kwargs), stream=True)
+                built = self.http.build_request(method, path, **kwargs)
+                parent = tracing.traceparent()
+                if parent is not None:  # inside a traced job: the server continues its trace
+                    built.headers["traceparent"] = parent
+                response = self.http.send(built, stream=True)
             except httpx.TransportError as exc:
                 problem = f"{type(exc).__name__}: {exc}"
             else:

@@ -17,6 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from zeroloop import tracing
 from zeroloop.app import App
 from zeroloop.errors import ZeroloopError
 from zeroloop.remote import wire
@@ -88,6 +89,24 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
+class TraceContext:
+    """Runs a request that carries a W3C `traceparent` header (a worker inside a traced job) in a span
+    continuing it, so what the server writes for that request (events, jobs) stays in the worker's trace.
+    Requests without the header start no span."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request on, inside the caller's trace when it named one."""
+        parent = dict(scope.get("headers") or []).get(b"traceparent") if scope["type"] == "http" else None
+        if parent is None:
+            await self.app(scope, receive, send)
+            return
+        with tracing.continue_trace(parent.decode("latin-1"), f"{scope['method']} {scope['path']}"):
+            await self.app(scope, receive, send)
+
+
 async def _too_large(send: Send, limit: int, setting: str) -> None:
     body = json.dumps(wire.error_body(wire.TooLarge(f"request body is larger than {limit} bytes ({setting})"))).encode()
     await send(
@@ -152,4 +171,5 @@ def create_api(app: App, *, loopback: bool = True) -> FastAPI:
         max_json_bytes=server.max_body_bytes,
         max_upload_bytes=server.max_artifact_bytes,
     )
+    api.add_middleware(TraceContext)
     return api
