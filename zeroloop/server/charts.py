@@ -78,9 +78,9 @@ def elo_chart(points: list[dict[str, Any]], *, title: str = "Elo over time") -> 
             f'<line x1="{_PAD_LEFT}" x2="{WIDTH - _PAD_RIGHT}" y1="{y(tick):.1f}" y2="{y(tick):.1f}" stroke="#eee"/>'
             f'<text x="{_PAD_LEFT - 6}" y="{y(tick) + 4:.1f}" text-anchor="end" font-size="11">{tick:.0f}</text>'
         )
-    for at in (t_low, (t_low + t_high) / 2, t_high):
+    for at, anchor in ((t_low, "start"), ((t_low + t_high) / 2, "middle"), (t_high, "end")):
         label = time.strftime("%m-%d %H:%M", time.localtime(at))
-        parts.append(f'<text x="{x(at):.1f}" y="{HEIGHT - 12}" text-anchor="middle" font-size="11">{label}</text>')
+        parts.append(f'<text x="{x(at):.1f}" y="{HEIGHT - 12}" text-anchor="{anchor}" font-size="11">{label}</text>')
     band_top = " ".join(f"{x(t):.1f},{y(h):.1f}" for t, h in zip(times, highs, strict=True))
     band_bottom = " ".join(f"{x(t):.1f},{y(lo):.1f}" for t, lo in reversed(list(zip(times, lows, strict=True))))
     parts.append(f'<polygon class="interval" points="{band_top} {band_bottom}" fill="#4a78c2" fill-opacity="0.15"/>')

@@ -82,6 +82,11 @@ def _page(request: Request, template: str, title: str, **context: Any) -> HTMLRe
     return HTMLResponse(body)
 
 
+def _login_page(reason: str | None, status: int = 200) -> HTMLResponse:
+    page = _TEMPLATES.get_template("login.html").render(title="log in", reason=reason, who=None, message=None)
+    return HTMLResponse(page, status_code=status)
+
+
 router = APIRouter()
 
 
@@ -96,7 +101,7 @@ def login_page(request: Request, token: str | None = None) -> Response:
     """The login form; `?token=` logs in at once (a link to share with a viewer)."""
     if token:
         return _login(request, token)
-    return HTMLResponse(_TEMPLATES.get_template("login.html").render(title="log in", reason=None, who=None))
+    return _login_page(None)
 
 
 @router.post("/login")
@@ -115,8 +120,7 @@ def _login(request: Request, token: str) -> Response:
                 f"token {found.token_id} is a {found.role.value} token: log in with a viewer or admin token"
             )
     except AuthError as exc:
-        page = _TEMPLATES.get_template("login.html").render(title="log in", reason=str(exc), who=None)
-        return HTMLResponse(page, status_code=401)
+        return _login_page(str(exc), 401)
     answer = RedirectResponse("/dashboard", status_code=303)
     answer.set_cookie(
         access.COOKIE,
@@ -246,7 +250,6 @@ def install(api: FastAPI) -> None:
 
     @api.exception_handler(LoginRequired)
     async def login_required(_request: Request, exc: LoginRequired) -> HTMLResponse:
-        page = _TEMPLATES.get_template("login.html").render(title="log in", reason=exc.reason, who=None)
-        return HTMLResponse(page, status_code=exc.status)
+        return _login_page(exc.reason, exc.status)
 
     api.include_router(router)
