@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from zeroloop.cluster.webhooks import Alert, Webhooks
-from zeroloop.config import ALERT_RULES, AlertSettings
+from zeroloop.config import AlertSettings
 from zeroloop.errors import AlertError
 from zeroloop.events.bus import Event
 from zeroloop.events.consumer import ConsumerSpec

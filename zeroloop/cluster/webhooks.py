@@ -139,11 +139,10 @@ class Webhooks:
         problem = ""
         for attempt in range(1, self.settings.webhook_attempts + 1):
             try:
-                with httpx.Client(timeout=self.settings.webhook_timeout_s, transport=self.transport) as client:
-                    answer = client.post(url, json=body)
-                if answer.status_code < 300:
+                status = self._send(url, body)
+                if status < 300:
                     return None
-                problem = f"webhook {shown} answered {answer.status_code}"
+                problem = f"webhook {shown} answered {status}"
             except httpx.HTTPError as exc:
                 # The exception's text may quote the URL: only its kind is reported.
                 problem = f"webhook {shown} failed: {type(exc).__name__}"
@@ -151,6 +150,22 @@ class Webhooks:
             if attempt < self.settings.webhook_attempts:
                 self.sleep(self.settings.webhook_retry_s)
         return f"{problem} after {self.settings.webhook_attempts} tries"
+
+    def _send(self, url: str, body: dict[str, Any]) -> int:
+        """POST once and return the status. The transport is used directly: httpx.Client would log the full URL."""
+        timeout = httpx.Timeout(self.settings.webhook_timeout_s).as_dict()
+        request = httpx.Request("POST", url, json=body, extensions={"timeout": timeout})
+        transport = self.transport if self.transport is not None else httpx.HTTPTransport()
+        try:
+            answer = transport.handle_request(request)
+            try:
+                answer.read()
+            finally:
+                answer.close()
+            return answer.status_code
+        finally:
+            if self.transport is None:
+                transport.close()
 
     def _remember(self, event_id: int, done: set[int]) -> None:
         self._delivered[event_id] = done
