@@ -42,6 +42,7 @@ from zeroloop.cluster.providers.local import LocalProvider
 from zeroloop.config import PoolSettings, Settings
 from zeroloop.errors import ZeroloopError
 from zeroloop.pipeline.ratings import Rating, ratings
+from zeroloop.server.background import serving
 from zeroloop.store.queries import models as model_queries
 from zeroloop.store.queries import pipelines as queries
 
@@ -292,9 +293,10 @@ def quickstart_command(
     require_device(loaded)  # the local workers run on this machine
     config_key = config_key_of(game)
     started = time.monotonic()
-    with App(loaded, source="quickstart") as app:
+    with App(loaded, source="quickstart") as app, serving(app) as dashboard:
         start_pipeline(app, config_key)
         console.print(f"data directory {loaded.data_dir}; store {app.store.display_url}")
+        console.print(f"dashboard {dashboard}/dashboard (metrics at {dashboard}/metrics)")
         final = asyncio.run(run_quickstart(app, config_key, minutes, workers))
     console.print(summary(final, config_key, time.monotonic() - started))
     console.print("run `zeroloop quickstart` again to continue; `zeroloop models ls` lists the models")
