@@ -13,7 +13,7 @@ def serve_command(
     host: str | None = typer.Option(None, "--host", help="Address to bind (default: server.host, 127.0.0.1)."),
     port: int | None = typer.Option(None, "--port", min=1, max=65535, help="Port to bind (default: server.port)."),
 ) -> None:
-    """Serve the worker API over the store; off loopback, tokens are required (`zeroloop tokens create`)."""
+    """Serve the worker API, the dashboard and /metrics over the store; off loopback, tokens are required."""
     with open_app() as app:
         serve(app, host=host or app.settings.server.host, port=port or app.settings.server.port)
 
