@@ -17,7 +17,7 @@ from tests.helpers import FakeClock
 from zeroloop.cluster.alerts import RULES, Alerts, rule_of
 from zeroloop.cluster.webhooks import Alert, Webhooks, redact
 from zeroloop.config import ALERT_RULES, AlertSettings, WebhookSettings
-from zeroloop.errors import AlertError
+from zeroloop.errors import AlertError, ConfigError
 from zeroloop.events.bus import Event
 
 SECRET = "T000/B000/very-secret-token"
@@ -100,6 +100,9 @@ def test_an_alert_reaches_both_webhooks_once_and_is_not_repeated_within_its_rate
     assert receiver.bodies[2]["key"] == "w4" and receiver.bodies[2]["held_back"] == 2
     assert "2 more node_lost alert(s) held back" in receiver.bodies[3]["text"]
     assert alerts.webhooks.sent == 2 and sleeps == []
+    clock.advance(3600)
+    alerts.handle(_lost(7, "w1"))  # past the deduplication window: the same node is news again
+    assert [body.get("key") for body in receiver.bodies[4:]] == ["w1", None]
 
 
 def test_rules_hold_each_other_back_only_within_themselves(receiver: Receiver) -> None:
@@ -161,6 +164,11 @@ def test_a_webhook_that_never_answers_costs_at_most_its_timeout_per_try() -> Non
         assert sleeps == [settings.webhook_retry_s]
     finally:
         silent.close()
+
+
+def test_an_unknown_rule_in_the_settings_is_refused() -> None:
+    with pytest.raises(ConfigError, match="unknown alert rule node_gone: choose from crash_loop"):
+        AlertSettings(rules=["node_gone"])
 
 
 def test_every_rule_has_an_event_and_every_alerting_event_a_rule() -> None:
