@@ -11,11 +11,19 @@ from tests.helpers import make_app
 from tests.server.conftest import running_server
 from tests.server.observed import KEY, NODE, populate
 from zeroloop.app import App
+from zeroloop.queue.backpressure import BackpressureLevel
 from zeroloop.server.views import SELFPLAY_RATE_WINDOW_S
 from zeroloop.store.queries import consumers as consumer_queries
+from zeroloop.store.queries import events as event_queries
 from zeroloop.store.queries import job_stats
+from zeroloop.store.queries import jobs as job_queries
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def _events(app: App) -> int:
+    with app.store.read() as conn:
+        return sum(event_queries.count_by_type(conn).values())
 
 
 def scrape(url: str) -> Samples:
@@ -50,8 +58,15 @@ def test_metrics_match_the_store(app: App, store_url: str, tmp_path: Path) -> No
         consumer_queries.ensure_consumer(
             conn, "dashboard-test", types=["GAME_BATCH_READY"], config_keys=None, node="n", start=(0, 0), now=now
         )
+        job_queries.lock_backpressure(conn, "train", initial="NONE", now=now)
+        job_queries.set_backpressure(conn, "train", level="HARD", depth=900, now=now)
+    before = _events(app)
     with running_server(app, loopback=True) as url:
         samples = scrape(url)
+        for path in ("/api/overview", "/api/queue", "/dashboard", "/dashboard/queue"):
+            assert httpx.get(f"{url}{path}", timeout=30).status_code == 200
+    assert _events(app) == before  # looking publishes nothing (backpressure is read as producers recorded it)
+    assert one(samples, "zeroloop_queue_backpressure_level", type="train") == BackpressureLevel.HARD
     stats = app.queue.stats()
     assert one(samples, "zeroloop_queue_jobs", type="train", status="dead") == stats["train"]["dead"] == 1
     assert one(samples, "zeroloop_queue_jobs", type="train", status="queued") == 0

@@ -11,7 +11,6 @@ token, which Prometheus sends with `authorization: {credentials: ...}`.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Iterator
 
 from fastapi import APIRouter, Request
@@ -56,14 +55,14 @@ class StoreCollector(Collector):
         )
         pressure = GaugeMetricFamily(
             "zeroloop_queue_backpressure_level",
-            "Backpressure level per job type: "
+            "Backpressure level per job type, as producers last recorded it: "
             + ", ".join(f"{level.value}={level.name}" for level in BackpressureLevel),
             labels=["type"],
         )
         for job_type, counts in sorted(app.queue.stats().items()):
             for status in JobStatus:
                 depth.add_metric([job_type, status.value], counts.get(status.value, 0))
-            pressure.add_metric([job_type], int(app.queue.check_backpressure(job_type)))
+            pressure.add_metric([job_type], int(app.queue.backpressure.recorded(job_type)))
         yield depth
         yield pressure
         jobs = CounterMetricFamily(
@@ -110,7 +109,7 @@ class StoreCollector(Collector):
         price = GaugeMetricFamily(
             "zeroloop_node_cost_per_hour", "What a billed node costs (currency units per hour).", labels=["node"]
         )
-        now = time.time()
+        now = self.app.clock()
         for node in found:
             for key, resource in _UTILISATION:
                 value = node["utilisation"].get(key)

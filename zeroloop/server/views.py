@@ -152,9 +152,13 @@ def lineage(models_found: list[dict[str, Any]], model_id: str) -> list[str]:
 
 
 def queue(app: App, dead_limit: int = 50) -> dict[str, Any]:
-    """Jobs by type then status, each type's backpressure level, dead jobs, live dead letters, lifetime counters."""
+    """Jobs by type then status, dead jobs, live dead letters, lifetime counters, and each type's backpressure level.
+
+    The level is the one producers last recorded: reading it writes nothing and does not mix in this
+    process's own memory and disk, which say nothing about the fleet.
+    """
     counts = app.queue.stats()
-    backpressure = {job_type: app.queue.check_backpressure(job_type).name for job_type in counts}
+    backpressure = {job_type: app.queue.backpressure.recorded(job_type).name for job_type in counts}
     dead = app.queue.list(statuses=[JobStatus.DEAD], limit=dead_limit)
     letters = DeadLetters(app.store).list(statuses=LIVE, limit=dead_limit)
     with app.store.read() as conn:
