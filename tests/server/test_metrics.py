@@ -17,6 +17,7 @@ from zeroloop.store.queries import consumers as consumer_queries
 from zeroloop.store.queries import events as event_queries
 from zeroloop.store.queries import job_stats
 from zeroloop.store.queries import jobs as job_queries
+from zeroloop.store.queries import pipelines as pipeline_queries
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -91,6 +92,10 @@ def test_metrics_match_the_store(app: App, store_url: str, tmp_path: Path) -> No
     assert one(samples, "zeroloop_selfplay_games_per_second", config_key=KEY) == 48 / SELFPLAY_RATE_WINDOW_S
     assert one(samples, "zeroloop_samples_total", config_key=KEY) == 5000
     assert one(samples, "zeroloop_pipeline_paused", config_key=KEY) == 0
+    with app.store.read() as conn:
+        state = pipeline_queries.get_pipeline(conn, KEY)
+    assert state is not None and state["last_promotion_at"] is not None
+    assert one(samples, "zeroloop_last_promotion_timestamp_seconds", config_key=KEY) == state["last_promotion_at"]
 
 
 def test_two_servers_over_one_store_agree(app: App, store_url: str, tmp_path: Path) -> None:

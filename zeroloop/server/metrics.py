@@ -169,6 +169,11 @@ class StoreCollector(Collector):
         samples = CounterMetricFamily("zeroloop_samples", "Training samples stored.", labels=labels)
         iteration = GaugeMetricFamily("zeroloop_pipeline_round", "The pipeline's round.", labels=labels)
         paused = GaugeMetricFamily("zeroloop_pipeline_paused", "1 while the pipeline is paused.", labels=labels)
+        promoted = GaugeMetricFamily(
+            "zeroloop_last_promotion_timestamp_seconds",
+            "When the pipeline last promoted a model (epoch).",
+            labels=labels,
+        )
         rates = views.selfplay_games_per_s(self.app)
         for row in views.pipelines(self.app):
             key = [row["config_key"]]
@@ -187,7 +192,9 @@ class StoreCollector(Collector):
             samples.add_metric(key, row["samples_total"])
             iteration.add_metric(key, row["iteration"])
             paused.add_metric(key, 1.0 if row["paused"] else 0.0)
-        yield from (elo, interval, loss, speed, games, games_total, samples, iteration, paused)
+            if row["last_promotion_at"] is not None:
+                promoted.add_metric(key, float(row["last_promotion_at"]))
+        yield from (elo, interval, loss, speed, games, games_total, samples, iteration, paused, promoted)
 
 
 router = APIRouter()
