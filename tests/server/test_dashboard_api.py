@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -14,6 +15,7 @@ from zeroloop.app import App
 from zeroloop.cluster.nodes import NodeStatus
 from zeroloop.queue.jobs import JobStatus
 from zeroloop.server.access import COOKIE
+from zeroloop.server.api import create_api
 from zeroloop.server.tokens import Role, Tokens
 from zeroloop.store.queries import pipelines as pipeline_queries
 
@@ -150,3 +152,13 @@ def test_loopback_without_tokens_is_open_and_with_tokens_is_not(app: App) -> Non
         assert _paused(app)
         Tokens(app.store).create(Role.VIEWER)
         assert client.get("/api/nodes").status_code == 401
+
+
+def test_a_login_link_leaves_no_token_in_the_access_log(app: App) -> None:
+    create_api(app)
+    record = logging.LogRecord(
+        "uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5000", "GET", "/login?token=zl_0123456789ab_secretsecretsecretsecret&x=1", "1.1", 303), None,
+    )  # fmt: skip
+    assert logging.getLogger("uvicorn.access").filter(record)
+    assert record.getMessage() == '127.0.0.1:5000 - "GET /login?token=[redacted]&x=1 HTTP/1.1" 303'

@@ -12,6 +12,8 @@ cookie; the strict cookie is what keeps another site from posting these forms.
 from __future__ import annotations
 
 import json
+import logging
+import re
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -34,6 +36,21 @@ _TEMPLATES = jinja2.Environment(
     undefined=jinja2.StrictUndefined,
 )
 _COOKIE_MAX_AGE_S = 7 * 86400
+
+
+_TOKEN_QUERY = re.compile(r"(token=)[^&\s]+")
+
+
+class RedactTokenQuery(logging.Filter):
+    """Hides the token of a `/login?token=...` link in uvicorn's access log lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite the record's arguments; never drop the record."""
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                _TOKEN_QUERY.sub(r"\1[redacted]", arg) if isinstance(arg, str) else arg for arg in record.args
+            )
+        return True
 
 
 class LoginRequired(Exception):
@@ -253,3 +270,6 @@ def install(api: FastAPI) -> None:
         return _login_page(exc.reason, exc.status)
 
     api.include_router(router)
+    access_log = logging.getLogger("uvicorn.access")
+    if not any(isinstance(existing, RedactTokenQuery) for existing in access_log.filters):
+        access_log.addFilter(RedactTokenQuery())
