@@ -150,6 +150,18 @@ def test_loopback_without_tokens_is_open_and_with_tokens_is_not(app: App) -> Non
         assert client.get("/api/nodes").status_code == 200
         assert client.post(f"/api/pipelines/{KEY}/pause").status_code == 200
         assert _paused(app)
+        assert (
+            client.post(
+                f"/api/pipelines/{KEY}/resume",
+                headers={"Origin": client.base_url.scheme + "://" + client.base_url.netloc.decode()},
+            ).status_code
+            == 200
+        )  # from the server's own pages
+        for header in ({"Origin": "http://evil.example"}, {"Sec-Fetch-Site": "cross-site"}):
+            refused = client.post(f"/dashboard/actions/pipelines/{KEY}/pause", headers=header)
+            assert refused.status_code == 403 and "another site" in refused.text
+            assert client.post(f"/api/pipelines/{KEY}/pause", headers=header).status_code == 403
+        assert not _paused(app)
         Tokens(app.store).create(Role.VIEWER)
         assert client.get("/api/nodes").status_code == 401
 

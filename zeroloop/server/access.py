@@ -4,11 +4,13 @@ A token is presented as `Authorization: Bearer <token>` (scripts, the JSON API) 
 `zeroloop_token` cookie that `/login` sets (browsers). Viewing needs a viewer or admin
 token; admin actions need an admin token; a worker token does neither. A server bound to
 loopback whose store holds no usable token at all trusts this machine, as the worker API
-does: every request then acts as a local admin.
+does: every request then acts as a local admin. Actions sent from another web site's page
+are refused whatever the token (`same_site`).
 """
 
 from __future__ import annotations
 
+import urllib.parse
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -45,8 +47,23 @@ def viewer(request: Request) -> Principal:
     return found
 
 
+def same_site(request: Request) -> None:
+    """Refuse a request another web site made the browser send (Forbidden).
+
+    A page elsewhere can make a browser POST to this server without reading the answer; on
+    loopback without tokens nothing else would stop it. Browsers name the page's origin
+    (`Origin`, `Sec-Fetch-Site`), so such a request is refused; scripts send neither.
+    """
+    origin = request.headers.get("origin")
+    if origin is not None and urllib.parse.urlsplit(origin).netloc != request.headers.get("host"):
+        raise Forbidden(f"refusing a request sent from another site ({origin}): act from this server's own pages")
+    if request.headers.get("sec-fetch-site") == "cross-site":
+        raise Forbidden("refusing a request sent from another site: act from this server's own pages")
+
+
 def admin(request: Request) -> Principal:
-    """A principal that may act: an admin token (Forbidden for viewer and worker tokens)."""
+    """A principal that may act: an admin token (Forbidden for viewer and worker tokens, and cross-site requests)."""
+    same_site(request)
     found = principal(request)
     if found.role is not Role.ADMIN:
         raise Forbidden(f"token {found.token_id} is a {found.role.value} token: this action needs an admin token")
