@@ -18,6 +18,7 @@ import pytest
 from tests.server.conftest import running_server
 from tests.server.observed import DEAD_ERROR, KEY, LETTER_ERROR, NODE, populate
 from zeroloop.app import App
+from zeroloop.server.dashboard import REFRESH_S
 
 CHROMIUM_TIMEOUT_S = 90
 
@@ -59,6 +60,7 @@ def test_every_page_loads_in_chromium_with_its_key_content(app: App, tmp_path: P
         overview = load(binary, f"{url}/", shots, "overview")  # / redirects to the dashboard
         assert "<h1>overview</h1>" in overview and f'href="/dashboard/pipelines/{KEY}"' in overview
         assert seen.second_model in overview and "pipeline_paused" in overview  # the alert of populate's pause
+        assert f'<meta http-equiv="refresh" content="{REFRESH_S}">' in overview  # a tab keeps itself current
 
         pipeline = load(binary, f"{url}/dashboard/pipelines/{KEY}", shots, "pipeline")
         assert f"pipeline {KEY}" in pipeline and "loss 0.7310" in pipeline

@@ -36,6 +36,8 @@ _TEMPLATES = jinja2.Environment(
     undefined=jinja2.StrictUndefined,
 )
 _COOKIE_MAX_AGE_S = 7 * 86400
+REFRESH_S = 15
+"""The overview and pipeline pages reload themselves this often (seconds), so a tab watches the loop learn."""
 
 
 _TOKEN_QUERY = re.compile(r"(token=)[^&\s]+")
@@ -87,10 +89,11 @@ def _who(request: Request, check: Callable[[Request], Principal]) -> Principal:
         raise LoginRequired(str(exc), 403 if isinstance(exc, Forbidden) else 401) from None
 
 
-def _page(request: Request, template: str, title: str, **context: Any) -> HTMLResponse:
+def _page(request: Request, template: str, title: str, *, refresh_s: int | None = None, **context: Any) -> HTMLResponse:
     who = _who(request, access.viewer)
     body = _TEMPLATES.get_template(template).render(
         title=title,
+        refresh_s=refresh_s,
         who=who,
         admin=who.role is Role.ADMIN,
         message=request.query_params.get("message"),
@@ -100,7 +103,9 @@ def _page(request: Request, template: str, title: str, **context: Any) -> HTMLRe
 
 
 def _login_page(reason: str | None, status: int = 200) -> HTMLResponse:
-    page = _TEMPLATES.get_template("login.html").render(title="log in", reason=reason, who=None, message=None)
+    page = _TEMPLATES.get_template("login.html").render(
+        title="log in", reason=reason, who=None, message=None, refresh_s=None
+    )
     return HTMLResponse(page, status_code=status)
 
 
@@ -161,7 +166,7 @@ def logout() -> Response:
 @router.get("/dashboard", response_class=HTMLResponse)
 def overview_page(request: Request) -> HTMLResponse:
     """Health and its reasons, every pipeline, jobs and nodes by status, recent alerts."""
-    return _page(request, "overview.html", "overview", data=views.overview(_zl(request)))
+    return _page(request, "overview.html", "overview", refresh_s=REFRESH_S, data=views.overview(_zl(request)))
 
 
 @router.get("/dashboard/pipelines/{config_key}", response_class=HTMLResponse)
@@ -169,7 +174,7 @@ def pipeline_page(request: Request, config_key: str) -> HTMLResponse:
     """One pipeline: stage, training, Elo over time (a chart), decisions with their evidence."""
     data = views.pipeline(_zl(request), config_key)
     chart = charts.elo_chart(data["elo_history"], title=f"{config_key}: Elo ({data['elo_relative_to']})")
-    return _page(request, "pipeline.html", config_key, data=data, chart=chart)
+    return _page(request, "pipeline.html", config_key, refresh_s=REFRESH_S, data=data, chart=chart)
 
 
 @router.get("/dashboard/models", response_class=HTMLResponse)
