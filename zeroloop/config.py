@@ -364,6 +364,7 @@ ALERT_RULES = (
     "node_lost",
     "budget_reached",
     "production_regression",
+    "no_promotion",
 )
 """The alert rules (see zeroloop/cluster/alerts.py and docs/observability.md)."""
 
@@ -395,6 +396,12 @@ class AlertSettings(_Section):
     webhook_timeout_s: float = Field(default=5.0, gt=0, le=60, description="time one webhook request may take (s)")
     webhook_attempts: int = Field(default=3, ge=1, le=10, description="tries of one webhook delivery")
     webhook_retry_s: float = Field(default=1.0, ge=0, le=30, description="wait between webhook tries (seconds)")
+    no_promotion_hours: float | None = Field(
+        default=24.0, gt=0, description="alert when a running pipeline promotes nothing for this long (hours)"
+    )
+    check_interval_s: float = Field(
+        default=300.0, gt=0, description="how often the alert_checks daemon looks for stalls (seconds)"
+    )
 
     command: str | None = Field(
         default=None,

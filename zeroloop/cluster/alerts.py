@@ -6,8 +6,9 @@ command with `{event}`, `{summary}` and `{json}` replaced (each shell-quoted), e
 curl to a chat webhook. A failing alert command is logged and retried by the bus like
 any failing handler, then dead-lettered: alerts are never silently lost.
 
-The events that call for action belong to a rule (`RULES`: crash loop, dead jobs, an open
-circuit, a paused pipeline, a lost node, the budget reached, a production rollback);
+The events that call for action belong to a rule (`RULES`: crash loop, dead jobs and
+growing dead letters, an open circuit, a paused pipeline, a lost node, the budget reached,
+a production rollback, no promotion for hours: see `zeroloop.cluster.watch`);
 those alerts also go to the webhooks of `alerts.webhooks`, deduplicated and rate-limited
 per rule (see `zeroloop.cluster.webhooks`).
 """
@@ -66,6 +67,12 @@ _SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
         if p["reason"] == "rollback"
         else f"{p['config_key']}: {p['model_id']} promoted to production ({p['reason']})"
     ),
+    "PROMOTION_STALLED": lambda p: (
+        f"{p['config_key']}: no model promoted for {p['hours']:.1f} h (production: {p.get('model_id') or 'none'})"
+    ),
+    "DEAD_LETTERS_GROWING": lambda p: (
+        f"event dead letters growing: {p['letters']} pending or parked (was {p['previous']}); see `zeroloop dlq ls`"
+    ),
     "FLEET_BUDGET_REACHED": lambda p: (
         f"pool {p['pool']}: {p['refused']} launch(es) refused: the fleet costs {p['cost_per_hour']:g}/h "
         f"of a budget of {p['budget_per_hour']:g}/h"
@@ -84,6 +91,8 @@ RULES: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "NODE_LOST": ("node_lost", lambda p: str(p["node"])),
     "FLEET_BUDGET_REACHED": ("budget_reached", lambda p: str(p["pool"])),
     "MODEL_PROMOTED": ("production_regression", lambda p: str(p["config_key"])),
+    "PROMOTION_STALLED": ("no_promotion", lambda p: str(p["config_key"])),
+    "DEAD_LETTERS_GROWING": ("dead_letters", lambda _p: "event dead letters"),
 }
 
 
