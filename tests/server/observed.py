@@ -1,4 +1,5 @@
-"""A store with something to look at: a pipeline with two promoted models, a node, a dead job, a dead letter."""
+"""A store with something to look at: a pipeline with two promoted models and a decision, a node with a daemon,
+a dead job, a dead letter."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from dataclasses import dataclass
 
 from zeroloop.app import App
 from zeroloop.cluster.nodes import NodeInfo
+from zeroloop.store.queries import daemons as daemon_queries
 from zeroloop.store.queries import dead_letters as letter_queries
 from zeroloop.store.queries import pipelines as pipeline_queries
 
@@ -13,6 +15,8 @@ KEY = "tic_tac_toe_2p"
 NODE = "gpu-node-7"
 DEAD_ERROR = "out of memory on purpose"
 LETTER_ERROR = "webhook down on purpose"
+DECISION_REASON = "lower bound 0.58 of the win rate clears 0.55"
+DAEMON_ERROR = "RuntimeError: crashed on purpose"
 
 
 @dataclass(frozen=True)
@@ -66,5 +70,16 @@ def populate(app: App) -> Observed:
         letter = letter_queries.insert_dead_letter(
             conn, event_id=event_id, consumer="alerts", status="pending", attempts=5, error=LETTER_ERROR,
             traceback="", now=now, next_retry_at=now + 600,
+        )  # fmt: skip
+        pipeline_queries.insert_decision(
+            conn, config_key=KEY, kind="promotion", outcome="promoted", now=now,
+            evidence={"model_id": second.id, "reason": DECISION_REASON, "wins": 12, "draws": 4, "losses": 4},
+        )  # fmt: skip
+        daemon_queries.upsert_daemon(
+            conn,
+            {
+                "node": NODE, "name": "job_executor", "state": "backoff", "restarts": 3, "last_error": DAEMON_ERROR,
+                "health": {"state": "unhealthy"}, "started_at": now, "updated_at": now,
+            },
         )  # fmt: skip
     return Observed(first.id, second.id, job.id, letter)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.server.conftest import running_server
-from tests.server.observed import DEAD_ERROR, KEY, LETTER_ERROR, NODE, populate
+from tests.server.observed import DAEMON_ERROR, DEAD_ERROR, DECISION_REASON, KEY, LETTER_ERROR, NODE, populate
 from zeroloop.app import App
 from zeroloop.server.dashboard import REFRESH_S
 
@@ -65,6 +65,7 @@ def test_every_page_loads_in_chromium_with_its_key_content(app: App, tmp_path: P
         pipeline = load(binary, f"{url}/dashboard/pipelines/{KEY}", shots, "pipeline")
         assert f"pipeline {KEY}" in pipeline and "loss 0.7310" in pipeline
         assert pipeline.count('class="point"') == 2 and 'class="interval"' in pipeline  # both Elo points, with band
+        assert DECISION_REASON in pipeline  # the decision with its evidence
 
         models = load(binary, f"{url}/dashboard/models", shots, "models")
         assert f"{seen.second_model} ← {seen.first_model}" in models  # the lineage
@@ -75,6 +76,7 @@ def test_every_page_loads_in_chromium_with_its_key_content(app: App, tmp_path: P
 
         nodes = load(binary, f"{url}/dashboard/nodes", shots, "nodes")
         assert NODE in nodes and "42%" in nodes and f'action="/dashboard/actions/nodes/{NODE}/drain"' in nodes
+        assert "job_executor" in nodes and DAEMON_ERROR in nodes  # the daemon with its restarts and last error
 
         events = load(binary, f"{url}/dashboard/events?type=JOB_DEAD", shots, "events")
         assert "JOB_DEAD" in events and DEAD_ERROR in events and "PIPELINE_PAUSED</td>" not in events

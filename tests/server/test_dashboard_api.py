@@ -10,7 +10,16 @@ import httpx
 import pytest
 
 from tests.server.conftest import running_server
-from tests.server.observed import DEAD_ERROR, KEY, LETTER_ERROR, NODE, Observed, populate
+from tests.server.observed import (
+    DAEMON_ERROR,
+    DEAD_ERROR,
+    DECISION_REASON,
+    KEY,
+    LETTER_ERROR,
+    NODE,
+    Observed,
+    populate,
+)
 from zeroloop.app import App
 from zeroloop.cluster.nodes import NodeStatus
 from zeroloop.queue.jobs import JobStatus
@@ -64,7 +73,13 @@ def test_the_json_api_serves_what_the_store_holds(dash: Dash) -> None:
     detail = get(f"/api/pipelines/{KEY}").json()
     assert [point["model_id"] for point in detail["elo_history"]] == [dash.seen.first_model, dash.seen.second_model]
     assert all(point["half_width"] > 0 for point in detail["elo_history"])
-    assert {decision["kind"] for decision in detail["decisions"]} <= {"promotion", "round"}
+    (decision,) = detail["decisions"]
+    assert (decision["outcome"], decision["evidence"]["reason"]) == ("promoted", DECISION_REASON)
+    assert get("/api/decisions").json() == detail["decisions"]
+    (daemon,) = get("/api/daemons").json()
+    assert (daemon["node"], daemon["state"], daemon["restarts"], daemon["last_error"]) == (
+        NODE, "backoff", 3, DAEMON_ERROR,
+    )  # fmt: skip
     models = {model["id"]: model for model in get("/api/models").json()}
     assert models[dash.seen.second_model]["parent_id"] == dash.seen.first_model
     assert models[dash.seen.second_model]["stage"] == "production"

@@ -76,6 +76,8 @@ def test_metrics_match_the_store(app: App, store_url: str, tmp_path: Path) -> No
     assert one(samples, "zeroloop_event_consumer_lag_events", consumer="dashboard-test") == 2
     assert one(samples, "zeroloop_dead_letters", status="pending") == 1
     assert one(samples, "zeroloop_nodes", status="active") == 1
+    assert one(samples, "zeroloop_daemons", state="backoff") == 1
+    assert one(samples, "zeroloop_daemon_restarts", node=NODE, daemon="job_executor") == 3
     assert one(samples, "zeroloop_node_utilisation_percent", node=NODE, resource="cpu") == 42.0
     assert one(samples, "zeroloop_node_utilisation_percent", node=NODE, resource="memory") == 55.0
     assert ("zeroloop_node_utilisation_percent", frozenset({("node", NODE), ("resource", "gpu")})) not in samples
