@@ -146,6 +146,11 @@ def test_browser_forms_act_through_the_login_cookie(dash: Dash) -> None:
     )
     dash.client.cookies.set(COOKIE, dash.viewer)
     assert dash.client.get("/dashboard").status_code == 200
+    missing = dash.client.get("/dashboard/pipelines/no_such_game_2p")
+    assert missing.status_code == 404 and "no pipeline &#39;no_such_game_2p&#39;" in missing.text
+    assert "<h1>not shown</h1>" in missing.text  # the page, not the API's JSON
+    unknown = dash.client.get("/dashboard/events?type=NO_SUCH_TYPE")
+    assert unknown.status_code == 422 and "unknown event type" in unknown.text
     refused = dash.client.post(drain)
     assert refused.status_code == 403 and "needs an admin token" in refused.text
     assert dash.app.nodes.get(NODE)["status"] == NodeStatus.ACTIVE.value  # type: ignore[index]

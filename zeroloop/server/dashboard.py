@@ -169,10 +169,20 @@ def overview_page(request: Request) -> HTMLResponse:
     return _page(request, "overview.html", "overview", refresh_s=REFRESH_S, data=views.overview(_zl(request)))
 
 
+def _refused(request: Request, exc: ZeroloopError, status: int) -> HTMLResponse:
+    """The error page: what was wrong, as the error says it, with `status`."""
+    page = _page(request, "error.html", "not shown", error=str(exc))
+    page.status_code = status
+    return page
+
+
 @router.get("/dashboard/pipelines/{config_key}", response_class=HTMLResponse)
 def pipeline_page(request: Request, config_key: str) -> HTMLResponse:
     """One pipeline: stage, training, Elo over time (a chart), decisions with their evidence."""
-    data = views.pipeline(_zl(request), config_key)
+    try:
+        data = views.pipeline(_zl(request), config_key)
+    except ZeroloopError as exc:
+        return _refused(request, exc, 404)
     chart = charts.elo_chart(data["elo_history"], title=f"{config_key}: Elo ({data['elo_relative_to']})")
     return _page(request, "pipeline.html", config_key, refresh_s=REFRESH_S, data=data, chart=chart)
 
@@ -209,7 +219,10 @@ def events_page(
     limit: int = Query(100, ge=1, le=1000),
 ) -> HTMLResponse:
     """The newest events, filtered by type and config key."""
-    found = views.events(_zl(request), types=[type] if type else None, config_key=config or None, limit=limit)
+    try:
+        found = views.events(_zl(request), types=[type] if type else None, config_key=config or None, limit=limit)
+    except ZeroloopError as exc:
+        return _refused(request, exc, 422)
     return _page(
         request, "events.html", "events", events=found, types=sorted(EVENT_TYPES), type=type, config=config,
         limit=limit,
