@@ -94,6 +94,7 @@ def daemon_registry() -> Registry:
     when the table is built, not when this module is, so read-only commands stay quick.
     """
     from zeroloop.cluster import activity, agent, autoscaler, health, idle, leases
+    from zeroloop.cluster import watch as alert_watch
     from zeroloop.daemons import adapters
     from zeroloop.pipeline import daemons as pipeline
 
@@ -170,6 +171,15 @@ def daemon_registry() -> Registry:
             "operations",
             activity.operations_daemon,
             "feeds circuit breakers and job counters from queue events; sends operational alerts",
+            coordinator,
+            depends_on=("leader_election",),
+            leader_only=True,
+            layer=Layer.APPLICATION,
+        ),
+        DaemonSpec(
+            "alert_checks",
+            alert_watch.alert_checks_daemon,
+            "raises the alerts no single event carries: no promotion for hours, dead letters piling up",
             coordinator,
             depends_on=("leader_election",),
             leader_only=True,

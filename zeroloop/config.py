@@ -356,8 +356,52 @@ class AutoscalerSettings(_Section):
 _BASELINES: tuple[Literal["random", "mcts"], ...] = ("random", "mcts")
 
 
+ALERT_RULES = (
+    "crash_loop",
+    "dead_letters",
+    "circuit_open",
+    "pipeline_paused",
+    "node_lost",
+    "budget_reached",
+    "production_regression",
+    "no_promotion",
+)
+"""The alert rules (see zeroloop/cluster/alerts.py and docs/observability.md)."""
+
+
+class WebhookSettings(_Section):
+    """One webhook that receives alerts: a generic JSON POST, or a Slack-compatible `{"text": ...}`."""
+
+    url: SecretStr = Field(description="the webhook's URL (a secret: it often holds a token; never logged)")
+    format: Literal["json", "slack"] = Field(
+        default="json", description='json: the alert as a JSON object; slack: {"text": summary} (Slack, Mattermost)'
+    )
+
+
 class AlertSettings(_Section):
     """Operational alerts: crash loops, lost nodes, open circuits, corrupt artifacts, ..."""
+
+    webhooks: list[WebhookSettings] = Field(
+        default_factory=list, description="webhooks that receive alerts of the enabled rules ([[alerts.webhooks]])"
+    )
+    rules: list[str] = Field(
+        default_factory=lambda: list(ALERT_RULES), description="alert rules whose alerts go to the webhooks"
+    )
+    dedup_s: float = Field(
+        default=3600.0, ge=0, description="an alert of the same rule about the same thing is sent once per (seconds)"
+    )
+    rate_limit_s: float = Field(
+        default=300.0, ge=0, description="least time between two webhook alerts of one rule (seconds)"
+    )
+    webhook_timeout_s: float = Field(default=5.0, gt=0, le=60, description="time one webhook request may take (s)")
+    webhook_attempts: int = Field(default=3, ge=1, le=10, description="tries of one webhook delivery")
+    webhook_retry_s: float = Field(default=1.0, ge=0, le=30, description="wait between webhook tries (seconds)")
+    no_promotion_hours: float | None = Field(
+        default=24.0, gt=0, description="alert when a running pipeline promotes nothing for this long (hours)"
+    )
+    check_interval_s: float = Field(
+        default=300.0, gt=0, description="how often the alert_checks daemon looks for stalls (seconds)"
+    )
 
     command: str | None = Field(
         default=None,
@@ -365,6 +409,14 @@ class AlertSettings(_Section):
         "(e.g. a curl to a chat webhook); unset: alerts are only logged",
     )
     timeout_s: float = Field(default=10.0, gt=0, description="time an alert command may run (seconds)")
+
+    @field_validator("rules")
+    @classmethod
+    def _known_rules(cls, value: list[str]) -> list[str]:
+        unknown = [rule for rule in value if rule not in ALERT_RULES]
+        if unknown:
+            raise ValueError(f"unknown alert rule {', '.join(unknown)}: choose from {', '.join(ALERT_RULES)}")
+        return value
 
     @field_validator("command")
     @classmethod

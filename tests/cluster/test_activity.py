@@ -83,6 +83,9 @@ def _examples() -> dict[str, dict[str, Any]]:
         "NODE_TERMINATED": {"node": "gpu-1", "pool": "gpu", "cost": 1.25},
         "FLEET_ORPHAN_FOUND": {"pool": "gpu", "provider_id": "99", "action": "report"},
         "FLEET_BUDGET_REACHED": {"pool": "gpu", "budget_per_hour": 2.0, "cost_per_hour": 2.0, "refused": 1},
+        "MODEL_PROMOTED": {"config_key": "c4", "model_id": "m1", "artifact_sha256": "b" * 64, "reason": "rollback"},
+        "PROMOTION_STALLED": {"config_key": "c4", "hours": 25.0, "last_promotion_at": 1.0, "model_id": "m1"},
+        "DEAD_LETTERS_GROWING": {"letters": 3, "previous": 1},
     }
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import time
 from typing import Any
 
 import typer
@@ -15,19 +14,14 @@ from zeroloop.app import App
 from zeroloop.bootstrap import start_pipeline
 from zeroloop.cli.common import console, open_app
 from zeroloop.cli.helptext import examples
-from zeroloop.errors import ZeroloopError
-from zeroloop.pipeline.ratings import RELATIVE_TO, ratings
-from zeroloop.store.queries import fleet as fleet_queries
-from zeroloop.store.queries import models as model_queries
-from zeroloop.store.queries import pipelines as queries
+from zeroloop.pipeline.ratings import RELATIVE_TO
+from zeroloop.server import actions, views
 
 app = typer.Typer(
     help="Start, inspect, pause and resume the loop per config key.",
     no_args_is_help=True,
     epilog=examples("zeroloop pipeline ls", "zeroloop pipeline start connect_four_2p", "zeroloop pipeline decisions"),
 )
-
-MANUAL_PAUSE = "paused by hand"
 
 
 @app.command("start", epilog=examples("zeroloop pipeline start connect_four_2p"))
@@ -53,29 +47,22 @@ def pipelines_table(zl: App) -> Table:
 
     Cost is each job's time on its node at the node's price (split among the node's slots).
     """
-    with zl.store.read() as conn:
-        rows = queries.list_pipelines(conn)
-        elo = {row["config_key"]: model_queries.production_model(conn, row["config_key"]) for row in rows}
-        rated = ratings(conn, [model["id"] for model in elo.values() if model], zl.settings.workload.elo_confidence)
-        costs = fleet_queries.config_costs(conn)
     table = Table(
         "config", "stage", "round", "samples", "since training", "model", f"Elo ({RELATIVE_TO})", "training",
         "cost", "paused", title="pipelines", header_style="bold",
     )  # fmt: skip
-    for row in rows:
-        model = elo[row["config_key"]]
-        training = (row["progress"] or {}).get("training") or {}
-        loss = training.get("loss")
+    for row in views.pipelines(zl):
+        training = row["training"]
         table.add_row(
             row["config_key"],
             row["stage"],
             str(row["iteration"]),
             str(row["samples_total"]),
             str(row["samples_since_training"]),
-            model["id"] if model else "-",
-            str(rated[model["id"]]) if model else "-",
-            training_summary(training) if loss is not None else "-",
-            f"{costs.get(row['config_key'], 0.0):.2f}",
+            row["model_id"] or "-",
+            row["rating"]["text"] if row["rating"] else "-",
+            training_summary(training) if training.get("loss") is not None else "-",
+            f"{row['cost']:.2f}",
             escape(row["pause_reason"] or "") if row["paused"] else "no",
         )
     return table
@@ -89,21 +76,8 @@ def list_pipelines() -> None:
 
 
 def _set_paused(config_key: str, paused: bool) -> None:
-    with open_app() as zl, zl.store.transaction() as conn:
-        state = queries.get_pipeline(conn, config_key, for_update=True)
-        if state is None:
-            raise ZeroloopError(f"no pipeline {config_key!r}: see `zeroloop pipeline ls`")
-        if bool(state["paused"]) == paused:
-            console.print(f"{config_key}: already {'paused' if paused else 'running'}")
-            return
-        reason = MANUAL_PAUSE if paused else "resumed by hand"
-        queries.update_pipeline(
-            conn, config_key, time.time(), paused=paused, pause_reason=MANUAL_PAUSE if paused else None
-        )
-        zl.bus.publish(
-            "PIPELINE_PAUSED" if paused else "PIPELINE_RESUMED", {"config_key": config_key, "reason": reason}
-        )
-    console.print(f"{config_key}: {'paused' if paused else 'resumed'}")
+    with open_app() as zl:
+        console.print(actions.set_paused(zl, config_key, paused))
 
 
 @app.command("pause", epilog=examples("zeroloop pipeline pause connect_four_2p"))
@@ -139,17 +113,6 @@ def _subject(evidence: dict[str, Any]) -> str:
     return "-"
 
 
-def recent_decisions(zl: App, config_key: str | None, limit: int) -> list[dict[str, Any]]:
-    """The newest `limit` decisions of one config key, or of every config key when None, newest first."""
-    with zl.store.read() as conn:
-        if config_key is not None and queries.get_pipeline(conn, config_key) is None:
-            raise ZeroloopError(f"no pipeline {config_key!r}: see `zeroloop pipeline ls`")
-        keys = [config_key] if config_key else [row["config_key"] for row in queries.list_pipelines(conn)]
-        rows = [dict(row) for key in keys for row in queries.list_decisions(conn, key, limit=limit)]
-    rows.sort(key=lambda row: (row["created_at"], row["id"]), reverse=True)
-    return rows[:limit]
-
-
 @app.command(
     "decisions",
     epilog=examples(
@@ -165,7 +128,7 @@ def decisions(
 ) -> None:
     """The promotion and round decisions, newest first: why, what was decided, and when (local time)."""
     with open_app() as zl:
-        rows = recent_decisions(zl, config_key, limit)
+        rows = views.decisions(zl, config_key, limit)
     if as_json:
         typer.echo(json.dumps(rows, indent=2, sort_keys=True))
         return

@@ -3,7 +3,8 @@
 It opens the embedded store (or the configured one), starts the config's pipeline, runs
 the coordinator daemons in this process and `--workers` worker processes beside it, and
 shows games, samples, training loss, promotions, ratings and the results against the
-baselines as they happen, with log lines above the panel. Ctrl-C (or the end of
+baselines as they happen, with log lines above the panel, and serves the web dashboard
+on a loopback port, printing its address. Ctrl-C (or the end of
 `--minutes`, or a closed terminal) stops the coordinator daemons, then drains the
 workers; a second Ctrl-C stops at once. All state is in the store, so running it again
 resumes where it stopped.
@@ -42,6 +43,7 @@ from zeroloop.cluster.providers.local import LocalProvider
 from zeroloop.config import LogSettings, PoolSettings, Settings
 from zeroloop.errors import ZeroloopError
 from zeroloop.pipeline.ratings import Rating, ratings
+from zeroloop.server.background import serving
 from zeroloop.store.queries import models as model_queries
 from zeroloop.store.queries import pipelines as queries
 
@@ -295,14 +297,15 @@ def quickstart_command(
     minutes: float = typer.Option(10.0, "--minutes", "-m", min=0.1, callback=finite, help="How long to run (minutes)."),
     workers: int = typer.Option(2, "--workers", "-w", min=1, max=64, help="Worker processes on this machine."),
 ) -> None:
-    """Run the whole self-improvement loop on this machine, with live progress; run again to resume."""
+    """Run the whole self-improvement loop on this machine, with live progress and a dashboard; run again to resume."""
     loaded = with_local_pool(settings(), workers)
     require_device(loaded)  # the local workers run on this machine
     config_key = config_key_of(game)
     started = time.monotonic()
-    with App(loaded, source="quickstart") as app:
+    with App(loaded, source="quickstart") as app, serving(app) as dashboard:
         start_pipeline(app, config_key)
         console.print(f"data directory {loaded.data_dir}; store {app.store.display_url}")
+        console.print(f"dashboard {dashboard}/dashboard (metrics at {dashboard}/metrics)")
         final = asyncio.run(run_quickstart(app, config_key, minutes, workers))
     console.print(summary(final, config_key, time.monotonic() - started))
     console.print("run `zeroloop quickstart` again to continue; `zeroloop models ls` lists the models")

@@ -16,7 +16,7 @@ def serve_command(
         None, "--processes", min=1, max=64, help="Server processes on the port (default: server.processes)."
     ),
 ) -> None:
-    """Serve the worker API over the store; off loopback, tokens are required (`zeroloop tokens create`)."""
+    """Serve the worker API, the dashboard and /metrics over the store; off loopback, tokens are required."""
     with open_app() as app:
         serve(app, host=host or app.settings.server.host, port=port or app.settings.server.port, processes=processes)
 

@@ -5,6 +5,12 @@ logs it at WARNING (INFO for good news), and, when `alerts.command` is set, runs
 command with `{event}`, `{summary}` and `{json}` replaced (each shell-quoted), e.g. a
 curl to a chat webhook. A failing alert command is logged and retried by the bus like
 any failing handler, then dead-lettered: alerts are never silently lost.
+
+The events that call for action belong to a rule (`RULES`: crash loop, dead jobs and
+growing dead letters, an open circuit, a paused pipeline, a lost node, the budget reached,
+a production rollback, no promotion for hours: see `zeroloop.cluster.watch`);
+those alerts also go to the webhooks of `alerts.webhooks`, deduplicated and rate-limited
+per rule (see `zeroloop.cluster.webhooks`).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import subprocess
 from collections.abc import Callable
 from typing import Any
 
+from zeroloop.cluster.webhooks import Alert, Webhooks
 from zeroloop.config import AlertSettings
 from zeroloop.errors import AlertError
 from zeroloop.events.bus import Event
@@ -55,6 +62,17 @@ _SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
     "FLEET_ORPHAN_FOUND": lambda p: (
         f"pool {p['pool']}: the provider bills machine {p['provider_id']} that zeroloop does not know ({p['action']})"
     ),
+    "MODEL_PROMOTED": lambda p: (
+        f"{p['config_key']}: production rolled back to {p['model_id']} from {p.get('previous_model_id') or 'none'}"
+        if p["reason"] == "rollback"
+        else f"{p['config_key']}: {p['model_id']} promoted to production ({p['reason']})"
+    ),
+    "PROMOTION_STALLED": lambda p: (
+        f"{p['config_key']}: no model promoted for {p['hours']:.1f} h (production: {p.get('model_id') or 'none'})"
+    ),
+    "DEAD_LETTERS_GROWING": lambda p: (
+        f"event dead letters growing: {p['letters']} pending or parked (was {p['previous']}); see `zeroloop dlq ls`"
+    ),
     "FLEET_BUDGET_REACHED": lambda p: (
         f"pool {p['pool']}: {p['refused']} launch(es) refused: the fleet costs {p['cost_per_hour']:g}/h "
         f"of a budget of {p['budget_per_hour']:g}/h"
@@ -64,6 +82,19 @@ _GOOD_NEWS = frozenset({"LEADER_ELECTED", "CIRCUIT_CLOSED", "NODE_LAUNCHED", "NO
 HANDLES = tuple(_SUMMARIES)
 declare(NAME, handles=HANDLES)
 
+# Which rule an event raises, and what it is about (the key deduplication goes by).
+RULES: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
+    "DAEMON_CRASH_LOOP": ("crash_loop", lambda p: f"{p['daemon']}@{p['node']}"),
+    "JOB_DEAD": ("dead_letters", lambda p: f"{p['config_key']}/{p['job_type']}"),
+    "CIRCUIT_OPENED": ("circuit_open", lambda p: str(p["key"])),
+    "PIPELINE_PAUSED": ("pipeline_paused", lambda p: str(p["config_key"])),
+    "NODE_LOST": ("node_lost", lambda p: str(p["node"])),
+    "FLEET_BUDGET_REACHED": ("budget_reached", lambda p: str(p["pool"])),
+    "MODEL_PROMOTED": ("production_regression", lambda p: str(p["config_key"])),
+    "PROMOTION_STALLED": ("no_promotion", lambda p: str(p["config_key"])),
+    "DEAD_LETTERS_GROWING": ("dead_letters", lambda _p: "event dead letters"),
+}
+
 
 def summary(event: Event) -> str:
     """The one-line description of an operational event."""
@@ -71,15 +102,26 @@ def summary(event: Event) -> str:
 
 
 def is_alert(event: Event) -> bool:
-    """Whether someone should hear of `event`: not when a node gave up its lease on a clean stop."""
-    return not (event.type == "LEADER_LOST" and event.payload.get("released"))
+    """Whether someone should hear of `event`: not a lease given up on a clean stop, nor a promotion that went well."""
+    if event.type == "LEADER_LOST":
+        return not event.payload.get("released")
+    if event.type == "MODEL_PROMOTED":
+        return bool(event.payload.get("reason") == "rollback")
+    return True
+
+
+def rule_of(event: Event) -> str | None:
+    """The alert rule `event` raises, or None when it is only logged."""
+    found = RULES.get(event.type)
+    return found[0] if found and is_alert(event) else None
 
 
 class Alerts:
-    """Logs operational events and hands them to the configured alert command."""
+    """Logs operational events, hands them to the configured alert command, and sends rule alerts to webhooks."""
 
-    def __init__(self, settings: AlertSettings) -> None:
+    def __init__(self, settings: AlertSettings, webhooks: Webhooks | None = None) -> None:
         self.settings = settings
+        self.webhooks = webhooks if webhooks is not None else Webhooks(settings)
         self.sent = 0
 
     def spec(self) -> ConsumerSpec:
@@ -95,6 +137,10 @@ class Alerts:
         log.log(logging.INFO if event.type in _GOOD_NEWS else logging.WARNING, "alert: %s", line)
         if self.settings.command:
             self._run(event, line)
+        rule = rule_of(event)
+        if rule is not None:
+            key = RULES[event.type][1](event.payload)
+            self.webhooks.offer(Alert(rule, key, event.type, event.id, line, dict(event.payload), event.created_at))
         self.sent += 1
 
     def _run(self, event: Event, line: str) -> None:

@@ -360,6 +360,26 @@ class FleetBudgetReached(Payload):
     refused: int = Field(ge=0)
 
 
+# --- alert checks ---------------------------------------------------------------------
+
+
+@_declare("PROMOTION_STALLED")
+class PromotionStalled(ConfigPayload):
+    """A running pipeline has promoted no model for longer than alerts.no_promotion_hours (hours: how long)."""
+
+    hours: float = Field(ge=0)
+    last_promotion_at: float | None = None
+    model_id: str | None = None
+
+
+@_declare("DEAD_LETTERS_GROWING")
+class DeadLettersGrowing(Payload):
+    """More event dead letters are pending or parked than at the previous check (letters: counts)."""
+
+    letters: int = Field(ge=0)
+    previous: int = Field(ge=0)
+
+
 def validate(event_type: str, payload: Payload | dict[str, Any]) -> Payload:
     """Return the payload as its declared model; raise EventError naming the type and the field."""
     model = EVENT_TYPES.get(event_type)

@@ -21,7 +21,7 @@ from zeroloop import tracing
 from zeroloop.app import App
 from zeroloop.errors import ZeroloopError
 from zeroloop.remote import wire
-from zeroloop.server import worker
+from zeroloop.server import dashboard, json_api, metrics, worker
 from zeroloop.server.tokens import Tokens
 from zeroloop.store import migrate
 
@@ -166,6 +166,10 @@ def create_api(app: App, *, loopback: bool = True) -> FastAPI:
         return JSONResponse({"status": "ready", "schema": schema.current})
 
     api.include_router(worker.router)
+    api.state.metrics = metrics.registry_for(app)
+    api.include_router(metrics.router)
+    api.include_router(json_api.router)
+    dashboard.install(api)
     api.add_middleware(
         BodyLimit,
         max_json_bytes=server.max_body_bytes,
