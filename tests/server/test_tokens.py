@@ -88,15 +88,6 @@ def test_a_server_trusts_a_checked_token_for_cache_s_and_no_longer(store: Store,
         served.check(fresh)
 
 
-def test_the_no_token_answer_is_remembered_for_cache_s(store: Store, clock: FakeClock) -> None:
-    served = Tokens(store, clock=clock, cache_s=5.0)
-    assert not served.any_usable()
-    Tokens(store, clock=clock).create(Role.ADMIN)
-    assert not served.any_usable()
-    clock.advance(5)
-    assert served.any_usable()
-
-
 def test_a_worker_token_acts_only_as_its_own_node_and_a_viewer_not_at_all(store: Store) -> None:
     tokens = Tokens(store)
     worker = tokens.check(tokens.create(Role.WORKER, node="w1")[0])

@@ -81,7 +81,6 @@ class Tokens:
         self.clock = clock
         self.cache_s = cache_s
         self._checked: dict[str, tuple[float, float | None, Principal]] = {}  # digest -> (checked at, expiry, who)
-        self._usable: tuple[float, bool] | None = None  # (checked at, any usable token)
 
     def create(
         self, role: Role, *, node: str | None = None, expires_s: float | None = None, note: str | None = None
@@ -124,14 +123,10 @@ class Tokens:
                 raise ConfigError(f"no unrevoked token {token_id!r}: see `zeroloop tokens ls`")
 
     def any_usable(self) -> bool:
-        """Whether at least one token is neither revoked nor expired (remembered for `cache_s`)."""
-        now = self.clock()
-        if self._usable is not None and now - self._usable[0] < self.cache_s:
-            return self._usable[1]
+        """Whether at least one token is neither revoked nor expired (asked of the store every time: the
+        first token created closes the loopback trust at once)."""
         with self.store.read() as conn:
-            usable = queries.count_usable(conn, now) > 0
-        self._usable = (now, usable)
-        return usable
+            return queries.count_usable(conn, self.clock()) > 0
 
     def check(self, presented: str | None) -> Principal:
         """The principal of a presented token; AuthError (never echoing the secret) when it is not usable."""
