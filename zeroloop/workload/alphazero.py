@@ -67,14 +67,17 @@ class AlphaZeroWorkload:
     def net_shape(self, game: Game) -> NetShape:
         """The network shape configured for `game`."""
         params = self.params(game.config_key)
-        return NetShape(game.obs_shape, game.num_actions, params.blocks, params.channels, params.value_hidden)
+        return NetShape(
+            game.obs_shape, game.num_actions, params.blocks, params.channels, params.value_hidden, game.num_players
+        )
 
     def load_or_new(self, game: Game, model: Path | None, seed: int) -> tuple[PolicyValueNet, str]:
         """The network in `model` (checked against the game) or a fresh one, and the model file's sha256."""
         if model is None:
             return new_net(self.net_shape(game), seed), NO_MODEL_SHA256
         net, _ = load_net(model, game.config_key)
-        if net.shape.obs_shape != game.obs_shape or net.shape.num_actions != game.num_actions:
+        fits = (net.shape.obs_shape, net.shape.num_actions, net.shape.num_players)
+        if fits != (game.obs_shape, game.num_actions, game.num_players):
             raise WorkloadError(f"model file {model} does not fit {game.config_key} with its configured parameters")
         return net, file_sha256(model)
 
@@ -167,7 +170,7 @@ class AlphaZeroWorkload:
         rng = np.random.default_rng(request.seed)
         candidate = self._chooser(game, params, request.candidate, rng)
         opponent = self._chooser(game, params, request.opponent, rng)
-        result = play_match(game, candidate, opponent, request.games, params)
+        result = play_match(game, candidate, opponent, request.games, params, seed=request.seed)
         result = {
             "config_key": request.config_key,
             "candidate": request.candidate.label(),
@@ -175,7 +178,8 @@ class AlphaZeroWorkload:
             **result,
         }
         _write_json(request.output, result)
-        counts = {key: result[key] for key in ("games", "wins", "draws", "losses", "elo", "elo_low", "elo_high")}
+        names = ("games", "wins", "draws", "losses", "elo", "elo_low", "elo_high", "players")
+        counts = {key: result[key] for key in names}
         return self._evidence(
             "evaluate", request.config_key, request.output, FileKind.MATCH_RESULT, counts=counts, began=began
         )

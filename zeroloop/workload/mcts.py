@@ -4,8 +4,12 @@ Each root gets its own tree stored in preallocated numpy arrays (one row per nod
 column per action). Every step walks each tree from its root to one unexpanded leaf,
 then all leaves of all trees go to the evaluator together, so network inference runs at
 a batch size equal to the number of games searched at once. Terminal leaves are scored
-from the game's returns without the evaluator. Values on an edge are kept from the point
-of view of the player who chose that edge.
+from the game's returns without the evaluator.
+
+Any number of players: a leaf's value is a vector with one entry per player, and every
+edge on the path adds the entry of the player who chose that edge, so each node's value is
+seen from the perspective of the player who moved into it (the max-n backup; for two
+zero-sum players it is the usual negamax).
 """
 
 from __future__ import annotations
@@ -13,18 +17,60 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from zeroloop.errors import WorkloadError
-from zeroloop.workload.games import BoolArray, FloatArray, Game, State
+from zeroloop.workload.games import BoolArray, FloatArray, Game, State, from_mover_frame, to_mover_frame
+
+
+class SearchGame(Protocol):
+    """What the search needs of a game; `games.Game` provides it (tests use toy games too)."""
+
+    num_actions: int
+    num_players: int
+    max_length: int
+
+    def is_terminal(self, state: State) -> bool:
+        """Whether the game in `state` is over."""
+        ...
+
+    def to_play(self, state: State) -> int:
+        """The player to move."""
+        ...
+
+    def legal_actions(self, state: State) -> list[int]:
+        """The legal actions, ascending."""
+        ...
+
+    def legal_mask(self, state: State) -> BoolArray:
+        """Legal actions as a mask over `num_actions`."""
+        ...
+
+    def child(self, state: State, action: int) -> State:
+        """A copy of `state` with `action` played."""
+        ...
+
+    def apply(self, state: State, action: int) -> None:
+        """Play `action` in place."""
+        ...
+
+    def values(self, state: State) -> FloatArray:
+        """Every player's final value in [-1, 1] in a terminal state, player p at index p."""
+        ...
+
 
 Inference = Callable[[FloatArray, BoolArray], tuple[FloatArray, FloatArray]]
-"""Batched network inference: (observations, legal masks) -> (priors, values)."""
+"""Batched network inference: (observations, legal masks) -> (priors, values (batch, players), mover first)."""
 
 LeafEvaluator = Callable[[list[State]], tuple[FloatArray, FloatArray]]
-"""Priors (batch, actions) over legal actions and values (batch,) for the player to move, per state."""
+"""Priors (batch, actions) over legal actions and values (batch, players) per state, in the mover's frame.
+
+Entry k of a value row belongs to the player k seats after the player to move (see
+`games.to_mover_frame`); each value is in [-1, 1].
+"""
 
 _ILLEGAL = -1e9
 
@@ -42,7 +88,7 @@ class SearchConfig:
 class _Tree:
     """One search tree in arrays; node 0 is the root."""
 
-    def __init__(self, game: Game, root: State, capacity: int) -> None:
+    def __init__(self, game: SearchGame, root: State, capacity: int) -> None:
         actions = game.num_actions
         self.game = game
         self.prior = np.zeros((capacity, actions), dtype=np.float32)
@@ -53,7 +99,7 @@ class _Tree:
         self.node_visits = np.zeros(capacity, dtype=np.float64)
         self.to_play = np.zeros(capacity, dtype=np.int8)
         self.expanded = np.zeros(capacity, dtype=np.bool_)
-        self.terminal_returns: dict[int, tuple[float, float]] = {}
+        self.terminal_values: dict[int, FloatArray] = {}
         self.states: list[State] = [root]
         self.to_play[0] = game.to_play(root)
         self.remaining = 0
@@ -84,7 +130,7 @@ class _Tree:
         self.states.append(state)
         self.children[node, action] = child
         if self.game.is_terminal(state):
-            self.terminal_returns[child] = self.game.returns(state)
+            self.terminal_values[child] = self.game.values(state)
         else:
             self.to_play[child] = self.game.to_play(state)
         return child
@@ -95,21 +141,26 @@ class _Tree:
         self.penalty[node] = np.where(mask, 0.0, _ILLEGAL)
         self.expanded[node] = True
 
-    def backup(self, nodes: list[int], actions: list[int], returns: tuple[float, float]) -> None:
-        """Add one visit and the leaf's value (per player) to every edge on the path."""
+    def backup(self, nodes: list[int], actions: list[int], values: FloatArray) -> None:
+        """Add one visit to every edge on the path and the leaf's value for the player who chose that edge.
+
+        `values` has one entry per player (player p at index p), in [-1, 1].
+        """
         if not nodes:
             return
         index = np.asarray(nodes, dtype=np.intp)
         chosen = np.asarray(actions, dtype=np.intp)
         self.visits[index, chosen] += 1.0
         self.node_visits[index] += 1.0
-        self.value_sum[index, chosen] += np.where(self.to_play[index] == 0, returns[0], returns[1])
+        self.value_sum[index, chosen] += values[self.to_play[index]]
 
 
 class BatchedMCTS:
     """Searches many root states at once; `evaluations` counts leaf states sent to the evaluator."""
 
-    def __init__(self, game: Game, evaluate: LeafEvaluator, config: SearchConfig, rng: np.random.Generator) -> None:
+    def __init__(
+        self, game: SearchGame, evaluate: LeafEvaluator, config: SearchConfig, rng: np.random.Generator
+    ) -> None:
         self.game = game
         self.evaluate = evaluate
         self.config = config
@@ -139,8 +190,8 @@ class BatchedMCTS:
                 while tree.remaining > 0:
                     nodes, actions, leaf = tree.select(self.config.c_puct)
                     tree.remaining -= 1
-                    if leaf in tree.terminal_returns:
-                        tree.backup(nodes, actions, tree.terminal_returns[leaf])
+                    if leaf in tree.terminal_values:
+                        tree.backup(nodes, actions, tree.terminal_values[leaf])
                         continue
                     pending.append((tree, leaf, nodes, actions))
                     break
@@ -156,9 +207,7 @@ class BatchedMCTS:
         for row, (tree, leaf, nodes, actions) in enumerate(pending):
             state = tree.states[leaf]
             tree.expand(leaf, priors[row], self.game.legal_mask(state))
-            value = float(values[row])
-            returns = (value, -value) if tree.to_play[leaf] == 0 else (-value, value)
-            tree.backup(nodes, actions, returns)
+            tree.backup(nodes, actions, from_mover_frame(values[row], int(tree.to_play[leaf])))
 
     def _add_noise(self, tree: _Tree) -> None:
         legal = tree.penalty[0] == 0.0
@@ -180,16 +229,16 @@ def network_leaves(
     return evaluate
 
 
-def rollout_leaves(game: Game, rollouts: int, rng: np.random.Generator) -> LeafEvaluator:
+def rollout_leaves(game: SearchGame, rollouts: int, rng: np.random.Generator) -> LeafEvaluator:
     """A leaf evaluator for pure MCTS: uniform priors and the mean result of random playouts."""
 
     def evaluate(states: list[State]) -> tuple[FloatArray, FloatArray]:
         masks = np.stack([game.legal_mask(s) for s in states]).astype(np.float32)
         priors = masks / np.maximum(masks.sum(axis=1, keepdims=True), 1.0)
-        values = np.zeros(len(states), dtype=np.float32)
+        values = np.zeros((len(states), game.num_players), dtype=np.float32)
         for row, state in enumerate(states):
             player = game.to_play(state)
-            total = 0.0
+            total = np.zeros(game.num_players, dtype=np.float32)
             for _ in range(rollouts):
                 sim = state.clone()
                 # A finite game ends within max_length moves, so this loop is bounded.
@@ -198,8 +247,8 @@ def rollout_leaves(game: Game, rollouts: int, rng: np.random.Generator) -> LeafE
                         break
                     legal = game.legal_actions(sim)
                     game.apply(sim, legal[int(rng.integers(len(legal)))])
-                total += game.returns(sim)[player]
-            values[row] = total / rollouts
+                total += game.values(sim)
+            values[row] = to_mover_frame((total / rollouts).astype(np.float32), player)
         return priors, values
 
     return evaluate

@@ -35,6 +35,7 @@ class AlphaZeroParams:
     progress_every_steps: int
     eval_simulations: int
     eval_temperature_moves: int
+    eval_opening_moves: int
     eval_parallel_games: int
     baseline_simulations: int
     baseline_rollouts: int

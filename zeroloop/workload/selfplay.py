@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from zeroloop.workload.datafiles import Arrays
-from zeroloop.workload.games import BoolArray, FloatArray, Game, State
+from zeroloop.workload.games import BoolArray, FloatArray, Game, State, to_mover_frame
 from zeroloop.workload.mcts import BatchedMCTS, choose_action
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def play_games(
     """Play `games` selfplay games, `parallel` at a time, and return the game batch arrays."""
     started = 0
     active: list[_GameRecord] = []
-    finished: list[tuple[_GameRecord, tuple[float, float]]] = []
+    finished: list[tuple[_GameRecord, FloatArray]] = []
     evaluations_before = mcts.evaluations
     # Every game ends within max_length moves, and each pass plays one move in every active game.
     max_passes = (games // max(parallel, 1) + 2) * (game.max_length + 1)
@@ -74,7 +74,7 @@ def play_games(
             action = choose_action(counts, len(record.player) <= temperature_moves, rng)
             game.apply(record.state, action)
             if game.is_terminal(record.state):
-                finished.append((record, game.returns(record.state)))
+                finished.append((record, game.values(record.state)))
             else:
                 still.append(record)
         active = still
@@ -83,25 +83,25 @@ def play_games(
     return SelfplayResult(arrays, int(arrays["obs"].shape[0]), mcts.evaluations - evaluations_before)
 
 
-def _to_arrays(game: Game, finished: list[tuple[_GameRecord, tuple[float, float]]], model_sha256: str) -> Arrays:
+def _to_arrays(game: Game, finished: list[tuple[_GameRecord, FloatArray]], model_sha256: str) -> Arrays:
     planes, height, width = game.obs_shape
     obs: list[FloatArray] = []
     policy: list[npt.NDArray[np.float32]] = []
     mask: list[BoolArray] = []
-    value: list[float] = []
+    value: list[FloatArray] = []
     index: list[int] = []
     lengths: list[int] = []
-    for number, (record, returns) in enumerate(finished):
+    for number, (record, outcome) in enumerate(finished):
         obs.extend(record.obs)
         policy.extend(record.policy)
         mask.extend(record.mask)
-        value.extend(returns[player] for player in record.player)
+        value.extend(to_mover_frame(outcome, player) for player in record.player)
         index.extend([number] * len(record.player))
         lengths.append(len(record.player))
     return {
         "obs": np.stack(obs) if obs else np.zeros((0, planes, height, width), np.float32),
         "policy": np.stack(policy) if policy else np.zeros((0, game.num_actions), np.float32),
-        "value": np.asarray(value, dtype=np.float32),
+        "value": np.stack(value).astype(np.float32) if value else np.zeros((0, game.num_players), np.float32),
         "mask": np.stack(mask) if mask else np.zeros((0, game.num_actions), np.bool_),
         "game_index": np.asarray(index, dtype=np.int32),
         "game_lengths": np.asarray(lengths, dtype=np.int32),
