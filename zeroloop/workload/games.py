@@ -122,11 +122,9 @@ class Game:
         planes, height, width = _as_planes(self.raw_shape)
         self.obs_shape: tuple[int, int, int] = (planes + players, height, width)
         self._raw_planes = planes
+        # Every supported game declares a bounded range of returns (min below max).
         self._utility_low = float(self._game.min_utility())
-        span = float(self._game.max_utility()) - self._utility_low
-        if not np.isfinite(span) or span <= 0:
-            raise _unsupported(config_key, f"{name} has no bounded range of returns")
-        self._utility_span = span
+        self._utility_span = float(self._game.max_utility()) - self._utility_low
 
     def new_state(self) -> State:
         """A fresh initial state."""

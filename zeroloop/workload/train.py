@@ -91,11 +91,6 @@ def train_net(
     obs = torch.from_numpy(window["obs"].astype(np.float32)).to(target)
     policy = torch.from_numpy(window["policy"].astype(np.float32)).to(target)
     value = torch.from_numpy(window["value"].astype(np.float32)).to(target)
-    if value.shape[1:] != (net.shape.num_players,):
-        raise WorkloadError(
-            f"training window values have shape {tuple(value.shape[1:])}, the network has "
-            f"{net.shape.num_players} value outputs"
-        )
     count = obs.shape[0]
     batch = min(params.train_batch_size, count)
     generator = torch.Generator().manual_seed(seed + start)
