@@ -485,6 +485,17 @@ class WorkloadSettings(_Section):
     sprt_alpha: float = Field(default=0.05, gt=0, lt=0.5, description="SPRT false-positive rate")
     sprt_beta: float = Field(default=0.05, gt=0, lt=0.5, description="SPRT false-negative rate")
     elo_confidence: float = Field(default=0.95, gt=0, lt=1, description="confidence of the reported Elo interval")
+    gumbel: bool = Field(
+        default=False, description="Gumbel root search (sequential halving) instead of PUCT at the root"
+    )
+    gumbel_considered: int = Field(default=16, ge=1, description="most root actions the Gumbel search considers")
+    gumbel_c_visit: float = Field(default=50.0, gt=0, description="Gumbel sigma constant c_visit (visits)")
+    gumbel_c_scale: float = Field(default=0.1, gt=0, description="Gumbel sigma constant c_scale")
+    full_search_share: float = Field(
+        default=1.0, gt=0, le=1, description="share of selfplay moves searched in full and recorded (playout cap)"
+    )
+    fast_simulations: int = Field(default=20, ge=1, description="simulations of the unrecorded fast selfplay moves")
+    tree_reuse: bool = Field(default=False, description="carry the subtree of the move played into the next search")
     command_timeout_s: float = Field(default=3600.0, gt=0, description="default time a user command may run (seconds)")
 
     @field_validator("device")

@@ -21,6 +21,7 @@ from zeroloop.config import WorkloadSettings
 from zeroloop.errors import WorkloadError
 from zeroloop.workload.datafiles import load_window, write_npz
 from zeroloop.workload.games import Game
+from zeroloop.workload.gumbel import GumbelConfig
 from zeroloop.workload.match import MoveChooser, play_match, random_chooser, search_chooser
 from zeroloop.workload.mcts import BatchedMCTS, SearchConfig, network_leaves, rollout_leaves
 from zeroloop.workload.network import Evaluator, NetShape, PolicyValueNet, load_net, new_net
@@ -90,7 +91,9 @@ class AlphaZeroWorkload:
         params = self.params(request.config_key)
         net, model_sha = self.load_or_new(game, request.model, request.seed)
         rng = np.random.default_rng(request.seed)
-        search = SearchConfig(params.simulations, params.c_puct, params.dirichlet_alpha, params.dirichlet_epsilon)
+        search = SearchConfig(
+            params.simulations, params.c_puct, params.dirichlet_alpha, params.dirichlet_epsilon, gumbel_of(params)
+        )
         mcts = BatchedMCTS(game, network_leaves(game, Evaluator(net, self.settings.device)), search, rng)
         result = play_games(
             game,
@@ -100,6 +103,9 @@ class AlphaZeroWorkload:
             temperature_moves=params.temperature_moves,
             rng=rng,
             model_sha256=model_sha,
+            full_share=params.full_search_share,
+            fast_simulations=params.fast_simulations,
+            reuse=params.tree_reuse,
         )
         write_npz(request.output, result.arrays)
         counts = {
@@ -195,7 +201,7 @@ class AlphaZeroWorkload:
         if player.model is None:
             raise WorkloadError("a model player needs a model file")
         net, _ = self.load_or_new(game, player.model, 0)
-        search = SearchConfig(params.eval_simulations, params.c_puct)
+        search = SearchConfig(params.eval_simulations, params.c_puct, gumbel=gumbel_of(params))
         leaves = network_leaves(game, Evaluator(net, self.settings.device))
         return search_chooser(BatchedMCTS(game, leaves, search, rng), rng)
 
@@ -221,6 +227,13 @@ class AlphaZeroWorkload:
             counts,
         )
         return Evidence(operation, config_key, (described,), counts, elapsed)
+
+
+def gumbel_of(params: AlphaZeroParams) -> GumbelConfig | None:
+    """The Gumbel root configuration when `params.gumbel` is on, else None (PUCT at the root)."""
+    if not params.gumbel:
+        return None
+    return GumbelConfig(params.gumbel_considered, params.gumbel_c_visit, params.gumbel_c_scale)
 
 
 def _write_json(path: Path, data: dict[str, object]) -> None:

@@ -8,7 +8,8 @@ A game batch holds every position of some selfplay games:
                                column k is the player k seats after the player to move
     mask (S, A) bool           legal actions
     game_index (S,) int32      which game of the batch the position belongs to
-    game_lengths (G,) int32    moves per game
+    game_lengths (G,) int32    recorded positions per game (fewer than its moves with playout caps)
+    game_moves (G,) int32      moves per game (absent in batches from before playout caps)
     config_key, model_sha256   0-d strings; num_games 0-d int
 
 A training window holds obs, policy, value and mask (already augmented by symmetries)

@@ -41,8 +41,12 @@ def search_chooser(mcts: BatchedMCTS, rng: np.random.Generator) -> MoveChooser:
     """A player that searches all its positions in one batched MCTS call."""
 
     def choose(states: Sequence[State], sample: Sequence[bool]) -> list[int]:
-        visits = mcts.search(states)
-        return [choose_action(v, s, rng) for v, s in zip(visits, sample, strict=True)]
+        result = mcts.run(states)
+        # Sampled moves follow the search's policy (visits, or Gumbel's improved policy); others its pick.
+        return [
+            choose_action(result.policy[row], True, rng) if flag else int(result.action[row])
+            for row, flag in enumerate(sample)
+        ]
 
     return choose
 
