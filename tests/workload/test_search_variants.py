@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,10 +18,11 @@ from tests.workload.test_nplayer import uniform_leaves as toy_leaves
 from zeroloop.config import WorkloadSettings
 from zeroloop.workload.alphazero import AlphaZeroWorkload
 from zeroloop.workload.datafiles import load_game_batch
-from zeroloop.workload.games import Game
+from zeroloop.workload.games import Game, State
 from zeroloop.workload.gumbel import GumbelConfig
-from zeroloop.workload.mcts import BatchedMCTS, SearchConfig
-from zeroloop.workload.protocol import SelfplayRequest
+from zeroloop.workload.match import search_chooser
+from zeroloop.workload.mcts import BatchedMCTS, SearchConfig, SearchResult
+from zeroloop.workload.protocol import EvaluateRequest, Player, SelfplayRequest
 
 GUMBEL = GumbelConfig(considered=16)
 
@@ -118,3 +122,38 @@ def test_playout_cap_records_only_full_searches(tiny_settings: WorkloadSettings,
 
 def rng(seed: int) -> np.random.Generator:
     return np.random.default_rng(seed)
+
+
+def test_match_player_with_reuse_continues_its_tree_after_the_opponents_move(connect_four: Game) -> None:
+    mcts = BatchedMCTS(connect_four, uniform_leaves(connect_four), SearchConfig(100, 1.5), rng(0))
+    carried: list[float] = []
+    real_run = mcts.run
+
+    def spy(states: Sequence[State], **kwargs: Any) -> SearchResult:
+        trees = kwargs.get("reuse") or [None] * len(states)
+        carried.extend(float(t.visits[0].sum()) if t is not None else 0.0 for t in trees)
+        return real_run(states, **kwargs)
+
+    mcts.run = spy  # type: ignore[method-assign]
+    choose = search_chooser(mcts, rng(0), reuse=True)
+    state = connect_four.new_state()
+    (ours,) = choose([state], [False])
+    connect_four.apply(state, ours)
+    connect_four.apply(state, 3 if ours != 3 else 2)  # the opponent's reply
+    choose([state], [False])
+    assert carried[0] == 0.0
+    assert carried[1] > 0.0  # the second search started from what the first one had below these two moves
+    # Without reuse nothing is carried.
+    plain = search_chooser(mcts, rng(0), reuse=False)
+    plain([state], [False])
+    assert carried[2] == 0.0
+
+
+def test_match_with_tree_reuse_and_gumbel_plays_legal_games(tiny_settings: WorkloadSettings, tmp_path: Path) -> None:
+    settings = tiny_settings.model_copy(update={"tree_reuse": True, "gumbel": True})
+    output = tmp_path / "m.json"
+    AlphaZeroWorkload(settings).evaluate(
+        EvaluateRequest("connect_four_2p", Player("mcts"), Player("random"), output, games=4, seed=1)
+    )
+    result = json.loads(output.read_text())
+    assert result["games"] == 4 and result["wins"] + result["draws"] + result["losses"] == 4

@@ -203,7 +203,7 @@ class AlphaZeroWorkload:
         net, _ = self.load_or_new(game, player.model, 0)
         search = SearchConfig(params.eval_simulations, params.c_puct, gumbel=gumbel_of(params))
         leaves = network_leaves(game, Evaluator(net, self.settings.device))
-        return search_chooser(BatchedMCTS(game, leaves, search, rng), rng)
+        return search_chooser(BatchedMCTS(game, leaves, search, rng), rng, reuse=params.tree_reuse)
 
     @staticmethod
     def _evidence(

@@ -30,25 +30,61 @@ from zeroloop.workload.elo import Decision, elo_estimate, sprt_bounds, sprt_deci
 from zeroloop.workload.games import Game, State
 from zeroloop.workload.mcts import BatchedMCTS, choose_action
 from zeroloop.workload.params import AlphaZeroParams
+from zeroloop.workload.tree import SearchTree
 
 log = logging.getLogger(__name__)
+
+# Moves by other players between two turns of one player that a kept tree is walked through.
+_MAX_MOVES_BETWEEN = 12
+# Kept trees are at most one per game in flight; the bound only drops finished games' trees.
+_KEPT_TREES = 256
 
 MoveChooser = Callable[[Sequence[State], Sequence[bool]], list[int]]
 """Chooses one action for each state; the flags say whether to sample (opening moves) or play best."""
 
 
-def search_chooser(mcts: BatchedMCTS, rng: np.random.Generator) -> MoveChooser:
-    """A player that searches all its positions in one batched MCTS call."""
+def search_chooser(mcts: BatchedMCTS, rng: np.random.Generator, *, reuse: bool = False) -> MoveChooser:
+    """A player that searches all its positions in one batched MCTS call.
+
+    With `reuse`, the subtree under each move it plays is kept, keyed by the game's move
+    history, and walked down the moves played since when that game comes back to it.
+    """
+    kept: dict[tuple[int, ...], SearchTree] = {}
 
     def choose(states: Sequence[State], sample: Sequence[bool]) -> list[int]:
-        result = mcts.run(states)
+        histories = [tuple(int(a) for a in state.history()) for state in states]
+        trees = [_carried(kept, history) for history in histories] if reuse else None
+        result = mcts.run(states, reuse=trees)
         # Sampled moves follow the search's policy (visits, or Gumbel's improved policy); others its pick.
-        return [
+        moves = [
             choose_action(result.policy[row], True, rng) if flag else int(result.action[row])
             for row, flag in enumerate(sample)
         ]
+        if reuse:
+            for history, tree, move in zip(histories, result.trees, moves, strict=True):
+                subtree = tree.advance(move)
+                if subtree is not None:
+                    kept[(*history, move)] = subtree
+            while len(kept) > _KEPT_TREES:
+                del kept[next(iter(kept))]
+        return moves
 
     return choose
+
+
+def _carried(kept: dict[tuple[int, ...], SearchTree], history: tuple[int, ...]) -> SearchTree | None:
+    """The kept tree of the latest earlier position of this game, walked down to `history`; None if none."""
+    for back in range(1, min(len(history), _MAX_MOVES_BETWEEN) + 1):
+        tree = kept.pop(history[:-back], None)
+        if tree is None:
+            continue
+        for action in history[-back:]:
+            walked = tree.advance(action)
+            if walked is None:
+                return None
+            tree = walked
+        return tree
+    return None
 
 
 def random_chooser(game: Game, rng: np.random.Generator) -> MoveChooser:
