@@ -16,6 +16,7 @@ from tests.workload.test_nplayer import GAME as TOY
 from tests.workload.test_nplayer import WIN_LAST_SEAT
 from tests.workload.test_nplayer import uniform_leaves as toy_leaves
 from zeroloop.config import WorkloadSettings
+from zeroloop.errors import WorkloadError
 from zeroloop.workload.alphazero import AlphaZeroWorkload
 from zeroloop.workload.datafiles import load_game_batch
 from zeroloop.workload.games import Game, State
@@ -157,3 +158,9 @@ def test_match_with_tree_reuse_and_gumbel_plays_legal_games(tiny_settings: Workl
     )
     result = json.loads(output.read_text())
     assert result["games"] == 4 and result["wins"] + result["draws"] + result["losses"] == 4
+
+
+def test_a_search_without_simulations_is_refused(connect_four: Game) -> None:
+    mcts = BatchedMCTS(connect_four, uniform_leaves(connect_four), SearchConfig(8, 1.5), rng(0))
+    with pytest.raises(WorkloadError, match="at least one simulation"):
+        mcts.run([connect_four.new_state(), connect_four.new_state()], simulations=[8, 0])

@@ -52,7 +52,7 @@ def search_chooser(mcts: BatchedMCTS, rng: np.random.Generator, *, reuse: bool =
     kept: dict[tuple[int, ...], SearchTree] = {}
 
     def choose(states: Sequence[State], sample: Sequence[bool]) -> list[int]:
-        histories = [tuple(int(a) for a in state.history()) for state in states]
+        histories = [tuple(int(a) for a in state.history()) for state in states] if reuse else []
         trees = [_carried(kept, history) for history in histories] if reuse else None
         result = mcts.run(states, reuse=trees)
         # Sampled moves follow the search's policy (visits, or Gumbel's improved policy); others its pick.

@@ -148,6 +148,8 @@ class BatchedMCTS:
         if any(game.is_terminal(root) for root in roots):
             raise WorkloadError("MCTS was asked to search a finished game; only non-terminal roots can be searched")
         budgets = list(simulations) if simulations is not None else [self.config.simulations] * count
+        if min(budgets) < 1:
+            raise WorkloadError(f"every search needs at least one simulation, got budgets {budgets}")
         noisy = [explore] * count if isinstance(explore, bool) else list(explore)
         carried = list(reuse) if reuse is not None else [None] * count
         trees: list[SearchTree] = []
