@@ -21,7 +21,7 @@ from zeroloop.workload.alphazero import AlphaZeroWorkload
 from zeroloop.workload.datafiles import load_game_batch
 from zeroloop.workload.games import Game, State
 from zeroloop.workload.gumbel import GumbelConfig
-from zeroloop.workload.match import search_chooser
+from zeroloop.workload.match import carried_tree, search_chooser
 from zeroloop.workload.mcts import BatchedMCTS, SearchConfig, SearchResult
 from zeroloop.workload.protocol import EvaluateRequest, Player, SelfplayRequest
 
@@ -164,3 +164,20 @@ def test_a_search_without_simulations_is_refused(connect_four: Game) -> None:
     mcts = BatchedMCTS(connect_four, uniform_leaves(connect_four), SearchConfig(8, 1.5), rng(0))
     with pytest.raises(WorkloadError, match="at least one simulation"):
         mcts.run([connect_four.new_state(), connect_four.new_state()], simulations=[8, 0])
+
+
+def test_kept_tree_is_found_whoever_moved_since(connect_four: Game) -> None:
+    mcts = BatchedMCTS(connect_four, uniform_leaves(connect_four), SearchConfig(200, 1.5), rng(0))
+    root = connect_four.new_state()
+    tree = mcts.run([root]).trees[0]
+    action = int(np.argmax(tree.visits[0]))
+    reply = int(np.argmax(tree.advance(action).visits[0]))  # type: ignore[union-attr]
+    # Kept right after our move: found as it is when we move again at once ...
+    kept = {(action,): tree.advance(action)}
+    found = carried_tree(kept, (action,))  # type: ignore[arg-type]
+    assert found is not None and not kept
+    # ... and walked down one move when an opponent moved in between.
+    kept = {(action,): tree.advance(action)}
+    walked = carried_tree(kept, (action, reply))  # type: ignore[arg-type]
+    assert walked is not None and walked.visits[0].sum() > 0
+    assert carried_tree({}, (action, reply)) is None

@@ -53,7 +53,7 @@ def search_chooser(mcts: BatchedMCTS, rng: np.random.Generator, *, reuse: bool =
 
     def choose(states: Sequence[State], sample: Sequence[bool]) -> list[int]:
         histories = [tuple(int(a) for a in state.history()) for state in states] if reuse else []
-        trees = [_carried(kept, history) for history in histories] if reuse else None
+        trees = [carried_tree(kept, history) for history in histories] if reuse else None
         result = mcts.run(states, reuse=trees)
         # Sampled moves follow the search's policy (visits, or Gumbel's improved policy); others its pick.
         moves = [
@@ -72,13 +72,15 @@ def search_chooser(mcts: BatchedMCTS, rng: np.random.Generator, *, reuse: bool =
     return choose
 
 
-def _carried(kept: dict[tuple[int, ...], SearchTree], history: tuple[int, ...]) -> SearchTree | None:
+def carried_tree(kept: dict[tuple[int, ...], SearchTree], history: tuple[int, ...]) -> SearchTree | None:
     """The kept tree of the latest earlier position of this game, walked down to `history`; None if none."""
-    for back in range(1, min(len(history), _MAX_MOVES_BETWEEN) + 1):
-        tree = kept.pop(history[:-back], None)
+    # back = 0: this player also made the last move (an opponent holding two seats, or a game
+    # where one player moves twice in a row).
+    for back in range(min(len(history), _MAX_MOVES_BETWEEN) + 1):
+        tree = kept.pop(history[: len(history) - back], None)
         if tree is None:
             continue
-        for action in history[-back:]:
+        for action in history[len(history) - back :]:
             walked = tree.advance(action)
             if walked is None:
                 return None
