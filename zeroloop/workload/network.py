@@ -69,15 +69,26 @@ class PolicyValueNet(nn.Module):
         self.shape = shape
         planes, height, width = shape.obs_shape
         area = height * width
+        # A board's heads squeeze each cell to 2 (policy) and 1 (value) planes, as in AlphaZero; a flat
+        # observation (chinese_checkers: C x 1 x 1) keeps the tower's width, or its 727 move
+        # logits would be drawn from two numbers.
+        policy_planes, value_planes = (2, 1) if area > 1 else (shape.channels, shape.channels)
         self.stem = nn.Sequential(
             nn.Conv2d(planes, shape.channels, 3, padding=1, bias=False), nn.BatchNorm2d(shape.channels), nn.ReLU()
         )
         self.tower = nn.Sequential(*[_Block(shape.channels) for _ in range(shape.blocks)])
-        self.policy_conv = nn.Sequential(nn.Conv2d(shape.channels, 2, 1, bias=False), nn.BatchNorm2d(2), nn.ReLU())
-        self.policy_fc = nn.Linear(2 * area, shape.num_actions)
-        self.value_conv = nn.Sequential(nn.Conv2d(shape.channels, 1, 1, bias=False), nn.BatchNorm2d(1), nn.ReLU())
+        self.policy_conv = nn.Sequential(
+            nn.Conv2d(shape.channels, policy_planes, 1, bias=False), nn.BatchNorm2d(policy_planes), nn.ReLU()
+        )
+        self.policy_fc = nn.Linear(policy_planes * area, shape.num_actions)
+        self.value_conv = nn.Sequential(
+            nn.Conv2d(shape.channels, value_planes, 1, bias=False), nn.BatchNorm2d(value_planes), nn.ReLU()
+        )
         self.value_fc = nn.Sequential(
-            nn.Linear(area, shape.value_hidden), nn.ReLU(), nn.Linear(shape.value_hidden, shape.num_players), nn.Tanh()
+            nn.Linear(value_planes * area, shape.value_hidden),
+            nn.ReLU(),
+            nn.Linear(shape.value_hidden, shape.num_players),
+            nn.Tanh(),
         )
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
