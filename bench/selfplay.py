@@ -103,8 +103,9 @@ def training_rate(workload: AlphaZeroWorkload, config_key: str, steps: int) -> f
     window = {
         "obs": (rng.random((count, *game.obs_shape)) < 0.3).astype(np.float32),
         "policy": policy / policy.sum(axis=1, keepdims=True),
-        "value": rng.choice([-1.0, 0.0, 1.0], count).astype(np.float32),
+        "value": rng.choice([-1.0, 0.0, 1.0], (count, game.num_players)).astype(np.float32),
         "mask": np.ones((count, game.num_actions), dtype=np.bool_),
+        "source_samples": np.asarray(count),
     }
     rates: list[float] = []
 

@@ -36,7 +36,7 @@ DEFAULT_CONFIG_FILE = "zeroloop.toml"
 ALLOWED_ENV = frozenset({CONFIG_FILE_ENV, "ZEROLOOP_TEST_POSTGRES_URL"})
 # A node must miss at least this many heartbeats before it is declared lost.
 NODE_LOST_MIN_HEARTBEATS = 2
-_DEVICE = re.compile(r"^(cpu|mps|cuda(:\d{1,3})?)$")
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d{1,3})?)$")
 
 _URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^/:@\s]*:)(?P<secret>[^@\s]+)(?P<at>@)")
 _SECRET_QUERY = re.compile(r"(?P<head>[?&](?:password|token|secret|key)=)(?P<secret>[^&\s]+)", re.I)
@@ -494,7 +494,9 @@ class WorkloadSettings(_Section):
         default="alphazero", description="built-in AlphaZero or a user command"
     )
     command_file: Path | None = Field(default=None, description="TOML file mapping operations to command templates")
-    device: str = Field(default="cpu", description="torch device for training and inference: cpu, cuda, cuda:N")
+    device: str = Field(
+        default="auto", description="torch device for training and inference: auto (CUDA if present), cpu, cuda:N"
+    )
     torch_threads: int = Field(default=0, ge=0, description="CPU threads torch uses per worker; 0 keeps its default")
     game_params: dict[str, dict[str, int | float | bool | str]] = Field(
         default_factory=dict,
@@ -524,6 +526,9 @@ class WorkloadSettings(_Section):
     progress_every_steps: int = Field(default=20, ge=1, description="optimizer steps between progress reports")
     eval_simulations: int = Field(default=100, ge=1, description="MCTS simulations per move in evaluation matches")
     eval_temperature_moves: int = Field(default=2, ge=0, description="opening moves sampled in evaluation, for variety")
+    eval_opening_moves: int = Field(
+        default=2, ge=0, description="uniformly random moves opening each evaluation game, the same from every seat"
+    )
     eval_parallel_games: int = Field(default=20, ge=2, description="evaluation games played in lockstep (even)")
     baseline_simulations: int = Field(default=200, ge=1, description="simulations of the pure-MCTS baseline")
     baseline_rollouts: int = Field(default=1, ge=1, description="random rollouts per leaf of the pure-MCTS baseline")
@@ -532,13 +537,24 @@ class WorkloadSettings(_Section):
     sprt_alpha: float = Field(default=0.05, gt=0, lt=0.5, description="SPRT false-positive rate")
     sprt_beta: float = Field(default=0.05, gt=0, lt=0.5, description="SPRT false-negative rate")
     elo_confidence: float = Field(default=0.95, gt=0, lt=1, description="confidence of the reported Elo interval")
+    gumbel: bool = Field(
+        default=False, description="Gumbel root search (sequential halving) instead of PUCT at the root"
+    )
+    gumbel_considered: int = Field(default=16, ge=1, description="most root actions the Gumbel search considers")
+    gumbel_c_visit: float = Field(default=50.0, gt=0, description="Gumbel sigma constant c_visit (visits)")
+    gumbel_c_scale: float = Field(default=0.1, gt=0, description="Gumbel sigma constant c_scale")
+    full_search_share: float = Field(
+        default=1.0, gt=0, le=1, description="share of selfplay moves searched in full and recorded (playout cap)"
+    )
+    fast_simulations: int = Field(default=20, ge=1, description="simulations of the unrecorded fast selfplay moves")
+    tree_reuse: bool = Field(default=False, description="carry the subtree of the move played into the next search")
     command_timeout_s: float = Field(default=3600.0, gt=0, description="default time a user command may run (seconds)")
 
     @field_validator("device")
     @classmethod
     def _device_syntax(cls, value: str) -> str:
         if not _DEVICE.match(value):
-            raise ValueError(f"device {value!r} is not a torch device: use cpu, cuda, cuda:N or mps")
+            raise ValueError(f"device {value!r} is not a torch device: use auto, cpu, cuda, cuda:N or mps")
         return value
 
     @model_validator(mode="after")

@@ -166,8 +166,8 @@ def check_dependencies(settings: Settings) -> Iterator[Check]:
 
 
 def device_problem(device: str) -> str | None:
-    """Why torch cannot use `device` on this machine (cpu, cuda, cuda:N, mps), or None when it can."""
-    if device == "cpu":
+    """Why torch cannot use `device` on this machine (auto, cpu, cuda, cuda:N, mps), or None when it can."""
+    if device in ("cpu", "auto"):  # auto falls back to the CPU when there is no GPU
         return None
     try:
         import torch

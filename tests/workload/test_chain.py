@@ -41,16 +41,19 @@ def test_selfplay_export_train_evaluate(workload: AlphaZeroWorkload, tmp_path: P
         assert evidence.counts["games"] == int(arrays["num_games"]) == 20
         assert evidence.counts["positions"] == arrays["obs"].shape[0] >= 20 * 5
         assert evidence.counts["evaluations"] > 0
-        # Outcomes are from the mover's view, so within a decisive game they alternate in sign.
+        # Outcomes are in the mover's frame (column 0: the mover), so within a game they alternate in sign.
         first = arrays["value"][arrays["game_index"] == 0]
-        assert np.all(first[:-1] == -first[1:])
+        assert first.shape[1] == 2
+        assert np.all(first[:-1, 0] == -first[1:, 0])
+        assert np.all(first[:, 1] == -first[:, 0])
 
     window = tmp_path / "window.npz"
     evidence = workload.export(ExportRequest(KEY, tuple(batches), window, window_samples=150, seed=0))
     _check(evidence, window)
     arrays = load_window(window, KEY)
     assert evidence.counts == {"samples": 1200, "source_samples": 150, "symmetries": 8, "input_files": 2}
-    assert arrays["obs"].shape == (1200, 3, 3, 3)
+    # tic_tac_toe's three observation planes, then one to-move plane per player.
+    assert arrays["obs"].shape == (1200, 5, 3, 3)
     legal = arrays["mask"].astype(np.bool_)
     assert np.all(arrays["policy"][~legal] == 0)
 
@@ -110,7 +113,7 @@ def test_connect_four_selfplay_and_mirrored_export(workload: AlphaZeroWorkload, 
     batch, window = tmp_path / "c4.npz", tmp_path / "c4w.npz"
     evidence = workload.selfplay(SelfplayRequest(key, batch, games=3, seed=0))
     positions = int(evidence.counts["positions"])
-    assert load_game_batch(batch, key)["obs"].shape[1:] == (3, 6, 7)
+    assert load_game_batch(batch, key)["obs"].shape[1:] == (5, 6, 7)
     evidence = workload.export(ExportRequest(key, (batch,), window, window_samples=10_000))
     assert evidence.counts["samples"] == 2 * positions
     assert evidence.counts["symmetries"] == 2

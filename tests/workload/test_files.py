@@ -24,7 +24,8 @@ def batch(workload: AlphaZeroWorkload, tmp_path: Path) -> Path:
 def test_valid_batch_loads(batch: Path) -> None:
     arrays = load_game_batch(batch, "tic_tac_toe_2p")
     assert int(arrays["num_games"]) == 2
-    assert arrays["obs"].shape[1:] == (3, 3, 3)
+    assert arrays["obs"].shape[1:] == (5, 3, 3)
+    assert arrays["value"].shape == (arrays["obs"].shape[0], 2)
     np.testing.assert_allclose(arrays["policy"].sum(axis=1), 1.0, rtol=1e-5)
 
 
@@ -70,8 +71,9 @@ def test_npz_missing_arrays_or_bad_shapes_are_named(tmp_path: Path) -> None:
             "symmetries": np.asarray(1),
         },
     )
-    with pytest.raises(WorkloadError, match=r"bad.npz is malformed: policy"):
+    with pytest.raises(WorkloadError, match=r"bad.npz is malformed: policy") as caught:
         load_window(bad)
+    assert "value has shape (2,), expected (2, players) with 2 to 6 players" in str(caught.value)
 
 
 def test_batch_of_another_config_is_refused(batch: Path) -> None:

@@ -20,7 +20,7 @@ def uniform_leaves(game: Game) -> LeafEvaluator:
 
     def evaluate(states: list[State]) -> tuple[FloatArray, FloatArray]:
         masks = np.stack([game.legal_mask(s) for s in states]).astype(np.float32)
-        return masks / masks.sum(axis=1, keepdims=True), np.zeros(len(states), dtype=np.float32)
+        return masks / masks.sum(axis=1, keepdims=True), np.zeros((len(states), 2), dtype=np.float32)
 
     return evaluate
 

@@ -56,3 +56,18 @@ def test_transformed_policy_support_matches_transformed_legal_mask() -> None:
 def test_games_without_known_symmetries_get_identity_only() -> None:
     game = Game("hex_2p", {"board_size": 3})
     assert len(symmetries_of(game)) == 1
+
+
+@pytest.mark.parametrize(("key", "actions"), [("tic_tac_toe_2p", [0, 4, 5]), ("connect_four_2p", [0, 1, 1, 5])])
+def test_augmentation_keeps_the_side_to_move(key: str, actions: list[int]) -> None:
+    game = Game(key)
+    state = game.state_after(actions)
+    mover = game.to_play(state)
+    obs = game.observation(state)[None]
+    symmetries = symmetries_of(game)
+    for index in range(len(symmetries)):
+        moved, _ = symmetries.apply(index, obs, game.legal_mask(state)[None])
+        to_move = moved[0, -game.num_players :]
+        # Still constant planes, still naming the same player.
+        assert to_move[mover].min() == 1.0
+        assert np.delete(to_move, mover, axis=0).max() == 0.0

@@ -475,7 +475,9 @@ class JobExecutor:
         else:
             opponent = Player(payload.opponent_kind)
         output = workdir / "match.json"
-        request = EvaluateRequest(job.config_key, candidate, opponent, output, payload.games, seed=payload.seed)
+        # The job id, not the payload's seed, seeds the match: two evaluations of the same pair then play
+        # different openings, while a retried job replays its own.
+        request = EvaluateRequest(job.config_key, candidate, opponent, output, payload.games, seed=job.id)
         return Prepared("evaluate", request, output)
 
     def _production_model(self, config_key: str) -> Path | None:

@@ -21,6 +21,7 @@ from zeroloop.config import WorkloadSettings
 from zeroloop.errors import WorkloadError
 from zeroloop.workload.datafiles import load_window, write_npz
 from zeroloop.workload.games import Game
+from zeroloop.workload.gumbel import GumbelConfig
 from zeroloop.workload.match import MoveChooser, play_match, random_chooser, search_chooser
 from zeroloop.workload.mcts import BatchedMCTS, SearchConfig, network_leaves, rollout_leaves
 from zeroloop.workload.network import Evaluator, NetShape, PolicyValueNet, load_net, new_net
@@ -67,14 +68,17 @@ class AlphaZeroWorkload:
     def net_shape(self, game: Game) -> NetShape:
         """The network shape configured for `game`."""
         params = self.params(game.config_key)
-        return NetShape(game.obs_shape, game.num_actions, params.blocks, params.channels, params.value_hidden)
+        return NetShape(
+            game.obs_shape, game.num_actions, params.blocks, params.channels, params.value_hidden, game.num_players
+        )
 
     def load_or_new(self, game: Game, model: Path | None, seed: int) -> tuple[PolicyValueNet, str]:
         """The network in `model` (checked against the game) or a fresh one, and the model file's sha256."""
         if model is None:
             return new_net(self.net_shape(game), seed), NO_MODEL_SHA256
         net, _ = load_net(model, game.config_key)
-        if net.shape.obs_shape != game.obs_shape or net.shape.num_actions != game.num_actions:
+        fits = (net.shape.obs_shape, net.shape.num_actions, net.shape.num_players)
+        if fits != (game.obs_shape, game.num_actions, game.num_players):
             raise WorkloadError(f"model file {model} does not fit {game.config_key} with its configured parameters")
         return net, file_sha256(model)
 
@@ -87,7 +91,9 @@ class AlphaZeroWorkload:
         params = self.params(request.config_key)
         net, model_sha = self.load_or_new(game, request.model, request.seed)
         rng = np.random.default_rng(request.seed)
-        search = SearchConfig(params.simulations, params.c_puct, params.dirichlet_alpha, params.dirichlet_epsilon)
+        search = SearchConfig(
+            params.simulations, params.c_puct, params.dirichlet_alpha, params.dirichlet_epsilon, gumbel_of(params)
+        )
         mcts = BatchedMCTS(game, network_leaves(game, Evaluator(net, self.settings.device)), search, rng)
         result = play_games(
             game,
@@ -97,6 +103,9 @@ class AlphaZeroWorkload:
             temperature_moves=params.temperature_moves,
             rng=rng,
             model_sha256=model_sha,
+            full_share=params.full_search_share,
+            fast_simulations=params.fast_simulations,
+            reuse=params.tree_reuse,
         )
         write_npz(request.output, result.arrays)
         counts = {
@@ -167,7 +176,7 @@ class AlphaZeroWorkload:
         rng = np.random.default_rng(request.seed)
         candidate = self._chooser(game, params, request.candidate, rng)
         opponent = self._chooser(game, params, request.opponent, rng)
-        result = play_match(game, candidate, opponent, request.games, params)
+        result = play_match(game, candidate, opponent, request.games, params, seed=request.seed)
         result = {
             "config_key": request.config_key,
             "candidate": request.candidate.label(),
@@ -175,7 +184,8 @@ class AlphaZeroWorkload:
             **result,
         }
         _write_json(request.output, result)
-        counts = {key: result[key] for key in ("games", "wins", "draws", "losses", "elo", "elo_low", "elo_high")}
+        names = ("games", "wins", "draws", "losses", "elo", "elo_low", "elo_high", "players")
+        counts = {key: result[key] for key in names}
         return self._evidence(
             "evaluate", request.config_key, request.output, FileKind.MATCH_RESULT, counts=counts, began=began
         )
@@ -191,9 +201,9 @@ class AlphaZeroWorkload:
         if player.model is None:
             raise WorkloadError("a model player needs a model file")
         net, _ = self.load_or_new(game, player.model, 0)
-        search = SearchConfig(params.eval_simulations, params.c_puct)
+        search = SearchConfig(params.eval_simulations, params.c_puct, gumbel=gumbel_of(params))
         leaves = network_leaves(game, Evaluator(net, self.settings.device))
-        return search_chooser(BatchedMCTS(game, leaves, search, rng), rng)
+        return search_chooser(BatchedMCTS(game, leaves, search, rng), rng, reuse=params.tree_reuse)
 
     @staticmethod
     def _evidence(
@@ -217,6 +227,13 @@ class AlphaZeroWorkload:
             counts,
         )
         return Evidence(operation, config_key, (described,), counts, elapsed)
+
+
+def gumbel_of(params: AlphaZeroParams) -> GumbelConfig | None:
+    """The Gumbel root configuration when `params.gumbel` is on, else None (PUCT at the root)."""
+    if not params.gumbel:
+        return None
+    return GumbelConfig(params.gumbel_considered, params.gumbel_c_visit, params.gumbel_c_scale)
 
 
 def _write_json(path: Path, data: dict[str, object]) -> None:

@@ -2,12 +2,14 @@
 
 A game batch holds every position of some selfplay games:
 
-    obs (S, C, H, W) float32   observation planes of the player to move
+    obs (S, C, H, W) float32   input planes of the player to move (observation, then to-move planes)
     policy (S, A) float32      MCTS visit distribution (sums to 1)
-    value (S,) float32         final outcome for the player to move (+1 win, 0 draw, -1 loss)
+    value (S, P) float32       final outcome per player (P players) in [-1, 1], in the mover's frame:
+                               column k is the player k seats after the player to move
     mask (S, A) bool           legal actions
     game_index (S,) int32      which game of the batch the position belongs to
-    game_lengths (G,) int32    moves per game
+    game_lengths (G,) int32    recorded positions per game (fewer than its moves with playout caps)
+    game_moves (G,) int32      moves per game (absent in batches from before playout caps)
     config_key, model_sha256   0-d strings; num_games 0-d int
 
 A training window holds obs, policy, value and mask (already augmented by symmetries)
@@ -72,8 +74,8 @@ def _check_samples(path: Path, arrays: Arrays, config_key: str | None) -> None:
         problems.append(f"obs has shape {obs.shape}, expected (samples, C, H, W)")
     if policy.ndim != 2 or policy.shape[0] != count:
         problems.append(f"policy has shape {policy.shape}, expected ({count}, actions)")
-    if value.shape != (count,):
-        problems.append(f"value has shape {value.shape}, expected ({count},)")
+    if value.ndim != 2 or value.shape[0] != count or not 2 <= value.shape[1] <= 6:
+        problems.append(f"value has shape {value.shape}, expected ({count}, players) with 2 to 6 players")
     if mask.shape != policy.shape or mask.dtype != np.bool_:
         problems.append(f"mask has shape {mask.shape} dtype {mask.dtype}, expected bool {policy.shape}")
     if problems:

@@ -1,115 +1,121 @@
-"""PUCT Monte Carlo tree search over many games in lockstep, with leaves evaluated in one batch.
+"""Monte Carlo tree search over many games in lockstep, with leaves evaluated in one batch.
 
-Each root gets its own tree stored in preallocated numpy arrays (one row per node, one
-column per action). Every step walks each tree from its root to one unexpanded leaf,
-then all leaves of all trees go to the evaluator together, so network inference runs at
-a batch size equal to the number of games searched at once. Terminal leaves are scored
-from the game's returns without the evaluator. Values on an edge are kept from the point
-of view of the player who chose that edge.
+Each root gets its own tree (`tree.SearchTree`, numpy arrays: one row per node, one
+column per action), searched by PUCT or with a Gumbel root (`gumbel.py`). Every step
+walks each tree from its root to one unexpanded leaf, then all leaves of all trees go to
+the evaluator together, so network inference runs at a batch size equal to the number of
+games searched at once. Terminal leaves are scored from the game's returns without the
+evaluator.
+
+Any number of players: a leaf's value is a vector with one entry per player, and every
+edge on the path adds the entry of the player who chose that edge, so each node's value is
+seen from the perspective of the player who moved into it (the max-n backup; for two
+zero-sum players it is the usual negamax).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from zeroloop.errors import WorkloadError
-from zeroloop.workload.games import BoolArray, FloatArray, Game, State
+from zeroloop.workload.games import BoolArray, FloatArray, Game, State, from_mover_frame, to_mover_frame
+from zeroloop.workload.gumbel import GumbelConfig, Halving, improved_policy
+from zeroloop.workload.tree import SearchTree
+
+
+class SearchGame(Protocol):
+    """What the search needs of a game; `games.Game` provides it (tests use toy games too)."""
+
+    num_actions: int
+    num_players: int
+    max_length: int
+
+    def is_terminal(self, state: State) -> bool:
+        """Whether the game in `state` is over."""
+        ...
+
+    def to_play(self, state: State) -> int:
+        """The player to move."""
+        ...
+
+    def legal_actions(self, state: State) -> list[int]:
+        """The legal actions, ascending."""
+        ...
+
+    def legal_mask(self, state: State) -> BoolArray:
+        """Legal actions as a mask over `num_actions`."""
+        ...
+
+    def child(self, state: State, action: int) -> State:
+        """A copy of `state` with `action` played."""
+        ...
+
+    def apply(self, state: State, action: int) -> None:
+        """Play `action` in place."""
+        ...
+
+    def values(self, state: State) -> FloatArray:
+        """Every player's final value in [-1, 1] in a terminal state, player p at index p."""
+        ...
+
 
 Inference = Callable[[FloatArray, BoolArray], tuple[FloatArray, FloatArray]]
-"""Batched network inference: (observations, legal masks) -> (priors, values)."""
+"""Batched network inference: (observations, legal masks) -> (priors, values (batch, players), mover first)."""
 
 LeafEvaluator = Callable[[list[State]], tuple[FloatArray, FloatArray]]
-"""Priors (batch, actions) over legal actions and values (batch,) for the player to move, per state."""
+"""Priors (batch, actions) over legal actions and values (batch, players) per state, in the mover's frame.
 
-_ILLEGAL = -1e9
+Entry k of a value row belongs to the player k seats after the player to move (see
+`games.to_mover_frame`); each value is in [-1, 1].
+"""
 
 
 @dataclass(frozen=True)
 class SearchConfig:
-    """Search parameters: simulations per move, PUCT constant, and root noise (alpha; epsilon 0 means none)."""
+    """Search parameters: simulations per move, PUCT constant, root noise (alpha; epsilon 0 means none).
+
+    With `gumbel` set, the root is searched by Gumbel sampling and sequential halving
+    (`gumbel.py`) instead of PUCT, and Dirichlet noise is not used.
+    """
 
     simulations: int
     c_puct: float
     dirichlet_alpha: float = 0.3
     dirichlet_epsilon: float = 0.0
+    gumbel: GumbelConfig | None = None
 
 
-class _Tree:
-    """One search tree in arrays; node 0 is the root."""
+@dataclass(frozen=True)
+class SearchResult:
+    """What a search of many roots found, one row per root.
 
-    def __init__(self, game: Game, root: State, capacity: int) -> None:
-        actions = game.num_actions
-        self.game = game
-        self.prior = np.zeros((capacity, actions), dtype=np.float32)
-        self.penalty = np.zeros((capacity, actions), dtype=np.float32)
-        self.visits = np.zeros((capacity, actions), dtype=np.float32)
-        self.value_sum = np.zeros((capacity, actions), dtype=np.float32)
-        self.children = np.full((capacity, actions), -1, dtype=np.int32)
-        self.node_visits = np.zeros(capacity, dtype=np.float64)
-        self.to_play = np.zeros(capacity, dtype=np.int8)
-        self.expanded = np.zeros(capacity, dtype=np.bool_)
-        self.terminal_returns: dict[int, tuple[float, float]] = {}
-        self.states: list[State] = [root]
-        self.to_play[0] = game.to_play(root)
-        self.remaining = 0
+    `visits` (roots, actions) are the root visit counts (visits carried over from a reused
+    tree included); `policy` (roots, actions) is the training target: the visit
+    distribution, or with Gumbel the improved policy; `action` (roots,) is the move the
+    search picks (most visited, or the sequential-halving winner); `trees` are the
+    searched trees, to `advance` into the next move.
+    """
 
-    def select(self, c_puct: float) -> tuple[list[int], list[int], int]:
-        """Walk from the root to a leaf; the nodes and actions on the way, and the leaf node."""
-        nodes: list[int] = []
-        actions: list[int] = []
-        node = 0
-        while self.expanded[node]:
-            visits = self.visits[node]
-            coef = c_puct * math.sqrt(max(self.node_visits[node], 1.0))
-            score = self.value_sum[node] / np.maximum(visits, 1.0) + coef * self.prior[node] / (1.0 + visits)
-            score += self.penalty[node]
-            action = int(score.argmax())
-            nodes.append(node)
-            actions.append(action)
-            child = int(self.children[node, action])
-            if child < 0:
-                return nodes, actions, self._add_child(node, action)
-            # A terminal child is never expanded, so the walk stops there too.
-            node = child
-        return nodes, actions, node
+    visits: npt.NDArray[np.float32]
+    policy: npt.NDArray[np.float32]
+    action: npt.NDArray[np.int64]
+    trees: list[SearchTree]
 
-    def _add_child(self, node: int, action: int) -> int:
-        child = len(self.states)
-        state = self.game.child(self.states[node], action)
-        self.states.append(state)
-        self.children[node, action] = child
-        if self.game.is_terminal(state):
-            self.terminal_returns[child] = self.game.returns(state)
-        else:
-            self.to_play[child] = self.game.to_play(state)
-        return child
 
-    def expand(self, node: int, priors: FloatArray, mask: BoolArray) -> None:
-        """Store the evaluator's priors for `node`; illegal actions can never be selected."""
-        self.prior[node] = np.where(mask, priors, 0.0)
-        self.penalty[node] = np.where(mask, 0.0, _ILLEGAL)
-        self.expanded[node] = True
-
-    def backup(self, nodes: list[int], actions: list[int], returns: tuple[float, float]) -> None:
-        """Add one visit and the leaf's value (per player) to every edge on the path."""
-        if not nodes:
-            return
-        index = np.asarray(nodes, dtype=np.intp)
-        chosen = np.asarray(actions, dtype=np.intp)
-        self.visits[index, chosen] += 1.0
-        self.node_visits[index] += 1.0
-        self.value_sum[index, chosen] += np.where(self.to_play[index] == 0, returns[0], returns[1])
+_Pending = tuple[SearchTree, int, list[int], list[int]]
 
 
 class BatchedMCTS:
     """Searches many root states at once; `evaluations` counts leaf states sent to the evaluator."""
 
-    def __init__(self, game: Game, evaluate: LeafEvaluator, config: SearchConfig, rng: np.random.Generator) -> None:
+    def __init__(
+        self, game: SearchGame, evaluate: LeafEvaluator, config: SearchConfig, rng: np.random.Generator
+    ) -> None:
         self.game = game
         self.evaluate = evaluate
         self.config = config
@@ -118,49 +124,98 @@ class BatchedMCTS:
 
     def search(self, roots: Sequence[State], add_noise: bool = False) -> npt.NDArray[np.float32]:
         """Root visit counts (len(roots), actions) after `simulations` simulations from each non-terminal root."""
+        return self.run(roots, explore=add_noise).visits
+
+    def run(
+        self,
+        roots: Sequence[State],
+        *,
+        explore: bool | Sequence[bool] = False,
+        simulations: Sequence[int] | None = None,
+        reuse: Sequence[SearchTree | None] | None = None,
+    ) -> SearchResult:
+        """Search every root: `simulations[i]` new simulations (default: the configured count) from root i.
+
+        `explore` (for all roots or per root) adds root noise: Dirichlet noise for PUCT,
+        Gumbel noise for the Gumbel root. `reuse[i]`, when given, is a tree whose root is
+        `roots[i]` (from `SearchTree.advance`): the search continues it instead of starting over.
+        """
         game = self.game
-        sims = self.config.simulations
-        if not roots:
-            return np.zeros((0, game.num_actions), np.float32)
+        count = len(roots)
+        if count == 0:
+            empty = np.zeros((0, game.num_actions), np.float32)
+            return SearchResult(empty, empty, np.zeros(0, np.int64), [])
         if any(game.is_terminal(root) for root in roots):
             raise WorkloadError("MCTS was asked to search a finished game; only non-terminal roots can be searched")
-        trees = [_Tree(game, root, sims + 2) for root in roots]
-        self._expand([(t, 0, [], []) for t in trees])
-        if add_noise and self.config.dirichlet_epsilon > 0:
-            for tree in trees:
+        budgets = list(simulations) if simulations is not None else [self.config.simulations] * count
+        if min(budgets) < 1:
+            raise WorkloadError(f"every search needs at least one simulation, got budgets {budgets}")
+        noisy = [explore] * count if isinstance(explore, bool) else list(explore)
+        carried = list(reuse) if reuse is not None else [None] * count
+        trees: list[SearchTree] = []
+        fresh: list[_Pending] = []
+        for root, budget, kept in zip(roots, budgets, carried, strict=True):
+            tree = kept if kept is not None else SearchTree(game, root, budget + 2)
+            if kept is None:
+                fresh.append((tree, 0, [], []))
+            else:
+                tree.reserve(budget + 2)
+            trees.append(tree)
+        if fresh:
+            self._expand(fresh)
+        for tree, budget, noise in zip(trees, budgets, noisy, strict=True):
+            tree.remaining = budget
+            gumbel = self.config.gumbel
+            if gumbel is not None:
+                draws = np.zeros(game.num_actions, np.float32)
+                if noise:
+                    draws += self.rng.gumbel(size=game.num_actions).astype(np.float32)
+                tree.halving = Halving(tree, draws, budget, gumbel)
+            elif noise and self.config.dirichlet_epsilon > 0:
                 self._add_noise(tree)
-        for tree in trees:
-            tree.remaining = sims
         # Each pass gives every tree one evaluated leaf (or finishes it on terminal leaves),
-        # so the loop ends after at most `sims` passes.
-        for _ in range(sims):
-            pending: list[tuple[_Tree, int, list[int], list[int]]] = []
+        # so the loop ends after at most max(budgets) passes.
+        for _ in range(max(budgets)):
+            pending: list[_Pending] = []
             for tree in trees:
                 while tree.remaining > 0:
                     nodes, actions, leaf = tree.select(self.config.c_puct)
                     tree.remaining -= 1
-                    if leaf in tree.terminal_returns:
-                        tree.backup(nodes, actions, tree.terminal_returns[leaf])
+                    if leaf in tree.terminal_values:
+                        tree.backup(nodes, actions, tree.terminal_values[leaf])
                         continue
                     pending.append((tree, leaf, nodes, actions))
                     break
             if not pending:
                 break
             self._expand(pending)
-        return np.stack([tree.visits[0] for tree in trees])
+        return self._result(trees)
 
-    def _expand(self, pending: list[tuple[_Tree, int, list[int], list[int]]]) -> None:
+    def _result(self, trees: list[SearchTree]) -> SearchResult:
+        visits = np.stack([tree.visits[0] for tree in trees]).astype(np.float32)
+        gumbel = self.config.gumbel
+        if gumbel is None:
+            policy = visits / np.maximum(visits.sum(axis=1, keepdims=True), 1.0)
+            action = visits.argmax(axis=1).astype(np.int64)
+        else:
+            policy = np.stack([improved_policy(tree, gumbel) for tree in trees])
+            action = np.asarray(
+                [tree.halving.best(tree) if tree.halving is not None else 0 for tree in trees], dtype=np.int64
+            )
+        for tree in trees:
+            tree.halving = None
+        return SearchResult(visits, policy.astype(np.float32), action, trees)
+
+    def _expand(self, pending: list[_Pending]) -> None:
         states = [tree.states[leaf] for tree, leaf, _, _ in pending]
         priors, values = self.evaluate(states)
         self.evaluations += len(states)
         for row, (tree, leaf, nodes, actions) in enumerate(pending):
             state = tree.states[leaf]
-            tree.expand(leaf, priors[row], self.game.legal_mask(state))
-            value = float(values[row])
-            returns = (value, -value) if tree.to_play[leaf] == 0 else (-value, value)
-            tree.backup(nodes, actions, returns)
+            tree.expand(leaf, priors[row], self.game.legal_mask(state), float(values[row][0]))
+            tree.backup(nodes, actions, from_mover_frame(values[row], int(tree.to_play[leaf])))
 
-    def _add_noise(self, tree: _Tree) -> None:
+    def _add_noise(self, tree: SearchTree) -> None:
         legal = tree.penalty[0] == 0.0
         noise = self.rng.dirichlet(np.full(int(legal.sum()), self.config.dirichlet_alpha))
         eps = self.config.dirichlet_epsilon
@@ -180,16 +235,16 @@ def network_leaves(
     return evaluate
 
 
-def rollout_leaves(game: Game, rollouts: int, rng: np.random.Generator) -> LeafEvaluator:
+def rollout_leaves(game: SearchGame, rollouts: int, rng: np.random.Generator) -> LeafEvaluator:
     """A leaf evaluator for pure MCTS: uniform priors and the mean result of random playouts."""
 
     def evaluate(states: list[State]) -> tuple[FloatArray, FloatArray]:
         masks = np.stack([game.legal_mask(s) for s in states]).astype(np.float32)
         priors = masks / np.maximum(masks.sum(axis=1, keepdims=True), 1.0)
-        values = np.zeros(len(states), dtype=np.float32)
+        values = np.zeros((len(states), game.num_players), dtype=np.float32)
         for row, state in enumerate(states):
             player = game.to_play(state)
-            total = 0.0
+            total = np.zeros(game.num_players, dtype=np.float32)
             for _ in range(rollouts):
                 sim = state.clone()
                 # A finite game ends within max_length moves, so this loop is bounded.
@@ -198,8 +253,8 @@ def rollout_leaves(game: Game, rollouts: int, rng: np.random.Generator) -> LeafE
                         break
                     legal = game.legal_actions(sim)
                     game.apply(sim, legal[int(rng.integers(len(legal)))])
-                total += game.returns(sim)[player]
-            values[row] = total / rollouts
+                total += game.values(sim)
+            values[row] = to_mover_frame((total / rollouts).astype(np.float32), player)
         return priors, values
 
     return evaluate

@@ -28,18 +28,20 @@ from zeroloop.workload.games import BoolArray, FloatArray
 log = logging.getLogger(__name__)
 
 MODEL_FORMAT = "zeroloop-alphazero-model"
-MODEL_VERSION = 1
+# 2: to-move input planes and one value output per player.
+MODEL_VERSION = 2
 
 
 @dataclass(frozen=True)
 class NetShape:
-    """The architecture of a network: input planes (C, H, W), action count, residual blocks, channels."""
+    """The architecture of a network: input planes (C, H, W), action count, residual blocks, channels, players."""
 
     obs_shape: tuple[int, int, int]
     num_actions: int
     blocks: int
     channels: int
     value_hidden: int
+    num_players: int = 2
 
 
 class _Block(nn.Module):
@@ -56,29 +58,44 @@ class _Block(nn.Module):
 
 
 class PolicyValueNet(nn.Module):
-    """An AlphaZero residual tower with a policy head (logits over actions) and a value head (tanh)."""
+    """An AlphaZero residual tower with a policy head (logits over actions) and a value head.
+
+    The value head has one tanh output per player, in the mover's frame: output k is the
+    value for the player k seats after the player to move.
+    """
 
     def __init__(self, shape: NetShape) -> None:
         super().__init__()
         self.shape = shape
         planes, height, width = shape.obs_shape
         area = height * width
+        # A board's heads squeeze each cell to 2 (policy) and 1 (value) planes, as in AlphaZero; a flat
+        # observation (chinese_checkers: C x 1 x 1) keeps the tower's width, or its 727 move
+        # logits would be drawn from two numbers.
+        policy_planes, value_planes = (2, 1) if area > 1 else (shape.channels, shape.channels)
         self.stem = nn.Sequential(
             nn.Conv2d(planes, shape.channels, 3, padding=1, bias=False), nn.BatchNorm2d(shape.channels), nn.ReLU()
         )
         self.tower = nn.Sequential(*[_Block(shape.channels) for _ in range(shape.blocks)])
-        self.policy_conv = nn.Sequential(nn.Conv2d(shape.channels, 2, 1, bias=False), nn.BatchNorm2d(2), nn.ReLU())
-        self.policy_fc = nn.Linear(2 * area, shape.num_actions)
-        self.value_conv = nn.Sequential(nn.Conv2d(shape.channels, 1, 1, bias=False), nn.BatchNorm2d(1), nn.ReLU())
+        self.policy_conv = nn.Sequential(
+            nn.Conv2d(shape.channels, policy_planes, 1, bias=False), nn.BatchNorm2d(policy_planes), nn.ReLU()
+        )
+        self.policy_fc = nn.Linear(policy_planes * area, shape.num_actions)
+        self.value_conv = nn.Sequential(
+            nn.Conv2d(shape.channels, value_planes, 1, bias=False), nn.BatchNorm2d(value_planes), nn.ReLU()
+        )
         self.value_fc = nn.Sequential(
-            nn.Linear(area, shape.value_hidden), nn.ReLU(), nn.Linear(shape.value_hidden, 1), nn.Tanh()
+            nn.Linear(value_planes * area, shape.value_hidden),
+            nn.ReLU(),
+            nn.Linear(shape.value_hidden, shape.num_players),
+            nn.Tanh(),
         )
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Policy logits (batch, actions) and values in [-1, 1] (batch,) for observations (batch, C, H, W)."""
+        """Policy logits (batch, actions) and values in [-1, 1] (batch, players) for observations (batch, C, H, W)."""
         h = self.tower(self.stem(x))
         logits = self.policy_fc(self.policy_conv(h).flatten(1))
-        value = self.value_fc(self.value_conv(h).flatten(1)).squeeze(1)
+        value = self.value_fc(self.value_conv(h).flatten(1))
         return logits, value
 
 
@@ -86,15 +103,16 @@ class Evaluator:
     """Batched inference: legal-masked priors and values for a stack of observations, in eval mode."""
 
     def __init__(self, net: PolicyValueNet, device: str) -> None:
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.net = net.to(self.device).eval()
 
     @torch.inference_mode()
     def __call__(self, obs: FloatArray, mask: BoolArray) -> tuple[FloatArray, FloatArray]:
-        """Priors (batch, actions) summing to 1 over legal actions, and values (batch,) for the player to move."""
-        x = torch.from_numpy(obs).to(self.device)
+        """Priors (batch, actions) summing to 1 over legal actions, and values (batch, players), mover first."""
+        non_blocking = self.device.type == "cuda"
+        x = torch.from_numpy(obs).to(self.device, non_blocking=non_blocking)
         logits, value = self.net(x)
-        legal = torch.from_numpy(mask).to(self.device)
+        legal = torch.from_numpy(mask).to(self.device, non_blocking=non_blocking)
         logits = logits.float().masked_fill(~legal, float("-inf"))
         priors = torch.softmax(logits, dim=1)
         return priors.cpu().numpy().astype(np.float32), value.float().cpu().numpy().astype(np.float32)
@@ -147,6 +165,7 @@ def load_net(path: Path, config_key: str) -> tuple[PolicyValueNet, dict[str, Any
         blocks=int(raw["blocks"]),
         channels=int(raw["channels"]),
         value_hidden=int(raw["value_hidden"]),
+        num_players=int(raw["num_players"]),
     )
     net = PolicyValueNet(shape)
     try:
@@ -154,6 +173,20 @@ def load_net(path: Path, config_key: str) -> tuple[PolicyValueNet, dict[str, Any
     except (RuntimeError, KeyError) as exc:
         raise WorkloadError(f"model file {path} does not match its declared network shape: {exc}") from None
     return net, payload
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device for a `workload.device` setting: `auto` is CUDA when torch sees a GPU, else the CPU.
+
+    Naming `cuda` (or `cuda:N`) on a machine where torch sees no GPU is a WorkloadError,
+    not a silent fall back to the CPU.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise WorkloadError(f"workload.device is {name!r} but torch sees no CUDA GPU here; use 'auto' or 'cpu'")
+    return device
 
 
 def new_net(shape: NetShape, seed: int) -> PolicyValueNet:

@@ -35,6 +35,7 @@ class AlphaZeroParams:
     progress_every_steps: int
     eval_simulations: int
     eval_temperature_moves: int
+    eval_opening_moves: int
     eval_parallel_games: int
     baseline_simulations: int
     baseline_rollouts: int
@@ -43,12 +44,19 @@ class AlphaZeroParams:
     sprt_alpha: float
     sprt_beta: float
     elo_confidence: float
+    gumbel: bool
+    gumbel_considered: int
+    gumbel_c_visit: float
+    gumbel_c_scale: float
+    full_search_share: float
+    fast_simulations: int
+    tree_reuse: bool
 
     @classmethod
     def resolve(cls, settings: WorkloadSettings, config_key: str) -> AlphaZeroParams:
         """The parameters for `config_key`; an override naming an unknown parameter is a WorkloadError."""
         names = [f.name for f in dataclasses.fields(cls)]
-        values: dict[str, float] = {name: getattr(settings, name) for name in names}
+        values: dict[str, float | bool] = {name: getattr(settings, name) for name in names}
         overrides = settings.overrides.get(config_key, {})
         unknown = sorted(set(overrides) - set(names))
         if unknown:
@@ -57,7 +65,6 @@ class AlphaZeroParams:
             )
         values.update(overrides)
         # Integers stay integers: an override given as 4.0 in TOML means 4 steps, not a float count.
-        typed = {
-            f.name: (int(values[f.name]) if f.type == "int" else float(values[f.name])) for f in dataclasses.fields(cls)
-        }
-        return cls(**typed)  # type: ignore[arg-type]
+        kinds = {"int": int, "bool": bool, "float": float}
+        typed = {f.name: kinds[str(f.type)](values[f.name]) for f in dataclasses.fields(cls)}
+        return cls(**typed)

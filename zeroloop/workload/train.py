@@ -1,5 +1,8 @@
 """Training: SGD on a training window with policy cross-entropy plus value squared error, checkpointed.
 
+The value loss is the mean squared error over the value vector (one entry per player, in
+the mover's frame), so a two-player game's loss has the same scale as a single value's.
+
 The output model file doubles as the checkpoint: every `checkpoint_every_steps` steps it
 is rewritten atomically with the optimizer state, the step reached and the window's
 sha256, so a run cut off by a lost machine resumes from there on the same window.
@@ -18,7 +21,7 @@ import torch.nn.functional as F
 
 from zeroloop.errors import WorkloadError
 from zeroloop.workload.datafiles import Arrays
-from zeroloop.workload.network import PolicyValueNet, load_model_file, load_net, save_model
+from zeroloop.workload.network import PolicyValueNet, load_model_file, load_net, resolve_device, save_model
 from zeroloop.workload.params import AlphaZeroParams
 from zeroloop.workload.protocol import Progress, ProgressCallback
 
@@ -82,11 +85,12 @@ def train_net(
         )
         optimizer.load_state_dict(payload["optimizer"])
         log.info("resuming %s training from step %d of %d", config_key, start, steps)
-    target = torch.device(device)
+    target = resolve_device(device)
     net.to(target).train()
-    obs = torch.from_numpy(window["obs"].astype(np.float32))
-    policy = torch.from_numpy(window["policy"].astype(np.float32))
-    value = torch.from_numpy(window["value"].astype(np.float32))
+    # The whole window moves to the device once; batches are then gathered there.
+    obs = torch.from_numpy(window["obs"].astype(np.float32)).to(target)
+    policy = torch.from_numpy(window["policy"].astype(np.float32)).to(target)
+    value = torch.from_numpy(window["value"].astype(np.float32)).to(target)
     count = obs.shape[0]
     batch = min(params.train_batch_size, count)
     generator = torch.Generator().manual_seed(seed + start)
@@ -100,8 +104,8 @@ def train_net(
         save_model(output, net, config_key, extra)
 
     for step in range(start + 1, steps + 1):
-        index = torch.randint(count, (batch,), generator=generator)
-        x, pi, z = obs[index].to(target), policy[index].to(target), value[index].to(target)
+        index = torch.randint(count, (batch,), generator=generator).to(target)
+        x, pi, z = obs[index], policy[index], value[index]
         logits, v = net(x)
         policy_loss = -(pi * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
         value_loss = F.mse_loss(v, z)

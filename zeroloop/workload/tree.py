@@ -1,0 +1,151 @@
+"""One search tree in numpy arrays: one row per node, one column per action; node 0 is the root.
+
+Edges hold visit counts and value sums; an edge's value is seen by the player who chose
+it (the player to move at its parent). A tree can be carried into the next move: `advance`
+keeps the subtree under the move played, renumbered so its top is the new root, so the
+visits already spent there are not thrown away.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from zeroloop.workload.games import BoolArray, FloatArray, State
+
+if TYPE_CHECKING:
+    from zeroloop.workload.gumbel import Halving
+    from zeroloop.workload.mcts import SearchGame
+
+_ILLEGAL = -1e9
+_ARRAYS = ("prior", "penalty", "visits", "value_sum", "children", "node_visits", "node_value", "to_play", "expanded")
+
+
+class SearchTree:
+    """A tree over one root state; grows by one node per simulation, `reserve` makes room ahead."""
+
+    def __init__(self, game: SearchGame, root: State, capacity: int) -> None:
+        actions = game.num_actions
+        self.game = game
+        self.prior = np.zeros((capacity, actions), dtype=np.float32)
+        self.penalty = np.zeros((capacity, actions), dtype=np.float32)
+        self.visits = np.zeros((capacity, actions), dtype=np.float32)
+        self.value_sum = np.zeros((capacity, actions), dtype=np.float32)
+        self.children = np.full((capacity, actions), -1, dtype=np.int32)
+        self.node_visits = np.zeros(capacity, dtype=np.float64)
+        # The evaluator's value of each expanded node for the player to move there.
+        self.node_value = np.zeros(capacity, dtype=np.float32)
+        self.to_play = np.zeros(capacity, dtype=np.int8)
+        self.expanded = np.zeros(capacity, dtype=np.bool_)
+        self.terminal_values: dict[int, FloatArray] = {}
+        self.states: list[State] = [root]
+        self.to_play[0] = game.to_play(root)
+        self.remaining = 0
+        self.halving: Halving | None = None
+
+    @property
+    def size(self) -> int:
+        """Nodes in the tree."""
+        return len(self.states)
+
+    def reserve(self, extra: int) -> None:
+        """Make room for `extra` more nodes."""
+        need = self.size + extra
+        capacity = self.prior.shape[0]
+        if need <= capacity:
+            return
+        for name in _ARRAYS:
+            old = getattr(self, name)
+            fill = -1 if name == "children" else 0
+            grown = np.full((need, *old.shape[1:]), fill, dtype=old.dtype)
+            grown[:capacity] = old
+            setattr(self, name, grown)
+
+    def select(self, c_puct: float) -> tuple[list[int], list[int], int]:
+        """Walk from the root to a leaf by PUCT (the root by the halving schedule when there is one)."""
+        nodes: list[int] = []
+        actions: list[int] = []
+        node = 0
+        while self.expanded[node]:
+            if node == 0 and self.halving is not None:
+                action = self.halving.next_action(self)
+            else:
+                visits = self.visits[node]
+                coef = c_puct * math.sqrt(max(self.node_visits[node], 1.0))
+                score = self.value_sum[node] / np.maximum(visits, 1.0) + coef * self.prior[node] / (1.0 + visits)
+                score += self.penalty[node]
+                action = int(score.argmax())
+            nodes.append(node)
+            actions.append(action)
+            child = int(self.children[node, action])
+            if child < 0:
+                return nodes, actions, self._add_child(node, action)
+            # A terminal child is never expanded, so the walk stops there too.
+            node = child
+        return nodes, actions, node
+
+    def _add_child(self, node: int, action: int) -> int:
+        child = len(self.states)
+        state = self.game.child(self.states[node], action)
+        self.states.append(state)
+        self.children[node, action] = child
+        if self.game.is_terminal(state):
+            self.terminal_values[child] = self.game.values(state)
+        else:
+            self.to_play[child] = self.game.to_play(state)
+        return child
+
+    def expand(self, node: int, priors: FloatArray, mask: BoolArray, mover_value: float) -> None:
+        """Store the evaluator's priors and value for `node`; illegal actions can never be selected."""
+        self.prior[node] = np.where(mask, priors, 0.0)
+        self.penalty[node] = np.where(mask, 0.0, _ILLEGAL)
+        self.node_value[node] = mover_value
+        self.expanded[node] = True
+
+    def backup(self, nodes: list[int], actions: list[int], values: FloatArray) -> None:
+        """Add one visit to every edge on the path and the leaf's value for the player who chose that edge.
+
+        `values` has one entry per player (player p at index p), in [-1, 1].
+        """
+        if not nodes:
+            return
+        index = np.asarray(nodes, dtype=np.intp)
+        chosen = np.asarray(actions, dtype=np.intp)
+        self.visits[index, chosen] += 1.0
+        self.node_visits[index] += 1.0
+        self.value_sum[index, chosen] += values[self.to_play[index]]
+
+    def root_q(self) -> FloatArray:
+        """Mean value of each root edge for the player to move at the root (0 where unvisited)."""
+        q: FloatArray = (self.value_sum[0] / np.maximum(self.visits[0], 1.0)).astype(np.float32)
+        return q
+
+    def advance(self, action: int) -> SearchTree | None:
+        """The subtree under root `action` as a tree of its own, or None when that child was never expanded."""
+        top = int(self.children[0, action])
+        if top < 0 or not self.expanded[top]:
+            return None
+        order = [top]
+        # Breadth first over existing nodes: each node is listed once, so this ends after `size` steps.
+        for node in order:
+            kids = self.children[node]
+            order.extend(int(k) for k in kids[kids >= 0])
+        keep = np.asarray(order, dtype=np.intp)
+        renumber = np.full(self.size, -1, dtype=np.int32)
+        renumber[keep] = np.arange(len(order), dtype=np.int32)
+        subtree = SearchTree.__new__(SearchTree)
+        subtree.game = self.game
+        for name in _ARRAYS:
+            setattr(subtree, name, getattr(self, name)[keep].copy())
+        subtree.children = np.where(subtree.children >= 0, renumber[np.maximum(subtree.children, 0)], -1).astype(
+            np.int32
+        )
+        subtree.terminal_values = {
+            int(renumber[node]): value for node, value in self.terminal_values.items() if renumber[node] >= 0
+        }
+        subtree.states = [self.states[node] for node in order]
+        subtree.remaining = 0
+        subtree.halving = None
+        return subtree
