@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from zeroloop import doctor
+from zeroloop.cli import backup as backup_cli
 from zeroloop.cli import cluster as cluster_cli
 from zeroloop.cli import db, helptext
 from zeroloop.cli import dlq as dlq_cli
@@ -48,6 +49,7 @@ app.add_typer(events_cli.app, name="events")
 app.add_typer(dlq_cli.app, name="dlq")
 app.add_typer(queue_cli.app, name="queue")
 app.add_typer(tokens_cli.app, name="tokens")
+app.add_typer(backup_cli.app, name="backup")
 
 
 @app.command(
