@@ -13,7 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 
-from zeroloop.store.schema import artifact_copies, artifacts, job_dependencies, jobs, models
+from zeroloop.store.schema import artifact_copies, artifacts, job_dependencies, jobs, models, pipelines
 
 FINISHED_JOB_STATUSES = ("completed", "dead", "cancelled")
 
@@ -74,25 +74,38 @@ def delete_copy(conn: Connection, sha256: str, location: str) -> None:
     )
 
 
-def artifacts_without_copies(conn: Connection) -> list[str]:
-    """Artifacts with no present copy anywhere: rows nothing can be fetched from."""
-    present = sa.select(artifact_copies.c.sha256).where(artifact_copies.c.status == "present")
-    return [str(sha) for sha in conn.execute(sa.select(artifacts.c.sha256).where(artifacts.c.sha256.not_in(present)))]
+def drop_if_unreferenced(conn: Connection, sha256: str) -> bool:
+    """Remove an artifact left without any copy row, unless a model names it (as its file or window)."""
+    if conn.execute(sa.select(artifact_copies.c.sha256).where(artifact_copies.c.sha256 == sha256).limit(1)).first():
+        return False
+    named = sa.or_(models.c.artifact_sha256 == sha256, models.c.window_sha256 == sha256)
+    if conn.execute(sa.select(models.c.id).where(named).limit(1)).first():
+        return False
+    return bool(conn.execute(sa.delete(artifacts).where(artifacts.c.sha256 == sha256)).rowcount)
 
 
-def finished_jobs_before(conn: Connection, before: float, *, limit: int) -> list[int]:
-    """Ids of completed, dead or cancelled jobs that finished before `before` (epoch seconds), oldest first.
+def pipeline_keys(conn: Connection) -> list[str]:
+    """The config key of every pipeline."""
+    return [
+        str(key) for key in conn.execute(sa.select(pipelines.c.config_key).order_by(pipelines.c.config_key)).scalars()
+    ]
+
+
+def finished_jobs_before(conn: Connection, before: float, *, after: int = 0, limit: int) -> list[int]:
+    """Ids above `after` of completed, dead or cancelled jobs that finished before `before` (epoch seconds), in order.
 
     A job another unfinished job depends on is kept, so a dependency is never cut away.
     """
+    dependent = jobs.alias("dependent")
     waiting = (
         sa.select(job_dependencies.c.depends_on)
-        .join(jobs, jobs.c.id == job_dependencies.c.job_id)
-        .where(jobs.c.status.not_in(FINISHED_JOB_STATUSES))
+        .join(dependent, dependent.c.id == job_dependencies.c.job_id)
+        .where(dependent.c.status.not_in(FINISHED_JOB_STATUSES))
     )
     query = (
         sa.select(jobs.c.id)
         .where(
+            jobs.c.id > after,
             jobs.c.status.in_(FINISHED_JOB_STATUSES),
             sa.func.coalesce(jobs.c.finished_at, jobs.c.updated_at) < before,
             jobs.c.id.not_in(waiting),
