@@ -568,6 +568,15 @@ class MaintenanceSettings(_Section):
     vacuum_interval_s: float = Field(
         default=7 * 86400.0, ge=0, description="SQLite VACUUM interval (seconds); 0: never"
     )
+    consolidate_interval_s: float = Field(
+        default=3600.0, ge=0, description="small game batches are merged into shards this often (seconds); 0: never"
+    )
+    consolidate_after_s: float = Field(
+        default=3600.0, ge=0, description="game batches younger than this are not merged yet (seconds)"
+    )
+    shard_target_bytes: int = Field(
+        default=64 * 1024**2, ge=1024, description="largest merged shard (bytes); batches under a quarter of it merge"
+    )
 
 
 class BackupSettings(_Section):

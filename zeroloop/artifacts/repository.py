@@ -144,6 +144,19 @@ class Artifacts:
             queries.record_copy(conn, sha256=sha256, location=location, node=node, now=now)
         return Artifact(sha256, kind, size, config_key)
 
+    def upload_shared(self, source: Path, kind: ArtifactKind) -> tuple[str, int]:
+        """Upload a local file to the shared location (verified, atomic) without recording it; its sha256 and size.
+
+        For a caller that records the artifact in a transaction of its own (see
+        zeroloop.ops.consolidate), under the key `shared_key(kind, sha256)`.
+        """
+        kind = ArtifactKind(kind)
+        sha256, size = hash_file(source)
+        target = self._path(kind, sha256)
+        if not self._present(target, size):
+            self._upload(source, target, sha256, kind)
+        return sha256, size
+
     def _hold(self, source: Path, sha256: str) -> str:
         assert self.held_dir is not None
         self.held_dir.mkdir(parents=True, exist_ok=True)

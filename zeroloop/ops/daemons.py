@@ -3,7 +3,7 @@
 | daemon | where | what |
 | --- | --- | --- |
 | disk_space | every node | evicts the artifact cache past the soft disk limit, refuses selfplay past the hard one |
-| maintenance | leader | PRAGMA optimize / VACUUM (SQLite) or ANALYZE (PostgreSQL), and garbage collection |
+| maintenance | leader | PRAGMA optimize / VACUUM (SQLite) or ANALYZE (PostgreSQL), consolidation, garbage collection |
 | backup | leader | a backup every `backup.interval_s`, keeping `backup.keep` |
 """
 
@@ -16,6 +16,7 @@ from zeroloop.cluster.leases import leader_fence
 from zeroloop.daemons.daemon import Clock, DaemonContext, LoopDaemon
 from zeroloop.events.wiring import declare
 from zeroloop.ops.backup import Backups
+from zeroloop.ops.consolidate import Consolidator
 from zeroloop.ops.gc import GarbageCollector
 from zeroloop.ops.maintenance import DiskSpaceManager, Schedule, disk_reader, optimize_store
 
@@ -63,11 +64,12 @@ def disk_space_daemon(context: DaemonContext) -> DiskSpaceDaemon:
 
 
 class MaintenanceDaemon(LoopDaemon):
-    """On the leader: store upkeep and garbage collection, each when its interval has passed."""
+    """On the leader: store upkeep, consolidation and garbage collection, each when its interval has passed."""
 
     def __init__(self, context: DaemonContext, schedule: Schedule) -> None:
         app = context.app
-        intervals = [app.settings.maintenance.store_interval_s, app.settings.retention.interval_s]
+        ops = app.settings.maintenance
+        intervals = [ops.store_interval_s, ops.consolidate_interval_s, app.settings.retention.interval_s]
         active = [interval for interval in intervals if interval > 0]
         super().__init__(min([*active, LONGEST_TICK_S]) if active else IDLE_TICK_S, clock=context.clock)
         self.app = app
@@ -76,7 +78,8 @@ class MaintenanceDaemon(LoopDaemon):
         self.collector = GarbageCollector(
             app.store, app.bus, app.artifacts, app.settings, clock=context.clock, fence=self.fence
         )
-        self.ran: dict[str, int] = {"store": 0, "vacuum": 0, "gc": 0}
+        self.consolidator = Consolidator(app.store, app.artifacts, app.settings, clock=context.clock, fence=self.fence)
+        self.ran: dict[str, int] = {"store": 0, "vacuum": 0, "consolidate": 0, "gc": 0}
         self.last_gc: dict[str, int] = {}
 
     async def tick(self) -> None:
@@ -96,6 +99,10 @@ class MaintenanceDaemon(LoopDaemon):
             if vacuum:
                 ran.append("vacuum")
                 self.schedule.done("vacuum")
+        if self.schedule.due("consolidate", maintenance.consolidate_interval_s):
+            self.consolidator.run()
+            ran.append("consolidate")
+            self.schedule.done("consolidate")
         if self.schedule.due("gc", self.app.settings.retention.interval_s):
             self.last_gc = self.collector.collect().counts()
             ran.append("gc")
@@ -125,6 +132,7 @@ class BackupDaemon(LoopDaemon):
         self.app = app
         self.fence = leader_fence(app.leases, context.leadership)
         self.backups = Backups(app.settings, app.store, clock=context.clock)
+        self.started_at = context.clock()
         self.taken = 0
         self.last_id: str | None = None
 
@@ -138,7 +146,9 @@ class BackupDaemon(LoopDaemon):
         if interval_s <= 0:
             return None
         found = self.backups.ls()
-        if found and self.clock() - found[-1].created_at < interval_s:
+        # With none yet, the first is due one interval after this daemon started: a short run takes none.
+        last = found[-1].created_at if found else self.started_at
+        if self.clock() - last < interval_s:
             return None
         with self.app.store.transaction() as conn:
             self.fence(conn)

@@ -8,7 +8,8 @@ What goes (ages from `retention.*`, in days):
   file, and the training window they were trained on when no kept model shares it;
 - game batches older than `game_batches_days` that are in no config's newest training
   window (the next export reads those) and in no kept model's lineage (the inputs of the
-  export that made its window); a config whose lineage cannot be traced keeps them all;
+  export that made its window; a shard is in it when one of the batches merged into it
+  is, see zeroloop.ops.consolidate); a config whose lineage cannot be traced keeps them all;
 - training windows as old that no kept model names.
 
 A kept model is any model that is not rejected, and a rejected one younger than its
@@ -157,7 +158,9 @@ class GarbageCollector:
         doomed[ArtifactKind.GAME_BATCH.value] = [
             row
             for row in queries.artifacts_of_kind(conn, ArtifactKind.GAME_BATCH.value, created_before=cutoff)
-            if row["sha256"] not in kept_batches and row["config_key"] not in untraced
+            if row["config_key"] not in untraced
+            and row["sha256"] not in kept_batches
+            and not kept_batches.intersection(row["meta"].get("consolidated_from", []))  # a shard of kept batches
         ]
         return old_rejected, {kind: rows for kind, rows in doomed.items() if rows}
 

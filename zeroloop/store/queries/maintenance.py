@@ -56,9 +56,18 @@ def artifacts_of_kind(conn: Connection, kind: str, *, created_before: float) -> 
     return list(conn.execute(query).mappings())
 
 
-def all_artifact_shas(conn: Connection) -> set[str]:
-    """The sha256 of every artifact in the manifest."""
-    return {str(sha) for sha in conn.execute(sa.select(artifacts.c.sha256)).scalars()}
+def count_artifacts(conn: Connection, shas: Iterable[str]) -> int:
+    """How many of `shas` the manifest holds."""
+    query = sa.select(sa.func.count()).select_from(artifacts).where(artifacts.c.sha256.in_(list(shas)))
+    return int(conn.execute(query).scalar_one())
+
+
+def inputs_of_unfinished_exports(conn: Connection, config_key: str) -> set[str]:
+    """The game batches that queued or running export jobs of `config_key` name as inputs."""
+    query = sa.select(jobs.c.payload).where(
+        jobs.c.type == "export", jobs.c.config_key == config_key, jobs.c.status.in_(("queued", "running"))
+    )
+    return {str(sha) for payload in conn.execute(query).scalars() for sha in (payload or {}).get("inputs", [])}
 
 
 def delete_artifact(conn: Connection, sha256: str) -> bool:
