@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ import sqlalchemy as sa
 from tests.helpers import run_async
 from tests.ops.loop import start, tiny_settings
 from zeroloop.app import App
+from zeroloop.config import BackupSettings
 from zeroloop.errors import OperationsError
 from zeroloop.ops.backup import Backups
 from zeroloop.store import migrate
@@ -133,3 +135,39 @@ def test_the_backup_commands_create_list_and_restore(
     restored = runner.invoke(cli, ["backup", "restore", backup_id, "--yes"])
     assert restored.exit_code == 0, restored.output
     assert f"restored backup {backup_id}" in restored.output
+
+
+def test_unusable_locations_foreign_backups_and_bad_ids_are_one_clear_error(tmp_path: Path) -> None:
+    settings = tiny_settings(tmp_path / "data")
+    web = settings.model_copy(update={"backup": BackupSettings(url="http://example.com/b")})
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the backups should go")
+    unwritable = settings.model_copy(update={"backup": BackupSettings(url=blocked.as_uri())})
+    with App(settings) as app:
+        with pytest.raises(OperationsError, match=r"backup location 'http://example\.com/b' is unusable"):
+            Backups(web, app.store)
+        with pytest.raises(OperationsError, match=r"cannot write backup .* check backup\.url"):
+            Backups(unwritable, app.store).create()
+        backups = Backups(settings, app.store)
+        with pytest.raises(OperationsError, match="is not a backup id"):
+            backups.get("../elsewhere")
+        info = backups.create()
+        described = tmp_path / "data/backups" / info.id / "backup.json"
+        described.write_text(described.read_text().replace('"sqlite"', '"postgresql"'))
+        with pytest.raises(OperationsError, match="of a postgresql store and this store is sqlite"):
+            backups.restore(info.id)
+
+
+def test_a_file_that_is_no_zeroloop_store_is_not_backed_up(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    sqlite3.connect(tmp_path / "data/zeroloop.db").close()  # an empty database: no schema
+    settings = tiny_settings(tmp_path / "data")
+    with Store.for_settings(settings) as store, pytest.raises(OperationsError, match="not a zeroloop store"):
+        Backups(settings, store).create()
+
+
+def test_a_failing_pg_dump_is_one_clear_error(pg_store: Store, tmp_path: Path) -> None:
+    missing = pg_store.url.set(database="zeroloop_no_such_database").render_as_string(hide_password=False)
+    settings = tiny_settings(tmp_path / "data", missing)
+    with Store(missing) as store, pytest.raises(OperationsError, match=r"pg_dump failed: .*zeroloop_no_such_database"):
+        Backups(settings, store).create()

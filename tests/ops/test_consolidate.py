@@ -17,6 +17,7 @@ from zeroloop.ops.consolidate import Consolidator
 from zeroloop.ops.gc import GarbageCollector
 from zeroloop.queue.backpressure import Resources
 from zeroloop.store.queries import artifacts as artifact_queries
+from zeroloop.store.queries import maintenance as maintenance_queries
 from zeroloop.store.queries import pipelines as pipeline_queries
 from zeroloop.workload.datafiles import load_game_batch, write_npz
 
@@ -144,3 +145,24 @@ def test_batches_of_another_format_are_left_alone(app: App, clock: FakeClock, tm
     report = Consolidator(app.store, app.artifacts, app.settings, clock=clock).run()
     assert (report.shards, report.skipped) == ([], 1)
     assert sorted(_batches(app)) == sorted(foreign)
+
+
+def test_a_member_that_goes_meanwhile_leaves_the_group_unmerged(
+    app: App, clock: FakeClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = [_batch(app, tmp_path, seed, games=1) for seed in range(3)]
+    clock.advance(2 * HOUR)
+    consolidator = Consolidator(app.store, app.artifacts, app.settings, clock=clock)
+    upload = app.artifacts.upload_shared
+
+    def upload_while_gc_deletes_a_member(source: Path, kind: ArtifactKind) -> tuple[str, int]:
+        with app.store.transaction() as conn:
+            maintenance_queries.delete_artifact(conn, old[0])
+        return upload(source, kind)
+
+    monkeypatch.setattr(app.artifacts, "upload_shared", upload_while_gc_deletes_a_member)
+    assert consolidator.run().skipped == 1
+    assert sorted(_batches(app)) == sorted(old[1:])  # nothing swapped: the other members stay as they were
+    monkeypatch.setattr(app.artifacts, "upload_shared", upload)
+    (shard,) = consolidator.run().shards  # the next pass merges what is left
+    assert _batches(app) == [shard]

@@ -161,6 +161,9 @@ def test_orphans_are_found_both_ways_and_repaired(app: App, clock: FakeClock, tm
     stray.write_bytes(b"no row names me")
     part = stray.with_name(f"{stray_sha}.0123.part")  # an upload that died half way
     part.write_bytes(b"half")
+    quarantined = Path(app.artifacts.root) / "quarantine" / f"{stray_sha}.dead"
+    quarantined.parent.mkdir(parents=True)
+    quarantined.write_bytes(b"kept for a person to look at")
 
     young = collector.collect(dry_run=True)
     assert young.orphan_files == []  # within the grace period: may be an upload about to record its row
@@ -173,6 +176,7 @@ def test_orphans_are_found_both_ways_and_repaired(app: App, clock: FakeClock, tm
 
     repaired = collector.collect(repair=True)
     assert repaired.repaired and not stray.exists() and not part.exists()
+    assert quarantined.exists()
     with app.store.read() as conn:
         assert artifact_queries.get_artifact(conn, vanished) is None  # nothing names it: gone
         assert artifact_queries.get_artifact(conn, model_sha) is not None  # a model names it: the row stays

@@ -31,7 +31,7 @@ from sqlalchemy.engine import Connection
 from zeroloop.artifacts.repository import Artifacts, shared_key
 from zeroloop.artifacts.transfer import ArtifactKind, open_location
 from zeroloop.config import Settings
-from zeroloop.errors import WorkloadError
+from zeroloop.errors import ArtifactError, WorkloadError
 from zeroloop.store.database import Store
 from zeroloop.store.queries import artifacts as artifact_queries
 from zeroloop.store.queries import maintenance as queries
@@ -128,7 +128,7 @@ class Consolidator:
         with tempfile.TemporaryDirectory(prefix="zeroloop-shard-") as scratch:
             try:
                 arrays = merge_batches([self.artifacts.fetch(sha) for sha in members], config_key)
-            except WorkloadError as exc:
+            except (WorkloadError, ArtifactError) as exc:  # another format, or a member gone meanwhile
                 log.warning("%s: batches not merged (%s)", config_key, exc)
                 return None
             path = Path(scratch) / "shard.npz"
