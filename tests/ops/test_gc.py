@@ -85,6 +85,8 @@ def test_retention_deletes_what_no_kept_lineage_or_window_needs(app: App, clock:
     batch = {"meta": {"samples": 5}}
     orphaned = _put(app, tmp_path, "b-orphaned", ArtifactKind.GAME_BATCH, **batch)
     clock.advance(1)
+    awaited = _put(app, tmp_path, "b-awaited", ArtifactKind.GAME_BATCH, **batch)
+    clock.advance(1)
     lineage = _put(app, tmp_path, "b-lineage", ArtifactKind.GAME_BATCH, **batch)
     clock.advance(1)
     in_window = _put(app, tmp_path, "b-window", ArtifactKind.GAME_BATCH, **batch)
@@ -101,7 +103,7 @@ def test_retention_deletes_what_no_kept_lineage_or_window_needs(app: App, clock:
     spent_selfplay = _job(app, "selfplay", {"games": 1})
     needed = _job(app, "selfplay", {"games": 1})
     clock.advance(8 * DAY)
-    dependent = app.queue.enqueue("export", CONFIG, {"inputs": [lineage]}, depends_on=[needed]).id
+    dependent = app.queue.enqueue("export", CONFIG, {"inputs": [awaited]}, depends_on=[needed]).id
     fresh = [_put(app, tmp_path, f"b-new{i}", ArtifactKind.GAME_BATCH, **batch) for i in range(2)]
     waiting = app.queue.enqueue("selfplay", CONFIG, {"games": 1}).id
     before = _shas(app)
@@ -120,7 +122,7 @@ def test_retention_deletes_what_no_kept_lineage_or_window_needs(app: App, clock:
     done = collector.collect()
     assert done.counts() == planned.counts()
     assert _shas(app) == before - {orphaned, lost_model_sha, lost_window}
-    assert {lineage, in_window, kept_window, *fresh} <= _shas(app)
+    assert {lineage, in_window, kept_window, awaited, *fresh} <= _shas(app)  # awaited: a queued export reads it
     assert not _file(app, ArtifactKind.GAME_BATCH, orphaned).exists()
     assert not _file(app, ArtifactKind.MODEL, lost_model_sha).exists()
     assert app.artifacts.fetch(lineage).is_file()

@@ -7,10 +7,13 @@ What goes (ages from `retention.*`, in days):
 - rejected models older than `rejected_models_days`: the registry row and the model
   file, and the training window they were trained on when no kept model shares it;
 - game batches older than `game_batches_days` that are in no config's newest training
-  window (the next export reads those) and in no kept model's lineage (the inputs of the
-  export that made its window; a shard is in it when one of the batches merged into it
-  is, see zeroloop.ops.consolidate); a config whose lineage cannot be traced keeps them all;
+  window (the next export reads those), named by no queued or running export, and in no
+  kept model's lineage (the inputs of the export that made its window; a shard is in it
+  when one of the batches merged into it is, see zeroloop.ops.consolidate); a config
+  whose lineage cannot be traced keeps them all;
 - training windows as old that no kept model names.
+
+Nothing a queued or running job names (its inputs, window or models) is deleted.
 
 A kept model is any model that is not rejected, and a rejected one younger than its
 retention. An artifact's shared file goes first and its manifest row last, so a crash in
@@ -142,6 +145,9 @@ class GarbageCollector:
         kept_batches, untraced = self._lineage_batches(conn, kept)
         for key in queries.pipeline_keys(conn):
             kept_batches |= set(self._window_inputs(conn, key))
+        awaited = queries.named_by_unfinished_jobs(conn)  # a job not run yet reads them
+        kept_batches |= awaited
+        kept_artifacts |= awaited
         cutoff = now - self.retention.game_batches_days * DAY_S
         doomed: dict[str, list[Any]] = {}
         doomed[ArtifactKind.MODEL.value] = [
@@ -246,14 +252,17 @@ class GarbageCollector:
 
     def _orphans(self, report: GcReport, now: float, *, repair: bool) -> None:
         fs, root = self.artifacts.fs, self.artifacts.root
+        # Rows first, then the listing: an upload writes its file before its row, so a row read
+        # here has its file listed below unless the file is really gone, and a file uploaded
+        # meanwhile is young (left alone) rather than a row taken for missing.
+        with self.store.read() as conn:
+            rows = queries.shared_copies(conn)
+        named = {row["location"] for row in rows}
         listing = fs.find(root, detail=True) if fs.exists(root) else {}
         files: dict[str, Any] = {}
         for path, info in listing.items():
             key = str(path)[len(root) :].lstrip("/")
             files[key] = info
-        with self.store.read() as conn:
-            rows = queries.shared_copies(conn)
-        named = {row["location"] for row in rows}
         for key, info in sorted(files.items()):
             match = _SHARED.match(key)
             stale_part = key.endswith(".part") and not key.startswith("quarantine/")
@@ -268,7 +277,7 @@ class GarbageCollector:
             if repair:
                 fs.rm_file(f"{root}/{key}")
         for row in rows:
-            if row["location"] not in files:
+            if row["location"] not in files and not fs.exists(f"{root}/{row['location']}"):
                 report.missing_files.append(row["sha256"])
                 if repair:
                     with self.store.transaction() as conn:

@@ -62,6 +62,19 @@ def count_artifacts(conn: Connection, shas: Iterable[str]) -> int:
     return int(conn.execute(query).scalar_one())
 
 
+def named_by_unfinished_jobs(conn: Connection) -> set[str]:
+    """Every artifact sha256 a queued or running job's payload names: inputs, windows, models."""
+    query = sa.select(jobs.c.payload).where(jobs.c.status.in_(("queued", "running")))
+    found: set[str] = set()
+    for payload in conn.execute(query).scalars():
+        for name, value in (payload or {}).items():
+            if name.endswith("sha256") and isinstance(value, str):
+                found.add(value)
+            elif name == "inputs" and isinstance(value, list):
+                found.update(str(sha) for sha in value)
+    return found
+
+
 def inputs_of_unfinished_exports(conn: Connection, config_key: str) -> set[str]:
     """The game batches that queued or running export jobs of `config_key` name as inputs."""
     query = sa.select(jobs.c.payload).where(
