@@ -95,6 +95,10 @@ class Artifacts:
         """The URL a manifest location names: a relative key under this location, or an absolute URL as it is."""
         return location if "://" in location else f"{self.url}/{location}"
 
+    def _open(self, location: str) -> tuple[Any, str]:
+        """The filesystem and path of a copy, named as the manifest names it (a relative key or a URL)."""
+        return open_location(self.resolve(location))
+
     def _path(self, kind: ArtifactKind, sha256: str) -> str:
         return f"{self.root}/{kind.value}/{sha256[:2]}/{sha256}"
 
@@ -185,7 +189,7 @@ class Artifacts:
             if row is None or not copies:
                 continue
             kind = ArtifactKind(row["kind"])
-            _fs, path = open_location(self.resolve(copies[0]["location"]))
+            _fs, path = self._open(copies[0]["location"])
             local = Path(path)
             with local.open("rb") as handle:
                 if hash_stream(handle)[0] != sha256:
@@ -229,7 +233,7 @@ class Artifacts:
             copies = queries.copies_of(conn, sha256)
         intact = 0
         for copy in copies:
-            fs, path = open_location(self.resolve(copy["location"]))
+            fs, path = self._open(copy["location"])
             try:
                 with fs.open(path, "rb") as handle:
                     actual = hash_stream(handle)[0]
@@ -275,7 +279,7 @@ class Artifacts:
         self.cache.evict(keep=sha256)
 
     def _download(self, location: str, sha256: str, kind: ArtifactKind) -> Path | None:
-        fs, path = open_location(self.resolve(location))
+        fs, path = self._open(location)
         temp = self.cache.temp_path(sha256)
         try:
             with fs.open(path, "rb") as reader, temp.open("wb") as writer:
@@ -295,7 +299,7 @@ class Artifacts:
 
     def _quarantine(self, location: str, sha256: str, actual: str | None) -> None:
         """Move a bad copy aside (kept for inspection), mark it, and announce it; `location` as the manifest has it."""
-        fs, path = open_location(self.resolve(location))
+        fs, path = self._open(location)
         if actual is not None:
             quarantine = f"{self.root}/quarantine/{sha256}.{uuid.uuid4().hex[:8]}"
             try:

@@ -29,7 +29,7 @@ import numpy as np
 from sqlalchemy.engine import Connection
 
 from zeroloop.artifacts.repository import Artifacts, shared_key
-from zeroloop.artifacts.transfer import ArtifactKind, open_location
+from zeroloop.artifacts.transfer import ArtifactKind
 from zeroloop.config import Settings
 from zeroloop.errors import ArtifactError, WorkloadError
 from zeroloop.store.database import Store
@@ -143,8 +143,9 @@ class Consolidator:
         meta = {"samples": samples, "games": int(arrays["num_games"]), "consolidated_from": origins}
         if not self._swap(config_key, group, sha, size, meta):
             return None
+        fs, root = self.artifacts.fs, self.artifacts.root
         for row in group:  # the rows are gone: their files follow (a crash here leaves orphans, found later)
-            fs, where = open_location(self.artifacts.location(ArtifactKind.GAME_BATCH, row["sha256"]))
+            where = f"{root}/{shared_key(ArtifactKind.GAME_BATCH, row['sha256'])}"
             if fs.exists(where):
                 fs.rm_file(where)
             self.artifacts.cache.remove(row["sha256"])

@@ -246,7 +246,10 @@ class GarbageCollector:
         self.artifacts.cache.remove(sha)
 
     def _open(self, location: str) -> tuple[Any, str]:
-        return open_location(self.artifacts.resolve(location))
+        """The filesystem and path of a copy: a relative key lives on the artifact location's own filesystem."""
+        if "://" in location:
+            return open_location(location)
+        return self.artifacts.fs, f"{self.artifacts.root}/{location}"
 
     # --- orphans -----------------------------------------------------------------------------
 
