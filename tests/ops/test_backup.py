@@ -153,7 +153,12 @@ def test_unusable_locations_foreign_backups_and_bad_ids_are_one_clear_error(tmp_
             backups.get("../elsewhere")
         info = backups.create()
         described = tmp_path / "data/backups" / info.id / "backup.json"
-        described.write_text(described.read_text().replace('"sqlite"', '"postgresql"'))
+        original = described.read_text()
+        described.write_text(original.replace('"store.sqlite"', '"../../zeroloop.db"'))
+        with pytest.raises(OperationsError, match="names no known store file"):
+            backups.restore(info.id)
+        foreign = original.replace('"sqlite"', '"postgresql"').replace('"store.sqlite"', '"store.pgdump"')
+        described.write_text(foreign)
         with pytest.raises(OperationsError, match="of a postgresql store and this store is sqlite"):
             backups.restore(info.id)
 

@@ -228,6 +228,8 @@ class Backups:
         unless `force`.
         """
         info = self.get(backup_id)
+        if STORE_FILES.get(info.backend) != info.store_file:
+            raise OperationsError(f"backup {backup_id}: backup.json names no known store file; restore another backup")
         if info.backend != self.store.backend:
             raise OperationsError(
                 f"backup {backup_id} is of a {info.backend} store and this store is {self.store.backend}: "
