@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from tests.helpers import run_async
 from tests.ops.loop import start, tiny_settings
 from zeroloop.app import App
+from zeroloop.artifacts.transfer import ArtifactKind
 from zeroloop.config import BackupSettings
 from zeroloop.errors import OperationsError
 from zeroloop.ops.backup import Backups
@@ -176,3 +177,34 @@ def test_a_failing_pg_dump_is_one_clear_error(pg_store: Store, tmp_path: Path) -
     settings = tiny_settings(tmp_path / "data", missing)
     with Store(missing) as store, pytest.raises(OperationsError, match=r"pg_dump failed: .*zeroloop_no_such_database"):
         Backups(settings, store).create()
+
+
+def test_a_restore_reports_manifest_artifacts_the_location_lacks(tmp_path: Path) -> None:
+    settings = tiny_settings(tmp_path / "data")
+    model = tmp_path / "model.pt"
+    model.write_bytes(b"weights")
+    with App(settings) as app:
+        kept = app.artifacts.put(model, ArtifactKind.MODEL).sha256
+        model.write_bytes(b"other weights")
+        lost = app.artifacts.put(model, ArtifactKind.MODEL).sha256
+        info = Backups(settings, app.store).create()
+        Path(app.artifacts.location(ArtifactKind.MODEL, lost).removeprefix("file://")).unlink()
+        report = Backups(settings, app.store).restore(info.id)
+    assert report.missing_artifacts == [lost] and kept != lost
+    assert report.upgraded_from is None
+
+
+def test_a_backup_of_an_older_schema_is_upgraded_on_restore(tmp_path: Path) -> None:
+    from alembic import command
+
+    settings = tiny_settings(tmp_path / "data")
+    (tmp_path / "data").mkdir()
+    with Store.for_settings(settings) as store:
+        with store.transaction() as conn:
+            command.upgrade(migrate._config(conn), "0004")
+        backups = Backups(settings, store)
+        info = backups.create()
+        assert info.schema_revision == "0004"
+        report = backups.restore(info.id)
+        assert report.upgraded_from == "0004"
+        assert migrate.status(store).up_to_date
