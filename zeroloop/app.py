@@ -96,6 +96,7 @@ def daemon_registry() -> Registry:
     from zeroloop.cluster import activity, agent, autoscaler, health, idle, leases
     from zeroloop.cluster import watch as alert_watch
     from zeroloop.daemons import adapters
+    from zeroloop.ops import daemons as ops
     from zeroloop.pipeline import daemons as pipeline
 
     coordinator, workers = profiles("coordinator"), profiles(*WORKER_PROFILES)
@@ -245,6 +246,30 @@ def daemon_registry() -> Registry:
             pipeline.model_distribution_daemon,
             "prefetches each promoted model into this node's artifact cache",
             workers,
+            layer=Layer.APPLICATION,
+        ),
+        DaemonSpec(
+            "disk_space",
+            ops.disk_space_daemon,
+            "evicts the artifact cache when the data disk fills, then refuses new selfplay through backpressure",
+            profiles("coordinator", *WORKER_PROFILES),
+        ),
+        DaemonSpec(
+            "maintenance",
+            ops.maintenance_daemon,
+            "store upkeep (PRAGMA optimize and VACUUM, or ANALYZE) and garbage collection by retention.*",
+            coordinator,
+            depends_on=("leader_election",),
+            leader_only=True,
+            layer=Layer.APPLICATION,
+        ),
+        DaemonSpec(
+            "backup",
+            ops.backup_daemon,
+            "backs the store and the artifact manifest up every backup.interval_s, keeping backup.keep",
+            coordinator,
+            depends_on=("leader_election",),
+            leader_only=True,
             layer=Layer.APPLICATION,
         ),
     )

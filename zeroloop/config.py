@@ -664,6 +664,62 @@ class LogSettings(_Section):
         return value.expanduser().absolute() if value is not None else None
 
 
+class RetentionSettings(_Section):
+    """What garbage collection deletes, and when (`zeroloop gc`, and the maintenance daemon on the leader)."""
+
+    finished_jobs_days: float = Field(
+        default=14.0, gt=0, description="completed, dead and cancelled jobs older than this are deleted (days)"
+    )
+    game_batches_days: float = Field(
+        default=7.0,
+        gt=0,
+        description="game batches older than this, outside every config's newest training window and not "
+        "in a kept model's lineage, are deleted (days)",
+    )
+    rejected_models_days: float = Field(
+        default=7.0, gt=0, description="rejected models (and their artifacts) older than this are deleted (days)"
+    )
+    interval_s: float = Field(
+        default=3600.0, ge=0, description="the maintenance daemon collects garbage this often (seconds); 0: never"
+    )
+
+
+class MaintenanceSettings(_Section):
+    """The maintenance daemons: disk space on every node, store upkeep on the leader."""
+
+    disk_interval_s: float = Field(default=60.0, gt=0, description="disk space check interval, every node (seconds)")
+    store_interval_s: float = Field(
+        default=3600.0, ge=0, description="PRAGMA optimize (SQLite) or ANALYZE (PostgreSQL) every (seconds); 0: never"
+    )
+    vacuum_interval_s: float = Field(
+        default=7 * 86400.0, ge=0, description="SQLite VACUUM interval (seconds); 0: never"
+    )
+    consolidate_interval_s: float = Field(
+        default=3600.0, ge=0, description="small game batches are merged into shards this often (seconds); 0: never"
+    )
+    consolidate_after_s: float = Field(
+        default=3600.0, ge=0, description="game batches younger than this are not merged yet (seconds)"
+    )
+    shard_target_bytes: int = Field(
+        default=64 * 1024**2, ge=1024, description="largest merged shard (bytes); batches under a quarter of it merge"
+    )
+
+
+class BackupSettings(_Section):
+    """Backups of the store and the artifact manifest (`zeroloop backup`, and the backup daemon on the leader)."""
+
+    url: str | None = Field(
+        default=None, description="any fsspec URL (file://, s3://, ...) backups go to; unset means <data_dir>/backups"
+    )
+    interval_s: float = Field(
+        default=86400.0, ge=0, description="the backup daemon takes a backup this often (seconds); 0: never"
+    )
+    keep: int = Field(default=7, ge=1, description="backups kept; older ones are deleted after a new one is made")
+    pg_bin_dir: Path | None = Field(
+        default=None, description="where pg_dump and pg_restore are; unset: the PATH, then /usr/lib/postgresql/*/bin"
+    )
+
+
 class Settings(BaseSettings):
     """Every setting of zeroloop, validated at start."""
 
@@ -696,6 +752,9 @@ class Settings(BaseSettings):
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     workload: WorkloadSettings = Field(default_factory=WorkloadSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    maintenance: MaintenanceSettings = Field(default_factory=MaintenanceSettings)
+    backup: BackupSettings = Field(default_factory=BackupSettings)
 
     def __init__(self, **values: Any) -> None:
         """Read and validate every source; a bad value or an unreadable source is a ConfigError."""
@@ -735,11 +794,17 @@ class Settings(BaseSettings):
         """The effective artifact location, with the embedded default filled in."""
         return self.artifacts.url or (self.data_dir / "artifacts").as_uri()
 
+    @property
+    def backups_url(self) -> str:
+        """The effective backup location, with the embedded default filled in."""
+        return self.backup.url or (self.data_dir / "backups").as_uri()
+
     def redacted(self) -> dict[str, Any]:
         """The effective settings as plain data, with every secret replaced by `***`."""
         data = self.model_dump(mode="json")
         data["store"]["url"] = redact(self.store_url)
         data["artifacts"]["url"] = redact(self.artifacts_url)
+        data["backup"]["url"] = redact(self.backups_url)
         return data
 
 

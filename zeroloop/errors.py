@@ -24,6 +24,7 @@ was wrong and what to do about it, in one line, because the CLI prints them as-i
     ├── StageError             a pipeline stage change the stage machine does not allow
     ├── RegistryError          a model is unknown or cannot make the requested move
     ├── AlertError             an alert command failed (the bus retries the alert)
+    ├── OperationsError        a backup, restore or garbage collection cannot proceed
     ├── AuthError              a server request carries no usable token                  (HTTP 401)
     │   └── Forbidden          the token is valid but may not do this                    (HTTP 403)
     ├── ProviderError          a provider could not launch, stop or list machines  (zeroloop.cluster.providers.base)
@@ -111,6 +112,10 @@ class RegistryError(ZeroloopError):
 
 class AlertError(ZeroloopError):
     """An alert command failed; the bus retries the alert."""
+
+
+class OperationsError(ZeroloopError):
+    """A backup, a restore or a garbage collection cannot proceed; the message says what to do."""
 
 
 class AuthError(ZeroloopError):

@@ -71,10 +71,11 @@ def test_profiles_hold_the_expected_daemons() -> None:
     assert names("full") == set(registry.specs) - {"selfplay_executor"}  # full runs the all-types executor
     assert names("minimal") == {"event_consumers"}
     for worker in ("training_node", "ephemeral"):
-        assert names(worker) == {"node_heartbeat", "job_executor", "model_distribution"}
-    assert names("selfplay") == {"node_heartbeat", "selfplay_executor", "model_distribution"}
+        assert names(worker) == {"node_heartbeat", "job_executor", "model_distribution", "disk_space"}
+    assert names("selfplay") == {"node_heartbeat", "selfplay_executor", "model_distribution", "disk_space"}
     assert "node_heartbeat" not in names("coordinator")
     leader_only = {"node_lost", "queue_reaper", "idle_shutdown", "health_monitor", "autoscaler", "pipeline"}
+    leader_only |= {"maintenance", "backup"}
     assert {"leader_election", *leader_only} <= names("coordinator")
     assert all(registry.specs[name].leader_only for name in leader_only)
     assert all(not isinstance(spec.factory, str) for spec in registry.specs.values())  # callables, not paths

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from zeroloop.errors import ArtifactError
@@ -68,6 +69,16 @@ class LocalCache:
             path.unlink(missing_ok=True)
             removed.append(path.name)
         return removed
+
+    def evict_until(self, enough: Callable[[], bool]) -> int:
+        """Remove entries least recently used first until `enough()` holds or none is left; return bytes freed."""
+        freed = 0
+        for path in sorted(self._entries(), key=lambda path: path.stat().st_mtime):
+            if enough():
+                break
+            freed += path.stat().st_size
+            path.unlink(missing_ok=True)
+        return freed
 
     def _entries(self) -> list[Path]:
         if not self.root.exists():

@@ -1,11 +1,16 @@
 """Content-addressed artifacts over fsspec, with a manifest in the store.
 
 An artifact is named by the sha256 of its bytes and lives at
-`<location>/<kind>/<sha[:2]>/<sha>`. `put` hashes a local file, uploads it under a
-temporary name and renames it into place, then records the artifact and its copy in
-the manifest; it returns only after that, which is what lets a job report its output
-only once the output is safe. `fetch` returns a local path in the node's cache and
-verifies the bytes on every read; a copy that does not match its name is quarantined
+`<location>/<kind>/<sha[:2]>/<sha>`. The manifest records a shared copy by its key
+relative to the location (`<kind>/<sha[:2]>/<sha>`), resolved against the configured
+location on every read, so a moved or restored data directory (or a bucket copied
+elsewhere) is self-contained; only a copy held on one node is an absolute URL.
+
+`put` hashes a local file, uploads it under a temporary name and renames it into
+place, then records the artifact and its copy in the manifest; it returns only after
+that, which is what lets a job report its output only once the output is safe. `fetch`
+returns a local path in the node's cache and verifies the bytes on every read; a copy
+that does not match its name is quarantined
 (ARTIFACT_CORRUPT) and the next copy is tried.
 """
 
@@ -39,6 +44,11 @@ from zeroloop.store.queries import artifacts as queries
 log = logging.getLogger(__name__)
 
 declare("zeroloop.artifacts", emits=("ARTIFACT_CORRUPT",))
+
+
+def shared_key(kind: ArtifactKind, sha256: str) -> str:
+    """The manifest's name of an artifact's shared copy: its path relative to the artifact location."""
+    return f"{ArtifactKind(kind).value}/{sha256[:2]}/{check_sha256(sha256)}"
 
 
 @dataclass(frozen=True)
@@ -79,7 +89,15 @@ class Artifacts:
 
     def location(self, kind: ArtifactKind, sha256: str) -> str:
         """The URL of the shared copy of an artifact."""
-        return f"{self.url}/{kind.value}/{sha256[:2]}/{check_sha256(sha256)}"
+        return self.resolve(shared_key(kind, sha256))
+
+    def resolve(self, location: str) -> str:
+        """The URL a manifest location names: a relative key under this location, or an absolute URL as it is."""
+        return location if "://" in location else f"{self.url}/{location}"
+
+    def _open(self, location: str) -> tuple[Any, str]:
+        """The filesystem and path of a copy, named as the manifest names it (a relative key or a URL)."""
+        return open_location(self.resolve(location))
 
     def _path(self, kind: ArtifactKind, sha256: str) -> str:
         return f"{self.root}/{kind.value}/{sha256[:2]}/{sha256}"
@@ -97,7 +115,7 @@ class Artifacts:
         kind = ArtifactKind(kind)
         sha256, size = hash_file(source)
         target = self._path(kind, sha256)
-        location, node = self.location(kind, sha256), None
+        location, node = shared_key(kind, sha256), None
         try:
             if not self._present(target, size):
                 self._upload(source, target, sha256, kind)
@@ -130,6 +148,19 @@ class Artifacts:
             queries.record_copy(conn, sha256=sha256, location=location, node=node, now=now)
         return Artifact(sha256, kind, size, config_key)
 
+    def upload_shared(self, source: Path, kind: ArtifactKind) -> tuple[str, int]:
+        """Upload a local file to the shared location (verified, atomic) without recording it; its sha256 and size.
+
+        For a caller that records the artifact in a transaction of its own (see
+        zeroloop.ops.consolidate), under the key `shared_key(kind, sha256)`.
+        """
+        kind = ArtifactKind(kind)
+        sha256, size = hash_file(source)
+        target = self._path(kind, sha256)
+        if not self._present(target, size):
+            self._upload(source, target, sha256, kind)
+        return sha256, size
+
     def _hold(self, source: Path, sha256: str) -> str:
         assert self.held_dir is not None
         self.held_dir.mkdir(parents=True, exist_ok=True)
@@ -158,7 +189,7 @@ class Artifacts:
             if row is None or not copies:
                 continue
             kind = ArtifactKind(row["kind"])
-            _fs, path = open_location(copies[0]["location"])
+            _fs, path = self._open(copies[0]["location"])
             local = Path(path)
             with local.open("rb") as handle:
                 if hash_stream(handle)[0] != sha256:
@@ -167,7 +198,7 @@ class Artifacts:
             self._upload(local, self._path(kind, sha256), sha256, kind)
             now = self.clock()
             with self.store.transaction() as conn:
-                queries.record_copy(conn, sha256=sha256, location=self.location(kind, sha256), node=None, now=now)
+                queries.record_copy(conn, sha256=sha256, location=shared_key(kind, sha256), node=None, now=now)
                 queries.set_copy_status(conn, sha256=sha256, location=copies[0]["location"], status="deleted", now=now)
             local.unlink(missing_ok=True)
             moved += 1
@@ -202,7 +233,7 @@ class Artifacts:
             copies = queries.copies_of(conn, sha256)
         intact = 0
         for copy in copies:
-            fs, path = open_location(copy["location"])
+            fs, path = self._open(copy["location"])
             try:
                 with fs.open(path, "rb") as handle:
                     actual = hash_stream(handle)[0]
@@ -248,7 +279,7 @@ class Artifacts:
         self.cache.evict(keep=sha256)
 
     def _download(self, location: str, sha256: str, kind: ArtifactKind) -> Path | None:
-        fs, path = open_location(location)
+        fs, path = self._open(location)
         temp = self.cache.temp_path(sha256)
         try:
             with fs.open(path, "rb") as reader, temp.open("wb") as writer:
@@ -267,8 +298,8 @@ class Artifacts:
         return final
 
     def _quarantine(self, location: str, sha256: str, actual: str | None) -> None:
-        """Move a bad copy aside (kept for inspection), mark it, and announce it."""
-        fs, path = open_location(location)
+        """Move a bad copy aside (kept for inspection), mark it, and announce it; `location` as the manifest has it."""
+        fs, path = self._open(location)
         if actual is not None:
             quarantine = f"{self.root}/quarantine/{sha256}.{uuid.uuid4().hex[:8]}"
             try:
@@ -280,5 +311,6 @@ class Artifacts:
         with self.store.transaction() as conn:
             queries.set_copy_status(conn, sha256=sha256, location=location, status="quarantined", now=self.clock())
             self.bus.publish(
-                "ARTIFACT_CORRUPT", {"artifact_sha256": sha256, "location": location, "actual_sha256": actual}
+                "ARTIFACT_CORRUPT",
+                {"artifact_sha256": sha256, "location": self.resolve(location), "actual_sha256": actual},
             )

@@ -10,10 +10,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from zeroloop import doctor
+from zeroloop.cli import backup as backup_cli
 from zeroloop.cli import cluster as cluster_cli
 from zeroloop.cli import db, helptext
 from zeroloop.cli import dlq as dlq_cli
 from zeroloop.cli import events as events_cli
+from zeroloop.cli import gc as gc_cli
 from zeroloop.cli import models as models_cli
 from zeroloop.cli import pipeline as pipeline_cli
 from zeroloop.cli import queue as queue_cli
@@ -48,6 +50,8 @@ app.add_typer(events_cli.app, name="events")
 app.add_typer(dlq_cli.app, name="dlq")
 app.add_typer(queue_cli.app, name="queue")
 app.add_typer(tokens_cli.app, name="tokens")
+app.add_typer(backup_cli.app, name="backup")
+gc_cli.register(app)
 
 
 @app.command(

@@ -77,8 +77,23 @@ _SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
         f"pool {p['pool']}: {p['refused']} launch(es) refused: the fleet costs {p['cost_per_hour']:g}/h "
         f"of a budget of {p['budget_per_hour']:g}/h"
     ),
+    "GARBAGE_COLLECTED": lambda p: (
+        "garbage collected: "
+        + ", ".join(f"{count} {what}" for what, count in sorted(p["counts"].items()) if count)
+        + f" ({p['bytes_freed']} bytes freed)"
+    ),
+    "DISK_SPACE_LOW": lambda p: (
+        f"node {p['node']} disk {p['disk_pct']:.0f}% full: {p['evicted_bytes']} bytes of cache evicted"
+        + ("; new selfplay refused until space is freed" if p["selfplay_refused"] else "")
+    ),
+    "BACKUP_CREATED": lambda p: (
+        f"backup {p['backup_id']} taken ({p['store_bytes']} bytes, {p['artifacts']} artifacts)"
+        + (f"; deleted {len(p['pruned'])} older" if p["pruned"] else "")
+    ),
 }
-_GOOD_NEWS = frozenset({"LEADER_ELECTED", "CIRCUIT_CLOSED", "NODE_LAUNCHED", "NODE_TERMINATED"})
+_GOOD_NEWS = frozenset(
+    {"LEADER_ELECTED", "CIRCUIT_CLOSED", "NODE_LAUNCHED", "NODE_TERMINATED", "GARBAGE_COLLECTED", "BACKUP_CREATED"}
+)
 HANDLES = tuple(_SUMMARIES)
 declare(NAME, handles=HANDLES)
 

@@ -163,6 +163,35 @@ class ArtifactCorrupt(Payload):
     actual_sha256: str | None = None
 
 
+@_declare("GARBAGE_COLLECTED")
+class GarbageCollected(Payload):
+    """Retention deleted what the loop no longer needs (counts per kind; bytes_freed: bytes of artifacts)."""
+
+    counts: dict[str, int]
+    bytes_freed: int = Field(ge=0)
+    repaired: bool = False
+
+
+@_declare("DISK_SPACE_LOW")
+class DiskSpaceLow(Payload):
+    """A node's data disk passed its soft limit: cache evicted (bytes); past the hard one, selfplay refused."""
+
+    node: str
+    disk_pct: float = Field(ge=0, le=100)
+    evicted_bytes: int = Field(ge=0)
+    selfplay_refused: bool
+
+
+@_declare("BACKUP_CREATED")
+class BackupCreated(Payload):
+    """The backup daemon took a backup (store_bytes: bytes) and deleted the ones past `backup.keep`."""
+
+    backup_id: str
+    store_bytes: int = Field(ge=0)
+    artifacts: int = Field(ge=0)
+    pruned: list[str] = Field(default_factory=list)
+
+
 # --- work queue -----------------------------------------------------------------------
 
 

@@ -1,0 +1,1 @@
+"""Operations: backups and restore, retention and garbage collection, and the maintenance daemons."""

@@ -1,0 +1,174 @@
+"""The operations daemons: disk space on every node; store upkeep, retention and backups on the leader.
+
+| daemon | where | what |
+| --- | --- | --- |
+| disk_space | every node | evicts the artifact cache past the soft disk limit, refuses selfplay past the hard one |
+| maintenance | leader | PRAGMA optimize / VACUUM (SQLite) or ANALYZE (PostgreSQL), consolidation, garbage collection |
+| backup | leader | a backup every `backup.interval_s`, keeping `backup.keep` |
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from zeroloop.cluster.leases import leader_fence
+from zeroloop.daemons.daemon import Clock, DaemonContext, LoopDaemon
+from zeroloop.events.wiring import declare
+from zeroloop.ops.backup import Backups
+from zeroloop.ops.consolidate import Consolidator
+from zeroloop.ops.gc import GarbageCollector
+from zeroloop.ops.maintenance import DiskSpaceManager, Schedule, disk_reader, optimize_store
+
+declare("zeroloop.ops.daemons", emits=("BACKUP_CREATED",))
+
+IDLE_TICK_S = 3600.0  # how often a daemon whose work is switched off looks again (seconds)
+LONGEST_TICK_S = 600.0  # leader tasks are checked at least this often, whatever their interval (seconds)
+
+
+class DiskSpaceDaemon(LoopDaemon):
+    """Checks this node's data disk every `maintenance.disk_interval_s` seconds."""
+
+    def __init__(self, manager: DiskSpaceManager, interval_s: float, *, clock: Clock) -> None:
+        super().__init__(interval_s, clock=clock)
+        self.manager = manager
+        self.last_pct: float | None = None
+
+    async def tick(self) -> None:
+        """One check: evict, refuse, announce as needed."""
+        check = await asyncio.to_thread(self.manager.check)
+        self.last_pct = check.after_pct
+
+    def details(self) -> dict[str, Any]:
+        """Disk use (%), cache bytes evicted so far, and whether selfplay is refused."""
+        return {
+            "disk_pct": self.last_pct,
+            "evicted_bytes": self.manager.evicted_bytes,
+            "selfplay_refused": self.manager.refused,
+        }
+
+
+def disk_space_daemon(context: DaemonContext) -> DiskSpaceDaemon:
+    """Factory of `disk_space`."""
+    app = context.app
+    settings = app.settings
+    manager = DiskSpaceManager(
+        settings,
+        app.artifacts.cache,
+        app.bus,
+        node=settings.cluster.node_id,
+        read=disk_reader(settings.data_dir),
+        backpressure=app.queue.check_backpressure,
+    )
+    return DiskSpaceDaemon(manager, settings.maintenance.disk_interval_s, clock=context.clock)
+
+
+class MaintenanceDaemon(LoopDaemon):
+    """On the leader: store upkeep, consolidation and garbage collection, each when its interval has passed."""
+
+    def __init__(self, context: DaemonContext, schedule: Schedule) -> None:
+        app = context.app
+        ops = app.settings.maintenance
+        intervals = [ops.store_interval_s, ops.consolidate_interval_s, app.settings.retention.interval_s]
+        active = [interval for interval in intervals if interval > 0]
+        super().__init__(min([*active, LONGEST_TICK_S]) if active else IDLE_TICK_S, clock=context.clock)
+        self.app = app
+        self.schedule = schedule
+        self.fence = leader_fence(app.leases, context.leadership)
+        self.collector = GarbageCollector(
+            app.store, app.bus, app.artifacts, app.settings, clock=context.clock, fence=self.fence
+        )
+        self.consolidator = Consolidator(app.store, app.artifacts, app.settings, clock=context.clock, fence=self.fence)
+        self.ran: dict[str, int] = {"store": 0, "vacuum": 0, "consolidate": 0, "gc": 0}
+        self.last_gc: dict[str, int] = {}
+
+    async def tick(self) -> None:
+        """Run what is due."""
+        await asyncio.to_thread(self.run_due)
+
+    def run_due(self) -> list[str]:
+        """Run every task whose interval has passed; return their names."""
+        maintenance, ran = self.app.settings.maintenance, []
+        vacuum = self.app.store.backend == "sqlite" and self.schedule.due("vacuum", maintenance.vacuum_interval_s)
+        if vacuum or self.schedule.due("store", maintenance.store_interval_s):
+            with self.app.store.transaction() as conn:
+                self.fence(conn)  # a deposed leader leaves the store alone
+            optimize_store(self.app.store, vacuum=vacuum)
+            ran.append("store")
+            self.schedule.done("store")
+            if vacuum:
+                ran.append("vacuum")
+                self.schedule.done("vacuum")
+        if self.schedule.due("consolidate", maintenance.consolidate_interval_s):
+            self.consolidator.run()
+            ran.append("consolidate")
+            self.schedule.done("consolidate")
+        if self.schedule.due("gc", self.app.settings.retention.interval_s):
+            self.last_gc = self.collector.collect().counts()
+            ran.append("gc")
+            self.schedule.done("gc")
+        for task in ran:
+            self.ran[task] += 1
+        return ran
+
+    def details(self) -> dict[str, Any]:
+        """How often each task ran in this process, and what the last collection deleted."""
+        return {"ran": dict(self.ran), "last_gc": self.last_gc, "fence_refusals": self.fence.refusals}
+
+
+def maintenance_daemon(context: DaemonContext) -> MaintenanceDaemon:
+    """Factory of `maintenance`."""
+    schedule = Schedule(context.app.settings.data_dir / "maintenance.json", context.clock)
+    return MaintenanceDaemon(context, schedule)
+
+
+class BackupDaemon(LoopDaemon):
+    """On the leader: a backup whenever the newest one is `backup.interval_s` old, then prune to `backup.keep`."""
+
+    def __init__(self, context: DaemonContext) -> None:
+        app = context.app
+        interval_s = app.settings.backup.interval_s
+        super().__init__(min(interval_s, LONGEST_TICK_S) if interval_s > 0 else IDLE_TICK_S, clock=context.clock)
+        self.app = app
+        self.fence = leader_fence(app.leases, context.leadership)
+        self.backups = Backups(app.settings, app.store, clock=context.clock)
+        self.started_at = context.clock()
+        self.taken = 0
+        self.last_id: str | None = None
+
+    async def tick(self) -> None:
+        """Take a backup when one is due."""
+        await asyncio.to_thread(self.run_due)
+
+    def run_due(self) -> str | None:
+        """Take and prune a backup when the newest is old enough; return the new backup's id, or None."""
+        interval_s = self.app.settings.backup.interval_s
+        if interval_s <= 0:
+            return None
+        found = self.backups.ls()
+        # With none yet, the first is due one interval after this daemon started: a short run takes none.
+        last = found[-1].created_at if found else self.started_at
+        if self.clock() - last < interval_s:
+            return None
+        with self.app.store.transaction() as conn:
+            self.fence(conn)
+        info = self.backups.create()
+        pruned = self.backups.prune(self.app.settings.backup.keep)
+        with self.app.store.transaction() as conn:
+            self.fence(conn)
+            self.app.bus.publish(
+                "BACKUP_CREATED",
+                {"backup_id": info.id, "store_bytes": info.store_bytes, "artifacts": info.artifacts, "pruned": pruned},
+            )
+        self.taken += 1
+        self.last_id = info.id
+        return info.id
+
+    def details(self) -> dict[str, Any]:
+        """Backups taken by this process, the last one's id."""
+        return {"taken": self.taken, "last": self.last_id, "fence_refusals": self.fence.refusals}
+
+
+def backup_daemon(context: DaemonContext) -> BackupDaemon:
+    """Factory of `backup`."""
+    return BackupDaemon(context)
