@@ -54,10 +54,11 @@ def _batch(app: App, tmp_path: Path, seed: int, games: int) -> str:
     arrays = {
         "obs": rng.random((positions, 3, 3, 3), dtype=np.float32),
         "policy": np.full((positions, 9), 1 / 9, dtype=np.float32),
-        "value": rng.choice([-1.0, 0.0, 1.0], positions).astype(np.float32),
+        "value": np.stack([outcome := rng.choice([-1.0, 0.0, 1.0], positions), -outcome], axis=1).astype(np.float32),
         "mask": np.ones((positions, 9), dtype=np.bool_),
         "game_index": np.repeat(np.arange(games, dtype=np.int32), 3),
         "game_lengths": np.full(games, 3, dtype=np.int32),
+        "game_moves": np.full(games, 3 + seed, dtype=np.int32),
         "config_key": np.asarray(CONFIG),
         "model_sha256": np.asarray(f"model-{seed}"),
         "num_games": np.asarray(games, dtype=np.int64),
@@ -96,6 +97,7 @@ def test_old_small_batches_become_one_shard_in_their_place(app: App, clock: Fake
     arrays = load_game_batch(app.artifacts.fetch(shard), CONFIG)
     assert arrays["obs"].shape[0] == 18 and int(arrays["num_games"]) == 6
     assert arrays["game_index"].tolist() == [g for g in range(6) for _ in range(3)]  # renumbered across members
+    assert arrays["game_moves"].tolist() == [3, 4, 4, 5, 5, 5]  # each member's games, in order
     for sha in old:
         assert not Path(app.artifacts.location(ArtifactKind.GAME_BATCH, sha).removeprefix("file://")).exists()
     assert consolidator.run().shards == []  # one shard is no group: nothing more to do

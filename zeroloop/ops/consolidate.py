@@ -62,6 +62,8 @@ def merge_batches(paths: list[Path], config_key: str) -> Arrays:
         [part["game_index"].astype(np.int64) + int(offset) for part, offset in zip(parts, offsets, strict=True)]
     ).astype(np.int32)
     merged["game_lengths"] = np.concatenate([part["game_lengths"] for part in parts]).astype(np.int32)
+    if all("game_moves" in part for part in parts):  # moves per game: kept when every member has them
+        merged["game_moves"] = np.concatenate([part["game_moves"] for part in parts]).astype(np.int32)
     merged["num_games"] = np.asarray(sum(int(part["num_games"]) for part in parts), dtype=np.int64)
     merged["config_key"] = np.asarray(config_key)
     merged["model_sha256"] = np.asarray(str(parts[-1]["model_sha256"]))  # the newest member's model
