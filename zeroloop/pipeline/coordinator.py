@@ -85,6 +85,7 @@ class PipelineCoordinator:
         self.queue = queue
         self.registry = registry
         self.settings = settings.pipeline
+        self.evaluation = settings.evaluation
         self.fence = fence
         self.clock = clock
         self.breakers = breakers
@@ -299,7 +300,7 @@ class PipelineCoordinator:
                 last_promotion_at=state["last_promotion_at"],
                 now=self.clock(),
             )
-            decision = promotion.decide(self.settings, evidence, BASELINE_ORDER)
+            decision = promotion.decide(self.settings, evidence, BASELINE_ORDER, self.evaluation)
             stage = transition(Stage.EVALUATION, Stage.PROMOTION)
             queries.insert_decision(
                 conn,

@@ -3,6 +3,11 @@
 Scores count a win 1, a draw 1/2 and a loss 0. The interval uses the normal approximation
 of the mean score with the observed per-game variance; the SPRT is the generalized
 (normal-approximation) test of Elo `elo0` against `elo1` used by chess-engine testing.
+
+The gate's statistics (`smoothed`, `elo_bounds`, `gate_llr`) add `prior_games` virtual games,
+half won and half lost, before taking the mean and the variance: a run of draws then has a
+small, honest variance that shrinks as 1/games instead of none at all, and a clean sweep a
+finite Elo difference.
 """
 
 from __future__ import annotations
@@ -89,3 +94,45 @@ def sprt_decision(llr: float, alpha: float, beta: float) -> Decision:
     if llr <= lower:
         return Decision.ACCEPT_H0
     return Decision.CONTINUE
+
+
+@dataclass(frozen=True)
+class Smoothed:
+    """A match's mean score and per-game score variance with the prior counted in, over `games` (virtual included)."""
+
+    score: float
+    variance: float
+    games: float
+
+    @property
+    def standard_error(self) -> float:
+        """Standard error of the mean score."""
+        return math.sqrt(self.variance / self.games)
+
+
+def smoothed(wins: float, draws: float, losses: float, prior_games: float = 1.0) -> Smoothed:
+    """The mean and variance of a match with `prior_games` virtual games, half won and half lost."""
+    half = prior_games / 2.0
+    games = wins + draws + losses + prior_games
+    score = (wins + half + 0.5 * draws) / games
+    squares = (wins + half) * (1.0 - score) ** 2 + draws * (0.5 - score) ** 2 + (losses + half) * score**2
+    return Smoothed(score, squares / games, games)
+
+
+def elo_bounds(wins: float, draws: float, losses: float, confidence: float, prior_games: float = 1.0) -> EloEstimate:
+    """The smoothed Elo difference and its ONE-sided bounds at `confidence` (each bound holds with that chance)."""
+    stats = smoothed(wins, draws, losses, prior_games)
+    spread = NormalDist().inv_cdf(confidence) * stats.standard_error
+    return EloEstimate(
+        elo_from_score(stats.score),
+        elo_from_score(stats.score - spread),
+        elo_from_score(stats.score + spread),
+        stats.score,
+    )
+
+
+def gate_llr(wins: float, draws: float, losses: float, elo0: float, elo1: float, prior_games: float = 1.0) -> float:
+    """The SPRT log-likelihood ratio of Elo `elo1` over Elo `elo0`, with the smoothed mean and variance."""
+    stats = smoothed(wins, draws, losses, prior_games)
+    s0, s1 = score_from_elo(elo0), score_from_elo(elo1)
+    return stats.games * (s1 - s0) * (2.0 * stats.score - s0 - s1) / (2.0 * stats.variance)
