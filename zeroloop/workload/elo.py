@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -136,3 +137,65 @@ def gate_llr(wins: float, draws: float, losses: float, elo0: float, elo1: float,
     stats = smoothed(wins, draws, losses, prior_games)
     s0, s1 = score_from_elo(elo0), score_from_elo(elo1)
     return stats.games * (s1 - s0) * (2.0 * stats.score - s0 - s1) / (2.0 * stats.variance)
+
+
+@dataclass
+class Tally:
+    """One pair's results from the first player's side (games)."""
+
+    wins: int = 0
+    draws: int = 0
+    losses: int = 0
+
+
+def pairwise_outcomes(seats: Sequence[str], scores: Sequence[float]) -> dict[tuple[str, str], Tally]:
+    """Decompose one game of n seats into one outcome per pair of distinct players.
+
+    `seats[k]` names the player in seat k and `scores[k]` is that seat's result (a return,
+    or minus its place for a ranking: see `scores_from_places`). A player that holds
+    several seats stands by the mean of its seats' scores. Each pair of distinct players
+    gets exactly one outcome per game, keyed by the pair in order of first seat: the higher
+    standing wins, equal standings draw. So a 4-player game among 4 different players
+    gives 6 outcomes and one between two models sharing the seats gives 1, and a game never
+    counts twice for the same pair. The outcomes of one game are not independent of each
+    other; the joint rating treats them as if they were (docs/pipeline.md).
+    """
+    if len(seats) != len(scores):
+        raise ValueError(f"{len(seats)} seats but {len(scores)} scores: give one score per seat")
+    order: list[str] = []
+    totals: dict[str, list[float]] = {}
+    for player, score in zip(seats, scores, strict=True):
+        if player not in totals:
+            order.append(player)
+            totals[player] = []
+        totals[player].append(float(score))
+    standing = {player: sum(values) / len(values) for player, values in totals.items()}
+    outcomes: dict[tuple[str, str], Tally] = {}
+    for i, first in enumerate(order):
+        for second in order[i + 1 :]:
+            tally = Tally()
+            if standing[first] > standing[second]:
+                tally.wins = 1
+            elif standing[first] < standing[second]:
+                tally.losses = 1
+            else:
+                tally.draws = 1
+            outcomes[(first, second)] = tally
+    return outcomes
+
+
+def scores_from_places(places: Sequence[int]) -> list[float]:
+    """Seat scores from finishing places (1 = first; equal places tie): higher is better."""
+    return [-float(place) for place in places]
+
+
+def add_outcomes(total: dict[tuple[str, str], Tally], game: Mapping[tuple[str, str], Tally]) -> None:
+    """Add one game's pairwise outcomes to a running tally, keeping each pair's orientation as first seen."""
+    for (first, second), tally in game.items():
+        if (second, first) in total:
+            into, (wins, losses) = total[(second, first)], (tally.losses, tally.wins)
+        else:
+            into, (wins, losses) = total.setdefault((first, second), Tally()), (tally.wins, tally.losses)
+        into.wins += wins
+        into.draws += tally.draws
+        into.losses += losses
