@@ -357,6 +357,8 @@ class PipelineCoordinator:
         if payload["job_type"] not in ROUND_JOBS:
             return
         job = self.queue.get(int(payload["job_id"]))
+        if job.payload.get("purpose") == "tournament":
+            return  # a lost tournament pairing costs its games only; no round waits for it
         iteration = int(job.payload.get("iteration", -1))
         stage = {jobs.EXPORT: Stage.EXPORT, jobs.TRAIN: Stage.TRAINING, jobs.EVALUATE: Stage.EVALUATION}[job.type]
         with self.store.transaction() as conn:
