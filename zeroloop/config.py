@@ -442,6 +442,29 @@ class EvaluationSettings(_Section):
         default=0.95, gt=0.5, lt=1, description="one-sided confidence the watchdog needs before it rolls back"
     )
     watchdog_min_games: int = Field(default=20, ge=1, description="fewest head-to-head games a rollback rests on")
+    feedback_interval_s: float = Field(
+        default=300.0, gt=0, description="how often the quality monitor, plateau check and curriculum run (seconds)"
+    )
+    velocity_window_s: float = Field(
+        default=3600.0, gt=0, description="Elo velocity: production's rating gain over this time (seconds)"
+    )
+    plateau_window_s: float = Field(default=7200.0, gt=0, description="time a plateau is judged over (seconds)")
+    plateau_min_gain_elo: float = Field(
+        default=25.0, ge=0, description="less production gain than this over plateau_window_s is a plateau (Elo)"
+    )
+    plateau_min_rounds: int = Field(default=3, ge=1, description="rounds judged in the window before a plateau counts")
+    plateau_weight: float = Field(
+        default=0.5, gt=0, le=1, description="selfplay share factor of a config on a plateau (its budget moves on)"
+    )
+    quality_max_draw_rate: float = Field(
+        default=0.95, gt=0, le=1, description="selfplay draw rate above this is flagged (when batches record draws)"
+    )
+    quality_min_policy_entropy: float = Field(
+        default=0.05, ge=0, description="mean search-policy entropy below this is flagged (nats; when recorded)"
+    )
+    quality_max_length_drop: float = Field(
+        default=0.5, gt=0, lt=1, description="a fall of mean game length by more than this share is flagged"
+    )
 
 
 def _default_overrides() -> dict[str, dict[str, int | float]]:
