@@ -140,7 +140,7 @@ def decide(
 def _non_inferior(vs_best: Result, confidence: float, evaluation: EvaluationSettings) -> Decision:
     margin = evaluation.gate_margin_elo
     bounds = elo_bounds(vs_best.wins, vs_best.draws, vs_best.losses, confidence, evaluation.rating_prior_games)
-    said = f"Elo {bounds.elo:+.0f} against the best, {confidence:.0%} lower bound {bounds.low:+.0f}"
+    said = f"Elo {round(bounds.elo):+d} against the best, {confidence:.0%} lower bound {round(bounds.low):+d}"
     if bounds.low > -margin:
         return Decision(True, f"not worse than the best by {margin:.0f} Elo: {said}")
     return Decision(False, f"may be more than {margin:.0f} Elo worse than the best: {said}")

@@ -56,8 +56,8 @@ def judge(wins: int, draws: int, losses: int, settings: EvaluationSettings) -> V
         "bound_elo": bound,
     }
     said = (
-        f"Elo {estimate.elo:+.0f} against its predecessor over {games} games, "
-        f"{settings.watchdog_confidence:.0%} upper bound {estimate.high:+.0f}"
+        f"Elo {round(estimate.elo):+d} against its predecessor over {games} games, "
+        f"{settings.watchdog_confidence:.0%} upper bound {round(estimate.high):+d}"
     )
     if games < settings.watchdog_min_games:
         return Verdict(
