@@ -12,7 +12,7 @@ from zeroloop.artifacts.transfer import ArtifactKind
 from zeroloop.cli.quickstart import render, snapshot
 from zeroloop.events.bus import Event
 from zeroloop.pipeline.progress import ProgressRecorder
-from zeroloop.pipeline.ratings import Rating, match_difference, ratings, signed
+from zeroloop.pipeline.ratings import Rating, baseline_ratings, match_difference, ratings, signed
 from zeroloop.store.queries import pipelines as pipeline_queries
 
 KEY = "tic_tac_toe_2p"
@@ -60,6 +60,13 @@ def test_a_model_reads_as_its_joint_rating_with_an_interval_relative_to_random_p
     # The joint fit moves the parent too once its child's results are in.
     _match(app, second, "random", 20, 0, 0)
     assert _rated(app, first)[first].elo != rated[first].elo
+    # The MCTS baseline is rated in the same fit (it has no row of its own: the pipeline's record holds it).
+    with app.store.transaction() as conn:
+        pipeline_queries.ensure_pipeline(conn, KEY, 1.0)
+    _match(app, second, "mcts", 6, 2, 2)
+    with app.store.read() as conn:
+        mcts = baseline_ratings(conn, KEY, 0.95)["mcts"]
+    assert mcts.rated and mcts.elo is not None and mcts.elo < (_rated(app, second)[second].elo or 0.0)
 
 
 def test_intervals_shrink_with_games_and_differences_never_read_minus_zero() -> None:

@@ -171,3 +171,23 @@ def test_the_monitor_records_each_look_with_its_figures_and_warns_on_a_collapse(
     monitor.tick()
     warning = world.decisions(FAST, "quality")[0]
     assert warning["outcome"] == "warning" and "games got shorter" in warning["evidence"]["reason"]  # type: ignore[index]
+
+
+def test_paused_configs_are_left_alone(world: World) -> None:
+    world.promote(FLAT, 300.0)
+    with world.store.transaction() as conn:
+        queries.update_pipeline(conn, FLAT, world.clock(), paused=True, pause_reason="by hand")
+    assert FLAT not in Curriculum(world.store, world.settings, clock=world.clock).tick()
+    with world.store.transaction() as conn:
+        artifact_queries.record_artifact(
+            conn,
+            {
+                "sha256": "9" * 64,
+                "kind": "game_batch",
+                "size_bytes": 1,
+                "config_key": FLAT,
+                "meta": {"games": 4, "positions": 30},
+                "created_at": world.clock(),
+            },
+        )
+    assert SelfplayQualityMonitor(world.store, world.settings, clock=world.clock).tick() == {}

@@ -162,3 +162,25 @@ def test_a_tournament_result_is_not_shown_as_the_last_candidate_result(setup: Se
     with setup.store.read() as conn:
         progress = queries.get_pipeline(conn, CONFIG)["progress"]  # type: ignore[index]
     assert progress["last_vs_random"]["wins"] == 2  # the gate's result; the tournament's (1 win) was skipped
+
+
+class _OpenEvaluation:
+    """Circuit breakers whose evaluation circuit is open."""
+
+    def allow(self, key: str) -> bool:
+        return "evaluate" not in key
+
+
+def test_an_open_evaluation_circuit_or_a_full_disk_holds_a_tournament_back(
+    setup: Setup, store: Store, settings: Settings
+) -> None:
+    setup.model(1, ModelStage.PRODUCTION)
+    setup.model(2, ModelStage.PRODUCTION)
+    held = TournamentScheduler(store, setup.queue, settings, clock=setup.clock, breakers=_OpenEvaluation())  # type: ignore[arg-type]
+    assert held.tick() == {}
+    bus = EventBus(store, node="n1", source="test", clock=setup.clock)
+    full = Resources(memory_pct=5.0, disk_pct=99.9)
+    queue = JobQueue(store, bus, settings, clock=setup.clock, resources=lambda: full)
+    assert TournamentScheduler(store, queue, settings, clock=setup.clock).tick() == {}
+    assert setup.queued() == []
+    assert setup.tournaments.tick() == {CONFIG: 1 + 2 * 2}  # circuits closed, disk fine: it goes ahead

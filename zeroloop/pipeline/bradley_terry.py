@@ -36,7 +36,7 @@ from statistics import NormalDist
 
 import numpy as np
 
-from zeroloop.errors import ZeroloopError
+from zeroloop.errors import RegistryError
 
 ELO_PER_LOGIT = 400.0 / math.log(10.0)
 MAX_STEP_LOGIT = 2.0  # largest Newton step per iteration (natural logits): keeps a bad start from overshooting
@@ -88,7 +88,7 @@ def _pool(pairings: Iterable[Pairing]) -> dict[tuple[str, str], list[float]]:
         if p.a == p.b:
             continue  # a player against itself says nothing about its rating
         if min(p.wins, p.draws, p.losses) < 0:
-            raise ZeroloopError(f"match of {p.a} against {p.b} has a negative count: record results, not corrections")
+            raise RegistryError(f"match of {p.a} against {p.b} has a negative count: record results, not corrections")
         key, own = ((p.a, p.b), (p.wins, p.draws, p.losses)) if p.a < p.b else ((p.b, p.a), (p.losses, p.draws, p.wins))
         tally = pooled.setdefault(key, [0.0, 0.0, 0.0])
         for index, value in enumerate(own):

@@ -18,6 +18,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 
+from zeroloop.errors import WorkloadError
+
 _EPS = 1e-6
 
 
@@ -161,7 +163,7 @@ def pairwise_outcomes(seats: Sequence[str], scores: Sequence[float]) -> dict[tup
     other; the joint rating treats them as if they were (docs/pipeline.md).
     """
     if len(seats) != len(scores):
-        raise ValueError(f"{len(seats)} seats but {len(scores)} scores: give one score per seat")
+        raise WorkloadError(f"{len(seats)} seats but {len(scores)} scores: give one score per seat")
     order: list[str] = []
     totals: dict[str, list[float]] = {}
     for player, score in zip(seats, scores, strict=True):
