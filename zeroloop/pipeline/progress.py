@@ -101,7 +101,7 @@ class ProgressRecorder:
             late = training.get("job_id") == payload.get("job_id") and training.get("finished")
             if event.type == "TRAINING_PROGRESS" and late:
                 return  # a report forwarded after the run completed must not undo "done"
-            if event.type == "EVALUATION_RESULT" and _tournament(conn, int(payload["job_id"])):
+            if event.type == "EVALUATION_RESULT" and _tournament(conn, payload.get("job_id")):
                 return  # a tournament pairing is not the last candidate's result; it shows in the ratings
             if event.type == "TRAINING_COMPLETED":
                 changes = {"training": self._finished(conn, event, training)}
@@ -112,7 +112,7 @@ class ProgressRecorder:
             queries.merge_progress(conn, payload["config_key"], changes, self.clock())
 
 
-def _tournament(conn: Any, job_id: int) -> bool:
+def _tournament(conn: Any, job_id: int | None) -> bool:
     """Whether a job is a pairing of a scheduled round robin (see zeroloop.pipeline.tournament)."""
-    job = job_queries.get_job(conn, job_id)
+    job = job_queries.get_job(conn, int(job_id)) if job_id is not None else None
     return job is not None and (job["payload"] or {}).get("purpose") == "tournament"
