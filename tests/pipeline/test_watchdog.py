@@ -61,6 +61,10 @@ def test_the_coordinator_rolls_a_weakened_production_model_back_with_its_evidenc
     first = _play_round(loop, 0, wins=10)
     weakened = _play_round(loop, 1, wins=8)  # passed its gate on a short, lucky match
     assert loop.registry.get(weakened).stage is ModelStage.PRODUCTION
+    with loop.store.read() as conn:
+        promoted = dict(queries.list_decisions(conn, CONFIG, limit=1)[0])
+    joint = promoted["evidence"]["joint_elo"]
+    assert joint[weakened] == pytest.approx(loop.registry.get(weakened).elo) and joint[first] is not None
     _result(loop, 9001, weakened, first, 1, 1, 8)  # 18 head-to-head games so far: not yet enough
     assert loop.registry.get(weakened).stage is ModelStage.PRODUCTION
     _result(loop, 9002, first, weakened, 18, 2, 0)  # the predecessor's side of a tournament pairing

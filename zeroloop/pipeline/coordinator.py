@@ -320,7 +320,15 @@ class PipelineCoordinator:
                 now=self.clock(),
             )
             decision = promotion.decide(self.settings, evidence, BASELINE_ORDER, self.evaluation)
-            self._judged(conn, config_key, model_id, decision, evidence.as_dict())
+            joint = {name: self._joint_elo(conn, name) for name in (model_id, best_id) if name is not None}
+            self._judged(conn, config_key, model_id, decision, {**evidence.as_dict(), "joint_elo": joint})
+
+    @staticmethod
+    def _joint_elo(conn: Any, model_id: str) -> float | None:
+        """A model's stored joint rating (Elo), for the decision's evidence; None while it is not rated."""
+        row = model_queries.get_model(conn, model_id)
+        rating = (row["meta"] or {}).get("rating") if row else None
+        return float(rating["elo"]) if rating else None
 
     def _judged(
         self, conn: Any, config_key: str, model_id: str, decision: promotion.Decision, evidence: dict[str, Any]
