@@ -349,7 +349,7 @@ class App:
             clock=clock,
             held_dir=settings.data_dir / "held" / cluster.node_id,
         )
-        self.registry = ModelRegistry(self.store, self.bus, clock)
+        self.registry = ModelRegistry(self.store, self.bus, clock, evaluation=settings.evaluation)
         self.daemon_records = DaemonRecords(self.store, self.bus)
         self.fleet = Fleet(
             self.store,

@@ -465,6 +465,60 @@ class PipelineSettings(_Section):
         return self
 
 
+class EvaluationSettings(_Section):
+    """Gating, the joint rating, tournaments and the feedback loops (see docs/pipeline.md)."""
+
+    gate: Literal["non_inferior", "sprt", "better"] = Field(
+        default="non_inferior",
+        description="promotion rule against the production model: non_inferior (the Elo lower bound is above "
+        "-gate_margin_elo), sprt (an SPRT of Elo <= -gate_margin_elo against Elo >= 0 accepts the latter), "
+        "better (the score lower bound beats pipeline.promote_win_rate)",
+    )
+    gate_margin_elo: float = Field(
+        default=50.0, gt=0, description="how much weaker than production a candidate may be and still pass (Elo)"
+    )
+    gate_alpha: float = Field(default=0.05, gt=0, lt=0.5, description="sprt gate: chance of passing a worse model")
+    gate_beta: float = Field(default=0.1, gt=0, lt=0.5, description="sprt gate: chance of failing an equal model")
+    rating_prior_games: float = Field(
+        default=1.0, gt=0, description="virtual drawn games added to every pair that met, so sweeps rate finitely"
+    )
+    tournament_interval_s: float = Field(
+        default=1800.0, ge=0, description="time between round robins per config key (seconds); 0: none"
+    )
+    tournament_models: int = Field(default=4, ge=2, description="most recent promoted models in a round robin")
+    tournament_games: int = Field(default=20, ge=2, description="games per pairing in a round robin")
+    watchdog_bound_elo: float = Field(
+        default=50.0, gt=0, description="production is rolled back once it is clearly this far below its predecessor"
+    )
+    watchdog_confidence: float = Field(
+        default=0.95, gt=0.5, lt=1, description="one-sided confidence the watchdog needs before it rolls back"
+    )
+    watchdog_min_games: int = Field(default=20, ge=1, description="fewest head-to-head games a rollback rests on")
+    feedback_interval_s: float = Field(
+        default=300.0, gt=0, description="how often the quality monitor, plateau check and curriculum run (seconds)"
+    )
+    velocity_window_s: float = Field(
+        default=3600.0, gt=0, description="Elo velocity: production's rating gain over this time (seconds)"
+    )
+    plateau_window_s: float = Field(default=7200.0, gt=0, description="time a plateau is judged over (seconds)")
+    plateau_min_gain_elo: float = Field(
+        default=25.0, ge=0, description="less production gain than this over plateau_window_s is a plateau (Elo)"
+    )
+    plateau_min_rounds: int = Field(default=3, ge=1, description="rounds judged in the window before a plateau counts")
+    plateau_weight: float = Field(
+        default=0.5, gt=0, le=1, description="selfplay share factor of a config on a plateau (its budget moves on)"
+    )
+    quality_max_draw_rate: float = Field(
+        default=0.95, gt=0, le=1, description="selfplay draw rate above this is flagged (when batches record draws)"
+    )
+    quality_min_policy_entropy: float = Field(
+        default=0.05, ge=0, description="mean search-policy entropy below this is flagged (nats; when recorded)"
+    )
+    quality_max_length_drop: float = Field(
+        default=0.5, gt=0, lt=1, description="a fall of mean game length by more than this share is flagged"
+    )
+
+
 def _default_overrides() -> dict[str, dict[str, int | float]]:
     # Per-game presets. tic-tac-toe is tiny: a small net and short training make a round take seconds.
     return {
@@ -755,6 +809,7 @@ class Settings(BaseSettings):
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     maintenance: MaintenanceSettings = Field(default_factory=MaintenanceSettings)
     backup: BackupSettings = Field(default_factory=BackupSettings)
+    evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
 
     def __init__(self, **values: Any) -> None:
         """Read and validate every source; a bad value or an unreadable source is a ConfigError."""

@@ -12,7 +12,7 @@ from zeroloop.artifacts.transfer import ArtifactKind
 from zeroloop.cli.quickstart import render, snapshot
 from zeroloop.events.bus import Event
 from zeroloop.pipeline.progress import ProgressRecorder
-from zeroloop.pipeline.ratings import Rating, match_difference, ratings, signed
+from zeroloop.pipeline.ratings import Rating, baseline_ratings, match_difference, ratings, signed
 from zeroloop.store.queries import pipelines as pipeline_queries
 
 KEY = "tic_tac_toe_2p"
@@ -37,10 +37,10 @@ def _rated(app: App, *ids: str) -> dict[str, Rating]:
         return dict(ratings(conn, ids, 0.95))
 
 
-def test_a_model_reads_as_its_registry_rating_with_an_interval_chained_to_random_play(app: App) -> None:
+def test_a_model_reads_as_its_joint_rating_with_an_interval_relative_to_random_play(app: App) -> None:
     first = _candidate(app, "a", 1, None)
     assert str(_rated(app, first)[first]) == "not rated"
-    _match(app, first, "mcts", 5, 0, 5)  # an unrated baseline rates nothing
+    _match(app, first, "mcts", 5, 0, 5)  # no chain of matches to random play: nothing to place it by
     assert str(_rated(app, first)[first]) == "not rated"
     _match(app, first, "random", 20, 0, 0)
     second = _candidate(app, "b", 2, first)
@@ -48,17 +48,25 @@ def test_a_model_reads_as_its_registry_rating_with_an_interval_chained_to_random
     # The child starts with its parent's number in the registry, but no match has rated it.
     assert app.registry.get(second).elo == app.registry.get(first).elo
     assert str(rated[second]) == "not rated" and rated[second].describe() == "not rated"
-    diff, half = match_difference(20, 0, 0, 0.95)
+    diff, _half = match_difference(20, 0, 0, 0.95)
     assert rated[first].elo == app.registry.get(first).elo
-    assert math.isclose(rated[first].elo or math.nan, diff)
-    assert 0 < half < diff  # a 20-0 sweep: clearly stronger than random, and no "±981"
-    assert str(rated[first]) == f"{diff:.0f} ± {half:.0f}"
+    assert math.isclose(rated[first].elo or math.nan, diff, abs_tol=1e-6)  # one match to random: its own number
+    assert 0 < rated[first].half_width < diff  # a 20-0 sweep: clearly stronger than random, and no "±981"
+    assert (rated[first].games, rated[first].opponents) == (30, 2)
     _match(app, second, first, 10, 4, 6)
     child = _rated(app, second)[second]
-    own = match_difference(10, 4, 6, 0.95)[1]
-    assert child.rated_by == first
-    assert math.isclose(child.half_width, math.hypot(own, half))
+    assert child.rated and child.half_width > rated[first].half_width  # further from the anchor: less sure
     assert "random play = 0" in child.describe()
+    # The joint fit moves the parent too once its child's results are in.
+    _match(app, second, "random", 20, 0, 0)
+    assert _rated(app, first)[first].elo != rated[first].elo
+    # The MCTS baseline is rated in the same fit (it has no row of its own: the pipeline's record holds it).
+    with app.store.transaction() as conn:
+        pipeline_queries.ensure_pipeline(conn, KEY, 1.0)
+    _match(app, second, "mcts", 6, 2, 2)
+    with app.store.read() as conn:
+        mcts = baseline_ratings(conn, KEY, 0.95)["mcts"]
+    assert mcts.rated and mcts.elo is not None and mcts.elo < (_rated(app, second)[second].elo or 0.0)
 
 
 def test_intervals_shrink_with_games_and_differences_never_read_minus_zero() -> None:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
-from zeroloop.config import PipelineSettings
+from zeroloop.config import EvaluationSettings, PipelineSettings
 from zeroloop.pipeline.promotion import Evidence, Result, decide
 from zeroloop.pipeline.stages import Stage, StageError, transition
 
 ORDER = ["random", "mcts"]
+BETTER = EvaluationSettings(gate="better")
 
 
 def test_the_round_goes_through_every_stage_back_to_selfplay() -> None:
@@ -49,13 +52,13 @@ def test_first_model_is_promoted_only_when_it_clearly_beats_the_weakest_baseline
 
 def test_candidate_that_clearly_beats_the_best_is_promoted() -> None:
     evidence = Evidence(vs_best=Result(28, 4, 8), vs_baselines={})
-    decision = decide(PipelineSettings(), evidence, ORDER)
+    decision = decide(PipelineSettings(), evidence, ORDER, BETTER)
     assert decision.promote
     assert "beats the current best" in decision.reason
 
 
 def test_candidate_within_noise_of_the_best_is_rejected() -> None:
-    assert not decide(PipelineSettings(), Evidence(vs_best=Result(21, 0, 19), vs_baselines={}), ORDER).promote
+    assert not decide(PipelineSettings(), Evidence(vs_best=Result(21, 0, 19), vs_baselines={}), ORDER, BETTER).promote
 
 
 def test_too_few_games_never_promote() -> None:
@@ -76,8 +79,8 @@ def test_equal_strength_promotes_on_a_clear_gain_against_the_strongest_baseline(
         vs_baselines={"mcts": Result(8, 6, 6)},
         best_vs_baselines={"mcts": Result(8, 6, 6)},
     )
-    assert decide(PipelineSettings(), better, ORDER).promote
-    assert not decide(PipelineSettings(), same, ORDER).promote
+    assert decide(PipelineSettings(), better, ORDER, BETTER).promote
+    assert not decide(PipelineSettings(), same, ORDER, BETTER).promote
 
 
 def test_cooldown_and_baseline_floor_reject() -> None:
@@ -86,3 +89,72 @@ def test_cooldown_and_baseline_floor_reject() -> None:
     assert "cooldown" in decide(settings, recent, ORDER).reason
     below = Evidence(vs_best=Result(40, 0, 0), vs_baselines={"random": Result(5, 0, 5)}, now=5000.0)
     assert "below" in decide(settings, below, ORDER).reason
+
+
+# --- the gates against the production model --------------------------------------------------------
+
+NON_INFERIOR = EvaluationSettings(gate="non_inferior", gate_margin_elo=50)
+SPRT = EvaluationSettings(gate="sprt", gate_margin_elo=50)
+
+
+@pytest.mark.parametrize("gate", [NON_INFERIOR, SPRT], ids=["non_inferior", "sprt"])
+def test_a_candidate_that_draws_every_game_is_promoted_where_the_better_rule_stalls(gate: EvaluationSettings) -> None:
+    drawn = Evidence(vs_best=Result(0, 40, 0), vs_baselines={})
+    assert not decide(PipelineSettings(), drawn, ORDER, BETTER).promote
+    decision = decide(PipelineSettings(), drawn, ORDER, gate)
+    assert decision.promote, decision.reason
+    assert "not worse than the best" in decision.reason
+
+
+@pytest.mark.parametrize("gate", [NON_INFERIOR, SPRT], ids=["non_inferior", "sprt"])
+def test_a_clearly_weaker_candidate_fails_the_gate(gate: EvaluationSettings) -> None:
+    weaker = Evidence(vs_best=Result(8, 10, 22), vs_baselines={})  # score 0.325: about -127 Elo
+    decision = decide(PipelineSettings(), weaker, ORDER, gate)
+    assert not decision.promote
+    assert "-50" in decision.reason or "50 Elo" in decision.reason
+
+
+@pytest.mark.parametrize("gate", [NON_INFERIOR, SPRT], ids=["non_inferior", "sprt"])
+def test_a_short_drawn_match_is_not_yet_enough(gate: EvaluationSettings) -> None:
+    short = Evidence(vs_best=Result(0, 4, 0), vs_baselines={})
+    decision = decide(PipelineSettings(min_eval_games=2), short, ORDER, gate)
+    assert not decision.promote, decision.reason
+
+
+def test_the_default_gate_is_non_inferiority() -> None:
+    assert EvaluationSettings().gate == "non_inferior"
+    decision = decide(PipelineSettings(), Evidence(vs_best=Result(0, 40, 0), vs_baselines={}), ORDER)
+    assert decision.promote
+
+
+@pytest.mark.parametrize(
+    ("gate", "drawn", "stronger", "equal"),
+    [(NON_INFERIOR, 0.95, 0.9, 0.35), (SPRT, 0.6, 0.35, 0.03)],
+    ids=["non_inferior", "sprt"],
+)
+def test_simulated_matches_pass_stronger_and_drawn_candidates_and_fail_much_weaker_ones(
+    gate: EvaluationSettings, drawn: float, stronger: float, equal: float
+) -> None:
+    """Seeded simulation of 40-game matches: the share of candidates each gate passes, by true strength.
+
+    The SPRT, fixed at 40 games, holds a model 50 Elo worse to 5% and so passes fewer equal ones.
+    """
+    rng = random.Random(15)
+
+    def match(win: float, draw: float) -> Result:
+        wins = draws = 0
+        for _ in range(40):
+            roll = rng.random()
+            wins += roll < win
+            draws += win <= roll < win + draw
+        return Result(wins, draws, 40 - wins - draws)
+
+    def passes(win: float, draw: float) -> float:
+        trials = 200
+        evidence = [Evidence(match(win, draw), {}) for _ in range(trials)]
+        return sum(decide(PipelineSettings(), e, ORDER, gate).promote for e in evidence) / trials
+
+    assert passes(0.025, 0.95) > drawn  # equal, nearly every game drawn, as in tic-tac-toe
+    assert passes(0.40, 0.4) > stronger  # score 0.60: about +70 Elo
+    assert passes(0.25, 0.5) >= equal  # equal strength, half the games drawn
+    assert passes(0.10, 0.4) < 0.05  # score 0.30: about -150 Elo

@@ -8,6 +8,7 @@ from sqlalchemy.engine import Connection
 
 from zeroloop.errors import LeaseError
 from zeroloop.events.bus import EventBus
+from zeroloop.pipeline.bradley_terry import Pairing, fit
 from zeroloop.pipeline.registry import ModelRegistry, ModelStage, RegistryError
 from zeroloop.store.database import Store
 from zeroloop.store.schema import events, pipelines
@@ -98,7 +99,7 @@ def test_a_failing_guard_refuses_the_promotion_and_changes_nothing(store: Store)
     assert _promotions(store) == []
 
 
-def test_matches_rate_models_from_the_anchored_opponent_once_per_job(store: Store) -> None:
+def test_matches_rate_every_model_jointly_once_per_job(store: Store) -> None:
     registry = _registry(store)
     first = _candidate(registry, 1)
     kwargs = {"config_key": "tic_tac_toe_2p", "draws": 0, "elo_ci": 50.0, "elo_diff": 9999.0}
@@ -107,10 +108,21 @@ def test_matches_rate_models_from_the_anchored_opponent_once_per_job(store: Stor
     first_elo = elo_from_score(9.5 / 11)
     assert registry.get(first).elo == pytest.approx(first_elo)
     registry.record_match(model_id=first, opponent="mcts", wins=0, losses=10, job_id=9, **kwargs)
-    assert registry.get(first).elo == pytest.approx(first_elo)  # an unanchored baseline does not rate
+    assert registry.get(first).elo == pytest.approx(first_elo)  # the MCTS player's own rating absorbs this match
     second = _candidate(registry, 2, parent=first)
     assert registry.get(second).elo == pytest.approx(first_elo)  # a candidate starts at its parent's rating
     registry.record_match(model_id=second, opponent=first, wins=6, losses=4, job_id=8, **kwargs)
     registry.record_match(model_id=second, opponent="random", wins=10, losses=0, job_id=10, **kwargs)
-    assert registry.get(second).elo == pytest.approx(first_elo + elo_from_score(6.5 / 11))
+    pairings = [
+        Pairing(first, "random", 9, 0, 1),
+        Pairing(first, "mcts", 0, 0, 10),
+        Pairing(second, first, 6, 0, 4),
+        Pairing(second, "random", 10, 0, 0),
+    ]
+    expected = fit(pairings, {"random": 0.0}).ratings
+    for model_id in (first, second):
+        model = registry.get(model_id)
+        assert model.elo == pytest.approx(expected[model_id].elo)
+        assert model.meta["rating"]["stderr"] == pytest.approx(expected[model_id].stderr)
+    assert registry.get(first).elo != pytest.approx(first_elo)  # the child's results moved its parent
     assert len(registry.matches(first)) == 2

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from zeroloop.cli.common import console, open_app
 from zeroloop.cli.helptext import examples
-from zeroloop.pipeline.ratings import RELATIVE_TO, match_difference, rating_match, ratings, signed
+from zeroloop.pipeline.ratings import RELATIVE_TO, match_difference, ratings, signed
 
 app = typer.Typer(
     help="List, inspect, promote and roll back models.",
@@ -59,8 +59,8 @@ def show(model_id: str = typer.Argument(..., help="The model id, as `zeroloop mo
         with zl.store.read() as conn:
             rating = ratings(conn, [model_id], zl.settings.workload.elo_confidence)[model_id]
     console.print(f"[bold]{model.id}[/bold]: {model.stage}, {rating.describe()}")
-    if rating.rated_by:
-        console.print(f"  rated by its match against {escape(rating.rated_by)}")
+    if rating.rated:
+        console.print(f"  fitted jointly from {rating.games:.0f} games against {rating.opponents} opponents")
     for label, value in (
         ("config key", model.config_key),
         ("artifact sha256", model.artifact_sha256),
@@ -73,8 +73,7 @@ def show(model_id: str = typer.Argument(..., help="The model id, as `zeroloop mo
     ):
         console.print(f"  {label:16} {escape(str(value))}")
     if matches:
-        setter = rating_match(matches)
-        table = Table("opponent", "won", "drew", "lost", "Elo difference", "sets the rating", title="matches")
+        table = Table("opponent", "won", "drew", "lost", "Elo difference (this match)", title="matches")
         for match in matches:
             diff, half = match_difference(
                 match["wins"], match["draws"], match["losses"], zl.settings.workload.elo_confidence
@@ -85,7 +84,6 @@ def show(model_id: str = typer.Argument(..., help="The model id, as `zeroloop mo
                 str(match["draws"]),
                 str(match["losses"]),
                 f"{signed(diff)} ± {half:.0f}",
-                "yes" if match is setter else "",
             )
         console.print(table)
 

@@ -9,7 +9,8 @@ replayed or late event changes nothing.
     SELFPLAY_COMPLETE   count the samples; GAME_BATCH_READY; export once enough are new
     NPZ_EXPORT_COMPLETE train a candidate on the window, from the production model
     TRAINING_COMPLETED  register the candidate; evaluate it against the best and baselines
-    EVALUATION_RESULT   record the match; when every match is in, promote or reject
+    EVALUATION_RESULT   record the match; let the regression watchdog judge production
+                        against its predecessor; when every match is in, promote or reject
     JOB_DEAD            a dead export/train/evaluate job ends the round: back to selfplay
     PIPELINE_RESUMED    check the export trigger again
 
@@ -36,6 +37,7 @@ from zeroloop.events.wiring import declare
 from zeroloop.pipeline import jobs, promotion
 from zeroloop.pipeline.registry import Guard, ModelRegistry, ModelStage
 from zeroloop.pipeline.stages import Stage, transition
+from zeroloop.pipeline.watchdog import RegressionWatchdog
 from zeroloop.queue.manager import JobQueue
 from zeroloop.store.database import Store
 from zeroloop.store.queries import artifacts as artifact_queries
@@ -85,9 +87,11 @@ class PipelineCoordinator:
         self.queue = queue
         self.registry = registry
         self.settings = settings.pipeline
+        self.evaluation = settings.evaluation
         self.fence = fence
         self.clock = clock
         self.breakers = breakers
+        self.watchdog = RegressionWatchdog(registry, settings.evaluation, fence=fence, clock=clock)
 
     def spec(self) -> ConsumerSpec:
         """The durable, transactional consumer that feeds this coordinator."""
@@ -273,6 +277,8 @@ class PipelineCoordinator:
             elo_ci=payload["elo_ci"],
             job_id=payload["job_id"],
         )
+        with self.store.transaction() as conn:
+            self.watchdog.check(conn, config_key)
         self._maybe_decide(config_key, payload["model_id"])
 
     def _maybe_decide(self, config_key: str, model_id: str) -> None:
@@ -288,6 +294,20 @@ class PipelineCoordinator:
                 return
             production = model_queries.production_model(conn, config_key)
             best_id = production["id"] if production else None
+            played = next((name for name in opponents if name not in BASELINE_ORDER), None)
+            if played != best_id:
+                # Production changed while the candidate played (a rollback, a promotion by hand):
+                # its results are against a model that no longer sets the bar.
+                self._judged(
+                    conn,
+                    config_key,
+                    model_id,
+                    promotion.Decision(
+                        False, "production changed while it was evaluated: the next round is judged against the new one"
+                    ),
+                    {"evaluated_against": played, "production": best_id},
+                )
+                return
             evidence = promotion.Evidence(
                 vs_best=results.get(best_id) if best_id else None,
                 vs_baselines={name: results[name] for name in self.settings.baselines if name in results},
@@ -299,24 +319,38 @@ class PipelineCoordinator:
                 last_promotion_at=state["last_promotion_at"],
                 now=self.clock(),
             )
-            decision = promotion.decide(self.settings, evidence, BASELINE_ORDER)
-            stage = transition(Stage.EVALUATION, Stage.PROMOTION)
-            queries.insert_decision(
-                conn,
-                config_key=config_key,
-                kind="promotion",
-                outcome="promoted" if decision.promote else "rejected",
-                evidence={"model_id": model_id, "reason": decision.reason, **evidence.as_dict()},
-                now=self.clock(),
-            )
-            if decision.promote:
-                self.registry.promote(model_id, reason=decision.reason, guard=self.fence)
-            else:
-                self.registry.reject(model_id, reason=decision.reason)
-            log.info(
-                "%s: %s %s (%s)", config_key, "promoted" if decision.promote else "rejected", model_id, decision.reason
-            )
-            self._next_round(conn, config_key, stage)
+            decision = promotion.decide(self.settings, evidence, BASELINE_ORDER, self.evaluation)
+            joint = {name: self._joint_elo(conn, name) for name in (model_id, best_id) if name is not None}
+            self._judged(conn, config_key, model_id, decision, {**evidence.as_dict(), "joint_elo": joint})
+
+    @staticmethod
+    def _joint_elo(conn: Any, model_id: str) -> float | None:
+        """A model's stored joint rating (Elo), for the decision's evidence; None while it is not rated."""
+        row = model_queries.get_model(conn, model_id)
+        rating = (row["meta"] or {}).get("rating") if row else None
+        return float(rating["elo"]) if rating else None
+
+    def _judged(
+        self, conn: Any, config_key: str, model_id: str, decision: promotion.Decision, evidence: dict[str, Any]
+    ) -> None:
+        """Record the decision on a candidate with its evidence, promote or reject it, and start the next round."""
+        stage = transition(Stage.EVALUATION, Stage.PROMOTION)
+        queries.insert_decision(
+            conn,
+            config_key=config_key,
+            kind="promotion",
+            outcome="promoted" if decision.promote else "rejected",
+            evidence={"model_id": model_id, "reason": decision.reason, **evidence},
+            now=self.clock(),
+        )
+        if decision.promote:
+            self.registry.promote(model_id, reason=decision.reason, guard=self.fence)
+        else:
+            self.registry.reject(model_id, reason=decision.reason)
+        log.info(
+            "%s: %s %s (%s)", config_key, "promoted" if decision.promote else "rejected", model_id, decision.reason
+        )
+        self._next_round(conn, config_key, stage)
 
     def _results(self, model_id: str) -> dict[str, promotion.Result]:
         return {
@@ -331,6 +365,8 @@ class PipelineCoordinator:
         if payload["job_type"] not in ROUND_JOBS:
             return
         job = self.queue.get(int(payload["job_id"]))
+        if job.payload.get("purpose") == "tournament":
+            return  # a lost tournament pairing costs its games only; no round waits for it
         iteration = int(job.payload.get("iteration", -1))
         stage = {jobs.EXPORT: Stage.EXPORT, jobs.TRAIN: Stage.TRAINING, jobs.EVALUATE: Stage.EVALUATION}[job.type]
         with self.store.transaction() as conn:

@@ -3,7 +3,7 @@
 | daemon | where | what |
 | --- | --- | --- |
 | pipeline | leader | runs the coordinator and the progress recorder (durable consumers) |
-| selfplay_scheduler | leader | tops up selfplay jobs per config; applies the health pause rule |
+| selfplay_scheduler | leader | tops up selfplay jobs; the health pause rule; tournaments; quality monitor, curriculum |
 | job_executor | training_node, ephemeral | claims and runs every pipeline job type in a child process |
 | selfplay_executor | selfplay | the same, for selfplay jobs only |
 | model_distribution | workers | fetches each newly promoted model into the node's cache |
@@ -24,10 +24,13 @@ from zeroloop.events.consumer import ConsumerSpec
 from zeroloop.events.wiring import declare
 from zeroloop.pipeline import jobs
 from zeroloop.pipeline.coordinator import PipelineCoordinator
+from zeroloop.pipeline.curriculum import Curriculum
 from zeroloop.pipeline.executor import JobExecutor
 from zeroloop.pipeline.progress import ProgressRecorder
+from zeroloop.pipeline.quality import SelfplayQualityMonitor
 from zeroloop.pipeline.scheduler import SelfplayScheduler
 from zeroloop.pipeline.slots import SlotBudget, Slots
+from zeroloop.pipeline.tournament import TournamentScheduler
 from zeroloop.queue.jobs import Capabilities
 from zeroloop.remote.prefetch import RemotePrefetcher, remote_prefetcher
 from zeroloop.store.queries import pipelines as queries
@@ -58,7 +61,11 @@ def pipeline_daemon(context: DaemonContext) -> ServiceDaemon:
 
 
 class SchedulerDaemon(LoopDaemon):
-    """Each tick: apply the health pause rule to every pipeline, then top up selfplay jobs."""
+    """Each tick: apply the health pause rule to every pipeline, top up selfplay jobs, schedule due tournaments.
+
+    Every `evaluation.feedback_interval_s` it also runs the selfplay quality monitor and the
+    curriculum (velocity, plateau), which record their own decisions.
+    """
 
     def __init__(self, context: DaemonContext) -> None:
         app = context.app
@@ -68,11 +75,23 @@ class SchedulerDaemon(LoopDaemon):
         self.scheduler = SelfplayScheduler(
             app.store, app.queue, app.settings, clock=context.clock, fence=self.fence, breakers=app.breakers
         )
+        self.tournaments = TournamentScheduler(
+            app.store, app.queue, app.settings, clock=context.clock, fence=self.fence, breakers=app.breakers
+        )
+        self.quality = SelfplayQualityMonitor(app.store, app.settings, clock=context.clock, fence=self.fence)
+        self.curriculum = Curriculum(app.store, app.settings, clock=context.clock, fence=self.fence)
+        self.feedback_at: float | None = None  # when the quality monitor and the curriculum last ran (clock time)
 
     async def tick(self) -> None:
-        """One round: pause or resume by health, then schedule."""
+        """One round: pause or resume by health, then schedule selfplay and tournaments."""
         await asyncio.to_thread(self.apply_pause, self.app.health.paused)
         await asyncio.to_thread(self.scheduler.tick)
+        await asyncio.to_thread(self.tournaments.tick)
+        now = self.clock()
+        if self.feedback_at is None or now - self.feedback_at >= self.app.settings.evaluation.feedback_interval_s:
+            self.feedback_at = now
+            await asyncio.to_thread(self.curriculum.tick)
+            await asyncio.to_thread(self.quality.tick)
 
     def apply_pause(self, paused: bool) -> None:
         """Pause every running pipeline when health says so; resume those it paused when it recovers."""
@@ -89,8 +108,12 @@ class SchedulerDaemon(LoopDaemon):
                     self.app.bus.publish("PIPELINE_RESUMED", {"config_key": key, "reason": "system health recovered"})
 
     def details(self) -> dict[str, Any]:
-        """Jobs enqueued so far, and ticks held back by the selfplay circuit breaker."""
-        return {"enqueued": self.scheduler.enqueued, "held_back": self.scheduler.held_back}
+        """Jobs enqueued so far, ticks held back by the selfplay circuit breaker, tournaments scheduled."""
+        return {
+            "enqueued": self.scheduler.enqueued,
+            "held_back": self.scheduler.held_back,
+            "tournaments": self.tournaments.scheduled,
+        }
 
 
 def scheduler_daemon(context: DaemonContext) -> SchedulerDaemon:

@@ -47,7 +47,12 @@ class TrainJob(_Payload):
 
 
 class EvaluateJob(_Payload):
-    """Play a candidate against the production model (`opponent` = its id) or a baseline."""
+    """Play a model against another (`opponent` = its id) or a baseline.
+
+    `purpose` is `gate` for a candidate's round (`iteration` is the round) and `tournament`
+    for a pairing of a scheduled round robin (`iteration` is the tournament's number),
+    whose results only feed the ratings and the watchdog.
+    """
 
     iteration: int = Field(ge=0)
     model_id: str
@@ -57,6 +62,7 @@ class EvaluateJob(_Payload):
     opponent_sha256: str | None = None
     games: int = Field(ge=1)
     seed: int = 0
+    purpose: Literal["gate", "tournament"] = "gate"
 
 
 PAYLOADS: dict[str, type[_Payload]] = {

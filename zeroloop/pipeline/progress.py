@@ -16,6 +16,7 @@ from zeroloop.events.consumer import ConsumerSpec
 from zeroloop.events.wiring import declare
 from zeroloop.store.database import Store
 from zeroloop.store.queries import artifacts as artifact_queries
+from zeroloop.store.queries import jobs as job_queries
 from zeroloop.store.queries import pipelines as queries
 
 NAME = "pipeline-progress"
@@ -100,6 +101,8 @@ class ProgressRecorder:
             late = training.get("job_id") == payload.get("job_id") and training.get("finished")
             if event.type == "TRAINING_PROGRESS" and late:
                 return  # a report forwarded after the run completed must not undo "done"
+            if event.type == "EVALUATION_RESULT" and _tournament(conn, payload.get("job_id")):
+                return  # a tournament pairing is not the last candidate's result; it shows in the ratings
             if event.type == "TRAINING_COMPLETED":
                 changes = {"training": self._finished(conn, event, training)}
             if event.type == "MODEL_PROMOTED":
@@ -107,3 +110,9 @@ class ProgressRecorder:
             if event.type == "GAME_BATCH_READY":
                 changes["games_total"] = int(before.get("games_total") or 0) + int(payload["games"])
             queries.merge_progress(conn, payload["config_key"], changes, self.clock())
+
+
+def _tournament(conn: Any, job_id: int | None) -> bool:
+    """Whether a job is a pairing of a scheduled round robin (see zeroloop.pipeline.tournament)."""
+    job = job_queries.get_job(conn, int(job_id)) if job_id is not None else None
+    return job is not None and (job["payload"] or {}).get("purpose") == "tournament"

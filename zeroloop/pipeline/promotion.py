@@ -9,11 +9,22 @@ confidence c are s -/+ z_c * sqrt(v / n). The candidate is promoted when, in ord
 1. the cooldown since the last promotion has passed (else: rejected, "cooldown");
 2. its score against every baseline reaches `baseline_floor`, when one is set;
 3. there is no production model yet and it beat the first baseline (lower bound > 1/2);
-   or it played at least `min_eval_games` against the production model and
-   - its lower bound exceeds `promote_win_rate` ("beats the current best"), or
-   - its upper bound is at least 1/2 (not worse) and its score against the strongest
-     baseline exceeds the production model's by `baseline_margin` ("as strong, and
-     stronger against the baseline": how play that draws itself still improves).
+   or it played at least `min_eval_games` against the production model and passes the
+   gate that `evaluation.gate` names:
+   - `non_inferior` (the default): the one-sided lower bound at `promote_confidence` of its
+     Elo difference to the production model (the match smoothed with
+     `evaluation.rating_prior_games` virtual games, half won, half lost) is above
+     `-evaluation.gate_margin_elo`. A candidate that draws every game passes once the
+     match is long enough; one that is clearly weaker does not.
+   - `sprt`: the SPRT of H0 "Elo <= -gate_margin_elo" against H1 "Elo >= 0" (same
+     smoothing; error rates `gate_alpha`, `gate_beta`) has accepted H1 on the games played.
+   - `better`: its score lower bound exceeds `promote_win_rate` ("beats the current
+     best"), or its upper bound is at least 1/2 and its score against the strongest
+     baseline exceeds the production model's by `baseline_margin`. On a game that is
+     drawn with best play (tic-tac-toe) this rule stalls: nothing can beat a model that
+     never loses.
+
+Why non-inferiority is the default, and how its drift is bounded: docs/pipeline.md.
 """
 
 from __future__ import annotations
@@ -23,7 +34,8 @@ from dataclasses import dataclass, field
 from statistics import NormalDist
 from typing import Any
 
-from zeroloop.config import PipelineSettings
+from zeroloop.config import EvaluationSettings, PipelineSettings
+from zeroloop.workload.elo import elo_bounds, gate_llr, sprt_bounds
 
 
 @dataclass(frozen=True)
@@ -87,8 +99,17 @@ class Decision:
     reason: str
 
 
-def decide(settings: PipelineSettings, evidence: Evidence, baseline_order: list[str]) -> Decision:
-    """Apply the policy; `baseline_order` lists baselines weakest first (the last is the strongest)."""
+def decide(
+    settings: PipelineSettings,
+    evidence: Evidence,
+    baseline_order: list[str],
+    evaluation: EvaluationSettings | None = None,
+) -> Decision:
+    """Apply the policy; `baseline_order` lists baselines weakest first (the last is the strongest).
+
+    `evaluation` holds the gate against the production model (default: EvaluationSettings()).
+    """
+    evaluation = evaluation or EvaluationSettings()
     confidence = settings.promote_confidence
     if evidence.last_promotion_at is not None and evidence.now - evidence.last_promotion_at < (
         settings.promotion_cooldown_s
@@ -109,7 +130,35 @@ def decide(settings: PipelineSettings, evidence: Evidence, baseline_order: list[
     vs_best = evidence.vs_best
     if vs_best.games < settings.min_eval_games:
         return Decision(False, f"only {vs_best.games} games against the best, need {settings.min_eval_games}")
-    low, high = vs_best.bounds(confidence)
+    if evaluation.gate == "non_inferior":
+        return _non_inferior(vs_best, confidence, evaluation)
+    if evaluation.gate == "sprt":
+        return _sprt(vs_best, evaluation)
+    return _better(settings, evidence, vs_best, baseline_order)
+
+
+def _non_inferior(vs_best: Result, confidence: float, evaluation: EvaluationSettings) -> Decision:
+    margin = evaluation.gate_margin_elo
+    bounds = elo_bounds(vs_best.wins, vs_best.draws, vs_best.losses, confidence, evaluation.rating_prior_games)
+    said = f"Elo {round(bounds.elo):+d} against the best, {confidence:.0%} lower bound {round(bounds.low):+d}"
+    if bounds.low > -margin:
+        return Decision(True, f"not worse than the best by {margin:.0f} Elo: {said}")
+    return Decision(False, f"may be more than {margin:.0f} Elo worse than the best: {said}")
+
+
+def _sprt(vs_best: Result, evaluation: EvaluationSettings) -> Decision:
+    margin = evaluation.gate_margin_elo
+    llr = gate_llr(vs_best.wins, vs_best.draws, vs_best.losses, -margin, 0.0, evaluation.rating_prior_games)
+    lower, upper = sprt_bounds(evaluation.gate_alpha, evaluation.gate_beta)
+    said = f"SPRT of Elo <= -{margin:.0f} against Elo >= 0: LLR {llr:.2f}, bounds {lower:.2f}..{upper:.2f}"
+    if llr >= upper:
+        return Decision(True, f"not worse than the best: {said}")
+    verdict = "worse than the best" if llr <= lower else "not shown to be as strong as the best"
+    return Decision(False, f"{verdict}: {said}")
+
+
+def _better(settings: PipelineSettings, evidence: Evidence, vs_best: Result, baseline_order: list[str]) -> Decision:
+    low, high = vs_best.bounds(settings.promote_confidence)
     if low > settings.promote_win_rate:
         return Decision(True, f"beats the current best: score {vs_best.score:.2f}, lower bound {low:.2f}")
     strongest = next((name for name in reversed(baseline_order) if name in evidence.vs_baselines), None)

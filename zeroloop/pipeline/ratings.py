@@ -1,12 +1,12 @@
 """How a model's rating reads on screen: one number, its interval, and what it is relative to.
 
-The registry rates a model from one match (see `ModelRegistry._rate`): against the model
-it was measured against, or against random play while it has met no model. Its rating is
-that opponent's rating plus the match's Elo difference, computed from the score with half a
-win and half a loss of prior. This module shows exactly that number, with an interval that
-carries the match's uncertainty and, in quadrature, the opponent's own: a chain of matches
-back to random play (Elo 0). A model no match has rated reads "not rated", whatever its
-row holds (a new candidate starts with its parent's number).
+The registry fits every rating of a config key jointly from all its matches whenever a
+match is recorded (Bradley-Terry, random play anchored at 0: see
+zeroloop.pipeline.bradley_terry) and stores the result. This module only reads that
+stored fit, so every screen, the promotion record and the benchmark show the same
+number: the Elo, and the interval from the fit's standard error at the confidence asked
+for. A model no match has rated (or whose matches never reach random play) reads "not
+rated", whatever its row holds (a new candidate starts with its parent's number).
 """
 
 from __future__ import annotations
@@ -20,11 +20,10 @@ from typing import Any
 from sqlalchemy import Connection
 
 from zeroloop.store.queries import models as queries
+from zeroloop.store.queries import pipelines as pipeline_queries
 from zeroloop.workload.elo import elo_from_score
 
 RELATIVE_TO = "random play = 0"
-RANDOM = "random"
-_UNRATED_BASELINES = frozenset({"mcts"})
 _ELO_PER_LOGIT = 400.0 / math.log(10.0)
 
 
@@ -35,7 +34,8 @@ class Rating:
     elo: float | None
     half_width: float = math.inf
     confidence: float = 0.95
-    rated_by: str | None = None  # the opponent of the match that set it
+    games: float = 0.0  # games behind the fit (all its matches)
+    opponents: int = 0  # distinct players it met
 
     @property
     def rated(self) -> bool:
@@ -52,6 +52,20 @@ class Rating:
         if self.elo is None:
             return "not rated"
         return f"Elo {self} ({RELATIVE_TO}, {self.confidence:.0%} interval)"
+
+
+def of_record(record: dict[str, Any] | None, confidence: float) -> Rating:
+    """The rating a stored fit record (`elo`, `stderr`, `games`, `opponents`) reads as."""
+    if not record:
+        return Rating(None, confidence=confidence)
+    z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
+    return Rating(
+        float(record["elo"]),
+        z * float(record["stderr"]),
+        confidence,
+        float(record.get("games", 0.0)),
+        int(record.get("opponents", 0)),
+    )
 
 
 def signed(elo: float) -> str:
@@ -75,32 +89,17 @@ def match_difference(wins: int, draws: int, losses: int, confidence: float) -> t
     return elo_from_score(score), z * _ELO_PER_LOGIT * standard_error / (score * (1.0 - score))
 
 
-def rating_match(matches: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The match that set a model's rating, from its matches oldest first; None when none did."""
-    against_models = [m for m in matches if m["player_b"] != RANDOM and m["player_b"] not in _UNRATED_BASELINES]
-    if against_models:
-        return against_models[-1]
-    against_random = [m for m in matches if m["player_b"] == RANDOM]
-    return against_random[-1] if against_random else None
-
-
 def ratings(conn: Connection, model_ids: Iterable[str], confidence: float) -> dict[str, Rating]:
-    """The rating of each model in `model_ids`, read in one transaction `conn`."""
+    """The stored joint rating of each model in `model_ids`, read in one transaction `conn`."""
     found: dict[str, Rating] = {}
-
-    def rate(model_id: str, visiting: frozenset[str]) -> Rating:
-        if model_id in found:
-            return found[model_id]
+    for model_id in model_ids:
         row = queries.get_model(conn, model_id)
-        match = rating_match([dict(m) for m in queries.matches_of(conn, model_id)]) if row else None
-        if row is None or match is None or model_id in visiting:
-            result = Rating(None, confidence=confidence)
-        else:
-            _diff, half = match_difference(match["wins"], match["draws"], match["losses"], confidence)
-            opponent = str(match["player_b"])
-            base = 0.0 if opponent == RANDOM else rate(opponent, visiting | {model_id}).half_width
-            result = Rating(float(row["elo"]), math.hypot(half, base), confidence, opponent)
-        found[model_id] = result
-        return result
+        found[model_id] = of_record((row["meta"] or {}).get("rating") if row else None, confidence)
+    return found
 
-    return {model_id: rate(model_id, frozenset()) for model_id in model_ids}
+
+def baseline_ratings(conn: Connection, config_key: str, confidence: float) -> dict[str, Rating]:
+    """The joint ratings of a config key's baselines other than the anchor (the MCTS player), by name."""
+    state = pipeline_queries.get_pipeline(conn, config_key)
+    stored = ((state["progress"] or {}).get("ratings") or {}) if state else {}
+    return {name: of_record(record, confidence) for name, record in stored.items()}

@@ -4,8 +4,14 @@ Stages: candidate (trained, not yet judged), production (the one model of its co
 that selfplay uses), archived (a former production model), rejected (judged and not
 promoted). Promotion and rollback change two rows and publish MODEL_PROMOTED in one
 transaction; the event's dedup key is the model id, so a model is promoted at most once
-however often the decision is replayed. Elo is anchored at 0 for the uniform random
-player; a model's Elo is its opponent's Elo plus the measured difference.
+however often the decision is replayed.
+
+Ratings are one joint fit (zeroloop.pipeline.bradley_terry): every match recorded refits
+every player of its config key from all its matches, in the transaction that records
+the match, with random play anchored at 0. Each rated model's Elo goes into its `elo`
+column and its standard error, games and opponents into meta["rating"]; the baselines'
+(the MCTS player) into the pipeline's progress record under "ratings". Screens, the
+policy and the benchmark all read these stored numbers.
 """
 
 from __future__ import annotations
@@ -18,18 +24,17 @@ from typing import Any
 
 from sqlalchemy.engine import Connection, RowMapping
 
+from zeroloop.config import EvaluationSettings
 from zeroloop.errors import RegistryError
 from zeroloop.events.bus import EventBus
 from zeroloop.events.wiring import declare
 from zeroloop.store.database import Store
 from zeroloop.store.queries import models as queries
 from zeroloop.store.queries import pipelines as pipeline_queries
-from zeroloop.workload.elo import elo_from_score
 
 declare("zeroloop.pipeline.registry", emits=("MODEL_PROMOTED", "MODEL_REJECTED"))
 
 BASELINE_ELO = {"random": 0.0}
-_BASELINES = ("random", "mcts")
 
 Guard = Callable[[Connection], None]
 
@@ -85,10 +90,19 @@ class Model:
 class ModelRegistry:
     """Named operations on models; every write runs in (or joins) one store transaction."""
 
-    def __init__(self, store: Store, bus: EventBus, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        store: Store,
+        bus: EventBus,
+        clock: Callable[[], float] = time.time,
+        *,
+        evaluation: EvaluationSettings | None = None,
+    ) -> None:
+        """`evaluation` holds the rating's prior (default: EvaluationSettings())."""
         self.store = store
         self.bus = bus
         self.clock = clock
+        self.evaluation = evaluation or EvaluationSettings()
 
     def register_candidate(
         self,
@@ -212,7 +226,7 @@ class ModelRegistry:
     ) -> int | None:
         """Record a match of `model_id` against `opponent` (a model id or a baseline); None if already recorded.
 
-        `elo_diff` is recorded as the match reported it; the model's rating is set by `_rate`.
+        `elo_diff` is recorded as the match reported it; every rating of the config key is then refitted.
         """
         with self.store.transaction() as conn:
             if job_id is not None and queries.count_matches_of_job(conn, job_id):
@@ -233,33 +247,47 @@ class ModelRegistry:
                     "created_at": now,
                 },
             )
-            rated = self._rate(conn, model_id, opponent, wins, draws, losses)
+            rated = self.refit(conn, config_key).get(model_id)
             if rated is not None:
-                queries.set_elo(conn, model_id, rated)
                 queries.insert_elo(
                     conn, model_id=model_id, config_key=config_key, elo=rated, match_id=match_id, now=now
                 )
             return match_id
 
-    @staticmethod
-    def _rate(conn: Connection, model_id: str, opponent: str, wins: int, draws: int, losses: int) -> float | None:
-        """The model's new rating from this match, or None when the match cannot rate it.
+    def refit(self, conn: Connection, config_key: str) -> dict[str, float]:
+        """Fit every rating of a config key from all its matches and store them; return Elo by player.
 
-        A match against a model rates relative to that model's rating; one against random
-        play (Elo 0) rates only a model that has no match against a model yet. Other
-        baselines have no fixed rating and do not rate. The score gets half a win and half
-        a loss of prior (score = (w + d/2 + 1/2) / (n + 1)), so a clean sweep of a short
-        match means a large, finite difference rather than an infinite one.
+        Imported here, not at the top: numpy stays out of the screens, which only read the results.
         """
-        games = wins + draws + losses
-        diff = elo_from_score((wins + 0.5 * draws + 0.5) / (games + 1))
-        if opponent in BASELINE_ELO:
-            played_models = [m for m in queries.matches_of(conn, model_id) if m["player_b"] not in _BASELINES]
-            return None if played_models else BASELINE_ELO[opponent] + diff
-        if opponent in _BASELINES:
-            return None
-        row = queries.get_model(conn, opponent)
-        return float(row["elo"]) + diff if row else None
+        from zeroloop.pipeline import bradley_terry
+
+        rows = queries.matches_of_config(conn, config_key)
+        pairings = [
+            bradley_terry.Pairing(r["player_a"], r["player_b"], r["wins"], r["draws"], r["losses"]) for r in rows
+        ]
+        start = {
+            row["id"]: float(row["elo"]) for row in queries.list_models(conn, config_key=config_key, limit=100_000)
+        }
+        fitted = bradley_terry.fit(
+            pairings, BASELINE_ELO, prior_games=self.evaluation.rating_prior_games, start=start
+        ).ratings
+        now = self.clock()
+        baselines: dict[str, dict[str, float]] = {}
+        for name, estimate in fitted.items():
+            record = {
+                "elo": estimate.elo,
+                "stderr": estimate.stderr,
+                "games": estimate.games,
+                "opponents": estimate.opponents,
+                "fitted_at": now,
+            }
+            if name in start:
+                queries.set_rating(conn, name, estimate.elo, record)
+            else:
+                baselines[name] = record
+        if baselines:
+            pipeline_queries.merge_progress(conn, config_key, {"ratings": baselines}, now)
+        return {name: estimate.elo for name, estimate in fitted.items()}
 
     def matches(self, model_id: str) -> list[dict[str, Any]]:
         """Every match a model played, oldest first."""

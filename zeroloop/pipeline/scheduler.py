@@ -6,8 +6,10 @@ Each tick (run on the leader) it computes a weight per unpaused config key,
 
 with deficit = share of `train_after_samples` still missing before the next round (0..1),
 staleness = minutes since the config's last game batch / 10 (capped at 1), and velocity
-= Elo gained over the last hour / 100 (clamped to 0..1): a config that is short of data,
-starved, or improving fast gets more of the shared workers. The target of queued selfplay
+= the production model's joint-rating gain over `evaluation.velocity_window_s`, per hour,
+/ 100 (clamped to 0..1): a config that is short of data, starved, or improving fast gets
+more of the shared workers. A config on a plateau (zeroloop.pipeline.curriculum) has its
+weight multiplied by `evaluation.plateau_weight`. The target of queued selfplay
 jobs, `selfplay_queue_target`, is split by weight (at least one job each) and halved at
 backpressure SOFT or above; at HARD or above nothing is added. Jobs are topped up to the
 target, never removed. While the `selfplay` stage's circuit breaker is open nothing is
@@ -29,11 +31,11 @@ from zeroloop import tracing
 from zeroloop.cluster.breakers import CircuitBreakers, stage_key
 from zeroloop.config import Settings
 from zeroloop.pipeline import jobs
+from zeroloop.pipeline.curriculum import promotions, velocity, weight_of_velocity
 from zeroloop.queue.backpressure import BackpressureLevel
 from zeroloop.queue.jobs import JobStatus
 from zeroloop.queue.manager import JobQueue
 from zeroloop.store.database import Store
-from zeroloop.store.queries import models as model_queries
 from zeroloop.store.queries import pipelines as queries
 
 log = logging.getLogger(__name__)
@@ -46,15 +48,15 @@ class ConfigNeed:
     config_key: str
     samples_since_training: int
     since_last_batch_s: float
-    elo_gain_last_hour: float
+    elo_gain_last_hour: float  # production's Elo velocity (Elo per hour)
+    factor: float = 1.0  # the curriculum's factor: plateau_weight on a plateau
 
 
 def weight(need: ConfigNeed, train_after_samples: int) -> float:
     """The scheduling weight of a config key (see the module docstring)."""
     deficit = max(0.0, 1.0 - need.samples_since_training / train_after_samples)
     staleness = min(1.0, need.since_last_batch_s / 600.0)
-    velocity = min(1.0, max(0.0, need.elo_gain_last_hour / 100.0))
-    return 1.0 + 2.0 * deficit + staleness + velocity
+    return need.factor * (1.0 + 2.0 * deficit + staleness + weight_of_velocity(need.elo_gain_last_hour))
 
 
 def allocate(weights: Mapping[str, float], target: int, level: BackpressureLevel) -> dict[str, int]:
@@ -83,6 +85,7 @@ class SelfplayScheduler:
         self.store = store
         self.queue = queue
         self.settings = settings.pipeline
+        self.velocity_window_s = settings.evaluation.velocity_window_s
         self.clock = clock
         self.fence = fence
         self.breakers = breakers
@@ -96,12 +99,14 @@ class SelfplayScheduler:
             states = [state for state in queries.list_pipelines(conn) if not state["paused"]]
             result = []
             for state in states:
-                history = model_queries.elo_history_of(conn, state["config_key"], since=now - 3600)
-                gain = history[-1]["elo"] - history[0]["elo"] if len(history) > 1 else 0.0
+                gain = velocity(promotions(conn, state["config_key"]), now, self.velocity_window_s)
                 progress = state["progress"] or {}
                 last_batch = float(progress.get("last_batch_at", state["updated_at"]))
+                factor = float((progress.get("curriculum") or {}).get("weight_factor", 1.0))
                 result.append(
-                    ConfigNeed(state["config_key"], int(state["samples_since_training"]), now - last_batch, gain)
+                    ConfigNeed(
+                        state["config_key"], int(state["samples_since_training"]), now - last_batch, gain, factor
+                    )
                 )
         return result
 

@@ -3,14 +3,22 @@
 Scores count a win 1, a draw 1/2 and a loss 0. The interval uses the normal approximation
 of the mean score with the observed per-game variance; the SPRT is the generalized
 (normal-approximation) test of Elo `elo0` against `elo1` used by chess-engine testing.
+
+The gate's statistics (`smoothed`, `elo_bounds`, `gate_llr`) add `prior_games` virtual games,
+half won and half lost, before taking the mean and the variance: a run of draws then has a
+small, honest variance that shrinks as 1/games instead of none at all, and a clean sweep a
+finite Elo difference.
 """
 
 from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
+
+from zeroloop.errors import WorkloadError
 
 _EPS = 1e-6
 
@@ -89,3 +97,107 @@ def sprt_decision(llr: float, alpha: float, beta: float) -> Decision:
     if llr <= lower:
         return Decision.ACCEPT_H0
     return Decision.CONTINUE
+
+
+@dataclass(frozen=True)
+class Smoothed:
+    """A match's mean score and per-game score variance with the prior counted in, over `games` (virtual included)."""
+
+    score: float
+    variance: float
+    games: float
+
+    @property
+    def standard_error(self) -> float:
+        """Standard error of the mean score."""
+        return math.sqrt(self.variance / self.games)
+
+
+def smoothed(wins: float, draws: float, losses: float, prior_games: float = 1.0) -> Smoothed:
+    """The mean and variance of a match with `prior_games` virtual games, half won and half lost."""
+    half = prior_games / 2.0
+    games = wins + draws + losses + prior_games
+    score = (wins + half + 0.5 * draws) / games
+    squares = (wins + half) * (1.0 - score) ** 2 + draws * (0.5 - score) ** 2 + (losses + half) * score**2
+    return Smoothed(score, squares / games, games)
+
+
+def elo_bounds(wins: float, draws: float, losses: float, confidence: float, prior_games: float = 1.0) -> EloEstimate:
+    """The smoothed Elo difference and its ONE-sided bounds at `confidence` (each bound holds with that chance)."""
+    stats = smoothed(wins, draws, losses, prior_games)
+    spread = NormalDist().inv_cdf(confidence) * stats.standard_error
+    return EloEstimate(
+        elo_from_score(stats.score),
+        elo_from_score(stats.score - spread),
+        elo_from_score(stats.score + spread),
+        stats.score,
+    )
+
+
+def gate_llr(wins: float, draws: float, losses: float, elo0: float, elo1: float, prior_games: float = 1.0) -> float:
+    """The SPRT log-likelihood ratio of Elo `elo1` over Elo `elo0`, with the smoothed mean and variance."""
+    stats = smoothed(wins, draws, losses, prior_games)
+    s0, s1 = score_from_elo(elo0), score_from_elo(elo1)
+    return stats.games * (s1 - s0) * (2.0 * stats.score - s0 - s1) / (2.0 * stats.variance)
+
+
+@dataclass
+class Tally:
+    """One pair's results from the first player's side (games)."""
+
+    wins: int = 0
+    draws: int = 0
+    losses: int = 0
+
+
+def pairwise_outcomes(seats: Sequence[str], scores: Sequence[float]) -> dict[tuple[str, str], Tally]:
+    """Decompose one game of n seats into one outcome per pair of distinct players.
+
+    `seats[k]` names the player in seat k and `scores[k]` is that seat's result (a return,
+    or minus its place for a ranking: see `scores_from_places`). A player that holds
+    several seats stands by the mean of its seats' scores. Each pair of distinct players
+    gets exactly one outcome per game, keyed by the pair in order of first seat: the higher
+    standing wins, equal standings draw. So a 4-player game among 4 different players
+    gives 6 outcomes and one between two models sharing the seats gives 1, and a game never
+    counts twice for the same pair. The outcomes of one game are not independent of each
+    other; the joint rating treats them as if they were (docs/pipeline.md).
+    """
+    if len(seats) != len(scores):
+        raise WorkloadError(f"{len(seats)} seats but {len(scores)} scores: give one score per seat")
+    order: list[str] = []
+    totals: dict[str, list[float]] = {}
+    for player, score in zip(seats, scores, strict=True):
+        if player not in totals:
+            order.append(player)
+            totals[player] = []
+        totals[player].append(float(score))
+    standing = {player: sum(values) / len(values) for player, values in totals.items()}
+    outcomes: dict[tuple[str, str], Tally] = {}
+    for i, first in enumerate(order):
+        for second in order[i + 1 :]:
+            tally = Tally()
+            if standing[first] > standing[second]:
+                tally.wins = 1
+            elif standing[first] < standing[second]:
+                tally.losses = 1
+            else:
+                tally.draws = 1
+            outcomes[(first, second)] = tally
+    return outcomes
+
+
+def scores_from_places(places: Sequence[int]) -> list[float]:
+    """Seat scores from finishing places (1 = first; equal places tie): higher is better."""
+    return [-float(place) for place in places]
+
+
+def add_outcomes(total: dict[tuple[str, str], Tally], game: Mapping[tuple[str, str], Tally]) -> None:
+    """Add one game's pairwise outcomes to a running tally, keeping each pair's orientation as first seen."""
+    for (first, second), tally in game.items():
+        if (second, first) in total:
+            into, (wins, losses) = total[(second, first)], (tally.losses, tally.wins)
+        else:
+            into, (wins, losses) = total.setdefault((first, second), Tally()), (tally.wins, tally.losses)
+        into.wins += wins
+        into.draws += tally.draws
+        into.losses += losses

@@ -99,3 +99,27 @@ def elo_history_of(conn: Connection, config_key: str, *, since: float = 0.0) -> 
         .order_by(elo_history.c.created_at, elo_history.c.id)
     )
     return list(conn.execute(query).mappings())
+
+
+def matches_of_config(conn: Connection, config_key: str) -> list[RowMapping]:
+    """Every match of a config key, oldest first (what the joint rating is fitted on)."""
+    query = sa.select(matches).where(matches.c.config_key == config_key).order_by(matches.c.id)
+    return list(conn.execute(query).mappings())
+
+
+def matches_between(conn: Connection, config_key: str, first: str, second: str) -> list[RowMapping]:
+    """Every match of a config key between two players, in either seat order, oldest first."""
+    pair = sa.or_(
+        sa.and_(matches.c.player_a == first, matches.c.player_b == second),
+        sa.and_(matches.c.player_a == second, matches.c.player_b == first),
+    )
+    query = sa.select(matches).where(matches.c.config_key == config_key, pair).order_by(matches.c.id)
+    return list(conn.execute(query).mappings())
+
+
+def set_rating(conn: Connection, model_id: str, elo: float, rating: dict[str, Any]) -> None:
+    """Record a model's joint rating: Elo in the `elo` column, its standard error and support in meta["rating"]."""
+    row = conn.execute(sa.select(models.c.meta).where(models.c.id == model_id)).first()
+    if row is None:
+        return
+    conn.execute(sa.update(models).where(models.c.id == model_id).values(elo=elo, meta={**row.meta, "rating": rating}))
