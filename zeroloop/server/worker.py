@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from zeroloop.app import App
@@ -91,6 +91,12 @@ def _outcome(event: wire.EventBody | None) -> Outcome | None:
     return (event.type, event.payload, event.dedup_key)
 
 
+def _json(content: dict[str, Any]) -> Response:
+    """A JSON answer, serialised once: worker answers are plain JSON values already, so FastAPI's
+    response model and encoder (a measurable share of a hot request) are skipped."""
+    return Response(json.dumps(content, separators=(",", ":")).encode(), media_type="application/json")
+
+
 def _job(job: Job) -> dict[str, Any]:
     return wire.job_to_wire(job)
 
@@ -98,37 +104,38 @@ def _job(job: Job) -> dict[str, Any]:
 # --- settings and models -----------------------------------------------------------------
 
 
-@router.get("/{node}/settings")
-def worker_settings(request: Request, node: Node) -> dict[str, Any]:
+@router.get("/{node}/settings", response_model=None)
+def worker_settings(request: Request, node: Node) -> Response:
     """The settings a worker must share with the cluster: workload and queue (never a URL or a secret)."""
     settings = _zl(request).settings
-    return {"workload": settings.workload.model_dump(mode="json"), "queue": settings.queue.model_dump(mode="json")}
+    shared = {"workload": settings.workload.model_dump(mode="json"), "queue": settings.queue.model_dump(mode="json")}
+    return _json(shared)
 
 
-@router.get("/{node}/models/production")
-def production_models(request: Request, node: Node) -> dict[str, Any]:
+@router.get("/{node}/models/production", response_model=None)
+def production_models(request: Request, node: Node) -> Response:
     """The production model's artifact of every pipeline that has one: {config_key: sha256}."""
     app = _zl(request)
     registry = ModelRegistry(app.store, _bus(app, node))
     with app.store.read() as conn:
         keys = [state["config_key"] for state in pipeline_queries.list_pipelines(conn)]
     found = {key: registry.production(key) for key in keys}
-    return {"models": {key: model.artifact_sha256 for key, model in found.items() if model is not None}}
+    return _json({"models": {key: model.artifact_sha256 for key, model in found.items() if model is not None}})
 
 
-@router.get("/{node}/models/{config_key}/production")
-def production_model(request: Request, node: Node, config_key: str) -> dict[str, Any]:
+@router.get("/{node}/models/{config_key}/production", response_model=None)
+def production_model(request: Request, node: Node, config_key: str) -> Response:
     """The production model's artifact of a config key, or null before the first promotion."""
     app = _zl(request)
     model = ModelRegistry(app.store, _bus(app, node)).production(config_key)
-    return {"artifact_sha256": model.artifact_sha256 if model else None}
+    return _json({"artifact_sha256": model.artifact_sha256 if model else None})
 
 
 # --- nodes -------------------------------------------------------------------------------
 
 
-@router.post("/{node}/register")
-def register(request: Request, node: Node, body: wire.RegisterBody) -> dict[str, Any]:
+@router.post("/{node}/register", response_model=None)
+def register(request: Request, node: Node, body: wire.RegisterBody) -> Response:
     """Register (or re-register) the node as active."""
     app = _zl(request)
     try:
@@ -138,26 +145,26 @@ def register(request: Request, node: Node, body: wire.RegisterBody) -> dict[str,
     if info.id != node:
         raise Forbidden(f"node {node!r} cannot register as {info.id!r}")
     NodeRegistry(app.store, _bus(app, node)).register(info, body.utilisation)
-    return {"registered": node}
+    return _json({"registered": node})
 
 
-@router.post("/{node}/heartbeat")
-def heartbeat(request: Request, node: Node, body: wire.HeartbeatBody) -> dict[str, Any]:
+@router.post("/{node}/heartbeat", response_model=None)
+def heartbeat(request: Request, node: Node, body: wire.HeartbeatBody) -> Response:
     """Record the node's load; answer its status (null: unknown, register first)."""
     app = _zl(request)
     status: NodeStatus | None = NodeRegistry(app.store, _bus(app, node)).heartbeat(node, body.utilisation)
-    return {"status": status.value if status else None}
+    return _json({"status": status.value if status else None})
 
 
-@router.post("/{node}/leave")
-def leave(request: Request, node: Node) -> dict[str, Any]:
+@router.post("/{node}/leave", response_model=None)
+def leave(request: Request, node: Node) -> Response:
     """Mark a cleanly stopped node terminated."""
     app = _zl(request)
-    return {"left": NodeRegistry(app.store, _bus(app, node)).leave(node)}
+    return _json({"left": NodeRegistry(app.store, _bus(app, node)).leave(node)})
 
 
-@router.post("/{node}/daemons")
-def daemons(request: Request, node: Node, body: wire.DaemonsBody) -> dict[str, Any]:
+@router.post("/{node}/daemons", response_model=None)
+def daemons(request: Request, node: Node, body: wire.DaemonsBody) -> Response:
     """Write the node's daemon records and publish the crash loops it detected, in one transaction."""
     app = _zl(request)
     if any(row.node != node for row in body.rows):
@@ -168,29 +175,29 @@ def daemons(request: Request, node: Node, body: wire.DaemonsBody) -> dict[str, A
             daemon_queries.upsert_daemon(conn, row.model_dump())
         for payload in body.crash_loops:
             bus.publish("DAEMON_CRASH_LOOP", payload)
-    return {"written": len(body.rows)}
+    return _json({"written": len(body.rows)})
 
 
 # --- jobs --------------------------------------------------------------------------------
 
 
-@router.post("/{node}/jobs/claim")
-def claim(request: Request, node: Node, body: wire.ClaimBody) -> dict[str, Any]:
+@router.post("/{node}/jobs/claim", response_model=None)
+def claim(request: Request, node: Node, body: wire.ClaimBody) -> Response:
     """Lease the next job this node may run; `lease` is null when there is none."""
     lease = _queue(_zl(request), node).claim(node, body.capabilities, body.types)
-    return {"lease": wire.lease_to_wire(lease)}
+    return _json({"lease": wire.lease_to_wire(lease)})
 
 
-@router.post("/{node}/jobs/{job_id}/heartbeat")
-def extend(request: Request, node: Node, job_id: int, body: wire.TokenBody) -> dict[str, Any]:
+@router.post("/{node}/jobs/{job_id}/heartbeat", response_model=None)
+def extend(request: Request, node: Node, job_id: int, body: wire.TokenBody) -> Response:
     """Extend the lease held under `token`; 409 when it is no longer current."""
     queue = _queue(_zl(request), node)
     _held(queue, node, job_id, body.token)
-    return {"expires_at": queue.heartbeat(job_id, body.token)}
+    return _json({"expires_at": queue.heartbeat(job_id, body.token)})
 
 
-@router.post("/{node}/jobs/{job_id}/complete")
-def complete(request: Request, node: Node, job_id: int, body: wire.CompleteBody) -> dict[str, Any]:
+@router.post("/{node}/jobs/{job_id}/complete", response_model=None)
+def complete(request: Request, node: Node, job_id: int, body: wire.CompleteBody) -> Response:
     """Complete the attempt with its outcome event; with `claim`, lease the next job in the same transaction.
 
     The hot path: the lease's node is checked inside the completing transaction, and the
@@ -202,7 +209,7 @@ def complete(request: Request, node: Node, job_id: int, body: wire.CompleteBody)
     try:
         if body.claim is None:
             done = queue.complete(job_id, body.token, body.result, event=event, acting=node)
-            return {"job": _job(done), "lease": None}
+            return _json({"job": _job(done), "lease": None})
         done, lease = queue.complete_and_claim(
             job_id, body.token, body.result, node=node, capabilities=body.claim.capabilities, types=body.claim.types,
             event=event, acting=node,
@@ -210,34 +217,34 @@ def complete(request: Request, node: Node, job_id: int, body: wire.CompleteBody)
     except QueueError:
         _held(queue, node, job_id, body.token)
         raise
-    return {"job": _job(done), "lease": wire.lease_to_wire(lease)}
+    return _json({"job": _job(done), "lease": wire.lease_to_wire(lease)})
 
 
-@router.post("/{node}/jobs/{job_id}/fail")
-def fail(request: Request, node: Node, job_id: int, body: wire.FailBody) -> dict[str, Any]:
+@router.post("/{node}/jobs/{job_id}/fail", response_model=None)
+def fail(request: Request, node: Node, job_id: int, body: wire.FailBody) -> Response:
     """Record a failed attempt: re-queued after a backoff, or dead."""
     queue = _queue(_zl(request), node)
     _held(queue, node, job_id, body.token)
-    return {"job": _job(queue.fail(job_id, body.token, body.error, retryable=body.retryable))}
+    return _json({"job": _job(queue.fail(job_id, body.token, body.error, retryable=body.retryable))})
 
 
-@router.post("/{node}/jobs/{job_id}/release")
-def release(request: Request, node: Node, job_id: int, body: wire.ReleaseBody) -> dict[str, Any]:
+@router.post("/{node}/jobs/{job_id}/release", response_model=None)
+def release(request: Request, node: Node, job_id: int, body: wire.ReleaseBody) -> Response:
     """Give back an unfinished attempt (the worker is draining): queued again at once, uncounted."""
     queue = _queue(_zl(request), node)
     _held(queue, node, job_id, body.token)
-    return {"job": _job(queue.release(job_id, body.token, body.reason))}
+    return _json({"job": _job(queue.release(job_id, body.token, body.reason))})
 
 
 # --- events ------------------------------------------------------------------------------
 
 
-@router.post("/{node}/events")
-def publish(request: Request, node: Node, body: wire.EventBody) -> dict[str, Any]:
+@router.post("/{node}/events", response_model=None)
+def publish(request: Request, node: Node, body: wire.EventBody) -> Response:
     """Publish one event of a type a worker publishes (403 for any other)."""
     if body.type not in wire.WORKER_EVENTS:
         raise Forbidden(f"workers publish only {', '.join(sorted(wire.WORKER_EVENTS))}; not {body.type}")
-    return {"id": _bus(_zl(request), node).publish(body.type, body.payload, dedup_key=body.dedup_key)}
+    return _json({"id": _bus(_zl(request), node).publish(body.type, body.payload, dedup_key=body.dedup_key)})
 
 
 # --- artifacts ---------------------------------------------------------------------------
