@@ -19,7 +19,7 @@ import torch
 
 from zeroloop.config import WorkloadSettings
 from zeroloop.errors import WorkloadError
-from zeroloop.workload.datafiles import load_window, write_npz
+from zeroloop.workload.datafiles import Arrays, load_window, write_npz
 from zeroloop.workload.games import Game
 from zeroloop.workload.gumbel import GumbelConfig
 from zeroloop.workload.match import MoveChooser, play_match, random_chooser, search_chooser
@@ -47,6 +47,21 @@ from zeroloop.workload.window import build_window
 log = logging.getLogger(__name__)
 
 NO_MODEL_SHA256 = "none"
+
+
+def quality_counts(arrays: Arrays) -> dict[str, float]:
+    """What the selfplay quality monitor reads from a game batch (zeroloop.pipeline.quality):
+    `draws`, games whose players all got the same outcome, and `policy_entropy`, the mean
+    entropy of the search's move distribution per recorded position (nats)."""
+    values, index = arrays["value"], arrays["game_index"]
+    draws = 0
+    for game in np.unique(index):
+        first = values[int(np.argmax(index == game))]
+        draws += int(np.ptp(first) == 0.0)
+    policy = arrays["policy"].astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        entropy = -np.where(policy > 0, policy * np.log(policy), 0.0).sum(axis=1)
+    return {"draws": draws, "policy_entropy": float(entropy.mean()) if len(entropy) else 0.0}
 
 
 class AlphaZeroWorkload:
@@ -112,6 +127,7 @@ class AlphaZeroWorkload:
             "games": int(result.arrays["num_games"]),
             "positions": result.positions,
             "evaluations": result.evaluations,
+            **quality_counts(result.arrays),
         }
         return self._evidence(
             "selfplay", request.config_key, request.output, FileKind.GAME_BATCH, counts=counts, began=began
