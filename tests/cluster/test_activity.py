@@ -86,6 +86,9 @@ def _examples() -> dict[str, dict[str, Any]]:
         "MODEL_PROMOTED": {"config_key": "c4", "model_id": "m1", "artifact_sha256": "b" * 64, "reason": "rollback"},
         "PROMOTION_STALLED": {"config_key": "c4", "hours": 25.0, "last_promotion_at": 1.0, "model_id": "m1"},
         "DEAD_LETTERS_GROWING": {"letters": 3, "previous": 1},
+        "GARBAGE_COLLECTED": {"counts": {"jobs": 40, "game_batch": 3}, "bytes_freed": 2_000_000},
+        "DISK_SPACE_LOW": {"node": "w1", "disk_pct": 93.5, "evicted_bytes": 10**9, "selfplay_refused": True},
+        "BACKUP_CREATED": {"backup_id": "20261201-120000", "store_bytes": 10**6, "artifacts": 12, "pruned": ["old"]},
     }
 
 
