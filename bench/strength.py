@@ -16,7 +16,11 @@ against MCTS with a 95% interval, and its joint rating (random play = 0) as the
 registry, `zeroloop models ls` and the quickstart's screen show it.
 
     python -m bench.strength --game connect_four --cpu-checkpoints 1800 3600 7200 --rollouts 1000 --games 100
+    python -m bench.strength --game tic_tac_toe --cpu-checkpoints 300 600 --rollouts 1000 --games 100 --exhaustive
     python -m bench.strength --game tic_tac_toe --cpu-checkpoints 60 --rollouts 50 --games 10   # a smoke run
+
+With `--exhaustive` each checkpoint also walks every line of opponent moves against the
+network's policy alone (no search; zeroloop.workload.exhaustive) and prints how many it loses.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from zeroloop.app import App
 from zeroloop.config import load_settings
 from zeroloop.pipeline.ratings import ratings
 from zeroloop.pipeline.registry import ModelRegistry
+from zeroloop.workload import exhaustive
 from zeroloop.workload.alphazero import AlphaZeroWorkload
 from zeroloop.workload.elo import elo_estimate
 from zeroloop.workload.protocol import EvaluateRequest, Player
@@ -108,7 +113,9 @@ def quickstart_until(data_dir: Path, game: str, workers: int, cpu_s: float, samp
     return used, time.monotonic() - began
 
 
-def evaluate(data_dir: Path, config_key: str, rollouts: int, games: int) -> dict[str, object]:
+def evaluate(
+    data_dir: Path, config_key: str, rollouts: int, games: int, *, exhaustive_check: bool = False
+) -> dict[str, object]:
     """Play the production model against pure MCTS with `rollouts` simulations; its score, Elo and joint rating."""
     os.environ["ZEROLOOP_DATA_DIR"] = str(data_dir)
     settings = load_settings()
@@ -139,6 +146,11 @@ def evaluate(data_dir: Path, config_key: str, rollouts: int, games: int) -> dict
             EvaluateRequest(config_key, Player.of_model(model_path), Player("mcts"), output, games)
         )
         result = json.loads(output.read_text())
+        unbeaten = None
+        if exhaustive_check:  # the policy alone, against every line of opponent moves
+            game = AlphaZeroWorkload(workload_settings).game(config_key)
+            found = exhaustive.check(game, exhaustive.network_policy(game, model_path))
+            unbeaten = {"lines": found.lines, "lost": found.lost, "drawn": found.drawn, "first_loss": found.first_loss}
     wins, draws, losses = int(result["wins"]), int(result["draws"]), int(result["losses"])
     estimate = elo_estimate(wins, draws, losses, 0.95)
     return {
@@ -152,6 +164,7 @@ def evaluate(data_dir: Path, config_key: str, rollouts: int, games: int) -> dict
         "elo_95": [round(estimate.low), round(estimate.high)],
         "joint_rating": str(joint),
         "match_s": round(time.perf_counter() - began, 1),
+        **({"policy_alone_every_line": unbeaten} if unbeaten else {}),
     }
 
 
@@ -171,6 +184,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--sample-s", type=float, default=0.5, help="how often the CPU time is read (seconds)")
     parser.add_argument("--data-dir", type=Path, default=None, help="default: a fresh temporary directory")
+    parser.add_argument(
+        "--exhaustive",
+        action="store_true",
+        help="also play the network's policy alone (no search) against every line of opponent moves (tic-tac-toe)",
+    )
     args = parser.parse_args()
     config_key = args.game if args.game.endswith("p") and args.game[-2].isdigit() else f"{args.game}_2p"
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="zeroloop-strength-")) / "data"
@@ -181,7 +199,7 @@ def main() -> None:
         if checkpoint > cpu_s:
             used, wall = quickstart_until(data_dir, args.game, args.workers, checkpoint - cpu_s, args.sample_s)
             cpu_s, wall_s = cpu_s + used, wall_s + wall
-        figures = evaluate(data_dir, config_key, args.rollouts, args.games)
+        figures = evaluate(data_dir, config_key, args.rollouts, args.games, exhaustive_check=args.exhaustive)
         print(
             f"after {cpu_s:.0f} CPU s ({wall_s:.0f} s wall) of quickstart, vs pure MCTS ({args.rollouts} rollouts): "
             f"{json.dumps(figures)}",
