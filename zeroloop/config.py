@@ -48,6 +48,23 @@ def redact(text: str) -> str:
     return _SECRET_QUERY.sub(r"\g<head>***", text)
 
 
+# Keys of backend options whose values are credentials (key, secret, token, password, sas_token, ...).
+_SECRET_OPTION = re.compile(r"key|secret|token|passw|credential|auth|sas|signature", re.I)
+
+
+def redact_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Backend options with every credential-like value replaced by `***`, nested mappings included."""
+    shown: dict[str, Any] = {}
+    for name, value in options.items():
+        if isinstance(value, Mapping):
+            shown[name] = redact_options(value)
+        elif _SECRET_OPTION.search(str(name)) and value not in (None, ""):
+            shown[name] = "***"
+        else:
+            shown[name] = redact(value) if isinstance(value, str) else value
+    return shown
+
+
 class _Section(BaseModel):
     model_config = {"extra": "forbid", "validate_assignment": True}
 
@@ -90,6 +107,11 @@ class ArtifactSettings(_Section):
     )
     cache_max_bytes: int = Field(default=20 * 1024**3, ge=0, description="local artifact cache limit (bytes)")
     bandwidth_limit_bytes_per_s: int = Field(default=0, ge=0, description="transfer limit (bytes/s); 0 is unlimited")
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="options for the fsspec backend of the location, e.g. {endpoint_url, key, secret, "
+        "default_block_size} for s3:// (secret values are never printed)",
+    )
 
 
 class EventSettings(_Section):
@@ -613,6 +635,7 @@ class Settings(BaseSettings):
         data = self.model_dump(mode="json")
         data["store"]["url"] = redact(self.store_url)
         data["artifacts"]["url"] = redact(self.artifacts_url)
+        data["artifacts"]["storage_options"] = redact_options(self.artifacts.storage_options)
         return data
 
 

@@ -15,7 +15,7 @@ import logging
 import shutil
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from zeroloop.artifacts.transfer import (
     hash_file,
     hash_stream,
     open_location,
+    scheme_of,
 )
 from zeroloop.errors import ArtifactError
 from zeroloop.events.bus import EventBus
@@ -66,11 +67,13 @@ class Artifacts:
         node: str,
         clock: Callable[[], float] = time.time,
         held_dir: Path | None = None,
+        storage_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.store = store
         self.bus = bus
         self.url = url.rstrip("/")
-        self.fs, self.root = open_location(url)
+        self.storage_options = dict(storage_options or {})  # for the backend of `url` (endpoint, keys, ...)
+        self.fs, self.root = open_location(url, self.storage_options)
         self.cache = LocalCache(cache_dir, cache_max_bytes)
         self.gate = TransferGate(bandwidth_bytes_per_s)
         self.node = node
@@ -80,6 +83,11 @@ class Artifacts:
     def location(self, kind: ArtifactKind, sha256: str) -> str:
         """The URL of the shared copy of an artifact."""
         return f"{self.url}/{kind.value}/{sha256[:2]}/{check_sha256(sha256)}"
+
+    def _open(self, location: str) -> tuple[Any, str]:
+        """The filesystem and path of a copy; the location's options apply to copies on its backend only."""
+        same = scheme_of(location) == scheme_of(self.url)
+        return open_location(location, self.storage_options if same else None)
 
     def _path(self, kind: ArtifactKind, sha256: str) -> str:
         return f"{self.root}/{kind.value}/{sha256[:2]}/{sha256}"
@@ -158,7 +166,7 @@ class Artifacts:
             if row is None or not copies:
                 continue
             kind = ArtifactKind(row["kind"])
-            _fs, path = open_location(copies[0]["location"])
+            _fs, path = self._open(copies[0]["location"])
             local = Path(path)
             with local.open("rb") as handle:
                 if hash_stream(handle)[0] != sha256:
@@ -202,7 +210,7 @@ class Artifacts:
             copies = queries.copies_of(conn, sha256)
         intact = 0
         for copy in copies:
-            fs, path = open_location(copy["location"])
+            fs, path = self._open(copy["location"])
             try:
                 with fs.open(path, "rb") as handle:
                     actual = hash_stream(handle)[0]
@@ -248,7 +256,7 @@ class Artifacts:
         self.cache.evict(keep=sha256)
 
     def _download(self, location: str, sha256: str, kind: ArtifactKind) -> Path | None:
-        fs, path = open_location(location)
+        fs, path = self._open(location)
         temp = self.cache.temp_path(sha256)
         try:
             with fs.open(path, "rb") as reader, temp.open("wb") as writer:
@@ -268,7 +276,7 @@ class Artifacts:
 
     def _quarantine(self, location: str, sha256: str, actual: str | None) -> None:
         """Move a bad copy aside (kept for inspection), mark it, and announce it."""
-        fs, path = open_location(location)
+        fs, path = self._open(location)
         if actual is not None:
             quarantine = f"{self.root}/quarantine/{sha256}.{uuid.uuid4().hex[:8]}"
             try:
