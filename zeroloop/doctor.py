@@ -20,6 +20,7 @@ from zeroloop.config import Settings, redact
 from zeroloop.errors import ZeroloopError
 from zeroloop.store import migrate
 from zeroloop.store.database import Store, parse_store_url, sqlite_path
+from zeroloop.workload.factory import ALPHAZERO_INSTALL, installed
 
 
 class Verdict(StrEnum):
@@ -187,8 +188,8 @@ def _one_line(exc: BaseException) -> str:
 
 
 _OPTIONAL = (
-    ("torch", "torch", "pip install torch==2.13.0", "the built-in AlphaZero workload"),
-    ("pyspiel", "open-spiel", "pip install open-spiel", "the built-in OpenSpiel games"),
+    ("torch", "torch", ALPHAZERO_INSTALL, "the built-in AlphaZero workload"),
+    ("pyspiel", "open-spiel", "pip install 'zeroloop[alphazero]'", "the built-in OpenSpiel games"),
     ("psycopg", "psycopg[binary]", "pip install 'psycopg[binary]'", "PostgreSQL stores"),
 )
 
@@ -199,7 +200,7 @@ def check_dependencies(settings: Settings) -> Iterator[Check]:
     if settings.workload.kind == "alphazero":
         needed |= {"torch", "pyspiel"}
     for module, package, fix, purpose in _OPTIONAL:
-        if importlib.util.find_spec(module) is None:
+        if not installed(module):
             verdict = Verdict.FAIL if module in needed else Verdict.WARN
             yield Check(f"package {package}", verdict, f"not installed (needed for {purpose})", fix)
             continue
