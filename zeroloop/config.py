@@ -117,7 +117,9 @@ class ArtifactSettings(_Section):
 class EventSettings(_Section):
     """The durable event bus."""
 
-    poll_interval_s: float = Field(default=0.05, gt=0, le=60, description="SQLite consumer poll interval (seconds)")
+    poll_interval_s: float = Field(
+        default=0.05, gt=0, le=60, description="SQLite: how often a waiting consumer checks the event signal (seconds)"
+    )
     handler_timeout_s: float = Field(default=60.0, gt=0, description="time one handler call may take (seconds)")
     max_attempts: int = Field(default=5, ge=1, description="handler attempts before an event is dead-lettered")
     retry_initial_s: float = Field(default=0.5, ge=0, description="first handler retry delay (seconds)")
@@ -128,7 +130,7 @@ class EventSettings(_Section):
     retention_max_count: int = Field(default=1_000_000, ge=1000, description="events kept at most")
     retention_interval_s: float = Field(default=600.0, gt=0, description="interval between retention prunes (seconds)")
     listen_fallback_s: float = Field(
-        default=2.0, gt=0, description="PostgreSQL: re-read the log this often even without a NOTIFY (seconds)"
+        default=2.0, gt=0, description="re-read the log this often without a wake-up (NOTIFY, signal file) (seconds)"
     )
     dlq_max_retries: int = Field(
         default=12, ge=0, description="automatic dead-letter re-deliveries before a letter is parked for a human"

@@ -39,3 +39,26 @@ def test_bad_options_are_one_clear_line(tmp_path: Path) -> None:
         LocalProvider("mine", PoolSettings(kind="local", options={"kill_after_s": -1}), data_dir=tmp_path)
     with pytest.raises(ConfigError, match=r"providers\.mine\.options\.colour"):
         LocalProvider("mine", PoolSettings(kind="local", options={"colour": "red"}), data_dir=tmp_path)
+
+
+def test_listing_reads_each_process_environment_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pool = PoolSettings(kind="local", max_nodes=1, options={"kill_after_s": 0})
+    first = LocalProvider("local", pool, data_dir=tmp_path)
+    launched = first.launch(TestLocalContract().spec(first))
+    later = LocalProvider("local", pool, data_dir=tmp_path)
+    read: list[list[int]] = []
+    node_of = later._node_of
+
+    def counting(pid: int) -> str | None:
+        read[-1].append(pid)
+        return node_of(pid)
+
+    monkeypatch.setattr(later, "_node_of", counting)
+    try:
+        for _ in range(2):
+            read.append([])
+            assert wait_until(lambda: any(m.provider_id == launched.provider_id for m in later.machines()), 10)
+        assert len(read[0]) > 1  # every process on the machine, the worker among them
+        assert not set(read[0]) & set(read[1])  # the second listing read only processes new since
+    finally:
+        first.kill(launched.provider_id)

@@ -56,6 +56,9 @@ class LocalProvider(Provider):
         self.data_dir = data_dir
         self.log_dir: Path = self.options.log_dir or data_dir / "logs"
         self._sigterm_at: dict[str, float] = {}
+        # pid -> this pool's node id (None: not one of this pool's workers). A process's environment
+        # never changes, so each process is read once, not on every reconcile; pids gone are dropped.
+        self._verdicts: dict[int, str | None] = {}
 
     @classmethod
     def from_settings(cls, name: str, pool: PoolSettings, settings: Settings) -> LocalProvider:
@@ -85,6 +88,7 @@ class LocalProvider(Provider):
             provider_id = _provider_id(process)
         except (OSError, ValueError, subprocess.SubprocessError, psutil.NoSuchProcess) as exc:
             raise ProviderError(f"local pool {self.name}: cannot start {argv[0]}: {exc}") from exc
+        self._verdicts[process.pid] = spec.node_id
         log.info("local pool %s: started worker %s (pid %d)", self.name, spec.node_id, process.pid)
         return Launched(provider_id=provider_id, host=os.uname().nodename, price_per_hour=self.pool.price_per_hour)
 
@@ -121,25 +125,44 @@ class LocalProvider(Provider):
                 process.send_signal(signal.SIGKILL)
 
     def machines(self) -> list[Machine]:
-        """The live worker processes of this pool (started by this process or an earlier one)."""
+        """The live worker processes of this pool (started by this process or an earlier one).
+
+        Only processes not seen before have their environment read; a reconcile on a machine
+        with hundreds of processes costs one listing of /proc and a stat of each worker.
+        """
+        pids = psutil.pids()
+        live = set(pids)
+        for gone in [pid for pid in self._verdicts if pid not in live]:
+            del self._verdicts[gone]
         found = []
-        for process in psutil.process_iter(["pid"]):
+        for pid in pids:
+            if pid not in self._verdicts:
+                self._verdicts[pid] = self._node_of(pid)
+            node_id = self._verdicts[pid]
+            if node_id is None:
+                continue
             try:
-                env = process.environ()
-                if env.get("ZEROLOOP_CLUSTER__POOL") != self.name:
-                    continue
-                if env.get("ZEROLOOP_DATA_DIR") != str(self.data_dir):
-                    continue  # another cluster's pool of the same name
+                process = psutil.Process(pid)
                 if process.status() == psutil.STATUS_ZOMBIE:
                     continue
                 found.append(
                     Machine(
                         provider_id=_provider_id(process),
                         state=MachineState.RUNNING,
-                        node_id=env.get("ZEROLOOP_CLUSTER__NODE_ID"),
+                        node_id=node_id or None,
                         detail=f"pid {process.pid}",
                     )
                 )
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 continue
         return found
+
+    def _node_of(self, pid: int) -> str | None:
+        """The node id of a worker of this pool ("" when it names none), or None for any other process."""
+        try:
+            env = psutil.Process(pid).environ()
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            return None
+        if env.get("ZEROLOOP_CLUSTER__POOL") != self.name or env.get("ZEROLOOP_DATA_DIR") != str(self.data_dir):
+            return None  # not a worker, or another cluster's pool of the same name
+        return env.get("ZEROLOOP_CLUSTER__NODE_ID", "")
