@@ -120,6 +120,9 @@ class EventSettings(_Section):
     poll_interval_s: float = Field(
         default=0.05, gt=0, le=60, description="SQLite: how often a waiting consumer checks the event signal (seconds)"
     )
+    idle_poll_max_s: float = Field(
+        default=0.4, gt=0, le=60, description="SQLite: the check slows down to this while no event comes (seconds)"
+    )
     handler_timeout_s: float = Field(default=60.0, gt=0, description="time one handler call may take (seconds)")
     max_attempts: int = Field(default=5, ge=1, description="handler attempts before an event is dead-lettered")
     retry_initial_s: float = Field(default=0.5, ge=0, description="first handler retry delay (seconds)")

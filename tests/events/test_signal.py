@@ -53,7 +53,7 @@ def test_the_signal_file_starts_again_past_its_limit(tmp_path: Path) -> None:
 
 
 def test_a_waiter_returns_on_a_ring_from_another_process_and_otherwise_at_its_timeout(sqlite_url: str) -> None:
-    settings = EventSettings(poll_interval_s=0.05)
+    settings = EventSettings(poll_interval_s=0.05, idle_poll_max_s=0.4)
     slept: list[float] = []
     with Store(sqlite_url) as waiting, Store(sqlite_url) as other:  # two processes' stores on one file
 
@@ -69,9 +69,9 @@ def test_a_waiter_returns_on_a_ring_from_another_process_and_otherwise_at_its_ti
             await waker.start()
             await waker.wait(5.0)  # the ring on the third poll ends the wait
             assert len(slept) == 3
-            await waker.wait(1.0)  # no ring: the whole timeout, in poll steps
+            await waker.wait(1.0)  # no ring: the whole timeout, in steps doubling up to idle_poll_max_s
             assert sum(slept[3:]) == pytest.approx(1.0)
-            assert max(slept) == pytest.approx(0.05)
+            assert slept[3:] == pytest.approx([0.05, 0.1, 0.2, 0.4, 0.25])
             _publish(other)
             before = len(slept)
             await waker.wait(5.0)  # rang while nobody waited: returns at once

@@ -52,8 +52,14 @@ class SignalWaker:
         self._seen = self.signal.stamp()
 
     async def wait(self, timeout_s: float) -> None:
-        """Return when the signal rang since the last wait, or after `timeout_s` seconds."""
+        """Return when the signal rang since the last wait, or after `timeout_s` seconds.
+
+        The check starts every `poll_interval_s` and doubles while nothing rings, up to
+        `idle_poll_max_s`: a busy loop is served at once, and an idle process wakes a few
+        times a second instead of twenty.
+        """
         waited = 0.0
+        step = self.settings.poll_interval_s
         while True:
             stamp = self.signal.stamp()
             if stamp != self._seen:
@@ -61,9 +67,10 @@ class SignalWaker:
                 return
             if waited >= timeout_s:
                 return
-            step = min(self.settings.poll_interval_s, timeout_s - waited)
-            await self.sleep(step)
-            waited += step
+            pause = min(step, timeout_s - waited)
+            await self.sleep(pause)
+            waited += pause
+            step = min(step * 2, max(self.settings.idle_poll_max_s, self.settings.poll_interval_s))
 
     async def close(self) -> None:
         """Nothing to close."""

@@ -40,6 +40,10 @@ class LocalOptions(BaseModel):
     log_dir: Path | None = Field(default=None, description="where worker logs go; unset: <data_dir>/logs")
 
 
+# The shell that starts a worker in the background: the worker's parent until that shell exits.
+_LAUNCHER = 'exec "$@" >>"$ZL_LOG" 2>&1 </dev/null & echo $!'
+
+
 def _provider_id(process: psutil.Process) -> str:
     return f"{process.pid}:{process.create_time():.2f}"
 
@@ -73,7 +77,7 @@ class LocalProvider(Provider):
         log_path = self.log_dir / f"{spec.node_id}.log"
         # A shell starts the worker in the background and prints its pid: the worker is then
         # not our child, so it outlives this process and nothing here has to reap it.
-        script = 'exec "$@" >>"$ZL_LOG" 2>&1 </dev/null & echo $!'
+        script = _LAUNCHER
         try:
             done = subprocess.run(
                 ["/bin/sh", "-c", script, "sh", *argv],
@@ -158,11 +162,26 @@ class LocalProvider(Provider):
         return found
 
     def _node_of(self, pid: int) -> str | None:
-        """The node id of a worker of this pool ("" when it names none), or None for any other process."""
+        """The node id of a worker of this pool ("" when it names none), or None for any other process.
+
+        A worker's own children (its job processes) inherit its environment: a process whose
+        parent is in this pool (other than the shell that launched it) is part of that worker,
+        not a machine of its own.
+        """
         try:
-            env = psutil.Process(pid).environ()
+            process = psutil.Process(pid)
+            env = process.environ()
+            parent = process.parent()
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             return None
-        if env.get("ZEROLOOP_CLUSTER__POOL") != self.name or env.get("ZEROLOOP_DATA_DIR") != str(self.data_dir):
+        if not self._in_pool(env):
             return None  # not a worker, or another cluster's pool of the same name
+        try:
+            if parent is not None and self._in_pool(parent.environ()) and _LAUNCHER not in parent.cmdline():
+                return None
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            pass  # a parent we may not read (init) or that is gone: not a worker of this pool
         return env.get("ZEROLOOP_CLUSTER__NODE_ID", "")
+
+    def _in_pool(self, env: dict[str, str]) -> bool:
+        return env.get("ZEROLOOP_CLUSTER__POOL") == self.name and env.get("ZEROLOOP_DATA_DIR") == str(self.data_dir)
