@@ -244,7 +244,7 @@ class Autoscaler:
             }
             views = []
             for name, provider in fleet.providers.items():
-                rows = node_queries.pool_nodes(conn, name)
+                rows = node_queries.pool_nodes_current(conn, name)  # not the pool's whole history
                 views.append(self._view(name, provider.pool, rows, running))
         return views, demand, cost, durations, pressure
 
