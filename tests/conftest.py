@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from tests.helpers import FakeClock, make_app
+from tests.s3 import s3_endpoint, s3_location  # noqa: F401 - fixtures for every test package
 from zeroloop.app import App
 from zeroloop.config import Settings
 from zeroloop.events import wiring

@@ -348,6 +348,7 @@ class App:
             node=cluster.node_id,
             clock=clock,
             held_dir=settings.data_dir / "held" / cluster.node_id,
+            storage_options=settings.artifacts.storage_options,
         )
         self.registry = ModelRegistry(self.store, self.bus, clock, evaluation=settings.evaluation)
         self.daemon_records = DaemonRecords(self.store, self.bus)

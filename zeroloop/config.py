@@ -48,6 +48,23 @@ def redact(text: str) -> str:
     return _SECRET_QUERY.sub(r"\g<head>***", text)
 
 
+# Keys of backend options whose values are credentials (key, secret, token, password, sas_token, ...).
+_SECRET_OPTION = re.compile(r"key|secret|token|passw|credential|auth|sas|signature", re.I)
+
+
+def redact_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Backend options with every credential-like value replaced by `***`, nested mappings included."""
+    shown: dict[str, Any] = {}
+    for name, value in options.items():
+        if isinstance(value, Mapping):
+            shown[name] = redact_options(value)
+        elif _SECRET_OPTION.search(str(name)) and value not in (None, ""):
+            shown[name] = "***"
+        else:
+            shown[name] = redact(value) if isinstance(value, str) else value
+    return shown
+
+
 class _Section(BaseModel):
     model_config = {"extra": "forbid", "validate_assignment": True}
 
@@ -90,12 +107,22 @@ class ArtifactSettings(_Section):
     )
     cache_max_bytes: int = Field(default=20 * 1024**3, ge=0, description="local artifact cache limit (bytes)")
     bandwidth_limit_bytes_per_s: int = Field(default=0, ge=0, description="transfer limit (bytes/s); 0 is unlimited")
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="options for the fsspec backend of the location, e.g. {endpoint_url, key, secret, "
+        "default_block_size} for s3:// (secret values are never printed)",
+    )
 
 
 class EventSettings(_Section):
     """The durable event bus."""
 
-    poll_interval_s: float = Field(default=0.05, gt=0, le=60, description="SQLite consumer poll interval (seconds)")
+    poll_interval_s: float = Field(
+        default=0.05, gt=0, le=60, description="SQLite: how often a waiting consumer checks the event signal (seconds)"
+    )
+    idle_poll_max_s: float = Field(
+        default=0.4, gt=0, le=60, description="SQLite: the check slows down to this while no event comes (seconds)"
+    )
     handler_timeout_s: float = Field(default=60.0, gt=0, description="time one handler call may take (seconds)")
     max_attempts: int = Field(default=5, ge=1, description="handler attempts before an event is dead-lettered")
     retry_initial_s: float = Field(default=0.5, ge=0, description="first handler retry delay (seconds)")
@@ -106,7 +133,7 @@ class EventSettings(_Section):
     retention_max_count: int = Field(default=1_000_000, ge=1000, description="events kept at most")
     retention_interval_s: float = Field(default=600.0, gt=0, description="interval between retention prunes (seconds)")
     listen_fallback_s: float = Field(
-        default=2.0, gt=0, description="PostgreSQL: re-read the log this often even without a NOTIFY (seconds)"
+        default=2.0, gt=0, description="re-read the log this often without a wake-up (NOTIFY, signal file) (seconds)"
     )
     dlq_max_retries: int = Field(
         default=12, ge=0, description="automatic dead-letter re-deliveries before a letter is parked for a human"
@@ -860,6 +887,7 @@ class Settings(BaseSettings):
         data["store"]["url"] = redact(self.store_url)
         data["artifacts"]["url"] = redact(self.artifacts_url)
         data["backup"]["url"] = redact(self.backups_url)
+        data["artifacts"]["storage_options"] = redact_options(self.artifacts.storage_options)
         return data
 
 

@@ -14,11 +14,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from zeroloop.config import Settings, redact
 from zeroloop.errors import ZeroloopError
 from zeroloop.store import migrate
 from zeroloop.store.database import Store, parse_store_url, sqlite_path
+from zeroloop.workload.factory import ALPHAZERO_INSTALL, installed
 
 
 class Verdict(StrEnum):
@@ -105,21 +107,27 @@ def check_store(settings: Settings) -> Iterator[Check]:
         )
 
 
+# Object stores whose first path segment is a bucket (container) that must exist beforehand.
+_BUCKET_SCHEMES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "oss"})
+
+
 def check_artifacts(settings: Settings) -> Iterator[Check]:
-    """The artifact location's scheme is supported here and the location is writable."""
-    import fsspec
+    """The artifact location's backend is installed, its bucket exists, and a test object round-trips.
+
+    On a store other than a local directory the check writes a small test object, reads it
+    back, deletes it, and confirms it is gone; each failure names the step that failed.
+    """
+    from zeroloop.artifacts.transfer import open_location, scheme_of
 
     url = settings.artifacts_url
     shown = redact(url)
+    scheme = scheme_of(url)
     try:
-        fs, root = fsspec.core.url_to_fs(url)
-    except ImportError as exc:
-        yield Check("artifacts", Verdict.FAIL, f"{shown}: {exc}", "install the fsspec backend it names")
+        fs, root = open_location(url, settings.artifacts.storage_options)
+    except ZeroloopError as exc:
+        yield Check("artifacts", Verdict.FAIL, str(exc), "set ZEROLOOP_ARTIFACTS__URL (and artifacts.storage_options)")
         return
-    except ValueError as exc:
-        yield Check("artifacts", Verdict.FAIL, f"{shown}: {exc}", "set ZEROLOOP_ARTIFACTS__URL to an fsspec URL")
-        return
-    if fs.protocol in ("file", ("file", "local")) or "file" in fs.protocol:
+    if scheme in ("file", "local"):
         local = Path(root)
         if not local.exists():
             parent = _nearest_existing(local)
@@ -127,19 +135,61 @@ def check_artifacts(settings: Settings) -> Iterator[Check]:
             verdict, detail = (Verdict.OK, "created on first write") if ok else (Verdict.FAIL, f"{parent} not writable")
             yield Check("artifacts", verdict, f"{shown} ({detail})")
             return
-    probe = f"{root.rstrip('/')}/.zeroloop-doctor-{uuid.uuid4().hex}"
-    try:
-        fs.pipe_file(probe, b"zeroloop")
-        fs.rm_file(probe)
-    except Exception as exc:  # noqa: BLE001 - any backend failure is the finding itself
-        yield Check("artifacts", Verdict.FAIL, f"cannot write to {shown}: {exc}", "check credentials and permissions")
+    where = ""
+    if scheme in _BUCKET_SCHEMES:
+        bucket = root.split("/", 1)[0]
+        where = f"bucket {bucket}: "
+        try:
+            fs.info(bucket)
+        except FileNotFoundError:
+            yield Check(
+                "artifacts",
+                Verdict.FAIL,
+                f"{shown}: bucket {bucket} does not exist (or these credentials cannot see it)",
+                (f"aws s3 mb s3://{bucket}" if scheme in ("s3", "s3a") else f"create bucket {bucket}")
+                + ", or correct ZEROLOOP_ARTIFACTS__URL",
+            )
+            return
+        except Exception as exc:  # noqa: BLE001 - any backend failure is the finding itself
+            yield Check("artifacts", Verdict.FAIL, f"{shown}: cannot reach bucket {bucket}: {_one_line(exc)}", _FIX)
+            return
+    problem = _round_trip(fs, f"{root.rstrip('/')}/.zeroloop-doctor-{uuid.uuid4().hex}")
+    if problem is not None:
+        yield Check("artifacts", Verdict.FAIL, f"{shown}: {where}{problem}", _FIX)
         return
-    yield Check("artifacts", Verdict.OK, shown)
+    yield Check("artifacts", Verdict.OK, f"{shown} ({where}write, read back, delete ok)")
+
+
+_FIX = "check the credentials, permissions, endpoint and artifacts.storage_options"
+
+
+def _round_trip(fs: Any, probe: str) -> str | None:
+    """Write, read back, delete and re-check a test object; what went wrong, or None."""
+    payload = f"zeroloop doctor {uuid.uuid4().hex}".encode()
+    step = "write"
+    try:
+        fs.pipe_file(probe, payload)
+        step = "read back"
+        if fs.cat_file(probe) != payload:
+            return "a test object read back differs from what was written"
+        step = "delete"
+        fs.rm_file(probe)
+        fs.invalidate_cache()
+        if fs.exists(probe):
+            return f"a deleted test object is still there ({probe})"
+    except Exception as exc:  # noqa: BLE001 - any backend failure is the finding itself
+        return f"cannot {step} a test object: {_one_line(exc)}"
+    return None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return redact(text.splitlines()[0])
 
 
 _OPTIONAL = (
-    ("torch", "torch", "pip install torch==2.13.0", "the built-in AlphaZero workload"),
-    ("pyspiel", "open-spiel", "pip install open-spiel", "the built-in OpenSpiel games"),
+    ("torch", "torch", ALPHAZERO_INSTALL, "the built-in AlphaZero workload"),
+    ("pyspiel", "open-spiel", "pip install 'zeroloop[alphazero]'", "the built-in OpenSpiel games"),
     ("psycopg", "psycopg[binary]", "pip install 'psycopg[binary]'", "PostgreSQL stores"),
 )
 
@@ -150,7 +200,7 @@ def check_dependencies(settings: Settings) -> Iterator[Check]:
     if settings.workload.kind == "alphazero":
         needed |= {"torch", "pyspiel"}
     for module, package, fix, purpose in _OPTIONAL:
-        if importlib.util.find_spec(module) is None:
+        if not installed(module):
             verdict = Verdict.FAIL if module in needed else Verdict.WARN
             yield Check(f"package {package}", verdict, f"not installed (needed for {purpose})", fix)
             continue

@@ -1,4 +1,4 @@
-"""The artifact store on both state-store backends and on local and in-memory locations."""
+"""The artifact store on both state-store backends and on local, in-memory and S3 (moto on loopback) locations."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from tests.s3 import Location
 from zeroloop.artifacts.cache import LocalCache
 from zeroloop.artifacts.repository import Artifacts
 from zeroloop.artifacts.transfer import ArtifactKind, Priority, TransferGate, open_location
@@ -20,16 +21,27 @@ from zeroloop.store.queries import artifacts as queries
 from zeroloop.store.schema import events
 
 
-@pytest.fixture(params=["file", "memory"])
-def location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+@pytest.fixture(params=["file", "memory", "s3"])
+def location(request: pytest.FixtureRequest, tmp_path: Path) -> Location:
     if request.param == "file":
-        return (tmp_path / "shared").as_uri()
-    return f"memory://zeroloop-test-{uuid.uuid4().hex}"
+        return Location((tmp_path / "shared").as_uri())
+    if request.param == "memory":
+        return Location(f"memory://zeroloop-test-{uuid.uuid4().hex}")
+    found: Location = request.getfixturevalue("s3_location")
+    return found
 
 
-def _artifacts(store: Store, location: str, cache: Path, node: str = "n1", max_bytes: int = 10**9) -> Artifacts:
+def _artifacts(store: Store, location: Location, cache: Path, node: str = "n1", max_bytes: int = 10**9) -> Artifacts:
     bus = EventBus(store, node=node, source="test")
-    return Artifacts(store, bus, url=location, cache_dir=cache, cache_max_bytes=max_bytes, node=node)
+    return Artifacts(
+        store,
+        bus,
+        url=location.url,
+        cache_dir=cache,
+        cache_max_bytes=max_bytes,
+        node=node,
+        storage_options=location.storage_options,
+    )
 
 
 def _file(tmp_path: Path, content: bytes, name: str = "batch.npz") -> Path:
@@ -38,7 +50,9 @@ def _file(tmp_path: Path, content: bytes, name: str = "batch.npz") -> Path:
     return path
 
 
-def test_put_then_fetch_elsewhere_returns_identical_verified_bytes(store: Store, location: str, tmp_path: Path) -> None:
+def test_put_then_fetch_elsewhere_returns_identical_verified_bytes(
+    store: Store, location: Location, tmp_path: Path
+) -> None:
     producer = _artifacts(store, location, tmp_path / "cache-a", node="a")
     consumer = _artifacts(store, location, tmp_path / "cache-b", node="b")
     content = b"game data" * 1000
@@ -51,7 +65,7 @@ def test_put_then_fetch_elsewhere_returns_identical_verified_bytes(store: Store,
 
 
 def test_putting_the_same_content_twice_records_one_artifact_and_one_copy(
-    store: Store, location: str, tmp_path: Path
+    store: Store, location: Location, tmp_path: Path
 ) -> None:
     artifacts = _artifacts(store, location, tmp_path / "cache")
     first = artifacts.put(_file(tmp_path, b"x" * 10, "one"), ArtifactKind.MODEL)
@@ -62,10 +76,10 @@ def test_putting_the_same_content_twice_records_one_artifact_and_one_copy(
         assert len(queries.copies_of(conn, first.sha256)) == 1
 
 
-def test_corrupt_copy_is_quarantined_announced_and_refused(store: Store, location: str, tmp_path: Path) -> None:
+def test_corrupt_copy_is_quarantined_announced_and_refused(store: Store, location: Location, tmp_path: Path) -> None:
     producer = _artifacts(store, location, tmp_path / "cache-a")
     artifact = producer.put(_file(tmp_path, b"precious model bytes"), ArtifactKind.MODEL)
-    fs, path = open_location(producer.location(ArtifactKind.MODEL, artifact.sha256))
+    fs, path = open_location(producer.location(ArtifactKind.MODEL, artifact.sha256), location.storage_options)
     fs.pipe_file(path, b"precious model bytez")
     consumer = _artifacts(store, location, tmp_path / "cache-b", node="b")
     with pytest.raises(ArtifactError, match="no intact copy"):
@@ -78,23 +92,25 @@ def test_corrupt_copy_is_quarantined_announced_and_refused(store: Store, locatio
     assert not fs.exists(path)
 
 
-def test_corrupt_cache_entry_is_replaced_from_the_shared_copy(store: Store, location: str, tmp_path: Path) -> None:
+def test_corrupt_cache_entry_is_replaced_from_the_shared_copy(store: Store, location: Location, tmp_path: Path) -> None:
     artifacts = _artifacts(store, location, tmp_path / "cache")
     artifact = artifacts.put(_file(tmp_path, b"abc" * 100), ArtifactKind.GAME_BATCH)
     artifacts.cache.path(artifact.sha256).write_bytes(b"rotten")
     assert artifacts.fetch(artifact.sha256).read_bytes() == b"abc" * 100
 
 
-def test_verify_counts_intact_copies_and_quarantines_missing_ones(store: Store, location: str, tmp_path: Path) -> None:
+def test_verify_counts_intact_copies_and_quarantines_missing_ones(
+    store: Store, location: Location, tmp_path: Path
+) -> None:
     artifacts = _artifacts(store, location, tmp_path / "cache")
     artifact = artifacts.put(_file(tmp_path, b"data"), ArtifactKind.GAME_BATCH)
     assert artifacts.verify(artifact.sha256) == 1
-    fs, path = open_location(artifacts.location(ArtifactKind.GAME_BATCH, artifact.sha256))
+    fs, path = open_location(artifacts.location(ArtifactKind.GAME_BATCH, artifact.sha256), location.storage_options)
     fs.rm_file(path)
     assert artifacts.verify(artifact.sha256) == 0
 
 
-def test_unknown_artifact_and_bad_digests_are_refused(store: Store, location: str, tmp_path: Path) -> None:
+def test_unknown_artifact_and_bad_digests_are_refused(store: Store, location: Location, tmp_path: Path) -> None:
     artifacts = _artifacts(store, location, tmp_path / "cache")
     with pytest.raises(ArtifactError, match="not in the manifest"):
         artifacts.fetch("0" * 64)
@@ -109,7 +125,7 @@ def test_unsuitable_or_unknown_schemes_are_refused(url: str) -> None:
         open_location(url)
 
 
-def test_sole_copies_on_a_node_are_reported(store: Store, location: str, tmp_path: Path) -> None:
+def test_sole_copies_on_a_node_are_reported(store: Store, location: Location, tmp_path: Path) -> None:
     artifacts = _artifacts(store, location, tmp_path / "cache")
     shared = artifacts.put(_file(tmp_path, b"shared"), ArtifactKind.GAME_BATCH)
     with store.transaction() as conn:

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from tests.helpers import FakeClock
 from zeroloop.app import App
-from zeroloop.cluster.autoscaler import Autoscaler, PoolView, plan, retry_after
+from zeroloop.cluster.autoscaler import Autoscaler, PoolView, ScalePlan, plan, retry_after
 from zeroloop.cluster.fleet import FleetError
 from zeroloop.cluster.nodes import NodeInfo, NodeStatus
 from zeroloop.cluster.providers.base import Launched, LaunchSpec, Machine, MachineState, Provider, ProviderError
@@ -426,3 +426,20 @@ def test_launches_per_tick_are_capped_and_lost_hand_started_nodes_cost_nothing()
     assert scale.launch == 2
     assert billed(NodeStatus.LOST, managed=True) and not billed(NodeStatus.LOST, managed=False)
     assert not billed(NodeStatus.REQUESTED, managed=True) and not billed(NodeStatus.TERMINATED, managed=True)
+
+
+def test_a_held_pool_whose_figures_alone_move_records_no_new_decision(fleet: tuple[App, MemoryProvider]) -> None:
+    app, _provider = fleet
+    scaler = Autoscaler(
+        app.fleet, app.settings.autoscaler, app.profile_job_types, requeue=app.queue.requeue_node, clock=app.clock
+    )
+    try:
+        held = [ScalePlan("mem", 0, f"at max_nodes 3 ({waiting} job(s) waiting)", {}) for waiting in (8, 10, 7)]
+        for scale in [*held, ScalePlan("mem", 0, "cooldown: launched 12 s ago", {})]:
+            scaler._record(scale)
+            scaler.last_plans = [scale]
+        with app.store.read() as conn:
+            reasons = [row["evidence"]["reason"] for row in decision_queries.list_decisions(conn, "fleet:mem")]
+        assert sorted(reasons) == ["at max_nodes 3 (8 job(s) waiting)", "cooldown: launched 12 s ago"]
+    finally:
+        scaler.close()

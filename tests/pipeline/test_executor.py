@@ -1,4 +1,7 @@
-"""The job executor with a user's own commands as the workload: claim, run in the child, upload, complete."""
+"""The job executor with a user's own commands as the workload: claim, run in the child, upload, complete.
+
+The upload runs against a local directory and against a real S3 API on loopback (moto).
+"""
 
 from __future__ import annotations
 
@@ -7,10 +10,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
+from tests.s3 import Location
 from zeroloop.app import App
-from zeroloop.config import Settings, StoreSettings, WorkloadSettings
+from zeroloop.artifacts.transfer import ArtifactKind
+from zeroloop.config import ArtifactSettings, Settings, StoreSettings, WorkloadSettings
 from zeroloop.pipeline import jobs
 from zeroloop.pipeline.executor import JobExecutor
 from zeroloop.queue.jobs import JobStatus
@@ -29,7 +35,7 @@ sys.exit(3)
 """
 
 
-def _app(store_url: str, tmp_path: Path, script: str) -> App:
+def _app(store_url: str, tmp_path: Path, script: str, artifacts: ArtifactSettings | None = None) -> App:
     code = tmp_path / "selfplay.py"
     code.write_text(script)
     commands = tmp_path / "commands.toml"
@@ -38,6 +44,7 @@ def _app(store_url: str, tmp_path: Path, script: str) -> App:
         data_dir=tmp_path / "data",
         store=StoreSettings(url=store_url),
         workload=WorkloadSettings(kind="command", command_file=commands),
+        artifacts=artifacts or ArtifactSettings(),
     )
     return App(settings, upgrade=False)
 
@@ -46,10 +53,15 @@ def _executor(app: App) -> JobExecutor:
     return JobExecutor(app.registry, app.bus, app.queue, app.artifacts, app.settings, node="w1")
 
 
+@pytest.mark.parametrize("location", ["local", "s3"])
 def test_a_command_selfplay_job_is_uploaded_then_completed_and_announced(
-    store_url: str, tmp_path: Path, settings: Settings
+    store_url: str, tmp_path: Path, settings: Settings, location: str, request: pytest.FixtureRequest
 ) -> None:
-    with _app(store_url, tmp_path, SELFPLAY) as app:
+    artifacts = None
+    if location == "s3":  # a real S3 API on loopback (moto), reached through artifacts.storage_options
+        bucket: Location = request.getfixturevalue("s3_location")
+        artifacts = ArtifactSettings(url=bucket.url, storage_options=bucket.storage_options)
+    with _app(store_url, tmp_path, SELFPLAY, artifacts) as app:
         job = app.queue.enqueue(jobs.SELFPLAY, "ringrift_2p", {"games": 4})
         executor = _executor(app)
         try:
@@ -74,7 +86,12 @@ def test_a_command_selfplay_job_is_uploaded_then_completed_and_announced(
             "samples": 20,
             "model_id": None,
         }
+        app.artifacts.cache.remove(sha)  # fetched from the shared location, not this node's cache
         assert app.artifacts.fetch(sha).stat().st_size == artifact["size_bytes"]
+        shared = app.artifacts.location(ArtifactKind.GAME_BATCH, sha)
+        assert shared.startswith("s3://" if location == "s3" else "file://")
+        with app.store.read() as conn:
+            assert [copy["location"] for copy in artifact_queries.copies_of(conn, sha)] == [shared]
 
 
 def test_a_failing_command_fails_the_attempt_with_its_output(

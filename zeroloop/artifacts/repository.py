@@ -20,7 +20,7 @@ import logging
 import shutil
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from zeroloop.artifacts.transfer import (
     hash_file,
     hash_stream,
     open_location,
+    scheme_of,
 )
 from zeroloop.errors import ArtifactError
 from zeroloop.events.bus import EventBus
@@ -76,11 +77,13 @@ class Artifacts:
         node: str,
         clock: Callable[[], float] = time.time,
         held_dir: Path | None = None,
+        storage_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.store = store
         self.bus = bus
         self.url = url.rstrip("/")
-        self.fs, self.root = open_location(url)
+        self.storage_options = dict(storage_options or {})  # for the backend of `url` (endpoint, keys, ...)
+        self.fs, self.root = open_location(url, self.storage_options)
         self.cache = LocalCache(cache_dir, cache_max_bytes)
         self.gate = TransferGate(bandwidth_bytes_per_s)
         self.node = node
@@ -95,9 +98,12 @@ class Artifacts:
         """The URL a manifest location names: a relative key under this location, or an absolute URL as it is."""
         return location if "://" in location else f"{self.url}/{location}"
 
-    def _open(self, location: str) -> tuple[Any, str]:
-        """The filesystem and path of a copy, named as the manifest names it (a relative key or a URL)."""
-        return open_location(self.resolve(location))
+    def open_copy(self, location: str) -> tuple[Any, str]:
+        """The filesystem and path of a copy, named as the manifest names it (a relative key or a URL);
+        the location's options apply to copies on its backend only."""
+        resolved = self.resolve(location)
+        same = scheme_of(resolved) == scheme_of(self.url)
+        return open_location(resolved, self.storage_options if same else None)
 
     def _path(self, kind: ArtifactKind, sha256: str) -> str:
         return f"{self.root}/{kind.value}/{sha256[:2]}/{sha256}"
@@ -189,7 +195,7 @@ class Artifacts:
             if row is None or not copies:
                 continue
             kind = ArtifactKind(row["kind"])
-            _fs, path = self._open(copies[0]["location"])
+            _fs, path = self.open_copy(copies[0]["location"])
             local = Path(path)
             with local.open("rb") as handle:
                 if hash_stream(handle)[0] != sha256:
@@ -233,7 +239,7 @@ class Artifacts:
             copies = queries.copies_of(conn, sha256)
         intact = 0
         for copy in copies:
-            fs, path = self._open(copy["location"])
+            fs, path = self.open_copy(copy["location"])
             try:
                 with fs.open(path, "rb") as handle:
                     actual = hash_stream(handle)[0]
@@ -279,7 +285,7 @@ class Artifacts:
         self.cache.evict(keep=sha256)
 
     def _download(self, location: str, sha256: str, kind: ArtifactKind) -> Path | None:
-        fs, path = self._open(location)
+        fs, path = self.open_copy(location)
         temp = self.cache.temp_path(sha256)
         try:
             with fs.open(path, "rb") as reader, temp.open("wb") as writer:
@@ -299,7 +305,7 @@ class Artifacts:
 
     def _quarantine(self, location: str, sha256: str, actual: str | None) -> None:
         """Move a bad copy aside (kept for inspection), mark it, and announce it; `location` as the manifest has it."""
-        fs, path = self._open(location)
+        fs, path = self.open_copy(location)
         if actual is not None:
             quarantine = f"{self.root}/quarantine/{sha256}.{uuid.uuid4().hex[:8]}"
             try:

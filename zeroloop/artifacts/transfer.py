@@ -12,7 +12,7 @@ import heapq
 import itertools
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from enum import IntEnum, StrEnum
 from pathlib import Path
 from typing import IO, Any
@@ -59,9 +59,18 @@ PRIORITY_OF_KIND = {
 }
 
 
-def open_location(url: str) -> tuple[Any, str]:
-    """Return (filesystem, root path) for an artifact URL; refuse unknown or unsuitable schemes."""
-    scheme = url.split("://", 1)[0] if "://" in url else "file"
+def scheme_of(url: str) -> str:
+    """The URL scheme (protocol) of a location; a bare path is a local file."""
+    return url.split("://", 1)[0] if "://" in url else "file"
+
+
+def open_location(url: str, storage_options: Mapping[str, Any] | None = None) -> tuple[Any, str]:
+    """Return (filesystem, root path) for an artifact URL; refuse unknown or unsuitable schemes.
+
+    `storage_options` go to the fsspec backend (for s3://: endpoint_url, key, secret,
+    default_block_size, ...).
+    """
+    scheme = scheme_of(url)
     if scheme not in WRITABLE_PROTOCOLS:
         known = "known to fsspec but not a writable store" if scheme in known_implementations else "unknown"
         raise ArtifactError(
@@ -69,10 +78,18 @@ def open_location(url: str) -> tuple[Any, str]:
             f"{', '.join(sorted(WRITABLE_PROTOCOLS))}"
         )
     try:
-        fs, root = fsspec.core.url_to_fs(url)
+        fs, root = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
     except ImportError as exc:
-        raise ArtifactError(f"artifact location {redact(url)!r} needs a package: {exc}") from None
+        raise ArtifactError(f"artifact location {redact(url)!r} needs a package: {exc}{_extra_hint(scheme)}") from None
+    except TypeError as exc:  # an option the backend does not take
+        raise ArtifactError(
+            f"artifact location {redact(url)!r}: artifacts.storage_options do not suit the {scheme} backend ({exc})"
+        ) from None
     return fs, str(root).rstrip("/")
+
+
+def _extra_hint(scheme: str) -> str:
+    return "; install it with pip install 'zeroloop[s3]'" if scheme in ("s3", "s3a") else ""
 
 
 class TransferGate:

@@ -33,10 +33,12 @@ def settings() -> Settings:
 
 
 def require_device(loaded: Settings) -> None:
-    """Refuse to start workers on this machine when torch cannot use the configured device (ConfigError)."""
+    """Refuse to start workers on this machine without torch and OpenSpiel, or a device torch cannot use."""
     from zeroloop.doctor import device_problem
+    from zeroloop.workload.factory import require_alphazero
 
     if loaded.workload.kind == "alphazero":
+        require_alphazero()
         problem = device_problem(loaded.workload.device)
         if problem is not None:
             raise ConfigError(f"{problem}: set ZEROLOOP_WORKLOAD__DEVICE=cpu or to a device torch sees")

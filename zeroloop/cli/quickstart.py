@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import queue
 import re
 import signal
@@ -47,7 +48,8 @@ from zeroloop.server.background import serving
 from zeroloop.store.queries import models as model_queries
 from zeroloop.store.queries import pipelines as queries
 
-REFRESH_S = 1.0
+REFRESH_S = 2.0  # between redraws (seconds): the panel shows tenths of minutes and counts, not a ticker
+REREAD_S = 10.0  # the store is re-read at least this often even when no event was committed (seconds)
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # a closed terminal drains too: no orphan workers
 WORKER_EXIT_GRACE_S = 15.0  # beyond the drain deadline, for a worker to leave the cluster and exit (seconds)
 _OPPONENTS = ("random", "mcts", "best")
@@ -229,6 +231,41 @@ async def drain(app: App, local: Workers, *, force: bool) -> None:
     await asyncio.to_thread(local.stop, grace_s)
 
 
+class ScreenData:
+    """What the panel shows, re-read from the store only when it may have changed.
+
+    Everything on the panel moves with an event (a job, a batch, a model, a node), so on
+    SQLite the store is read again only when the event signal rang since the last read, and
+    at least every REREAD_S seconds; on PostgreSQL on every redraw.
+    """
+
+    def __init__(
+        self,
+        app: App,
+        config_key: str,
+        counts: Callable[[], tuple[int, int]],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.app = app
+        self.config_key = config_key
+        self.counts = counts  # (workers running, restarts)
+        self.clock = clock
+        self._stamp: object = None
+        self._read_at = -math.inf
+        self._cached: tuple[Snapshot, tuple[int, int]] | None = None
+
+    def read(self) -> tuple[Snapshot, tuple[int, int]]:
+        """The snapshot and (workers running, restarts), from the store or as last read."""
+        signal = self.app.store.event_signal
+        stamp = signal.stamp() if signal is not None else None
+        now = self.clock()
+        fresh = signal is not None and stamp == self._stamp and now - self._read_at < REREAD_S
+        if self._cached is None or not fresh:
+            self._cached = (snapshot(self.app, self.config_key), self.counts())
+            self._stamp, self._read_at = stamp, now
+        return self._cached
+
+
 async def run_quickstart(app: App, config_key: str, minutes: float, workers: int) -> Snapshot:
     """Run the loop for `minutes` (or until a signal) and return the final snapshot."""
     loop = asyncio.get_running_loop()
@@ -240,6 +277,7 @@ async def run_quickstart(app: App, config_key: str, minutes: float, workers: int
     for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, on_signal)
     local = LocalPool(app, workers)
+    screen = ScreenData(app, config_key, local.counts)
     started = time.monotonic()
     try:
         status = await initialize_all_coordinators(app, profile="coordinator", registry=registry_for_cli())
@@ -250,8 +288,7 @@ async def run_quickstart(app: App, config_key: str, minutes: float, workers: int
         live = Live(console=console, auto_refresh=False, transient=False)
         with logs_through(live.console, app.settings.logs) as print_logs, live:
             while not stop.is_set() and time.monotonic() < deadline:
-                snap = await asyncio.to_thread(snapshot, app, config_key)
-                running, restarts = await asyncio.to_thread(local.counts)
+                snap, (running, restarts) = await asyncio.to_thread(screen.read)
                 print_logs()
                 panel = render(snap, config_key, time.monotonic() - started, minutes, (running, restarts))
                 live.update(panel, refresh=True)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -244,7 +245,7 @@ class Autoscaler:
             }
             views = []
             for name, provider in fleet.providers.items():
-                rows = node_queries.pool_nodes(conn, name)
+                rows = node_queries.pool_nodes_current(conn, name)  # not the pool's whole history
                 views.append(self._view(name, provider.pool, rows, running))
         return views, demand, cost, durations, pressure
 
@@ -304,8 +305,8 @@ class Autoscaler:
     def _record(self, scale: ScalePlan) -> None:
         """Record a plan as a decision, but only when it differs from the pool's previous one."""
         previous = next((p for p in self.last_plans if p.pool == scale.pool), None)
-        if previous is not None and (previous.launch, previous.reason) == (scale.launch, scale.reason):
-            return
+        if previous is not None and (previous.launch, _gist(previous.reason)) == (scale.launch, _gist(scale.reason)):
+            return  # the same decision; only its figures (jobs waiting, seconds since a launch) moved
         outcome = f"launch {scale.launch}" if scale.launch and self.settings.enabled else "hold"
         if scale.launch and not self.settings.enabled:
             scale.evidence["disabled"] = True
@@ -320,6 +321,14 @@ class Autoscaler:
                 evidence={"reason": scale.reason, **scale.evidence},
                 now=self.clock(),
             )
+
+
+def _gist(reason: str) -> str:
+    """A reason with its figures masked: "at max_nodes 2 (8 job(s) waiting)" -> "at max_nodes # (# job(s) waiting)"."""
+    return _FIGURE.sub("#", reason)
+
+
+_FIGURE = re.compile(r"\d+(?:\.\d+)?")
 
 
 class AutoscalerDaemon(LoopDaemon):

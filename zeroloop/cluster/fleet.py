@@ -15,6 +15,7 @@ launches and stops machines.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -83,9 +84,16 @@ def direct_worker_env(settings: Settings) -> WorkerEnv:
             "ZEROLOOP_CLUSTER__POOL": pool_name,
             "ZEROLOOP_STORE__URL": settings.store_url,
             "ZEROLOOP_ARTIFACTS__URL": settings.artifacts_url,
+            **_storage_options_env(settings),
         }
 
     return env
+
+
+def _storage_options_env(settings: Settings) -> dict[str, str]:
+    """The artifact backend's options (an S3 endpoint and keys) for a launched worker, as JSON."""
+    options = settings.artifacts.storage_options
+    return {"ZEROLOOP_ARTIFACTS__STORAGE_OPTIONS": json.dumps(options)} if options else {}
 
 
 class Fleet:

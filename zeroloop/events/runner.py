@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -57,6 +58,7 @@ class _State:
     acked: Position = (0, 0)
     counts: dict[tuple[str, str], int] = field(default_factory=dict)
     ack_task: asyncio.Task[None] | None = None
+    acked_at: float = -math.inf  # when the cursor was last written (the runner's clock, seconds)
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,7 @@ class ConsumerRunner:
                 else:
                     state.position = end
                 state.acked = state.position
+                state.acked_at = self.clock()
 
     async def run_once(self) -> int:
         """One pass: deliver one batch to every consumer; return how many events were delivered or dead-lettered."""
@@ -333,11 +336,14 @@ class ConsumerRunner:
         if counts:
             consumer_queries.bump_metrics(conn, state.spec.name, counts)
 
-    def _schedule_ack(self, state: _State) -> None:
+    def _schedule_ack(self, state: _State, *, force: bool = False) -> None:
         """Acknowledge in the background: a commit per batch must not delay the next delivery.
 
         At most one acknowledgement per consumer is in flight; the cursor only moves
-        forward in the store, so a late one can never move it back.
+        forward in the store, so a late one can never move it back. A cursor that moved
+        only past events the consumer does not take is written at most every
+        `listen_fallback_s` (and on flush): re-reading those after a restart costs nothing,
+        while writing it on every wake-up cost a write turn per consumer per event.
         """
         if state.ack_task is not None and not state.ack_task.done():
             return
@@ -345,6 +351,9 @@ class ConsumerRunner:
             return
         if not state.spec.durable and not state.counts:
             state.acked = state.position
+            return
+        skipped_only = not state.counts
+        if skipped_only and not force and self.clock() - state.acked_at < self.settings.listen_fallback_s:
             return
         position, counts = state.position, state.counts
         state.counts = {}
@@ -364,6 +373,7 @@ class ConsumerRunner:
                     state.counts[key] = state.counts.get(key, 0) + amount
                 return
             state.acked = max(state.acked, position)
+            state.acked_at = self.clock()
 
         state.ack_task = asyncio.create_task(asyncio.to_thread(write))
         state.ack_task.add_done_callback(done)
@@ -372,7 +382,7 @@ class ConsumerRunner:
         """Wait until every delivered event is acknowledged in the store."""
         for _ in range(5):  # bounded: the in-flight acknowledgement, then the rest, then retries of failures
             for state in self._states:
-                self._schedule_ack(state)
+                self._schedule_ack(state, force=True)
             pending = [state.ack_task for state in self._states if state.ack_task and not state.ack_task.done()]
             if not pending:
                 return

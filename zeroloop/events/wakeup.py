@@ -1,4 +1,4 @@
-"""How a consumer learns that the log has grown: LISTEN/NOTIFY on PostgreSQL, polling on SQLite.
+"""How a consumer learns that the log has grown: LISTEN/NOTIFY on PostgreSQL, a signal file on SQLite.
 
 A wake-up carries no data and may be lost or spurious: consumers always re-read the log
 from their cursor, so a missed NOTIFY costs latency (bounded by `listen_fallback_s`),
@@ -19,6 +19,7 @@ import psycopg
 from zeroloop.config import EventSettings
 from zeroloop.store.database import Store
 from zeroloop.store.queries.events import NOTIFY_CHANNEL
+from zeroloop.store.signal import EventSignal, Stamp
 
 log = logging.getLogger(__name__)
 Sleep = Callable[[float], Awaitable[None]]
@@ -37,19 +38,39 @@ class Waker(Protocol):
         """Stop listening."""
 
 
-class PollingWaker:
-    """SQLite: no notifications exist, so wait the poll interval (or less, when asked)."""
+class SignalWaker:
+    """SQLite: wait until the event signal file changes (one stat() per poll interval), or the timeout passes."""
 
-    def __init__(self, settings: EventSettings, sleep: Sleep = asyncio.sleep) -> None:
+    def __init__(self, signal: EventSignal, settings: EventSettings, sleep: Sleep = asyncio.sleep) -> None:
+        self.signal = signal
         self.settings = settings
         self.sleep = sleep
+        self._seen: Stamp = None
 
     async def start(self) -> None:
-        """Nothing to open."""
+        """Remember the signal as it is now: the runner reads the log once on start anyway."""
+        self._seen = self.signal.stamp()
 
     async def wait(self, timeout_s: float) -> None:
-        """Sleep for the poll interval, or `timeout_s` if shorter."""
-        await self.sleep(min(timeout_s, self.settings.poll_interval_s))
+        """Return when the signal rang since the last wait, or after `timeout_s` seconds.
+
+        The check starts every `poll_interval_s` and doubles while nothing rings, up to
+        `idle_poll_max_s`: a busy loop is served at once, and an idle process wakes a few
+        times a second instead of twenty.
+        """
+        waited = 0.0
+        step = self.settings.poll_interval_s
+        while True:
+            stamp = self.signal.stamp()
+            if stamp != self._seen:
+                self._seen = stamp
+                return
+            if waited >= timeout_s:
+                return
+            pause = min(step, timeout_s - waited)
+            await self.sleep(pause)
+            waited += pause
+            step = min(step * 2, max(self.settings.idle_poll_max_s, self.settings.poll_interval_s))
 
     async def close(self) -> None:
         """Nothing to close."""
@@ -106,4 +127,6 @@ class ListenWaker:
 
 def waker_for(store: Store, settings: EventSettings, sleep: Sleep = asyncio.sleep) -> Waker:
     """The wake-up mechanism for the store's backend."""
-    return ListenWaker(store, settings) if store.backend == "postgresql" else PollingWaker(settings, sleep)
+    if store.event_signal is None:
+        return ListenWaker(store, settings)
+    return SignalWaker(store.event_signal, settings, sleep)

@@ -35,7 +35,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
-from zeroloop.artifacts.transfer import hash_file, open_location
+from zeroloop.artifacts.transfer import hash_file, open_location, scheme_of
 from zeroloop.config import Settings, redact
 from zeroloop.errors import OperationsError, StoreError
 from zeroloop.store import migrate
@@ -85,7 +85,8 @@ class Backups:
         self.clock = clock
         self.url = settings.backups_url.rstrip("/")
         try:
-            self.fs, self.root = open_location(self.url)
+            same = scheme_of(self.url) == scheme_of(settings.artifacts_url)  # e.g. the same S3 endpoint and keys
+            self.fs, self.root = open_location(self.url, settings.artifacts.storage_options if same else None)
         except Exception as exc:  # noqa: BLE001 - open_location raises ArtifactError naming the artifact location
             raise OperationsError(f"backup location {redact(self.url)!r} is unusable: {exc}") from None
 
@@ -306,7 +307,7 @@ class Backups:
         )
 
     def _missing_artifacts(self, entries: list[dict[str, Any]]) -> list[str]:
-        fs, root = open_location(self.settings.artifacts_url)
+        fs, root = open_location(self.settings.artifacts_url, self.settings.artifacts.storage_options)
         missing = []
         for entry in entries:
             shared = [c["location"] for c in entry["copies"] if c["node"] is None and c["status"] == "present"]

@@ -38,7 +38,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from zeroloop.artifacts.repository import Artifacts
-from zeroloop.artifacts.transfer import ArtifactKind, open_location
+from zeroloop.artifacts.transfer import ArtifactKind
 from zeroloop.config import Settings
 from zeroloop.events.bus import EventBus
 from zeroloop.events.wiring import declare
@@ -237,19 +237,13 @@ class GarbageCollector:
         for copy in copies:
             if copy["node"] is not None:
                 continue  # a copy held on a node is that node's to upload or drop
-            fs, path = self._open(copy["location"])
+            fs, path = self.artifacts.open_copy(copy["location"])
             with contextlib.suppress(FileNotFoundError):
                 fs.rm_file(path)
         with self.store.transaction() as conn:
             self.fence(conn)
             queries.delete_artifact(conn, sha)
         self.artifacts.cache.remove(sha)
-
-    def _open(self, location: str) -> tuple[Any, str]:
-        """The filesystem and path of a copy: a relative key lives on the artifact location's own filesystem."""
-        if "://" in location:
-            return open_location(location)
-        return self.artifacts.fs, f"{self.artifacts.root}/{location}"
 
     # --- orphans -----------------------------------------------------------------------------
 

@@ -95,6 +95,10 @@ class SchedulerDaemon(LoopDaemon):
 
     def apply_pause(self, paused: bool) -> None:
         """Pause every running pipeline when health says so; resume those it paused when it recovers."""
+        with self.app.store.read() as conn:
+            states = queries.list_pipelines(conn)
+        if not any(_pause_changes(state, paused) for state in states):
+            return  # the usual tick: a read, not a write turn
         now = self.clock()
         with self.app.store.transaction() as conn:
             self.fence(conn)
@@ -114,6 +118,13 @@ class SchedulerDaemon(LoopDaemon):
             "held_back": self.scheduler.held_back,
             "tournaments": self.tournaments.scheduled,
         }
+
+
+def _pause_changes(state: Any, paused: bool) -> bool:
+    """Whether the health pause rule changes this pipeline: pause a running one, or resume one it paused."""
+    if paused:
+        return not state["paused"]
+    return bool(state["paused"]) and state["pause_reason"] == HEALTH_PAUSE
 
 
 def scheduler_daemon(context: DaemonContext) -> SchedulerDaemon:

@@ -31,6 +31,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, DisconnectionError
 
 from zeroloop.config import Settings, StoreSettings, redact
 from zeroloop.errors import DataDirError, StoreCorrupt, StoreError, StoreFull, StoreUnavailable, StoreURLError
+from zeroloop.store.signal import APPENDED, EventSignal
 from zeroloop.store.turns import WriterTurns
 
 psycopg: Any
@@ -120,9 +121,11 @@ class Store:
             self.engine = self._sqlite_engine(settings)
             path = sqlite_path(self.url)
             self._turns = WriterTurns(path.with_name(path.name + ".write-turn"), settings.write_turn_max_s)
+            self.event_signal: EventSignal | None = EventSignal(path.with_name(path.name + ".events"))
         else:
             self.engine = self._postgresql_engine(settings)
             self._turns = WriterTurns(None)
+            self.event_signal = None  # PostgreSQL: NOTIFY in the appending transaction itself
 
     @classmethod
     def for_settings(cls, settings: Settings) -> Store:
@@ -194,12 +197,14 @@ class Store:
     def transaction(self) -> Iterator[Connection]:
         """A write transaction, or the one already open in this context (joined, not nested).
 
-        On SQLite it is taken in turn with the other writers (see `turns`), from BEGIN to COMMIT.
+        On SQLite it is taken in turn with the other writers (see `turns`), from BEGIN to COMMIT,
+        and a transaction that appended events rings the event signal once it has committed.
         """
         current = self._current.get()
         if current is not None:
             yield current
             return
+        appended = False
         with self._errors(), ExitStack() as stack:
             conn = self._enter(stack, self.engine.connect())
             self._enter(stack, self._turns.turn())
@@ -207,8 +212,12 @@ class Store:
             token = self._current.set(conn)
             try:
                 yield conn
+                appended = bool(conn.info.get(APPENDED))
             finally:
+                conn.info.pop(APPENDED, None)
                 self._current.reset(token)
+        if appended and self.event_signal is not None:
+            self.event_signal.ring()
 
     @contextmanager
     def read(self) -> Iterator[Connection]:

@@ -42,6 +42,10 @@ class LocalOptions(BaseModel):
     log_dir: Path | None = Field(default=None, description="where worker logs go; unset: <data_dir>/logs")
 
 
+# The shell that starts a worker in the background: the worker's parent until that shell exits.
+_LAUNCHER = 'exec "$@" >>"$ZL_LOG" 2>&1 </dev/null & echo $!'
+
+
 def _provider_id(process: psutil.Process) -> str:
     return f"{process.pid}:{process.create_time():.2f}"
 
@@ -58,6 +62,9 @@ class LocalProvider(Provider):
         self.data_dir = data_dir
         self.log_dir: Path = self.options.log_dir or data_dir / "logs"
         self._sigterm_at: dict[str, float] = {}
+        # pid -> this pool's node id (None: not one of this pool's workers). A process's environment
+        # never changes, so each process is read once, not on every reconcile; pids gone are dropped.
+        self._verdicts: dict[int, str | None] = {}
 
     @classmethod
     def from_settings(cls, name: str, pool: PoolSettings, settings: Settings) -> LocalProvider:
@@ -73,7 +80,7 @@ class LocalProvider(Provider):
         env["ZEROLOOP_LOGS__FILE"] = str(log_path)  # the worker writes and rotates it itself
         # A shell starts the worker in the background and prints its pid: the worker is then
         # not our child, so it outlives this process and nothing here has to reap it.
-        script = 'exec "$@" >>"$ZL_LOG" 2>&1 </dev/null & echo $!'
+        script = _LAUNCHER
         try:
             done = subprocess.run(
                 ["/bin/sh", "-c", script, "sh", *argv],
@@ -88,6 +95,7 @@ class LocalProvider(Provider):
             provider_id = _provider_id(process)
         except (OSError, ValueError, subprocess.SubprocessError, psutil.NoSuchProcess) as exc:
             raise ProviderError(f"local pool {self.name}: cannot start {argv[0]}: {exc}") from exc
+        self._verdicts[process.pid] = spec.node_id
         log.info("local pool %s: started worker %s (pid %d)", self.name, spec.node_id, process.pid)
         return Launched(provider_id=provider_id, host=os.uname().nodename, price_per_hour=self.pool.price_per_hour)
 
@@ -124,25 +132,59 @@ class LocalProvider(Provider):
                 process.send_signal(signal.SIGKILL)
 
     def machines(self) -> list[Machine]:
-        """The live worker processes of this pool (started by this process or an earlier one)."""
+        """The live worker processes of this pool (started by this process or an earlier one).
+
+        Only processes not seen before have their environment read; a reconcile on a machine
+        with hundreds of processes costs one listing of /proc and a stat of each worker.
+        """
+        pids = psutil.pids()
+        live = set(pids)
+        for gone in [pid for pid in self._verdicts if pid not in live]:
+            del self._verdicts[gone]
         found = []
-        for process in psutil.process_iter(["pid"]):
+        for pid in pids:
+            if pid not in self._verdicts:
+                self._verdicts[pid] = self._node_of(pid)
+            node_id = self._verdicts[pid]
+            if node_id is None:
+                continue
             try:
-                env = process.environ()
-                if env.get("ZEROLOOP_CLUSTER__POOL") != self.name:
-                    continue
-                if env.get("ZEROLOOP_DATA_DIR") != str(self.data_dir):
-                    continue  # another cluster's pool of the same name
+                process = psutil.Process(pid)
                 if process.status() == psutil.STATUS_ZOMBIE:
                     continue
                 found.append(
                     Machine(
                         provider_id=_provider_id(process),
                         state=MachineState.RUNNING,
-                        node_id=env.get("ZEROLOOP_CLUSTER__NODE_ID"),
+                        node_id=node_id or None,
                         detail=f"pid {process.pid}",
                     )
                 )
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 continue
         return found
+
+    def _node_of(self, pid: int) -> str | None:
+        """The node id of a worker of this pool ("" when it names none), or None for any other process.
+
+        A worker's own children (its job processes) inherit its environment: a process whose
+        parent is in this pool (other than the shell that launched it) is part of that worker,
+        not a machine of its own.
+        """
+        try:
+            process = psutil.Process(pid)
+            env = process.environ()
+            parent = process.parent()
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            return None
+        if not self._in_pool(env):
+            return None  # not a worker, or another cluster's pool of the same name
+        try:
+            if parent is not None and self._in_pool(parent.environ()) and _LAUNCHER not in parent.cmdline():
+                return None
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            pass  # a parent we may not read (init) or that is gone: not a worker of this pool
+        return env.get("ZEROLOOP_CLUSTER__NODE_ID", "")
+
+    def _in_pool(self, env: dict[str, str]) -> bool:
+        return env.get("ZEROLOOP_CLUSTER__POOL") == self.name and env.get("ZEROLOOP_DATA_DIR") == str(self.data_dir)

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 
 from zeroloop.store.schema import events
+from zeroloop.store.signal import mark_appended
 
 Position = tuple[int, int]
 NOTIFY_CHANNEL = "zeroloop_events"
@@ -87,6 +88,7 @@ def insert_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[tupl
                 cursor.execute(_INSERT_SQLITE, params)
                 found = cursor.fetchone()
                 ids.append(int(found[0]) if found else None)
+            mark_appended(conn)  # SQLite's NOTIFY: the commit rings the event signal (zeroloop.store.signal)
     finally:
         cursor.close()
     result: list[tuple[int, bool]] = []

@@ -85,6 +85,26 @@ def pool_nodes(conn: Connection, pool: str, statuses: tuple[str, ...] | None = N
     return [dict(row) for row in conn.execute(query).mappings()]
 
 
+def pool_nodes_current(conn: Connection, pool: str) -> list[dict[str, Any]]:
+    """A pool's nodes that are not terminated, and its most recently launched terminated one, by id.
+
+    What a scaling decision reads (counts, the run of failed launches, the last launch),
+    however long the pool's history: a terminated node older than the newest terminated
+    one neither counts nor ends a run of failures, nor is the last launch.
+    """
+    current = sa.select(nodes).where(nodes.c.pool == pool, nodes.c.status != "terminated")
+    newest = (
+        sa.select(nodes.c.id)
+        .where(nodes.c.pool == pool, nodes.c.status == "terminated")
+        .order_by(nodes.c.launched_at.desc().nulls_last(), nodes.c.id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    query = current.union_all(sa.select(nodes).where(nodes.c.id == newest))
+    rows = [dict(row) for row in conn.execute(query).mappings()]
+    return sorted(rows, key=lambda row: str(row["id"]))
+
+
 def set_idle_since(conn: Connection, node_id: str, idle_since: float | None) -> None:
     """Record when a node became idle (epoch seconds), or clear it when it works again."""
     conn.execute(sa.update(nodes).where(nodes.c.id == node_id).values(idle_since=idle_since))
