@@ -52,7 +52,20 @@ sys.meta_path.insert(0, Absent())
 # Modules only the built-in AlphaZero workload imports: they may need torch or OpenSpiel.
 ALPHAZERO_ONLY = frozenset(
     f"zeroloop.workload.{name}"
-    for name in ("alphazero", "games", "match", "mcts", "network", "selfplay", "symmetry", "train", "window")
+    for name in (
+        "alphazero",
+        "exhaustive",
+        "games",
+        "gumbel",
+        "match",
+        "mcts",
+        "network",
+        "selfplay",
+        "symmetry",
+        "train",
+        "tree",
+        "window",
+    )
 )
 
 
