@@ -371,3 +371,13 @@ def test_enqueue_many_keeps_request_order_across_batched_and_single_inserts(queu
     tpu = queue.claim("n2", Capabilities(labels=frozenset({"tpu"})), types=["selfplay"])
     assert tpu is not None and tpu.job.id == ids[5]
     assert queue.enqueue_many([{"job_type": "selfplay", "config_key": "c", "idempotency_key": "once"}])[0].id == ids[4]
+
+
+@pytest.mark.parametrize("result", [0, 7, 1.5, -2.25, "0", True, None, [0], {"n": 0}])
+def test_any_json_result_reads_back_as_it_was_given(queue: JobQueue, result: Any) -> None:
+    # SQLite's numeric affinity turns the stored text of a bare JSON number into a number.
+    queue.enqueue("selfplay", "c4", {"n": 1})
+    lease = queue.claim("n1")
+    assert lease is not None
+    assert queue.complete(lease.job.id, lease.token, result).result == result
+    assert queue.get(lease.job.id).result == result

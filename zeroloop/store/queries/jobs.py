@@ -76,7 +76,8 @@ def _fetch_job(conn: Connection, sql: _Sql, params: Mapping[str, Any]) -> dict[s
     row = dict(zip(_NAMES, values, strict=True))
     if conn.dialect.name != "postgresql":  # psycopg decodes jsonb itself; sqlite3 hands back the JSON text
         for name in _JSON_COLUMNS:
-            if row[name] is not None:
+            # SQLite's numeric affinity hands a bare JSON number (a result of 0) back as a number already.
+            if isinstance(row[name], str):
                 row[name] = json.loads(row[name])
     return row
 
