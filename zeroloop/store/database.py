@@ -212,9 +212,12 @@ class Store:
             token = self._current.set(conn)
             try:
                 yield conn
-                appended = bool(conn.info.get(APPENDED))
+                appended = self.event_signal is not None and bool(conn.info.get(APPENDED))
             finally:
-                conn.info.pop(APPENDED, None)
+                # Only SQLite marks appends; an invalidated connection (a cut) is not touched, since
+                # reading its info would try to reconnect and hide the error being raised.
+                if self.event_signal is not None and not conn.invalidated:
+                    conn.info.pop(APPENDED, None)
                 self._current.reset(token)
         if appended and self.event_signal is not None:
             self.event_signal.ring()
