@@ -90,6 +90,12 @@ class StoreSettings(_Section):
     )
     connect_timeout_s: float = Field(default=5.0, gt=0, description="PostgreSQL connect timeout (seconds)")
     pool_size: int = Field(default=5, ge=1, description="PostgreSQL connections kept per process")
+    idle_in_transaction_timeout_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="PostgreSQL ends a session idle inside a transaction this long (seconds): a process paused "
+        "mid-transaction (SIGSTOP, a frozen VM) then releases its locks instead of blocking the new leader",
+    )
     ping_after_idle_s: float = Field(
         default=2.0, ge=0, description="PostgreSQL: ping a pooled connection idle this long before use (seconds)"
     )

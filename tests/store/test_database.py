@@ -145,3 +145,24 @@ def test_processes_starting_together_do_not_trip_over_each_others_write_probe(tm
     for thread in threads:
         thread.join(timeout=60)
     assert errors == [] and list((tmp_path / "data").iterdir()) == []
+
+
+def test_a_session_paused_inside_a_transaction_loses_its_locks_to_the_next_writer(pg_store: Store) -> None:
+    # A holder that stops mid-transaction (SIGSTOP, a frozen VM) is ended by PostgreSQL after
+    # store.idle_in_transaction_timeout_s, so a writer waiting for its row lock gets it.
+    url = pg_store.url.render_as_string(hide_password=False)
+    settings = StoreSettings(url=url, idle_in_transaction_timeout_s=1.0)
+    with Store(url, settings) as paused, Store(url, settings) as writer:
+        with writer.transaction() as conn:
+            conn.execute(sa.insert(leases).values(name="held", holder=None, token=0, expires_at=0.0, acquired_at=0.0))
+        stuck = paused.engine.connect()
+        try:
+            stuck.execute(sa.select(leases).where(leases.c.name == "held").with_for_update())  # and never commits
+            with writer.transaction() as conn:
+                conn.exec_driver_sql("SET LOCAL lock_timeout = '20s'")  # without the guard: a LockNotAvailable
+                conn.execute(sa.update(leases).where(leases.c.name == "held").values(token=1))
+            with pytest.raises(sa.exc.DBAPIError, match="idle-in-transaction timeout"):  # the paused session ended
+                stuck.execute(sa.select(leases.c.token))
+        finally:
+            stuck.invalidate()
+            stuck.close()

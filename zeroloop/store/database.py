@@ -166,10 +166,15 @@ class Store:
         return engine
 
     def _postgresql_engine(self, settings: StoreSettings) -> Engine:
+        # Locks die with a paused holder's session, not with the holder (which may never resume).
+        idle_ms = round(settings.idle_in_transaction_timeout_s * 1000)
         engine = sa.create_engine(
             self.url,
             pool_size=settings.pool_size,
-            connect_args={"connect_timeout": max(1, round(settings.connect_timeout_s))},
+            connect_args={
+                "connect_timeout": max(1, round(settings.connect_timeout_s)),
+                "options": f"-c idle_in_transaction_session_timeout={idle_ms}",
+            },
         )
 
         # A pooled connection that sat idle may have been cut (server restart, failover,
