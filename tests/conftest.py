@@ -15,10 +15,12 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from sqlalchemy.engine import make_url
 
 from tests.helpers import FakeClock, make_app
 from tests.s3 import s3_endpoint, s3_location  # noqa: F401 - fixtures for every test package
+from zeroloop import tracing
 from zeroloop.app import App
 from zeroloop.config import Settings
 from zeroloop.events import wiring
@@ -180,3 +182,14 @@ def wiring_recording(request: pytest.FixtureRequest) -> Iterator[wiring.Recordin
 def full_suite(request: pytest.FixtureRequest) -> bool:
     """Whether this session collected every test module with no -k/-m filter."""
     return request.config.stash.get(FULL_SUITE, False)
+
+
+@pytest.fixture
+def spans(settings: Settings) -> Iterator[InMemorySpanExporter]:
+    """This process's spans, kept in memory while the test runs (the tracer is removed afterwards)."""
+    exporter = InMemorySpanExporter()
+    tracing.setup(settings, exporter=exporter)
+    try:
+        yield exporter
+    finally:
+        tracing.shutdown()

@@ -28,7 +28,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from zeroloop import tracing
 from zeroloop.app import App
-from zeroloop.config import EventSettings, Settings
+from zeroloop.config import EventSettings
 from zeroloop.events.bus import Event
 from zeroloop.events.runner import ConsumerRunner
 from zeroloop.pipeline import jobs
@@ -45,17 +45,6 @@ out, games = sys.argv[1], int(sys.argv[2])
 np.savez(out, num_games=np.asarray(games), obs=np.zeros((games * 5, 3)))
 """
 WAIT_S = 90.0  # the longest a worker may take to start and run the job (seconds)
-
-
-@pytest.fixture
-def spans(settings: Settings) -> Iterator[InMemorySpanExporter]:
-    """This process's spans, kept in memory."""
-    exporter = InMemorySpanExporter()
-    tracing.setup(settings, exporter=exporter)
-    try:
-        yield exporter
-    finally:
-        tracing.shutdown()
 
 
 @contextmanager

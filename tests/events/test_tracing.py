@@ -28,17 +28,6 @@ from zeroloop.store.database import Store
 from zeroloop.store.queries import events as event_queries
 
 
-@pytest.fixture
-def spans(settings: Settings) -> Iterator[InMemorySpanExporter]:
-    """Spans of this process, kept in memory (removed again after the test)."""
-    exporter = InMemorySpanExporter()
-    tracing.setup(settings, exporter=exporter)
-    try:
-        yield exporter
-    finally:
-        tracing.shutdown()
-
-
 def _ids(opened: object) -> tuple[str, str]:
     context = opened.get_span_context()  # type: ignore[attr-defined]
     return format(context.trace_id, "032x"), format(context.span_id, "016x")

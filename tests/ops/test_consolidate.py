@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,11 +22,6 @@ from zeroloop.workload.datafiles import load_game_batch, write_npz
 
 CONFIG = "tic_tac_toe_2p"
 HOUR = 3600.0
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(time.time())
 
 
 @pytest.fixture

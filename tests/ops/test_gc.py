@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,12 +21,6 @@ from zeroloop.store.schema import events, jobs
 
 CONFIG = "tic_tac_toe_2p"
 DAY = 86400.0
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    """A fake clock at the real time, so files written now have sensible ages against it."""
-    return FakeClock(time.time())
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,11 +21,6 @@ from zeroloop.queue.backpressure import BackpressureLevel, Resources
 from zeroloop.store.schema import events, jobs
 
 DAY = 86400.0
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(time.time())
 
 
 @pytest.fixture

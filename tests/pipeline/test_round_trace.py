@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from zeroloop import tracing
@@ -33,17 +31,6 @@ from zeroloop.store.queries import events as event_queries
 from zeroloop.store.queries import pipelines as pipeline_queries
 
 CONFIG = "tic_tac_toe_2p"
-
-
-@pytest.fixture
-def spans(settings: Settings) -> Iterator[InMemorySpanExporter]:
-    """This process's spans, kept in memory."""
-    exporter = InMemorySpanExporter()
-    tracing.setup(settings, exporter=exporter)
-    try:
-        yield exporter
-    finally:
-        tracing.shutdown()
 
 
 class Round:

@@ -2,32 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import socket
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import httpx
 import pytest
-import uvicorn
 
 from zeroloop.app import App
-from zeroloop.server.api import create_api
+from zeroloop.server.background import in_thread
 from zeroloop.server.tokens import Role, Tokens
-
-
-class _Server(uvicorn.Server):
-    """A uvicorn server that says when it is listening."""
-
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.listening = threading.Event()
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets=sockets)
-        self.listening.set()
 
 
 @contextmanager
@@ -36,17 +21,8 @@ def running_server(app: App, *, loopback: bool = False) -> Iterator[str]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = _Server(uvicorn.Config(create_api(app, loopback=loopback), log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)
-    thread.start()
-    try:
-        assert server.listening.wait(timeout=30), "the test server did not start within 30 s"
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
+    with in_thread(app, sock, loopback=loopback) as url:
+        yield url
 
 
 @dataclass

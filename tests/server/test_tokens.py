@@ -12,6 +12,7 @@ import pytest
 
 from tests.helpers import FakeClock
 from zeroloop.errors import AuthError, ConfigError, Forbidden
+from zeroloop.server import tokens as tokens_module
 from zeroloop.server.tokens import Role, Tokens, parse_duration
 from zeroloop.store.database import Store
 
@@ -86,6 +87,17 @@ def test_a_server_trusts_a_checked_token_for_cache_s_and_no_longer(store: Store,
     clock.advance(2)
     with pytest.raises(AuthError, match="expired"):  # an expiry is exact, remembered or not
         served.check(fresh)
+
+
+def test_the_remembered_tokens_are_bounded(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tokens_module, "_CACHE_MAX", 2)
+    served = Tokens(store, cache_s=60.0)
+    texts = [Tokens(store).create(Role.VIEWER)[0] for _ in range(3)]
+    for text in texts[:2]:
+        served.check(text)
+    assert len(served._checked) == 2
+    served.check(texts[2])  # a third would exceed the bound: the cache starts afresh with it
+    assert len(served._checked) == 1
 
 
 def test_a_worker_token_acts_only_as_its_own_node_and_a_viewer_not_at_all(store: Store) -> None:

@@ -30,17 +30,6 @@ def cluster(request: pytest.FixtureRequest, store_url: str, tmp_path: Path, sett
     yield from _cluster(str(request.param), store_url, tmp_path, SELFPLAY)
 
 
-@pytest.fixture
-def spans(settings: Settings) -> Iterator[InMemorySpanExporter]:
-    """This process's spans (the coordinator's and the worker's alike), kept in memory."""
-    exporter = InMemorySpanExporter()
-    tracing.setup(settings, exporter=exporter)
-    try:
-        yield exporter
-    finally:
-        tracing.shutdown()
-
-
 def test_a_job_run_on_either_path_stays_in_the_trace_it_was_enqueued_in(
     cluster: Cluster, spans: InMemorySpanExporter
 ) -> None:

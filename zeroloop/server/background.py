@@ -52,17 +52,28 @@ def loopback_socket(preferred_port: int) -> socket.socket:
 @contextmanager
 def serving(app: App) -> Iterator[str]:
     """Serve `app`'s dashboard on loopback while the block runs; yield its address (http://127.0.0.1:PORT)."""
-    sock = loopback_socket(app.settings.server.port)
+    with in_thread(app, loopback_socket(app.settings.server.port)) as url:
+        yield url
+
+
+@contextmanager
+def in_thread(app: App, sock: socket.socket, *, loopback: bool = True) -> Iterator[str]:
+    """Serve `app` on `sock` (bound to 127.0.0.1) in a thread while the block runs; yield its address.
+
+    `loopback`: whether the server may trust tokenless requests while the store holds no token.
+    """
     port = sock.getsockname()[1]
-    config = uvicorn.Config(create_api(app, loopback=True), log_level="warning", lifespan="off", server_header=False)
+    config = uvicorn.Config(
+        create_api(app, loopback=loopback), log_level="warning", lifespan="off", server_header=False
+    )
     server = _Server(config)
     thread = threading.Thread(
-        target=lambda: asyncio.run(server.serve(sockets=[sock])), name="zeroloop-dashboard", daemon=True
+        target=lambda: asyncio.run(server.serve(sockets=[sock])), name="zeroloop-server", daemon=True
     )
     thread.start()
     try:
         if not server.listening.wait(timeout=START_TIMEOUT_S):
-            raise ZeroloopError(f"the dashboard did not start within {START_TIMEOUT_S:g} s on 127.0.0.1:{port}")
+            raise ZeroloopError(f"the server did not start within {START_TIMEOUT_S:g} s on 127.0.0.1:{port}")
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True

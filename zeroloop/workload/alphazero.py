@@ -53,11 +53,8 @@ def quality_counts(arrays: Arrays) -> dict[str, float]:
     """What the selfplay quality monitor reads from a game batch (zeroloop.pipeline.quality):
     `draws`, games whose players all got the same outcome, and `policy_entropy`, the mean
     entropy of the search's move distribution per recorded position (nats)."""
-    values, index = arrays["value"], arrays["game_index"]
-    draws = 0
-    for game in np.unique(index):
-        first = values[int(np.argmax(index == game))]
-        draws += int(np.ptp(first) == 0.0)
+    _games, first = np.unique(arrays["game_index"], return_index=True)  # each game's first position
+    draws = int((np.ptp(arrays["value"][first], axis=1) == 0.0).sum())
     policy = arrays["policy"].astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         entropy = -np.where(policy > 0, policy * np.log(policy), 0.0).sum(axis=1)
