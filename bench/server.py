@@ -9,6 +9,10 @@ bench/queue.py:
 - `complete_and_claim`: report the job and lease the next in one request (latency: that call);
 - `claim, complete`: two requests per job (latency: one claim round trip).
 
+Besides jobs/s and latency it prints the CPU time one job costs, split into the worker
+processes, the server processes and PostgreSQL (its server processes, when they run on
+this machine): where the server's cost goes.
+
     scripts/with-postgres .venv/bin/python -m bench.server [--jobs 2000] [--workers 4] [--rounds 3] [--processes CPUS]
 """
 
@@ -29,9 +33,11 @@ import statistics
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import psutil
 import sqlalchemy as sa
 
 from bench.queue import bench_settings, direct_queue
@@ -45,7 +51,9 @@ from zeroloop.store.database import Store
 JOB_TYPE = "noop"
 
 
-def _worker(index: int, target: dict[str, Any], jobs: int, combined: bool, start: Any, results: Any) -> None:
+def _worker(
+    index: int, target: dict[str, Any], jobs: int, combined: bool, start: Any, measured: Any, results: Any
+) -> None:
     node = f"worker-{index}"
     store: Store | None = None
     client: ServerClient | None = None
@@ -60,6 +68,7 @@ def _worker(index: int, target: dict[str, Any], jobs: int, combined: bool, start
     latencies: list[float] = []
     results.put(("ready", index))
     start.wait()
+    cpu = time.process_time()
     began = time.perf_counter()
     t0 = time.perf_counter()
     lease = queue.claim(node, types=[JOB_TYPE])
@@ -74,11 +83,13 @@ def _worker(index: int, target: dict[str, Any], jobs: int, combined: bool, start
             lease = queue.claim(node, types=[JOB_TYPE])
         latencies.append(time.perf_counter() - t0)
     ended = time.perf_counter()
+    cpu = time.process_time() - cpu
+    results.put((index, len(latencies) - 1, began, ended, latencies[:-1], cpu))
+    measured.wait(timeout=120)  # keep the connection (and its database backend) until the CPU is read
     if store is not None:
         store.close()
     if client is not None:
         client.close()
-    results.put((index, len(latencies) - 1, began, ended, latencies[:-1]))
 
 
 def _prepare(url: str, data_dir: Path, jobs: int) -> None:
@@ -91,25 +102,60 @@ def _prepare(url: str, data_dir: Path, jobs: int) -> None:
         queue.enqueue_many([{"job_type": JOB_TYPE, "config_key": "bench_2p", "payload": {"n": n}} for n in range(jobs)])
 
 
-def measure(target: dict[str, Any], jobs: int, workers: int, *, combined: bool) -> tuple[float, list[float]]:
-    """Run the jobs with `workers` processes against `target`; return jobs/s and every call's latency (seconds)."""
+def _cpu_s(processes: list[psutil.Process]) -> float:
+    total = 0.0
+    for proc in processes:
+        try:
+            times = proc.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def _postgres() -> list[psutil.Process]:
+    """The PostgreSQL server processes on this machine (none when the database runs elsewhere)."""
+    return [proc for proc in psutil.process_iter(["name"]) if proc.info["name"] in ("postgres", "postmaster")]
+
+
+def measure(target: dict[str, Any], jobs: int, workers: int, *, combined: bool) -> Figures:
+    """Run the jobs with `workers` processes against `target`: jobs/s, every call's latency (seconds),
+    and the CPU seconds per job of the workers, the server and PostgreSQL."""
     _prepare(target["store"], Path(target["data_dir"]), jobs)
+    server = psutil.Process(target["server_pid"]) if target["server_pid"] else None
+    servers = [server, *server.children(recursive=True)] if server else []
     ctx = mp.get_context("spawn")
-    start, results = ctx.Event(), ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(i, target, jobs, combined, start, results)) for i in range(workers)]
+    start, measured, results = ctx.Event(), ctx.Event(), ctx.Queue()
+    procs = [
+        ctx.Process(target=_worker, args=(i, target, jobs, combined, start, measured, results)) for i in range(workers)
+    ]
     for proc in procs:
         proc.start()
     for _ in procs:
         assert results.get(timeout=120)[0] == "ready"
+    postgres = _postgres()  # now: with the backends of the workers' connections
+    server_cpu, postgres_cpu = _cpu_s(servers), _cpu_s(postgres)
     start.set()
     rows = [results.get(timeout=900) for _ in procs]
+    server_cpu, postgres_cpu = _cpu_s(servers) - server_cpu, _cpu_s(postgres) - postgres_cpu
+    measured.set()
     for proc in procs:
         proc.join(timeout=60)
     done = sum(row[1] for row in rows)
     if done != jobs:
         raise SystemExit(f"lost jobs: {jobs - done} never completed")
     elapsed = max(row[3] for row in rows) - min(row[2] for row in rows)
-    return done / elapsed, sorted(lat for row in rows for lat in row[4])
+    cpu = (sum(row[5] for row in rows) / done, server_cpu / done, postgres_cpu / done if postgres else None)
+    return Figures(done / elapsed, sorted(lat for row in rows for lat in row[4]), cpu)
+
+
+@dataclass(frozen=True)
+class Figures:
+    """One measured run: jobs/s, each call's latency (s), CPU s per job (workers, server, PostgreSQL or None)."""
+
+    rate: float
+    latencies: list[float]
+    cpu: tuple[float, float, float | None]
 
 
 def _percentiles(latencies: list[float]) -> str:
@@ -157,6 +203,7 @@ def run(url: str, jobs: int, workers: int, rounds: int, processes: int) -> None:
         backend = store.backend
         tokens = [Tokens(store).create(Role.WORKER, node=f"worker-{i}")[0] for i in range(workers)]
     server, base = _start_server(url, data_dir / "server", processes)
+    local_pg = bool(_postgres())
     try:
         cpus = len(os.sched_getaffinity(0))
         setup = f"{workers} workers, {jobs} jobs, {cpus} CPUs; server: {processes} process(es); {rounds} rounds"
@@ -164,26 +211,40 @@ def run(url: str, jobs: int, workers: int, rounds: int, processes: int) -> None:
         for combined in (True, False):
             loop = "complete_and_claim" if combined else "claim, complete"
             what = "complete_and_claim call" if combined else "claim round trip"
-            direct = {"store": url, "data_dir": str(data_dir), "server": None}
-            remote = {**direct, "server": base, "tokens": tokens}
-            figures: dict[str, list[tuple[float, list[float]]]] = {"direct": [], "server": []}
+            direct = {"store": url, "data_dir": str(data_dir), "server": None, "server_pid": None}
+            remote = {**direct, "server": base, "tokens": tokens, "server_pid": server.pid}
+            figures: dict[str, list[Figures]] = {"direct": [], "server": []}
             for _ in range(rounds):
                 figures["direct"].append(measure(direct, jobs, workers, combined=combined))
                 figures["server"].append(measure(remote, jobs, workers, combined=combined))
             print(f"  loop {loop}:")
             for name, rows in figures.items():
-                rates = [rate for rate, _ in rows]
-                p50 = [1000 * statistics.median(lat) for _, lat in rows]
-                p99 = [1000 * lat[int(0.99 * (len(lat) - 1))] for _, lat in rows]
+                rates = [row.rate for row in rows]
+                p50 = [1000 * statistics.median(row.latencies) for row in rows]
+                p99 = [1000 * row.latencies[int(0.99 * (len(row.latencies) - 1))] for row in rows]
                 print(
                     f"    {name}: {_range(rates, ',.0f'):>13} jobs/s   {what}: p50 {_range(p50, '.2f')} ms, "
                     f"p99 {_range(p99, '.2f')} ms"
                 )
-            ratios = [s[0] / d[0] for d, s in zip(figures["direct"], figures["server"], strict=True)]
-            print(f"    server / direct, per round: {_range(ratios, '.2f')}x the throughput")
+                split = [("workers", [1e6 * row.cpu[0] for row in rows])]
+                if name == "server":
+                    split.append(("server", [1e6 * row.cpu[1] for row in rows]))
+                if local_pg:
+                    split.append(("PostgreSQL", [1e6 * (row.cpu[2] or 0.0) for row in rows]))
+                totals = [1e6 * (row.cpu[0] + row.cpu[1] + (row.cpu[2] or 0.0)) for row in rows]
+                parts = ", ".join(f"{part} {_range(values, '.0f')}" for part, values in split)
+                print(f"      CPU per job: {parts}; total {_range(totals, '.0f')} us")
+            ratios = [s.rate / d.rate for d, s in zip(figures["direct"], figures["server"], strict=True)]
+            cost = [_total(s) / _total(d) for d, s in zip(figures["direct"], figures["server"], strict=True)]
+            rounds_said = f"{_range(ratios, '.2f')}x the throughput, {_range(cost, '.2f')}x the CPU"
+            print(f"    server / direct, per round: {rounds_said}")
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def _total(figures: Figures) -> float:
+    return figures.cpu[0] + figures.cpu[1] + (figures.cpu[2] or 0.0)
 
 
 def main() -> None:

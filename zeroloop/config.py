@@ -683,6 +683,10 @@ class ServerSettings(_Section):
         description="server: how long a checked token is trusted without asking the store again (seconds); "
         "a revoked or expired token may still work this long; 0 checks the store on every request",
     )
+    ca_file: Path | None = Field(
+        default=None,
+        description="worker: PEM certificates to trust for an https server (a private CA); unset: the system's",
+    )
     request_timeout_s: float = Field(default=60.0, gt=0, description="worker: time one request may take (seconds)")
     retry_initial_s: float = Field(default=0.5, ge=0, description="worker: first retry delay after a transport error")
     retry_max_s: float = Field(default=10.0, ge=0, description="worker: largest retry delay (seconds)")

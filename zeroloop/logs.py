@@ -28,7 +28,7 @@ from zeroloop.errors import ConfigError
 from zeroloop.tracing import current_ids
 
 # Libraries that narrate at INFO what zeroloop reports itself: alembic every migration context,
-# httpx every request of a worker.
+# httpx every webhook it posts.
 _QUIETER = ("alembic", "httpx")
 
 

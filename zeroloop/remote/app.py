@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from types import TracebackType
 
-import httpx
-
 from zeroloop.artifacts.cache import LocalCache
 from zeroloop.config import QueueSettings, Settings, WorkloadSettings
 from zeroloop.daemons.manager import DaemonManager
@@ -30,9 +28,9 @@ from zeroloop.remote.parts import (
 class RemoteApp:
     """Everything a worker process has open when it talks to the server instead of the store."""
 
-    def __init__(self, settings: Settings, *, transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(self, settings: Settings) -> None:
         """Connect to `settings.server.url` as `settings.cluster.node_id` and fetch the shared settings."""
-        self.client = ServerClient(settings.server, settings.cluster.node_id, transport=transport)
+        self.client = ServerClient(settings.server, settings.cluster.node_id)
         try:
             shared = self.client.call("GET", "/settings")
             self.settings = settings.model_copy(
@@ -55,7 +53,7 @@ class RemoteApp:
         self.daemons: DaemonManager | None = None  # set by bootstrap.initialize_all_coordinators
 
     def close(self) -> None:
-        """Close the connection pool."""
+        """Close the kept-alive connections."""
         self.client.close()
 
     def __enter__(self) -> RemoteApp:

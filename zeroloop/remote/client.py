@@ -1,23 +1,34 @@
-"""The HTTP client a worker uses to reach `zeroloop serve`: one connection pool, retries, errors by name.
+"""The HTTP client a worker uses to reach `zeroloop serve`: kept-alive connections, retries, errors by name.
 
-A transport error (refused, reset, timed out) or a 502/503/504 is retried with
-exponential backoff and full jitter, `server.retry_attempts` tries in all; the server
-may be restarting. Every other answer is final: a 4xx raises the zeroloop error the
-server named (StaleLeaseError, QueueError, ArtifactError, AuthError, ...). Retrying a
-request whose answer was lost is safe: claims that were granted unseen expire, results
-and events carry fencing tokens and dedup keys. The token never appears in a message.
+A transport error (refused, reset, timed out, the connection closed before an answer)
+or a 502/503/504 is retried with exponential backoff and full jitter,
+`server.retry_attempts` tries in all; the server may be restarting. Every other answer
+is final: a 4xx raises the zeroloop error the server named (StaleLeaseError,
+QueueError, ArtifactError, AuthError, ...). Retrying a request whose answer was lost is
+safe: claims that were granted unseen expire, results and events carry fencing tokens
+and dedup keys. The token never appears in a message.
+
+It speaks HTTP/1.1 through the standard library's http.client, one kept-alive
+connection per thread that is using it at the moment: a worker's requests are small and
+frequent, and a general-purpose client costs several times the CPU per request (see
+docs/server.md, "Cost"). HTTPS verifies the server against the system's certificate
+authorities (OpenSSL honours SSL_CERT_FILE and SSL_CERT_DIR), or against
+`server.ca_file` alone when it is set.
 """
 
 from __future__ import annotations
 
+import http.client
+import json
 import logging
 import random
+import ssl
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
-
-import httpx
+from urllib.parse import urlencode, urlsplit
 
 from zeroloop import tracing
 from zeroloop.config import ServerSettings
@@ -27,19 +38,49 @@ from zeroloop.remote import wire
 log = logging.getLogger(__name__)
 
 _RETRY_STATUSES = frozenset({502, 503, 504})
+# A connection idle this long is closed rather than reused: uvicorn closes kept-alive
+# connections after 5 s of quiet, and a request sent as it does so would be lost.
+_IDLE_S = 4.0
+# What a dropped or refused connection raises (http.client's own errors, and the socket's).
+_TRANSPORT_ERRORS = (OSError, http.client.HTTPException)
+
+
+class Answer:
+    """One response from the server, open until its request's block ends."""
+
+    def __init__(self, response: http.client.HTTPResponse) -> None:
+        self.response = response
+        self.status = response.status
+
+    def read(self) -> bytes:
+        """The whole body."""
+        return self.response.read()
+
+    def json(self) -> Any:
+        """The body as JSON."""
+        return json.loads(self.response.read())
+
+    def header(self, name: str) -> str | None:
+        """One response header, or None."""
+        return self.response.getheader(name)
+
+    def iter_bytes(self, size: int) -> Iterator[bytes]:
+        """The body in chunks of at most `size` bytes (raises IncompleteRead if the server stops short)."""
+        while chunk := self.response.read(size):
+            yield chunk
 
 
 class ServerClient:
-    """Calls the worker API of one server as one node (sleep: injectable, seconds)."""
+    """Calls the worker API of one server as one node (sleep: injectable, seconds). Safe to share between threads."""
 
     def __init__(
         self,
         settings: ServerSettings,
         node: str,
         *,
-        transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not settings.url:
             raise ConfigError("server.url is not set: give ZEROLOOP_SERVER__URL=http(s)://host:port")
@@ -47,15 +88,26 @@ class ServerClient:
         self.node = node
         self.sleep = sleep
         self.rng = rng or random.Random()
-        headers = {"User-Agent": "zeroloop-worker"}
+        self.clock = clock
+        parts = urlsplit(settings.url)
+        if parts.hostname is None:
+            raise ConfigError(f"server.url {settings.url!r} names no host")
+        self.https = parts.scheme == "https"
+        self.host = parts.hostname
+        self.port = parts.port or (443 if self.https else 80)
+        self.prefix = f"{parts.path.rstrip('/')}{wire.API}/{node}"
+        self.tls: ssl.SSLContext | None = None
+        if self.https:
+            ca_file = settings.ca_file
+            try:
+                self.tls = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(f"server.ca_file {ca_file}: cannot load certificates from it ({exc})") from None
+        self.headers = {"User-Agent": "zeroloop-worker", "Host": parts.netloc.rpartition("@")[2]}
         if settings.token is not None:
-            headers["Authorization"] = f"Bearer {settings.token.get_secret_value()}"
-        self.http = httpx.Client(
-            base_url=f"{settings.url}{wire.API}/{node}",
-            headers=headers,
-            timeout=settings.request_timeout_s,
-            transport=transport,
-        )
+            self.headers["Authorization"] = f"Bearer {settings.token.get_secret_value()}"
+        self._idle: list[tuple[http.client.HTTPConnection, float]] = []
+        self._lock = threading.Lock()
         self.retries = 0  # transport failures retried so far (for health details and tests)
 
     def delay_s(self, attempt: int) -> float:
@@ -65,36 +117,56 @@ class ServerClient:
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
         """Send one request (retried on transport errors) and return its JSON answer; raise the server's error."""
-        with self.request(method, path, **kwargs) as response:
-            response.read()
-            return response.json()
+        with self.request(method, path, **kwargs) as answer:
+            return answer.json()
 
     @contextmanager
-    def request(self, method: str, path: str, **kwargs: Any) -> Iterator[httpx.Response]:
-        """The response to one request, open while the block runs (read its body in the block when streaming)."""
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        content: Iterable[bytes] | None = None,
+    ) -> Iterator[Answer]:
+        """The answer to one request, open while the block runs (read its body in the block when streaming).
+
+        `json`: a JSON body; `content`: a body in chunks, iterated afresh on each try (give its
+        Content-Length in `headers`); `params`: the query string.
+        """
+        target = f"{self.prefix}{path}" + (f"?{urlencode(params)}" if params else "")
+        sent = dict(self.headers)
+        sent.update(headers or {})
+        body: Any = None
+        if json is not None:
+            body = _dumps(json)
+            sent["Content-Type"] = "application/json"
+        elif content is not None:
+            body = content
+        parent = tracing.traceparent()
+        if parent is not None:  # inside a traced job: the server continues its trace
+            sent["traceparent"] = parent
         attempts = self.settings.retry_attempts
         for attempt in range(1, attempts + 1):
             problem: str
             try:
-                built = self.http.build_request(method, path, **kwargs)
-                parent = tracing.traceparent()
-                if parent is not None:  # inside a traced job: the server continues its trace
-                    built.headers["traceparent"] = parent
-                response = self.http.send(built, stream=True)
-            except httpx.TransportError as exc:
-                problem = f"{type(exc).__name__}: {exc}"
+                connection, response = self._send(method, target, body, sent)
+            except ssl.SSLCertVerificationError as exc:  # no retry mends this: say what to set
+                trust = f"server.ca_file {self.settings.ca_file}" if self.settings.ca_file else "the system's CAs"
+                raise ConfigError(
+                    f"{self.settings.url} presented a certificate {trust} do not vouch for ({exc.verify_message}); "
+                    "set server.ca_file to the PEM of the CA that signed it"
+                ) from None
+            except _TRANSPORT_ERRORS as exc:
+                problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             else:
-                if response.status_code not in _RETRY_STATUSES:
-                    try:
-                        if response.status_code >= 400:
-                            response.read()
-                            self._raise(response)
-                        yield response
-                    finally:
-                        response.close()
+                if response.status not in _RETRY_STATUSES:
+                    yield from self._answer(connection, response)
                     return
-                response.close()
-                problem = f"HTTP {response.status_code}"
+                self._discard(connection, response)
+                problem = f"HTTP {response.status}"
             if attempt == attempts:
                 raise wire.ServerUnavailable(
                     f"{method} {path} to {self.settings.url} failed {attempts} times ({problem}); "
@@ -105,14 +177,84 @@ class ServerClient:
             log.warning("%s %s failed (%s); retry %d/%d in %.1f s", method, path, problem, attempt, attempts - 1, wait)
             self.sleep(wait)
 
-    @staticmethod
-    def _raise(response: httpx.Response) -> None:
+    def _answer(self, connection: http.client.HTTPConnection, response: http.client.HTTPResponse) -> Iterator[Answer]:
+        answer = Answer(response)
+        finished = False
         try:
-            body = response.json()
+            if response.status >= 400:
+                self._raise(answer)
+            yield answer
+            finished = True
+        finally:
+            if finished and response.isclosed():
+                self._keep(connection)  # read to its end: the connection may carry the next request
+            else:
+                connection.close()  # an error, or a body left unread: never reuse it
+
+    def _send(
+        self, method: str, target: str, body: Any, headers: dict[str, str]
+    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        """Send on a kept-alive connection, or a new one; a reused connection the server had closed
+        meanwhile is replaced once at once (that is no failure of the server)."""
+        connection, reused = self._take()
+        try:
+            connection.request(method, target, body=body, headers=headers)
+            return connection, connection.getresponse()
+        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            connection.close()
+            if not reused:
+                raise
+        except BaseException:
+            connection.close()
+            raise
+        connection = self._connect()
+        try:
+            connection.request(method, target, body=body, headers=headers)
+            return connection, connection.getresponse()
+        except BaseException:
+            connection.close()
+            raise
+
+    def _take(self) -> tuple[http.client.HTTPConnection, bool]:
+        now = self.clock()
+        with self._lock:
+            while self._idle:
+                connection, since = self._idle.pop()
+                if now - since < _IDLE_S:
+                    return connection, True
+                connection.close()
+        return self._connect(), False
+
+    def _connect(self) -> http.client.HTTPConnection:
+        timeout = self.settings.request_timeout_s
+        if self.tls is not None:
+            return http.client.HTTPSConnection(self.host, self.port, timeout=timeout, context=self.tls)
+        return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+
+    def _keep(self, connection: http.client.HTTPConnection) -> None:
+        with self._lock:
+            self._idle.append((connection, self.clock()))
+
+    @staticmethod
+    def _discard(connection: http.client.HTTPConnection, response: http.client.HTTPResponse) -> None:
+        response.close()
+        connection.close()
+
+    @staticmethod
+    def _raise(answer: Answer) -> None:
+        try:
+            body = answer.json()
         except ValueError:
             body = None
-        wire.raise_error(response.status_code, body if isinstance(body, dict) else None, f"HTTP {response.status_code}")
+        wire.raise_error(answer.status, body if isinstance(body, dict) else None, f"HTTP {answer.status}")
 
     def close(self) -> None:
-        """Close the connection pool."""
-        self.http.close()
+        """Close every kept-alive connection."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for connection, _since in idle:
+            connection.close()
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()

@@ -119,12 +119,32 @@ async def _too_large(send: Send, limit: int, setting: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def create_api(app: App, *, loopback: bool = True) -> FastAPI:
+class Front:
+    """Sends the worker API's requests to its own lean router and everything else (health, the
+    dashboard, the JSON API, metrics, lifespan) to the FastAPI application."""
+
+    def __init__(self, workers: ASGIApp, rest: ASGIApp) -> None:
+        self.workers = workers
+        self.rest = rest
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Route one ASGI call by its path."""
+        if scope["type"] == "http" and scope["path"].startswith(_WORKER_PREFIX):
+            await self.workers(scope, receive, send)
+        else:
+            await self.rest(scope, receive, send)
+
+
+_WORKER_PREFIX = f"{wire.API}/"
+
+
+def create_api(app: App, *, loopback: bool = True) -> ASGIApp:
     """The server over `app`. `loopback`: it listens on loopback only (requests may then go without a
     token while the store holds none)."""
+    tokens = Tokens(app.store, cache_s=app.settings.server.token_cache_s)
     api = FastAPI(title="zeroloop", docs_url=None, redoc_url=None, openapi_url=None)
     api.state.zl = app
-    api.state.tokens = Tokens(app.store, cache_s=app.settings.server.token_cache_s)
+    api.state.tokens = tokens
     api.state.loopback = loopback
     server = app.settings.server
 
@@ -165,15 +185,10 @@ def create_api(app: App, *, loopback: bool = True) -> FastAPI:
             return JSONResponse({"status": "unready", "reason": reason}, status_code=503)
         return JSONResponse({"status": "ready", "schema": schema.current})
 
-    api.include_router(worker.router)
     api.state.metrics = metrics.registry_for(app)
     api.include_router(metrics.router)
     api.include_router(json_api.router)
     dashboard.install(api)
-    api.add_middleware(
-        BodyLimit,
-        max_json_bytes=server.max_body_bytes,
-        max_upload_bytes=server.max_artifact_bytes,
-    )
-    api.add_middleware(TraceContext)
-    return api
+    front = Front(worker.router(worker.Served(app, tokens, loopback)), api)
+    limited = BodyLimit(front, max_json_bytes=server.max_body_bytes, max_upload_bytes=server.max_artifact_bytes)
+    return TraceContext(limited)

@@ -12,12 +12,11 @@ import logging
 import os
 
 import uvicorn
-from fastapi import FastAPI
 
 from zeroloop.app import App
 from zeroloop.config import load_settings
 from zeroloop.errors import ConfigError
-from zeroloop.server.api import create_api
+from zeroloop.server.api import ASGIApp, create_api
 from zeroloop.server.tokens import Tokens
 
 log = logging.getLogger(__name__)
@@ -68,7 +67,7 @@ def serve(app: App, *, host: str, port: int, processes: int | None = None) -> No
     uvicorn.run(f"{__name__}:api_from_environment", factory=True, workers=count, **options)  # type: ignore[arg-type]
 
 
-def api_from_environment() -> FastAPI:
+def api_from_environment() -> ASGIApp:
     """The server of one process of a multi-process `zeroloop serve`, from the inherited settings."""
     settings = load_settings()
     logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")

@@ -5,26 +5,37 @@ Every endpoint names the node it acts for; a worker token may act only as its ow
 store, and the server also refuses a token presented by a node that does not hold the
 lease. Events a worker publishes and the rows it writes carry its node, as they would
 over a direct connection.
+
+These are the server's hot requests, so they are plain Starlette routes rather than
+FastAPI's: each request crosses to a worker thread once, and there checks its token,
+parses its body with the pydantic model it names, does its store work and serialises
+its answer (docs/server.md, "Cost"). An endpoint is one function with `@_endpoint`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import hashlib
 import json
+import logging
 import re
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any, TypeVar
 
-from fastapi import APIRouter, Depends, Header, Query, Request
-from fastapi.responses import FileResponse, Response
-from starlette.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field, ValidationError
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import Route, Router
 
 from zeroloop.app import App
 from zeroloop.artifacts.cache import check_sha256
 from zeroloop.artifacts.transfer import ArtifactKind
 from zeroloop.cluster.nodes import NodeInfo, NodeRegistry, NodeStatus
-from zeroloop.errors import ArtifactError, Forbidden, QueueError
+from zeroloop.errors import ArtifactError, Forbidden, QueueError, ZeroloopError
 from zeroloop.events.bus import EventBus
 from zeroloop.pipeline.registry import ModelRegistry
 from zeroloop.ports import Outcome
@@ -36,7 +47,8 @@ from zeroloop.store.queries import artifacts as artifact_queries
 from zeroloop.store.queries import daemons as daemon_queries
 from zeroloop.store.queries import pipelines as pipeline_queries
 
-router = APIRouter(prefix=wire.API)
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 _UPLOAD = re.compile(rf"^{wire.API}/[^/]+/artifacts/[^/]+$")
 
 
@@ -45,24 +57,121 @@ def is_upload(method: str, path: str) -> bool:
     return method == "PUT" and _UPLOAD.match(path) is not None
 
 
-def _zl(request: Request) -> App:
-    app: App = request.app.state.zl
-    return app
+@dataclass(frozen=True)
+class Served:
+    """What every worker request is answered from: the App, the token checker, whether on loopback."""
+
+    app: App
+    tokens: Tokens
+    loopback: bool
+
+    def acting_node(self, request: Request) -> str:
+        """The node a request acts for, once its token may act as that node (AuthError/Forbidden otherwise)."""
+        node = request.path_params["node"]
+        authorization = request.headers.get("authorization")
+        presented = authorization.removeprefix("Bearer ").strip() if authorization else None
+        if not presented and self.loopback and not self.tokens.any_usable():
+            principal = Principal("local", Role.ADMIN, None)  # loopback with no tokens at all: the local trust
+        else:
+            principal = self.tokens.check(presented)
+        principal.may_act_as(node)
+        return str(node)
 
 
-def acting_node(request: Request, node: str, authorization: Annotated[str | None, Header()] = None) -> str:
-    """The node a request acts for, once its token may act as that node (AuthError/Forbidden otherwise)."""
-    tokens: Tokens = request.app.state.tokens
-    presented = authorization.removeprefix("Bearer ").strip() if authorization else None
-    if not presented and request.app.state.loopback and not tokens.any_usable():
-        principal = Principal("local", Role.ADMIN, None)  # loopback with no tokens at all: the local trust
-    else:
-        principal = tokens.check(presented)
-    principal.may_act_as(node)
-    return node
+# An endpoint: (served, node, body or None, **path parameters) -> a JSON-able dict or a Response.
+Handler = Callable[..., Any]
+_ROUTES: list[tuple[str, str, Handler, type[BaseModel] | None]] = []
+_INTERNAL = {"error": "InternalError", "detail": "internal server error; see the server log"}
 
 
-Node = Annotated[str, Depends(acting_node)]
+def _endpoint(method: str, path: str, body: type[BaseModel] | None = None) -> Callable[[Handler], Handler]:
+    """Declare `handler` the endpoint of `method path` (under /api/v1/worker), its JSON body read as `body`."""
+
+    def declare(handler: Handler) -> Handler:
+        _ROUTES.append((method, path, handler, body))
+        return handler
+
+    return declare
+
+
+def router(served: Served) -> Router:
+    """The worker API's routes, answering from `served`; any other path under it is a JSON 404."""
+    routes = [_route(served, *declared) for declared in _ROUTES]
+    routes.append(Route("/{node}/artifacts/{sha256}", _upload_endpoint(served), methods=["PUT"]))
+    return Router(routes=[_prefixed(route) for route in routes], default=_not_found)
+
+
+def _prefixed(route: Route) -> Route:
+    return Route(f"{wire.API}{route.path}", route.endpoint, methods=sorted(route.methods or ()))
+
+
+def _route(served: Served, method: str, path: str, handler: Handler, model: type[BaseModel] | None) -> Route:
+    def answer(request: Request, raw: bytes) -> Response:
+        try:
+            node = served.acting_node(request)
+            params = dict(request.path_params)
+            del params["node"]
+            if "job_id" in params:
+                params["job_id"] = _job_id(params["job_id"])
+            body = _parse(model, raw) if model is not None else None
+            result = handler(served, node, body, **params)
+        except ZeroloopError as exc:
+            return error_response(exc)
+        except Exception as exc:
+            log.error("internal error in %s %s: %s: %s", method, path, type(exc).__name__, exc, exc_info=exc)
+            return Response(_dumps(_INTERNAL), status_code=500, media_type="application/json")
+        return result if isinstance(result, Response) else _json(result)
+
+    async def endpoint(request: Request) -> Response:
+        raw = await request.body()
+        return await _in_thread(answer, request, raw)
+
+    return Route(path, endpoint, methods=[method])
+
+
+async def _in_thread(function: Callable[..., T], *args: Any) -> T:
+    """Run blocking work (the store) on the loop's thread pool, in this request's context (its trace)."""
+    context = contextvars.copy_context()
+    return await asyncio.get_running_loop().run_in_executor(None, context.run, function, *args)
+
+
+def _parse(model: type[BaseModel], raw: bytes) -> BaseModel:
+    try:
+        return model.model_validate_json(raw or b"{}")
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in ('body', *error['loc']))}: {error['msg']}" for error in exc.errors()[:5]
+        )
+        raise wire.BadRequest(f"invalid request: {problems}") from None
+
+
+def _job_id(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise wire.BadRequest(f"invalid request: job id {text[:40]!r} is not a number") from None
+
+
+def error_response(exc: Exception) -> Response:
+    """The JSON answer carrying a zeroloop error, with the status `wire.status_of` gives it."""
+    status = wire.status_of(exc)
+    if status >= 500:
+        log.warning("request failed: %s", exc)
+    return Response(_dumps(wire.error_body(exc)), status_code=status, media_type="application/json")
+
+
+async def _not_found(scope: Any, receive: Any, send: Any) -> None:
+    method, path = scope.get("method"), scope.get("path")
+    await error_response(wire.NotFound(f"no worker endpoint {method} {path}"))(scope, receive, send)
+
+
+def _dumps(content: Any) -> bytes:
+    return json.dumps(content, separators=(",", ":")).encode()
+
+
+def _json(content: dict[str, Any]) -> Response:
+    """A JSON answer, serialised once: worker answers are plain JSON values already."""
+    return Response(_dumps(content), media_type="application/json")
 
 
 def _bus(app: App, node: str) -> EventBus:
@@ -91,12 +200,6 @@ def _outcome(event: wire.EventBody | None) -> Outcome | None:
     return (event.type, event.payload, event.dedup_key)
 
 
-def _json(content: dict[str, Any]) -> Response:
-    """A JSON answer, serialised once: worker answers are plain JSON values already, so FastAPI's
-    response model and encoder (a measurable share of a hot request) are skipped."""
-    return Response(json.dumps(content, separators=(",", ":")).encode(), media_type="application/json")
-
-
 def _job(job: Job) -> dict[str, Any]:
     return wire.job_to_wire(job)
 
@@ -104,112 +207,106 @@ def _job(job: Job) -> dict[str, Any]:
 # --- settings and models -----------------------------------------------------------------
 
 
-@router.get("/{node}/settings", response_model=None)
-def worker_settings(request: Request, node: Node) -> Response:
+@_endpoint("GET", "/{node}/settings")
+def worker_settings(served: Served, node: str, _body: None) -> dict[str, Any]:
     """The settings a worker must share with the cluster: workload and queue (never a URL or a secret)."""
-    settings = _zl(request).settings
-    shared = {"workload": settings.workload.model_dump(mode="json"), "queue": settings.queue.model_dump(mode="json")}
-    return _json(shared)
+    settings = served.app.settings
+    return {"workload": settings.workload.model_dump(mode="json"), "queue": settings.queue.model_dump(mode="json")}
 
 
-@router.get("/{node}/models/production", response_model=None)
-def production_models(request: Request, node: Node) -> Response:
+@_endpoint("GET", "/{node}/models/production")
+def production_models(served: Served, node: str, _body: None) -> dict[str, Any]:
     """The production model's artifact of every pipeline that has one: {config_key: sha256}."""
-    app = _zl(request)
+    app = served.app
     registry = ModelRegistry(app.store, _bus(app, node))
     with app.store.read() as conn:
         keys = [state["config_key"] for state in pipeline_queries.list_pipelines(conn)]
     found = {key: registry.production(key) for key in keys}
-    return _json({"models": {key: model.artifact_sha256 for key, model in found.items() if model is not None}})
+    return {"models": {key: model.artifact_sha256 for key, model in found.items() if model is not None}}
 
 
-@router.get("/{node}/models/{config_key}/production", response_model=None)
-def production_model(request: Request, node: Node, config_key: str) -> Response:
+@_endpoint("GET", "/{node}/models/{config_key}/production")
+def production_model(served: Served, node: str, _body: None, config_key: str) -> dict[str, Any]:
     """The production model's artifact of a config key, or null before the first promotion."""
-    app = _zl(request)
-    model = ModelRegistry(app.store, _bus(app, node)).production(config_key)
-    return _json({"artifact_sha256": model.artifact_sha256 if model else None})
+    model = ModelRegistry(served.app.store, _bus(served.app, node)).production(config_key)
+    return {"artifact_sha256": model.artifact_sha256 if model else None}
 
 
 # --- nodes -------------------------------------------------------------------------------
 
 
-@router.post("/{node}/register", response_model=None)
-def register(request: Request, node: Node, body: wire.RegisterBody) -> Response:
+@_endpoint("POST", "/{node}/register", wire.RegisterBody)
+def register(served: Served, node: str, body: wire.RegisterBody) -> dict[str, Any]:
     """Register (or re-register) the node as active."""
-    app = _zl(request)
     try:
         info = NodeInfo(**body.info)
     except TypeError as exc:
         raise wire.BadRequest(f"info is not a node description: {exc}") from None
     if info.id != node:
         raise Forbidden(f"node {node!r} cannot register as {info.id!r}")
-    NodeRegistry(app.store, _bus(app, node)).register(info, body.utilisation)
-    return _json({"registered": node})
+    NodeRegistry(served.app.store, _bus(served.app, node)).register(info, body.utilisation)
+    return {"registered": node}
 
 
-@router.post("/{node}/heartbeat", response_model=None)
-def heartbeat(request: Request, node: Node, body: wire.HeartbeatBody) -> Response:
+@_endpoint("POST", "/{node}/heartbeat", wire.HeartbeatBody)
+def heartbeat(served: Served, node: str, body: wire.HeartbeatBody) -> dict[str, Any]:
     """Record the node's load; answer its status (null: unknown, register first)."""
-    app = _zl(request)
-    status: NodeStatus | None = NodeRegistry(app.store, _bus(app, node)).heartbeat(node, body.utilisation)
-    return _json({"status": status.value if status else None})
+    status: NodeStatus | None = NodeRegistry(served.app.store, _bus(served.app, node)).heartbeat(node, body.utilisation)
+    return {"status": status.value if status else None}
 
 
-@router.post("/{node}/leave", response_model=None)
-def leave(request: Request, node: Node) -> Response:
+@_endpoint("POST", "/{node}/leave")
+def leave(served: Served, node: str, _body: None) -> dict[str, Any]:
     """Mark a cleanly stopped node terminated."""
-    app = _zl(request)
-    return _json({"left": NodeRegistry(app.store, _bus(app, node)).leave(node)})
+    return {"left": NodeRegistry(served.app.store, _bus(served.app, node)).leave(node)}
 
 
-@router.post("/{node}/daemons", response_model=None)
-def daemons(request: Request, node: Node, body: wire.DaemonsBody) -> Response:
+@_endpoint("POST", "/{node}/daemons", wire.DaemonsBody)
+def daemons(served: Served, node: str, body: wire.DaemonsBody) -> dict[str, Any]:
     """Write the node's daemon records and publish the crash loops it detected, in one transaction."""
-    app = _zl(request)
     if any(row.node != node for row in body.rows):
         raise Forbidden(f"node {node!r} may write only its own daemon records")
-    bus = _bus(app, node)
-    with app.store.transaction() as conn:
+    bus = _bus(served.app, node)
+    with served.app.store.transaction() as conn:
         for row in body.rows:
             daemon_queries.upsert_daemon(conn, row.model_dump())
         for payload in body.crash_loops:
             bus.publish("DAEMON_CRASH_LOOP", payload)
-    return _json({"written": len(body.rows)})
+    return {"written": len(body.rows)}
 
 
 # --- jobs --------------------------------------------------------------------------------
 
 
-@router.post("/{node}/jobs/claim", response_model=None)
-def claim(request: Request, node: Node, body: wire.ClaimBody) -> Response:
+@_endpoint("POST", "/{node}/jobs/claim", wire.ClaimBody)
+def claim(served: Served, node: str, body: wire.ClaimBody) -> dict[str, Any]:
     """Lease the next job this node may run; `lease` is null when there is none."""
-    lease = _queue(_zl(request), node).claim(node, body.capabilities, body.types)
-    return _json({"lease": wire.lease_to_wire(lease)})
+    lease = _queue(served.app, node).claim(node, body.capabilities, body.types)
+    return {"lease": wire.lease_to_wire(lease)}
 
 
-@router.post("/{node}/jobs/{job_id}/heartbeat", response_model=None)
-def extend(request: Request, node: Node, job_id: int, body: wire.TokenBody) -> Response:
+@_endpoint("POST", "/{node}/jobs/{job_id}/heartbeat", wire.TokenBody)
+def extend(served: Served, node: str, body: wire.TokenBody, job_id: int) -> dict[str, Any]:
     """Extend the lease held under `token`; 409 when it is no longer current."""
-    queue = _queue(_zl(request), node)
+    queue = _queue(served.app, node)
     _held(queue, node, job_id, body.token)
-    return _json({"expires_at": queue.heartbeat(job_id, body.token)})
+    return {"expires_at": queue.heartbeat(job_id, body.token)}
 
 
-@router.post("/{node}/jobs/{job_id}/complete", response_model=None)
-def complete(request: Request, node: Node, job_id: int, body: wire.CompleteBody) -> Response:
+@_endpoint("POST", "/{node}/jobs/{job_id}/complete", wire.CompleteBody)
+def complete(served: Served, node: str, body: wire.CompleteBody, job_id: int) -> dict[str, Any]:
     """Complete the attempt with its outcome event; with `claim`, lease the next job in the same transaction.
 
     The hot path: the lease's node is checked inside the completing transaction, and the
     job is read again only to explain a refusal (404 for an unknown id, 403 for another
     node's current lease, else the queue's own 409).
     """
-    queue = _queue(_zl(request), node)
+    queue = _queue(served.app, node)
     event = _outcome(body.event)
     try:
         if body.claim is None:
             done = queue.complete(job_id, body.token, body.result, event=event, acting=node)
-            return _json({"job": _job(done), "lease": None})
+            return {"job": _job(done), "lease": None}
         done, lease = queue.complete_and_claim(
             job_id, body.token, body.result, node=node, capabilities=body.claim.capabilities, types=body.claim.types,
             event=event, acting=node,
@@ -217,52 +314,84 @@ def complete(request: Request, node: Node, job_id: int, body: wire.CompleteBody)
     except QueueError:
         _held(queue, node, job_id, body.token)
         raise
-    return _json({"job": _job(done), "lease": wire.lease_to_wire(lease)})
+    return {"job": _job(done), "lease": wire.lease_to_wire(lease)}
 
 
-@router.post("/{node}/jobs/{job_id}/fail", response_model=None)
-def fail(request: Request, node: Node, job_id: int, body: wire.FailBody) -> Response:
+@_endpoint("POST", "/{node}/jobs/{job_id}/fail", wire.FailBody)
+def fail(served: Served, node: str, body: wire.FailBody, job_id: int) -> dict[str, Any]:
     """Record a failed attempt: re-queued after a backoff, or dead."""
-    queue = _queue(_zl(request), node)
+    queue = _queue(served.app, node)
     _held(queue, node, job_id, body.token)
-    return _json({"job": _job(queue.fail(job_id, body.token, body.error, retryable=body.retryable))})
+    return {"job": _job(queue.fail(job_id, body.token, body.error, retryable=body.retryable))}
 
 
-@router.post("/{node}/jobs/{job_id}/release", response_model=None)
-def release(request: Request, node: Node, job_id: int, body: wire.ReleaseBody) -> Response:
+@_endpoint("POST", "/{node}/jobs/{job_id}/release", wire.ReleaseBody)
+def release(served: Served, node: str, body: wire.ReleaseBody, job_id: int) -> dict[str, Any]:
     """Give back an unfinished attempt (the worker is draining): queued again at once, uncounted."""
-    queue = _queue(_zl(request), node)
+    queue = _queue(served.app, node)
     _held(queue, node, job_id, body.token)
-    return _json({"job": _job(queue.release(job_id, body.token, body.reason))})
+    return {"job": _job(queue.release(job_id, body.token, body.reason))}
 
 
 # --- events ------------------------------------------------------------------------------
 
 
-@router.post("/{node}/events", response_model=None)
-def publish(request: Request, node: Node, body: wire.EventBody) -> Response:
+@_endpoint("POST", "/{node}/events", wire.EventBody)
+def publish(served: Served, node: str, body: wire.EventBody) -> dict[str, Any]:
     """Publish one event of a type a worker publishes (403 for any other)."""
     if body.type not in wire.WORKER_EVENTS:
         raise Forbidden(f"workers publish only {', '.join(sorted(wire.WORKER_EVENTS))}; not {body.type}")
-    return _json({"id": _bus(_zl(request), node).publish(body.type, body.payload, dedup_key=body.dedup_key)})
+    return {"id": _bus(served.app, node).publish(body.type, body.payload, dedup_key=body.dedup_key)}
 
 
 # --- artifacts ---------------------------------------------------------------------------
 
 
-@router.put("/{node}/artifacts/{sha256}")
-async def upload(
-    request: Request,
-    node: Node,
-    sha256: str,
-    kind: ArtifactKind,
-    config_key: Annotated[str | None, Query(max_length=200)] = None,
-    producer_job_id: int | None = None,
-    meta: Annotated[str | None, Header(alias=wire.META_HEADER)] = None,
-) -> dict[str, Any]:
-    """Store an artifact streamed in the body; refused (422, nothing stored) when its bytes miss `sha256`."""
-    app = _zl(request)
+@_endpoint("GET", "/{node}/artifacts/{sha256}")
+def download(served: Served, node: str, _body: None, sha256: str) -> Response:
+    """Stream a verified copy of an artifact; its sha256 rides in a header for the worker to check again."""
+    app = served.app
     check_sha256(sha256)
+    with app.store.read() as conn:
+        known = artifact_queries.get_artifact(conn, sha256) is not None
+    if not known:
+        raise wire.NotFound(f"artifact {sha256} is not in the manifest")
+    path: Path = app.artifacts.fetch(sha256)
+    return FileResponse(path, media_type="application/octet-stream", headers={wire.SHA256_HEADER: sha256})
+
+
+class UploadQuery(BaseModel):
+    """The query string of an upload."""
+
+    kind: ArtifactKind
+    config_key: str | None = Field(default=None, max_length=200)
+    producer_job_id: int | None = None
+
+
+def _upload_endpoint(served: Served) -> Callable[[Request], Any]:
+    """PUT /{node}/artifacts/{sha256}: store an artifact streamed in the body; refused (422, nothing
+    stored) when its bytes miss `sha256`. The body is read here, on the event loop, as it arrives."""
+
+    async def upload(request: Request) -> Response:
+        try:
+            await _in_thread(served.acting_node, request)
+            return await _upload(served, request)
+        except ZeroloopError as exc:
+            return error_response(exc)
+
+    return upload
+
+
+async def _upload(served: Served, request: Request) -> Response:
+    app = served.app
+    sha256 = request.path_params["sha256"]
+    check_sha256(sha256)
+    try:
+        query = UploadQuery.model_validate(dict(request.query_params))
+    except ValidationError as exc:
+        problems = "; ".join(f"query.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
+        raise wire.BadRequest(f"invalid request: {problems}") from None
+    meta = request.headers.get(wire.META_HEADER)
     try:
         extra = json.loads(meta) if meta else {}
     except ValueError:
@@ -286,22 +415,11 @@ async def upload(
             raise ArtifactError(
                 f"uploaded bytes hash to {digest.hexdigest()}, not {sha256}: nothing stored; upload it again"
             )
-        artifact = await run_in_threadpool(
-            app.artifacts.put, temp, kind, config_key=config_key, meta=extra, producer_job_id=producer_job_id
+        artifact = await _in_thread(
+            lambda: app.artifacts.put(
+                temp, query.kind, config_key=query.config_key, meta=extra, producer_job_id=query.producer_job_id
+            )
         )
     finally:
         temp.unlink(missing_ok=True)
-    return {"sha256": artifact.sha256, "kind": artifact.kind.value, "size_bytes": artifact.size_bytes}
-
-
-@router.get("/{node}/artifacts/{sha256}")
-def download(request: Request, node: Node, sha256: str) -> FileResponse:
-    """Stream a verified copy of an artifact; its sha256 rides in a header for the worker to check again."""
-    app = _zl(request)
-    check_sha256(sha256)
-    with app.store.read() as conn:
-        known = artifact_queries.get_artifact(conn, sha256) is not None
-    if not known:
-        raise wire.NotFound(f"artifact {sha256} is not in the manifest")
-    path: Path = app.artifacts.fetch(sha256)
-    return FileResponse(path, media_type="application/octet-stream", headers={wire.SHA256_HEADER: sha256})
+    return _json({"sha256": artifact.sha256, "kind": artifact.kind.value, "size_bytes": artifact.size_bytes})
