@@ -235,3 +235,26 @@ def test_two_servers_over_one_store_hand_out_each_job_once(served: Served) -> No
         clients = [served.client, other, served.client, other, other]
         leases = [client.post(f"{W1}/jobs/claim", json={}, headers=w1).json()["lease"] for client in clients]
     assert sorted(lease["id"] for lease in leases[:4]) == sorted(queued) and leases[4] is None
+
+
+def test_unknown_endpoints_and_job_ids_that_are_not_numbers_get_a_json_4xx(served: Served) -> None:
+    w1 = Served.auth(served.worker)
+    missing = served.client.post(f"{W1}/jobs/claim/now", json={}, headers=w1)
+    assert missing.status_code == 404 and missing.json()["error"] == "NotFound"
+    assert "no worker endpoint POST" in missing.json()["detail"]
+    wrong = served.client.post(f"{W1}/jobs/seven/complete", json={"token": 1}, headers=w1)
+    assert wrong.status_code == 400 and "'seven' is not a number" in wrong.json()["detail"]
+
+
+def test_a_failure_inside_an_endpoint_is_a_logged_500_that_sends_no_traceback(
+    served: Served, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("disk on fire at /secret/path")
+
+    monkeypatch.setattr("zeroloop.queue.manager.JobQueue.claim", broken)
+    answer = served.client.post(f"{W1}/jobs/claim", json={}, headers=Served.auth(served.worker))
+    assert answer.status_code == 500
+    assert answer.json() == {"error": "InternalError", "detail": "internal server error; see the server log"}
+    assert "/secret/path" not in answer.text and "Traceback" not in answer.text
+    assert any("disk on fire" in record.getMessage() for record in caplog.records)
