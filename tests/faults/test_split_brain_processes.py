@@ -47,6 +47,9 @@ def coordinators(store_url: str, tmp_path: Path) -> Iterator[Callable[[str], sub
                 "ZEROLOOP_CLUSTER__NODE_ID": node,
                 "ZEROLOOP_CLUSTER__LEADER_LEASE_S": str(LEASE_S),
                 "ZEROLOOP_STORE__WRITE_TURN_MAX_S": "2",
+                # PostgreSQL: a leader stopped inside a transaction loses its locks after this, as a
+                # SQLite one loses its write turn; scaled to the 2 s lease like the write turn above.
+                "ZEROLOOP_STORE__IDLE_IN_TRANSACTION_TIMEOUT_S": "3",
                 "ZEROLOOP_DAEMONS__SUPERVISE_INTERVAL_S": "0.1",
                 "ZEROLOOP_DAEMONS__HEALTH_INTERVAL_S": "0.5",
                 "ZEROLOOP_DAEMONS__DRAIN_DEADLINE_S": "3",
