@@ -27,9 +27,8 @@ from zeroloop.config import LogSettings, Settings
 from zeroloop.errors import ConfigError
 from zeroloop.tracing import current_ids
 
-# Libraries that narrate at INFO what zeroloop reports itself: alembic every migration context,
-# httpx every webhook it posts.
-_QUIETER = ("alembic", "httpx")
+# Libraries that narrate at INFO what zeroloop reports itself: alembic every migration context.
+_QUIETER = ("alembic",)
 
 
 def _utc(created: float) -> str:

@@ -129,7 +129,7 @@ def test_configure_sets_the_root_handler_and_quiets_chatty_libraries(tmp_path: P
         logs.configure(chosen, Console())
         assert [type(handler).__name__ for handler in root.handlers] == ["RotatingFileHandler"]
         assert root.level == logging.DEBUG
-        assert logging.getLogger("httpx").level == logging.WARNING
+        assert logging.getLogger("alembic").level == logging.WARNING
     finally:
         for handler in root.handlers:
             handler.close()

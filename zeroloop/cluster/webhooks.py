@@ -15,6 +15,8 @@ once more. Webhook URLs often carry a token, so logs and errors show only their 
 
 from __future__ import annotations
 
+import http.client
+import json
 import logging
 import time
 import urllib.parse
@@ -22,8 +24,6 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-
-import httpx
 
 from zeroloop.config import AlertSettings, WebhookSettings
 from zeroloop.errors import AlertError
@@ -78,12 +78,10 @@ class Webhooks:
         *,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
-        transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock
         self.sleep = sleep
-        self.transport = transport
         self.sent = 0
         self._last_of_key: dict[tuple[str, str], float] = {}
         self._last_of_rule: dict[str, float] = {}
@@ -143,7 +141,7 @@ class Webhooks:
                 if status < 300:
                     return None
                 problem = f"webhook {shown} answered {status}"
-            except httpx.HTTPError as exc:
+            except (OSError, http.client.HTTPException) as exc:
                 # The exception's text may quote the URL: only its kind is reported.
                 problem = f"webhook {shown} failed: {type(exc).__name__}"
             log.warning("%s (try %d of %d)", problem, attempt, self.settings.webhook_attempts)
@@ -152,20 +150,19 @@ class Webhooks:
         return f"{problem} after {self.settings.webhook_attempts} tries"
 
     def _send(self, url: str, body: dict[str, Any]) -> int:
-        """POST once and return the status. The transport is used directly: httpx.Client would log the full URL."""
-        timeout = httpx.Timeout(self.settings.webhook_timeout_s).as_dict()
-        request = httpx.Request("POST", url, json=body, extensions={"timeout": timeout})
-        transport = self.transport if self.transport is not None else httpx.HTTPTransport()
+        """POST once and return the status (each connect and read waits at most alerts.webhook_timeout_s)."""
+        parts = urllib.parse.urlsplit(url)
+        kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        connection = kind(parts.hostname or "", parts.port, timeout=self.settings.webhook_timeout_s)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        headers = {"Content-Type": "application/json", "User-Agent": "zeroloop-alerts"}
         try:
-            answer = transport.handle_request(request)
-            try:
-                answer.read()
-            finally:
-                answer.close()
-            return answer.status_code
+            connection.request("POST", target, body=json.dumps(body).encode(), headers=headers)
+            answer = connection.getresponse()
+            answer.read()
+            return answer.status
         finally:
-            if self.transport is None:
-                transport.close()
+            connection.close()
 
     def _remember(self, event_id: int, done: set[int]) -> None:
         self._delivered[event_id] = done
