@@ -30,18 +30,20 @@ def test_the_probe_sees_a_heavy_import() -> None:
 # --- a lean install: no torch, no OpenSpiel ------------------------------------------------
 # A `sitecustomize` on PYTHONPATH puts a finder first on sys.meta_path that reports torch and
 # OpenSpiel as not installed, so the subprocess behaves as `pip install zeroloop` without the
-# `alphazero` extra would, in this environment that has them.
+# `alphazero` extra would, in this environment that has them. The packages only the tests,
+# and the `s3` and `otlp` extras, install are hidden too (httpx, moto, s3fs, the OTLP exporter).
 
 BLOCKER = """
 import importlib.abc
 import sys
 
-ABSENT = ("torch", "pyspiel", "open_spiel")
+ABSENT = ("torch", "pyspiel", "open_spiel", "httpx", "httpcore", "moto", "s3fs", "hypothesis", "pytest")
+ABSENT_DOTTED = ("opentelemetry.exporter",)
 
 
 class Absent(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ABSENT:
+        if name.split(".")[0] in ABSENT or name.startswith(ABSENT_DOTTED):
             raise ModuleNotFoundError(f"No module named {name!r}", name=name)
         return None
 
@@ -88,11 +90,11 @@ def _lean(env: dict[str, str], *args: str, cwd: Path) -> subprocess.CompletedPro
     )
 
 
-def test_the_blocker_hides_torch_and_openspiel(lean_env: dict[str, str], tmp_path: Path) -> None:
-    done = _lean(lean_env, "-c", "import torch", cwd=tmp_path)
-    assert done.returncode == 1 and "No module named 'torch'" in done.stderr
-    done = _lean(lean_env, "-c", "import pyspiel", cwd=tmp_path)
-    assert done.returncode == 1 and "No module named 'pyspiel'" in done.stderr
+def test_the_blocker_hides_torch_openspiel_and_the_test_only_packages(lean_env: dict[str, str], tmp_path: Path) -> None:
+    for module in ("torch", "pyspiel", "httpx", "opentelemetry.exporter.otlp"):
+        done = _lean(lean_env, "-c", f"import {module}", cwd=tmp_path)
+        hidden = module if module != "opentelemetry.exporter.otlp" else "opentelemetry.exporter"
+        assert done.returncode == 1 and f"No module named '{hidden}'" in done.stderr, module
 
 
 def test_every_module_but_alphazero_imports_without_torch_and_openspiel(
