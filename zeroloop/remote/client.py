@@ -60,10 +60,6 @@ class Answer:
         """The body as JSON."""
         return json.loads(self.response.read())
 
-    def header(self, name: str) -> str | None:
-        """One response header, or None."""
-        return self.response.getheader(name)
-
     def iter_bytes(self, size: int) -> Iterator[bytes]:
         """The body in chunks of at most `size` bytes (raises IncompleteRead if the server stops short)."""
         while chunk := self.response.read(size):
