@@ -683,6 +683,14 @@ class ServerSettings(_Section):
         description="server: how long a checked token is trusted without asking the store again (seconds); "
         "a revoked or expired token may still work this long; 0 checks the store on every request",
     )
+    presigned_url_s: float = Field(
+        default=0.0,
+        ge=0,
+        le=7 * 24 * 3600,
+        description="server: with an object-store artifact location (s3://, gs://), answer a worker's download "
+        "with a redirect to a URL signed for this long (seconds), so the bytes go from the store to the worker "
+        "directly; 0: the server carries every download",
+    )
     ca_file: Path | None = Field(
         default=None,
         description="worker: PEM certificates to trust for an https server (a private CA); unset: the system's",

@@ -31,7 +31,7 @@ DROP = "drop"  # close the connection without answering
 
 @dataclass
 class Script:
-    """What the server answers, in order (an answer is (status, body bytes), or DROP), and what it saw."""
+    """What the server answers, in order (an answer is (status, body bytes[, headers]), or DROP), and what it saw."""
 
     answers: list[Any] = field(default_factory=list)
     requests: list[tuple[str, str, dict[str, str], bytes]] = field(default_factory=list)
@@ -60,10 +60,12 @@ def _handler(script: Script) -> type[BaseHTTPRequestHandler]:
             if answer == DROP:
                 self.close_connection = True
                 return
-            status, content = answer
+            status, content, *extra = answer
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(content)))
+            for name, value in (extra[0] if extra else {}).items():
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(content)
             if script.close_after_answer:
@@ -279,3 +281,28 @@ def test_the_remote_queue_acts_only_as_its_client_node(script: Script, url: str)
     with pytest.raises(ValueError, match="acts as node 'w1', not 'w2'"):
         queue.claim("w2")
     assert script.requests == []
+
+
+def test_a_download_redirected_to_a_signed_url_fetches_from_the_store_without_the_token(
+    script: Script, url: str, tmp_path: Path
+) -> None:
+    content = b"model bytes from the object store"
+    wanted = hashlib.sha256(content).hexdigest()
+    storage = Script(answers=[(200, content), (200, b"tampered at the store"), (403, b"<Error>expired</Error>")])
+    for store_url in _serve(storage):
+        signed = f"{store_url}/bucket/{wanted}?X-Amz-Signature=abc&X-Amz-Expires=60"
+        script.answers = [(307, b"", {"Location": signed})] * 3
+        sleeps: list[float] = []
+        cache = LocalCache(tmp_path / "cache", 10**9)
+        artifacts = RemoteArtifacts(_client(url, sleeps), cache)
+        assert artifacts.fetch(wanted).read_bytes() == content
+        method, path, headers, _body = storage.requests[0]
+        assert (method, path) == ("GET", f"/bucket/{wanted}?X-Amz-Signature=abc&X-Amz-Expires=60")
+        assert "Authorization" not in headers and TOKEN not in json.dumps(headers)
+        cache.remove(wanted)
+        with pytest.raises(ArtifactError, match="arrived as"):
+            artifacts.fetch(wanted)
+        with pytest.raises(ArtifactError, match=r"refused the signed download \(HTTP 403\)"):
+            artifacts.fetch(wanted)
+        assert cache.get(wanted) is None and sleeps == []  # a refusal is not retried
+        assert len(script.requests) == 3 and len(storage.requests) == 3

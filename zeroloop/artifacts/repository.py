@@ -42,6 +42,9 @@ from zeroloop.events.wiring import declare
 from zeroloop.store.database import Store
 from zeroloop.store.queries import artifacts as queries
 
+# Object stores whose fsspec backend signs a URL for reading without credentials (`fs.url`).
+_SIGNING_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs"})
+
 log = logging.getLogger(__name__)
 
 declare("zeroloop.artifacts", emits=("ARTIFACT_CORRUPT",))
@@ -232,6 +235,25 @@ class Artifacts:
             if path is not None:
                 return path
         raise ArtifactError(f"artifact {sha256} has no intact copy left ({len(copies)} tried)")
+
+    def signed_url(self, sha256: str, expires_s: float) -> str | None:
+        """A URL that reads the shared copy of an artifact without credentials for `expires_s` seconds,
+        when its object store signs URLs (S3, GCS); None otherwise (a file:// location, no shared copy)."""
+        check_sha256(sha256)
+        with self.store.read() as conn:
+            copies = queries.copies_of(conn, sha256)
+        for copy in copies:
+            if copy["node"] is not None:
+                continue  # a node's own copy: only the shared location signs
+            if scheme_of(self.resolve(copy["location"])) not in _SIGNING_PROTOCOLS:
+                return None
+            try:
+                fs, path = self.open_copy(copy["location"])
+                return str(fs.url(path, expires=int(expires_s)))
+            except (OSError, ValueError, NotImplementedError, ArtifactError) as exc:
+                log.warning("cannot sign a URL for artifact %s (%s): the server streams it", sha256[:12], exc)
+                return None
+        return None
 
     def verify(self, sha256: str) -> int:
         """Re-hash every present copy of an artifact, quarantining bad ones; return how many are intact."""

@@ -32,7 +32,7 @@ from urllib.parse import urlencode, urlsplit
 
 from zeroloop import tracing
 from zeroloop.config import ServerSettings
-from zeroloop.errors import ConfigError
+from zeroloop.errors import ArtifactError, ConfigError
 from zeroloop.remote import wire
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,10 @@ class Answer:
     def json(self) -> Any:
         """The body as JSON."""
         return json.loads(self.response.read())
+
+    def header(self, name: str) -> str | None:
+        """One response header, or None."""
+        return self.response.getheader(name)
 
     def iter_bytes(self, size: int) -> Iterator[bytes]:
         """The body in chunks of at most `size` bytes (raises IncompleteRead if the server stops short)."""
@@ -102,6 +106,7 @@ class ServerClient:
         self.headers = {"User-Agent": "zeroloop-worker", "Host": parts.netloc.rpartition("@")[2]}
         if settings.token is not None:
             self.headers["Authorization"] = f"Bearer {settings.token.get_secret_value()}"
+        self._storage_tls: ssl.SSLContext | None = None
         self._idle: list[tuple[http.client.HTTPConnection, float]] = []
         self._lock = threading.Lock()
         self.retries = 0  # transport failures retried so far (for health details and tests)
@@ -172,6 +177,56 @@ class ServerClient:
             wait = self.delay_s(attempt)
             log.warning("%s %s failed (%s); retry %d/%d in %.1f s", method, path, problem, attempt, attempts - 1, wait)
             self.sleep(wait)
+
+    @contextmanager
+    def signed(self, url: str) -> Iterator[Answer]:
+        """GET a URL the server signed for the object store holding an artifact: a connection of its own,
+        with none of this client's headers (the token never leaves for the store). Transport errors and
+        5xx are retried as the server's are; any other failure (an expired signature) is an ArtifactError."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ArtifactError(f"the server redirected a download to {parts.scheme}://{parts.hostname}: not a URL")
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        where = f"{parts.scheme}://{parts.netloc}"
+        attempts = self.settings.retry_attempts
+        for attempt in range(1, attempts + 1):
+            connection = self._storage_connection(parts.scheme, parts.hostname, parts.port)
+            try:
+                connection.request("GET", target, headers={"User-Agent": "zeroloop-worker"})
+                response = connection.getresponse()
+            except _TRANSPORT_ERRORS as exc:
+                connection.close()
+                problem = f"{type(exc).__name__}: {exc}"
+            else:
+                if response.status == 200:
+                    try:
+                        yield Answer(response)
+                    finally:
+                        connection.close()
+                    return
+                response.close()
+                connection.close()
+                problem = f"HTTP {response.status}"
+                if response.status < 500:
+                    raise ArtifactError(f"the object store at {where} refused the signed download ({problem})")
+            if attempt == attempts:
+                raise ArtifactError(f"the signed download from {where} failed {attempts} times ({problem})")
+            self.retries += 1
+            wait = self.delay_s(attempt)
+            log.warning("download from %s failed (%s); retry %d/%d in %.1f s", where, problem, attempt, attempts - 1,
+                        wait)  # fmt: skip
+            self.sleep(wait)
+
+    def _storage_connection(self, scheme: str, host: str, port: int | None) -> http.client.HTTPConnection:
+        timeout = self.settings.request_timeout_s
+        if scheme != "https":
+            return http.client.HTTPConnection(host, port, timeout=timeout)
+        if self._storage_tls is None:
+            context = ssl.create_default_context()  # an object store's certificate: the system's CAs,
+            if self.settings.ca_file:  # and a private CA's too (MinIO, Ceph)
+                context.load_verify_locations(cafile=str(self.settings.ca_file))
+            self._storage_tls = context
+        return http.client.HTTPSConnection(host, port, timeout=timeout, context=self._storage_tls)
 
     def _answer(self, connection: http.client.HTTPConnection, response: http.client.HTTPResponse) -> Iterator[Answer]:
         answer = Answer(response)

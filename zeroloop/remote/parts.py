@@ -13,6 +13,7 @@ import hashlib
 import json
 import shutil
 from collections.abc import Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -219,9 +220,13 @@ class RemoteArtifacts:
         try:
             digest = hashlib.sha256()
             with self.client.request("GET", f"/artifacts/{sha256}") as response, temp.open("wb") as out:
-                for chunk in response.iter_bytes(_CHUNK_BYTES):
-                    digest.update(chunk)
-                    out.write(chunk)
+                signed = response.header("Location") if response.status == 307 else None
+                if signed:
+                    response.read()  # the redirect's empty body: the connection then carries the next request
+                with self.client.signed(signed) if signed else nullcontext(response) as source:
+                    for chunk in source.iter_bytes(_CHUNK_BYTES):
+                        digest.update(chunk)
+                        out.write(chunk)
             if digest.hexdigest() != sha256:
                 raise ArtifactError(f"artifact {sha256} arrived as {digest.hexdigest()}: dropped; fetch it again")
             final = self.cache.path(sha256)

@@ -349,13 +349,18 @@ def publish(served: Served, node: str, body: wire.EventBody) -> dict[str, Any]:
 
 @_endpoint("GET", "/{node}/artifacts/{sha256}")
 def download(served: Served, node: str, _body: None, sha256: str) -> Response:
-    """Stream a verified copy of an artifact; its sha256 rides in a header for the worker to check again."""
+    """Stream a verified copy of an artifact, or redirect (307) to a signed URL of the object store holding it
+    (`server.presigned_url_s`); its sha256 rides in a header either way, and the worker checks the bytes."""
     app = served.app
     check_sha256(sha256)
     with app.store.read() as conn:
         known = artifact_queries.get_artifact(conn, sha256) is not None
     if not known:
         raise wire.NotFound(f"artifact {sha256} is not in the manifest")
+    lifetime = app.settings.server.presigned_url_s
+    signed = app.artifacts.signed_url(sha256, lifetime) if lifetime > 0 else None
+    if signed is not None:  # the object store serves the bytes; the worker still checks them
+        return Response(status_code=307, headers={"Location": signed, wire.SHA256_HEADER: sha256})
     path: Path = app.artifacts.fetch(sha256)
     return FileResponse(path, media_type="application/octet-stream", headers={wire.SHA256_HEADER: sha256})
 
