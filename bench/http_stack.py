@@ -3,7 +3,8 @@
 A uvicorn server (httptools, uvloop: what `zeroloop serve` runs) answers a worker-sized
 POST with a job-sized JSON answer, one request at a time on loopback, in four shapes:
 
-- `plain`: a Starlette route whose work crosses to a thread (the worker API today);
+- `plain`: a Starlette route whose work crosses to a thread, where it reads the token header and parses
+  the body model (the worker API today);
 - `fastapi`: a FastAPI endpoint with a header dependency and a pydantic body (the worker API before);
 - `inline`: a bare ASGI function doing the work on the event loop (the floor);
 - `thread`: the bare function with the thread hop.
@@ -30,6 +31,7 @@ from typing import Annotated, Any
 
 import httpx
 import psutil
+from pydantic import BaseModel
 
 PATH = "/api/v1/worker/w1/jobs/17/complete"
 BODY = json.dumps(
@@ -72,32 +74,41 @@ def _bare(hop: bool) -> Any:
     return app
 
 
+class _Claim(BaseModel):
+    capabilities: dict[str, Any]
+    types: list[str] | None = None
+
+
+class _Body(BaseModel):
+    token: int
+    result: Any = None
+    event: dict[str, Any] | None = None
+    claim: _Claim | None = None
+
+
 def _plain() -> Any:
-    from starlette.applications import Starlette
+    """As zeroloop.server.worker does it: in the thread, read the token header, parse the body model, work."""
     from starlette.requests import Request
     from starlette.responses import Response
-    from starlette.routing import Route
+    from starlette.routing import Route, Router
+
+    def answer(request: Request, raw: bytes) -> Response:
+        authorization = request.headers.get("authorization")
+        assert authorization and authorization.startswith("Bearer ")
+        int(request.path_params["job_id"])
+        return Response(work(_Body.model_validate_json(raw).model_dump_json().encode()), media_type="application/json")
 
     async def complete(request: Request) -> Response:
-        return Response(await _in_thread(await request.body()), media_type="application/json")
+        raw = await request.body()
+        context = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(None, context.run, answer, request, raw)
 
-    return Starlette(routes=[Route("/api/v1/worker/{node}/jobs/{job_id}/complete", complete, methods=["POST"])])
+    return Router(routes=[Route("/api/v1/worker/{node}/jobs/{job_id}/complete", complete, methods=["POST"])])
 
 
 def _fastapi() -> Any:
     from fastapi import Depends, FastAPI, Header
     from fastapi.responses import Response
-    from pydantic import BaseModel
-
-    class Claim(BaseModel):
-        capabilities: dict[str, Any]
-        types: list[str] | None = None
-
-    class Body(BaseModel):
-        token: int
-        result: Any = None
-        event: dict[str, Any] | None = None
-        claim: Claim | None = None
 
     api = FastAPI()
 
@@ -105,8 +116,8 @@ def _fastapi() -> Any:
         return node
 
     @api.post("/api/v1/worker/{node}/jobs/{job_id}/complete")
-    def complete(node: Annotated[str, Depends(acting)], job_id: int, body: Body) -> Response:
-        return Response(work(b""), media_type="application/json")
+    def complete(node: Annotated[str, Depends(acting)], job_id: int, body: _Body) -> Response:
+        return Response(work(body.model_dump_json().encode()), media_type="application/json")
 
     return api
 

@@ -244,6 +244,9 @@ def test_unknown_endpoints_and_job_ids_that_are_not_numbers_get_a_json_4xx(serve
     assert "no worker endpoint POST" in missing.json()["detail"]
     wrong = served.client.post(f"{W1}/jobs/seven/complete", json={"token": 1}, headers=w1)
     assert wrong.status_code == 400 and "'seven' is not a number" in wrong.json()["detail"]
+    for huge in (2**63, -1, 0):
+        far = served.client.post(f"{W1}/jobs/{huge}/heartbeat", json={"token": 1}, headers=w1)
+        assert far.status_code == 400 and "out of range" in far.json()["detail"], huge
 
 
 def test_a_failure_inside_an_endpoint_is_a_logged_500_that_sends_no_traceback(
@@ -258,3 +261,22 @@ def test_a_failure_inside_an_endpoint_is_a_logged_500_that_sends_no_traceback(
     assert answer.json() == {"error": "InternalError", "detail": "internal server error; see the server log"}
     assert "/secret/path" not in answer.text and "Traceback" not in answer.text
     assert any("disk on fire" in record.getMessage() for record in caplog.records)
+
+
+def test_a_failure_storing_an_upload_is_a_logged_500_and_leaves_no_partial_file(
+    served: Served, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("bucket gone at s3://secret-bucket")
+
+    monkeypatch.setattr("zeroloop.artifacts.repository.Artifacts.put", broken)
+    content = b"a game batch"
+    sha = hashlib.sha256(content).hexdigest()
+    answer = served.client.put(
+        f"{W1}/artifacts/{sha}", params={"kind": "game_batch"}, content=content, headers=Served.auth(served.worker)
+    )
+    assert answer.status_code == 500 and answer.json()["error"] == "InternalError"
+    assert "secret-bucket" not in answer.text
+    assert any("bucket gone" in record.getMessage() for record in caplog.records)
+    uploads = served.app.settings.data_dir / "server" / "uploads"
+    assert list(uploads.iterdir()) == []

@@ -291,7 +291,8 @@ def test_a_download_redirected_to_a_signed_url_fetches_from_the_store_without_th
     storage = Script(answers=[(200, content), (200, b"tampered at the store"), (403, b"<Error>expired</Error>")])
     for store_url in _serve(storage):
         signed = f"{store_url}/bucket/{wanted}?X-Amz-Signature=abc&X-Amz-Expires=60"
-        script.answers = [(307, b"", {"Location": signed})] * 3
+        redirect = (307, b"", {"Location": signed})
+        script.answers = [redirect, redirect, (200, content), redirect]
         sleeps: list[float] = []
         cache = LocalCache(tmp_path / "cache", 10**9)
         artifacts = RemoteArtifacts(_client(url, sleeps), cache)
@@ -299,10 +300,16 @@ def test_a_download_redirected_to_a_signed_url_fetches_from_the_store_without_th
         method, path, headers, _body = storage.requests[0]
         assert (method, path) == ("GET", f"/bucket/{wanted}?X-Amz-Signature=abc&X-Amz-Expires=60")
         assert "Authorization" not in headers and TOKEN not in json.dumps(headers)
+        # A copy in the store that misses its digest: the server is asked to stream it (and so verify it).
         cache.remove(wanted)
-        with pytest.raises(ArtifactError, match="arrived as"):
-            artifacts.fetch(wanted)
+        assert artifacts.fetch(wanted).read_bytes() == content
+        assert [path for _m, path, _h, _b in script.requests[1:3]] == [
+            f"/api/v1/worker/w1/artifacts/{wanted}",
+            f"/api/v1/worker/w1/artifacts/{wanted}?stream=1",
+        ]
+        cache.remove(wanted)
         with pytest.raises(ArtifactError, match=r"refused the signed download \(HTTP 403\)"):
             artifacts.fetch(wanted)
         assert cache.get(wanted) is None and sleeps == []  # a refusal is not retried
-        assert len(script.requests) == 3 and len(storage.requests) == 3
+        assert len(script.requests) == 4 and len(storage.requests) == 3
+        assert script.connections == 1  # the redirects' connection was read to its end and kept

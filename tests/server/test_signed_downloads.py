@@ -12,11 +12,13 @@ from tests.s3 import Location
 from tests.server.conftest import running_server
 from zeroloop.artifacts.cache import LocalCache
 from zeroloop.artifacts.repository import Artifacts
-from zeroloop.artifacts.transfer import ArtifactKind
+from zeroloop.artifacts.transfer import ArtifactKind, open_location
 from zeroloop.config import ArtifactSettings, ServerSettings, Settings
+from zeroloop.errors import ArtifactError
 from zeroloop.remote.client import ServerClient
 from zeroloop.remote.parts import RemoteArtifacts
 from zeroloop.server.tokens import Role, Tokens
+from zeroloop.store.queries import artifacts as artifact_queries
 
 pytestmark = pytest.mark.usefixtures("settings")
 
@@ -76,3 +78,27 @@ def test_the_signing_lifetime_is_bounded(settings: Settings) -> None:
         ServerSettings(presigned_url_s=-1)
     with pytest.raises(Exception, match="presigned_url_s"):
         ServerSettings(presigned_url_s=8 * 24 * 3600)
+
+
+def test_a_corrupt_copy_in_the_store_is_streamed_by_the_server_instead_and_quarantined(
+    store_url: str, tmp_path: Path, s3_location: Location
+) -> None:
+    bucket = ArtifactSettings(url=s3_location.url, storage_options=s3_location.storage_options)
+    with make_app(store_url, tmp_path, artifacts=bucket, server=ServerSettings(presigned_url_s=60)) as app:
+        source = tmp_path / "model.pt"
+        source.write_bytes(b"good weights" * 1000)
+        sha = app.artifacts.put(source, ArtifactKind.MODEL, config_key="c4_2p").sha256
+        fs, path = open_location(app.artifacts.location(ArtifactKind.MODEL, sha), s3_location.storage_options)
+        fs.pipe_file(path, b"rotten weights")  # the store's only copy no longer matches its name
+        app.artifacts.cache.remove(sha)  # nor may the server's own cache answer for it
+        token, _ = Tokens(app.store).create(Role.WORKER, node="w1")
+        with running_server(app) as url:
+            client = ServerClient(ServerSettings(url=url, token=token), "w1")
+            try:
+                with pytest.raises(ArtifactError, match="no intact copy"):
+                    RemoteArtifacts(client, LocalCache(tmp_path / "worker-cache", 10**9)).fetch(sha)
+            finally:
+                client.close()
+        with app.store.read() as conn:
+            statuses = [copy["status"] for copy in artifact_queries.copies_of(conn, sha, status=None)]
+        assert statuses == ["quarantined"]

@@ -17,6 +17,7 @@ that does not match its name is quarantined
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import time
 import uuid
@@ -42,7 +43,7 @@ from zeroloop.events.wiring import declare
 from zeroloop.store.database import Store
 from zeroloop.store.queries import artifacts as queries
 
-# Object stores whose fsspec backend signs a URL for reading without credentials (`fs.url`).
+# Object stores whose fsspec backend signs a URL for reading without credentials (`fs.sign`).
 _SIGNING_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs"})
 
 log = logging.getLogger(__name__)
@@ -249,9 +250,10 @@ class Artifacts:
                 return None
             try:
                 fs, path = self.open_copy(copy["location"])
-                return str(fs.url(path, expires=int(expires_s)))
-            except (OSError, ValueError, NotImplementedError, ArtifactError) as exc:
-                log.warning("cannot sign a URL for artifact %s (%s): the server streams it", sha256[:12], exc)
+                return str(fs.sign(path, expiration=max(1, math.ceil(expires_s))))
+            except Exception as exc:  # noqa: BLE001  (any backend's refusal: the server streams instead)
+                log.warning("cannot sign a URL for artifact %s (%s: %s): the server streams it", sha256[:12],
+                            type(exc).__name__, exc)  # fmt: skip
                 return None
         return None
 

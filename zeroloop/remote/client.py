@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from zeroloop import tracing
 from zeroloop.config import ServerSettings
@@ -95,7 +95,7 @@ class ServerClient:
         self.https = parts.scheme == "https"
         self.host = parts.hostname
         self.port = parts.port or (443 if self.https else 80)
-        self.prefix = f"{parts.path.rstrip('/')}{wire.API}/{node}"
+        self.prefix = f"{parts.path.rstrip('/')}{wire.API}/{quote(node, safe='')}"
         self.tls: ssl.SSLContext | None = None
         if self.https:
             ca_file = settings.ca_file
@@ -154,6 +154,8 @@ class ServerClient:
             problem: str
             try:
                 connection, response = self._send(method, target, body, sent)
+            except http.client.InvalidURL as exc:  # no retry mends this either
+                raise ConfigError(f"{method} {path}: not a valid request to {self.settings.url} ({exc})") from None
             except ssl.SSLCertVerificationError as exc:  # no retry mends this: say what to set
                 trust = f"server.ca_file {self.settings.ca_file}" if self.settings.ca_file else "the system's CAs"
                 raise ConfigError(
@@ -184,16 +186,26 @@ class ServerClient:
         with none of this client's headers (the token never leaves for the store). Transport errors and
         5xx are retried as the server's are; any other failure (an expired signature) is an ArtifactError."""
         parts = urlsplit(url)
+        where = f"{parts.scheme}://{parts.hostname}"
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ArtifactError(f"the server redirected a download to {parts.scheme}://{parts.hostname}: not a URL")
+            raise ArtifactError(f"the server redirected a download to {where}: not a URL")
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        where = f"{parts.scheme}://{parts.netloc}"
+        try:
+            port = parts.port
+        except ValueError:
+            raise ArtifactError(f"the server redirected a download to {where}: not a valid port") from None
         attempts = self.settings.retry_attempts
         for attempt in range(1, attempts + 1):
-            connection = self._storage_connection(parts.scheme, parts.hostname, parts.port)
+            connection = self._storage_connection(parts.scheme, parts.hostname, port)
             try:
                 connection.request("GET", target, headers={"User-Agent": "zeroloop-worker"})
                 response = connection.getresponse()
+            except ssl.SSLCertVerificationError as exc:  # no retry mends this
+                connection.close()
+                raise ArtifactError(
+                    f"the object store at {where} presented a certificate nothing here trusts ({exc.verify_message}); "
+                    "add its CA to server.ca_file"
+                ) from None
             except _TRANSPORT_ERRORS as exc:
                 connection.close()
                 problem = f"{type(exc).__name__}: {exc}"
@@ -224,7 +236,11 @@ class ServerClient:
         if self._storage_tls is None:
             context = ssl.create_default_context()  # an object store's certificate: the system's CAs,
             if self.settings.ca_file:  # and a private CA's too (MinIO, Ceph)
-                context.load_verify_locations(cafile=str(self.settings.ca_file))
+                try:
+                    context.load_verify_locations(cafile=str(self.settings.ca_file))
+                except (OSError, ssl.SSLError) as exc:
+                    ca_file = self.settings.ca_file
+                    raise ConfigError(f"server.ca_file {ca_file}: cannot load certificates ({exc})") from None
             self._storage_tls = context
         return http.client.HTTPSConnection(host, port, timeout=timeout, context=self._storage_tls)
 
@@ -269,12 +285,12 @@ class ServerClient:
     def _take(self) -> tuple[http.client.HTTPConnection, bool]:
         now = self.clock()
         with self._lock:
-            while self._idle:
-                connection, since = self._idle.pop()
-                if now - since < _IDLE_S:
-                    return connection, True
-                connection.close()
-        return self._connect(), False
+            stale = [connection for connection, since in self._idle if now - since >= _IDLE_S]
+            self._idle = [(connection, since) for connection, since in self._idle if now - since < _IDLE_S]
+            kept = self._idle.pop() if self._idle else None
+        for connection in stale:  # closed, not left half-open after a burst of concurrent requests
+            connection.close()
+        return (kept[0], True) if kept else (self._connect(), False)
 
     def _connect(self) -> http.client.HTTPConnection:
         timeout = self.settings.request_timeout_s

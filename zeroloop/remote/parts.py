@@ -11,12 +11,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import shutil
 from collections.abc import Iterator, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from zeroloop.artifacts.cache import LocalCache, check_sha256
 from zeroloop.artifacts.repository import Artifact
@@ -27,8 +28,9 @@ from zeroloop.events import catalogue
 from zeroloop.ports import Outcome
 from zeroloop.queue.jobs import Capabilities, Job, Lease
 from zeroloop.remote import wire
-from zeroloop.remote.client import ServerClient
+from zeroloop.remote.client import Answer, ServerClient
 
+log = logging.getLogger(__name__)
 _CHUNK_BYTES = 1024 * 1024
 
 
@@ -132,7 +134,7 @@ class RemoteModels:
 
     def production(self, config_key: str) -> ProductionModel | None:
         """The production model of a config key, or None before the first promotion."""
-        sha = self.client.call("GET", f"/models/{config_key}/production")["artifact_sha256"]
+        sha = self.client.call("GET", f"/models/{quote(config_key, safe='')}/production")["artifact_sha256"]
         return ProductionModel(config_key, sha) if sha else None
 
     def productions(self) -> list[ProductionModel]:
@@ -218,17 +220,21 @@ class RemoteArtifacts:
             self.cache.remove(sha256)
         temp = self.cache.temp_path(sha256)
         try:
-            digest = hashlib.sha256()
-            with self.client.request("GET", f"/artifacts/{sha256}") as response, temp.open("wb") as out:
+            with self.client.request("GET", f"/artifacts/{sha256}") as response:
                 signed = response.header("Location") if response.status == 307 else None
                 if signed:
-                    response.read()  # the redirect's empty body: the connection then carries the next request
-                with self.client.signed(signed) if signed else nullcontext(response) as source:
-                    for chunk in source.iter_bytes(_CHUNK_BYTES):
-                        digest.update(chunk)
-                        out.write(chunk)
-            if digest.hexdigest() != sha256:
-                raise ArtifactError(f"artifact {sha256} arrived as {digest.hexdigest()}: dropped; fetch it again")
+                    response.read()  # a redirect's empty body, so the connection carries the next request
+                else:
+                    arrived = _save(response, temp)
+            if signed:  # the object store serves it: the server connection is back in the pool meanwhile
+                with self.client.signed(signed) as stored:
+                    arrived = _save(stored, temp)
+                if arrived != sha256:  # a bad copy in the store: the server streams it, verifying and
+                    log.warning("artifact %s arrived from the store as %s; asking the server", sha256, arrived)
+                    with self.client.request("GET", f"/artifacts/{sha256}", params={"stream": "1"}) as response:
+                        arrived = _save(response, temp)  # quarantining copies that miss their digest
+            if arrived != sha256:
+                raise ArtifactError(f"artifact {sha256} arrived as {arrived}: dropped; fetch it again")
             final = self.cache.path(sha256)
             temp.replace(final)
         finally:
@@ -243,6 +249,16 @@ class RemoteArtifacts:
         shutil.copyfile(source, temp)
         temp.replace(self.cache.path(sha256))
         self.cache.evict(keep=sha256)
+
+
+def _save(answer: Answer, path: Path) -> str:
+    """Write a response body to `path` as it arrives; its sha256."""
+    digest = hashlib.sha256()
+    with path.open("wb") as out:
+        for chunk in answer.iter_bytes(_CHUNK_BYTES):
+            digest.update(chunk)
+            out.write(chunk)
+    return digest.hexdigest()
 
 
 class _FileBody:

@@ -22,12 +22,13 @@ import logging
 import re
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route, Router
 
@@ -57,13 +58,26 @@ def is_upload(method: str, path: str) -> bool:
     return method == "PUT" and _UPLOAD.match(path) is not None
 
 
+# Threads for the requests' store work, and apart from them for artifact transfers (an upload's store
+# put, a download the server fetches first), so a few large transfers never hold up lease heartbeats.
+REQUEST_THREADS = 32
+TRANSFER_THREADS = 8
+
+
 @dataclass(frozen=True)
 class Served:
-    """What every worker request is answered from: the App, the token checker, whether on loopback."""
+    """What every worker request is answered from: the App, the token checker, whether on loopback,
+    and the thread pools its blocking work runs in."""
 
     app: App
     tokens: Tokens
     loopback: bool
+    requests: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(REQUEST_THREADS, thread_name_prefix="zeroloop-api")
+    )
+    transfers: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(TRANSFER_THREADS, thread_name_prefix="zeroloop-transfer")
+    )
 
     def acting_node(self, request: Request) -> str:
         """The node a request acts for, once its token may act as that node (AuthError/Forbidden otherwise)."""
@@ -80,15 +94,29 @@ class Served:
 
 # An endpoint: (served, node, body or None, **path parameters) -> a JSON-able dict or a Response.
 Handler = Callable[..., Any]
-_ROUTES: list[tuple[str, str, Handler, type[BaseModel] | None]] = []
+
+
+@dataclass(frozen=True)
+class _Declared:
+    method: str
+    path: str
+    handler: Handler
+    body: type[BaseModel] | None
+    transfer: bool  # runs in the transfer pool; the handler also receives the query string as `query`
+
+
+_ROUTES: list[_Declared] = []
 _INTERNAL = {"error": "InternalError", "detail": "internal server error; see the server log"}
 
 
-def _endpoint(method: str, path: str, body: type[BaseModel] | None = None) -> Callable[[Handler], Handler]:
-    """Declare `handler` the endpoint of `method path` (under /api/v1/worker), its JSON body read as `body`."""
+def _endpoint(
+    method: str, path: str, body: type[BaseModel] | None = None, *, transfer: bool = False
+) -> Callable[[Handler], Handler]:
+    """Declare `handler` the endpoint of `method path` (under /api/v1/worker), its JSON body read as `body`;
+    `transfer`: it moves artifact bytes (its own thread pool; it is given the query string too)."""
 
     def declare(handler: Handler) -> Handler:
-        _ROUTES.append((method, path, handler, body))
+        _ROUTES.append(_Declared(method, path, handler, body, transfer))
         return handler
 
     return declare
@@ -96,7 +124,7 @@ def _endpoint(method: str, path: str, body: type[BaseModel] | None = None) -> Ca
 
 def router(served: Served) -> Router:
     """The worker API's routes, answering from `served`; any other path under it is a JSON 404."""
-    routes = [_route(served, *declared) for declared in _ROUTES]
+    routes = [_route(served, declared) for declared in _ROUTES]
     routes.append(Route("/{node}/artifacts/{sha256}", _upload_endpoint(served), methods=["PUT"]))
     return Router(routes=[_prefixed(route) for route in routes], default=_not_found)
 
@@ -105,7 +133,10 @@ def _prefixed(route: Route) -> Route:
     return Route(f"{wire.API}{route.path}", route.endpoint, methods=sorted(route.methods or ()))
 
 
-def _route(served: Served, method: str, path: str, handler: Handler, model: type[BaseModel] | None) -> Route:
+def _route(served: Served, declared: _Declared) -> Route:
+    handler, model = declared.handler, declared.body
+    pool = served.transfers if declared.transfer else served.requests
+
     def answer(request: Request, raw: bytes) -> Response:
         try:
             node = served.acting_node(request)
@@ -113,26 +144,36 @@ def _route(served: Served, method: str, path: str, handler: Handler, model: type
             del params["node"]
             if "job_id" in params:
                 params["job_id"] = _job_id(params["job_id"])
+            if declared.transfer:
+                params["query"] = dict(request.query_params)
             body = _parse(model, raw) if model is not None else None
             result = handler(served, node, body, **params)
+            return result if isinstance(result, Response) else _json(result)
         except ZeroloopError as exc:
             return error_response(exc)
-        except Exception as exc:
-            log.error("internal error in %s %s: %s: %s", method, path, type(exc).__name__, exc, exc_info=exc)
-            return Response(_dumps(_INTERNAL), status_code=500, media_type="application/json")
-        return result if isinstance(result, Response) else _json(result)
+        except Exception as exc:  # noqa: BLE001  (the request's boundary: logged whole by _internal)
+            return _internal(declared.method, declared.path, exc)
 
     async def endpoint(request: Request) -> Response:
-        raw = await request.body()
-        return await _in_thread(answer, request, raw)
+        try:
+            raw = await request.body()
+        except ClientDisconnect:
+            return Response(status_code=400)  # nobody is left to read it
+        return await _in_thread(pool, answer, request, raw)
 
-    return Route(path, endpoint, methods=[method])
+    return Route(declared.path, endpoint, methods=[declared.method])
 
 
-async def _in_thread(function: Callable[..., T], *args: Any) -> T:
-    """Run blocking work (the store) on the loop's thread pool, in this request's context (its trace)."""
+def _internal(method: str, path: str, exc: Exception) -> Response:
+    """The boundary: any failure that is no zeroloop error is logged whole and answered as a bare 500."""
+    log.error("internal error in %s %s: %s: %s", method, path, type(exc).__name__, exc, exc_info=exc)
+    return Response(_dumps(_INTERNAL), status_code=500, media_type="application/json")
+
+
+async def _in_thread(pool: ThreadPoolExecutor, function: Callable[..., T], *args: Any) -> T:
+    """Run blocking work (the store) in `pool`, in this request's context (its trace)."""
     context = contextvars.copy_context()
-    return await asyncio.get_running_loop().run_in_executor(None, context.run, function, *args)
+    return await asyncio.get_running_loop().run_in_executor(pool, context.run, function, *args)
 
 
 def _parse(model: type[BaseModel], raw: bytes) -> BaseModel:
@@ -145,11 +186,17 @@ def _parse(model: type[BaseModel], raw: bytes) -> BaseModel:
         raise wire.BadRequest(f"invalid request: {problems}") from None
 
 
+_MAX_ID = 2**63 - 1  # the store's BIGINT
+
+
 def _job_id(text: str) -> int:
     try:
-        return int(text)
+        number = int(text)
     except ValueError:
         raise wire.BadRequest(f"invalid request: job id {text[:40]!r} is not a number") from None
+    if not 0 < number <= _MAX_ID:
+        raise wire.BadRequest(f"invalid request: job id {text[:40]} is out of range")
+    return number
 
 
 def error_response(exc: Exception) -> Response:
@@ -347,10 +394,11 @@ def publish(served: Served, node: str, body: wire.EventBody) -> dict[str, Any]:
 # --- artifacts ---------------------------------------------------------------------------
 
 
-@_endpoint("GET", "/{node}/artifacts/{sha256}")
-def download(served: Served, node: str, _body: None, sha256: str) -> Response:
+@_endpoint("GET", "/{node}/artifacts/{sha256}", transfer=True)
+def download(served: Served, node: str, _body: None, sha256: str, query: dict[str, str]) -> Response:
     """Stream a verified copy of an artifact, or redirect (307) to a signed URL of the object store holding it
-    (`server.presigned_url_s`); its sha256 rides in a header either way, and the worker checks the bytes."""
+    (`server.presigned_url_s`, unless `?stream=1`); its sha256 rides in a header either way, and the worker
+    checks the bytes. Streaming goes through `Artifacts.fetch`, which verifies and quarantines bad copies."""
     app = served.app
     check_sha256(sha256)
     with app.store.read() as conn:
@@ -358,7 +406,8 @@ def download(served: Served, node: str, _body: None, sha256: str) -> Response:
     if not known:
         raise wire.NotFound(f"artifact {sha256} is not in the manifest")
     lifetime = app.settings.server.presigned_url_s
-    signed = app.artifacts.signed_url(sha256, lifetime) if lifetime > 0 else None
+    wanted = lifetime > 0 and query.get("stream") != "1"  # ?stream=1: a signed copy did not hash right
+    signed = app.artifacts.signed_url(sha256, lifetime) if wanted else None
     if signed is not None:  # the object store serves the bytes; the worker still checks them
         return Response(status_code=307, headers={"Location": signed, wire.SHA256_HEADER: sha256})
     path: Path = app.artifacts.fetch(sha256)
@@ -379,10 +428,15 @@ def _upload_endpoint(served: Served) -> Callable[[Request], Any]:
 
     async def upload(request: Request) -> Response:
         try:
-            await _in_thread(served.acting_node, request)
+            await _in_thread(served.requests, served.acting_node, request)
             return await _upload(served, request)
         except ZeroloopError as exc:
             return error_response(exc)
+        except ClientDisconnect:
+            log.info("an upload to %s ended early: the worker went away; nothing stored", request.url.path)
+            return Response(status_code=400)  # nobody is left to read it
+        except Exception as exc:  # noqa: BLE001  (the request's boundary: logged whole by _internal)
+            return _internal("PUT", "/{node}/artifacts/{sha256}", exc)
 
     return upload
 
@@ -421,9 +475,10 @@ async def _upload(served: Served, request: Request) -> Response:
                 f"uploaded bytes hash to {digest.hexdigest()}, not {sha256}: nothing stored; upload it again"
             )
         artifact = await _in_thread(
+            served.transfers,
             lambda: app.artifacts.put(
                 temp, query.kind, config_key=query.config_key, meta=extra, producer_job_id=query.producer_job_id
-            )
+            ),
         )
     finally:
         temp.unlink(missing_ok=True)
