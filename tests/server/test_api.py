@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,11 +14,15 @@ import sqlalchemy as sa
 
 from tests.helpers import make_app
 from tests.server.conftest import Served, running_server
+from zeroloop.artifacts.cache import LocalCache
+from zeroloop.artifacts.transfer import ArtifactKind
 from zeroloop.config import ServerSettings
-from zeroloop.errors import ConfigError
+from zeroloop.errors import AuthError, ConfigError
 from zeroloop.pipeline import jobs
 from zeroloop.queue.jobs import JobStatus
-from zeroloop.remote.wire import API
+from zeroloop.remote.client import ServerClient
+from zeroloop.remote.parts import RemoteArtifacts
+from zeroloop.remote.wire import API, TooLarge
 from zeroloop.server.serve import check_bind, is_loopback
 from zeroloop.server.tokens import Role, Tokens
 from zeroloop.store.schema import artifacts, events, nodes
@@ -280,3 +285,27 @@ def test_a_failure_storing_an_upload_is_a_logged_500_and_leaves_no_partial_file(
     assert any("bucket gone" in record.getMessage() for record in caplog.records)
     uploads = served.app.settings.data_dir / "server" / "uploads"
     assert list(uploads.iterdir()) == []
+
+
+@pytest.mark.parametrize("refusal", ["too large", "bad token"])
+def test_a_worker_refused_in_the_middle_of_a_large_upload_hears_why_and_does_not_retry(
+    store_url: str, tmp_path: Path, settings: object, refusal: str
+) -> None:
+    big = tmp_path / "batch.npz"
+    big.write_bytes(os.urandom(24 * 1024 * 1024))  # far more than the socket buffers hold: refused mid-send
+    limit = 1024 * 1024 if refusal == "too large" else 10**9
+    with make_app(store_url, tmp_path, server=ServerSettings(max_artifact_bytes=limit)) as app:
+        token, _ = Tokens(app.store).create(Role.WORKER, node="w1")
+        presented, error = (token, TooLarge) if refusal == "too large" else ("zl_0123456789ab_" + "x" * 43, AuthError)
+        sleeps: list[float] = []
+        with running_server(app) as url:
+            client = ServerClient(ServerSettings(url=url, token=presented), "w1", sleep=sleeps.append)
+            remote = RemoteArtifacts(client, LocalCache(tmp_path / "cache", 10**10))
+            try:
+                with pytest.raises(error):
+                    remote.put(big, ArtifactKind.GAME_BATCH)
+            finally:
+                client.close()
+        assert sleeps == [] and client.retries == 0
+        with app.store.read() as conn:
+            assert conn.execute(sa.select(artifacts.c.sha256)).scalars().all() == []
