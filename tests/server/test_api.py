@@ -247,6 +247,9 @@ def test_unknown_endpoints_and_job_ids_that_are_not_numbers_get_a_json_4xx(serve
     missing = served.client.post(f"{W1}/jobs/claim/now", json={}, headers=w1)
     assert missing.status_code == 404 and missing.json()["error"] == "NotFound"
     assert "no worker endpoint POST" in missing.json()["detail"]
+    method = served.client.get(f"{W1}/jobs/claim", headers=w1)
+    assert method.status_code == 405 and method.json()["error"] == "MethodNotAllowed"
+    assert method.headers["allow"] == "POST"
     wrong = served.client.post(f"{W1}/jobs/seven/complete", json={"token": 1}, headers=w1)
     assert wrong.status_code == 400 and "'seven' is not a number" in wrong.json()["detail"]
     for huge in (2**63, -1, 0):

@@ -38,6 +38,10 @@ class TooLarge(BadRequest):
     """A request body is larger than the server accepts (HTTP 413)."""
 
 
+class MethodNotAllowed(BadRequest):
+    """A worker API path asked with a method it does not take (HTTP 405)."""
+
+
 class ServerUnavailable(errors.ZeroloopError):
     """The server could not be reached, or kept failing, after every retry."""
 
@@ -48,6 +52,7 @@ _STATUS: tuple[tuple[type[Exception], int], ...] = (
     (errors.AuthError, 401),
     (NotFound, 404),
     (TooLarge, 413),
+    (MethodNotAllowed, 405),
     (BadRequest, 400),
     (errors.StaleLeaseError, 409),
     (errors.BackpressureRefused, 429),

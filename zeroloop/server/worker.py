@@ -21,7 +21,7 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,18 +122,36 @@ def _endpoint(
     return declare
 
 
+Endpoint = Callable[[Request], Awaitable[Response]]
+_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]  # each path answers them all itself
+
+
 def router(served: Served) -> Router:
-    """The worker API's routes, answering from `served`; any other path under it is a JSON 404."""
-    routes = [_route(served, declared) for declared in _ROUTES]
-    routes.append(Route("/{node}/artifacts/{sha256}", _upload_endpoint(served), methods=["PUT"]))
-    return Router(routes=[_prefixed(route) for route in routes], default=_not_found)
+    """The worker API's routes, answering from `served`; any other path under it is a JSON 404, and any
+    other method on one of its paths a JSON 405."""
+    by_path: dict[str, dict[str, Endpoint]] = {}
+    for declared in _ROUTES:
+        by_path.setdefault(declared.path, {})[declared.method] = _route(served, declared)
+    by_path.setdefault("/{node}/artifacts/{sha256}", {})["PUT"] = _upload_endpoint(served)
+    routes = [Route(f"{wire.API}{path}", _by_method(methods), methods=_METHODS) for path, methods in by_path.items()]
+    return Router(routes=routes, default=_not_found)
 
 
-def _prefixed(route: Route) -> Route:
-    return Route(f"{wire.API}{route.path}", route.endpoint, methods=sorted(route.methods or ()))
+def _by_method(endpoints: dict[str, Endpoint]) -> Endpoint:
+    allowed = ", ".join(sorted(endpoints))
+
+    async def endpoint(request: Request) -> Response:
+        chosen = endpoints.get(request.method)
+        if chosen is None:
+            refused = error_response(wire.MethodNotAllowed(f"{request.method} is not one of {allowed} here"))
+            refused.headers["Allow"] = allowed
+            return refused
+        return await chosen(request)
+
+    return endpoint
 
 
-def _route(served: Served, declared: _Declared) -> Route:
+def _route(served: Served, declared: _Declared) -> Endpoint:
     handler, model = declared.handler, declared.body
     pool = served.transfers if declared.transfer else served.requests
 
@@ -161,7 +179,7 @@ def _route(served: Served, declared: _Declared) -> Route:
             return Response(status_code=400)  # nobody is left to read it
         return await _in_thread(pool, answer, request, raw)
 
-    return Route(declared.path, endpoint, methods=[declared.method])
+    return endpoint
 
 
 def _internal(method: str, path: str, exc: Exception) -> Response:
@@ -422,7 +440,7 @@ class UploadQuery(BaseModel):
     producer_job_id: int | None = None
 
 
-def _upload_endpoint(served: Served) -> Callable[[Request], Any]:
+def _upload_endpoint(served: Served) -> Endpoint:
     """PUT /{node}/artifacts/{sha256}: store an artifact streamed in the body; refused (422, nothing
     stored) when its bytes miss `sha256`. The body is read here, on the event loop, as it arrives."""
 
