@@ -5,15 +5,14 @@ from __future__ import annotations
 import json
 import logging
 import socket
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
 
-from tests.helpers import FakeClock
+from tests.helpers import FakeClock, serve_http
 from zeroloop.cluster.alerts import RULES, Alerts, rule_of
 from zeroloop.cluster.webhooks import Alert, Webhooks, redact
 from zeroloop.config import ALERT_RULES, AlertSettings, WebhookSettings
@@ -49,16 +48,9 @@ def receiver() -> Iterator[Receiver]:
         def log_message(self, *_args: Any) -> None:
             return
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with serve_http(Handler) as url:
+        state.url = url
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
 
 
 def _event(event_id: int, event_type: str, payload: dict[str, Any]) -> Event:

@@ -6,9 +6,8 @@ import asyncio
 import io
 import json
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import ClassVar
 
@@ -16,6 +15,7 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from tests.helpers import serve_http
 from zeroloop import tracing
 from zeroloop.app import App
 from zeroloop.config import EventSettings, Settings, TracingSettings
@@ -194,15 +194,8 @@ class _Collector(BaseHTTPRequestHandler):
 def collector() -> Iterator[str]:
     """The URL of a loopback OTLP/HTTP traces endpoint; what it received is in `_Collector.received`."""
     _Collector.received = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Collector)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1/traces"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    with serve_http(_Collector) as url:
+        yield f"{url}/v1/traces"
 
 
 def test_the_otlp_exporter_sends_the_spans_to_the_endpoint_setting(settings: Settings, collector: str) -> None:

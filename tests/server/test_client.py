@@ -12,12 +12,13 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.helpers import serve_http
 from zeroloop.artifacts.cache import LocalCache
 from zeroloop.config import ServerSettings
 from zeroloop.errors import ArtifactError, AuthError, ConfigError, Forbidden, StaleLeaseError, ZeroloopError
@@ -77,18 +78,8 @@ def _handler(script: Script) -> type[BaseHTTPRequestHandler]:
 
 
 def _serve(script: Script, tls: ssl.SSLContext | None = None) -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(script))
-    server.daemon_threads = True
-    if tls is not None:
-        server.socket = tls.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"{'https' if tls else 'http'}://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    with serve_http(_handler(script), tls) as url:
+        yield url
 
 
 @pytest.fixture

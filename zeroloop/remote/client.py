@@ -175,10 +175,7 @@ class ServerClient:
                     f"{method} {path} to {self.settings.url} failed {attempts} times ({problem}); "
                     "check the server and the network, or raise server.retry_attempts"
                 )
-            self.retries += 1
-            wait = self.delay_s(attempt)
-            log.warning("%s %s failed (%s); retry %d/%d in %.1f s", method, path, problem, attempt, attempts - 1, wait)
-            self.sleep(wait)
+            self._back_off(attempt, f"{method} {path}", problem)
 
     @contextmanager
     def signed(self, url: str) -> Iterator[Answer]:
@@ -223,11 +220,15 @@ class ServerClient:
                     raise ArtifactError(f"the object store at {where} refused the signed download ({problem})")
             if attempt == attempts:
                 raise ArtifactError(f"the signed download from {where} failed {attempts} times ({problem})")
+            self._back_off(attempt, f"download from {where}", problem)
+
+    def _back_off(self, attempt: int, what: str, problem: str) -> None:
+        """Count a failed try, say so, and wait the jittered delay before try `attempt + 1`."""
+        with self._lock:
             self.retries += 1
-            wait = self.delay_s(attempt)
-            log.warning("download from %s failed (%s); retry %d/%d in %.1f s", where, problem, attempt, attempts - 1,
-                        wait)  # fmt: skip
-            self.sleep(wait)
+        wait, retries = self.delay_s(attempt), self.settings.retry_attempts - 1
+        log.warning("%s failed (%s); retry %d/%d in %.1f s", what, problem, attempt, retries, wait)
+        self.sleep(wait)
 
     def _storage_connection(self, scheme: str, host: str, port: int | None) -> http.client.HTTPConnection:
         timeout = self.settings.request_timeout_s

@@ -8,7 +8,7 @@ lease over HTTP exactly as it does over the store (StaleLeaseError in both cases
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -67,6 +67,20 @@ _STATUS: tuple[tuple[type[Exception], int], ...] = (
 _BY_NAME: dict[str, type[errors.ZeroloopError]] = {
     cls.__name__: cls for cls, _status in _STATUS if issubclass(cls, errors.ZeroloopError)
 }
+
+
+# What a failure that is no zeroloop error answers: a bug, logged whole by the server, never detailed here.
+INTERNAL_ERROR = {"error": "InternalError", "detail": "internal server error; see the server log"}
+
+
+def invalid(problems: Sequence[Mapping[str, Any]], part: str | None = None) -> BadRequest:
+    """The 400 that names a request's first five validation problems (pydantic's `errors()`); `part`
+    ("body", "query") is put before each location when the locations do not name it themselves."""
+    where = (part,) if part else ()
+    said = "; ".join(
+        f"{'.'.join(str(step) for step in (*where, *problem['loc']))}: {problem['msg']}" for problem in problems[:5]
+    )
+    return BadRequest(f"invalid request: {said}")
 
 
 def status_of(exc: Exception) -> int:

@@ -157,15 +157,12 @@ def create_api(app: App, *, loopback: bool = True) -> ASGIApp:
 
     @api.exception_handler(RequestValidationError)
     async def bad_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()[:5]
-        )
-        return JSONResponse(wire.error_body(wire.BadRequest(f"invalid request: {problems}")), status_code=400)
+        return JSONResponse(wire.error_body(wire.invalid(exc.errors())), status_code=400)
 
     @api.exception_handler(Exception)
     async def internal(_request: Request, exc: Exception) -> JSONResponse:
-        log.error("internal error: %s: %s", type(exc).__name__, exc)
-        return JSONResponse({"error": "InternalError", "detail": "internal server error; see the server log"}, 500)
+        log.error("internal error: %s: %s", type(exc).__name__, exc, exc_info=exc)
+        return JSONResponse(wire.INTERNAL_ERROR, 500)
 
     @api.get("/healthz")
     def healthz() -> dict[str, str]:

@@ -106,7 +106,6 @@ class _Declared:
 
 
 _ROUTES: list[_Declared] = []
-_INTERNAL = {"error": "InternalError", "detail": "internal server error; see the server log"}
 
 
 def _endpoint(
@@ -185,7 +184,7 @@ def _route(served: Served, declared: _Declared) -> Endpoint:
 def _internal(method: str, path: str, exc: Exception) -> Response:
     """The boundary: any failure that is no zeroloop error is logged whole and answered as a bare 500."""
     log.error("internal error in %s %s: %s: %s", method, path, type(exc).__name__, exc, exc_info=exc)
-    return Response(_dumps(_INTERNAL), status_code=500, media_type="application/json")
+    return Response(_dumps(wire.INTERNAL_ERROR), status_code=500, media_type="application/json")
 
 
 async def _in_thread(pool: ThreadPoolExecutor, function: Callable[..., T], *args: Any) -> T:
@@ -198,10 +197,7 @@ def _parse(model: type[BaseModel], raw: bytes) -> BaseModel:
     try:
         return model.model_validate_json(raw or b"{}")
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in ('body', *error['loc']))}: {error['msg']}" for error in exc.errors()[:5]
-        )
-        raise wire.BadRequest(f"invalid request: {problems}") from None
+        raise wire.invalid(exc.errors(), "body") from None
 
 
 _MAX_ID = 2**63 - 1  # the store's BIGINT
@@ -466,8 +462,7 @@ async def _upload(served: Served, request: Request) -> Response:
     try:
         query = UploadQuery.model_validate(dict(request.query_params))
     except ValidationError as exc:
-        problems = "; ".join(f"query.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
-        raise wire.BadRequest(f"invalid request: {problems}") from None
+        raise wire.invalid(exc.errors(), "query") from None
     meta = request.headers.get(wire.META_HEADER)
     try:
         extra = json.loads(meta) if meta else {}
