@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ import sqlalchemy as sa
 from tests.helpers import make_app
 from tests.server.conftest import Served, running_server
 from zeroloop.artifacts.cache import LocalCache
+from zeroloop.artifacts.repository import Artifacts
 from zeroloop.artifacts.transfer import ArtifactKind
 from zeroloop.config import ServerSettings
 from zeroloop.errors import AuthError, ConfigError
@@ -25,6 +27,7 @@ from zeroloop.remote.parts import RemoteArtifacts
 from zeroloop.remote.wire import API, TooLarge
 from zeroloop.server.serve import check_bind, is_loopback
 from zeroloop.server.tokens import Role, Tokens
+from zeroloop.server.worker import TRANSFER_THREADS
 from zeroloop.store.schema import artifacts, events, nodes
 
 W1 = f"{API}/w1"
@@ -312,3 +315,45 @@ def test_a_worker_refused_in_the_middle_of_a_large_upload_hears_why_and_does_not
         assert sleeps == [] and client.retries == 0
         with app.store.read() as conn:
             assert conn.execute(sa.select(artifacts.c.sha256)).scalars().all() == []
+
+
+def test_downloads_that_fill_the_transfer_threads_do_not_hold_up_a_lease_heartbeat(
+    served: Served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    w1 = Served.auth(served.worker)
+    source = tmp_path / "model.pt"
+    source.write_bytes(b"weights")
+    sha = served.app.artifacts.put(source, ArtifactKind.MODEL).sha256
+    entered, release = threading.Semaphore(0), threading.Event()
+    inside: list[str] = []
+    original = Artifacts.fetch
+
+    def slow(self: Artifacts, sha256: str) -> Path:  # a transfer that takes as long as the test says
+        inside.append(sha256)
+        entered.release()
+        release.wait(timeout=60)
+        return original(self, sha256)
+
+    monkeypatch.setattr(Artifacts, "fetch", slow)
+    job = served.app.queue.enqueue(jobs.SELFPLAY, "tic_tac_toe_2p", {"games": 1})
+    token = served.client.post(f"{W1}/jobs/claim", json={"types": ["selfplay"]}, headers=w1).json()["lease"]
+    answers: list[int] = []
+
+    def download() -> None:
+        with httpx.Client(base_url=served.url, timeout=60) as client:
+            answers.append(client.get(f"{W1}/artifacts/{sha}", headers=w1).status_code)
+
+    downloads = [threading.Thread(target=download) for _ in range(TRANSFER_THREADS + 2)]
+    for thread in downloads:
+        thread.start()
+    try:
+        for _ in range(TRANSFER_THREADS):
+            assert entered.acquire(timeout=30), "the downloads did not all start"
+        beat = served.client.post(f"{W1}/jobs/{job.id}/heartbeat", json={"token": token["lease_token"]}, headers=w1)
+        assert beat.status_code == 200
+        assert len(inside) == TRANSFER_THREADS and answers == []  # every transfer thread still busy, 2 waiting
+    finally:
+        release.set()
+        for thread in downloads:
+            thread.join(timeout=60)
+    assert answers == [200] * (TRANSFER_THREADS + 2)
