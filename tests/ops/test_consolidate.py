@@ -9,35 +9,27 @@ import numpy as np
 import pytest
 
 from tests.helpers import FakeClock
+from tests.ops.conftest import CONFIG, pipeline_app
 from zeroloop.app import App
 from zeroloop.artifacts.transfer import ArtifactKind
-from zeroloop.config import MaintenanceSettings, PipelineSettings, RetentionSettings, Settings, StoreSettings
+from zeroloop.config import MaintenanceSettings, PipelineSettings, RetentionSettings
 from zeroloop.ops.consolidate import Consolidator
 from zeroloop.ops.gc import GarbageCollector
-from zeroloop.queue.backpressure import Resources
 from zeroloop.store.queries import artifacts as artifact_queries
 from zeroloop.store.queries import maintenance as maintenance_queries
-from zeroloop.store.queries import pipelines as pipeline_queries
 from zeroloop.workload.datafiles import load_game_batch, write_npz
 
-CONFIG = "tic_tac_toe_2p"
 HOUR = 3600.0
 
 
 @pytest.fixture
 def app(store_url: str, tmp_path: Path, clock: FakeClock) -> Iterator[App]:
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        store=StoreSettings(url=store_url),
+    with pipeline_app(
+        store_url, tmp_path, clock,
         pipeline=PipelineSettings(window_samples=1000),
         maintenance=MaintenanceSettings(consolidate_after_s=HOUR, shard_target_bytes=10**8),
         retention=RetentionSettings(game_batches_days=1),
-    )
-    with App(settings, upgrade=False, clock=clock) as opened:
-        quiet = Resources(memory_pct=10.0, disk_pct=10.0)
-        opened.queue.backpressure.resources = lambda: quiet
-        with opened.store.transaction() as conn:
-            pipeline_queries.ensure_pipeline(conn, CONFIG, clock())
+    ) as opened:  # fmt: skip
         yield opened
 
 

@@ -9,33 +9,25 @@ import pytest
 import sqlalchemy as sa
 
 from tests.helpers import FakeClock
+from tests.ops.conftest import CONFIG, pipeline_app
 from zeroloop.app import App
 from zeroloop.artifacts.transfer import ArtifactKind
-from zeroloop.config import PipelineSettings, RetentionSettings, Settings, StoreSettings
+from zeroloop.config import PipelineSettings, RetentionSettings, Settings
 from zeroloop.ops.gc import ORPHAN_GRACE_S, GarbageCollector
 from zeroloop.pipeline.registry import ModelStage
-from zeroloop.queue.backpressure import Resources
 from zeroloop.store.queries import artifacts as artifact_queries
-from zeroloop.store.queries import pipelines as pipeline_queries
 from zeroloop.store.schema import events, jobs
 
-CONFIG = "tic_tac_toe_2p"
 DAY = 86400.0
 
 
 @pytest.fixture
 def app(store_url: str, tmp_path: Path, clock: FakeClock) -> Iterator[App]:
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        store=StoreSettings(url=store_url),
+    with pipeline_app(
+        store_url, tmp_path, clock,
         pipeline=PipelineSettings(window_samples=15),
         retention=RetentionSettings(finished_jobs_days=7, game_batches_days=7, rejected_models_days=7),
-    )
-    with App(settings, upgrade=False, clock=clock) as opened:
-        quiet = Resources(memory_pct=10.0, disk_pct=10.0)
-        opened.queue.backpressure.resources = lambda: quiet
-        with opened.store.transaction() as conn:
-            pipeline_queries.ensure_pipeline(conn, CONFIG, clock())
+    ) as opened:  # fmt: skip
         yield opened
 
 
