@@ -31,7 +31,8 @@ from typing import Annotated, Any
 
 import httpx
 import psutil
-from pydantic import BaseModel
+
+from zeroloop.remote.wire import CompleteBody
 
 PATH = "/api/v1/worker/w1/jobs/17/complete"
 BODY = json.dumps(
@@ -74,18 +75,6 @@ def _bare(hop: bool) -> Any:
     return app
 
 
-class _Claim(BaseModel):
-    capabilities: dict[str, Any]
-    types: list[str] | None = None
-
-
-class _Body(BaseModel):
-    token: int
-    result: Any = None
-    event: dict[str, Any] | None = None
-    claim: _Claim | None = None
-
-
 def _plain() -> Any:
     """As zeroloop.server.worker does it: in the thread, read the token header, parse the body model, work."""
     from starlette.requests import Request
@@ -96,7 +85,8 @@ def _plain() -> Any:
         authorization = request.headers.get("authorization")
         assert authorization and authorization.startswith("Bearer ")
         int(request.path_params["job_id"])
-        return Response(work(_Body.model_validate_json(raw).model_dump_json().encode()), media_type="application/json")
+        body = CompleteBody.model_validate_json(raw)
+        return Response(work(body.model_dump_json().encode()), media_type="application/json")
 
     async def complete(request: Request) -> Response:
         raw = await request.body()
@@ -116,7 +106,7 @@ def _fastapi() -> Any:
         return node
 
     @api.post("/api/v1/worker/{node}/jobs/{job_id}/complete")
-    def complete(node: Annotated[str, Depends(acting)], job_id: int, body: _Body) -> Response:
+    def complete(node: Annotated[str, Depends(acting)], job_id: int, body: CompleteBody) -> Response:
         return Response(work(body.model_dump_json().encode()), media_type="application/json")
 
     return api
