@@ -19,7 +19,6 @@ from zeroloop.errors import Forbidden
 from zeroloop.server.tokens import Principal, Role, Tokens
 
 COOKIE = "zeroloop_token"
-LOCAL = Principal("local", Role.ADMIN, None)
 
 
 def presented_token(request: Request) -> str | None:
@@ -33,10 +32,7 @@ def presented_token(request: Request) -> str | None:
 def principal(request: Request) -> Principal:
     """Who the request speaks for (AuthError when it carries no usable token and local trust does not apply)."""
     tokens: Tokens = request.app.state.tokens
-    presented = presented_token(request)
-    if not presented and request.app.state.loopback and not tokens.any_usable():
-        return LOCAL  # loopback with no tokens at all: the local trust
-    return tokens.check(presented)
+    return tokens.principal(presented_token(request), loopback=request.app.state.loopback)
 
 
 def viewer(request: Request) -> Principal:

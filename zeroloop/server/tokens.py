@@ -61,6 +61,10 @@ class Principal:
             raise Forbidden(f"token {self.token_id} acts as node {self.node!r} only, not as {node!r}")
 
 
+# Who a request speaks for on a loopback server while the store holds no usable token: this machine's admin.
+LOCAL = Principal("local", Role.ADMIN, None)
+
+
 def parse_duration(text: str) -> float:
     """Seconds in a duration such as `90s`, `15m`, `12h`, `30d`, `2w` (a bare number is seconds)."""
     match = _DURATION.match(text.strip())
@@ -127,6 +131,13 @@ class Tokens:
         first token created closes the loopback trust at once)."""
         with self.store.read() as conn:
             return queries.count_usable(conn, self.clock()) > 0
+
+    def principal(self, presented: str | None, *, loopback: bool) -> Principal:
+        """Who a request presenting `presented` (or nothing) speaks for: LOCAL on a `loopback` server while no
+        token is usable at all (asked of the store each time), else the checked token (AuthError)."""
+        if not presented and loopback and not self.any_usable():
+            return LOCAL
+        return self.check(presented)
 
     def check(self, presented: str | None) -> Principal:
         """The principal of a presented token; AuthError (never echoing the secret) when it is not usable."""

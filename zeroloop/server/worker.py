@@ -43,7 +43,7 @@ from zeroloop.ports import Outcome
 from zeroloop.queue.jobs import Job
 from zeroloop.queue.manager import JobQueue
 from zeroloop.remote import wire
-from zeroloop.server.tokens import Principal, Role, Tokens
+from zeroloop.server.tokens import Tokens
 from zeroloop.store.queries import artifacts as artifact_queries
 from zeroloop.store.queries import daemons as daemon_queries
 from zeroloop.store.queries import pipelines as pipeline_queries
@@ -84,11 +84,7 @@ class Served:
         node = request.path_params["node"]
         authorization = request.headers.get("authorization")
         presented = authorization.removeprefix("Bearer ").strip() if authorization else None
-        if not presented and self.loopback and not self.tokens.any_usable():
-            principal = Principal("local", Role.ADMIN, None)  # loopback with no tokens at all: the local trust
-        else:
-            principal = self.tokens.check(presented)
-        principal.may_act_as(node)
+        self.tokens.principal(presented, loopback=self.loopback).may_act_as(node)
         return str(node)
 
 
