@@ -42,9 +42,9 @@ import sqlalchemy as sa
 
 from bench.queue import bench_settings, direct_queue
 from zeroloop.config import ServerSettings
+from zeroloop.control.tokens import Role, Tokens
 from zeroloop.remote.client import ServerClient
 from zeroloop.remote.parts import RemoteQueue
-from zeroloop.server.tokens import Role, Tokens
 from zeroloop.store import migrate
 from zeroloop.store.database import Store
 

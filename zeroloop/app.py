@@ -16,21 +16,21 @@ from types import TracebackType
 
 from zeroloop.artifacts.repository import Artifacts
 from zeroloop.cluster.breakers import CircuitBreakers
-from zeroloop.cluster.fleet import Fleet, WorkerEnv, direct_worker_env
 from zeroloop.cluster.health import HealthMonitor
 from zeroloop.cluster.leases import LeaseManager
 from zeroloop.cluster.nodes import NodeRegistry
-from zeroloop.cluster.providers.base import Provider
-from zeroloop.cluster.providers.command import CommandProvider
-from zeroloop.cluster.providers.local import LocalProvider
-from zeroloop.cluster.providers.skypilot import SkyPilotProvider
-from zeroloop.cluster.providers.slurm import SlurmProvider
 from zeroloop.config import PoolSettings, Settings
 from zeroloop.daemons.manager import DaemonManager
 from zeroloop.daemons.records import DaemonRecords
 from zeroloop.daemons.registry import WORKER_PROFILES, DaemonSpec, Layer, Registry, profiles
 from zeroloop.errors import ConfigError
 from zeroloop.events.bus import EventBus
+from zeroloop.fleet.manager import Fleet, WorkerEnv, direct_worker_env
+from zeroloop.fleet.providers.base import Provider
+from zeroloop.fleet.providers.command import CommandProvider
+from zeroloop.fleet.providers.local import LocalProvider
+from zeroloop.fleet.providers.skypilot import SkyPilotProvider
+from zeroloop.fleet.providers.slurm import SlurmProvider
 from zeroloop.pipeline.registry import ModelRegistry
 from zeroloop.queue.manager import JobQueue
 from zeroloop.store import migrate
@@ -39,7 +39,7 @@ from zeroloop.store.database import Store
 log = logging.getLogger(__name__)
 
 # Provider kinds by the name a pool's `kind` gives. Adding one: a module under
-# zeroloop/cluster/providers/ with a Provider subclass, and one line here (docs/cluster.md).
+# zeroloop/fleet/providers/ with a Provider subclass, and one line here (docs/cluster.md).
 PROVIDERS: dict[str, type[Provider]] = {
     "local": LocalProvider,
     "command": CommandProvider,
@@ -73,7 +73,7 @@ def worker_env(settings: Settings, store: Store, clock: Callable[[], float]) -> 
     def env(node_id: str, pool_name: str, pool: PoolSettings) -> dict[str, str]:
         if pool.server_url is None:
             return direct(node_id, pool_name, pool)
-        from zeroloop.server.tokens import Role, Tokens
+        from zeroloop.control.tokens import Role, Tokens
 
         token, _row = Tokens(store, clock=clock).create(Role.WORKER, node=node_id, note=f"fleet pool {pool_name}")
         return {
@@ -93,9 +93,11 @@ def daemon_registry() -> Registry:
     Adding a daemon is one `DaemonSpec` here (docs/daemons.md). Factories are imported
     when the table is built, not when this module is, so read-only commands stay quick.
     """
-    from zeroloop.cluster import activity, agent, autoscaler, health, idle, leases
-    from zeroloop.cluster import watch as alert_watch
+    from zeroloop.alerts import activity
+    from zeroloop.alerts import checks as alert_checks
+    from zeroloop.cluster import agent, health, leases
     from zeroloop.daemons import adapters
+    from zeroloop.fleet import autoscaler, idle
     from zeroloop.ops import daemons as ops
     from zeroloop.pipeline import daemons as pipeline
 
@@ -179,7 +181,7 @@ def daemon_registry() -> Registry:
         ),
         DaemonSpec(
             "alert_checks",
-            alert_watch.alert_checks_daemon,
+            alert_checks.alert_checks_daemon,
             "raises the alerts no single event carries: no promotion for hours, dead letters piling up",
             coordinator,
             depends_on=("leader_election",),

@@ -399,7 +399,7 @@ ALERT_RULES = (
     "production_regression",
     "no_promotion",
 )
-"""The alert rules (see zeroloop/cluster/alerts.py and docs/observability.md)."""
+"""The alert rules (see zeroloop/alerts/rules.py and docs/observability.md)."""
 
 
 class WebhookSettings(_Section):

@@ -27,7 +27,7 @@ was wrong and what to do about it, in one line, because the CLI prints them as-i
     ├── OperationsError        a backup, restore or garbage collection cannot proceed
     ├── AuthError              a server request carries no usable token                  (HTTP 401)
     │   └── Forbidden          the token is valid but may not do this                    (HTTP 403)
-    ├── ProviderError          a provider could not launch, stop or list machines  (zeroloop.cluster.providers.base)
+    ├── ProviderError          a provider could not launch, stop or list machines  (zeroloop.fleet.providers.base)
     └── HandlerTimeout         an event handler ran past its timeout  (zeroloop.events.consumer, an EventError)
 """
 

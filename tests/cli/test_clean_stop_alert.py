@@ -9,8 +9,8 @@ import pytest
 import sqlalchemy as sa
 
 from tests.helpers import FakeClock
+from zeroloop.alerts.rules import Alerts, is_alert
 from zeroloop.app import App
-from zeroloop.cluster.alerts import Alerts, is_alert
 from zeroloop.cluster.leases import LEADER, LeaseManager
 from zeroloop.config import AlertSettings
 from zeroloop.events.bus import Event
@@ -38,7 +38,7 @@ def test_release_on_a_clean_stop_runs_no_alert_command_and_logs_no_warning(
     assert released.payload["released"] is True and expired.payload["released"] is False
     target = tmp_path / "sent.txt"
     alerts = Alerts(AlertSettings(command=f"printf '%s\\n' {{summary}} >> {target}"))
-    with caplog.at_level(logging.INFO, logger="zeroloop.cluster.alerts"):
+    with caplog.at_level(logging.INFO, logger="zeroloop.alerts.rules"):
         alerts.handle(released)
         assert not is_alert(released)
         assert not [r for r in caplog.records if r.levelno >= logging.WARNING and r.name.endswith("alerts")]
@@ -46,6 +46,6 @@ def test_release_on_a_clean_stop_runs_no_alert_command_and_logs_no_warning(
         alerts.handle(expired)
     assert target.read_text() == "b no longer holds the leader lease (token 2)\n"
     # Only the alert's own records: other loggers may log at INFO when an earlier test set the root level.
-    records = [r for r in caplog.records if r.name == "zeroloop.cluster.alerts"]
+    records = [r for r in caplog.records if r.name == "zeroloop.alerts.rules"]
     assert [r.levelno for r in records] == [logging.INFO, logging.WARNING]
     assert "clean stop" in records[0].getMessage()

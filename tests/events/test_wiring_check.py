@@ -35,7 +35,7 @@ def test_every_catalogue_type_is_declared_by_a_participant() -> None:
     from zeroloop.app import event_participants
 
     participants = event_participants()
-    assert "zeroloop.cluster.autoscaler" in participants  # found from the daemon table, not a list kept by hand
+    assert "zeroloop.fleet.autoscaler" in participants  # found from the daemon table, not a list kept by hand
     report = wiring.check_wiring(participants)
     assert report.ok, report
 

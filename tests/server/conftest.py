@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from zeroloop.app import App
+from zeroloop.control.tokens import Role, Tokens
 from zeroloop.server.background import in_thread
-from zeroloop.server.tokens import Role, Tokens
 
 
 @contextmanager

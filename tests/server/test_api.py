@@ -19,6 +19,7 @@ from zeroloop.artifacts.cache import LocalCache
 from zeroloop.artifacts.repository import Artifacts
 from zeroloop.artifacts.transfer import ArtifactKind
 from zeroloop.config import ServerSettings
+from zeroloop.control.tokens import Role, Tokens
 from zeroloop.errors import AuthError, ConfigError
 from zeroloop.pipeline import jobs
 from zeroloop.queue.jobs import JobStatus
@@ -26,7 +27,6 @@ from zeroloop.remote.client import ServerClient
 from zeroloop.remote.parts import RemoteArtifacts
 from zeroloop.remote.wire import API, TooLarge
 from zeroloop.server.serve import check_bind, is_loopback
-from zeroloop.server.tokens import Role, Tokens
 from zeroloop.server.worker import TRANSFER_THREADS
 from zeroloop.store.schema import artifacts, events, nodes
 

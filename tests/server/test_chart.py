@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import math
 
+from zeroloop.control import views
 from zeroloop.pipeline.ratings import Rating
-from zeroloop.server import charts, views
+from zeroloop.server import charts
 
 
 def test_the_chart_draws_each_point_with_its_interval_and_says_when_there_is_none() -> None:

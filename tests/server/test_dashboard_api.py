@@ -22,10 +22,10 @@ from tests.server.observed import (
 )
 from zeroloop.app import App
 from zeroloop.cluster.nodes import NodeStatus
+from zeroloop.control.tokens import Role, Tokens
 from zeroloop.queue.jobs import JobStatus
 from zeroloop.server.access import COOKIE
 from zeroloop.server.api import create_api
-from zeroloop.server.tokens import Role, Tokens
 from zeroloop.store.queries import pipelines as pipeline_queries
 
 

@@ -11,8 +11,8 @@ from tests.helpers import make_app
 from tests.server.conftest import running_server
 from tests.server.observed import KEY, NODE, populate
 from zeroloop.app import App
+from zeroloop.control.views import SELFPLAY_RATE_WINDOW_S
 from zeroloop.queue.backpressure import BackpressureLevel
-from zeroloop.server.views import SELFPLAY_RATE_WINDOW_S
 from zeroloop.store.queries import consumers as consumer_queries
 from zeroloop.store.queries import events as event_queries
 from zeroloop.store.queries import job_stats

@@ -14,10 +14,10 @@ from zeroloop.artifacts.cache import LocalCache
 from zeroloop.artifacts.repository import Artifacts
 from zeroloop.artifacts.transfer import ArtifactKind, open_location
 from zeroloop.config import ArtifactSettings, ServerSettings, Settings
+from zeroloop.control.tokens import Role, Tokens
 from zeroloop.errors import ArtifactError
 from zeroloop.remote.client import ServerClient
 from zeroloop.remote.parts import RemoteArtifacts
-from zeroloop.server.tokens import Role, Tokens
 from zeroloop.store.queries import artifacts as artifact_queries
 
 pytestmark = pytest.mark.usefixtures("settings")

@@ -24,12 +24,12 @@ from zeroloop.artifacts.transfer import ArtifactKind
 from zeroloop.cluster.agent import NodeAgent
 from zeroloop.cluster.nodes import NodeInfo, NodeStatus
 from zeroloop.config import ClusterSettings, ServerSettings, Settings, StoreSettings, WorkloadSettings
+from zeroloop.control.tokens import Role, Tokens
 from zeroloop.errors import StaleLeaseError
 from zeroloop.pipeline import jobs
 from zeroloop.pipeline.executor import JobExecutor
 from zeroloop.queue.jobs import JobStatus
 from zeroloop.remote.app import RemoteApp
-from zeroloop.server.tokens import Role, Tokens
 from zeroloop.store.queries import artifacts as artifact_queries
 from zeroloop.store.queries import daemons as daemon_queries
 from zeroloop.store.schema import events

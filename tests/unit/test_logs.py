@@ -18,10 +18,10 @@ from rich.logging import RichHandler
 from tests.cluster.providers.contract import wait_until
 from zeroloop import logs, tracing
 from zeroloop.cli.quickstart import logs_through
-from zeroloop.cluster.providers.base import LaunchSpec
-from zeroloop.cluster.providers.local import LocalProvider
 from zeroloop.config import LogSettings, PoolSettings, Settings, TracingSettings
 from zeroloop.errors import ConfigError
+from zeroloop.fleet.providers.base import LaunchSpec
+from zeroloop.fleet.providers.local import LocalProvider
 
 PLAIN = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (DEBUG|INFO|WARNING|ERROR|CRITICAL) [\w.]+: ")
 LONG = " ".join(["a message longer than any terminal is wide"] * 6)

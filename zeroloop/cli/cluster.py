@@ -16,11 +16,11 @@ from zeroloop.app import App
 from zeroloop.cli.common import console, err_console, finite, open_app
 from zeroloop.cli.helptext import examples
 from zeroloop.cli.pipeline import pipelines_table
-from zeroloop.cluster.autoscaler import DURATION_WINDOW_S
 from zeroloop.cluster.leases import LEADER
 from zeroloop.cluster.nodes import LIVE, NodeStatus, cost_of
 from zeroloop.config import WORKER_PROFILE_NAMES
 from zeroloop.errors import ZeroloopError
+from zeroloop.fleet.autoscaler import DURATION_WINDOW_S
 from zeroloop.store.queries import daemons as daemon_queries
 from zeroloop.store.queries import fleet as fleet_queries
 from zeroloop.store.queries import health as health_queries

@@ -14,8 +14,8 @@ from zeroloop.app import App
 from zeroloop.bootstrap import start_pipeline
 from zeroloop.cli.common import console, open_app
 from zeroloop.cli.helptext import examples
+from zeroloop.control import actions, views
 from zeroloop.pipeline.ratings import RELATIVE_TO
-from zeroloop.server import actions, views
 
 app = typer.Typer(
     help="Start, inspect, pause and resume the loop per config key.",

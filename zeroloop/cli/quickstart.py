@@ -38,11 +38,11 @@ from zeroloop.cli.common import console, finite, require_device, settings
 from zeroloop.cli.helptext import examples
 from zeroloop.cli.pipeline import training_summary
 from zeroloop.cli.run import registry_for_cli
-from zeroloop.cluster.fleet import FleetError
 from zeroloop.cluster.nodes import LIVE, STARTING
-from zeroloop.cluster.providers.local import LocalProvider
 from zeroloop.config import LogSettings, PoolSettings, Settings
 from zeroloop.errors import ZeroloopError
+from zeroloop.fleet.manager import FleetError
+from zeroloop.fleet.providers.local import LocalProvider
 from zeroloop.pipeline.ratings import Rating, ratings
 from zeroloop.server.background import serving
 from zeroloop.store.queries import models as model_queries

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from zeroloop.cli.common import console, open_app
 from zeroloop.cli.helptext import examples
-from zeroloop.server.tokens import Role, Tokens, parse_duration
+from zeroloop.control.tokens import Role, Tokens, parse_duration
 
 app = typer.Typer(
     help="API tokens for `zeroloop serve`: workers, viewers, admins.",

@@ -1,1 +1,1 @@
-"""The cluster: node registry and agent, leader and role leases, circuit breakers, health, idle shutdown."""
+"""Membership: the node registry and agent, leader and role leases, circuit breakers, the health score."""

@@ -1,1 +1,1 @@
-"""`zeroloop serve`: a stateless HTTP front to the store, so workers need no database credentials."""
+"""`zeroloop serve`, HTTP only: the worker API, the dashboard, its JSON API and `/metrics` over the control package."""

@@ -15,8 +15,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from zeroloop.control.tokens import Principal, Role, Tokens
 from zeroloop.errors import Forbidden
-from zeroloop.server.tokens import Principal, Role, Tokens
 
 COOKIE = "zeroloop_token"
 

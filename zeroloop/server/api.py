@@ -19,10 +19,10 @@ from fastapi.responses import JSONResponse
 
 from zeroloop import tracing
 from zeroloop.app import App
+from zeroloop.control.tokens import Tokens
 from zeroloop.errors import ZeroloopError
 from zeroloop.remote import wire
 from zeroloop.server import dashboard, json_api, metrics, worker
-from zeroloop.server.tokens import Tokens
 from zeroloop.store import migrate
 
 log = logging.getLogger(__name__)

@@ -25,10 +25,11 @@ from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from zeroloop.app import App
+from zeroloop.control import actions, views
+from zeroloop.control.tokens import Principal, Role
 from zeroloop.errors import AuthError, Forbidden, ZeroloopError
 from zeroloop.events.catalogue import EVENT_TYPES
-from zeroloop.server import access, actions, charts, views
-from zeroloop.server.tokens import Principal, Role
+from zeroloop.server import access, charts
 
 _TEMPLATES = jinja2.Environment(
     loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),

@@ -12,7 +12,8 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 
 from zeroloop.app import App
-from zeroloop.server import access, actions, views
+from zeroloop.control import actions, views
+from zeroloop.server import access
 
 router = APIRouter(prefix="/api")
 

@@ -21,10 +21,11 @@ from prometheus_client.registry import Collector
 
 from zeroloop.app import App
 from zeroloop.cluster.health import HealthLevel
+from zeroloop.control import views
 from zeroloop.events.stats import stats as event_stats
 from zeroloop.queue.backpressure import BackpressureLevel
 from zeroloop.queue.jobs import JobStatus
-from zeroloop.server import access, views
+from zeroloop.server import access
 from zeroloop.store.queries import job_stats
 
 _UTILISATION = (("cpu_pct", "cpu"), ("memory_pct", "memory"), ("disk_pct", "disk"), ("gpu_pct", "gpu"))

@@ -15,9 +15,9 @@ import uvicorn
 
 from zeroloop.app import App
 from zeroloop.config import load_settings
+from zeroloop.control.tokens import Tokens
 from zeroloop.errors import ConfigError
 from zeroloop.server.api import ASGIApp, create_api
-from zeroloop.server.tokens import Tokens
 
 log = logging.getLogger(__name__)
 

@@ -36,6 +36,7 @@ from zeroloop.app import App
 from zeroloop.artifacts.cache import check_sha256
 from zeroloop.artifacts.transfer import ArtifactKind
 from zeroloop.cluster.nodes import NodeInfo, NodeRegistry, NodeStatus
+from zeroloop.control.tokens import Tokens
 from zeroloop.errors import ArtifactError, Forbidden, QueueError, ZeroloopError
 from zeroloop.events.bus import EventBus
 from zeroloop.pipeline.registry import ModelRegistry
@@ -43,7 +44,6 @@ from zeroloop.ports import Outcome
 from zeroloop.queue.jobs import Job
 from zeroloop.queue.manager import JobQueue
 from zeroloop.remote import wire
-from zeroloop.server.tokens import Tokens
 from zeroloop.store.queries import artifacts as artifact_queries
 from zeroloop.store.queries import daemons as daemon_queries
 from zeroloop.store.queries import pipelines as pipeline_queries

@@ -19,10 +19,10 @@ import psutil
 import pytest
 
 from tests.cluster.providers.contract import ProviderContract, wait_until
-from zeroloop.cluster.providers.base import LaunchSpec, MachineState, ProviderError
-from zeroloop.cluster.providers.command import CommandProvider
 from zeroloop.config import PoolSettings
 from zeroloop.errors import ConfigError
+from zeroloop.fleet.providers.base import LaunchSpec, MachineState, ProviderError
+from zeroloop.fleet.providers.command import CommandProvider
 
 FAKE_CLI = textwrap.dedent(
     '''

@@ -45,7 +45,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError, ValidationInfo, field_validator
 
-from zeroloop.cluster.providers.base import (
+from zeroloop.fleet.providers.base import (
     Launched,
     LaunchSpec,
     Machine,

@@ -31,7 +31,9 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, Field
 
-from zeroloop.cluster.providers.base import (
+from zeroloop.config import PoolSettings
+from zeroloop.errors import ConfigError
+from zeroloop.fleet.providers.base import (
     Launched,
     LaunchSpec,
     Machine,
@@ -40,8 +42,6 @@ from zeroloop.cluster.providers.base import (
     Provider,
     ProviderError,
 )
-from zeroloop.config import PoolSettings
-from zeroloop.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

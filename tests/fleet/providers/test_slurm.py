@@ -12,9 +12,9 @@ import sqlalchemy as sa
 from tests.cluster.providers.contract import ProviderContract, wait_until
 from tests.cluster.providers.slurm_cluster import SlurmCluster
 from zeroloop.app import App
-from zeroloop.cluster.providers.base import LaunchSpec, MachineState, ProviderError
-from zeroloop.cluster.providers.slurm import SlurmProvider
 from zeroloop.config import PoolSettings, Settings, StoreSettings, WorkloadSettings
+from zeroloop.fleet.providers.base import LaunchSpec, MachineState, ProviderError
+from zeroloop.fleet.providers.slurm import SlurmProvider
 from zeroloop.pipeline import jobs
 from zeroloop.queue.jobs import JobStatus
 from zeroloop.store.schema import nodes
@@ -134,9 +134,9 @@ def test_a_slurm_job_runs_a_worker_that_completes_real_jobs_until_scancel(
 def test_the_fleet_grows_a_slurm_pool_for_work_and_idle_shutdown_ends_it_with_scancel(
     slurm_cluster: SlurmCluster, tmp_path: Path
 ) -> None:
-    from zeroloop.cluster.autoscaler import Autoscaler
-    from zeroloop.cluster.idle import IdleShutdown
     from zeroloop.config import AutoscalerSettings, IdleSettings
+    from zeroloop.fleet.autoscaler import Autoscaler
+    from zeroloop.fleet.idle import IdleShutdown
 
     code = tmp_path / "selfplay.py"
     code.write_text(SELFPLAY)

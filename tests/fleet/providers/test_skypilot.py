@@ -18,8 +18,10 @@ from typing import Any
 import pytest
 
 from tests.cluster.providers.contract import ProviderContract
-from zeroloop.cluster.providers.base import LaunchSpec, MachineState, ProviderError
-from zeroloop.cluster.providers.skypilot import (
+from zeroloop.config import PoolSettings
+from zeroloop.errors import ConfigError
+from zeroloop.fleet.providers.base import LaunchSpec, MachineState, ProviderError
+from zeroloop.fleet.providers.skypilot import (
     SkyClient,
     SkyPilotOptions,
     SkyPilotProvider,
@@ -27,8 +29,6 @@ from zeroloop.cluster.providers.skypilot import (
     provider_error,
     task_config,
 )
-from zeroloop.config import PoolSettings
-from zeroloop.errors import ConfigError
 
 
 # Exceptions named like SkyPilot's (sky.exceptions); the mapping goes by class name.

@@ -6,14 +6,14 @@ import sqlalchemy as sa
 
 from tests.helpers import FakeClock
 from zeroloop.app import App
-from zeroloop.cluster.idle import (
+from zeroloop.cluster.nodes import NodeInfo, NodeRegistry, NodeStatus
+from zeroloop.config import IdleSettings
+from zeroloop.fleet.idle import (
     Action,
     IdleNode,
     IdleShutdown,
     decide,
 )
-from zeroloop.cluster.nodes import NodeInfo, NodeRegistry, NodeStatus
-from zeroloop.config import IdleSettings
 from zeroloop.store.schema import events
 
 NOW = 100_000.0

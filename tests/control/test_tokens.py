@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import FakeClock
+from zeroloop.control import tokens as tokens_module
+from zeroloop.control.tokens import Role, Tokens, parse_duration
 from zeroloop.errors import AuthError, ConfigError, Forbidden
-from zeroloop.server import tokens as tokens_module
-from zeroloop.server.tokens import Role, Tokens, parse_duration
 from zeroloop.store.database import Store
 
 

@@ -31,7 +31,7 @@ from zeroloop.store.queries import dead_letters as letter_queries
 from zeroloop.store.queries import pipelines as pipeline_queries
 
 _HOUR_S = 3600.0
-declare("zeroloop.cluster.watch", emits=("PROMOTION_STALLED", "DEAD_LETTERS_GROWING"))
+declare("zeroloop.alerts.checks", emits=("PROMOTION_STALLED", "DEAD_LETTERS_GROWING"))
 
 
 class AlertChecks:

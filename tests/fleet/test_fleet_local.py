@@ -21,11 +21,11 @@ from tests.cluster.providers.test_slurm import SELFPLAY
 from zeroloop.app import App
 from zeroloop.artifacts.transfer import ArtifactKind
 from zeroloop.cluster.agent import NodeAgent
-from zeroloop.cluster.autoscaler import Autoscaler
-from zeroloop.cluster.fleet import FleetError
-from zeroloop.cluster.idle import IdleShutdown
 from zeroloop.cluster.nodes import LIVE, NodeInfo, NodeStatus
 from zeroloop.config import AutoscalerSettings, IdleSettings, PoolSettings, Settings, StoreSettings, WorkloadSettings
+from zeroloop.fleet.autoscaler import Autoscaler
+from zeroloop.fleet.idle import IdleShutdown
+from zeroloop.fleet.manager import FleetError
 from zeroloop.pipeline import jobs
 from zeroloop.queue.jobs import JobStatus
 

@@ -3,7 +3,7 @@
 Each function reads the store through the named query catalogue and returns plain data
 (dicts, lists, numbers, strings) that serialises to JSON as it is, so the HTML pages, the
 `/api/...` endpoints and the Prometheus collector show the same numbers. Nothing here
-writes; the admin actions live in `zeroloop.server.actions`.
+writes; the admin actions live in `zeroloop.control.actions`.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from zeroloop.alerts import rules as alerts
 from zeroloop.app import App
-from zeroloop.cluster import alerts
 from zeroloop.cluster.leases import LEADER
 from zeroloop.cluster.nodes import cost_of
 from zeroloop.errors import EventError, ZeroloopError

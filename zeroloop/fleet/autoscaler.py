@@ -25,11 +25,11 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
-from zeroloop.cluster.fleet import Fleet, FleetError, LaunchOutcome
 from zeroloop.cluster.leases import leader_fence
 from zeroloop.cluster.nodes import LIVE, STARTING, Fence, NodeStatus
 from zeroloop.config import AutoscalerSettings, PoolSettings
 from zeroloop.daemons.daemon import Clock, DaemonContext, LoopDaemon
+from zeroloop.fleet.manager import Fleet, FleetError, LaunchOutcome
 from zeroloop.queue.backpressure import BackpressureLevel
 from zeroloop.store.queries import fleet as fleet_queries
 from zeroloop.store.queries import jobs as job_queries

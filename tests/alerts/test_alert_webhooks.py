@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from tests.helpers import FakeClock, serve_http
-from zeroloop.cluster.alerts import RULES, Alerts, rule_of
-from zeroloop.cluster.webhooks import Alert, Webhooks, redact
+from zeroloop.alerts.rules import RULES, Alerts, rule_of
+from zeroloop.alerts.webhooks import Alert, Webhooks, redact
 from zeroloop.config import ALERT_RULES, AlertSettings, WebhookSettings
 from zeroloop.errors import AlertError, ConfigError
 from zeroloop.events.bus import Event

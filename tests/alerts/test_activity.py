@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from zeroloop.cluster.activity import ActivityRecorder
-from zeroloop.cluster.alerts import HANDLES, AlertError, Alerts, summary
+from zeroloop.alerts.activity import ActivityRecorder
+from zeroloop.alerts.rules import HANDLES, AlertError, Alerts, summary
 from zeroloop.cluster.breakers import BreakerState, CircuitBreakers, node_key, stage_key
 from zeroloop.config import AlertSettings, HealthSettings, load_settings
 from zeroloop.errors import ConfigError

@@ -8,9 +8,9 @@ any failing handler, then dead-lettered: alerts are never silently lost.
 
 The events that call for action belong to a rule (`RULES`: crash loop, dead jobs and
 growing dead letters, an open circuit, a paused pipeline, a lost node, the budget reached,
-a production rollback, no promotion for hours: see `zeroloop.cluster.watch`);
+a production rollback, no promotion for hours: see `zeroloop.alerts.checks`);
 those alerts also go to the webhooks of `alerts.webhooks`, deduplicated and rate-limited
-per rule (see `zeroloop.cluster.webhooks`).
+per rule (see `zeroloop.alerts.webhooks`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import subprocess
 from collections.abc import Callable
 from typing import Any
 
-from zeroloop.cluster.webhooks import Alert, Webhooks
+from zeroloop.alerts.webhooks import Alert, Webhooks
 from zeroloop.config import AlertSettings
 from zeroloop.errors import AlertError
 from zeroloop.events.bus import Event

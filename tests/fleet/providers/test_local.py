@@ -9,9 +9,9 @@ import psutil
 import pytest
 
 from tests.cluster.providers.contract import ProviderContract, wait_until
-from zeroloop.cluster.providers.base import LaunchSpec
-from zeroloop.cluster.providers.local import LocalProvider
 from zeroloop.config import PoolSettings
+from zeroloop.fleet.providers.base import LaunchSpec
+from zeroloop.fleet.providers.local import LocalProvider
 
 
 class TestLocalContract(ProviderContract):

@@ -15,11 +15,11 @@ import sqlalchemy as sa
 
 from tests.helpers import FakeClock
 from zeroloop.app import App
-from zeroloop.cluster.autoscaler import Autoscaler, PoolView, ScalePlan, plan, retry_after
-from zeroloop.cluster.fleet import FleetError
 from zeroloop.cluster.nodes import NodeInfo, NodeStatus
-from zeroloop.cluster.providers.base import Launched, LaunchSpec, Machine, MachineState, Provider, ProviderError
 from zeroloop.config import AutoscalerSettings, PoolSettings, Settings
+from zeroloop.fleet.autoscaler import Autoscaler, PoolView, ScalePlan, plan, retry_after
+from zeroloop.fleet.manager import FleetError
+from zeroloop.fleet.providers.base import Launched, LaunchSpec, Machine, MachineState, Provider, ProviderError
 from zeroloop.store.queries import pipelines as decision_queries
 from zeroloop.store.schema import events
 
@@ -301,8 +301,8 @@ def test_the_autoscaler_records_each_new_decision_and_launches_in_the_background
 def test_a_pool_behind_the_server_gives_each_machine_a_token_of_its_own_revoked_when_gone(
     tmp_path: Path, clock: FakeClock
 ) -> None:
+    from zeroloop.control.tokens import Tokens
     from zeroloop.errors import AuthError
-    from zeroloop.server.tokens import Tokens
 
     app, provider = _app(tmp_path, clock, server_url="https://zl.example.org:8780")
     with app:

@@ -27,11 +27,11 @@ from sqlalchemy.engine import Connection
 
 from zeroloop.cluster.breakers import CircuitBreakers
 from zeroloop.cluster.nodes import LIVE, STARTING, Fence, NodeRegistry, NodeStatus, Requeue, cost_of
-from zeroloop.cluster.providers.base import LaunchSpec, MachineState, Provider, ProviderError
 from zeroloop.config import PoolSettings, Settings
 from zeroloop.errors import ZeroloopError
 from zeroloop.events.bus import EventBus
 from zeroloop.events.wiring import declare
+from zeroloop.fleet.providers.base import LaunchSpec, MachineState, Provider, ProviderError
 from zeroloop.store.database import Store
 from zeroloop.store.queries import artifacts as artifact_queries
 from zeroloop.store.queries import health as health_queries
@@ -39,7 +39,7 @@ from zeroloop.store.queries import nodes as queries
 
 log = logging.getLogger(__name__)
 declare(
-    "zeroloop.cluster.fleet",
+    "zeroloop.fleet.manager",
     emits=("NODE_LAUNCHED", "NODE_LAUNCH_FAILED", "NODE_TERMINATED", "FLEET_ORPHAN_FOUND", "FLEET_BUDGET_REACHED"),
 )
 

@@ -32,7 +32,7 @@ from zeroloop.store.queries import health as health_queries
 from zeroloop.store.queries import nodes as node_queries
 
 log = logging.getLogger(__name__)
-declare("zeroloop.cluster.idle", emits=("NODE_IDLE_SHUTDOWN",))
+declare("zeroloop.fleet.idle", emits=("NODE_IDLE_SHUTDOWN",))
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from zeroloop.cluster.providers.base import LaunchSpec, MachineState, ProviderError
-from zeroloop.cluster.providers.slurm import SQUEUE_FORMAT, SlurmProvider, parse_time_limit
 from zeroloop.config import PoolSettings
 from zeroloop.errors import ConfigError
+from zeroloop.fleet.providers.base import LaunchSpec, MachineState, ProviderError
+from zeroloop.fleet.providers.slurm import SQUEUE_FORMAT, SlurmProvider, parse_time_limit
 
 SECRET = "s3cr3t-token-value"
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from zeroloop.cluster.providers.base import LaunchSpec, Machine, MachineState, Provider
+from zeroloop.fleet.providers.base import LaunchSpec, Machine, MachineState, Provider
 
 LIVE = (MachineState.PENDING, MachineState.RUNNING)
 

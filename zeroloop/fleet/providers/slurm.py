@@ -31,9 +31,9 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from zeroloop.cluster.providers.base import Launched, LaunchSpec, Machine, MachineState, Offer, Provider, ProviderError
 from zeroloop.config import PoolSettings, Settings, redact
 from zeroloop.errors import ConfigError
+from zeroloop.fleet.providers.base import Launched, LaunchSpec, Machine, MachineState, Offer, Provider, ProviderError
 
 Tool = Literal["sbatch", "squeue", "scancel", "sinfo"]
 TOOLS: tuple[Tool, ...] = ("sbatch", "squeue", "scancel", "sinfo")

@@ -25,8 +25,8 @@ from pathlib import Path
 import psutil
 from pydantic import BaseModel, Field
 
-from zeroloop.cluster.providers.base import Launched, LaunchSpec, Machine, MachineState, Provider, ProviderError
 from zeroloop.config import PoolSettings, Settings
+from zeroloop.fleet.providers.base import Launched, LaunchSpec, Machine, MachineState, Provider, ProviderError
 
 log = logging.getLogger(__name__)
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from tests.helpers import FakeClock, run_async
+from zeroloop.alerts.checks import AlertChecks, alert_checks_daemon
+from zeroloop.alerts.rules import Alerts, rule_of, summary
 from zeroloop.app import App
-from zeroloop.cluster.alerts import Alerts, rule_of, summary
 from zeroloop.cluster.leases import LEADER
-from zeroloop.cluster.watch import AlertChecks, alert_checks_daemon
 from zeroloop.config import AlertSettings
 from zeroloop.daemons.daemon import DaemonContext, Leadership
 from zeroloop.errors import LeaseError

@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from zeroloop.cluster.alerts import Alerts
+from zeroloop.alerts.rules import Alerts
 from zeroloop.cluster.breakers import CircuitBreakers, node_key, stage_key
 from zeroloop.cluster.leases import leader_fence
 from zeroloop.daemons.adapters import ServiceDaemon, consumers_daemon

@@ -1,0 +1,1 @@
+"""Alerting: the rules that turn events into alerts, webhooks, the periodic checks, and job activity."""
