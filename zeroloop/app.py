@@ -3,7 +3,7 @@
 There are no module-level singletons in zeroloop. Whatever needs the store, the bus or
 the queue receives the App (or the one part it needs) through its constructor. The two
 extension tables live here, one declaration per entry: `PROVIDERS` (provider kinds, by
-name) and `daemon_registry()` (every daemon, with its factory as a callable).
+name) and `daemon_table()` (every daemon, with its factory as a callable).
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from zeroloop.artifacts.repository import Artifacts
 from zeroloop.cluster.breakers import CircuitBreakers
 from zeroloop.cluster.health import HealthMonitor
 from zeroloop.cluster.leases import LeaseManager
-from zeroloop.cluster.nodes import NodeRegistry
+from zeroloop.cluster.nodes import Nodes
 from zeroloop.config import PoolSettings, Settings
 from zeroloop.daemons.manager import DaemonManager
 from zeroloop.daemons.records import DaemonRecords
-from zeroloop.daemons.registry import WORKER_PROFILES, DaemonSpec, Layer, Registry, profiles
+from zeroloop.daemons.table import WORKER_PROFILES, DaemonSpec, DaemonTable, Layer, profiles
 from zeroloop.errors import ConfigError
 from zeroloop.events.bus import EventBus
 from zeroloop.fleet.manager import Fleet, WorkerEnv, direct_worker_env
@@ -66,7 +66,7 @@ def worker_env(settings: Settings, store: Store, clock: Callable[[], float]) -> 
     """How launched workers reach the cluster: a pool with `server_url` gets a worker token per node.
 
     The token is made when the machine is launched and revoked when it is gone
-    (`NodeRegistry.move`); it travels in the launch's environment, never on a command line.
+    (`Nodes.move`); it travels in the launch's environment, never on a command line.
     """
     direct = direct_worker_env(settings)
 
@@ -87,7 +87,7 @@ def worker_env(settings: Settings, store: Store, clock: Callable[[], float]) -> 
     return env
 
 
-def daemon_registry() -> Registry:
+def daemon_table() -> DaemonTable:
     """Every daemon zeroloop runs, declared once, with its factory: the CLI and the library start these.
 
     Adding a daemon is one `DaemonSpec` here (docs/daemons.md). Factories are imported
@@ -275,7 +275,7 @@ def daemon_registry() -> Registry:
             layer=Layer.APPLICATION,
         ),
     )
-    registry = Registry()
+    registry = DaemonTable()
     for spec in table:
         registry.add(spec)
     return registry
@@ -283,7 +283,7 @@ def daemon_registry() -> Registry:
 
 def event_participants() -> list[str]:
     """The modules of every daemon's factory: importing them declares every event producer and consumer."""
-    return sorted({getattr(spec.factory, "__module__", "") for spec in daemon_registry().specs.values()} - {""})
+    return sorted({getattr(spec.factory, "__module__", "") for spec in daemon_table().specs.values()} - {""})
 
 
 class App:
@@ -331,7 +331,7 @@ class App:
         self.leases = LeaseManager(
             self.store, self.bus, holder=f"{cluster.node_id}/{os.getpid()}", ttl_s=cluster.leader_lease_s, clock=clock
         )
-        self.nodes = NodeRegistry(self.store, self.bus, clock=clock)
+        self.nodes = Nodes(self.store, self.bus, clock=clock)
         self.breakers = CircuitBreakers(self.store, self.bus, settings.health, clock=clock)
         self.health = HealthMonitor(
             self.store,
@@ -352,7 +352,7 @@ class App:
             held_dir=settings.data_dir / "held" / cluster.node_id,
             storage_options=settings.artifacts.storage_options,
         )
-        self.registry = ModelRegistry(self.store, self.bus, clock, evaluation=settings.evaluation)
+        self.models = ModelRegistry(self.store, self.bus, clock, evaluation=settings.evaluation)
         self.daemon_records = DaemonRecords(self.store, self.bus)
         self.fleet = Fleet(
             self.store,

@@ -28,10 +28,10 @@ import time
 from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar, overload
 
-from zeroloop.app import App, daemon_registry
+from zeroloop.app import App, daemon_table
 from zeroloop.daemons.daemon import Clock, DaemonContext, DaemonState, HealthState
 from zeroloop.daemons.manager import DaemonManager, Sleep
-from zeroloop.daemons.registry import Layer, Registry
+from zeroloop.daemons.table import DaemonTable, Layer
 from zeroloop.errors import ZeroloopError
 from zeroloop.queue.backpressure import BackpressureLevel
 from zeroloop.store.queries import pipelines as pipeline_queries
@@ -54,7 +54,7 @@ async def start_daemons(
     app: App,
     *,
     profile: str = "full",
-    registry: Registry | None = None,
+    table: DaemonTable | None = None,
     consumers: Sequence[Any] = (),
     clock: Clock = time.time,
     sleep: Sleep | None = None,
@@ -65,7 +65,7 @@ async def start_daemons(
     `consumers` are the durable event consumer specs this process runs. With `supervise`
     the manager keeps supervising in a background task until `shutdown_all_coordinators`.
     """
-    specs = (registry or daemon_registry()).for_profile(profile)
+    specs = (table or daemon_table()).for_profile(profile)
     context = DaemonContext(app, clock=clock, consumers=consumers)
     manager = DaemonManager(specs, context, clock=clock)
     if sleep is not None:
@@ -209,7 +209,7 @@ def initialize_all_coordinators(
     app: App,
     *,
     profile: str = "full",
-    registry: Registry | None = None,
+    table: DaemonTable | None = None,
     consumers: Sequence[Any] = (),
     clock: Clock = time.time,
     sleep: Sleep | None = None,

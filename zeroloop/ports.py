@@ -112,7 +112,7 @@ class ModelPort(Protocol):
 
 
 class NodePort(Protocol):
-    """Register a node, heartbeat it, and leave (NodeRegistry; RemoteNodes)."""
+    """Register a node, heartbeat it, and leave (Nodes; RemoteNodes)."""
 
     def register(self, info: NodeInfo, utilisation: dict[str, Any] | None = None) -> None:
         """Register or re-register the node as active."""

@@ -9,7 +9,7 @@ from tests.helpers import FakeClock
 from zeroloop.app import App
 from zeroloop.cli.main import app as cli
 from zeroloop.cluster.leases import LEADER
-from zeroloop.cluster.nodes import NodeInfo, NodeRegistry
+from zeroloop.cluster.nodes import NodeInfo, Nodes
 from zeroloop.config import Settings
 from zeroloop.errors import EventError, QueueError, ZeroloopError
 from zeroloop.store.queries import consumers as consumer_queries
@@ -112,7 +112,7 @@ def test_health_check_fails_without_a_leader_or_a_node_for_queued_work(run: CliR
     assert nobody.exit_code == 1 and "leader" in nobody.output and "no live node" in nobody.output
     with App(settings) as zl:
         assert zl.leases.acquire(LEADER) is not None
-        NodeRegistry(zl.store, zl.bus).register(NodeInfo("w1", "h", "local", 1, 2**30, 2**30))
+        Nodes(zl.store, zl.bus).register(NodeInfo("w1", "h", "local", 1, 2**30, 2**30))
     assert _invoke(run, "health", "--check").exit_code == 0
 
 
@@ -122,7 +122,7 @@ def test_health_counts_a_node_whose_heartbeats_stopped_as_gone(settings: Setting
         zl.leases.clock = zl.health.clock = zl.queue.clock = clock
         zl.leases.ttl_s = 10_000.0
         assert zl.leases.acquire(LEADER) is not None
-        NodeRegistry(zl.store, zl.bus, clock=clock).register(NodeInfo("w1", "h", "local", 1, 2**30, 2**30))
+        Nodes(zl.store, zl.bus, clock=clock).register(NodeInfo("w1", "h", "local", 1, 2**30, 2**30))
         zl.queue.enqueue("selfplay", "c")
         assert zl.health.assess().level.value == "healthy"
         clock.advance(zl.settings.cluster.node_lost_after_s + 1)  # nobody marked it lost: no reaper ran

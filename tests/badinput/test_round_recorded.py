@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from zeroloop.app import App
 from zeroloop.bootstrap import start_pipeline
-from zeroloop.cli.run import registry_for_cli
+from zeroloop.cli.run import table_for_cli
 from zeroloop.cluster.leases import LEADER
 from zeroloop.config import PipelineSettings, Settings, WorkloadSettings
 from zeroloop.daemons.daemon import DaemonContext, Leadership
@@ -71,12 +71,12 @@ def test_one_round_publishes_and_consumes_the_pipeline_events(settings: Settings
         start_pipeline(app, CONFIG)
         # The scheduler's pause is a leader effect, fenced: this test process holds the lease.
         context = DaemonContext(app, leadership=Leadership(held=True, token=app.leases.acquire(LEADER)))
-        for spec in registry_for_cli().specs.values():
+        for spec in table_for_cli().specs.values():
             spec.build(context)  # constructing a daemon subscribes its consumers; none is started
-        coordinator = PipelineCoordinator(app.store, app.bus, app.queue, app.registry, app.settings)
+        coordinator = PipelineCoordinator(app.store, app.bus, app.queue, app.models, app.settings)
         runner = ConsumerRunner(app.bus, [coordinator.spec(), ProgressRecorder(app.store).spec()], app.settings.events)
         scheduler = SelfplayScheduler(app.store, app.queue, app.settings)
-        executor = JobExecutor(app.registry, app.bus, app.queue, app.artifacts, app.settings, node="w1")
+        executor = JobExecutor(app.models, app.bus, app.queue, app.artifacts, app.settings, node="w1")
         pauser = SchedulerDaemon(context)
         try:
             for _ in range(MAX_PASSES):

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from zeroloop.cli import helptext
 from zeroloop.cli.main import app
-from zeroloop.daemons.registry import PROFILES
+from zeroloop.daemons.table import PROFILES
 from zeroloop.events.catalogue import EVENT_TYPES
 
 README = Path(__file__).resolve().parents[2] / "README.md"

@@ -13,7 +13,7 @@ from zeroloop.app import App
 from zeroloop.bootstrap import initialize_all_coordinators
 from zeroloop.cli.quickstart import WORKER_EXIT_GRACE_S, drain, logs_through
 from zeroloop.daemons.daemon import DaemonHealth, DaemonState, HealthState
-from zeroloop.daemons.registry import DaemonSpec, Layer, Registry
+from zeroloop.daemons.table import DaemonSpec, DaemonTable, Layer
 
 
 class Producer:
@@ -38,15 +38,15 @@ class RecordingWorkers:
         self.calls.append((deadline_s, {record.state for record in self.app.daemons.records.values()}))
 
 
-def _registry() -> Registry:
-    registry = Registry()
-    registry.add(DaemonSpec("producer", lambda _ctx: Producer(), "t", frozenset({"coordinator"}), layer=Layer.CORE))
-    return registry
+def _table() -> DaemonTable:
+    table = DaemonTable()
+    table.add(DaemonSpec("producer", lambda _ctx: Producer(), "t", frozenset({"coordinator"}), layer=Layer.CORE))
+    return table
 
 
 @run_async
 async def test_coordinators_stop_before_the_workers_drain_and_workers_get_time_to_leave(app: App) -> None:
-    await initialize_all_coordinators(app, profile="coordinator", registry=_registry())
+    await initialize_all_coordinators(app, profile="coordinator", table=_table())
     assert app.daemons is not None and app.daemons.records["producer"].state is DaemonState.RUNNING
     workers = RecordingWorkers(app)
     await drain(app, workers, force=False)
@@ -57,7 +57,7 @@ async def test_coordinators_stop_before_the_workers_drain_and_workers_get_time_t
 
 @run_async
 async def test_a_second_signal_stops_the_workers_at_once(app: App) -> None:
-    await initialize_all_coordinators(app, profile="coordinator", registry=_registry())
+    await initialize_all_coordinators(app, profile="coordinator", table=_table())
     workers = RecordingWorkers(app)
     await drain(app, workers, force=True)
     assert workers.calls[0][0] == 0.0

@@ -19,14 +19,14 @@ KEY = "tic_tac_toe_2p"
 
 
 def _candidate(app: App, sha: str, iteration: int, parent: str | None) -> str:
-    model = app.registry.register_candidate(
+    model = app.models.register_candidate(
         config_key=KEY, artifact_sha256=sha * 64, parent_id=parent, window_sha256=None, job_ids=[], iteration=iteration
     )
     return model.id
 
 
 def _match(app: App, model_id: str, opponent: str, wins: int, draws: int, losses: int) -> None:
-    app.registry.record_match(
+    app.models.record_match(
         config_key=KEY, model_id=model_id, opponent=opponent, wins=wins, draws=draws, losses=losses,
         elo_diff=636.0, elo_ci=981.0, job_id=None,
     )  # fmt: skip
@@ -46,10 +46,10 @@ def test_a_model_reads_as_its_joint_rating_with_an_interval_relative_to_random_p
     second = _candidate(app, "b", 2, first)
     rated = _rated(app, first, second)
     # The child starts with its parent's number in the registry, but no match has rated it.
-    assert app.registry.get(second).elo == app.registry.get(first).elo
+    assert app.models.get(second).elo == app.models.get(first).elo
     assert str(rated[second]) == "not rated" and rated[second].describe() == "not rated"
     diff, _half = match_difference(20, 0, 0, 0.95)
-    assert rated[first].elo == app.registry.get(first).elo
+    assert rated[first].elo == app.models.get(first).elo
     assert math.isclose(rated[first].elo or math.nan, diff, abs_tol=1e-6)  # one match to random: its own number
     assert 0 < rated[first].half_width < diff  # a 20-0 sweep: clearly stronger than random, and no "±981"
     assert (rated[first].games, rated[first].opponents) == (30, 2)

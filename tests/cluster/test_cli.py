@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from zeroloop.app import daemon_registry as default_registry
-from zeroloop.cluster.nodes import NodeInfo, NodeRegistry
+from zeroloop.app import daemon_table as default_registry
+from zeroloop.cluster.nodes import NodeInfo, Nodes
 from zeroloop.events.bus import EventBus
 from zeroloop.store.database import Store
 from zeroloop.store.queries import daemons as daemon_queries
@@ -103,7 +103,7 @@ def test_run_starts_every_daemon_and_drains_on_sigterm(tmp_path: Path) -> None:
     refused = _zeroloop(tmp_path, "nodes", "drain", "cli-node")
     assert refused.returncode == 2 and "terminated -> draining" in refused.stderr
     with Store(url) as store:  # a live node, registered as its agent would
-        NodeRegistry(store, EventBus(store, node="test", source="test")).register(
+        Nodes(store, EventBus(store, node="test", source="test")).register(
             NodeInfo("live-node", "host", "local", 2, 2**30, 2**30)
         )
     assert _zeroloop(tmp_path, "nodes", "drain", "live-node").returncode == 0

@@ -16,7 +16,7 @@ from zeroloop.cluster.health import (
     health_score,
     should_pause_pipeline,
 )
-from zeroloop.cluster.nodes import NodeInfo, NodeRegistry
+from zeroloop.cluster.nodes import NodeInfo, Nodes
 from zeroloop.config import HealthSettings
 from zeroloop.errors import ConfigError
 
@@ -79,7 +79,7 @@ def test_settings_refuse_a_resume_score_below_the_pause_score() -> None:
 
 def test_the_monitor_reads_nodes_breakers_and_events(app: App) -> None:
     clock = FakeClock()
-    nodes = NodeRegistry(app.store, app.bus, clock=clock)
+    nodes = Nodes(app.store, app.bus, clock=clock)
     for node_id in ("a", "b"):
         nodes.register(NodeInfo(node_id, "h", "local", 1, 1, 1))
     clock.advance(100)

@@ -1,4 +1,4 @@
-"""The node registry and agent: registration, heartbeats, lost detection with an injected clock."""
+"""The node list and agent: registration, heartbeats, lost detection with an injected clock."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from tests.helpers import FakeClock, run_async
 from zeroloop.app import App
 from zeroloop.cluster.agent import NodeAgent, NodeLostDetector, describe_node, utilisation
 from zeroloop.cluster.leases import LEADER, LeaderElector, LeaseManager, leader_fence
-from zeroloop.cluster.nodes import NodeError, NodeInfo, NodeRegistry, NodeStatus, transition
+from zeroloop.cluster.nodes import NodeError, NodeInfo, Nodes, NodeStatus, transition
 from zeroloop.config import Settings
 from zeroloop.daemons.daemon import Leadership
 from zeroloop.errors import LeaseError
@@ -35,7 +35,7 @@ def test_transitions_refuse_illegal_moves() -> None:
 
 def test_silent_nodes_are_lost_once_and_their_jobs_requeued(app: App) -> None:
     clock = FakeClock()
-    registry = NodeRegistry(app.store, app.bus, clock=clock)
+    registry = Nodes(app.store, app.bus, clock=clock)
     registry.register(_info("n1"))
     registry.register(_info("n2"))
     requeued: list[str] = []
@@ -54,7 +54,7 @@ def test_silent_nodes_are_lost_once_and_their_jobs_requeued(app: App) -> None:
 
 def test_a_failing_requeue_leaves_the_node_unmarked(app: App) -> None:
     clock = FakeClock()
-    registry = NodeRegistry(app.store, app.bus, clock=clock)
+    registry = Nodes(app.store, app.bus, clock=clock)
     registry.register(_info("n1"))
     clock.advance(100)
 
@@ -70,7 +70,7 @@ def test_a_failing_requeue_leaves_the_node_unmarked(app: App) -> None:
 
 
 def test_drain_and_unknown_nodes(app: App) -> None:
-    registry = NodeRegistry(app.store, app.bus)
+    registry = Nodes(app.store, app.bus)
     registry.register(_info())
     registry.set_status("n1", NodeStatus.DRAINING)
     assert [row["status"] for row in registry.list_nodes()] == ["draining"]
@@ -81,7 +81,7 @@ def test_drain_and_unknown_nodes(app: App) -> None:
 @run_async
 async def test_agent_registers_heartbeats_and_reregisters_after_being_lost(app: App) -> None:
     clock = FakeClock()
-    registry = NodeRegistry(app.store, app.bus, clock=clock)
+    registry = Nodes(app.store, app.bus, clock=clock)
     agent = NodeAgent(registry, lambda: _info("n1"), lambda: {"cpu_pct": 1.0}, 10, clock=clock)
     detector = NodeLostDetector(registry, 60, lambda _node: None, 10, clock=clock)
     await agent.run_once()
@@ -103,7 +103,7 @@ async def test_agent_registers_heartbeats_and_reregisters_after_being_lost(app: 
 @run_async
 async def test_a_clean_stop_leaves_the_cluster_instead_of_being_taken_for_lost(app: App) -> None:
     clock = FakeClock()
-    registry = NodeRegistry(app.store, app.bus, clock=clock)
+    registry = Nodes(app.store, app.bus, clock=clock)
     agent = NodeAgent(registry, lambda: _info("n1"), lambda: {"cpu_pct": 1.0}, 10, clock=clock)
     detector = NodeLostDetector(registry, 60, lambda _node: None, 10, clock=clock)
     await agent.run_once()
@@ -133,7 +133,7 @@ def test_probes_describe_this_machine(settings: Settings) -> None:
 
 def test_a_deposed_leader_marks_nothing_lost(app: App) -> None:
     clock = FakeClock()
-    registry = NodeRegistry(app.store, app.bus, clock=clock)
+    registry = Nodes(app.store, app.bus, clock=clock)
     registry.register(_info("n1"))
     leases = LeaseManager(app.store, app.bus, holder="old", ttl_s=10, clock=clock)
     leadership = Leadership()

@@ -9,7 +9,7 @@ from zeroloop.app import App
 from zeroloop.bootstrap import get_system_health, initialize_all_coordinators, shutdown_all_coordinators
 from zeroloop.cluster.leases import LEADER
 from zeroloop.daemons.daemon import DaemonContext, DaemonHealth, DaemonState, HealthState
-from zeroloop.daemons.registry import DaemonSpec, Layer, Registry
+from zeroloop.daemons.table import DaemonSpec, DaemonTable, Layer
 
 
 class Quiet:
@@ -24,10 +24,10 @@ def _broken(_ctx: DaemonContext) -> Quiet:
     raise ImportError("zeroloop.queue is not installed")
 
 
-def _registry(*, foundational_breaks: bool) -> Registry:
-    registry = Registry()
+def _table(*, foundational_breaks: bool) -> DaemonTable:
+    table = DaemonTable()
     full = frozenset({"full"})
-    registry.add(
+    table.add(
         DaemonSpec(
             "base",
             _broken if foundational_breaks else (lambda _ctx: Quiet()),
@@ -37,17 +37,17 @@ def _registry(*, foundational_breaks: bool) -> Registry:
             critical=True,
         )
     )
-    registry.add(DaemonSpec("side", lambda _ctx: Quiet(), "t", full, layer=Layer.FOUNDATIONAL))
-    registry.add(DaemonSpec("core", lambda _ctx: Quiet(), "t", full, layer=Layer.CORE))
-    registry.add(DaemonSpec("app", lambda _ctx: Quiet(), "t", full, layer=Layer.APPLICATION))
-    return registry
+    table.add(DaemonSpec("side", lambda _ctx: Quiet(), "t", full, layer=Layer.FOUNDATIONAL))
+    table.add(DaemonSpec("core", lambda _ctx: Quiet(), "t", full, layer=Layer.CORE))
+    table.add(DaemonSpec("app", lambda _ctx: Quiet(), "t", full, layer=Layer.APPLICATION))
+    return table
 
 
 @run_async
 async def test_layers_start_in_order_and_report(app: App) -> None:
     clock = FakeClock()
     status = await initialize_all_coordinators(
-        app, registry=_registry(foundational_breaks=False), clock=clock, sleep=clock.sleep
+        app, table=_table(foundational_breaks=False), clock=clock, sleep=clock.sleep
     )
     assert status["layers"]["foundational"]["status"] == "started"
     assert set(status["_instances"]) == {"base", "side", "core", "app"}
@@ -68,7 +68,7 @@ async def test_layers_start_in_order_and_report(app: App) -> None:
 async def test_a_failed_layer_skips_the_later_layers_and_says_so(app: App) -> None:
     clock = FakeClock()
     status = await initialize_all_coordinators(
-        app, registry=_registry(foundational_breaks=True), clock=clock, sleep=clock.sleep
+        app, table=_table(foundational_breaks=True), clock=clock, sleep=clock.sleep
     )
     assert status["layers"]["foundational"] == {"status": "failed", "daemons": ["base", "side"], "failed": ["base"]}
     assert status["layers"]["core"]["status"] == "skipped"

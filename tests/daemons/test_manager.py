@@ -15,7 +15,7 @@ from zeroloop.config import DaemonSettings, Settings
 from zeroloop.daemons.backoff import RestartTracker
 from zeroloop.daemons.daemon import DaemonContext, DaemonHealth, DaemonState, HealthState, transition
 from zeroloop.daemons.manager import DaemonManager
-from zeroloop.daemons.registry import DaemonSpec, Layer, RestartPolicy
+from zeroloop.daemons.table import DaemonSpec, Layer, RestartPolicy
 from zeroloop.errors import DaemonError
 from zeroloop.store.queries import daemons as daemon_queries
 from zeroloop.store.schema import events

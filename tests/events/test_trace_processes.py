@@ -141,7 +141,7 @@ def test_one_trace_runs_from_the_coordinator_through_a_worker_process_and_back(
     assert completed.traceparent.split("-")[1:3] == [trace_id, job_span["span_id"]]
 
     # Back in the coordinator: handling the event continues the trace, and what it publishes stays in it.
-    coordinator = PipelineCoordinator(app.store, app.bus, app.queue, app.registry, app.settings)
+    coordinator = PipelineCoordinator(app.store, app.bus, app.queue, app.models, app.settings)
     asyncio.run(ConsumerRunner(app.bus, [coordinator.spec()], EventSettings(poll_interval_s=0.01)).run_until_idle())
     (handled,) = [span for span in spans.get_finished_spans() if span.name == "event SELFPLAY_COMPLETE -> pipeline"]
     assert handled.parent is not None

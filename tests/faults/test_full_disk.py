@@ -70,7 +70,7 @@ def test_a_full_disk_fails_the_job_saying_where_and_the_loop_resumes(
     )
     with App(worker, upgrade=False) as app:
         job = app.queue.enqueue(jobs.SELFPLAY, "tic_tac_toe_2p", {"games": 2})
-        executor = JobExecutor(app.registry, app.bus, app.queue, app.artifacts, app.settings, node="w1")
+        executor = JobExecutor(app.models, app.bus, app.queue, app.artifacts, app.settings, node="w1")
         try:
             assert asyncio.run(executor.run_once())  # survives the full disk
             failed = app.queue.get(job.id)

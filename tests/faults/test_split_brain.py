@@ -14,12 +14,12 @@ import pytest
 
 from tests.helpers import FakeClock, run_async
 from zeroloop.app import App
-from zeroloop.cli.run import registry_for_cli
+from zeroloop.cli.run import table_for_cli
 from zeroloop.cluster.leases import LeaderElector, LeaderFence, leader_fence
 from zeroloop.daemons.adapters import ServiceDaemon
 from zeroloop.daemons.daemon import DaemonContext, DaemonState, Leadership
 from zeroloop.daemons.manager import DaemonManager
-from zeroloop.daemons.registry import DaemonSpec, Layer
+from zeroloop.daemons.table import DaemonSpec, Layer
 from zeroloop.errors import LeaseError
 from zeroloop.events.runner import ConsumerRunner
 from zeroloop.pipeline import jobs
@@ -42,7 +42,7 @@ def elect(app: App) -> tuple[Leadership, LeaderElector, LeaderFence]:
 
 def pipeline_runner(app: App, fence: LeaderFence, clock: FakeClock) -> ConsumerRunner:
     """The `pipeline` daemon's consumers (coordinator and progress recorder) over `app`, fenced."""
-    coordinator = PipelineCoordinator(app.store, app.bus, app.queue, app.registry, app.settings, clock=clock)
+    coordinator = PipelineCoordinator(app.store, app.bus, app.queue, app.models, app.settings, clock=clock)
     recorder = ProgressRecorder(app.store, clock=clock)
     return ConsumerRunner(app.bus, [coordinator.spec(), recorder.spec()], app.settings.events, clock=clock, fence=fence)
 
@@ -163,7 +163,7 @@ def test_every_leader_only_consumer_daemon_is_fenced(two_apps: tuple[App, App], 
     a, _ = two_apps
     context = DaemonContext(a, Leadership(), clock)
     runners = {}
-    for spec in registry_for_cli().specs.values():
+    for spec in table_for_cli().specs.values():
         if not spec.leader_only:
             continue
         daemon = spec.build(context)

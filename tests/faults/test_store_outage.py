@@ -22,7 +22,7 @@ import pytest
 from tests.faults.pgserver import PgServer
 from zeroloop.app import App
 from zeroloop.bootstrap import initialize_all_coordinators, shutdown_all_coordinators
-from zeroloop.cli.run import registry_for_cli
+from zeroloop.cli.run import table_for_cli
 from zeroloop.config import ClusterSettings, DaemonSettings, EventSettings, Settings, StoreSettings
 from zeroloop.daemons.daemon import DaemonState
 from zeroloop.daemons.manager import DaemonManager
@@ -89,7 +89,7 @@ def delivered(app: App) -> int:
 
 
 async def ride_out(app: App, pg: PgServer) -> None:
-    await initialize_all_coordinators(app, profile="coordinator", registry=registry_for_cli())
+    await initialize_all_coordinators(app, profile="coordinator", table=table_for_cli())
     manager = app.daemons
     assert isinstance(manager, DaemonManager)
     try:

@@ -18,7 +18,7 @@ from tests.pipeline.test_executor import SELFPLAY
 from tests.pipeline.test_executor import _app as executor_app
 from zeroloop.app import App
 from zeroloop.cluster.agent import NodeAgent, NodeLostDetector
-from zeroloop.cluster.nodes import NodeInfo, NodeRegistry
+from zeroloop.cluster.nodes import NodeInfo, Nodes
 from zeroloop.config import EventSettings, Settings
 from zeroloop.daemons.adapters import queue_reaper_daemon
 from zeroloop.daemons.daemon import DaemonContext, HealthState, Leadership, LoopDaemon
@@ -90,7 +90,7 @@ async def test_a_loop_daemon_reports_degraded_through_an_outage_and_recovers(clo
 
 @run_async
 async def test_the_executor_waits_out_an_outage_while_claiming(app: App, tmp_path: Path) -> None:
-    executor = JobExecutor(app.registry, app.bus, app.queue, app.artifacts, app.settings, node="w1")
+    executor = JobExecutor(app.models, app.bus, app.queue, app.artifacts, app.settings, node="w1")
     app.settings.daemons.outage_retry_max_s = 0.05
     claims = 0
     degraded: list[bool] = []
@@ -148,7 +148,7 @@ async def test_the_supervisor_outlives_any_number_of_failed_passes(app: App, clo
 
 @run_async
 async def test_after_a_store_outage_no_live_node_is_taken_for_lost(app: App, clock: FakeClock) -> None:
-    registry = NodeRegistry(app.store, app.bus, clock=clock)
+    registry = Nodes(app.store, app.bus, clock=clock)
     agent = NodeAgent(registry, lambda: _node("alive"), lambda: {"cpu_pct": 1.0}, 10, clock=clock)
     registry.register(_node("dead"))
     detector = NodeLostDetector(registry, 60, lambda _node: None, 10, clock=clock)
@@ -209,7 +209,7 @@ def test_a_result_is_reported_once_the_store_is_back(store_url: str, tmp_path: P
     with executor_app(store_url, tmp_path, SELFPLAY) as app:
         app.settings.daemons.outage_retry_max_s = 0.05
         job = app.queue.enqueue(jobs.SELFPLAY, "ringrift_2p", {"games": 2})
-        executor = JobExecutor(app.registry, app.bus, app.queue, app.artifacts, app.settings, node="w1")
+        executor = JobExecutor(app.models, app.bus, app.queue, app.artifacts, app.settings, node="w1")
         complete = app.queue.complete
         refusals = 0
 

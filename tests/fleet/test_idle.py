@@ -6,7 +6,7 @@ import sqlalchemy as sa
 
 from tests.helpers import FakeClock
 from zeroloop.app import App
-from zeroloop.cluster.nodes import NodeInfo, NodeRegistry, NodeStatus
+from zeroloop.cluster.nodes import NodeInfo, Nodes, NodeStatus
 from zeroloop.config import IdleSettings
 from zeroloop.fleet.idle import (
     Action,
@@ -89,8 +89,8 @@ class FakeProvider:
         self.reasons.append(reason)
 
 
-def _fleet(app: App, clock: FakeClock) -> NodeRegistry:
-    registry = NodeRegistry(app.store, app.bus, clock=clock)
+def _fleet(app: App, clock: FakeClock) -> Nodes:
+    registry = Nodes(app.store, app.bus, clock=clock)
     registry.register(NodeInfo("v1", "h", "vast", 1, 1, 1, cost_per_hour=0.4), {"gpu_pct": 0.0})
     return registry
 

@@ -55,10 +55,10 @@ class Loop:
 
     def __init__(self, app: App) -> None:
         self.app = app
-        coordinator = PipelineCoordinator(app.store, app.bus, app.queue, app.registry, app.settings)
+        coordinator = PipelineCoordinator(app.store, app.bus, app.queue, app.models, app.settings)
         self.runner = ConsumerRunner(app.bus, [coordinator.spec()], app.settings.events)
         self.scheduler = SelfplayScheduler(app.store, app.queue, app.settings)
-        self.executor = JobExecutor(app.registry, app.bus, app.queue, app.artifacts, app.settings, node="w1")
+        self.executor = JobExecutor(app.models, app.bus, app.queue, app.artifacts, app.settings, node="w1")
 
     def state(self) -> dict[str, Any]:
         """The pipeline's row."""

@@ -107,7 +107,7 @@ def test_a_running_export_keeps_its_inputs_and_lineage_keeps_the_shard(
     window_sha = app.artifacts.put(window, ArtifactKind.TRAINING_WINDOW, producer_job_id=export.id).sha256
     model = tmp_path / "model"
     model.write_bytes(b"model")
-    app.registry.register_candidate(
+    app.models.register_candidate(
         config_key=CONFIG,
         artifact_sha256=app.artifacts.put(model, ArtifactKind.MODEL).sha256,
         parent_id=None,

@@ -46,7 +46,7 @@ def _job(app: App, job_type: str, payload: dict[str, object]) -> int:
 
 
 def _model(app: App, sha: str, window: str, job_id: int, iteration: int) -> str:
-    model = app.registry.register_candidate(
+    model = app.models.register_candidate(
         config_key=CONFIG,
         artifact_sha256=sha,
         parent_id=None,
@@ -79,12 +79,12 @@ def test_retention_deletes_what_no_kept_lineage_or_window_needs(app: App, clock:
     kept_window = _put(app, tmp_path, "w-kept", ArtifactKind.TRAINING_WINDOW, producer_job_id=kept_export)
     kept_train = _job(app, "train", {})
     kept = _model(app, _put(app, tmp_path, "m-kept", ArtifactKind.MODEL), kept_window, kept_train, 0)
-    app.registry.promote(kept, reason="test")
+    app.models.promote(kept, reason="test")
     lost_export = _job(app, "export", {"inputs": [orphaned]})
     lost_window = _put(app, tmp_path, "w-lost", ArtifactKind.TRAINING_WINDOW, producer_job_id=lost_export)
     lost_model_sha = _put(app, tmp_path, "m-lost", ArtifactKind.MODEL)
     rejected = _model(app, lost_model_sha, lost_window, _job(app, "train", {}), 1)
-    app.registry.reject(rejected, reason="test")
+    app.models.reject(rejected, reason="test")
     spent_selfplay = _job(app, "selfplay", {"games": 1})
     needed = _job(app, "selfplay", {"games": 1})
     clock.advance(8 * DAY)
@@ -118,7 +118,7 @@ def test_retention_deletes_what_no_kept_lineage_or_window_needs(app: App, clock:
     assert left == {kept_export, kept_train, waiting, needed, dependent}  # a queued job's dependency stays
     assert spent_selfplay not in left
     assert payload["counts"]["game_batch"] == 1 and payload["bytes_freed"] > 0
-    assert app.registry.get(kept).stage is ModelStage.PRODUCTION
+    assert app.models.get(kept).stage is ModelStage.PRODUCTION
     assert not any(collector.collect().counts().values())  # nothing left to do, and nothing announced:
     with app.store.read() as conn:
         assert conn.execute(sa.select(sa.func.count()).where(events.c.type == "GARBAGE_COLLECTED")).scalar() == 1

@@ -35,8 +35,8 @@ class Loop:
         self.bus = EventBus(store, node="n1", source="test", clock=self.clock)
         quiet = Resources(memory_pct=10.0, disk_pct=10.0)
         self.queue = JobQueue(store, self.bus, settings, clock=self.clock, resources=lambda: quiet)
-        self.registry = ModelRegistry(store, self.bus, clock=self.clock)
-        self.coordinator = PipelineCoordinator(store, self.bus, self.queue, self.registry, settings, clock=self.clock)
+        self.models = ModelRegistry(store, self.bus, clock=self.clock)
+        self.coordinator = PipelineCoordinator(store, self.bus, self.queue, self.models, settings, clock=self.clock)
         self.ids = itertools.count(1)
 
     def event(self, event_type: str, payload: dict[str, Any]) -> Event:
@@ -130,16 +130,16 @@ def test_a_round_runs_from_selfplay_to_promotion(loop: Loop) -> None:
     assert [event["model_id"] for event in loop.published("MODEL_PROMOTED")] == [first]
     assert len(loop.published("GAME_BATCH_READY")) == 2
     train_two = _play_round(loop, 1, wins=10)
-    candidate = loop.registry.get(train_two)
+    candidate = loop.models.get(train_two)
     assert candidate.parent_id == first
     assert candidate.stage is ModelStage.PRODUCTION
-    assert loop.registry.get(first).stage is ModelStage.ARCHIVED
+    assert loop.models.get(first).stage is ModelStage.ARCHIVED
 
 
 def test_a_weak_candidate_is_rejected_and_the_loop_goes_on(loop: Loop) -> None:
     first = _play_round(loop, 0, wins=10)
     second = _play_round(loop, 1, wins=5)
-    assert loop.registry.get(second).stage is ModelStage.REJECTED
+    assert loop.models.get(second).stage is ModelStage.REJECTED
     state = loop.state()
     assert (state["stage"], state["iteration"], state["current_model_id"]) == (Stage.SELFPLAY, 2, first)
     with loop.store.read() as conn:

@@ -39,7 +39,7 @@ def test_two_evaluations_of_the_same_pair_get_different_seeds(store_url: str, tm
             iteration=1, model_id="m1", model_sha256=sha, opponent="mcts", opponent_kind="mcts", games=4, seed=1
         ).model_dump()
         queued = [app.queue.enqueue(jobs.EVALUATE, "ringrift_2p", payload) for _ in range(2)]
-        executor = JobExecutor(app.registry, app.bus, app.queue, app.artifacts, app.settings, node="w1")
+        executor = JobExecutor(app.models, app.bus, app.queue, app.artifacts, app.settings, node="w1")
         try:
             for _ in range(2):
                 assert asyncio.run(executor.run_once())

@@ -50,7 +50,7 @@ def _app(store_url: str, tmp_path: Path, script: str, artifacts: ArtifactSetting
 
 
 def _executor(app: App) -> JobExecutor:
-    return JobExecutor(app.registry, app.bus, app.queue, app.artifacts, app.settings, node="w1")
+    return JobExecutor(app.models, app.bus, app.queue, app.artifacts, app.settings, node="w1")
 
 
 @pytest.mark.parametrize("location", ["local", "s3"])

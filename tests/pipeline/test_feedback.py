@@ -47,7 +47,7 @@ class World:
         self.store = store
         self.settings = settings
         self.bus = EventBus(store, node="n1", source="test", clock=self.clock)
-        self.registry = ModelRegistry(store, self.bus, clock=self.clock)
+        self.models = ModelRegistry(store, self.bus, clock=self.clock)
         self.iterations = itertools.count(1)
         with store.transaction() as conn:
             for key in (FLAT, FAST):
@@ -56,7 +56,7 @@ class World:
     def promote(self, key: str, elo: float) -> None:
         """A round: a decision, and a promoted model whose joint rating is `elo`."""
         iteration = next(self.iterations)
-        model = self.registry.register_candidate(
+        model = self.models.register_candidate(
             config_key=key,
             artifact_sha256=f"{iteration:04d}" + "f" * 60,
             parent_id=None,
@@ -64,7 +64,7 @@ class World:
             job_ids=[],
             iteration=iteration,
         )
-        self.registry.promote(model.id, reason="test")
+        self.models.promote(model.id, reason="test")
         with self.store.transaction() as conn:
             model_queries.set_rating(conn, model.id, elo, {"elo": elo, "stderr": 10.0, "games": 40, "opponents": 2})
             queries.insert_decision(

@@ -26,13 +26,13 @@ class Setup:
         bus = EventBus(store, node="n1", source="test", clock=self.clock)
         quiet = Resources(memory_pct=5.0, disk_pct=5.0)
         self.queue = JobQueue(store, bus, settings, clock=self.clock, resources=lambda: quiet)
-        self.registry = ModelRegistry(store, bus, clock=self.clock)
+        self.models = ModelRegistry(store, bus, clock=self.clock)
         self.tournaments = TournamentScheduler(store, self.queue, settings, clock=self.clock)
         with store.transaction() as conn:
             queries.ensure_pipeline(conn, CONFIG, self.clock())
 
     def model(self, iteration: int, stage: ModelStage) -> str:
-        model = self.registry.register_candidate(
+        model = self.models.register_candidate(
             config_key=CONFIG,
             artifact_sha256=f"{iteration:02d}" + "e" * 62,
             parent_id=None,
@@ -42,9 +42,9 @@ class Setup:
         )
         self.clock.advance(1)
         if stage is not ModelStage.CANDIDATE:
-            self.registry.promote(model.id, reason="test")
+            self.models.promote(model.id, reason="test")
         if stage is ModelStage.REJECTED:
-            self.registry.rollback(CONFIG)
+            self.models.rollback(CONFIG)
         return model.id
 
     def queued(self) -> list[dict[str, object]]:
@@ -138,10 +138,10 @@ def test_tournament_results_refit_the_ratings_and_a_dead_pairing_ends_no_round(l
     )
     loop.feed(loop.event("JOB_DEAD", {"job_id": pairing.id, "job_type": jobs.EVALUATE, "error": "node lost"}))
     assert loop.state()["stage"] == Stage.EVALUATION  # the round goes on
-    before = loop.registry.get(first).elo
+    before = loop.models.get(first).elo
     result = {"job_id": pairing.id + 1000, "model_id": second, "opponent": first, "wins": 6, "draws": 4, "losses": 2}
     loop.feed(loop.event("EVALUATION_RESULT", {**result, "elo_diff": 0.0, "elo_ci": 100.0}))
-    assert loop.registry.get(first).elo != before  # every rating refitted with the new games
+    assert loop.models.get(first).elo != before  # every rating refitted with the new games
     assert loop.state()["stage"] == Stage.EVALUATION
 
 

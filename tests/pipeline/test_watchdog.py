@@ -60,16 +60,16 @@ def _result(loop: Loop, job_id: int, model_id: str, opponent: str, wins: int, dr
 def test_the_coordinator_rolls_a_weakened_production_model_back_with_its_evidence(loop: Loop) -> None:
     first = _play_round(loop, 0, wins=10)
     weakened = _play_round(loop, 1, wins=8)  # passed its gate on a short, lucky match
-    assert loop.registry.get(weakened).stage is ModelStage.PRODUCTION
+    assert loop.models.get(weakened).stage is ModelStage.PRODUCTION
     with loop.store.read() as conn:
         promoted = dict(queries.list_decisions(conn, CONFIG, limit=1)[0])
     joint = promoted["evidence"]["joint_elo"]
-    assert joint[weakened] == pytest.approx(loop.registry.get(weakened).elo) and joint[first] is not None
+    assert joint[weakened] == pytest.approx(loop.models.get(weakened).elo) and joint[first] is not None
     _result(loop, 9001, weakened, first, 1, 1, 8)  # 18 head-to-head games so far: not yet enough
-    assert loop.registry.get(weakened).stage is ModelStage.PRODUCTION
+    assert loop.models.get(weakened).stage is ModelStage.PRODUCTION
     _result(loop, 9002, first, weakened, 18, 2, 0)  # the predecessor's side of a tournament pairing
-    assert loop.registry.get(weakened).stage is ModelStage.REJECTED
-    production = loop.registry.production(CONFIG)
+    assert loop.models.get(weakened).stage is ModelStage.REJECTED
+    production = loop.models.production(CONFIG)
     assert production is not None and production.id == first
     with loop.store.read() as conn:
         decision = dict(queries.list_decisions(conn, CONFIG, limit=1)[0])
@@ -93,13 +93,13 @@ def test_a_candidate_evaluated_against_a_production_model_that_was_rolled_back_i
     completed = {"job_id": train.id, "model_id": "x", "artifact_sha256": "02" + "d" * 62, "loss": 1.0, "samples": 16}
     loop.feed(loop.event("TRAINING_COMPLETED", completed))
     assert loop.state()["stage"] == Stage.EVALUATION
-    loop.registry.rollback(CONFIG)  # by hand, while the candidate plays against `second`
+    loop.models.rollback(CONFIG)  # by hand, while the candidate plays against `second`
     for _ in range(2):
         evaluate = loop.run_job(jobs.EVALUATE)
         candidate = evaluate.payload["model_id"]
         _result(loop, evaluate.id, candidate, evaluate.payload["opponent"], 10, 0, 0)
-    assert loop.registry.get(candidate).stage is ModelStage.REJECTED
-    production = loop.registry.production(CONFIG)
+    assert loop.models.get(candidate).stage is ModelStage.REJECTED
+    production = loop.models.production(CONFIG)
     assert production is not None and production.id == first
     with loop.store.read() as conn:
         decision = dict(queries.list_decisions(conn, CONFIG, limit=1)[0])

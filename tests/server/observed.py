@@ -38,22 +38,22 @@ def populate(app: App) -> Observed:
         pipeline_queries.add_samples(conn, KEY, 5000, now)
         training = {"job_id": 1, "step": 200, "loss": Observed.loss, "samples_per_s": 1234.0, "at": now}
         pipeline_queries.merge_progress(conn, KEY, {"training": training, "games_total": 321}, now)
-    first = app.registry.register_candidate(
+    first = app.models.register_candidate(
         config_key=KEY, artifact_sha256="a" * 64, parent_id=None, window_sha256=None, job_ids=[], iteration=1
     )
-    app.registry.record_match(
+    app.models.record_match(
         config_key=KEY, model_id=first.id, opponent="random", wins=16, draws=2, losses=2,
         elo_diff=300.0, elo_ci=90.0, job_id=None,
     )  # fmt: skip
-    app.registry.promote(first.id, reason="policy")
-    second = app.registry.register_candidate(
+    app.models.promote(first.id, reason="policy")
+    second = app.models.register_candidate(
         config_key=KEY, artifact_sha256="b" * 64, parent_id=first.id, window_sha256=None, job_ids=[], iteration=2
     )
-    app.registry.record_match(
+    app.models.record_match(
         config_key=KEY, model_id=second.id, opponent=first.id, wins=12, draws=4, losses=4,
         elo_diff=120.0, elo_ci=80.0, job_id=None,
     )  # fmt: skip
-    app.registry.promote(second.id, reason="policy")
+    app.models.promote(second.id, reason="policy")
     app.nodes.register(
         NodeInfo(
             id=NODE, host="h7", provider="local", cpu_count=8, memory_bytes=16 * 2**30, disk_bytes=2**40,

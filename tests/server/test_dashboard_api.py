@@ -69,7 +69,7 @@ def test_the_json_api_serves_what_the_store_holds(dash: Dash) -> None:
     (pipeline,) = get("/api/pipelines").json()
     assert (pipeline["config_key"], pipeline["samples_total"], pipeline["games_total"]) == (KEY, 5000, 321)
     assert pipeline["model_id"] == dash.seen.second_model and pipeline["training"]["loss"] == dash.seen.loss
-    assert pipeline["rating"]["elo"] == dash.app.registry.get(dash.seen.second_model).elo
+    assert pipeline["rating"]["elo"] == dash.app.models.get(dash.seen.second_model).elo
     detail = get(f"/api/pipelines/{KEY}").json()
     assert [point["model_id"] for point in detail["elo_history"]] == [dash.seen.first_model, dash.seen.second_model]
     assert all(point["half_width"] > 0 for point in detail["elo_history"])
@@ -128,9 +128,9 @@ def test_an_admin_action_is_refused_without_an_admin_token_and_works_with_one(da
     letter = dash.client.post(f"/api/dead-letters/{dash.seen.letter}/retry", headers=bearer(dash.admin))
     assert letter.status_code == 200 and "due now" in letter.json()["message"]
     back = dash.client.post(f"/api/pipelines/{KEY}/rollback", headers=bearer(dash.admin))
-    assert back.status_code == 200 and dash.app.registry.production(KEY).id == dash.seen.first_model  # type: ignore[union-attr]
+    assert back.status_code == 200 and dash.app.models.production(KEY).id == dash.seen.first_model  # type: ignore[union-attr]
     again = dash.client.post(f"/api/models/{dash.seen.second_model}/promote", headers=bearer(dash.admin))
-    assert again.status_code == 200 and dash.app.registry.production(KEY).id == dash.seen.second_model  # type: ignore[union-attr]
+    assert again.status_code == 200 and dash.app.models.production(KEY).id == dash.seen.second_model  # type: ignore[union-attr]
     unknown = dash.client.post("/api/pipelines/no_such_game_2p/pause", headers=bearer(dash.admin))
     assert unknown.status_code == 400 and "no pipeline" in unknown.json()["detail"]
 

@@ -87,7 +87,7 @@ def test_metrics_match_the_store(app: App, store_url: str, tmp_path: Path) -> No
     assert one(samples, "zeroloop_health_score") == report.score
     assert one(samples, "zeroloop_health_level", level=report.level.value) == 1.0
     assert sum(value for (name, _), value in samples.items() if name == "zeroloop_health_level") == 1.0
-    assert one(samples, "zeroloop_production_elo", config_key=KEY) == app.registry.get(seen.second_model).elo
+    assert one(samples, "zeroloop_production_elo", config_key=KEY) == app.models.get(seen.second_model).elo
     assert one(samples, "zeroloop_production_elo_half_width", config_key=KEY) > 0
     assert one(samples, "zeroloop_training_loss", config_key=KEY) == seen.loss
     assert one(samples, "zeroloop_training_samples_per_second", config_key=KEY) == 1234.0

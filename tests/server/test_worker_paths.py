@@ -57,7 +57,7 @@ class Cluster:
     def executor(self) -> JobExecutor:
         """A job executor for node w1 over the worker's parts."""
         w = self.worker
-        return JobExecutor(w.registry, w.bus, w.queue, w.artifacts, w.settings, node="w1")
+        return JobExecutor(w.models, w.bus, w.queue, w.artifacts, w.settings, node="w1")
 
     def events(self) -> list[tuple[str, dict[str, Any], str]]:
         """Every event in the log: type, payload, node."""

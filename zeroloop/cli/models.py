@@ -31,7 +31,7 @@ def list_models(
 ) -> None:
     """List models, newest first, with stage, rating (Elo, random play = 0) and parent."""
     with open_app() as zl:
-        models = zl.registry.list_models(config_key, limit=limit)
+        models = zl.models.list_models(config_key, limit=limit)
         with zl.store.read() as conn:
             rated = ratings(conn, [model.id for model in models], zl.settings.workload.elo_confidence)
     confidence = zl.settings.workload.elo_confidence
@@ -54,8 +54,8 @@ def list_models(
 def show(model_id: str = typer.Argument(..., help="The model id, as `zeroloop models ls` prints it.")) -> None:
     """Show one model: lineage, artifact, metadata and every match it played."""
     with open_app() as zl:
-        model = zl.registry.get(model_id)
-        matches = zl.registry.matches(model_id)
+        model = zl.models.get(model_id)
+        matches = zl.models.matches(model_id)
         with zl.store.read() as conn:
             rating = ratings(conn, [model_id], zl.settings.workload.elo_confidence)[model_id]
     console.print(f"[bold]{model.id}[/bold]: {model.stage}, {rating.describe()}")
@@ -92,7 +92,7 @@ def show(model_id: str = typer.Argument(..., help="The model id, as `zeroloop mo
 def promote(model_id: str = typer.Argument(..., help="The model to make production.")) -> None:
     """Make a model the production model of its config key by hand (recorded as a manual promotion)."""
     with open_app() as zl:
-        changed = zl.registry.promote(model_id, reason="manual")
+        changed = zl.models.promote(model_id, reason="manual")
     console.print(f"{model_id} is {'now' if changed else 'already'} the production model")
 
 
@@ -100,5 +100,5 @@ def promote(model_id: str = typer.Argument(..., help="The model to make producti
 def rollback(config_key: str = typer.Argument(..., help="The config key whose production model to roll back.")) -> None:
     """Return a config key to its previous production model; the current one is marked rejected."""
     with open_app() as zl:
-        restored = zl.registry.rollback(config_key)
+        restored = zl.models.rollback(config_key)
     console.print(f"{config_key}: production model is {restored.id} again")

@@ -37,7 +37,7 @@ from zeroloop.bootstrap import initialize_all_coordinators, shutdown_all_coordin
 from zeroloop.cli.common import console, finite, require_device, settings
 from zeroloop.cli.helptext import examples
 from zeroloop.cli.pipeline import training_summary
-from zeroloop.cli.run import registry_for_cli
+from zeroloop.cli.run import table_for_cli
 from zeroloop.cluster.nodes import LIVE, STARTING
 from zeroloop.config import LogSettings, PoolSettings, Settings
 from zeroloop.errors import ZeroloopError
@@ -280,7 +280,7 @@ async def run_quickstart(app: App, config_key: str, minutes: float, workers: int
     screen = ScreenData(app, config_key, local.counts)
     started = time.monotonic()
     try:
-        status = await initialize_all_coordinators(app, profile="coordinator", registry=registry_for_cli())
+        status = await initialize_all_coordinators(app, profile="coordinator", table=table_for_cli())
         if status["failed"]:
             raise ZeroloopError(f"coordinator daemons failed to start: {', '.join(status['failed'])}")
         deadline = started + minutes * 60

@@ -15,24 +15,24 @@ from contextlib import AbstractContextManager
 import typer
 from rich.markup import escape
 
-import zeroloop.daemons.registry as daemon_registry
+import zeroloop.daemons.table as daemon_table
 from zeroloop.app import App
 from zeroloop.bootstrap import initialize_all_coordinators, shutdown_all_coordinators
 from zeroloop.cli.common import console, err_console, open_app, open_worker, require_device
 from zeroloop.cli.helptext import examples
-from zeroloop.daemons.registry import WORKER_PROFILES, Registry
+from zeroloop.daemons.table import WORKER_PROFILES, DaemonTable
 
 EXIT_ABORTED = 130
 
 
-def registry_for_cli() -> Registry:
-    """The daemons the CLI runs: the same table the library starts (`zeroloop.app.daemon_registry`)."""
-    from zeroloop.app import daemon_registry
+def table_for_cli() -> DaemonTable:
+    """The daemons the CLI runs: the same table the library starts (`zeroloop.app.daemon_table`)."""
+    from zeroloop.app import daemon_table
 
-    return daemon_registry()
+    return daemon_table()
 
 
-async def serve(app: App, profile: str, registry: Registry | None = None) -> int:
+async def serve(app: App, profile: str, table: DaemonTable | None = None) -> int:
     """Run `profile` until a signal; return 0 after a graceful drain, 130 after a forced stop."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -44,7 +44,7 @@ async def serve(app: App, profile: str, registry: Registry | None = None) -> int
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
     try:
-        status = await initialize_all_coordinators(app, profile=profile, registry=registry or registry_for_cli())
+        status = await initialize_all_coordinators(app, profile=profile, table=table or table_for_cli())
         for layer, info in status["layers"].items():
             colour = {"started": "green", "failed": "red", "skipped": "yellow"}[info["status"]]
             detail = info.get("reason") or ", ".join(info["daemons"])
@@ -80,7 +80,7 @@ def _run(profile: str, opener: Callable[[], AbstractContextManager[App]] = open_
 
 def run_command(
     profile: str = typer.Option(
-        "full", "--profile", "-p", help=f"Daemon profile to run: {', '.join(daemon_registry.PROFILES)}."
+        "full", "--profile", "-p", help=f"Daemon profile to run: {', '.join(daemon_table.PROFILES)}."
     ),
 ) -> None:
     """Run the whole loop on this machine: coordinator and worker daemons in one process."""

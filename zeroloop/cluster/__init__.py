@@ -1,1 +1,1 @@
-"""Membership: the node registry and agent, leader and role leases, circuit breakers, the health score."""
+"""Membership: the node list and agent, leader and role leases, circuit breakers, the health score."""

@@ -20,7 +20,7 @@ from typing import Any
 import psutil
 
 from zeroloop.cluster.leases import leader_fence
-from zeroloop.cluster.nodes import Fence, NodeInfo, NodeRegistry, NodeStatus, Requeue
+from zeroloop.cluster.nodes import Fence, NodeInfo, Nodes, NodeStatus, Requeue
 from zeroloop.config import Settings
 from zeroloop.daemons.daemon import Clock, DaemonContext, LoopDaemon
 from zeroloop.ports import NodePort
@@ -136,7 +136,7 @@ class NodeAgent(LoopDaemon):
         on_terminate: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(interval_s, clock=clock)
-        self.registry = registry
+        self.nodes = registry
         self.describe = describe
         self.probe = probe
         self.evacuate = evacuate
@@ -151,7 +151,7 @@ class NodeAgent(LoopDaemon):
         load = await asyncio.to_thread(self.probe)
         status = None
         if self.node_id is not None:
-            status = await asyncio.to_thread(self.registry.heartbeat, self.node_id, load)
+            status = await asyncio.to_thread(self.nodes.heartbeat, self.node_id, load)
         if status is NodeStatus.TERMINATING:
             if not self.told_to_stop and self.on_terminate is not None:
                 log.info("node %s is being terminated by the fleet: stopping", self.node_id)
@@ -160,7 +160,7 @@ class NodeAgent(LoopDaemon):
             return
         if status is None or status in (NodeStatus.LOST, NodeStatus.TERMINATED):
             info = await asyncio.to_thread(self.describe)
-            await asyncio.to_thread(self.registry.register, info, load)
+            await asyncio.to_thread(self.nodes.register, info, load)
             self.node_id = info.id
             self.registrations += 1
             log.info("node %s registered (%s)", info.id, "first time" if status is None else f"was {status}")
@@ -177,7 +177,7 @@ class NodeAgent(LoopDaemon):
         holds no running job by then; a lease it still held expires and is re-queued.
         """
         await super().run(stop)
-        if self.node_id is not None and await asyncio.to_thread(self.registry.leave, self.node_id):
+        if self.node_id is not None and await asyncio.to_thread(self.nodes.leave, self.node_id):
             log.info("node %s left the cluster", self.node_id)
 
     def details(self) -> dict[str, Any]:
@@ -195,7 +195,7 @@ class NodeLostDetector(LoopDaemon):
 
     def __init__(
         self,
-        registry: NodeRegistry,
+        registry: Nodes,
         lost_after_s: float,
         requeue: Requeue,
         interval_s: float,
@@ -204,7 +204,7 @@ class NodeLostDetector(LoopDaemon):
         fence: Fence | None = None,
     ) -> None:
         super().__init__(interval_s, clock=clock)
-        self.registry = registry
+        self.nodes = registry
         self.lost_after_s = lost_after_s
         self.requeue = requeue
         self.fence = fence
@@ -218,9 +218,9 @@ class NodeLostDetector(LoopDaemon):
         if self.outage_since is not None:
             self.judge_from = max(self.judge_from, now + self.grace_s)
         if now < self.judge_from:
-            await asyncio.to_thread(self.registry.store.ping)  # an outage still shows as one
+            await asyncio.to_thread(self.nodes.store.ping)  # an outage still shows as one
             return
-        lost = await asyncio.to_thread(self.registry.detect_lost, self.lost_after_s, self.requeue, self.fence)
+        lost = await asyncio.to_thread(self.nodes.detect_lost, self.lost_after_s, self.requeue, self.fence)
         self.lost_total += len(lost)
         for node_id in lost:
             log.warning("node %s lost: no heartbeat for %g s", node_id, self.lost_after_s)

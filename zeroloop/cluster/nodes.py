@@ -1,4 +1,4 @@
-"""The node registry: who is in the cluster, what each node has, and whether it is alive.
+"""The nodes (`Nodes`): who is in the cluster, what each node has, and whether it is alive.
 
 A node's status follows `NodeStatus` and changes only through `transition`. Nodes are
 expiring records: a node whose heartbeat is older than `cluster.node_lost_after_s` is
@@ -123,7 +123,7 @@ class NodeInfo:
     pool: str | None = None
 
 
-class NodeRegistry:
+class Nodes:
     """Named operations on nodes over one store and bus (clock: epoch seconds, injectable)."""
 
     def __init__(self, store: Store, bus: EventBus, *, clock: Clock = time.time) -> None:

@@ -36,13 +36,13 @@ def set_paused(app: App, config_key: str, paused: bool) -> str:
 
 def promote(app: App, model_id: str) -> str:
     """Make a model production by hand (recorded as a manual promotion)."""
-    changed = app.registry.promote(model_id, reason="manual")
+    changed = app.models.promote(model_id, reason="manual")
     return f"{model_id} is {'now' if changed else 'already'} the production model"
 
 
 def rollback(app: App, config_key: str) -> str:
     """Return a config key to its previous production model; the current one is marked rejected."""
-    restored = app.registry.rollback(config_key)
+    restored = app.models.rollback(config_key)
     return f"{config_key}: production model is {restored.id} again"
 
 

@@ -125,7 +125,7 @@ def pipeline(app: App, config_key: str, *, decision_limit: int = 20) -> dict[str
 
 def models(app: App, config_key: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
     """Models newest first with stage, rating, parent (their lineage) and times (epoch seconds)."""
-    found = app.registry.list_models(config_key, limit=limit)
+    found = app.models.list_models(config_key, limit=limit)
     with app.store.read() as conn:
         rated = ratings(conn, [model.id for model in found], app.settings.workload.elo_confidence)
     return [

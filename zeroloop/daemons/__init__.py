@@ -1,1 +1,1 @@
-"""Supervised daemons: the daemon protocol, the declarative registry and profiles, the manager."""
+"""Supervised daemons: the daemon protocol, the declarative table and profiles, the manager."""

@@ -36,7 +36,7 @@ from zeroloop.daemons.daemon import (
     HealthState,
     transition,
 )
-from zeroloop.daemons.registry import DaemonSpec, Layer, RestartPolicy, order
+from zeroloop.daemons.table import DaemonSpec, Layer, RestartPolicy, order
 from zeroloop.errors import LeaseError
 from zeroloop.events.catalogue import DaemonCrashLoop
 from zeroloop.events.wiring import declare

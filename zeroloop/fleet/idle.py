@@ -21,7 +21,7 @@ from enum import StrEnum
 from typing import Any
 
 from zeroloop.cluster.leases import leader_fence
-from zeroloop.cluster.nodes import LIVE, Fence, NodeRegistry, NodeStatus
+from zeroloop.cluster.nodes import LIVE, Fence, Nodes, NodeStatus
 from zeroloop.config import IdleSettings
 from zeroloop.daemons.daemon import Clock, DaemonContext, LoopDaemon
 from zeroloop.events.bus import EventBus
@@ -168,7 +168,7 @@ class IdleShutdown:
         self,
         store: Store,
         bus: EventBus,
-        nodes: NodeRegistry,
+        nodes: Nodes,
         settings: IdleSettings,
         *,
         terminate: Terminate,

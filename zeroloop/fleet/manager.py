@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from zeroloop.cluster.breakers import CircuitBreakers
-from zeroloop.cluster.nodes import LIVE, STARTING, Fence, NodeRegistry, NodeStatus, Requeue, cost_of
+from zeroloop.cluster.nodes import LIVE, STARTING, Fence, Nodes, NodeStatus, Requeue, cost_of
 from zeroloop.config import PoolSettings, Settings
 from zeroloop.errors import ZeroloopError
 from zeroloop.events.bus import EventBus
@@ -97,13 +97,13 @@ def _storage_options_env(settings: Settings) -> dict[str, str]:
 
 
 class Fleet:
-    """Named fleet operations over the store, the node registry and one provider per pool."""
+    """Named fleet operations over the store, the node list and one provider per pool."""
 
     def __init__(
         self,
         store: Store,
         bus: EventBus,
-        nodes: NodeRegistry,
+        nodes: Nodes,
         breakers: CircuitBreakers,
         settings: Settings,
         providers: Mapping[str, Provider],

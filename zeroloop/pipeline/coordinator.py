@@ -85,7 +85,7 @@ class PipelineCoordinator:
         self.store = store
         self.bus = bus
         self.queue = queue
-        self.registry = registry
+        self.models = registry
         self.settings = settings.pipeline
         self.evaluation = settings.evaluation
         self.fence = fence
@@ -231,7 +231,7 @@ class PipelineCoordinator:
                 return
             production = model_queries.production_model(conn, job.config_key)
             opponents = ([production["id"]] if production else []) + list(self.settings.baselines)
-            model = self.registry.register_candidate(
+            model = self.models.register_candidate(
                 config_key=job.config_key,
                 artifact_sha256=payload["artifact_sha256"],
                 parent_id=train.init_model_id,
@@ -266,7 +266,7 @@ class PipelineCoordinator:
     def _on_evaluation_result(self, event: Event) -> None:
         payload = event.payload
         config_key = payload["config_key"]
-        self.registry.record_match(
+        self.models.record_match(
             config_key=config_key,
             model_id=payload["model_id"],
             opponent=payload["opponent"],
@@ -283,7 +283,7 @@ class PipelineCoordinator:
 
     def _maybe_decide(self, config_key: str, model_id: str) -> None:
         with self.store.transaction() as conn:
-            model = self.registry.get(model_id)
+            model = self.models.get(model_id)
             iteration = int(model.meta.get("iteration", -1))
             state = self._state_at(conn, config_key, Stage.EVALUATION, iteration)
             if state is None or model.stage is not ModelStage.CANDIDATE:
@@ -344,9 +344,9 @@ class PipelineCoordinator:
             now=self.clock(),
         )
         if decision.promote:
-            self.registry.promote(model_id, reason=decision.reason, guard=self.fence)
+            self.models.promote(model_id, reason=decision.reason, guard=self.fence)
         else:
-            self.registry.reject(model_id, reason=decision.reason)
+            self.models.reject(model_id, reason=decision.reason)
         log.info(
             "%s: %s %s (%s)", config_key, "promoted" if decision.promote else "rejected", model_id, decision.reason
         )
@@ -355,7 +355,7 @@ class PipelineCoordinator:
     def _results(self, model_id: str) -> dict[str, promotion.Result]:
         return {
             match["player_b"]: promotion.Result(match["wins"], match["draws"], match["losses"])
-            for match in self.registry.matches(model_id)
+            for match in self.models.matches(model_id)
         }
 
     # --- failures -------------------------------------------------------------------------------
@@ -373,7 +373,7 @@ class PipelineCoordinator:
             if self._state_at(conn, job.config_key, stage, iteration) is None:
                 return
             if job.type == jobs.EVALUATE:
-                self.registry.reject(job.payload["model_id"], reason=f"evaluation job {job.id} died")
+                self.models.reject(job.payload["model_id"], reason=f"evaluation job {job.id} died")
             queries.insert_decision(
                 conn,
                 config_key=job.config_key,

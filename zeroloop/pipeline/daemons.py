@@ -1,4 +1,4 @@
-"""The pipeline's daemons and their specs, added to the daemon registry by `register`.
+"""The pipeline's daemons and their specs, declared in `zeroloop.app.daemon_table`.
 
 | daemon | where | what |
 | --- | --- | --- |
@@ -50,7 +50,7 @@ def pipeline_daemon(context: DaemonContext) -> ServiceDaemon:
         app.store,
         app.bus,
         app.queue,
-        app.registry,
+        app.models,
         app.settings,
         fence=fence,
         clock=context.clock,
@@ -151,7 +151,7 @@ def _executor(context: DaemonContext, job_types: tuple[str, ...]) -> ServiceDaem
 
     def make(budget: SlotBudget | None = None) -> JobExecutor:
         return JobExecutor(
-            app.registry,
+            app.models,
             app.bus,
             app.queue,
             app.artifacts,

@@ -80,7 +80,7 @@ class RegressionWatchdog:
         clock: Callable[[], float] = time.time,
     ) -> None:
         """`fence` checks, inside the rollback's transaction, that this process still leads."""
-        self.registry = registry
+        self.models = registry
         self.settings = settings
         self.fence = fence
         self.clock = clock
@@ -104,7 +104,7 @@ class RegressionWatchdog:
         verdict = judge(wins, draws, losses, self.settings)
         if not verdict.roll_back:
             return verdict
-        restored = self.registry.rollback(config_key, guard=self.fence)
+        restored = self.models.rollback(config_key, guard=self.fence)
         evidence = {
             "model_id": production["id"],
             "restored_model_id": restored.id,

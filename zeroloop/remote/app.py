@@ -45,7 +45,7 @@ class RemoteApp:
         self.queue = RemoteQueue(self.client)
         self.bus = RemoteBus(self.client)
         self.nodes = RemoteNodes(self.client)
-        self.registry = RemoteModels(self.client)
+        self.models = RemoteModels(self.client)
         self.daemon_records = RemoteDaemonRecords(self.client)
         self.artifacts = RemoteArtifacts(
             self.client, LocalCache(settings.data_dir / "cache", settings.artifacts.cache_max_bytes)

@@ -2,7 +2,7 @@
 
 RemoteQueue, RemoteBus, RemoteArtifacts, RemoteModels, RemoteNodes and RemoteDaemonRecords
 send the same operations to `zeroloop serve` that JobQueue, EventBus, Artifacts,
-ModelRegistry, NodeRegistry and DaemonRecords run against the store. Artifacts are
+ModelRegistry, Nodes and DaemonRecords run against the store. Artifacts are
 streamed both ways and their sha256 is checked on each side.
 """
 

@@ -40,8 +40,8 @@ class RemotePrefetcher(LoopDaemon):
 def remote_prefetcher(context: DaemonContext) -> RemotePrefetcher | None:
     """The prefetcher over the server when this process's App is a RemoteApp; None over the store."""
     app = context.app
-    if not isinstance(app.registry, RemoteModels) or not isinstance(app.artifacts, RemoteArtifacts):
+    if not isinstance(app.models, RemoteModels) or not isinstance(app.artifacts, RemoteArtifacts):
         return None
     return RemotePrefetcher(
-        app.registry, app.artifacts, 3 * app.settings.cluster.heartbeat_interval_s, clock=context.clock
+        app.models, app.artifacts, 3 * app.settings.cluster.heartbeat_interval_s, clock=context.clock
     )

@@ -35,7 +35,7 @@ from starlette.routing import Route, Router
 from zeroloop.app import App
 from zeroloop.artifacts.cache import check_sha256
 from zeroloop.artifacts.transfer import ArtifactKind
-from zeroloop.cluster.nodes import NodeInfo, NodeRegistry, NodeStatus
+from zeroloop.cluster.nodes import NodeInfo, Nodes, NodeStatus
 from zeroloop.control.tokens import Tokens
 from zeroloop.errors import ArtifactError, Forbidden, QueueError, ZeroloopError
 from zeroloop.events.bus import EventBus
@@ -301,21 +301,21 @@ def register(served: Served, node: str, body: wire.RegisterBody) -> dict[str, An
         raise wire.BadRequest(f"info is not a node description: {exc}") from None
     if info.id != node:
         raise Forbidden(f"node {node!r} cannot register as {info.id!r}")
-    NodeRegistry(served.app.store, _bus(served.app, node)).register(info, body.utilisation)
+    Nodes(served.app.store, _bus(served.app, node)).register(info, body.utilisation)
     return {"registered": node}
 
 
 @_endpoint("POST", "/{node}/heartbeat", wire.HeartbeatBody)
 def heartbeat(served: Served, node: str, body: wire.HeartbeatBody) -> dict[str, Any]:
     """Record the node's load; answer its status (null: unknown, register first)."""
-    status: NodeStatus | None = NodeRegistry(served.app.store, _bus(served.app, node)).heartbeat(node, body.utilisation)
+    status: NodeStatus | None = Nodes(served.app.store, _bus(served.app, node)).heartbeat(node, body.utilisation)
     return {"status": status.value if status else None}
 
 
 @_endpoint("POST", "/{node}/leave")
 def leave(served: Served, node: str, _body: None) -> dict[str, Any]:
     """Mark a cleanly stopped node terminated."""
-    return {"left": NodeRegistry(served.app.store, _bus(served.app, node)).leave(node)}
+    return {"left": Nodes(served.app.store, _bus(served.app, node)).leave(node)}
 
 
 @_endpoint("POST", "/{node}/daemons", wire.DaemonsBody)

@@ -1,4 +1,4 @@
-"""Operations on the node registry (`nodes`): registration, heartbeats, status changes."""
+"""Operations on the nodes table: registration, heartbeats, status changes."""
 
 from __future__ import annotations
 

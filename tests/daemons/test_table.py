@@ -1,4 +1,4 @@
-"""The daemon registry: dependency order, cycles, profiles, factories."""
+"""The daemon table: dependency order, cycles, profiles, factories."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from zeroloop.app import daemon_registry as default_registry
+from zeroloop.app import daemon_table as default_registry
 from zeroloop.daemons.daemon import DaemonContext, DaemonHealth, HealthState
-from zeroloop.daemons.registry import PROFILES, DaemonSpec, Layer, Registry, order, resolve
+from zeroloop.daemons.table import PROFILES, DaemonSpec, DaemonTable, Layer, order, resolve
 from zeroloop.errors import DaemonError
 
 
@@ -42,7 +42,7 @@ def test_an_unknown_dependency_is_an_error() -> None:
 
 
 def test_registry_refuses_duplicates_unknown_profiles_and_unguarded_leader_only() -> None:
-    registry = Registry()
+    registry = DaemonTable()
     registry.add(_spec("a"))
     with pytest.raises(DaemonError, match="already registered"):
         registry.add(_spec("a"))
@@ -90,6 +90,6 @@ def test_docs_table_lists_every_daemon() -> None:
 def test_an_unresolvable_factory_path_says_so() -> None:
     with pytest.raises(DaemonError, match="cannot be loaded"):
         resolve("zeroloop.nowhere:factory")
-    spec = DaemonSpec("x", "zeroloop.daemons.registry:PROFILES", "t", frozenset({"full"}))
+    spec = DaemonSpec("x", "zeroloop.daemons.table:PROFILES", "t", frozenset({"full"}))
     with pytest.raises(DaemonError, match="not callable"):
         spec.build(DaemonContext(app=None))  # type: ignore[arg-type]

@@ -2,9 +2,9 @@
 
 A `DaemonSpec` says what a daemon is (name, factory), what it needs (dependencies,
 layer), how it is supervised (restart policy, critical) and where it runs (profiles,
-leader-only). `Registry` is a plain value: add specs to it and ask it for a profile's
+leader-only). `DaemonTable` is a plain value: add specs to it and ask it for a profile's
 daemons in dependency order. zeroloop's own daemons are declared once, with their
-factories as callables, in `zeroloop.app.daemon_registry()`, where the App is assembled.
+factories as callables, in `zeroloop.app.daemon_table()`, where the App is assembled.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def order(specs: Iterable[DaemonSpec]) -> list[DaemonSpec]:
 
 
 @dataclass
-class Registry:
+class DaemonTable:
     """A set of daemon specs; `for_profile` answers which run in a profile and in what order."""
 
     specs: dict[str, DaemonSpec] = field(default_factory=dict)
