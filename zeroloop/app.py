@@ -1,9 +1,10 @@
 """The composition root: `App(settings)` opens and closes everything, and is passed down.
 
 There are no module-level singletons in zeroloop. Whatever needs the store, the bus or
-the queue receives the App (or the one part it needs) through its constructor. The two
-extension tables live here, one declaration per entry: `PROVIDERS` (provider kinds, by
-name) and `daemon_table()` (every daemon, with its factory as a callable).
+the queue receives the App (or the one part it needs) through its constructor, typed by
+the protocols of `zeroloop.ports`: no module below this one imports it. The daemon table
+lives here, one declaration per daemon (`_specs`, with its factory as a callable); provider
+kinds are resolved by `provider_class` (built in, `module:Class`, or an entry point).
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import os
 import time
 from collections.abc import Callable
 from types import TracebackType
+from typing import Any
 
+from zeroloop import plugins
 from zeroloop.artifacts.repository import Artifacts
 from zeroloop.cluster.breakers import CircuitBreakers
 from zeroloop.cluster.health import HealthMonitor
@@ -23,43 +26,38 @@ from zeroloop.config import PoolSettings, Settings
 from zeroloop.daemons.manager import DaemonManager
 from zeroloop.daemons.records import DaemonRecords
 from zeroloop.daemons.table import WORKER_PROFILES, DaemonSpec, DaemonTable, Layer, profiles
-from zeroloop.errors import ConfigError
+from zeroloop.errors import DaemonError
 from zeroloop.events.bus import EventBus
 from zeroloop.fleet.manager import Fleet, WorkerEnv, direct_worker_env
+from zeroloop.fleet.providers import BUILT_IN as BUILT_IN_PROVIDERS
 from zeroloop.fleet.providers.base import Provider
-from zeroloop.fleet.providers.command import CommandProvider
-from zeroloop.fleet.providers.local import LocalProvider
-from zeroloop.fleet.providers.skypilot import SkyPilotProvider
-from zeroloop.fleet.providers.slurm import SlurmProvider
 from zeroloop.pipeline.registry import ModelRegistry
+from zeroloop.ports import AppParts, WorkerParts
 from zeroloop.queue.manager import JobQueue
 from zeroloop.store import migrate
 from zeroloop.store.database import Store
 
 log = logging.getLogger(__name__)
 
-# Provider kinds by the name a pool's `kind` gives. Adding one: a module under
-# zeroloop/fleet/providers/ with a Provider subclass, and one line here (docs/cluster.md).
-PROVIDERS: dict[str, type[Provider]] = {
-    "local": LocalProvider,
-    "command": CommandProvider,
-    "skypilot": SkyPilotProvider,
-    "slurm": SlurmProvider,
-}
+
+def provider_class(name: str, kind: str) -> type[Provider]:
+    """The Provider subclass a pool's `kind` names: built in, `module:Class`, or an entry point (zeroloop.plugins)."""
+    found: type[Provider] = plugins.resolve(
+        kind,
+        setting=f"providers.{name}.kind",
+        group=plugins.PROVIDER_GROUP,
+        built_in=BUILT_IN_PROVIDERS,
+        check=plugins.subclass_of(Provider),
+    )
+    return found
 
 
 def build_providers(settings: Settings) -> dict[str, Provider]:
-    """One provider per configured pool; ConfigError for an unknown kind or bad options."""
-    found = {}
-    for name, pool in settings.providers.items():
-        kind = PROVIDERS.get(pool.kind)
-        if kind is None:
-            raise ConfigError(
-                f"invalid setting providers.{name}.kind: unknown provider kind {pool.kind!r}; "
-                f"known kinds: {', '.join(sorted(PROVIDERS))}"
-            )
-        found[name] = kind.from_settings(name, pool, settings)
-    return found
+    """One provider per configured pool; ConfigError for a kind that does not load or fit, or bad options."""
+    return {
+        name: provider_class(name, pool.kind).from_settings(name, pool, settings)
+        for name, pool in settings.providers.items()
+    }
 
 
 def worker_env(settings: Settings, store: Store, clock: Callable[[], float]) -> WorkerEnv:
@@ -87,11 +85,13 @@ def worker_env(settings: Settings, store: Store, clock: Callable[[], float]) -> 
     return env
 
 
-def daemon_table() -> DaemonTable:
-    """Every daemon zeroloop runs, declared once, with its factory: the CLI and the library start these.
+def _specs() -> tuple[tuple[DaemonSpec[WorkerParts], ...], tuple[DaemonSpec[AppParts], ...]]:
+    """Every daemon zeroloop runs, declared once with its factory: the worker profiles' daemons, then the others.
 
-    Adding a daemon is one `DaemonSpec` here (docs/daemons.md). Factories are imported
-    when the table is built, not when this module is, so read-only commands stay quick.
+    Adding a daemon is one `DaemonSpec` here (docs/daemons.md). A daemon that runs in a
+    worker profile goes in the first tuple: its factory takes `DaemonContext[WorkerParts]`,
+    so mypy proves it uses only what a worker behind `zeroloop serve` has. Factories are
+    imported when the table is built, not when this module is, so read-only commands stay quick.
     """
     from zeroloop.alerts import activity
     from zeroloop.alerts import checks as alert_checks
@@ -100,22 +100,56 @@ def daemon_table() -> DaemonTable:
     from zeroloop.fleet import autoscaler, idle
     from zeroloop.ops import daemons as ops
     from zeroloop.pipeline import daemons as pipeline
+    from zeroloop.pipeline import distribution
 
-    coordinator, workers = profiles("coordinator"), profiles(*WORKER_PROFILES)
-    table = (
+    coordinator, on_workers = profiles("coordinator"), profiles(*WORKER_PROFILES)
+    workers: tuple[DaemonSpec[WorkerParts], ...] = (
+        DaemonSpec(
+            "node_heartbeat",
+            agent.node_agent_daemon,
+            "registers this node (resources, GPUs, slots), heartbeats it, uploads its only copies when draining",
+            on_workers,
+            layer=Layer.FOUNDATIONAL,
+            critical=True,
+        ),
+        DaemonSpec(
+            "job_executor",
+            pipeline.executor_daemon,
+            "claims and runs selfplay, export, training and evaluation jobs, one per slot",
+            profiles("training_node", "ephemeral"),
+            depends_on=("node_heartbeat",),
+            layer=Layer.APPLICATION,
+            critical=True,
+        ),
+        DaemonSpec(
+            "selfplay_executor",
+            pipeline.selfplay_executor_daemon,
+            "claims and runs selfplay jobs only, one per slot",
+            frozenset({"selfplay"}),
+            depends_on=("node_heartbeat",),
+            layer=Layer.APPLICATION,
+            critical=True,
+        ),
+        DaemonSpec(
+            "model_distribution",
+            distribution.model_distribution_daemon,
+            "prefetches each promoted model into this node's artifact cache",
+            on_workers,
+            layer=Layer.APPLICATION,
+        ),
+        DaemonSpec(
+            "disk_space",
+            ops.disk_space_daemon,
+            "evicts the artifact cache when the data disk fills, then refuses new selfplay through backpressure",
+            profiles("coordinator", *WORKER_PROFILES),
+        ),
+    )
+    others: tuple[DaemonSpec[AppParts], ...] = (
         DaemonSpec(
             "leader_election",
             leases.leader_election_daemon,
             "acquires and renews the leader lease; leader-only daemons run only while it is held",
             coordinator,
-            layer=Layer.FOUNDATIONAL,
-            critical=True,
-        ),
-        DaemonSpec(
-            "node_heartbeat",
-            agent.node_agent_daemon,
-            "registers this node (resources, GPUs, slots), heartbeats it, uploads its only copies when draining",
-            workers,
             layer=Layer.FOUNDATIONAL,
             critical=True,
         ),
@@ -226,37 +260,6 @@ def daemon_table() -> DaemonTable:
             layer=Layer.APPLICATION,
         ),
         DaemonSpec(
-            "job_executor",
-            pipeline.executor_daemon,
-            "claims and runs selfplay, export, training and evaluation jobs, one per slot",
-            profiles("training_node", "ephemeral"),
-            depends_on=("node_heartbeat",),
-            layer=Layer.APPLICATION,
-            critical=True,
-        ),
-        DaemonSpec(
-            "selfplay_executor",
-            pipeline.selfplay_executor_daemon,
-            "claims and runs selfplay jobs only, one per slot",
-            frozenset({"selfplay"}),
-            depends_on=("node_heartbeat",),
-            layer=Layer.APPLICATION,
-            critical=True,
-        ),
-        DaemonSpec(
-            "model_distribution",
-            pipeline.model_distribution_daemon,
-            "prefetches each promoted model into this node's artifact cache",
-            workers,
-            layer=Layer.APPLICATION,
-        ),
-        DaemonSpec(
-            "disk_space",
-            ops.disk_space_daemon,
-            "evicts the artifact cache when the data disk fills, then refuses new selfplay through backpressure",
-            profiles("coordinator", *WORKER_PROFILES),
-        ),
-        DaemonSpec(
             "maintenance",
             ops.maintenance_daemon,
             "store upkeep (PRAGMA optimize and VACUUM, or ANALYZE) and garbage collection by retention.*",
@@ -275,10 +278,36 @@ def daemon_table() -> DaemonTable:
             layer=Layer.APPLICATION,
         ),
     )
-    registry = DaemonTable()
-    for spec in table:
-        registry.add(spec)
-    return registry
+    return workers, others
+
+
+def daemon_table() -> DaemonTable[AppParts]:
+    """The whole table, for a process that has the App: the CLI and the library start these.
+
+    DaemonError when a daemon of a worker profile is not declared a worker daemon.
+    """
+    workers, others = _specs()
+    for spec in others:
+        misplaced = sorted(spec.profiles & set(WORKER_PROFILES))
+        if misplaced:
+            raise DaemonError(
+                f"daemon {spec.name} runs in worker profiles {misplaced} but its factory takes the App's parts: "
+                "declare it with the worker daemons, its factory taking DaemonContext[WorkerParts]"
+            )
+    table: DaemonTable[AppParts] = DaemonTable()
+    everything: tuple[DaemonSpec[AppParts], ...] = (*workers, *others)  # a worker daemon runs on the App's parts too
+    for spec in everything:
+        table.add(spec)
+    return table
+
+
+def worker_table() -> DaemonTable[WorkerParts]:
+    """The worker profiles' daemons only: what `zeroloop worker` runs, over the store or behind the server."""
+    workers, _others = _specs()
+    table: DaemonTable[WorkerParts] = DaemonTable()
+    for spec in workers:
+        table.add(spec)
+    return table
 
 
 def event_participants() -> list[str]:
@@ -364,7 +393,7 @@ class App:
             worker_env=worker_env(settings, self.store, clock),
             clock=clock,
         )
-        self.daemons: DaemonManager | None = None  # set by bootstrap.initialize_all_coordinators
+        self.daemons: DaemonManager[Any] | None = None  # set by bootstrap.initialize_all_coordinators
 
     @staticmethod
     def profile_job_types(profile: str) -> frozenset[str] | None:

@@ -28,11 +28,12 @@ import time
 from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar, overload
 
-from zeroloop.app import App, daemon_table
+from zeroloop.app import App, daemon_table, worker_table
 from zeroloop.daemons.daemon import Clock, DaemonContext, DaemonState, HealthState
 from zeroloop.daemons.manager import DaemonManager, Sleep
 from zeroloop.daemons.table import DaemonTable, Layer
 from zeroloop.errors import ZeroloopError
+from zeroloop.ports import WorkerParts
 from zeroloop.queue.backpressure import BackpressureLevel
 from zeroloop.store.queries import pipelines as pipeline_queries
 from zeroloop.store.values import check_text
@@ -51,10 +52,10 @@ _HEALTH_SCORE = {HealthState.HEALTHY.value: 1.0, HealthState.DEGRADED.value: 0.7
 
 
 async def start_daemons(
-    app: App,
+    app: WorkerParts,
     *,
     profile: str = "full",
-    table: DaemonTable | None = None,
+    table: DaemonTable[Any] | None = None,
     consumers: Sequence[Any] = (),
     clock: Clock = time.time,
     sleep: Sleep | None = None,
@@ -62,12 +63,16 @@ async def start_daemons(
 ) -> dict[str, Any]:
     """Start the daemons of `profile` layer by layer; return what started, what failed and what was skipped.
 
-    `consumers` are the durable event consumer specs this process runs. With `supervise`
-    the manager keeps supervising in a background task until `shutdown_all_coordinators`.
+    `app` is the App, or a worker's parts behind `zeroloop serve` (RemoteApp), which run
+    the worker daemons only (`zeroloop.app.worker_table`). `consumers` are the durable
+    event consumer specs this process runs. With `supervise` the manager keeps
+    supervising in a background task until `shutdown_all_coordinators`.
     """
-    specs = (table or daemon_table()).for_profile(profile)
+    if table is None:
+        table = daemon_table() if isinstance(app, App) else worker_table()
+    specs = table.for_profile(profile)
     context = DaemonContext(app, clock=clock, consumers=consumers)
-    manager = DaemonManager(specs, context, clock=clock)
+    manager: DaemonManager[Any] = DaemonManager(specs, context, clock=clock)
     if sleep is not None:
         manager.sleep = sleep
     app.daemons = manager
@@ -131,7 +136,7 @@ def get_system_health(app: App | None = None) -> dict[str, Any]:
     }
 
 
-async def shutdown_all_coordinators(app: App | None = None) -> None:
+async def shutdown_all_coordinators(app: WorkerParts | None = None) -> None:
     """Drain this process's daemons in reverse dependency order (each within the drain deadline).
 
     Without an App: drain the daemons `initialize_all_coordinators()` started and close its App.
@@ -206,10 +211,10 @@ def initialize_all_coordinators(
 
 @overload
 def initialize_all_coordinators(
-    app: App,
+    app: WorkerParts,
     *,
     profile: str = "full",
-    table: DaemonTable | None = None,
+    table: DaemonTable[Any] | None = None,
     consumers: Sequence[Any] = (),
     clock: Clock = time.time,
     sleep: Sleep | None = None,
@@ -218,7 +223,7 @@ def initialize_all_coordinators(
 
 
 def initialize_all_coordinators(
-    app: App | None = None, *, auto_trigger_pipeline: bool = False, profile: str = "full", **options: Any
+    app: WorkerParts | None = None, *, auto_trigger_pipeline: bool = False, profile: str = "full", **options: Any
 ) -> Any:
     """Start the daemons of `profile`; see the module docstring for the two forms.
 
@@ -247,7 +252,7 @@ def initialize_all_coordinators(
     return status
 
 
-def manager_of(app: App) -> DaemonManager:
+def manager_of(app: WorkerParts) -> DaemonManager[Any]:
     """The App's daemon manager; a clear error when nothing was initialised."""
     if app.daemons is None:
         raise RuntimeError("initialize_all_coordinators(app) has not run in this process")

@@ -27,6 +27,7 @@ from pydantic_settings import (
 )
 
 from zeroloop.errors import ConfigError
+from zeroloop.plugins import check_syntax
 
 ENV_PREFIX = "ZEROLOOP_"
 CONFIG_FILE_ENV = "ZEROLOOP_CONFIG_FILE"
@@ -332,7 +333,10 @@ WORKER_PROFILE_NAMES = ("training_node", "ephemeral", "selfplay")
 class PoolSettings(_Section):
     """One pool of machines that one provider launches: e.g. `[providers.gpu]` with `kind = "slurm"`."""
 
-    kind: str = Field(description="the provider that launches this pool: local, slurm, skypilot, command")
+    kind: str = Field(
+        description="the provider that launches this pool: local, slurm, skypilot, command, "
+        "or your own: package.module:ClassName or an entry point of group zeroloop.providers"
+    )
     profile: Literal["training_node", "ephemeral", "selfplay"] = Field(
         default="training_node", description="worker profile the launched machines run"
     )
@@ -354,6 +358,11 @@ class PoolSettings(_Section):
         "with a token of their own; unset: through the store and artifact location directly",
     )
     options: dict[str, Any] = Field(default_factory=dict, description="the provider kind's own options")
+
+    @field_validator("kind")
+    @classmethod
+    def _kind_syntax(cls, value: str) -> str:
+        return check_syntax(value)
 
     @field_validator("server_url")
     @classmethod
@@ -577,8 +586,10 @@ def _default_overrides() -> dict[str, dict[str, int | float]]:
 class WorkloadSettings(_Section):
     """What the loop runs."""
 
-    kind: Literal["alphazero", "command"] = Field(
-        default="alphazero", description="built-in AlphaZero or a user command"
+    kind: str = Field(
+        default="alphazero",
+        description="alphazero (built in), command (your commands), or your own class: "
+        "package.module:ClassName or an entry point of group zeroloop.workloads",
     )
     command_file: Path | None = Field(default=None, description="TOML file mapping operations to command templates")
     device: str = Field(
@@ -636,6 +647,11 @@ class WorkloadSettings(_Section):
     fast_simulations: int = Field(default=20, ge=1, description="simulations of the unrecorded fast selfplay moves")
     tree_reuse: bool = Field(default=False, description="carry the subtree of the move played into the next search")
     command_timeout_s: float = Field(default=3600.0, gt=0, description="default time a user command may run (seconds)")
+
+    @field_validator("kind")
+    @classmethod
+    def _kind_syntax(cls, value: str) -> str:
+        return check_syntax(value)
 
     @field_validator("device")
     @classmethod

@@ -1,22 +1,43 @@
-"""What a worker process does, as small protocols: the store-backed managers and the HTTP client both satisfy them.
+"""What each part of a process may touch, as protocols: the daemons, the executor and the read model are typed on these.
 
-The job executor, the node agent and the daemon manager are written against these, so a
-worker runs one code path whether it talks to the store directly (a trusted network) or
-to `zeroloop serve` (zeroloop.remote). Each protocol names only the operations a worker
-uses; the managers offer more.
+Two sets of parts, each satisfied by what opens it:
+
+- `WorkerParts`: what a worker may use (settings, queue, bus, artifacts, models, nodes,
+  daemon records), each a small port below. The App (over the store) and
+  `zeroloop.remote.app.RemoteApp` (over `zeroloop serve`) both satisfy it, so a worker
+  runs one code path on a trusted network and behind the server, and mypy proves that a
+  worker daemon never reaches the store: the factories of the worker profiles' daemons
+  take `DaemonContext[WorkerParts]`.
+- `AppParts`: everything the App opens (the store and every manager over it). Leader-only
+  daemons, the read model and the admin actions (`zeroloop.control`) take this, so no
+  module below the composition root ever names the App itself.
+
+Each port names only the operations a worker uses; the managers offer more.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from zeroloop.daemons.daemon import DaemonParts
+
 if TYPE_CHECKING:
-    from zeroloop.artifacts.repository import Artifact
+    from zeroloop.artifacts.cache import LocalCache
+    from zeroloop.artifacts.repository import Artifact, Artifacts
     from zeroloop.artifacts.transfer import ArtifactKind
-    from zeroloop.cluster.nodes import NodeInfo, NodeStatus
+    from zeroloop.cluster.breakers import CircuitBreakers
+    from zeroloop.cluster.health import HealthMonitor
+    from zeroloop.cluster.leases import LeaseManager
+    from zeroloop.cluster.nodes import NodeInfo, Nodes, NodeStatus
+    from zeroloop.daemons.records import DaemonRecords
+    from zeroloop.events.bus import EventBus
+    from zeroloop.fleet.manager import Fleet
+    from zeroloop.pipeline.registry import ModelRegistry
     from zeroloop.queue.jobs import Capabilities, Job, Lease
+    from zeroloop.queue.manager import JobQueue
+    from zeroloop.store.database import Store
 
 # A job's own outcome event, published with its result: (type, payload, dedup key).
 Outcome = tuple[str, Mapping[str, Any], str | None]
@@ -73,6 +94,11 @@ class EventPort(Protocol):
 class ArtifactPort(Protocol):
     """Store and fetch content-addressed artifacts (Artifacts; RemoteArtifacts)."""
 
+    @property
+    def cache(self) -> LocalCache:
+        """This node's verified local cache of artifacts."""
+        ...
+
     def put(
         self,
         source: Path,
@@ -110,6 +136,10 @@ class ModelPort(Protocol):
         """The production model, or None before the first promotion."""
         ...
 
+    def productions(self) -> Sequence[ModelRef]:
+        """The production model of every config key that has one."""
+        ...
+
 
 class NodePort(Protocol):
     """Register a node, heartbeat it, and leave (Nodes; RemoteNodes)."""
@@ -127,9 +157,98 @@ class NodePort(Protocol):
         ...
 
 
-class DaemonRecordPort(Protocol):
-    """Write a process's daemon records and announce its crash loops (DaemonRecords; RemoteDaemonRecords)."""
+class WorkerParts(DaemonParts, Protocol):
+    """What a worker may touch: the App over the store, or RemoteApp over `zeroloop serve`."""
 
-    def write(self, rows: list[dict[str, Any]], crash_loops: list[dict[str, Any]]) -> None:
-        """Upsert `rows` (the daemons table) and publish a DAEMON_CRASH_LOOP per payload, in one transaction."""
+    @property
+    def queue(self) -> JobPort:
+        """Claim, heartbeat and report jobs."""
+        ...
+
+    @property
+    def bus(self) -> EventPort:
+        """Publish events."""
+        ...
+
+    @property
+    def artifacts(self) -> ArtifactPort:
+        """Upload and fetch artifacts."""
+        ...
+
+    @property
+    def models(self) -> ModelPort:
+        """Find production models."""
+        ...
+
+    @property
+    def nodes(self) -> NodePort:
+        """Register and heartbeat this node."""
+        ...
+
+
+class AppParts(WorkerParts, Protocol):
+    """Everything the App opens, as the parts below the composition root may name it (leader-only daemons, control)."""
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The time (epoch seconds) every part reads."""
+        ...
+
+    @property
+    def store(self) -> Store:
+        """The one store."""
+        ...
+
+    @property
+    def bus(self) -> EventBus:
+        """The event bus over the store."""
+        ...
+
+    @property
+    def queue(self) -> JobQueue:
+        """The work queue over the store."""
+        ...
+
+    @property
+    def artifacts(self) -> Artifacts:
+        """The artifact store and its manifest."""
+        ...
+
+    @property
+    def models(self) -> ModelRegistry:
+        """The model registry."""
+        ...
+
+    @property
+    def nodes(self) -> Nodes:
+        """The nodes of the cluster."""
+        ...
+
+    @property
+    def leases(self) -> LeaseManager:
+        """Leader and role leases."""
+        ...
+
+    @property
+    def breakers(self) -> CircuitBreakers:
+        """Per-node and per-stage circuit breakers."""
+        ...
+
+    @property
+    def health(self) -> HealthMonitor:
+        """The system health score and pause rule."""
+        ...
+
+    @property
+    def daemon_records(self) -> DaemonRecords:
+        """The daemons table."""
+        ...
+
+    @property
+    def fleet(self) -> Fleet:
+        """Provider pools and their machines."""
+        ...
+
+    def profile_job_types(self, profile: str) -> frozenset[str] | None:
+        """The job types a worker profile runs (None: every type)."""
         ...

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from tests.s3 import S3_MIN_PART_BYTES, Location
-from zeroloop import doctor
 from zeroloop.artifacts.repository import Artifacts
 from zeroloop.artifacts.transfer import ArtifactKind, open_location
+from zeroloop.cli import doctor
 from zeroloop.config import ArtifactSettings, PoolSettings, Settings, load_settings
 from zeroloop.events.bus import EventBus
 from zeroloop.fleet.manager import direct_worker_env

@@ -97,7 +97,7 @@ def test_doctor_fails_a_gpu_this_machine_does_not_have(settings: Settings, monke
     pytest.importorskip("torch")
     import torch
 
-    from zeroloop import doctor
+    from zeroloop.cli import doctor
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)

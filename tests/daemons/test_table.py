@@ -92,4 +92,4 @@ def test_an_unresolvable_factory_path_says_so() -> None:
         resolve("zeroloop.nowhere:factory")
     spec = DaemonSpec("x", "zeroloop.daemons.table:PROFILES", "t", frozenset({"full"}))
     with pytest.raises(DaemonError, match="not callable"):
-        spec.build(DaemonContext(app=None))  # type: ignore[arg-type]
+        spec.build(DaemonContext(parts=None))  # type: ignore[arg-type]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from zeroloop import doctor
+from zeroloop.cli import doctor
 from zeroloop.config import Settings
 from zeroloop.events import wiring
 from zeroloop.events.consumer import ConsumerSpec

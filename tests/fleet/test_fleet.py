@@ -63,20 +63,20 @@ def clock() -> FakeClock:
 
 
 def _app(tmp_path: Path, clock: FakeClock, **pool: Any) -> tuple[App, MemoryProvider]:
-    fields: dict[str, Any] = {"kind": "memory", "max_nodes": 3, "price_per_hour": 2.0, "launch_timeout_s": 60}
+    # A provider of one's own, named by `module:Class` as a user's would be (zeroloop.plugins).
+    fields: dict[str, Any] = {
+        "kind": "tests.fleet.test_fleet:MemoryProvider",
+        "max_nodes": 3,
+        "price_per_hour": 2.0,
+        "launch_timeout_s": 60,
+    }
     fields.update(pool)
     settings = Settings(
         data_dir=tmp_path,
         providers={"mem": PoolSettings(**fields)},
         autoscaler=AutoscalerSettings(budget_per_hour=5.0, launch_cooldown_s=30, retry_initial_s=10),
     )
-    from zeroloop import app as app_module
-
-    app_module.PROVIDERS["memory"] = MemoryProvider
-    try:
-        app = App(settings, clock=clock)
-    finally:
-        del app_module.PROVIDERS["memory"]
+    app = App(settings, clock=clock)
     provider = app.fleet.provider("mem")
     assert isinstance(provider, MemoryProvider)
     return app, provider

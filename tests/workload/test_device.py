@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from zeroloop.cli.doctor import device_problem
 from zeroloop.config import WorkloadSettings
-from zeroloop.doctor import device_problem
 from zeroloop.errors import WorkloadError
 from zeroloop.workload.games import Game
 from zeroloop.workload.network import Evaluator, NetShape, new_net, resolve_device

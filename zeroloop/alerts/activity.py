@@ -28,6 +28,7 @@ from zeroloop.daemons.daemon import DaemonContext
 from zeroloop.events.bus import Event
 from zeroloop.events.consumer import ConsumerSpec
 from zeroloop.events.wiring import declare
+from zeroloop.ports import AppParts
 from zeroloop.store.database import Store
 from zeroloop.store.queries import breakers as breaker_queries
 from zeroloop.store.queries import job_stats
@@ -78,9 +79,9 @@ class ActivityRecorder:
                 self.breakers.record_failure(stage_key(payload["job_type"]))
 
 
-def operations_daemon(context: DaemonContext) -> ServiceDaemon:
+def operations_daemon(context: DaemonContext[AppParts]) -> ServiceDaemon:
     """Factory of `operations`: the activity recorder and the alerts, as one consumer runner (leader only)."""
-    app = context.app
+    app = context.parts
     recorder = ActivityRecorder(app.store, app.breakers, clock=context.clock)
     alerts = Alerts(app.settings.alerts)
     fence = leader_fence(app.leases, context.leadership)  # a deposed leader must not count anything twice

@@ -26,6 +26,7 @@ from zeroloop.daemons.daemon import Clock, DaemonContext, LoopDaemon
 from zeroloop.events.bus import EventBus
 from zeroloop.events.deadletters import LIVE
 from zeroloop.events.wiring import declare
+from zeroloop.ports import AppParts
 from zeroloop.store.database import Store
 from zeroloop.store.queries import dead_letters as letter_queries
 from zeroloop.store.queries import pipelines as pipeline_queries
@@ -108,9 +109,9 @@ class AlertChecksDaemon(LoopDaemon):
         return {"published": self.found, "dead_letters": self.checks.letters}
 
 
-def alert_checks_daemon(context: DaemonContext) -> AlertChecksDaemon:
+def alert_checks_daemon(context: DaemonContext[AppParts]) -> AlertChecksDaemon:
     """Factory of the `alert_checks` daemon."""
-    app = context.app
+    app = context.parts
     settings = app.settings.alerts
     fence = leader_fence(app.leases, context.leadership)
     checks = AlertChecks(app.store, app.bus, settings, clock=context.clock, fence=fence)

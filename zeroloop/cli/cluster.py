@@ -16,16 +16,10 @@ from zeroloop.app import App
 from zeroloop.cli.common import console, err_console, finite, open_app
 from zeroloop.cli.helptext import examples
 from zeroloop.cli.pipeline import pipelines_table
-from zeroloop.cluster.leases import LEADER
-from zeroloop.cluster.nodes import LIVE, NodeStatus, cost_of
+from zeroloop.cluster.nodes import NodeStatus
 from zeroloop.config import WORKER_PROFILE_NAMES
+from zeroloop.control import views
 from zeroloop.errors import ZeroloopError
-from zeroloop.fleet.autoscaler import DURATION_WINDOW_S
-from zeroloop.store.queries import daemons as daemon_queries
-from zeroloop.store.queries import fleet as fleet_queries
-from zeroloop.store.queries import health as health_queries
-from zeroloop.store.queries import nodes as node_queries
-from zeroloop.store.queries import pipelines as pipeline_queries
 
 nodes_app = typer.Typer(
     help="List, launch, drain and terminate the nodes of the cluster.",
@@ -43,8 +37,8 @@ def _ago(moment: float | None, now: float) -> str:
 
 
 def nodes_table(app: App) -> Table:
-    """The nodes with status, resources and last heartbeat."""
-    now = time.time()
+    """The nodes with status, resources and last heartbeat (`views.nodes`, as the dashboard shows them)."""
+    now = app.clock()
     table = Table(title="nodes", header_style="bold")
     for column in (
         "node",
@@ -61,8 +55,8 @@ def nodes_table(app: App) -> Table:
         "cost",
     ):
         table.add_column(column)
-    for row in app.nodes.list_nodes():
-        load = row["utilisation"] or {}
+    for row in views.nodes(app):
+        load = row["utilisation"]
         gpu = load.get("gpu_pct")
         shown = f"cpu {load.get('cpu_pct', 0):.0f}%" + (f" gpu {gpu:.0f}%" if gpu is not None else "")
         table.add_row(
@@ -73,101 +67,80 @@ def nodes_table(app: App) -> Table:
             str(row["slots"]),
             str(row["cpu_count"]),
             f"{row['memory_bytes'] / 2**30:.1f}",
-            str(len(row["gpus"])),
+            str(row["gpus"]),
             shown,
             _ago(row["heartbeat_at"], now),
             "-" if row["cost_per_hour"] is None else f"{row['cost_per_hour']:g}",
-            f"{cost_of(row, now):.2f}",
+            f"{row['cost']:.2f}",
         )
     return table
 
 
 def fleet_table(app: App) -> Table:
-    """Each provider pool: nodes by state, cost so far, and the autoscaler's latest decision."""
+    """Each provider pool: nodes by state, cost so far, and the autoscaler's latest decision (`views.pools`)."""
     table = Table(title="fleet", header_style="bold")
     for column in ("pool", "kind", "profile", "nodes", "min..max", "cost so far", "last decision"):
         table.add_column(column)
-    costs = app.fleet.costs()
-    with app.store.read() as conn:
-        for name, provider in app.fleet.providers.items():
-            rows = node_queries.pool_nodes(conn, name)
-            counts: dict[str, int] = {}
-            for row in rows:
-                counts[row["status"]] = counts.get(row["status"], 0) + 1
-            decisions = pipeline_queries.list_decisions(conn, f"fleet:{name}", limit=1)
-            last = "-"
-            if decisions:
-                evidence = decisions[0]["evidence"]
-                last = f"{decisions[0]['outcome']}: {evidence.get('reason', '')}"
-            pool = provider.pool
-            table.add_row(
-                escape(name),
-                provider.kind,
-                pool.profile,
-                ", ".join(f"{status} {count}" for status, count in sorted(counts.items())) or "none",
-                f"{pool.min_nodes}..{pool.max_nodes}",
-                f"{costs.get(name, 0.0):.2f}",
-                escape(last),
-            )
+    for pool in views.pools(app):
+        last = pool["last_decision"]
+        table.add_row(
+            escape(pool["pool"]),
+            pool["kind"],
+            pool["profile"],
+            ", ".join(f"{status} {count}" for status, count in sorted(pool["nodes"].items())) or "none",
+            f"{pool['min_nodes']}..{pool['max_nodes']}",
+            f"{pool['cost']:.2f}",
+            escape(f"{last['outcome']}: {last['reason']}" if last else "-"),
+        )
     return table
 
 
 def daemons_table(app: App) -> Table:
-    """Every daemon of every node with state, restarts, last error and reason."""
-    now = time.time()
+    """Every daemon of every node with state, restarts, last error and reason (`views.daemons`)."""
+    now = app.clock()
     table = Table(title="daemons", header_style="bold")
     for column in ("node", "daemon", "state", "health", "restarts", "last error / reason", "updated"):
         table.add_column(column)
     colour = {"running": "green", "standby": "cyan", "backoff": "yellow", "held": "yellow", "failed": "red"}
-    with app.store.read() as conn:
-        rows = daemon_queries.list_daemons(conn)
-    for row in rows:
+    for row in views.daemons(app):
         style = colour.get(row["state"], "white")
-        why = row["last_error"] or row["health"].get("reason") or ""
         table.add_row(
             escape(row["node"]),
             row["name"],
             f"[{style}]{row['state']}[/{style}]",
-            str(row["health"].get("state") or "-"),
+            str(row["health"] or "-"),
             str(row["restarts"]),
-            escape(str(why))[:80],
+            escape(str(row["last_error"] or ""))[:80],
             _ago(row["updated_at"], now),
         )
     return table
 
 
 def summary_table(app: App) -> Table:
-    """The leader, queue depths and the health score in one table."""
+    """The leader, queue depths and the health score in one table (`views.health` and `views.work`)."""
     table = Table(title="cluster", header_style="bold", show_header=False)
     table.add_column("what")
     table.add_column("value")
-    leader = app.leases.get(LEADER)
-    if leader is None or leader.holder is None:
+    health = views.health(app)
+    leader = health["leader"]
+    if leader is None:
         table.add_row("leader", "[yellow]none[/yellow]")
     else:
-        until = datetime.fromtimestamp(leader.expires_at, UTC).strftime("%H:%M:%S")
-        table.add_row("leader", f"{escape(leader.holder)} (token {leader.token}, {leader.state}, until {until} UTC)")
-    with app.store.read() as conn:
-        counts = health_queries.job_counts(conn)
-        durations = fleet_queries.mean_durations(conn, app.clock() - DURATION_WINDOW_S)
-        live = node_queries.list_nodes(conn, tuple(status.value for status in LIVE))
-    slots = sum(row["slots"] or 1 for row in live)
-    by_status: dict[str, int] = {}
-    for (_job_type, status), count in counts.items():
-        by_status[status] = by_status.get(status, 0) + count
+        until = datetime.fromtimestamp(leader["expires_at"], UTC).strftime("%H:%M:%S")
+        table.add_row(
+            "leader", f"{escape(leader['node'])} (token {leader['token']}, {leader['state']}, until {until} UTC)"
+        )
+    work = views.work(app)
+    by_status = work["by_status"]
     table.add_row("jobs", ", ".join(f"{status} {count}" for status, count in sorted(by_status.items())) or "none")
-    for job_type in sorted({job_type for job_type, _status in counts}):
-        queued = counts.get((job_type, "queued"), 0)
-        running = counts.get((job_type, "running"), 0)
-        line = f"queued {queued}, running {running}"
-        if queued and job_type in durations and slots:
-            # From the mean run time of recent jobs of the type, spread over the live nodes' slots.
-            line += f", about {queued * durations[job_type] / slots:.0f} s of work for {slots} slot(s)"
-        table.add_row(f"  {job_type}", line)
-    report = app.health.assess()
-    colour = "green" if report.level.value in HEALTHY_LEVELS else "red"
-    table.add_row("health", f"[{colour}]{report.level.value}[/{colour}] ({report.score:.2f})")
-    for issue in report.issues:
+    for job_type, line in work["by_type"].items():
+        shown = f"queued {line['queued']}, running {line['running']}"
+        if line["work_s"] is not None:
+            shown += f", about {line['work_s']:.0f} s of work for {work['slots']} slot(s)"
+        table.add_row(f"  {job_type}", shown)
+    colour = "green" if health["level"] in HEALTHY_LEVELS else "red"
+    table.add_row("health", f"[{colour}]{health['level']}[/{colour}] ({health['score']:.2f})")
+    for issue in health["issues"]:
         table.add_row("", escape(issue))
     return table
 

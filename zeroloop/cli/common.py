@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import cast
 
 import typer
 from rich.console import Console
@@ -14,6 +13,7 @@ from zeroloop import logs, tracing
 from zeroloop.app import App
 from zeroloop.config import Settings, load_settings
 from zeroloop.errors import ConfigError
+from zeroloop.ports import WorkerParts
 
 console = Console()
 err_console = Console(stderr=True)
@@ -33,12 +33,13 @@ def settings() -> Settings:
 
 
 def require_device(loaded: Settings) -> None:
-    """Refuse to start workers on this machine without torch and OpenSpiel, or a device torch cannot use."""
-    from zeroloop.doctor import device_problem
-    from zeroloop.workload.factory import require_alphazero
+    """Refuse to start workers that cannot run their workload here: no torch and OpenSpiel, no such device,
+    or a workload class of one's own that does not load."""
+    from zeroloop.cli.doctor import device_problem
+    from zeroloop.workload.factory import check_workload
 
+    check_workload(loaded.workload)
     if loaded.workload.kind == "alphazero":
-        require_alphazero()
         problem = device_problem(loaded.workload.device)
         if problem is not None:
             raise ConfigError(f"{problem}: set ZEROLOOP_WORKLOAD__DEVICE=cpu or to a device torch sees")
@@ -59,8 +60,8 @@ def finite(value: float) -> float:
 
 
 @contextmanager
-def open_worker() -> Iterator[App]:
-    """Open a worker's parts: over `zeroloop serve` when server.url is set, else over the store."""
+def open_worker() -> Iterator[WorkerParts]:
+    """Open a worker's parts: over `zeroloop serve` when server.url is set, else the App over the store."""
     loaded = settings()
     if loaded.server.url is None:
         with App(loaded) as app:
@@ -69,6 +70,4 @@ def open_worker() -> Iterator[App]:
     from zeroloop.remote.app import RemoteApp
 
     with RemoteApp(loaded) as remote:
-        # RemoteApp has the worker-side subset of the App (each part a port of zeroloop.ports),
-        # which is all that the worker profiles' daemons touch.
-        yield cast(App, remote)
+        yield remote

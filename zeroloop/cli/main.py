@@ -9,10 +9,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from zeroloop import doctor
 from zeroloop.cli import backup as backup_cli
 from zeroloop.cli import cluster as cluster_cli
-from zeroloop.cli import db, helptext
+from zeroloop.cli import db, doctor, helptext
 from zeroloop.cli import dlq as dlq_cli
 from zeroloop.cli import events as events_cli
 from zeroloop.cli import gc as gc_cli

@@ -11,29 +11,33 @@ import asyncio
 import signal
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from typing import Any
 
 import typer
 from rich.markup import escape
 
 import zeroloop.daemons.table as daemon_table
-from zeroloop.app import App
 from zeroloop.bootstrap import initialize_all_coordinators, shutdown_all_coordinators
 from zeroloop.cli.common import console, err_console, open_app, open_worker, require_device
 from zeroloop.cli.helptext import examples
 from zeroloop.daemons.table import WORKER_PROFILES, DaemonTable
+from zeroloop.ports import AppParts, WorkerParts
 
 EXIT_ABORTED = 130
 
 
-def table_for_cli() -> DaemonTable:
+def table_for_cli() -> DaemonTable[AppParts]:
     """The daemons the CLI runs: the same table the library starts (`zeroloop.app.daemon_table`)."""
     from zeroloop.app import daemon_table
 
     return daemon_table()
 
 
-async def serve(app: App, profile: str, table: DaemonTable | None = None) -> int:
-    """Run `profile` until a signal; return 0 after a graceful drain, 130 after a forced stop."""
+async def serve(app: WorkerParts, profile: str, table: DaemonTable[Any] | None = None) -> int:
+    """Run `profile` until a signal; return 0 after a graceful drain, 130 after a forced stop.
+
+    `table` defaults to the whole table for the App and to the worker daemons for a worker's parts.
+    """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     force = asyncio.Event()
@@ -44,7 +48,7 @@ async def serve(app: App, profile: str, table: DaemonTable | None = None) -> int
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
     try:
-        status = await initialize_all_coordinators(app, profile=profile, table=table or table_for_cli())
+        status = await initialize_all_coordinators(app, profile=profile, table=table)
         for layer, info in status["layers"].items():
             colour = {"started": "green", "failed": "red", "skipped": "yellow"}[info["status"]]
             detail = info.get("reason") or ", ".join(info["daemons"])
@@ -69,11 +73,15 @@ async def serve(app: App, profile: str, table: DaemonTable | None = None) -> int
             loop.remove_signal_handler(sig)
 
 
-def _run(profile: str, opener: Callable[[], AbstractContextManager[App]] = open_app) -> None:
+def _run(
+    profile: str,
+    opener: Callable[[], AbstractContextManager[WorkerParts]] = open_app,
+    table: DaemonTable[Any] | None = None,
+) -> None:
     with opener() as app:
         if profile != "coordinator":
             require_device(app.settings)  # this process runs jobs: its device must exist here
-        code = asyncio.run(serve(app, profile))
+        code = asyncio.run(serve(app, profile, table))
     if code:
         raise typer.Exit(code)
 
@@ -103,7 +111,10 @@ def worker_command(
     """
     if profile not in WORKER_PROFILES:
         raise typer.BadParameter(f"choose one of {', '.join(WORKER_PROFILES)}", param_hint="--profile")
-    _run(profile, open_worker)
+    from zeroloop.app import worker_table
+
+    # Over the store or behind the server alike, a worker runs the worker daemons only.
+    _run(profile, open_worker, worker_table())
 
 
 def register(app: typer.Typer) -> None:

@@ -23,7 +23,7 @@ from zeroloop.cluster.leases import leader_fence
 from zeroloop.cluster.nodes import Fence, NodeInfo, Nodes, NodeStatus, Requeue
 from zeroloop.config import Settings
 from zeroloop.daemons.daemon import Clock, DaemonContext, LoopDaemon
-from zeroloop.ports import NodePort
+from zeroloop.ports import AppParts, NodePort, WorkerParts
 
 log = logging.getLogger(__name__)
 
@@ -230,9 +230,9 @@ class NodeLostDetector(LoopDaemon):
         return {"lost_total": self.lost_total}
 
 
-def node_agent_daemon(context: DaemonContext) -> NodeAgent:
+def node_agent_daemon(context: DaemonContext[WorkerParts]) -> NodeAgent:
     """Factory of the `node_heartbeat` daemon."""
-    app = context.app
+    app = context.parts
     settings = app.settings
     return NodeAgent(
         app.nodes,
@@ -246,9 +246,9 @@ def node_agent_daemon(context: DaemonContext) -> NodeAgent:
     )
 
 
-def node_lost_daemon(context: DaemonContext) -> NodeLostDetector:
+def node_lost_daemon(context: DaemonContext[AppParts]) -> NodeLostDetector:
     """Factory of the `node_lost` daemon; the queue is imported here, lazily, for `requeue_node`."""
-    app = context.app
+    app = context.parts
     queue = getattr(app, "queue", None)
     if queue is None:
         from zeroloop.queue.manager import JobQueue  # the App did not open a queue: build one over the same store

@@ -34,6 +34,7 @@ from zeroloop.cluster.leases import LEADER
 from zeroloop.cluster.nodes import NodeStatus
 from zeroloop.config import ClusterSettings, HealthSettings
 from zeroloop.daemons.daemon import Clock, DaemonContext, DaemonState, LoopDaemon
+from zeroloop.ports import AppParts
 from zeroloop.store.database import Store
 from zeroloop.store.queries import breakers as breaker_queries
 from zeroloop.store.queries import daemons as daemon_queries
@@ -279,7 +280,7 @@ class HealthMonitorDaemon(LoopDaemon):
         }
 
 
-def health_monitor_daemon(context: DaemonContext) -> HealthMonitorDaemon:
+def health_monitor_daemon(context: DaemonContext[AppParts]) -> HealthMonitorDaemon:
     """Factory of the `health_monitor` daemon."""
-    app = context.app
+    app = context.parts
     return HealthMonitorDaemon(app.health, app.breakers, app.settings.daemons.health_interval_s, clock=context.clock)

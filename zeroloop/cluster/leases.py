@@ -25,6 +25,7 @@ from zeroloop.daemons.daemon import Clock, DaemonContext, Leadership, LoopDaemon
 from zeroloop.errors import LeaseError
 from zeroloop.events.bus import EventBus
 from zeroloop.events.wiring import declare
+from zeroloop.ports import AppParts
 from zeroloop.store.database import Store
 from zeroloop.store.queries import leases as queries
 
@@ -247,8 +248,8 @@ class LeaderElectionDaemon(LoopDaemon):
         return {"leader": self.elector.leadership.held, "token": self.elector.leadership.token}
 
 
-def leader_election_daemon(context: DaemonContext) -> LeaderElectionDaemon:
+def leader_election_daemon(context: DaemonContext[AppParts]) -> LeaderElectionDaemon:
     """Factory of the `leader_election` daemon."""
-    app = context.app
+    app = context.parts
     elector = LeaderElector(app.leases, context.leadership)
     return LeaderElectionDaemon(elector, app.settings.cluster.leader_lease_s / 3.0, clock=context.clock)

@@ -6,17 +6,17 @@ what it did; a refused action raises the zeroloop error the CLI would show.
 
 from __future__ import annotations
 
-from zeroloop.app import App
 from zeroloop.cluster.nodes import NodeStatus
 from zeroloop.errors import ZeroloopError
 from zeroloop.events.deadletters import DeadLetters
+from zeroloop.ports import AppParts
 from zeroloop.store.queries import pipelines as queries
 
 MANUAL_PAUSE = "paused by hand"
 MANUAL_RESUME = "resumed by hand"
 
 
-def set_paused(app: App, config_key: str, paused: bool) -> str:
+def set_paused(app: AppParts, config_key: str, paused: bool) -> str:
     """Pause (or resume) a pipeline by hand and announce it; a pipeline already so is left alone."""
     with app.store.transaction() as conn:
         state = queries.get_pipeline(conn, config_key, for_update=True)
@@ -34,31 +34,31 @@ def set_paused(app: App, config_key: str, paused: bool) -> str:
     return f"{config_key}: {'paused' if paused else 'resumed'}"
 
 
-def promote(app: App, model_id: str) -> str:
+def promote(app: AppParts, model_id: str) -> str:
     """Make a model production by hand (recorded as a manual promotion)."""
     changed = app.models.promote(model_id, reason="manual")
     return f"{model_id} is {'now' if changed else 'already'} the production model"
 
 
-def rollback(app: App, config_key: str) -> str:
+def rollback(app: AppParts, config_key: str) -> str:
     """Return a config key to its previous production model; the current one is marked rejected."""
     restored = app.models.rollback(config_key)
     return f"{config_key}: production model is {restored.id} again"
 
 
-def drain(app: App, node_id: str) -> str:
+def drain(app: AppParts, node_id: str) -> str:
     """Stop giving a node new work (its running jobs finish)."""
     app.nodes.set_status(node_id, NodeStatus.DRAINING)
     return f"node {node_id} is draining: it claims no new job"
 
 
-def retry_letter(app: App, letter_id: int) -> str:
+def retry_letter(app: AppParts, letter_id: int) -> str:
     """Make a dead letter due now; its consumer's retrier re-delivers it on its next pass."""
     letter = DeadLetters(app.store).retry(letter_id)
     return f"dead letter {letter.id} is {letter.status}, due now"
 
 
-def retry_job(app: App, job_id: int) -> str:
+def retry_job(app: AppParts, job_id: int) -> str:
     """Put a dead or cancelled job back in the queue with a fresh set of attempts."""
     job = app.queue.retry(job_id)
     return f"job {job.id} is {job.status.value} again"

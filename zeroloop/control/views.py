@@ -12,19 +12,22 @@ import math
 from typing import Any
 
 from zeroloop.alerts import rules as alerts
-from zeroloop.app import App
 from zeroloop.cluster.leases import LEADER
+from zeroloop.cluster.nodes import LIVE as LIVE_NODES
 from zeroloop.cluster.nodes import cost_of
 from zeroloop.errors import EventError, ZeroloopError
 from zeroloop.events.bus import Event
 from zeroloop.events.catalogue import EVENT_TYPES
 from zeroloop.events.deadletters import LIVE, DeadLetters
 from zeroloop.events.stats import stats as event_stats
+from zeroloop.fleet.autoscaler import DURATION_WINDOW_S
 from zeroloop.pipeline.ratings import RELATIVE_TO, Rating, ratings
+from zeroloop.ports import AppParts
 from zeroloop.queue.jobs import JobStatus
 from zeroloop.store.queries import daemons as daemon_queries
 from zeroloop.store.queries import events as event_queries
 from zeroloop.store.queries import fleet as fleet_queries
+from zeroloop.store.queries import health as health_queries
 from zeroloop.store.queries import job_stats as job_stat_queries
 from zeroloop.store.queries import models as model_queries
 from zeroloop.store.queries import nodes as node_queries
@@ -48,7 +51,7 @@ def _rating(rated: Rating) -> dict[str, Any]:
     }
 
 
-def pipelines(app: App) -> list[dict[str, Any]]:
+def pipelines(app: AppParts) -> list[dict[str, Any]]:
     """Per config key: stage, round, samples, pause state, training progress, production model and rating, cost.
 
     Cost is each job's time on its node at the node's price (currency units); Elo is relative to random play.
@@ -83,7 +86,7 @@ def pipelines(app: App) -> list[dict[str, Any]]:
     return found
 
 
-def decisions(app: App, config_key: str | None, limit: int) -> list[dict[str, Any]]:
+def decisions(app: AppParts, config_key: str | None, limit: int) -> list[dict[str, Any]]:
     """The newest `limit` decisions (with their evidence) of one config key, or of all when None, newest first."""
     with app.store.read() as conn:
         if config_key is not None and pipeline_queries.get_pipeline(conn, config_key) is None:
@@ -94,7 +97,7 @@ def decisions(app: App, config_key: str | None, limit: int) -> list[dict[str, An
     return rows[:limit]
 
 
-def elo_history(app: App, config_key: str) -> list[dict[str, Any]]:
+def elo_history(app: AppParts, config_key: str) -> list[dict[str, Any]]:
     """Each Elo point of a config key's models, oldest first, with the model's current interval half-width."""
     with app.store.read() as conn:
         points = [dict(row) for row in model_queries.elo_history_of(conn, config_key)]
@@ -110,7 +113,7 @@ def elo_history(app: App, config_key: str) -> list[dict[str, Any]]:
     ]
 
 
-def pipeline(app: App, config_key: str, *, decision_limit: int = 20) -> dict[str, Any]:
+def pipeline(app: AppParts, config_key: str, *, decision_limit: int = 20) -> dict[str, Any]:
     """One pipeline: its row (as in `pipelines`), its Elo history and its newest decisions."""
     found = next((row for row in pipelines(app) if row["config_key"] == config_key), None)
     if found is None:
@@ -123,7 +126,7 @@ def pipeline(app: App, config_key: str, *, decision_limit: int = 20) -> dict[str
     }
 
 
-def models(app: App, config_key: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+def models(app: AppParts, config_key: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
     """Models newest first with stage, rating, parent (their lineage) and times (epoch seconds)."""
     found = app.models.list_models(config_key, limit=limit)
     with app.store.read() as conn:
@@ -151,7 +154,7 @@ def lineage(models_found: list[dict[str, Any]], model_id: str) -> list[str]:
     return chain
 
 
-def queue(app: App, dead_limit: int = 50) -> dict[str, Any]:
+def queue(app: AppParts, dead_limit: int = 50) -> dict[str, Any]:
     """Jobs by type then status, dead jobs, live dead letters, lifetime counters, and each type's backpressure level.
 
     The level is the one producers last recorded: reading it writes nothing and does not mix in this
@@ -193,7 +196,7 @@ def queue(app: App, dead_limit: int = 50) -> dict[str, Any]:
     }
 
 
-def nodes(app: App) -> list[dict[str, Any]]:
+def nodes(app: AppParts) -> list[dict[str, Any]]:
     """Every node with status, provider, pool, resources, the utilisation of its last heartbeat (%), and cost."""
     now = app.clock()
     found = []
@@ -218,7 +221,7 @@ def nodes(app: App) -> list[dict[str, Any]]:
     return found
 
 
-def daemons(app: App) -> list[dict[str, Any]]:
+def daemons(app: AppParts) -> list[dict[str, Any]]:
     """Every daemon of every node: state, health, restarts, last error, last update (epoch seconds)."""
     with app.store.read() as conn:
         rows = daemon_queries.list_daemons(conn)
@@ -236,7 +239,7 @@ def daemons(app: App) -> list[dict[str, Any]]:
     ]
 
 
-def health(app: App) -> dict[str, Any]:
+def health(app: AppParts) -> dict[str, Any]:
     """The health score (0..1), its level, components and the issues that explain it, and the leader."""
     report = app.health.assess()
     leader = app.leases.get(LEADER)
@@ -246,8 +249,61 @@ def health(app: App) -> dict[str, Any]:
         "components": report.components,
         "issues": report.issues,
         "paused": report.paused,
-        "leader": None if leader is None or leader.holder is None else {"node": leader.holder, "token": leader.token},
+        "leader": None
+        if leader is None or leader.holder is None
+        else {"node": leader.holder, "token": leader.token, "state": leader.state, "expires_at": leader.expires_at},
     }
+
+
+def work(app: AppParts) -> dict[str, Any]:
+    """Jobs by status, and per job type the queued and running jobs and the seconds of queued work.
+
+    The seconds of work come from the mean run time of the type's jobs of the last
+    `DURATION_WINDOW_S`, spread over the slots of the live nodes (None when unknown).
+    """
+    with app.store.read() as conn:
+        counts = health_queries.job_counts(conn)
+        durations = fleet_queries.mean_durations(conn, app.clock() - DURATION_WINDOW_S)
+        live = node_queries.list_nodes(conn, tuple(status.value for status in LIVE_NODES))
+    slots = sum(row["slots"] or 1 for row in live)
+    by_status: dict[str, int] = {}
+    for (_job_type, status), count in counts.items():
+        by_status[status] = by_status.get(status, 0) + count
+    by_type = {}
+    for job_type in sorted({job_type for job_type, _status in counts}):
+        queued = counts.get((job_type, "queued"), 0)
+        seconds = queued * durations[job_type] / slots if queued and job_type in durations and slots else None
+        by_type[job_type] = {"queued": queued, "running": counts.get((job_type, "running"), 0), "work_s": seconds}
+    return {"by_status": by_status, "by_type": by_type, "slots": slots}
+
+
+def pools(app: AppParts) -> list[dict[str, Any]]:
+    """Each provider pool: kind, profile, bounds, its nodes by status, cost so far, the autoscaler's last decision."""
+    costs = app.fleet.costs()
+    found = []
+    with app.store.read() as conn:
+        for name, provider in app.fleet.providers.items():
+            counts: dict[str, int] = {}
+            for row in node_queries.pool_nodes(conn, name):
+                counts[row["status"]] = counts.get(row["status"], 0) + 1
+            decisions = pipeline_queries.list_decisions(conn, f"fleet:{name}", limit=1)
+            last = None
+            if decisions:
+                last = {"outcome": decisions[0]["outcome"], "reason": decisions[0]["evidence"].get("reason", "")}
+            pool = provider.pool
+            found.append(
+                {
+                    "pool": name,
+                    "kind": provider.kind,
+                    "profile": pool.profile,
+                    "nodes": counts,
+                    "min_nodes": pool.min_nodes,
+                    "max_nodes": pool.max_nodes,
+                    "cost": costs.get(name, 0.0),
+                    "last_decision": last,
+                }
+            )
+    return found
 
 
 def _event(event: Event) -> dict[str, Any]:
@@ -262,7 +318,9 @@ def _event(event: Event) -> dict[str, Any]:
     }
 
 
-def events(app: App, *, types: list[str] | None = None, config_key: str | None = None, limit: int = 100) -> list[Any]:
+def events(
+    app: AppParts, *, types: list[str] | None = None, config_key: str | None = None, limit: int = 100
+) -> list[Any]:
     """The newest `limit` events, newest first, optionally of the given types and one config key."""
     unknown = [name for name in types or [] if name not in EVENT_TYPES]
     if unknown:
@@ -274,7 +332,7 @@ def events(app: App, *, types: list[str] | None = None, config_key: str | None =
     return [_event(Event.from_row(row)) for row in reversed(rows)]
 
 
-def recent_alerts(app: App, limit: int = 20) -> list[dict[str, Any]]:
+def recent_alerts(app: AppParts, limit: int = 20) -> list[dict[str, Any]]:
     """The newest operational alerts (the events the alerts consumer reports), newest first, with their summary."""
     with app.store.read() as conn:
         rows = event_queries.latest(conn, types=alerts.HANDLES, limit=limit)
@@ -286,7 +344,7 @@ def recent_alerts(app: App, limit: int = 20) -> list[dict[str, Any]]:
     return found
 
 
-def selfplay_games_per_s(app: App, window_s: float = SELFPLAY_RATE_WINDOW_S) -> dict[str, float]:
+def selfplay_games_per_s(app: AppParts, window_s: float = SELFPLAY_RATE_WINDOW_S) -> dict[str, float]:
     """Selfplay games per second per config key, averaged over the last `window_s` seconds of game batches."""
     since = app.clock() - window_s
     with app.store.read() as conn:
@@ -299,19 +357,19 @@ def selfplay_games_per_s(app: App, window_s: float = SELFPLAY_RATE_WINDOW_S) -> 
     return {key: total / window_s for key, total in games.items()}
 
 
-def fleet_cost_per_hour(app: App) -> float:
+def fleet_cost_per_hour(app: AppParts) -> float:
     """What every billed node costs together now (currency units per hour)."""
     with app.store.read() as conn:
         rows = node_queries.list_nodes(conn)
     return float(sum(row["cost_per_hour"] or 0.0 for row in rows if row["billing_since"] is not None))
 
 
-def consumer_lag(app: App) -> dict[str, int]:
+def consumer_lag(app: AppParts) -> dict[str, int]:
     """Each durable consumer's lag (events after its cursor that match its filter)."""
     return {item.name: item.lag for item in event_stats(app.store).consumers}
 
 
-def overview(app: App) -> dict[str, Any]:
+def overview(app: AppParts) -> dict[str, Any]:
     """The front page: health, pipelines, job counts by status, node counts by status, recent alerts."""
     by_status: dict[str, int] = {}
     for counts in app.queue.stats().values():
@@ -324,6 +382,7 @@ def overview(app: App) -> dict[str, Any]:
         "health": health(app),
         "pipelines": pipelines(app),
         "jobs": by_status,
+        "work": work(app),
         "nodes": node_counts,
         "cost_per_hour": fleet_cost_per_hour(app),
         "alerts": recent_alerts(app, limit=10),

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from zeroloop.config import DaemonSettings
 from zeroloop.daemons.daemon import Clock, DaemonContext, DaemonHealth, HealthState
 from zeroloop.events.consumer import Fence, is_transient
+from zeroloop.ports import AppParts
 
 log = logging.getLogger(__name__)
 
@@ -133,11 +134,11 @@ class _ReaperService:
         self._stop.set()
 
 
-def event_consumers_daemon(context: DaemonContext) -> ServiceDaemon:
+def event_consumers_daemon(context: DaemonContext[AppParts]) -> ServiceDaemon:
     """Factory of `event_consumers`: zeroloop.events.runner.ConsumerRunner over the context's consumer specs."""
     from zeroloop.events.runner import ConsumerRunner
 
-    app = context.app
+    app = context.parts
     runner = ConsumerRunner(app.bus, list(context.consumers), app.settings.events, clock=context.clock)
     return ServiceDaemon(
         runner,
@@ -146,32 +147,32 @@ def event_consumers_daemon(context: DaemonContext) -> ServiceDaemon:
     )
 
 
-def dlq_retry_daemon(context: DaemonContext) -> ServiceDaemon:
+def dlq_retry_daemon(context: DaemonContext[AppParts]) -> ServiceDaemon:
     """Factory of `dlq_retry`: zeroloop.events.deadletters.DeadLetterRetrier over the same consumer specs."""
     from zeroloop.events.deadletters import DeadLetterRetrier
 
-    app = context.app
+    app = context.parts
     specs = [*context.consumers, *app.bus.subscriptions]
     retrier = DeadLetterRetrier(app.store, specs, app.settings.events, clock=context.clock)
     return ServiceDaemon(retrier, outage_retry_max_s=app.settings.daemons.outage_retry_max_s)
 
 
-def event_retention_daemon(context: DaemonContext) -> ServiceDaemon:
+def event_retention_daemon(context: DaemonContext[AppParts]) -> ServiceDaemon:
     """Factory of `event_retention`: zeroloop.events.retention.Pruner."""
     from zeroloop.events.retention import Pruner
 
-    app = context.app
+    app = context.parts
     return ServiceDaemon(
         Pruner(app.store, app.settings.events, clock=context.clock),
         outage_retry_max_s=app.settings.daemons.outage_retry_max_s,
     )
 
 
-def queue_reaper_daemon(context: DaemonContext) -> ServiceDaemon:
+def queue_reaper_daemon(context: DaemonContext[AppParts]) -> ServiceDaemon:
     """Factory of `queue_reaper`: zeroloop.queue.reaper.Reaper over the App's JobQueue."""
     from zeroloop.queue.reaper import Reaper
 
-    app = context.app
+    app = context.parts
     reaper = Reaper(app.queue, interval_s=app.settings.queue.reaper_interval_s, clock=context.clock)
     # A worker heartbeats every third of a lease, and retries at most outage_retry_max_s apart.
     grace_s = app.settings.queue.lease_s / 3 + app.settings.daemons.outage_retry_max_s
@@ -211,7 +212,7 @@ class _ConsumersService:
 
 
 def consumers_daemon(
-    context: DaemonContext,
+    context: DaemonContext[AppParts],
     specs: Sequence[Any],
     *,
     describe: Callable[[], dict[str, Any]] | None = None,
@@ -224,7 +225,7 @@ def consumers_daemon(
     from zeroloop.events.deadletters import DeadLetterRetrier
     from zeroloop.events.runner import ConsumerRunner
 
-    app = context.app
+    app = context.parts
     runner = ConsumerRunner(app.bus, list(specs), app.settings.events, clock=context.clock, fence=fence)
     retrier = DeadLetterRetrier(app.store, list(specs), app.settings.events, clock=context.clock, fence=fence)
     return ServiceDaemon(

@@ -13,14 +13,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, runtime_checkable
 
-from zeroloop.config import DaemonSettings
+from zeroloop.config import DaemonSettings, Settings
 from zeroloop.errors import DaemonError, LeaseError
 from zeroloop.events.consumer import is_transient
 
 if TYPE_CHECKING:
-    from zeroloop.app import App
+    from zeroloop.daemons.manager import DaemonManager
+    from zeroloop.daemons.records import DaemonRecordPort
 
 log = logging.getLogger(__name__)
 
@@ -114,11 +115,39 @@ class Leadership:
     token: int | None = None
 
 
-@dataclass
-class DaemonContext:
-    """What a daemon factory receives: the App, this process's leadership, a clock (seconds), its consumers."""
+class DaemonParts(Protocol):
+    """What a daemon manager needs of its process's parts: the settings, and where daemon records go.
 
-    app: App
+    Every set of parts a factory may receive extends this: `zeroloop.ports.WorkerParts`
+    (what a worker may touch, over the store or over `zeroloop serve`) and
+    `zeroloop.ports.AppParts` (everything the App opens, for leader-only daemons).
+    """
+
+    daemons: DaemonManager[Any] | None  # set by bootstrap when the manager starts
+
+    @property
+    def settings(self) -> Settings:
+        """The process's settings."""
+        ...
+
+    @property
+    def daemon_records(self) -> DaemonRecordPort:
+        """Where the manager writes its daemons' rows and crash loops."""
+        ...
+
+
+P_co = TypeVar("P_co", bound=DaemonParts, covariant=True)
+
+
+@dataclass(frozen=True)
+class DaemonContext(Generic[P_co]):
+    """What a daemon factory receives: the parts it may use, this process's leadership, a clock (seconds), consumers.
+
+    A factory names the parts it needs in its signature (`DaemonContext[WorkerParts]` or
+    `DaemonContext[AppParts]`), so mypy refuses a worker daemon that reaches for the store.
+    """
+
+    parts: P_co
     leadership: Leadership = field(default_factory=Leadership)
     clock: Clock = time.time
     consumers: Sequence[Any] = ()  # durable event consumer specs (events.consumer.ConsumerSpec) this process runs

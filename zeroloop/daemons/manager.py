@@ -23,7 +23,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from zeroloop.config import DaemonSettings
 from zeroloop.daemons.backoff import RestartTracker
@@ -32,6 +32,7 @@ from zeroloop.daemons.daemon import (
     Daemon,
     DaemonContext,
     DaemonHealth,
+    DaemonParts,
     DaemonState,
     HealthState,
     transition,
@@ -45,13 +46,14 @@ log = logging.getLogger(__name__)
 declare("zeroloop.daemons.manager", emits=("DAEMON_CRASH_LOOP",))
 
 Sleep = Callable[[float], Awaitable[None]]
+P = TypeVar("P", bound=DaemonParts)
 
 
 @dataclass
 class DaemonRecord:
     """The manager's view of one daemon (times: epoch seconds of the injected clock)."""
 
-    spec: DaemonSpec
+    spec: DaemonSpec[Any]
     tracker: RestartTracker
     state: DaemonState = DaemonState.PENDING
     reason: str | None = "waiting for its layer to start"
@@ -93,13 +95,13 @@ class DaemonRecord:
         }
 
 
-class DaemonManager:
+class DaemonManager(Generic[P]):
     """Supervises one process's daemons; built from specs already chosen for a profile."""
 
     def __init__(
         self,
-        specs: Sequence[DaemonSpec],
-        context: DaemonContext,
+        specs: Sequence[DaemonSpec[P]],
+        context: DaemonContext[P],
         *,
         settings: DaemonSettings | None = None,
         node: str | None = None,
@@ -107,9 +109,9 @@ class DaemonManager:
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.context = context
-        self.app = context.app
-        self.settings = settings or self.app.settings.daemons
-        self.node = node or self.app.settings.cluster.node_id
+        self.parts = context.parts
+        self.settings = settings or self.parts.settings.daemons
+        self.node = node or self.parts.settings.cluster.node_id
         self.clock = clock or context.clock
         self.sleep = sleep
         self.records: dict[str, DaemonRecord] = {
@@ -350,7 +352,7 @@ class DaemonManager:
             raise
 
     def _write(self, rows: list[dict[str, Any]], events: list[dict[str, Any]]) -> None:
-        self.app.daemon_records.write(rows, events)
+        self.parts.daemon_records.write(rows, events)
 
     # --- stopping ---------------------------------------------------------------------
 

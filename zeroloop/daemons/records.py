@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from zeroloop.events.bus import EventBus
 from zeroloop.store.database import Store
 from zeroloop.store.queries import daemons as queries
+
+
+class DaemonRecordPort(Protocol):
+    """Write a process's daemon records and announce its crash loops (DaemonRecords; RemoteDaemonRecords)."""
+
+    def write(self, rows: list[dict[str, Any]], crash_loops: list[dict[str, Any]]) -> None:
+        """Upsert `rows` (the daemons table) and publish a DAEMON_CRASH_LOOP per payload, in one transaction."""
+        ...
 
 
 class DaemonRecords:

@@ -13,11 +13,15 @@ import importlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
+from typing import Any, Generic, TypeVar
 
-from zeroloop.daemons.daemon import Daemon, DaemonContext
+from zeroloop.daemons.daemon import Daemon, DaemonContext, DaemonParts
 from zeroloop.errors import DaemonError
 
-Factory = Callable[[DaemonContext], Daemon]
+# A spec is contravariant in the parts its factory takes: a factory that needs only a
+# worker's parts may be run by a process that has all of the App's.
+Parts_contra = TypeVar("Parts_contra", bound=DaemonParts, contravariant=True)
+Factory = Callable[[DaemonContext[Parts_contra]], Daemon]
 
 PROFILES = ("coordinator", "training_node", "ephemeral", "selfplay", "minimal", "full")
 WORKER_PROFILES = ("training_node", "ephemeral", "selfplay")
@@ -40,11 +44,15 @@ class Layer(IntEnum):
 
 
 @dataclass(frozen=True)
-class DaemonSpec:
-    """One daemon, declared: `factory` is a callable or a dotted path `module:function`."""
+class DaemonSpec(Generic[Parts_contra]):
+    """One daemon, declared: `factory` is a callable or a dotted path `module:function`.
+
+    `Parts_contra` is what the factory receives (`DaemonContext[Parts_contra]`): the worker profiles'
+    daemons are `DaemonSpec[WorkerParts]`, the others `DaemonSpec[AppParts]`.
+    """
 
     name: str
-    factory: Factory | str
+    factory: Factory[Parts_contra] | str
     description: str
     profiles: frozenset[str]
     depends_on: tuple[str, ...] = ()
@@ -53,12 +61,13 @@ class DaemonSpec:
     critical: bool = False
     leader_only: bool = False
 
-    def build(self, context: DaemonContext) -> Daemon:
+    def build(self, context: DaemonContext[Parts_contra]) -> Daemon:
         """Resolve the factory (importing it now) and construct a fresh daemon instance."""
-        return resolve(self.factory)(context)
+        factory: Factory[Parts_contra] = resolve(self.factory)
+        return factory(context)
 
 
-def resolve(factory: Factory | str) -> Factory:
+def resolve(factory: Factory[Any] | str) -> Factory[Any]:
     """The callable a factory names; DaemonError when the path does not resolve."""
     if not isinstance(factory, str):
         return factory
@@ -72,9 +81,12 @@ def resolve(factory: Factory | str) -> Factory:
     return found  # type: ignore[no-any-return]
 
 
-def order(specs: Iterable[DaemonSpec]) -> list[DaemonSpec]:
+S = TypeVar("S", bound=DaemonSpec[Any])
+
+
+def order(specs: Iterable[S]) -> list[S]:
     """The specs in dependency order (stable otherwise); DaemonError on a cycle or an unknown dependency."""
-    by_name: dict[str, DaemonSpec] = {}
+    by_name: dict[str, S] = {}
     for spec in specs:
         if spec.name in by_name:
             raise DaemonError(f"daemon {spec.name} is declared twice")
@@ -83,7 +95,7 @@ def order(specs: Iterable[DaemonSpec]) -> list[DaemonSpec]:
         missing = [dep for dep in spec.depends_on if dep not in by_name]
         if missing:
             raise DaemonError(f"daemon {spec.name} depends on {', '.join(missing)}, which is not in the same set")
-    done: list[DaemonSpec] = []
+    done: list[S] = []
     placed: set[str] = set()
     visiting: list[str] = []
 
@@ -105,13 +117,16 @@ def order(specs: Iterable[DaemonSpec]) -> list[DaemonSpec]:
     return done
 
 
+T = TypeVar("T", bound=DaemonParts)
+
+
 @dataclass
-class DaemonTable:
+class DaemonTable(Generic[T]):
     """A set of daemon specs; `for_profile` answers which run in a profile and in what order."""
 
-    specs: dict[str, DaemonSpec] = field(default_factory=dict)
+    specs: dict[str, DaemonSpec[T]] = field(default_factory=dict)
 
-    def add(self, spec: DaemonSpec) -> None:
+    def add(self, spec: DaemonSpec[T]) -> None:
         """Add a spec; DaemonError if the name is taken or a profile is unknown."""
         if spec.name in self.specs:
             raise DaemonError(f"daemon {spec.name} is already registered")
@@ -122,7 +137,7 @@ class DaemonTable:
             raise DaemonError(f"leader-only daemon {spec.name} must depend on leader_election")
         self.specs[spec.name] = spec
 
-    def for_profile(self, profile: str) -> list[DaemonSpec]:
+    def for_profile(self, profile: str) -> list[DaemonSpec[T]]:
         """The daemons of `profile` in dependency order; DaemonError on a cycle or a dependency outside it."""
         if profile not in PROFILES:
             raise DaemonError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")

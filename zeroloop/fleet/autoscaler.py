@@ -30,6 +30,7 @@ from zeroloop.cluster.nodes import LIVE, STARTING, Fence, NodeStatus
 from zeroloop.config import AutoscalerSettings, PoolSettings
 from zeroloop.daemons.daemon import Clock, DaemonContext, LoopDaemon
 from zeroloop.fleet.manager import Fleet, FleetError, LaunchOutcome
+from zeroloop.ports import AppParts
 from zeroloop.queue.backpressure import BackpressureLevel
 from zeroloop.store.queries import fleet as fleet_queries
 from zeroloop.store.queries import jobs as job_queries
@@ -358,9 +359,9 @@ class AutoscalerDaemon(LoopDaemon):
         }
 
 
-def autoscaler_daemon(context: DaemonContext) -> AutoscalerDaemon:
+def autoscaler_daemon(context: DaemonContext[AppParts]) -> AutoscalerDaemon:
     """Factory of the `autoscaler` daemon."""
-    app = context.app
+    app = context.parts
     autoscaler = Autoscaler(
         app.fleet,
         app.settings.autoscaler,

@@ -26,6 +26,7 @@ from zeroloop.config import IdleSettings
 from zeroloop.daemons.daemon import Clock, DaemonContext, LoopDaemon
 from zeroloop.events.bus import EventBus
 from zeroloop.events.wiring import declare
+from zeroloop.ports import AppParts
 from zeroloop.store.database import Store
 from zeroloop.store.queries import artifacts as artifact_queries
 from zeroloop.store.queries import health as health_queries
@@ -288,9 +289,9 @@ class IdleShutdownDaemon(LoopDaemon):
         }
 
 
-def idle_shutdown_daemon(context: DaemonContext) -> IdleShutdownDaemon:
+def idle_shutdown_daemon(context: DaemonContext[AppParts]) -> IdleShutdownDaemon:
     """Factory of the `idle_shutdown` daemon."""
-    app = context.app
+    app = context.parts
     fence = leader_fence(app.leases, context.leadership)
     idle = IdleShutdown(
         app.store,

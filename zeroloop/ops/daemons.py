@@ -19,6 +19,7 @@ from zeroloop.ops.backup import Backups
 from zeroloop.ops.consolidate import Consolidator
 from zeroloop.ops.gc import GarbageCollector
 from zeroloop.ops.maintenance import DiskSpaceManager, Schedule, disk_reader, optimize_store
+from zeroloop.ports import AppParts, WorkerParts
 
 declare("zeroloop.ops.daemons", emits=("BACKUP_CREATED",))
 
@@ -48,9 +49,9 @@ class DiskSpaceDaemon(LoopDaemon):
         }
 
 
-def disk_space_daemon(context: DaemonContext) -> DiskSpaceDaemon:
+def disk_space_daemon(context: DaemonContext[WorkerParts]) -> DiskSpaceDaemon:
     """Factory of `disk_space`."""
-    app = context.app
+    app = context.parts
     settings = app.settings
     manager = DiskSpaceManager(
         settings,
@@ -58,7 +59,6 @@ def disk_space_daemon(context: DaemonContext) -> DiskSpaceDaemon:
         app.bus,
         node=settings.cluster.node_id,
         read=disk_reader(settings.data_dir),
-        backpressure=app.queue.check_backpressure,
     )
     return DiskSpaceDaemon(manager, settings.maintenance.disk_interval_s, clock=context.clock)
 
@@ -66,8 +66,8 @@ def disk_space_daemon(context: DaemonContext) -> DiskSpaceDaemon:
 class MaintenanceDaemon(LoopDaemon):
     """On the leader: store upkeep, consolidation and garbage collection, each when its interval has passed."""
 
-    def __init__(self, context: DaemonContext, schedule: Schedule) -> None:
-        app = context.app
+    def __init__(self, context: DaemonContext[AppParts], schedule: Schedule) -> None:
+        app = context.parts
         ops = app.settings.maintenance
         intervals = [ops.store_interval_s, ops.consolidate_interval_s, app.settings.retention.interval_s]
         active = [interval for interval in intervals if interval > 0]
@@ -116,17 +116,17 @@ class MaintenanceDaemon(LoopDaemon):
         return {"ran": dict(self.ran), "last_gc": self.last_gc, "fence_refusals": self.fence.refusals}
 
 
-def maintenance_daemon(context: DaemonContext) -> MaintenanceDaemon:
+def maintenance_daemon(context: DaemonContext[AppParts]) -> MaintenanceDaemon:
     """Factory of `maintenance`."""
-    schedule = Schedule(context.app.settings.data_dir / "maintenance.json", context.clock)
+    schedule = Schedule(context.parts.settings.data_dir / "maintenance.json", context.clock)
     return MaintenanceDaemon(context, schedule)
 
 
 class BackupDaemon(LoopDaemon):
     """On the leader: a backup whenever the newest one is `backup.interval_s` old, then prune to `backup.keep`."""
 
-    def __init__(self, context: DaemonContext) -> None:
-        app = context.app
+    def __init__(self, context: DaemonContext[AppParts]) -> None:
+        app = context.parts
         interval_s = app.settings.backup.interval_s
         super().__init__(min(interval_s, LONGEST_TICK_S) if interval_s > 0 else IDLE_TICK_S, clock=context.clock)
         self.app = app
@@ -169,6 +169,6 @@ class BackupDaemon(LoopDaemon):
         return {"taken": self.taken, "last": self.last_id, "fence_refusals": self.fence.refusals}
 
 
-def backup_daemon(context: DaemonContext) -> BackupDaemon:
+def backup_daemon(context: DaemonContext[AppParts]) -> BackupDaemon:
     """Factory of `backup`."""
     return BackupDaemon(context)

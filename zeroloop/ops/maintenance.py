@@ -27,8 +27,8 @@ import sqlalchemy as sa
 
 from zeroloop.artifacts.cache import LocalCache
 from zeroloop.config import Settings
-from zeroloop.events.bus import EventBus
 from zeroloop.events.wiring import declare
+from zeroloop.ports import EventPort
 from zeroloop.queue.backpressure import BackpressureLevel
 from zeroloop.store.database import Store
 
@@ -71,13 +71,13 @@ class DiskSpaceManager:
         self,
         settings: Settings,
         cache: LocalCache,
-        bus: EventBus,
+        bus: EventPort,
         *,
         node: str,
         read: DiskReader,
-        backpressure: Callable[[str], BackpressureLevel],
+        backpressure: Callable[[str], BackpressureLevel] | None = None,
     ) -> None:
-        """`backpressure(job_type)` checks (records and announces) a queue's level: the queue's own check."""
+        """`backpressure(job_type)`, where given, checks (records and announces) a queue's level at once."""
         self.queue_settings = settings.queue
         self.cache = cache
         self.bus = bus
@@ -98,7 +98,7 @@ class DiskSpaceManager:
             self.evicted_bytes += evicted
         after = self.read() if evicted else before
         refused = after >= hard
-        if refused or self.refused:
+        if self.backpressure is not None and (refused or self.refused):
             # Recorded now rather than at the scheduler's next tick; the level comes from the same disk.
             self.backpressure(SELFPLAY)
         low = before >= soft

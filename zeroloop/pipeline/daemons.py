@@ -19,8 +19,6 @@ from zeroloop.cluster.agent import describe_node, node_load
 from zeroloop.cluster.leases import leader_fence
 from zeroloop.daemons.adapters import ServiceDaemon, consumers_daemon
 from zeroloop.daemons.daemon import DaemonContext, LoopDaemon
-from zeroloop.events.bus import Event
-from zeroloop.events.consumer import ConsumerSpec
 from zeroloop.events.wiring import declare
 from zeroloop.pipeline import jobs
 from zeroloop.pipeline.coordinator import PipelineCoordinator
@@ -31,8 +29,8 @@ from zeroloop.pipeline.quality import SelfplayQualityMonitor
 from zeroloop.pipeline.scheduler import SelfplayScheduler
 from zeroloop.pipeline.slots import SlotBudget, Slots
 from zeroloop.pipeline.tournament import TournamentScheduler
+from zeroloop.ports import AppParts, WorkerParts
 from zeroloop.queue.jobs import Capabilities
-from zeroloop.remote.prefetch import RemotePrefetcher, remote_prefetcher
 from zeroloop.store.queries import pipelines as queries
 
 log = logging.getLogger(__name__)
@@ -42,9 +40,9 @@ declare("zeroloop.pipeline.scheduler", emits=("PIPELINE_PAUSED", "PIPELINE_RESUM
 HEALTH_PAUSE = "system health"
 
 
-def pipeline_daemon(context: DaemonContext) -> ServiceDaemon:
+def pipeline_daemon(context: DaemonContext[AppParts]) -> ServiceDaemon:
     """Factory of `pipeline`: the coordinator and progress recorder as one consumer runner."""
-    app = context.app
+    app = context.parts
     fence = leader_fence(app.leases, context.leadership)
     coordinator = PipelineCoordinator(
         app.store,
@@ -67,8 +65,8 @@ class SchedulerDaemon(LoopDaemon):
     curriculum (velocity, plateau), which record their own decisions.
     """
 
-    def __init__(self, context: DaemonContext) -> None:
-        app = context.app
+    def __init__(self, context: DaemonContext[AppParts]) -> None:
+        app = context.parts
         super().__init__(app.settings.pipeline.scheduler_interval_s, clock=context.clock)
         self.app = app
         self.fence = leader_fence(app.leases, context.leadership)
@@ -127,23 +125,23 @@ def _pause_changes(state: Any, paused: bool) -> bool:
     return bool(state["paused"]) and state["pause_reason"] == HEALTH_PAUSE
 
 
-def scheduler_daemon(context: DaemonContext) -> SchedulerDaemon:
+def scheduler_daemon(context: DaemonContext[AppParts]) -> SchedulerDaemon:
     """Factory of `selfplay_scheduler`."""
     return SchedulerDaemon(context)
 
 
-def executor_daemon(context: DaemonContext) -> ServiceDaemon:
+def executor_daemon(context: DaemonContext[WorkerParts]) -> ServiceDaemon:
     """Factory of `job_executor`: runs every type of pipeline job."""
     return _executor(context, jobs.JOB_TYPES)
 
 
-def selfplay_executor_daemon(context: DaemonContext) -> ServiceDaemon:
+def selfplay_executor_daemon(context: DaemonContext[WorkerParts]) -> ServiceDaemon:
     """Factory of `selfplay_executor`: runs selfplay jobs only."""
     return _executor(context, (jobs.SELFPLAY,))
 
 
-def _executor(context: DaemonContext, job_types: tuple[str, ...]) -> ServiceDaemon:
-    app = context.app
+def _executor(context: DaemonContext[WorkerParts], job_types: tuple[str, ...]) -> ServiceDaemon:
+    app = context.parts
     info = describe_node(app.settings)
     cluster = app.settings.cluster
     slots = max(1, info.slots)
@@ -178,40 +176,6 @@ def _executor(context: DaemonContext, job_types: tuple[str, ...]) -> ServiceDaem
         interval_s=cluster.slot_interval_s,
     )
     return ServiceDaemon(service, describe=service.health)
-
-
-class ModelPrefetcher:
-    """Fetches every newly promoted model into this node's cache, so selfplay starts without waiting."""
-
-    def __init__(self, context: DaemonContext) -> None:
-        self.app = context.app
-        self.fetched = 0
-
-    def spec(self) -> ConsumerSpec:
-        """A durable consumer per node: each node fetches each promotion once."""
-        return ConsumerSpec(
-            f"model-distribution@{self.app.settings.cluster.node_id}",
-            self.handle,
-            types=("MODEL_PROMOTED",),
-            start="latest",
-        )
-
-    def handle(self, event: Event) -> None:
-        """Fetch (download and verify) the promoted model's artifact."""
-        self.app.artifacts.fetch(event.payload["artifact_sha256"])
-        self.fetched += 1
-
-
-declare("model-distribution", handles=("MODEL_PROMOTED",))
-
-
-def model_distribution_daemon(context: DaemonContext) -> ServiceDaemon | RemotePrefetcher:
-    """Factory of `model_distribution` (a poller of the server's production models when the worker uses one)."""
-    remote = remote_prefetcher(context)
-    if remote is not None:
-        return remote
-    prefetcher = ModelPrefetcher(context)
-    return consumers_daemon(context, [prefetcher.spec()], describe=lambda: {"fetched": prefetcher.fetched})
 
 
 # The job types each worker profile's executor claims (the autoscaler sizes pools by them).

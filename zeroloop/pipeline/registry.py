@@ -148,6 +148,11 @@ class ModelRegistry:
             row = queries.production_model(conn, config_key)
         return Model.of(row) if row else None
 
+    def productions(self) -> list[Model]:
+        """The production model of every config key that has one, by config key."""
+        with self.store.read() as conn:
+            return [Model.of(row) for row in queries.production_models(conn)]
+
     def list_models(self, config_key: str | None = None, limit: int = 200) -> list[Model]:
         """Models, newest first."""
         with self.store.read() as conn:

@@ -10,6 +10,7 @@ the App exists here, so a worker given only a server URL and a token can reach n
 from __future__ import annotations
 
 from types import TracebackType
+from typing import Any
 
 from zeroloop.artifacts.cache import LocalCache
 from zeroloop.config import QueueSettings, Settings, WorkloadSettings
@@ -50,7 +51,7 @@ class RemoteApp:
         self.artifacts = RemoteArtifacts(
             self.client, LocalCache(settings.data_dir / "cache", settings.artifacts.cache_max_bytes)
         )
-        self.daemons: DaemonManager | None = None  # set by bootstrap.initialize_all_coordinators
+        self.daemons: DaemonManager[Any] | None = None  # set by bootstrap.initialize_all_coordinators
 
     def close(self) -> None:
         """Close the kept-alive connections."""

@@ -1,9 +1,18 @@
-"""Choosing the workload a worker runs from the settings."""
+"""Choosing the workload a worker runs from the settings: built in, or a class of the user's own.
+
+`workload.kind` is `alphazero`, `command`, a `package.module:ClassName`, or the name of an
+entry point in the group `zeroloop.workloads` (zeroloop.plugins). A workload class of
+one's own has the four operations of `zeroloop.workload.protocol.Workload` and a
+classmethod `from_settings(settings: WorkloadSettings)` that builds it; docs/workload.md
+shows how to write one and run the workload contract tests against it.
+"""
 
 from __future__ import annotations
 
 import importlib.util
+from typing import cast
 
+from zeroloop import plugins
 from zeroloop.config import WorkloadSettings
 from zeroloop.errors import WorkloadError
 from zeroloop.workload.protocol import Workload
@@ -31,8 +40,38 @@ def require_alphazero() -> None:
         )
 
 
+# The built-in kinds. Their constructors differ, so make_workload builds them itself.
+BUILT_IN = {
+    "alphazero": "zeroloop.workload.alphazero:AlphaZeroWorkload",
+    "command": "zeroloop.workload.command:CommandWorkload",
+}
+OPERATIONS = ("selfplay", "export", "train", "evaluate")
+
+
+def workload_class(kind: str) -> type:
+    """The class of a workload kind of one's own; ConfigError (one line) when it does not load or fit."""
+    found: type = plugins.resolve(
+        kind,
+        setting="workload.kind",
+        group=plugins.WORKLOAD_GROUP,
+        built_in={},
+        check=plugins.has_methods(*OPERATIONS, "from_settings"),
+    )
+    return found
+
+
+def check_workload(settings: WorkloadSettings) -> None:
+    """Refuse, at start, a workload this machine cannot run: missing torch/OpenSpiel, or a class that does not load."""
+    if settings.kind == "alphazero":
+        require_alphazero()
+    elif settings.kind not in BUILT_IN:
+        workload_class(settings.kind)
+
+
 def make_workload(settings: WorkloadSettings) -> Workload:
-    """The workload `settings.kind` names: built-in AlphaZero, or the user's commands from `command_file`."""
+    """The workload `settings.kind` names: built-in AlphaZero, the user's commands, or the user's own class."""
+    if settings.kind not in BUILT_IN:
+        return cast(Workload, workload_class(settings.kind).from_settings(settings))  # type: ignore[attr-defined]
     if settings.kind == "command":
         if settings.command_file is None:
             raise WorkloadError("workload.kind is 'command' but workload.command_file is not set")

@@ -31,6 +31,12 @@ def production_model(conn: Connection, config_key: str, *, for_update: bool = Fa
     return conn.execute(query).mappings().first()
 
 
+def production_models(conn: Connection) -> list[RowMapping]:
+    """The production model of every config key that has one, ordered by config key."""
+    query = sa.select(models).where(models.c.stage == "production").order_by(models.c.config_key)
+    return list(conn.execute(query).mappings())
+
+
 def set_stage(conn: Connection, model_id: str, stage: str, *, promoted_at: float | None = None) -> None:
     """Move a model to another stage (promoted_at: epoch seconds, set when it becomes production)."""
     values: dict[str, Any] = {"stage": stage}

@@ -235,8 +235,19 @@ def device_problem(device: str) -> str | None:
 
 
 def check_workload(settings: Settings) -> Iterator[Check]:
-    """The command workload's file parses and uses only known placeholders."""
-    if settings.workload.kind != "command" or settings.workload.command_file is None:
+    """A workload class of one's own loads and has the operations; the command workload's file parses."""
+    from zeroloop.workload.factory import BUILT_IN, workload_class
+
+    kind = settings.workload.kind
+    if kind not in BUILT_IN:
+        try:
+            found = workload_class(kind)
+        except ZeroloopError as exc:
+            yield Check("workload", Verdict.FAIL, str(exc), "see docs/workload.md, 'A workload of your own'")
+            return
+        yield Check("workload", Verdict.OK, f"{kind}: {found.__module__}.{found.__qualname__}")
+        return
+    if kind != "command" or settings.workload.command_file is None:
         return
     from zeroloop.workload.command import load_command_specs
 
