@@ -17,7 +17,7 @@ Each port names only the operations a worker uses; the managers offer more.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -35,12 +35,9 @@ if TYPE_CHECKING:
     from zeroloop.events.bus import EventBus
     from zeroloop.fleet.manager import Fleet
     from zeroloop.pipeline.registry import ModelRegistry
-    from zeroloop.queue.jobs import Capabilities, Job, Lease
+    from zeroloop.queue.jobs import Capabilities, Job, Lease, Outcome
     from zeroloop.queue.manager import JobQueue
     from zeroloop.store.database import Store
-
-# A job's own outcome event, published with its result: (type, payload, dedup key).
-Outcome = tuple[str, Mapping[str, Any], str | None]
 
 
 class JobPort(Protocol):

@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from zeroloop import app as app_module
 from zeroloop.app import daemon_table as default_registry
+from zeroloop.app import worker_table
 from zeroloop.daemons.daemon import DaemonContext, DaemonHealth, HealthState
-from zeroloop.daemons.table import PROFILES, DaemonSpec, DaemonTable, Layer, order, resolve
+from zeroloop.daemons.table import PROFILES, WORKER_PROFILES, DaemonSpec, DaemonTable, Layer, order, resolve
 from zeroloop.errors import DaemonError
 
 
@@ -79,6 +81,23 @@ def test_profiles_hold_the_expected_daemons() -> None:
     assert {"leader_election", *leader_only} <= names("coordinator")
     assert all(registry.specs[name].leader_only for name in leader_only)
     assert all(not isinstance(spec.factory, str) for spec in registry.specs.values())  # callables, not paths
+
+
+def test_a_worker_runs_exactly_the_worker_profiles_daemons() -> None:
+    """`zeroloop worker` (over the store or the server) runs worker_table(): every daemon of a worker profile."""
+    everything = default_registry()
+    for profile in WORKER_PROFILES:
+        expected = [spec.name for spec in everything.for_profile(profile)]
+        assert [spec.name for spec in worker_table().for_profile(profile)] == expected
+    assert "leader_election" not in worker_table().specs and "event_consumers" not in worker_table().specs
+
+
+def test_a_daemon_of_a_worker_profile_declared_with_the_apps_parts_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    workers, others = app_module._specs()
+    misplaced = DaemonSpec("sneaky", lambda _ctx: _Idle(), "reads the store on a worker", frozenset({"selfplay"}))
+    monkeypatch.setattr(app_module, "_specs", lambda: (workers, (*others, misplaced)))
+    with pytest.raises(DaemonError, match=r"sneaky runs in worker profiles \['selfplay'\] but its factory takes"):
+        default_registry()
 
 
 def test_docs_table_lists_every_daemon() -> None:

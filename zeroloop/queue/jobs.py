@@ -20,6 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from zeroloop.errors import QueueError
 from zeroloop.tracing import TRACE_KEY
 
+# A job's own outcome event, published with its result: (type, payload, dedup key).
+Outcome = tuple[str, Mapping[str, Any], str | None]
+
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.\-]{0,79}$")
 
 

@@ -23,9 +23,8 @@ from zeroloop.errors import BackpressureRefused, Forbidden, QueueError, StaleLea
 from zeroloop.events import catalogue as ev
 from zeroloop.events.bus import EventBus
 from zeroloop.events.wiring import declare
-from zeroloop.ports import Outcome
 from zeroloop.queue.backpressure import BackpressureLevel, BackpressureMonitor, ResourceReader, psutil_reader
-from zeroloop.queue.jobs import NAME_PATTERN, Capabilities, Job, JobStatus, Lease, Requirements, transition
+from zeroloop.queue.jobs import NAME_PATTERN, Capabilities, Job, JobStatus, Lease, Outcome, Requirements, transition
 from zeroloop.store.database import Store
 from zeroloop.store.queries import jobs as queries
 from zeroloop.store.values import check_json, check_text

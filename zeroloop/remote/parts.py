@@ -25,8 +25,7 @@ from zeroloop.artifacts.transfer import ArtifactKind, hash_file, hash_stream
 from zeroloop.cluster.nodes import NodeInfo, NodeStatus
 from zeroloop.errors import ArtifactError
 from zeroloop.events import catalogue
-from zeroloop.ports import Outcome
-from zeroloop.queue.jobs import Capabilities, Job, Lease
+from zeroloop.queue.jobs import Capabilities, Job, Lease, Outcome
 from zeroloop.remote import wire
 from zeroloop.remote.client import Answer, ServerClient
 

@@ -40,8 +40,7 @@ from zeroloop.control.tokens import Tokens
 from zeroloop.errors import ArtifactError, Forbidden, QueueError, ZeroloopError
 from zeroloop.events.bus import EventBus
 from zeroloop.pipeline.registry import ModelRegistry
-from zeroloop.ports import Outcome
-from zeroloop.queue.jobs import Job
+from zeroloop.queue.jobs import Job, Outcome
 from zeroloop.queue.manager import JobQueue
 from zeroloop.remote import wire
 from zeroloop.store.queries import artifacts as artifact_queries
