@@ -118,6 +118,7 @@ def test_the_workload_needs_nothing_of_the_loop_around_it() -> None:
 def test_mypy_refuses_a_worker_daemon_that_reaches_for_the_store(tmp_path: Path) -> None:
     """The worker profiles' factories take DaemonContext[WorkerParts]: touching the store does not type-check."""
     from mypy import api
+
     probe = tmp_path / "probe.py"
     probe.write_text(
         textwrap.dedent(
