@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster.providers.contract import wait_until
-from tests.cluster.providers.test_slurm import SELFPLAY
+from tests.fleet.providers.contract import wait_until
+from tests.fleet.providers.test_slurm import SELFPLAY
 from zeroloop.app import App
 from zeroloop.artifacts.transfer import ArtifactKind
 from zeroloop.cluster.agent import NodeAgent

@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from rich.console import Console
 from rich.logging import RichHandler
 
-from tests.cluster.providers.contract import wait_until
+from tests.fleet.providers.contract import wait_until
 from zeroloop import logs, tracing
 from zeroloop.cli.quickstart import logs_through
 from zeroloop.config import LogSettings, PoolSettings, Settings, TracingSettings

@@ -1,5 +1,5 @@
 """Fixtures of the provider tests: the real single-host Slurm."""
 
-from tests.cluster.providers.slurm_cluster import slurm_cluster
+from tests.fleet.providers.slurm_cluster import slurm_cluster
 
 __all__ = ["slurm_cluster"]

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster.providers.contract import wait_until
+from tests.fleet.providers.contract import wait_until
 
 DAEMONS = ("/usr/sbin/munged", "/usr/sbin/slurmctld", "/usr/sbin/slurmd")
 CLIENTS = ("sbatch", "squeue", "scancel", "sinfo")

@@ -18,7 +18,7 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.cluster.providers.contract import ProviderContract, wait_until
+from tests.fleet.providers.contract import ProviderContract, wait_until
 from zeroloop.config import PoolSettings
 from zeroloop.errors import ConfigError
 from zeroloop.fleet.providers.base import LaunchSpec, MachineState, ProviderError

@@ -8,7 +8,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.cluster.providers.contract import ProviderContract, wait_until
+from tests.fleet.providers.contract import ProviderContract, wait_until
 from zeroloop.config import PoolSettings
 from zeroloop.fleet.providers.base import LaunchSpec
 from zeroloop.fleet.providers.local import LocalProvider

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.cluster.providers.contract import ProviderContract
+from tests.fleet.providers.contract import ProviderContract
 from zeroloop.config import PoolSettings
 from zeroloop.errors import ConfigError
 from zeroloop.fleet.providers.base import LaunchSpec, MachineState, ProviderError

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from tests.cluster.providers.contract import ProviderContract, wait_until
-from tests.cluster.providers.slurm_cluster import SlurmCluster
+from tests.fleet.providers.contract import ProviderContract, wait_until
+from tests.fleet.providers.slurm_cluster import SlurmCluster
 from zeroloop.app import App
 from zeroloop.config import PoolSettings, Settings, StoreSettings, WorkloadSettings
 from zeroloop.fleet.providers.base import LaunchSpec, MachineState, ProviderError

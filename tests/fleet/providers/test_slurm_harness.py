@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster.providers import slurm_cluster
-from tests.cluster.providers.slurm_cluster import SlurmCluster, SlurmUnavailable
+from tests.fleet.providers import slurm_cluster
+from tests.fleet.providers.slurm_cluster import SlurmCluster, SlurmUnavailable
 
 
 def _fake(path: Path, body: str) -> str:
