@@ -139,7 +139,7 @@ def executor_daemon(context: DaemonContext) -> ServiceDaemon:
 
 def selfplay_executor_daemon(context: DaemonContext) -> ServiceDaemon:
     """Factory of `selfplay_executor`: runs selfplay jobs only."""
-    return _executor(context, (jobs.SELFPLAY,))
+    return _executor(context, jobs.types_for("selfplay"))
 
 
 def _executor(context: DaemonContext, job_types: tuple[str, ...]) -> ServiceDaemon:
@@ -214,9 +214,7 @@ def model_distribution_daemon(context: DaemonContext) -> ServiceDaemon | RemoteP
     return consumers_daemon(context, [prefetcher.spec()], describe=lambda: {"fetched": prefetcher.fetched})
 
 
-# The job types each worker profile's executor claims (the autoscaler sizes pools by them).
+# The job types each worker profile's executor claims (the autoscaler sizes pools by them), from the job-type table.
 PROFILE_JOB_TYPES: dict[str, frozenset[str]] = {
-    "training_node": frozenset(jobs.JOB_TYPES),
-    "ephemeral": frozenset(jobs.JOB_TYPES),
-    "selfplay": frozenset({jobs.SELFPLAY}),
+    profile: frozenset(jobs.types_for(profile)) for profile in ("training_node", "ephemeral", "selfplay")
 }
