@@ -31,7 +31,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from zeroloop import tracing
 from zeroloop.config import Settings
@@ -54,8 +54,6 @@ declare(
 PROGRESS_EVERY_S = 5.0
 CHILD_EXIT_WAIT_S = 2.0  # longest wait for a dead child's exit status (seconds)
 DRAIN_POLL_S = 0.2  # how often a running job looks whether a drain began (seconds)
-
-C = TypeVar("C")
 
 
 class _Drained(Exception):
@@ -256,7 +254,7 @@ class JobExecutor:
             payload = job_type.parse(job.payload)
             prepared = await asyncio.to_thread(self._prepare, job_type, job, payload, workdir)
             if job_type.started is not None:
-                started = self._event(job_type.started, job, jobs.Started(job, payload, self.node))
+                started = job_type.started.build(job, jobs.Started(job, payload, self.node))
                 await self._retrying(f"job {job.id}", lambda: self._publish(started))
             evidence = await self._run_child(job, job_type, prepared, lost)
             claim = claim_next and not self._stopping.is_set()
@@ -411,7 +409,7 @@ class JobExecutor:
     async def _publish_progress(self, job: Job, event: jobs.Event[jobs.Progress], report: dict[str, float]) -> None:
         """Publish one progress event; best effort: during a store outage it is skipped (the next one follows)."""
         try:
-            await asyncio.to_thread(self._publish, self._event(event, job, jobs.Progress(job, report)))
+            await asyncio.to_thread(self._publish, event.build(job, jobs.Progress(job, report)))
         except Exception as exc:
             if not is_transient(exc):
                 raise
@@ -423,12 +421,6 @@ class JobExecutor:
         """Fetch the job's inputs into the cache and build the workload request."""
         workdir.mkdir(parents=True, exist_ok=True)
         return job_type.prepare(job, payload, jobs.Parts(self.artifacts, self.models, workdir))
-
-    @staticmethod
-    def _event(event: jobs.Event[C], job: Job, context: C) -> Outcome:
-        """One of the job's events: (type, payload led by the config key and job id, dedup key)."""
-        payload = {"config_key": job.config_key, "job_id": job.id, **event.payload(context)}
-        return event.type, payload, event.dedup_key(job)
 
     def _publish(self, event: Outcome) -> None:
         event_type, payload, dedup_key = event
@@ -463,7 +455,7 @@ class JobExecutor:
         result = {"artifact_sha256": artifact.sha256, "size_bytes": artifact.size_bytes, "counts": counts}
         confidence = self.settings.workload.elo_confidence
         finished = jobs.Finished(job, payload, artifact.sha256, counts, samples, confidence)
-        event = self._event(job_type.outcome, job, finished)
+        event = job_type.outcome.build(job, finished)
         if not claim_next:
             self.queue.complete(job.id, token, result, event=event)
             return None

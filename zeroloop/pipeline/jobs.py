@@ -24,7 +24,7 @@ from zeroloop.workload.elo import elo_estimate
 from zeroloop.workload.protocol import EvaluateRequest, ExportRequest, Player, SelfplayRequest, TrainRequest
 
 if TYPE_CHECKING:
-    from zeroloop.ports import ArtifactPort, ModelPort
+    from zeroloop.ports import ArtifactPort, ModelPort, Outcome
     from zeroloop.queue.jobs import Job
 
 SELFPLAY, EXPORT, TRAIN, EVALUATE = "selfplay", "export", "train", "evaluate"
@@ -140,20 +140,19 @@ class Finished(Generic[P]):
 class Event(Generic[C]):
     """An event a job type publishes: its type (declared in zeroloop.events.catalogue) and how its payload is built.
 
-    The executor puts `config_key` and `job_id` first in the payload; `payload` adds the
-    rest. `dedup` formats the event's dedup key from `type`, `job_id` and `attempt`; None
-    publishes without one.
+    `config_key` and `job_id` lead the payload; `payload` adds the rest. `dedup` formats
+    the event's dedup key from `type`, `job_id` and `attempt`; None publishes without one.
     """
 
     type: str
     payload: Callable[[C], dict[str, Any]]
     dedup: str | None = "{type}:{job_id}"
 
-    def dedup_key(self, job: Job) -> str | None:
-        """This event's dedup key for `job`'s current attempt."""
-        if self.dedup is None:
-            return None
-        return self.dedup.format(type=self.type, job_id=job.id, attempt=job.attempts)
+    def build(self, job: Job, context: C) -> Outcome:
+        """The event for `job`: (type, payload led by its config key and id, dedup key of its current attempt)."""
+        payload = {"config_key": job.config_key, "job_id": job.id, **self.payload(context)}
+        dedup = None if self.dedup is None else self.dedup.format(type=self.type, job_id=job.id, attempt=job.attempts)
+        return self.type, payload, dedup
 
 
 @dataclass(frozen=True)
