@@ -397,7 +397,7 @@ class JobExecutor:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._pool = None
 
-    async def _forward_progress(self, job: Job, event: jobs.Event[jobs.Progress]) -> None:
+    async def _forward_progress(self, job: Job, event: jobs.JobEvent[jobs.Progress]) -> None:
         last = 0.0
         while True:
             report = await asyncio.to_thread(child.next_progress, self._progress, 1.0)
@@ -406,7 +406,7 @@ class JobExecutor:
             last = time.monotonic()
             await self._publish_progress(job, event, report)
 
-    async def _publish_progress(self, job: Job, event: jobs.Event[jobs.Progress], report: dict[str, float]) -> None:
+    async def _publish_progress(self, job: Job, event: jobs.JobEvent[jobs.Progress], report: dict[str, float]) -> None:
         """Publish one progress event; best effort: during a store outage it is skipped (the next one follows)."""
         try:
             await asyncio.to_thread(self._publish, event.build(job, jobs.Progress(job, report)))

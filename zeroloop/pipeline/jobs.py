@@ -137,7 +137,7 @@ class Finished(Generic[P]):
 
 
 @dataclass(frozen=True)
-class Event(Generic[C]):
+class JobEvent(Generic[C]):
     """An event a job type publishes: its type (declared in zeroloop.events.catalogue) and how its payload is built.
 
     `config_key` and `job_id` lead the payload; `payload` adds the rest. `dedup` formats
@@ -172,11 +172,11 @@ class JobType(Generic[P]):
     payload: type[P]
     prepare: Callable[[Job, P, Parts], Prepared]
     kind: ArtifactKind
-    outcome: Event[Finished[P]]
+    outcome: JobEvent[Finished[P]]
     profiles: frozenset[str]
     check: Callable[[Job, Mapping[str, float]], None] | None = None
-    started: Event[Started[P]] | None = None
-    progress: Event[Progress] | None = None
+    started: JobEvent[Started[P]] | None = None
+    progress: JobEvent[Progress] | None = None
 
     def parse(self, payload: Mapping[str, Any]) -> P:
         """The payload as this type's model; QueueError naming the job type and field if it is malformed."""
@@ -188,7 +188,7 @@ class JobType(Generic[P]):
 
     def events(self) -> tuple[str, ...]:
         """Every event type this job type publishes: its outcome, and when it has them, started and progress."""
-        hooks: tuple[Event[Any] | None, ...] = (self.started, self.progress, self.outcome)
+        hooks: tuple[JobEvent[Any] | None, ...] = (self.started, self.progress, self.outcome)
         return tuple(event.type for event in hooks if event is not None)
 
 
@@ -306,7 +306,7 @@ TYPES: dict[str, JobType[Any]] = {
             SelfplayJob,
             _prepare_selfplay,
             ArtifactKind.GAME_BATCH,
-            Event("SELFPLAY_COMPLETE", _played),
+            JobEvent("SELFPLAY_COMPLETE", _played),
             _EVERY_WORKER,
         ),
         JobType(
@@ -314,7 +314,7 @@ TYPES: dict[str, JobType[Any]] = {
             ExportJob,
             _prepare_export,
             ArtifactKind.TRAINING_WINDOW,
-            Event("NPZ_EXPORT_COMPLETE", _exported),
+            JobEvent("NPZ_EXPORT_COMPLETE", _exported),
             _GENERAL_WORKERS,
         ),
         JobType(
@@ -322,17 +322,17 @@ TYPES: dict[str, JobType[Any]] = {
             TrainJob,
             _prepare_train,
             ArtifactKind.MODEL,
-            Event("TRAINING_COMPLETED", _trained),
+            JobEvent("TRAINING_COMPLETED", _trained),
             _GENERAL_WORKERS,
-            started=Event("TRAINING_STARTED", _training_started, dedup="training-started:{job_id}:{attempt}"),
-            progress=Event("TRAINING_PROGRESS", _training_progress, dedup=None),
+            started=JobEvent("TRAINING_STARTED", _training_started, dedup="training-started:{job_id}:{attempt}"),
+            progress=JobEvent("TRAINING_PROGRESS", _training_progress, dedup=None),
         ),
         JobType(
             EVALUATE,
             EvaluateJob,
             _prepare_evaluate,
             ArtifactKind.MATCH_RESULT,
-            Event("EVALUATION_RESULT", _evaluated),
+            JobEvent("EVALUATION_RESULT", _evaluated),
             _GENERAL_WORKERS,
             check=_check_match,  # an incomplete result is refused before it is uploaded
         ),
