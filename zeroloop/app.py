@@ -395,13 +395,6 @@ class App:
         )
         self.daemons: DaemonManager[Any] | None = None  # set by bootstrap.initialize_all_coordinators
 
-    @staticmethod
-    def profile_job_types(profile: str) -> frozenset[str] | None:
-        """The job types a worker profile runs (None: every type)."""
-        from zeroloop.pipeline.daemons import PROFILE_JOB_TYPES
-
-        return PROFILE_JOB_TYPES.get(profile)
-
     def close(self) -> None:
         """Close everything this App opened, in reverse order."""
         self.store.close()

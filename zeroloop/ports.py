@@ -245,7 +245,3 @@ class AppParts(WorkerParts, Protocol):
     def fleet(self) -> Fleet:
         """Provider pools and their machines."""
         ...
-
-    def profile_job_types(self, profile: str) -> frozenset[str] | None:
-        """The job types a worker profile runs (None: every type)."""
-        ...

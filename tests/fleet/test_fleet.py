@@ -20,6 +20,7 @@ from zeroloop.config import AutoscalerSettings, PoolSettings, Settings
 from zeroloop.fleet.autoscaler import Autoscaler, PoolView, ScalePlan, plan, retry_after
 from zeroloop.fleet.manager import FleetError
 from zeroloop.fleet.providers.base import Launched, LaunchSpec, Machine, MachineState, Provider, ProviderError
+from zeroloop.pipeline import jobs
 from zeroloop.store.queries import pipelines as decision_queries
 from zeroloop.store.schema import events
 
@@ -282,7 +283,7 @@ def test_the_autoscaler_records_each_new_decision_and_launches_in_the_background
     for _ in range(2):
         app.queue.enqueue("selfplay", "c_2p")
     scaler = Autoscaler(
-        app.fleet, app.settings.autoscaler, app.profile_job_types, requeue=app.queue.requeue_node, clock=app.clock
+        app.fleet, app.settings.autoscaler, jobs.profile_job_types, requeue=app.queue.requeue_node, clock=app.clock
     )
     try:
         (scale,) = scaler.run_once()
@@ -431,7 +432,7 @@ def test_launches_per_tick_are_capped_and_lost_hand_started_nodes_cost_nothing()
 def test_a_held_pool_whose_figures_alone_move_records_no_new_decision(fleet: tuple[App, MemoryProvider]) -> None:
     app, _provider = fleet
     scaler = Autoscaler(
-        app.fleet, app.settings.autoscaler, app.profile_job_types, requeue=app.queue.requeue_node, clock=app.clock
+        app.fleet, app.settings.autoscaler, jobs.profile_job_types, requeue=app.queue.requeue_node, clock=app.clock
     )
     try:
         held = [ScalePlan("mem", 0, f"at max_nodes 3 ({waiting} job(s) waiting)", {}) for waiting in (8, 10, 7)]

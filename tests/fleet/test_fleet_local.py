@@ -78,7 +78,7 @@ def test_pool_grows_to_max_for_queued_work_then_shrinks_to_min_when_idle(tmp_pat
     with App(settings) as app:
         try:
             queued = [app.queue.enqueue(jobs.SELFPLAY, "ringrift_2p", {"games": 2}) for _ in range(8)]
-            scaler = Autoscaler(app.fleet, settings.autoscaler, app.profile_job_types, requeue=app.queue.requeue_node)
+            scaler = Autoscaler(app.fleet, settings.autoscaler, jobs.profile_job_types, requeue=app.queue.requeue_node)
             (plan,) = scaler.run_once()
             assert plan.launch == 2 and plan.evidence["queued_jobs"] == 8  # capped at max_nodes
             assert [outcome.error for outcome in scaler.collect(timeout_s=30)] == [None, None]
@@ -126,7 +126,7 @@ def test_a_worker_killed_with_sigkill_is_marked_lost_and_replaced(tmp_path: Path
     settings = _settings(tmp_path, min_nodes=1, max_nodes=1)
     with App(settings) as app:
         try:
-            scaler = Autoscaler(app.fleet, settings.autoscaler, app.profile_job_types, requeue=app.queue.requeue_node)
+            scaler = Autoscaler(app.fleet, settings.autoscaler, jobs.profile_job_types, requeue=app.queue.requeue_node)
             assert scaler.run_once()[0].reason == "1 below min_nodes"
 
             def active() -> bool:

@@ -13,7 +13,7 @@ from zeroloop.app import App
 from zeroloop.cli.common import console, open_app
 from zeroloop.cli.helptext import examples
 from zeroloop.errors import QueueError
-from zeroloop.pipeline.jobs import JOB_TYPES
+from zeroloop.pipeline import jobs
 from zeroloop.queue.backpressure import BackpressureLevel
 from zeroloop.queue.jobs import Job, JobStatus
 from zeroloop.store.values import check_text
@@ -50,7 +50,7 @@ def known_job_type(zl: App, job_type: str | None) -> str | None:
     """`job_type` if the pipeline runs it or the queue holds such jobs; QueueError listing the known types otherwise."""
     if job_type is None:
         return None
-    known = set(JOB_TYPES) | set(zl.queue.stats())
+    known = set(jobs.JOB_TYPES) | set(zl.queue.stats())
     if job_type not in known:
         raise QueueError(f"unknown job type {job_type!r}: choose from {', '.join(sorted(known))}")
     return job_type

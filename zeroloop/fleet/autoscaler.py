@@ -30,6 +30,7 @@ from zeroloop.cluster.nodes import LIVE, STARTING, Fence, NodeStatus
 from zeroloop.config import AutoscalerSettings, PoolSettings
 from zeroloop.daemons.daemon import Clock, DaemonContext, LoopDaemon
 from zeroloop.fleet.manager import Fleet, FleetError, LaunchOutcome
+from zeroloop.pipeline import jobs
 from zeroloop.ports import AppParts
 from zeroloop.queue.backpressure import BackpressureLevel
 from zeroloop.store.queries import fleet as fleet_queries
@@ -365,7 +366,7 @@ def autoscaler_daemon(context: DaemonContext[AppParts]) -> AutoscalerDaemon:
     autoscaler = Autoscaler(
         app.fleet,
         app.settings.autoscaler,
-        app.profile_job_types,
+        jobs.profile_job_types,
         requeue=app.queue.requeue_node,
         clock=context.clock,
         fence=leader_fence(app.leases, context.leadership),

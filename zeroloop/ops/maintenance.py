@@ -28,6 +28,7 @@ import sqlalchemy as sa
 from zeroloop.artifacts.cache import LocalCache
 from zeroloop.config import Settings
 from zeroloop.events.wiring import declare
+from zeroloop.pipeline import jobs
 from zeroloop.ports import EventPort
 from zeroloop.queue.backpressure import BackpressureLevel
 from zeroloop.store.database import Store
@@ -35,8 +36,6 @@ from zeroloop.store.database import Store
 log = logging.getLogger(__name__)
 
 declare("zeroloop.ops.maintenance", emits=("DISK_SPACE_LOW",))
-
-SELFPLAY = "selfplay"  # the job type a full disk refuses first (zeroloop.pipeline.jobs.SELFPLAY)
 
 DiskReader = Callable[[], float]  # percent of the data disk in use, 0-100
 
@@ -100,7 +99,7 @@ class DiskSpaceManager:
         refused = after >= hard
         if self.backpressure is not None and (refused or self.refused):
             # Recorded now rather than at the scheduler's next tick; the level comes from the same disk.
-            self.backpressure(SELFPLAY)
+            self.backpressure(jobs.SELFPLAY)  # the job type a full disk refuses first
         low = before >= soft
         if low and (not self.low or (refused and not self.refused)):
             payload = {"node": self.node, "disk_pct": round(before, 1), "evicted_bytes": evicted}

@@ -137,7 +137,7 @@ def executor_daemon(context: DaemonContext[WorkerParts]) -> ServiceDaemon:
 
 def selfplay_executor_daemon(context: DaemonContext[WorkerParts]) -> ServiceDaemon:
     """Factory of `selfplay_executor`: runs selfplay jobs only."""
-    return _executor(context, (jobs.SELFPLAY,))
+    return _executor(context, jobs.types_for("selfplay"))
 
 
 def _executor(context: DaemonContext[WorkerParts], job_types: tuple[str, ...]) -> ServiceDaemon:
@@ -176,11 +176,3 @@ def _executor(context: DaemonContext[WorkerParts], job_types: tuple[str, ...]) -
         interval_s=cluster.slot_interval_s,
     )
     return ServiceDaemon(service, describe=service.health)
-
-
-# The job types each worker profile's executor claims (the autoscaler sizes pools by them).
-PROFILE_JOB_TYPES: dict[str, frozenset[str]] = {
-    "training_node": frozenset(jobs.JOB_TYPES),
-    "ephemeral": frozenset(jobs.JOB_TYPES),
-    "selfplay": frozenset({jobs.SELFPLAY}),
-}

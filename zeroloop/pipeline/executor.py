@@ -30,43 +30,25 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from zeroloop import tracing
-from zeroloop.artifacts.transfer import ArtifactKind
 from zeroloop.config import Settings
 from zeroloop.errors import ArtifactError, QueueError, StaleLeaseError, WorkloadError
 from zeroloop.events.consumer import is_transient
 from zeroloop.events.wiring import declare
 from zeroloop.pipeline import child, jobs
-from zeroloop.pipeline.registry import model_id_for
 from zeroloop.pipeline.slots import SlotBudget
 from zeroloop.ports import ArtifactPort, EventPort, JobPort, ModelPort
-from zeroloop.queue.jobs import Capabilities, Job, Lease
-from zeroloop.workload.elo import elo_estimate
-from zeroloop.workload.protocol import (
-    EvaluateRequest,
-    Evidence,
-    ExportRequest,
-    Player,
-    SelfplayRequest,
-    TrainRequest,
-)
+from zeroloop.queue.jobs import Capabilities, Job, Lease, Outcome
+from zeroloop.workload.protocol import Evidence
 
 log = logging.getLogger(__name__)
 
 declare(
     "zeroloop.pipeline.executor",
-    emits=(
-        "SELFPLAY_COMPLETE",
-        "NPZ_EXPORT_COMPLETE",
-        "TRAINING_STARTED",
-        "TRAINING_PROGRESS",
-        "TRAINING_COMPLETED",
-        "EVALUATION_RESULT",
-    ),
+    emits=tuple(event for job_type in jobs.TYPES.values() for event in job_type.events()),
 )
 
 PROGRESS_EVERY_S = 5.0
@@ -76,15 +58,6 @@ DRAIN_POLL_S = 0.2  # how often a running job looks whether a drain began (secon
 
 class _Drained(Exception):
     """The drain grace ran out while a job was still running: release it."""
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """A job made ready to run: the operation, its request (local paths), and where its output goes."""
-
-    operation: str
-    request: Any
-    output: Path
 
 
 class JobExecutor:
@@ -277,13 +250,17 @@ class JobExecutor:
         lost = asyncio.Event()
         beat = asyncio.create_task(self._heartbeat(job, token, lost))
         try:
-            prepared = await asyncio.to_thread(self._prepare, job, workdir)
-            if job.type == jobs.TRAIN:
-                await self._retrying(f"job {job.id}", lambda: self._publish_training_started(job))
-            evidence = await self._run_child(job, prepared, lost)
+            job_type = jobs.lookup(job.type)
+            payload = job_type.parse(job.payload)
+            prepared = await asyncio.to_thread(self._prepare, job_type, job, payload, workdir)
+            if job_type.started is not None:
+                started = job_type.started.build(job, jobs.Started(job, payload, self.node))
+                await self._retrying(f"job {job.id}", lambda: self._publish(started))
+            evidence = await self._run_child(job, job_type, prepared, lost)
             claim = claim_next and not self._stopping.is_set()
             following = await self._retrying(
-                f"job {job.id} result", lambda: self._finish(job, token, prepared, evidence, claim_next=claim)
+                f"job {job.id} result",
+                lambda: self._finish(job, token, job_type, payload, prepared, evidence, claim_next=claim),
             )
             self.jobs_done += 1
         except StaleLeaseError as exc:
@@ -355,7 +332,9 @@ class JobExecutor:
                     return
                 self._outage(exc)  # keep the job running; the next beat tries again
 
-    async def _run_child(self, job: Job, prepared: Prepared, lost: asyncio.Event) -> Evidence:
+    async def _run_child(
+        self, job: Job, job_type: jobs.JobType[Any], prepared: jobs.Prepared, lost: asyncio.Event
+    ) -> Evidence:
         pool = self._ensure_pool()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.run_in_executor(
@@ -364,7 +343,9 @@ class JobExecutor:
         self._children = list(getattr(pool, "_processes", {}).values())
         lost_wait: asyncio.Future[Any] = asyncio.ensure_future(lost.wait())
         drained: asyncio.Future[Any] = asyncio.ensure_future(self._drain_expired())
-        progress = asyncio.ensure_future(self._forward_progress(job)) if job.type == jobs.TRAIN else None
+        progress = None
+        if job_type.progress is not None:
+            progress = asyncio.ensure_future(self._forward_progress(job, job_type.progress))
         try:
             done, _ = await asyncio.wait(
                 {future, lost_wait, drained}, timeout=job.timeout_s, return_when=asyncio.FIRST_COMPLETED
@@ -416,29 +397,19 @@ class JobExecutor:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._pool = None
 
-    async def _forward_progress(self, job: Job) -> None:
+    async def _forward_progress(self, job: Job, event: jobs.JobEvent[jobs.Progress]) -> None:
         last = 0.0
         while True:
             report = await asyncio.to_thread(child.next_progress, self._progress, 1.0)
             if report is None or time.monotonic() - last < PROGRESS_EVERY_S:
                 continue
             last = time.monotonic()
-            await self._publish_progress(job, report)
+            await self._publish_progress(job, event, report)
 
-    async def _publish_progress(self, job: Job, report: dict[str, float]) -> None:
-        """Publish one TRAINING_PROGRESS; best effort: during a store outage it is skipped (the next one follows)."""
+    async def _publish_progress(self, job: Job, event: jobs.JobEvent[jobs.Progress], report: dict[str, float]) -> None:
+        """Publish one progress event; best effort: during a store outage it is skipped (the next one follows)."""
         try:
-            await asyncio.to_thread(
-                self.bus.publish,
-                "TRAINING_PROGRESS",
-                {
-                    "config_key": job.config_key,
-                    "job_id": job.id,
-                    "step": report["step"],
-                    "loss": report["loss"],
-                    "samples_per_s": report["samples_per_s"],
-                },
-            )
+            await asyncio.to_thread(self._publish, event.build(job, jobs.Progress(job, report)))
         except Exception as exc:
             if not is_transient(exc):
                 raise
@@ -446,80 +417,45 @@ class JobExecutor:
 
     # --- before and after (blocking; run in a thread) ----------------------------------------
 
-    def _prepare(self, job: Job, workdir: Path) -> Prepared:
+    def _prepare(self, job_type: jobs.JobType[Any], job: Job, payload: Any, workdir: Path) -> jobs.Prepared:
         """Fetch the job's inputs into the cache and build the workload request."""
         workdir.mkdir(parents=True, exist_ok=True)
-        payload = jobs.parse(job.type, job.payload)
-        if isinstance(payload, jobs.SelfplayJob):
-            model = self._production_model(job.config_key)
-            output = workdir / "games.npz"
-            request: Any = SelfplayRequest(job.config_key, output, payload.games, model, seed=job.id)
-            return Prepared("selfplay", request, output)
-        if isinstance(payload, jobs.ExportJob):
-            inputs = tuple(self.artifacts.fetch(sha) for sha in payload.inputs)
-            output = workdir / "window.npz"
-            return Prepared(
-                "export", ExportRequest(job.config_key, inputs, output, payload.window_samples, payload.seed), output
-            )
-        if isinstance(payload, jobs.TrainJob):
-            window = self.artifacts.fetch(payload.window_sha256)
-            init = self.artifacts.fetch(payload.init_model_sha256) if payload.init_model_sha256 else None
-            output = workdir / "model.pt"
-            return Prepared("train", TrainRequest(job.config_key, window, output, init, seed=payload.seed), output)
-        assert isinstance(payload, jobs.EvaluateJob)
-        candidate = Player.of_model(self.artifacts.fetch(payload.model_sha256))
-        if payload.opponent_kind == "model":
-            if payload.opponent_sha256 is None:
-                raise QueueError(f"evaluate job {job.id} names a model opponent without its sha256")
-            opponent = Player.of_model(self.artifacts.fetch(payload.opponent_sha256))
-        else:
-            opponent = Player(payload.opponent_kind)
-        output = workdir / "match.json"
-        # The job id, not the payload's seed, seeds the match: two evaluations of the same pair then play
-        # different openings, while a retried job replays its own.
-        request = EvaluateRequest(job.config_key, candidate, opponent, output, payload.games, seed=job.id)
-        return Prepared("evaluate", request, output)
+        return job_type.prepare(job, payload, jobs.Parts(self.artifacts, self.models, workdir))
 
-    def _production_model(self, config_key: str) -> Path | None:
-        """The production model's file, fetched and verified; None before the first promotion."""
-        model = self.models.production(config_key)
-        return self.artifacts.fetch(model.artifact_sha256) if model else None
-
-    def _publish_training_started(self, job: Job) -> None:
-        payload = jobs.TrainJob.model_validate(job.payload)
-        self.bus.publish(
-            "TRAINING_STARTED",
-            {"config_key": job.config_key, "job_id": job.id, "iteration": payload.iteration, "node": self.node},
-            dedup_key=f"training-started:{job.id}:{job.attempts}",
-        )
+    def _publish(self, event: Outcome) -> None:
+        event_type, payload, dedup_key = event
+        self.bus.publish(event_type, payload, dedup_key=dedup_key)
 
     def _finish(
-        self, job: Job, token: int, prepared: Prepared, evidence: Evidence, *, claim_next: bool
+        self,
+        job: Job,
+        token: int,
+        job_type: jobs.JobType[Any],
+        payload: Any,
+        prepared: jobs.Prepared,
+        evidence: Evidence,
+        *,
+        claim_next: bool,
     ) -> Lease | None:
         """Upload the output; then, in one transaction, complete the job with its event and lease the next.
 
         The next job is leased only when `claim_next`; that lease is returned.
         """
         counts = dict(evidence.counts)
-        kind = {
-            "selfplay": ArtifactKind.GAME_BATCH,
-            "export": ArtifactKind.TRAINING_WINDOW,
-            "train": ArtifactKind.MODEL,
-            "evaluate": ArtifactKind.MATCH_RESULT,
-        }[prepared.operation]
         samples = int(counts.get("positions", counts.get("samples", 0)))
-        if job.type == jobs.EVALUATE:
-            self._match_result(job, counts)  # refuse an incomplete result before uploading anything
+        if job_type.check is not None:
+            job_type.check(job, counts)  # refuse an incomplete result before uploading anything
         artifact = self.artifacts.put(
             prepared.output,
-            kind,
+            job_type.kind,
             config_key=job.config_key,
             meta={"samples": samples, **{k: v for k, v in counts.items() if math.isfinite(float(v))}},
             producer_job_id=job.id,
         )
         result = {"artifact_sha256": artifact.sha256, "size_bytes": artifact.size_bytes, "counts": counts}
-        event_type, payload = self._event_for(job, artifact.sha256, counts, samples)
-        event = (event_type, payload, f"{event_type}:{job.id}")
+        confidence = self.settings.workload.elo_confidence
+        finished = jobs.Finished(job, payload, artifact.sha256, counts, samples, confidence)
+        event = job_type.outcome.build(job, finished)
         if not claim_next:
             self.queue.complete(job.id, token, result, event=event)
             return None
@@ -540,43 +476,3 @@ class JobExecutor:
             if following is not None:
                 self.budget.take(following.job)
         return following
-
-    def _event_for(self, job: Job, sha256: str, counts: dict[str, float], samples: int) -> tuple[str, dict[str, Any]]:
-        base = {"config_key": job.config_key, "job_id": job.id}
-        if job.type == jobs.SELFPLAY:
-            games = int(counts.get("games", counts.get("num_games", 0)))
-            return "SELFPLAY_COMPLETE", {**base, "artifact_sha256": sha256, "games": games, "samples": samples}
-        if job.type == jobs.EXPORT:
-            return "NPZ_EXPORT_COMPLETE", {**base, "window_sha256": sha256, "samples": samples}
-        if job.type == jobs.TRAIN:
-            iteration = int(job.payload["iteration"])
-            return "TRAINING_COMPLETED", {
-                **base,
-                "model_id": model_id_for(job.config_key, iteration, sha256),
-                "artifact_sha256": sha256,
-                "loss": float(counts.get("loss", math.nan)),
-                "samples": samples,
-            }
-        return "EVALUATION_RESULT", {
-            **base,
-            "model_id": job.payload["model_id"],
-            "opponent": job.payload["opponent"],
-            **self._match_result(job, counts),
-        }
-
-    def _match_result(self, job: Job, counts: dict[str, float]) -> dict[str, Any]:
-        """Wins, draws, losses and the Elo difference with its half-interval; WorkloadError if incomplete."""
-        missing = [key for key in ("wins", "draws", "losses") if key not in counts]
-        if missing:
-            raise WorkloadError(f"match result of job {job.id} lacks {', '.join(missing)}")
-        wins, draws, losses = (int(counts[key]) for key in ("wins", "draws", "losses"))
-        estimate = elo_estimate(wins, draws, losses, self.settings.workload.elo_confidence)
-        low = float(counts.get("elo_low", estimate.low))
-        high = float(counts.get("elo_high", estimate.high))
-        return {
-            "wins": wins,
-            "draws": draws,
-            "losses": losses,
-            "elo_diff": float(counts.get("elo", estimate.elo)),
-            "elo_ci": (high - low) / 2 if math.isfinite(high - low) else 1000.0,
-        }

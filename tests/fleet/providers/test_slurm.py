@@ -165,7 +165,7 @@ def test_the_fleet_grows_a_slurm_pool_for_work_and_idle_shutdown_ends_it_with_sc
         autoscaler=AutoscalerSettings(launch_cooldown_s=0),
     )
     with App(settings) as app:
-        scaler = Autoscaler(app.fleet, settings.autoscaler, app.profile_job_types, requeue=app.queue.requeue_node)
+        scaler = Autoscaler(app.fleet, settings.autoscaler, jobs.profile_job_types, requeue=app.queue.requeue_node)
         try:
             queued = [app.queue.enqueue(jobs.SELFPLAY, "ringrift_2p", {"games": 2}) for _ in range(3)]
             assert scaler.run_once()[0].launch == 1
