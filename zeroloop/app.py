@@ -44,6 +44,7 @@ def provider_class(name: str, kind: str) -> type[Provider]:
     """The Provider subclass a pool's `kind` names: built in, `module:Class`, or an entry point (zeroloop.plugins)."""
     found: type[Provider] = plugins.resolve(
         kind,
+        what="provider",
         setting=f"providers.{name}.kind",
         group=plugins.PROVIDER_GROUP,
         built_in=BUILT_IN_PROVIDERS,

@@ -56,6 +56,7 @@ def _import(target: str, setting: str) -> Any:
 def resolve(
     kind: str,
     *,
+    what: str,
     setting: str,
     group: str,
     built_in: Mapping[str, str],
@@ -63,7 +64,8 @@ def resolve(
 ) -> Any:
     """The class `kind` names; ConfigError (one line, naming `setting`) when it does not load or fit.
 
-    `built_in` maps names to `module:Class` targets (imported only when chosen); `check`
+    `what` names the extension point in messages (provider, workload). `built_in` maps
+    names to `module:Class` targets (imported only when chosen); `check`
     returns why a loaded object does not satisfy the interface, or None.
     """
     if kind in built_in:
@@ -75,7 +77,7 @@ def resolve(
         if not found:
             known = ", ".join(sorted(built_in))
             raise ConfigError(
-                f"invalid setting {setting}: unknown kind {kind!r}; known kinds: {known}, "
+                f"invalid setting {setting}: unknown {what} kind {kind!r}; known kinds: {known}, "
                 f"a `package.module:ClassName`, or an entry point of group {group}"
             )
         target = found[0].value

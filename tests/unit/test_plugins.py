@@ -107,7 +107,7 @@ def test_a_pool_of_ones_own_provider_opens_with_the_app(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("kind", "message"),
     [
-        ("nimbus", "unknown kind 'nimbus'; known kinds: command, local, skypilot, slurm"),
+        ("nimbus", "unknown provider kind 'nimbus'; known kinds: command, local, skypilot, slurm"),
         ("no_such_module_zl:Thing", "cannot import no_such_module_zl: ModuleNotFoundError"),
         (f"{HERE}:Missing", f"module {HERE} has no Missing"),
         (f"{HERE}:NotAProvider", "is not a subclass of zeroloop.fleet.providers.base.Provider"),
@@ -144,5 +144,5 @@ def test_a_workload_of_ones_own_is_built_from_the_settings(entry_point: None) ->
 def test_a_workload_class_that_lacks_operations_is_refused_at_start() -> None:
     with pytest.raises(ConfigError, match=r"invalid setting workload.kind: .*NoTrainWorkload lacks export, train"):
         check_workload(WorkloadSettings(kind=f"{HERE}:NoTrainWorkload"))
-    with pytest.raises(ConfigError, match="unknown kind 'nope'"):
+    with pytest.raises(ConfigError, match="unknown workload kind 'nope'"):
         check_workload(WorkloadSettings(kind="nope"))

@@ -52,6 +52,7 @@ def workload_class(kind: str) -> type:
     """The class of a workload kind of one's own; ConfigError (one line) when it does not load or fit."""
     found: type = plugins.resolve(
         kind,
+        what="workload",
         setting="workload.kind",
         group=plugins.WORKLOAD_GROUP,
         built_in={},
