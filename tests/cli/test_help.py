@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 
 from zeroloop.cli import helptext
 from zeroloop.cli.main import app
-from zeroloop.daemons.table import PROFILES
 from zeroloop.events.catalogue import EVENT_TYPES
+from zeroloop.profiles import PROFILES
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 _ROOT = typer.main.get_command(app)

@@ -11,7 +11,6 @@ from rich.table import Table
 
 from zeroloop.cli.common import console, open_app
 from zeroloop.cli.helptext import examples
-from zeroloop.pipeline.ratings import RELATIVE_TO, match_difference, ratings, signed
 
 app = typer.Typer(
     help="List, inspect, promote and roll back models.",
@@ -30,6 +29,8 @@ def list_models(
     limit: int = typer.Option(50, min=1, help="Show at most this many models, newest first."),
 ) -> None:
     """List models, newest first, with stage, rating (Elo, random play = 0) and parent."""
+    from zeroloop.pipeline.ratings import RELATIVE_TO, ratings
+
     with open_app() as zl:
         models = zl.models.list_models(config_key, limit=limit)
         with zl.store.read() as conn:
@@ -53,6 +54,8 @@ def list_models(
 @app.command("show", epilog=examples("zeroloop models show tic_tac_toe_2p-0003"))
 def show(model_id: str = typer.Argument(..., help="The model id, as `zeroloop models ls` prints it.")) -> None:
     """Show one model: lineage, artifact, metadata and every match it played."""
+    from zeroloop.pipeline.ratings import match_difference, ratings, signed
+
     with open_app() as zl:
         model = zl.models.get(model_id)
         matches = zl.models.matches(model_id)

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from zeroloop.app import App
-from zeroloop.bootstrap import start_pipeline
 from zeroloop.cli.common import console, open_app
 from zeroloop.cli.helptext import examples
-from zeroloop.control import actions, views
-from zeroloop.pipeline.ratings import RELATIVE_TO
+
+if TYPE_CHECKING:
+    from zeroloop.app import App
 
 app = typer.Typer(
     help="Start, inspect, pause and resume the loop per config key.",
@@ -29,6 +28,8 @@ def start(
     config_key: str = typer.Argument(..., help="A config key such as connect_four_2p or tic_tac_toe_2p."),
 ) -> None:
     """Add a config key to the loop (the coordinator schedules its selfplay from now on)."""
+    from zeroloop.bootstrap import start_pipeline
+
     with open_app() as zl:
         start_pipeline(zl, config_key)
     console.print(f"{config_key}: pipeline started")
@@ -47,6 +48,9 @@ def pipelines_table(zl: App) -> Table:
 
     Cost is each job's time on its node at the node's price (split among the node's slots).
     """
+    from zeroloop.control import views
+    from zeroloop.pipeline.ratings import RELATIVE_TO
+
     table = Table(
         "config", "stage", "round", "samples", "since training", "model", f"Elo ({RELATIVE_TO})", "training",
         "cost", "paused", title="pipelines", header_style="bold",
@@ -76,6 +80,8 @@ def list_pipelines() -> None:
 
 
 def _set_paused(config_key: str, paused: bool) -> None:
+    from zeroloop.control import actions
+
     with open_app() as zl:
         console.print(actions.set_paused(zl, config_key, paused))
 
@@ -127,6 +133,8 @@ def decisions(
     as_json: bool = typer.Option(False, "--json", help="Print the decisions with their full evidence as JSON."),
 ) -> None:
     """The promotion and round decisions, newest first: why, what was decided, and when (local time)."""
+    from zeroloop.control import views
+
     with open_app() as zl:
         rows = views.decisions(zl, config_key, limit)
     if as_json:

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import json
 import time
+from typing import TYPE_CHECKING
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from zeroloop.app import App
 from zeroloop.cli.common import console, open_app
 from zeroloop.cli.helptext import examples
 from zeroloop.errors import QueueError
-from zeroloop.pipeline import jobs
-from zeroloop.queue.backpressure import BackpressureLevel
-from zeroloop.queue.jobs import Job, JobStatus
-from zeroloop.store.values import check_text
+from zeroloop.queue.jobs import JobStatus
+
+if TYPE_CHECKING:
+    from zeroloop.app import App
+    from zeroloop.queue.jobs import Job
 
 app = typer.Typer(
     help="Inspect and steer the work queue.",
@@ -48,6 +49,8 @@ def _status(job: Job) -> str:
 
 def known_job_type(zl: App, job_type: str | None) -> str | None:
     """`job_type` if the pipeline runs it or the queue holds such jobs; QueueError listing the known types otherwise."""
+    from zeroloop.pipeline import jobs
+
     if job_type is None:
         return None
     known = set(jobs.JOB_TYPES) | set(zl.queue.stats())
@@ -67,6 +70,8 @@ def list_jobs(
     limit: int = typer.Option(50, "--limit", "-n", min=1, help="Show at most this many, newest first."),
 ) -> None:
     """List jobs, newest first."""
+    from zeroloop.store.values import check_text
+
     statuses = [JobStatus.DEAD] if dead else list(status or ())
     check_text(config_key, "--config", QueueError)
     with open_app() as zl:
@@ -141,6 +146,8 @@ def cancel(job_id: int = typer.Argument(..., help="The id of a queued or running
 @app.command("stats", epilog=examples("zeroloop queue stats"))
 def stats() -> None:
     """Job counts by type and status, with each type's backpressure level."""
+    from zeroloop.queue.backpressure import BackpressureLevel
+
     with open_app() as zl:
         counts = zl.queue.stats()
         levels = {job_type: zl.queue.check_backpressure(job_type) for job_type in counts}
