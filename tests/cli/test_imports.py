@@ -55,7 +55,7 @@ def test_the_clis_role_names_are_the_token_roles() -> None:
     from zeroloop.cli.tokens import ROLES
     from zeroloop.control.tokens import Role
 
-    assert ROLES == tuple(role.value for role in Role)
+    assert tuple(role.value for role in Role) == ROLES
 
 
 # --- a lean install: no torch, no OpenSpiel ------------------------------------------------
