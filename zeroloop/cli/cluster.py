@@ -15,6 +15,7 @@ from rich.table import Table
 
 from zeroloop.cli.common import console, err_console, finite, open_app
 from zeroloop.cli.helptext import examples
+from zeroloop.cli.tables import Column, fitted
 from zeroloop.errors import ZeroloopError
 from zeroloop.profiles import WORKER_PROFILES
 
@@ -41,41 +42,42 @@ def nodes_table(app: App) -> Table:
     from zeroloop.control import views
 
     now = app.clock()
-    table = Table(title="nodes", header_style="bold")
-    for column in (
-        "node",
-        "status",
-        "provider",
-        "pool",
-        "slots",
-        "cpus",
-        "memory GiB",
-        "gpus",
-        "load",
-        "heartbeat",
-        "cost/h",
-        "cost",
-    ):
-        table.add_column(column)
+    columns = (
+        Column("node", key=True),
+        Column("status"),
+        Column("provider", drop=3),
+        Column("pool", drop=6),
+        Column("slots", drop=5),
+        Column("cpus", drop=2),
+        Column("memory GiB", drop=1),
+        Column("gpus", drop=4),
+        Column("load", drop=8),
+        Column("heartbeat"),
+        Column("cost/h", drop=7),
+        Column("cost", drop=9),
+    )
+    rows = []
     for row in views.nodes(app):
         load = row["utilisation"]
         gpu = load.get("gpu_pct")
         shown = f"cpu {load.get('cpu_pct', 0):.0f}%" + (f" gpu {gpu:.0f}%" if gpu is not None else "")
-        table.add_row(
-            escape(row["id"]),
-            row["status"],
-            escape(row["provider"]),
-            escape(row["pool"] or "-"),
-            str(row["slots"]),
-            str(row["cpu_count"]),
-            f"{row['memory_bytes'] / 2**30:.1f}",
-            str(row["gpus"]),
-            shown,
-            _ago(row["heartbeat_at"], now),
-            "-" if row["cost_per_hour"] is None else f"{row['cost_per_hour']:g}",
-            f"{row['cost']:.2f}",
+        rows.append(
+            [
+                escape(row["id"]),
+                row["status"],
+                escape(row["provider"]),
+                escape(row["pool"] or "-"),
+                str(row["slots"]),
+                str(row["cpu_count"]),
+                f"{row['memory_bytes'] / 2**30:.1f}",
+                str(row["gpus"]),
+                shown,
+                _ago(row["heartbeat_at"], now),
+                "-" if row["cost_per_hour"] is None else f"{row['cost_per_hour']:g}",
+                f"{row['cost']:.2f}",
+            ]
         )
-    return table
+    return fitted(columns, rows, width=console.width, title="nodes")
 
 
 def fleet_table(app: App) -> Table:

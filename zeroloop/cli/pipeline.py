@@ -12,6 +12,7 @@ from rich.table import Table
 
 from zeroloop.cli.common import console, open_app
 from zeroloop.cli.helptext import examples
+from zeroloop.cli.tables import Column, fitted
 
 if TYPE_CHECKING:
     from zeroloop.app import App
@@ -51,25 +52,36 @@ def pipelines_table(zl: App) -> Table:
     from zeroloop.control import views
     from zeroloop.pipeline.ratings import RELATIVE_TO
 
-    table = Table(
-        "config", "stage", "round", "samples", "since training", "model", f"Elo ({RELATIVE_TO})", "training",
-        "cost", "paused", title="pipelines", header_style="bold",
-    )  # fmt: skip
+    columns = (
+        Column("config", key=True),
+        Column("stage"),
+        Column("round", drop=4),
+        Column("samples", drop=3),
+        Column("since training", drop=1),
+        Column("model", key=True),
+        Column(f"Elo ({RELATIVE_TO})"),
+        Column("training", drop=2),
+        Column("cost", drop=5),
+        Column("paused"),
+    )
+    rows = []
     for row in views.pipelines(zl):
         training = row["training"]
-        table.add_row(
-            row["config_key"],
-            row["stage"],
-            str(row["iteration"]),
-            str(row["samples_total"]),
-            str(row["samples_since_training"]),
-            row["model_id"] or "-",
-            row["rating"]["text"] if row["rating"] else "-",
-            training_summary(training) if training.get("loss") is not None else "-",
-            f"{row['cost']:.2f}",
-            escape(row["pause_reason"] or "") if row["paused"] else "no",
+        rows.append(
+            [
+                escape(row["config_key"]),
+                row["stage"],
+                str(row["iteration"]),
+                str(row["samples_total"]),
+                str(row["samples_since_training"]),
+                escape(row["model_id"] or "-"),
+                row["rating"]["text"] if row["rating"] else "-",
+                training_summary(training) if training.get("loss") is not None else "-",
+                f"{row['cost']:.2f}",
+                escape(row["pause_reason"] or "") if row["paused"] else "no",
+            ]
         )
-    return table
+    return fitted(columns, rows, width=console.width, title="pipelines")
 
 
 @app.command("ls", epilog=examples("zeroloop pipeline ls"))

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from zeroloop.cli.common import console, open_app
 from zeroloop.cli.helptext import examples
+from zeroloop.cli.tables import Column, fitted
 from zeroloop.errors import QueueError
 from zeroloop.queue.jobs import JobStatus
 
@@ -77,17 +78,32 @@ def list_jobs(
     with open_app() as zl:
         job_type = known_job_type(zl, job_type)
         jobs = zl.queue.list(statuses=statuses or None, job_type=job_type, config_key=config_key, limit=limit)
-    table = Table(show_header=True, header_style="bold", title="dead jobs" if dead else "jobs")
-    for column in ("id", "type", "config", "status", "prio", "attempts", "node", "updated"):
-        table.add_column(column, no_wrap=True)
-    table.add_column("error")
-    for job in jobs:
-        table.add_row(
-            str(job.id), escape(job.type), escape(job.config_key), _status(job), str(job.priority),
-            f"{job.attempts}/{job.max_attempts}", escape(job.lease_node or ""), _when(job.updated_at, short=True),
+    columns = (
+        Column("id", key=True, justify="right"),
+        Column("type"),
+        Column("config", key=True),
+        Column("status"),
+        Column("prio", drop=1),
+        Column("attempts", drop=3),
+        Column("node", drop=4),
+        Column("updated", drop=2),
+        Column("error", drop=5),
+    )
+    rows = [
+        [
+            str(job.id),
+            escape(job.type),
+            escape(job.config_key),
+            _status(job),
+            str(job.priority),
+            f"{job.attempts}/{job.max_attempts}",
+            escape(job.lease_node or ""),
+            _when(job.updated_at, short=True),
             escape((job.error or "")[:60]),
-        )  # fmt: skip
-    console.print(table)
+        ]
+        for job in jobs
+    ]
+    console.print(fitted(columns, rows, width=console.width, title="dead jobs" if dead else "jobs"))
     if not jobs:
         console.print("no jobs match")
 
