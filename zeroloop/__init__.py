@@ -22,18 +22,52 @@ the `full` profile on a thread of its own; see `zeroloop.bootstrap`):
     await shutdown_all_coordinators()
 """
 
-from zeroloop.app import App
-from zeroloop.bootstrap import (
-    check_backpressure,
-    get_system_health,
-    initialize_all_coordinators,
-    publish,
-    shutdown_all_coordinators,
-)
-from zeroloop.config import Settings, load_settings
-from zeroloop.errors import ZeroloopError
-from zeroloop.queue.backpressure import BackpressureLevel
-from zeroloop.tracing import get_trace_id, span, traced
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from zeroloop.app import App
+    from zeroloop.bootstrap import (
+        check_backpressure,
+        get_system_health,
+        initialize_all_coordinators,
+        publish,
+        shutdown_all_coordinators,
+    )
+    from zeroloop.config import Settings, load_settings
+    from zeroloop.errors import ZeroloopError
+    from zeroloop.queue.backpressure import BackpressureLevel
+    from zeroloop.tracing import get_trace_id, span, traced
+
+# Where each public name lives. They are imported on first use (PEP 562), so that importing
+# any zeroloop module (the CLI above all) does not first load the whole App.
+_HOMES = {
+    "App": "zeroloop.app",
+    "BackpressureLevel": "zeroloop.queue.backpressure",
+    "Settings": "zeroloop.config",
+    "ZeroloopError": "zeroloop.errors",
+    "check_backpressure": "zeroloop.bootstrap",
+    "get_system_health": "zeroloop.bootstrap",
+    "get_trace_id": "zeroloop.tracing",
+    "initialize_all_coordinators": "zeroloop.bootstrap",
+    "load_settings": "zeroloop.config",
+    "publish": "zeroloop.bootstrap",
+    "shutdown_all_coordinators": "zeroloop.bootstrap",
+    "span": "zeroloop.tracing",
+    "traced": "zeroloop.tracing",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'zeroloop' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
 
 __version__ = "0.1.0"
 

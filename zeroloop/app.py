@@ -25,7 +25,7 @@ from zeroloop.cluster.nodes import Nodes
 from zeroloop.config import PoolSettings, Settings
 from zeroloop.daemons.manager import DaemonManager
 from zeroloop.daemons.records import DaemonRecords
-from zeroloop.daemons.table import WORKER_PROFILES, DaemonSpec, DaemonTable, Layer, profiles
+from zeroloop.daemons.table import DaemonSpec, DaemonTable, Layer, profiles
 from zeroloop.errors import DaemonError
 from zeroloop.events.bus import EventBus
 from zeroloop.fleet.manager import Fleet, WorkerEnv, direct_worker_env
@@ -33,6 +33,7 @@ from zeroloop.fleet.providers import BUILT_IN as BUILT_IN_PROVIDERS
 from zeroloop.fleet.providers.base import Provider
 from zeroloop.pipeline.registry import ModelRegistry
 from zeroloop.ports import AppParts, WorkerParts
+from zeroloop.profiles import WORKER_PROFILES
 from zeroloop.queue.manager import JobQueue
 from zeroloop.store import migrate
 from zeroloop.store.database import Store

@@ -28,6 +28,7 @@ from pydantic_settings import (
 
 from zeroloop.errors import ConfigError
 from zeroloop.plugins import check_syntax
+from zeroloop.profiles import WORKER_PROFILES
 
 ENV_PREFIX = "ZEROLOOP_"
 CONFIG_FILE_ENV = "ZEROLOOP_CONFIG_FILE"
@@ -327,9 +328,6 @@ class IdleSettings(_Section):
     interval_s: float = Field(default=60.0, gt=0, description="idle-shutdown check interval (seconds)")
 
 
-WORKER_PROFILE_NAMES = ("training_node", "ephemeral", "selfplay")
-
-
 class PoolSettings(_Section):
     """One pool of machines that one provider launches: e.g. `[providers.gpu]` with `kind = "slurm"`."""
 
@@ -337,9 +335,7 @@ class PoolSettings(_Section):
         description="the provider that launches this pool: local, slurm, skypilot, command, "
         "or your own: package.module:ClassName or an entry point of group zeroloop.providers"
     )
-    profile: Literal["training_node", "ephemeral", "selfplay"] = Field(
-        default="training_node", description="worker profile the launched machines run"
-    )
+    profile: str = Field(default="training_node", description="worker profile the launched machines run")
     min_nodes: int = Field(default=0, ge=0, description="nodes kept running even without work (lost ones replaced)")
     max_nodes: int = Field(default=1, ge=0, description="most nodes of this pool at once")
     slots: int = Field(default=1, ge=1, description="jobs one node of this pool runs at once")
@@ -363,6 +359,13 @@ class PoolSettings(_Section):
     @classmethod
     def _kind_syntax(cls, value: str) -> str:
         return check_syntax(value)
+
+    @field_validator("profile")
+    @classmethod
+    def _worker_profile(cls, value: str) -> str:
+        if value not in WORKER_PROFILES:
+            raise ValueError(f"{value!r} is not a worker profile: choose one of {', '.join(WORKER_PROFILES)}")
+        return value
 
     @field_validator("server_url")
     @classmethod

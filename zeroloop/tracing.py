@@ -20,31 +20,23 @@ JSON line per span; `otlp` sends batches to a collector (the `zeroloop[otlp]` ex
 from __future__ import annotations
 
 import functools
-import json
-import os
 import re
 import sys
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, ParamSpec, TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import (
-    BatchSpanProcessor,
-    SimpleSpanProcessor,
-    SpanExporter,
-    SpanExportResult,
-)
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
 
 from zeroloop.errors import ConfigError
 
 if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter
+
     from zeroloop.config import Settings
 
 P = ParamSpec("P")
@@ -171,6 +163,11 @@ def setup(settings: Settings, *, exporter: SpanExporter | None = None) -> None:
     _installed.key = key
     if chosen is None:
         return
+    # The SDK is imported only when spans are kept: a command that traces nothing never loads it.
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+
     provider = TracerProvider(
         resource=Resource({"service.name": options.service_name, "service.instance.id": settings.cluster.node_id}),
     )
@@ -191,6 +188,8 @@ def shutdown() -> None:
 
 def _exporter_for(settings: Settings) -> SpanExporter | None:
     options = settings.tracing
+    if options.exporter in ("console", "file"):
+        from zeroloop.tracing_export import JsonLinesExporter
     if options.exporter == "console":
         return JsonLinesExporter(stream=sys.stderr)
     if options.exporter == "file":
@@ -204,58 +203,3 @@ def _exporter_for(settings: Settings) -> SpanExporter | None:
             ) from None
         return OTLPSpanExporter(endpoint=options.endpoint)
     return None
-
-
-def span_record(finished: ReadableSpan) -> dict[str, Any]:
-    """One finished span as a flat JSON-safe dict (ids in hex, times in epoch seconds)."""
-    context = finished.get_span_context()
-    assert context is not None
-    parent = finished.parent
-    return {
-        "name": finished.name,
-        "trace_id": format(context.trace_id, "032x"),
-        "span_id": format(context.span_id, "016x"),
-        "parent_span_id": format(parent.span_id, "016x") if parent is not None else None,
-        "start_s": (finished.start_time or 0) / 1e9,
-        "end_s": (finished.end_time or 0) / 1e9,
-        "status": finished.status.status_code.name.lower(),
-        "attributes": dict(finished.attributes or {}),
-        "resource": dict(finished.resource.attributes),
-        "pid": os.getpid(),
-    }
-
-
-class JsonLinesExporter(SpanExporter):
-    """Writes each finished span as one JSON line (see `span_record`): appended to a file, or to a stream."""
-
-    def __init__(self, *, path: Path | None = None, stream: TextIO | None = None) -> None:
-        """Give `path` (appended to; several processes may share it) or `stream` (e.g. stderr)."""
-        if (path is None) == (stream is None):
-            raise ValueError("give a path or a stream")
-        self.path = path
-        self.stream = stream
-        self._fd: int | None = None
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        """Write the spans; FAILURE (and the spans are dropped) if the file cannot be written."""
-        lines = "".join(json.dumps(span_record(one), default=str) + "\n" for one in spans)
-        if self.stream is not None:
-            self.stream.write(lines)
-            self.stream.flush()
-            return SpanExportResult.SUCCESS
-        assert self.path is not None
-        try:
-            if self._fd is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            # One append per batch: lines of processes sharing the file do not interleave.
-            os.write(self._fd, lines.encode())
-        except OSError:
-            return SpanExportResult.FAILURE
-        return SpanExportResult.SUCCESS
-
-    def shutdown(self) -> None:
-        """Close the file."""
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None

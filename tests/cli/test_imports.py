@@ -27,6 +27,37 @@ def test_the_probe_sees_a_heavy_import() -> None:
     assert _loaded_after("import numpy") == {"numpy"}
 
 
+# What a command pays for only when it runs: the CLI's help and `config` must not load the App,
+# the store's drivers, alembic, the server or the tracing SDK (bench/cli.py prints the cost).
+DEFERRED = (
+    "zeroloop.app", "sqlalchemy", "alembic", "psycopg", "fastapi", "uvicorn", "jinja2", "fsspec",
+    "opentelemetry.sdk", "prometheus_client", "psutil",
+)  # fmt: skip
+
+
+def _modules_after(statement: str) -> set[str]:
+    probe = f"import sys; {statement}; print(' '.join(m for m in {DEFERRED!r} if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    return set(done.stdout.split())
+
+
+def test_importing_the_cli_loads_none_of_what_its_commands_load_when_they_run() -> None:
+    assert _modules_after("import zeroloop.cli.main") == set()
+    assert _modules_after("import zeroloop") == set()  # the package's public names load on first use
+    assert "psycopg" not in _modules_after("import zeroloop.store.database")  # loaded with a PostgreSQL engine only
+
+
+def test_the_deferred_probe_sees_a_loaded_module() -> None:
+    assert _modules_after("import zeroloop.cli.main; from zeroloop import App") >= {"zeroloop.app", "sqlalchemy"}
+
+
+def test_the_clis_role_names_are_the_token_roles() -> None:
+    from zeroloop.cli.tokens import ROLES
+    from zeroloop.control.tokens import Role
+
+    assert tuple(role.value for role in Role) == ROLES
+
+
 # --- a lean install: no torch, no OpenSpiel ------------------------------------------------
 # A `sitecustomize` on PYTHONPATH puts a finder first on sys.meta_path that reports torch and
 # OpenSpiel as not installed, so the subprocess behaves as `pip install zeroloop` without the

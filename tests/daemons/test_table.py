@@ -10,8 +10,9 @@ from zeroloop import app as app_module
 from zeroloop.app import daemon_table as default_registry
 from zeroloop.app import worker_table
 from zeroloop.daemons.daemon import DaemonContext, DaemonHealth, HealthState
-from zeroloop.daemons.table import PROFILES, WORKER_PROFILES, DaemonSpec, DaemonTable, Layer, order, resolve
+from zeroloop.daemons.table import DaemonSpec, DaemonTable, Layer, order, resolve
 from zeroloop.errors import DaemonError
+from zeroloop.profiles import PROFILES, WORKER_PROFILES
 
 
 class _Idle:

@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tests.helpers import serve_http
-from zeroloop import tracing
+from zeroloop import tracing, tracing_export
 from zeroloop.app import App
 from zeroloop.config import EventSettings, Settings, TracingSettings
 from zeroloop.errors import QueueError
@@ -66,7 +66,7 @@ def test_a_root_span_starts_a_new_trace_inside_another_and_a_parent_given_wins(s
 def test_a_failing_block_marks_its_span_failed(spans: InMemorySpanExporter) -> None:
     with pytest.raises(ValueError, match="boom"), tracing.span("work"):
         raise ValueError("boom")
-    assert tracing.span_record(spans.get_finished_spans()[0])["status"] == "error"
+    assert tracing_export.span_record(spans.get_finished_spans()[0])["status"] == "error"
 
 
 def test_traced_coroutines_run_in_a_span(spans: InMemorySpanExporter) -> None:

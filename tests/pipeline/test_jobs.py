@@ -12,10 +12,10 @@ from pydantic import BaseModel
 
 from zeroloop.app import App
 from zeroloop.artifacts.transfer import ArtifactKind
-from zeroloop.daemons.table import WORKER_PROFILES
 from zeroloop.errors import QueueError, WorkloadError
 from zeroloop.events import catalogue, wiring
 from zeroloop.pipeline import executor, jobs
+from zeroloop.profiles import WORKER_PROFILES
 from zeroloop.queue.jobs import Job, JobStatus, Outcome, Requirements
 from zeroloop.workload.protocol import OPERATIONS
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 
 from zeroloop.errors import SchemaError
 from zeroloop.store import migrate
@@ -24,6 +26,15 @@ def test_upgrade_from_empty_reaches_head_and_is_idempotent(empty_store_url: str)
         again = migrate.upgrade(store)
         assert again.up_to_date
         migrate.require_current(store)
+
+
+def test_the_revisions_read_from_the_files_are_alembics() -> None:
+    """migrate reads the revision graph without alembic (for a quick start); alembic must see the same."""
+    config = Config()
+    config.set_main_option("script_location", str(migrate.MIGRATIONS))
+    scripts = ScriptDirectory.from_config(config)
+    assert migrate.revisions() == {script.revision: script.down_revision for script in scripts.walk_revisions()}
+    assert migrate.head_revision() == scripts.get_current_head()
 
 
 def test_migrated_database_matches_the_schema_module(empty_store_url: str) -> None:

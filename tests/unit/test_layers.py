@@ -24,7 +24,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"control", "remote", "pipeline", "fleet", "alerts", "ops", "cluster", "daemons", "ports", "workload"}),
     frozenset({"events", "queue", "artifacts"}),
     frozenset({"store"}),
-    frozenset({"config", "plugins", "errors", "tracing", "logs"}),
+    frozenset({"config", "plugins", "profiles", "errors", "tracing", "tracing_export", "logs"}),
 )
 TOP = LAYERS[0] | LAYERS[1]
 

@@ -10,9 +10,6 @@ from rich.table import Table
 
 from zeroloop.cli.common import console, err_console, settings
 from zeroloop.cli.helptext import examples
-from zeroloop.config import redact
-from zeroloop.ops.backup import Backups
-from zeroloop.store.database import Store
 
 app = typer.Typer(
     help="Back up the store and the artifact manifest to backup.url, list backups, restore one.",
@@ -26,6 +23,10 @@ def create(
     keep: int = typer.Option(0, "--keep", min=0, help="Then delete all but the newest N backups (0: backup.keep)."),
 ) -> None:
     """Take a consistent snapshot of the store (safe while the loop runs) and its manifest."""
+    from zeroloop.config import redact
+    from zeroloop.ops.backup import Backups
+    from zeroloop.store.database import Store
+
     loaded = settings()
     with Store.for_settings(loaded) as store:
         backups = Backups(loaded, store)
@@ -42,6 +43,10 @@ def create(
 @app.command("ls", epilog=examples("zeroloop backup ls"))
 def ls() -> None:
     """List the finished backups at backup.url, oldest first."""
+    from zeroloop.config import redact
+    from zeroloop.ops.backup import Backups
+    from zeroloop.store.database import Store
+
     loaded = settings()
     with Store.for_settings(loaded) as store:
         backups = Backups(loaded, store)
@@ -69,6 +74,9 @@ def restore(
     force: bool = typer.Option(False, "--force", help="Restore even while a lease shows a process still running."),
 ) -> None:
     """Wipe the store and restore backup ID in its place; stop every zeroloop process first."""
+    from zeroloop.ops.backup import Backups
+    from zeroloop.store.database import Store
+
     loaded = settings()
     with Store.for_settings(loaded) as store:
         backups = Backups(loaded, store)

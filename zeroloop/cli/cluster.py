@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Group
@@ -12,14 +13,14 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from zeroloop.app import App
 from zeroloop.cli.common import console, err_console, finite, open_app
 from zeroloop.cli.helptext import examples
-from zeroloop.cli.pipeline import pipelines_table
-from zeroloop.cluster.nodes import NodeStatus
-from zeroloop.config import WORKER_PROFILE_NAMES
-from zeroloop.control import views
+from zeroloop.cli.tables import Column, fitted
 from zeroloop.errors import ZeroloopError
+from zeroloop.profiles import WORKER_PROFILES
+
+if TYPE_CHECKING:
+    from zeroloop.app import App
 
 nodes_app = typer.Typer(
     help="List, launch, drain and terminate the nodes of the cluster.",
@@ -38,46 +39,51 @@ def _ago(moment: float | None, now: float) -> str:
 
 def nodes_table(app: App) -> Table:
     """The nodes with status, resources and last heartbeat (`views.nodes`, as the dashboard shows them)."""
+    from zeroloop.control import views
+
     now = app.clock()
-    table = Table(title="nodes", header_style="bold")
-    for column in (
-        "node",
-        "status",
-        "provider",
-        "pool",
-        "slots",
-        "cpus",
-        "memory GiB",
-        "gpus",
-        "load",
-        "heartbeat",
-        "cost/h",
-        "cost",
-    ):
-        table.add_column(column)
+    columns = (
+        Column("node", key=True),
+        Column("status"),
+        Column("provider", drop=3),
+        Column("pool", drop=6),
+        Column("slots", drop=5),
+        Column("cpus", drop=2),
+        Column("memory GiB", drop=1),
+        Column("gpus", drop=4),
+        Column("load", drop=8),
+        Column("heartbeat"),
+        Column("cost/h", drop=7),
+        Column("cost", drop=9),
+    )
+    rows = []
     for row in views.nodes(app):
         load = row["utilisation"]
         gpu = load.get("gpu_pct")
         shown = f"cpu {load.get('cpu_pct', 0):.0f}%" + (f" gpu {gpu:.0f}%" if gpu is not None else "")
-        table.add_row(
-            escape(row["id"]),
-            row["status"],
-            escape(row["provider"]),
-            escape(row["pool"] or "-"),
-            str(row["slots"]),
-            str(row["cpu_count"]),
-            f"{row['memory_bytes'] / 2**30:.1f}",
-            str(row["gpus"]),
-            shown,
-            _ago(row["heartbeat_at"], now),
-            "-" if row["cost_per_hour"] is None else f"{row['cost_per_hour']:g}",
-            f"{row['cost']:.2f}",
+        rows.append(
+            [
+                escape(row["id"]),
+                row["status"],
+                escape(row["provider"]),
+                escape(row["pool"] or "-"),
+                str(row["slots"]),
+                str(row["cpu_count"]),
+                f"{row['memory_bytes'] / 2**30:.1f}",
+                str(row["gpus"]),
+                shown,
+                _ago(row["heartbeat_at"], now),
+                "-" if row["cost_per_hour"] is None else f"{row['cost_per_hour']:g}",
+                f"{row['cost']:.2f}",
+            ]
         )
-    return table
+    return fitted(columns, rows, width=console.width, title="nodes")
 
 
 def fleet_table(app: App) -> Table:
     """Each provider pool: nodes by state, cost so far, and the autoscaler's latest decision (`views.pools`)."""
+    from zeroloop.control import views
+
     table = Table(title="fleet", header_style="bold")
     for column in ("pool", "kind", "profile", "nodes", "min..max", "cost so far", "last decision"):
         table.add_column(column)
@@ -97,6 +103,8 @@ def fleet_table(app: App) -> Table:
 
 def daemons_table(app: App) -> Table:
     """Every daemon of every node with state, restarts, last error and reason (`views.daemons`)."""
+    from zeroloop.control import views
+
     now = app.clock()
     table = Table(title="daemons", header_style="bold")
     for column in ("node", "daemon", "state", "health", "restarts", "last error / reason", "updated"):
@@ -118,6 +126,8 @@ def daemons_table(app: App) -> Table:
 
 def summary_table(app: App) -> Table:
     """The leader, queue depths and the health score in one table (`views.health` and `views.work`)."""
+    from zeroloop.control import views
+
     table = Table(title="cluster", header_style="bold", show_header=False)
     table.add_column("what")
     table.add_column("value")
@@ -152,6 +162,8 @@ def status_command(
     ),
 ) -> None:
     """Show the leader, queue depths, health, each pipeline (stage, round, samples, model, Elo), nodes and daemons."""
+    from zeroloop.cli.pipeline import pipelines_table
+
     with open_app() as app:
 
         def render() -> Group:
@@ -182,6 +194,8 @@ def nodes_ls() -> None:
 @nodes_app.command("drain", epilog=examples("zeroloop nodes drain gpu-1a2b3c4d"))
 def nodes_drain(node_id: str = typer.Argument(..., help="The node to drain.")) -> None:
     """Stop giving a node new work at once (its running jobs finish); idle shutdown may then terminate it."""
+    from zeroloop.cluster.nodes import NodeStatus
+
     with open_app() as app:
         app.nodes.set_status(node_id, NodeStatus.DRAINING)
     console.print(f"node {escape(node_id)} is draining: it claims no new job")
@@ -196,8 +210,8 @@ def nodes_launch(
     count: int = typer.Option(1, "--count", "-n", min=1, max=1000, help="How many machines."),
 ) -> None:
     """Launch machines in a provider pool now, within its max_nodes and the budget."""
-    if profile is not None and profile not in WORKER_PROFILE_NAMES:
-        raise typer.BadParameter(f"choose one of {', '.join(WORKER_PROFILE_NAMES)}", param_hint="--profile")
+    if profile is not None and profile not in WORKER_PROFILES:
+        raise typer.BadParameter(f"choose one of {', '.join(WORKER_PROFILES)}", param_hint="--profile")
     with open_app() as app:
         pool = app.fleet.provider(provider)
         pool.check()
@@ -228,6 +242,8 @@ def nodes_terminate(
 @nodes_app.command("undrain", epilog=examples("zeroloop nodes undrain gpu-1a2b3c4d"))
 def nodes_undrain(node_id: str = typer.Argument(..., help="The node to make active again.")) -> None:
     """Let a draining node take new work again."""
+    from zeroloop.cluster.nodes import NodeStatus
+
     with open_app() as app:
         app.nodes.set_status(node_id, NodeStatus.ACTIVE)
     console.print(f"node {escape(node_id)} is active")

@@ -1,19 +1,27 @@
-"""What every command shares: the consoles, loading settings (with logging and tracing set up), opening the App."""
+"""What every command shares: the consoles, loading settings (with logging and tracing set up), opening the App.
+
+The CLI imports only what a command needs when it runs: importing this module, or any
+command module, loads typer, rich and the settings, never the App, the store or the
+server (bench/cli.py measures it; tests/cli/test_imports.py guards it). A command module
+imports the domain inside its command functions.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 
-from zeroloop import logs, tracing
-from zeroloop.app import App
-from zeroloop.config import Settings, load_settings
 from zeroloop.errors import ConfigError
-from zeroloop.ports import WorkerParts
+
+if TYPE_CHECKING:
+    from zeroloop.app import App
+    from zeroloop.config import Settings
+    from zeroloop.ports import WorkerParts
 
 console = Console()
 err_console = Console(stderr=True)
@@ -21,12 +29,16 @@ err_console = Console(stderr=True)
 
 def settings() -> Settings:
     """Load and validate the settings (and a command workload's file); errors reach `main` as one line."""
+    from zeroloop.config import load_settings
+
     loaded = load_settings()
     if loaded.workload.kind == "command" and loaded.workload.command_file is not None:
         from zeroloop.workload.command import load_command_specs
 
         # Checked by every command, `zeroloop config` included, not first by a worker running a job.
         load_command_specs(loaded.workload.command_file, loaded.workload.command_timeout_s)
+    from zeroloop import logs, tracing
+
     logs.configure(loaded, err_console)
     tracing.setup(loaded)
     return loaded
@@ -48,6 +60,8 @@ def require_device(loaded: Settings) -> None:
 @contextmanager
 def open_app(*, upgrade: bool | None = None) -> Iterator[App]:
     """Open the App for one command and close it afterwards."""
+    from zeroloop.app import App
+
     with App(settings(), upgrade=upgrade) as app:
         yield app
 
@@ -64,6 +78,8 @@ def open_worker() -> Iterator[WorkerParts]:
     """Open a worker's parts: over `zeroloop serve` when server.url is set, else the App over the store."""
     loaded = settings()
     if loaded.server.url is None:
+        from zeroloop.app import App
+
         with App(loaded) as app:
             yield app
         return

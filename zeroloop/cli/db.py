@@ -6,8 +6,6 @@ import typer
 
 from zeroloop.cli.common import console, settings
 from zeroloop.cli.helptext import examples
-from zeroloop.store import migrate
-from zeroloop.store.database import Store
 
 app = typer.Typer(
     help="Inspect and upgrade the store's schema.",
@@ -19,6 +17,9 @@ app = typer.Typer(
 @app.command("upgrade", epilog=examples("zeroloop db upgrade"))
 def upgrade() -> None:
     """Upgrade the store's schema to this version of zeroloop (safe to run while others run)."""
+    from zeroloop.store import migrate
+    from zeroloop.store.database import Store
+
     loaded = settings()
     with Store.for_settings(loaded) as store:
         before = migrate.upgrade(store)
@@ -31,6 +32,9 @@ def upgrade() -> None:
 @app.command("status", epilog=examples("zeroloop db status && echo schema is current"))
 def status() -> None:
     """Print the store's schema revision and the one this zeroloop needs; exit 1 if they differ."""
+    from zeroloop.store import migrate
+    from zeroloop.store.database import Store
+
     loaded = settings()
     with Store.for_settings(loaded) as store:
         state = migrate.status(store)

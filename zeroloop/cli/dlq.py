@@ -12,8 +12,6 @@ from rich.table import Table
 from zeroloop.cli.common import console, open_app
 from zeroloop.cli.helptext import examples
 from zeroloop.errors import EventError
-from zeroloop.events.deadletters import LIVE, DeadLetters
-from zeroloop.store.queries import consumers as consumer_queries
 
 app = typer.Typer(
     help="Dead letters: events a consumer kept failing on.",
@@ -29,6 +27,9 @@ def ls(
     limit: int = typer.Option(100, "--limit", "-n", min=1, help="How many to list, newest first."),
 ) -> None:
     """List dead letters (pending and parked unless --all)."""
+    from zeroloop.events.deadletters import LIVE, DeadLetters
+    from zeroloop.store.queries import consumers as consumer_queries
+
     with open_app() as zl:
         letters_of = DeadLetters(zl.store)
         if consumer is not None:
@@ -56,6 +57,8 @@ def ls(
 @app.command("show", epilog=examples("zeroloop dlq show 3"))
 def show(letter_id: int = typer.Argument(..., help="The dead letter's id.")) -> None:
     """Print one dead letter: its event, error and traceback."""
+    from zeroloop.events.deadletters import DeadLetters
+
     with open_app() as zl:
         manager = DeadLetters(zl.store)
         letter = manager.get(letter_id)
@@ -76,6 +79,8 @@ def show(letter_id: int = typer.Argument(..., help="The dead letter's id.")) -> 
 @app.command("retry", epilog=examples("zeroloop dlq retry 3"))
 def retry(letter_id: int = typer.Argument(..., help="The dead letter's id.")) -> None:
     """Make a pending or parked letter due now; the consumer's retrier re-delivers it on its next pass."""
+    from zeroloop.events.deadletters import DeadLetters
+
     with open_app() as zl:
         letter = DeadLetters(zl.store).retry(letter_id)
     console.print(f"dead letter {letter.id} is {letter.status}, due now")
@@ -84,6 +89,8 @@ def retry(letter_id: int = typer.Argument(..., help="The dead letter's id.")) ->
 @app.command("drop", epilog=examples("zeroloop dlq drop 3"))
 def drop(letter_id: int = typer.Argument(..., help="The dead letter's id.")) -> None:
     """Give up on a dead letter (its event stays in the log until retention prunes it)."""
+    from zeroloop.events.deadletters import DeadLetters
+
     with open_app() as zl:
         letter = DeadLetters(zl.store).drop(letter_id)
     console.print(f"dead letter {letter.id} is {letter.status}")

@@ -6,23 +6,20 @@ import json
 import signal
 import time
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from zeroloop.app import App
 from zeroloop.cli.common import console, open_app
 from zeroloop.cli.helptext import examples
 from zeroloop.errors import EventError
-from zeroloop.events.bus import Event
-from zeroloop.events.catalogue import EVENT_TYPES
-from zeroloop.events.stats import stats
-from zeroloop.store.queries import consumers as consumer_queries
-from zeroloop.store.queries import events as queries
-from zeroloop.store.queries.events import Position
-from zeroloop.store.values import check_text
+
+if TYPE_CHECKING:
+    from zeroloop.app import App
+    from zeroloop.events.bus import Event
+    from zeroloop.store.queries.events import Position
 
 app = typer.Typer(
     help="Inspect the event log, replay it to a consumer, and see delivery metrics.",
@@ -40,13 +37,17 @@ def _line(event: Event) -> str:
 
 TypeOption = Annotated[
     list[str] | None,
-    typer.Option("--type", "-t", help=f"Only this event type (repeatable): {', '.join(sorted(EVENT_TYPES))}."),
+    typer.Option(
+        "--type", "-t", help="Only this event type (repeatable); an unknown one is refused with the list of types."
+    ),
 ]
 ConfigOption = Annotated[list[str] | None, typer.Option("--config", "-c", help="Only this config key (repeatable).")]
 
 
 def known_types(types: list[str] | None) -> list[str]:
     """The event types given, each checked against the catalogue; EventError listing the known ones otherwise."""
+    from zeroloop.events.catalogue import EVENT_TYPES
+
     unknown = [name for name in types or [] if name not in EVENT_TYPES]
     if unknown:
         raise EventError(
@@ -57,6 +58,8 @@ def known_types(types: list[str] | None) -> list[str]:
 
 def config_keys_given(keys: list[str] | None) -> list[str] | None:
     """The config keys given, refused when empty or holding a NUL (no event could carry such a key)."""
+    from zeroloop.store.values import check_text
+
     for key in keys or []:
         check_text(key, "--config", EventError)
         if not key:
@@ -78,6 +81,9 @@ def tail(
     limit: int = typer.Option(20, "--limit", "-n", min=0, help="How many past events to print first."),
 ) -> None:
     """Print the newest events, and with --follow every new one as it is committed."""
+    from zeroloop.events.bus import Event
+    from zeroloop.store.queries import events as queries
+
     types = known_types(types)
     config_keys = config_keys_given(config_keys)
     stopping: list[int] = []
@@ -98,6 +104,9 @@ def tail(
 
 
 def _follow(zl: App, position: Position, types: list[str], keys: list[str] | None, stopping: list[int]) -> None:
+    from zeroloop.events.bus import Event
+    from zeroloop.store.queries import events as queries
+
     while not stopping:
         with zl.store.read() as conn:
             limit_horizon = queries.horizon(conn)
@@ -122,6 +131,9 @@ def replay(
     Replay only rewinds: an id past the newest event, or past what the consumer has
     handled, is refused (moving the cursor forward would skip events it never handled).
     """
+    from zeroloop.store.queries import consumers as consumer_queries
+    from zeroloop.store.queries import events as queries
+
     with open_app() as zl, zl.store.transaction() as conn:
         cursor = consumer_queries.get_cursor(conn, consumer)
         if cursor is None:
@@ -144,6 +156,8 @@ def replay(
 @app.command("stats", epilog=examples("zeroloop events stats"))
 def stats_command() -> None:
     """Events in the log per type; per consumer: cursor, lag and delivered/failed/dead counts per type."""
+    from zeroloop.events.stats import stats
+
     with open_app() as zl:
         result = stats(zl.store)
     table = Table(title="events in the log", header_style="bold")
@@ -168,6 +182,8 @@ def stats_command() -> None:
 @app.command("forget", epilog=examples("zeroloop events forget --consumer old-dashboard"))
 def forget(consumer: str = typer.Option(..., "--consumer", help="The durable consumer to remove.")) -> None:
     """Remove a durable consumer that no longer runs, so its cursor stops holding back retention."""
+    from zeroloop.store.queries import consumers as consumer_queries
+
     with open_app() as zl, zl.store.transaction() as conn:
         if not consumer_queries.delete_consumer(conn, consumer):
             raise EventError(f"no consumer named {consumer!r}: see `zeroloop events stats`")

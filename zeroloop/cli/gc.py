@@ -7,7 +7,6 @@ from rich.table import Table
 
 from zeroloop.cli.common import console, open_app
 from zeroloop.cli.helptext import examples
-from zeroloop.ops.gc import GarbageCollector
 
 
 def register(app: typer.Typer) -> None:
@@ -23,6 +22,8 @@ def gc(
     show: bool = typer.Option(False, "--show", help="List every sha256 and key, not only the counts."),
 ) -> None:
     """Delete finished jobs, old game batches and rejected models past `retention.*`; report orphans."""
+    from zeroloop.ops.gc import GarbageCollector
+
     with open_app() as app:
         collector = GarbageCollector(app.store, app.bus, app.artifacts, app.settings, clock=app.clock)
         report = collector.collect(dry_run=dry_run, repair=repair)

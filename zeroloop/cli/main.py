@@ -11,7 +11,7 @@ from rich.table import Table
 
 from zeroloop.cli import backup as backup_cli
 from zeroloop.cli import cluster as cluster_cli
-from zeroloop.cli import db, doctor, helptext
+from zeroloop.cli import db, helptext
 from zeroloop.cli import dlq as dlq_cli
 from zeroloop.cli import events as events_cli
 from zeroloop.cli import gc as gc_cli
@@ -69,6 +69,8 @@ def config_command(
 @app.command("doctor", epilog=helptext.examples("zeroloop doctor"))
 def doctor_command() -> None:
     """Check the store, the data directory, the artifact location and the optional dependencies."""
+    from zeroloop.cli import doctor
+
     findings = doctor.run_checks(settings())
     table = Table(show_header=True, header_style="bold")
     for column in ("check", "result", "detail", "fix"):

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from zeroloop.cli.common import console, open_app
 from zeroloop.cli.helptext import examples
-from zeroloop.pipeline.ratings import RELATIVE_TO, match_difference, ratings, signed
+from zeroloop.cli.tables import Column, fitted
 
 app = typer.Typer(
     help="List, inspect, promote and roll back models.",
@@ -30,29 +30,41 @@ def list_models(
     limit: int = typer.Option(50, min=1, help="Show at most this many models, newest first."),
 ) -> None:
     """List models, newest first, with stage, rating (Elo, random play = 0) and parent."""
+    from zeroloop.pipeline.ratings import RELATIVE_TO, ratings
+
     with open_app() as zl:
         models = zl.models.list_models(config_key, limit=limit)
         with zl.store.read() as conn:
             rated = ratings(conn, [model.id for model in models], zl.settings.workload.elo_confidence)
     confidence = zl.settings.workload.elo_confidence
-    table = Table("model", "stage", f"Elo ({RELATIVE_TO}, {confidence:.0%})", "parent", "created", "promoted")
+    columns = (
+        Column("model", key=True),
+        Column("stage"),
+        Column(f"Elo ({RELATIVE_TO}, {confidence:.0%})"),
+        Column("parent", drop=2),
+        Column("created", drop=1),
+        Column("promoted", drop=3),
+    )
     colour = {"production": "green", "rejected": "red", "archived": "dim", "candidate": "yellow"}
-    for model in models:
-        stage = f"[{colour[model.stage]}]{model.stage}[/{colour[model.stage]}]"
-        table.add_row(
-            model.id,
-            stage,
+    rows = [
+        [
+            escape(model.id),
+            f"[{colour[model.stage]}]{model.stage}[/{colour[model.stage]}]",
             str(rated[model.id]),
-            model.parent_id or "-",
+            escape(model.parent_id or "-"),
             _when(model.created_at),
             _when(model.promoted_at),
-        )
-    console.print(table if models else "no models yet")
+        ]
+        for model in models
+    ]
+    console.print(fitted(columns, rows, width=console.width) if models else "no models yet")
 
 
 @app.command("show", epilog=examples("zeroloop models show tic_tac_toe_2p-0003"))
 def show(model_id: str = typer.Argument(..., help="The model id, as `zeroloop models ls` prints it.")) -> None:
     """Show one model: lineage, artifact, metadata and every match it played."""
+    from zeroloop.pipeline.ratings import match_difference, ratings, signed
+
     with open_app() as zl:
         model = zl.models.get(model_id)
         matches = zl.models.matches(model_id)

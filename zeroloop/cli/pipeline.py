@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from zeroloop.app import App
-from zeroloop.bootstrap import start_pipeline
 from zeroloop.cli.common import console, open_app
 from zeroloop.cli.helptext import examples
-from zeroloop.control import actions, views
-from zeroloop.pipeline.ratings import RELATIVE_TO
+from zeroloop.cli.tables import Column, fitted
+
+if TYPE_CHECKING:
+    from zeroloop.app import App
 
 app = typer.Typer(
     help="Start, inspect, pause and resume the loop per config key.",
@@ -29,6 +29,8 @@ def start(
     config_key: str = typer.Argument(..., help="A config key such as connect_four_2p or tic_tac_toe_2p."),
 ) -> None:
     """Add a config key to the loop (the coordinator schedules its selfplay from now on)."""
+    from zeroloop.bootstrap import start_pipeline
+
     with open_app() as zl:
         start_pipeline(zl, config_key)
     console.print(f"{config_key}: pipeline started")
@@ -47,25 +49,39 @@ def pipelines_table(zl: App) -> Table:
 
     Cost is each job's time on its node at the node's price (split among the node's slots).
     """
-    table = Table(
-        "config", "stage", "round", "samples", "since training", "model", f"Elo ({RELATIVE_TO})", "training",
-        "cost", "paused", title="pipelines", header_style="bold",
-    )  # fmt: skip
+    from zeroloop.control import views
+    from zeroloop.pipeline.ratings import RELATIVE_TO
+
+    columns = (
+        Column("config", key=True),
+        Column("stage"),
+        Column("round", drop=4),
+        Column("samples", drop=3),
+        Column("since training", drop=1),
+        Column("model", key=True),
+        Column(f"Elo ({RELATIVE_TO})"),
+        Column("training", drop=2),
+        Column("cost", drop=5),
+        Column("paused"),
+    )
+    rows = []
     for row in views.pipelines(zl):
         training = row["training"]
-        table.add_row(
-            row["config_key"],
-            row["stage"],
-            str(row["iteration"]),
-            str(row["samples_total"]),
-            str(row["samples_since_training"]),
-            row["model_id"] or "-",
-            row["rating"]["text"] if row["rating"] else "-",
-            training_summary(training) if training.get("loss") is not None else "-",
-            f"{row['cost']:.2f}",
-            escape(row["pause_reason"] or "") if row["paused"] else "no",
+        rows.append(
+            [
+                escape(row["config_key"]),
+                row["stage"],
+                str(row["iteration"]),
+                str(row["samples_total"]),
+                str(row["samples_since_training"]),
+                escape(row["model_id"] or "-"),
+                row["rating"]["text"] if row["rating"] else "-",
+                training_summary(training) if training.get("loss") is not None else "-",
+                f"{row['cost']:.2f}",
+                escape(row["pause_reason"] or "") if row["paused"] else "no",
+            ]
         )
-    return table
+    return fitted(columns, rows, width=console.width, title="pipelines")
 
 
 @app.command("ls", epilog=examples("zeroloop pipeline ls"))
@@ -76,6 +92,8 @@ def list_pipelines() -> None:
 
 
 def _set_paused(config_key: str, paused: bool) -> None:
+    from zeroloop.control import actions
+
     with open_app() as zl:
         console.print(actions.set_paused(zl, config_key, paused))
 
@@ -127,6 +145,8 @@ def decisions(
     as_json: bool = typer.Option(False, "--json", help="Print the decisions with their full evidence as JSON."),
 ) -> None:
     """The promotion and round decisions, newest first: why, what was decided, and when (local time)."""
+    from zeroloop.control import views
+
     with open_app() as zl:
         rows = views.decisions(zl, config_key, limit)
     if as_json:

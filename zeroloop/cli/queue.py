@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import json
 import time
+from typing import TYPE_CHECKING
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from zeroloop.app import App
 from zeroloop.cli.common import console, open_app
 from zeroloop.cli.helptext import examples
+from zeroloop.cli.tables import Column, fitted
 from zeroloop.errors import QueueError
-from zeroloop.pipeline import jobs
-from zeroloop.queue.backpressure import BackpressureLevel
-from zeroloop.queue.jobs import Job, JobStatus
-from zeroloop.store.values import check_text
+from zeroloop.queue.jobs import JobStatus
+
+if TYPE_CHECKING:
+    from zeroloop.app import App
+    from zeroloop.queue.jobs import Job
 
 app = typer.Typer(
     help="Inspect and steer the work queue.",
@@ -48,6 +50,8 @@ def _status(job: Job) -> str:
 
 def known_job_type(zl: App, job_type: str | None) -> str | None:
     """`job_type` if the pipeline runs it or the queue holds such jobs; QueueError listing the known types otherwise."""
+    from zeroloop.pipeline import jobs
+
     if job_type is None:
         return None
     known = set(jobs.JOB_TYPES) | set(zl.queue.stats())
@@ -67,22 +71,39 @@ def list_jobs(
     limit: int = typer.Option(50, "--limit", "-n", min=1, help="Show at most this many, newest first."),
 ) -> None:
     """List jobs, newest first."""
+    from zeroloop.store.values import check_text
+
     statuses = [JobStatus.DEAD] if dead else list(status or ())
     check_text(config_key, "--config", QueueError)
     with open_app() as zl:
         job_type = known_job_type(zl, job_type)
         jobs = zl.queue.list(statuses=statuses or None, job_type=job_type, config_key=config_key, limit=limit)
-    table = Table(show_header=True, header_style="bold", title="dead jobs" if dead else "jobs")
-    for column in ("id", "type", "config", "status", "prio", "attempts", "node", "updated"):
-        table.add_column(column, no_wrap=True)
-    table.add_column("error")
-    for job in jobs:
-        table.add_row(
-            str(job.id), escape(job.type), escape(job.config_key), _status(job), str(job.priority),
-            f"{job.attempts}/{job.max_attempts}", escape(job.lease_node or ""), _when(job.updated_at, short=True),
+    columns = (
+        Column("id", key=True, justify="right"),
+        Column("type"),
+        Column("config", key=True),
+        Column("status"),
+        Column("prio", drop=1),
+        Column("attempts", drop=3),
+        Column("node", drop=4),
+        Column("updated", drop=2),
+        Column("error", drop=5),
+    )
+    rows = [
+        [
+            str(job.id),
+            escape(job.type),
+            escape(job.config_key),
+            _status(job),
+            str(job.priority),
+            f"{job.attempts}/{job.max_attempts}",
+            escape(job.lease_node or ""),
+            _when(job.updated_at, short=True),
             escape((job.error or "")[:60]),
-        )  # fmt: skip
-    console.print(table)
+        ]
+        for job in jobs
+    ]
+    console.print(fitted(columns, rows, width=console.width, title="dead jobs" if dead else "jobs"))
     if not jobs:
         console.print("no jobs match")
 
@@ -141,6 +162,8 @@ def cancel(job_id: int = typer.Argument(..., help="The id of a queued or running
 @app.command("stats", epilog=examples("zeroloop queue stats"))
 def stats() -> None:
     """Job counts by type and status, with each type's backpressure level."""
+    from zeroloop.queue.backpressure import BackpressureLevel
+
     with open_app() as zl:
         counts = zl.queue.stats()
         levels = {job_type: zl.queue.check_backpressure(job_type) for job_type in counts}

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from logging.handlers import QueueHandler
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import typer
 from rich.console import Console
@@ -31,22 +31,14 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
-from zeroloop import logs
-from zeroloop.app import App
-from zeroloop.bootstrap import initialize_all_coordinators, shutdown_all_coordinators, start_pipeline
 from zeroloop.cli.common import console, finite, require_device, settings
 from zeroloop.cli.helptext import examples
-from zeroloop.cli.pipeline import training_summary
-from zeroloop.cli.run import table_for_cli
-from zeroloop.cluster.nodes import LIVE, STARTING
-from zeroloop.config import LogSettings, PoolSettings, Settings
 from zeroloop.errors import ZeroloopError
-from zeroloop.fleet.manager import FleetError
-from zeroloop.fleet.providers.local import LocalProvider
-from zeroloop.pipeline.ratings import Rating, ratings
-from zeroloop.server.background import serving
-from zeroloop.store.queries import models as model_queries
-from zeroloop.store.queries import pipelines as queries
+
+if TYPE_CHECKING:
+    from zeroloop.app import App
+    from zeroloop.config import LogSettings, Settings
+    from zeroloop.pipeline.ratings import Rating
 
 REFRESH_S = 2.0  # between redraws (seconds): the panel shows tenths of minutes and counts, not a ticker
 REREAD_S = 10.0  # the store is re-read at least this often even when no event was committed (seconds)
@@ -73,11 +65,17 @@ class Snapshot:
 
     def rating(self, model_id: str) -> Rating:
         """The rating of the production model or of the last evaluated one ("not rated" if unknown)."""
+        from zeroloop.pipeline.ratings import Rating
+
         return self.ratings.get(model_id, Rating(None))
 
 
 def snapshot(app: App, config_key: str) -> Snapshot:
     """Read the pipeline row, the production model, the ratings on show and queue counts."""
+    from zeroloop.pipeline.ratings import ratings
+    from zeroloop.store.queries import models as model_queries
+    from zeroloop.store.queries import pipelines as queries
+
     with app.store.read() as conn:
         row = queries.get_pipeline(conn, config_key)
         production = model_queries.production_model(conn, config_key)
@@ -141,6 +139,9 @@ def logs_through(target: Console, options: LogSettings | None = None) -> Iterato
     thread wait in a queue and the display's own loop prints them, above the region, just
     before it redraws. Records still queued at the end are printed on the way out.
     """
+    from zeroloop import logs
+    from zeroloop.config import LogSettings
+
     options = options or LogSettings()
     if options.file is not None:
         yield lambda: None
@@ -171,6 +172,8 @@ POOL = "quickstart"  # the local provider pool the quickstart's workers belong t
 
 def with_local_pool(settings: Settings, workers: int) -> Settings:
     """The settings plus a local pool of exactly `workers` workers, replaced promptly when one dies."""
+    from zeroloop.config import PoolSettings
+
     pool = PoolSettings(kind="local", profile="training_node", min_nodes=workers, max_nodes=workers)
     autoscaler = settings.autoscaler.model_copy(update={"interval_s": min(settings.autoscaler.interval_s, 2.0)})
     return settings.model_copy(update={"providers": {**settings.providers, POOL: pool}, "autoscaler": autoscaler})
@@ -187,6 +190,8 @@ class LocalPool:
     """The quickstart's workers: a local provider pool that the autoscaler keeps at `--workers` nodes."""
 
     def __init__(self, app: App, workers: int) -> None:
+        from zeroloop.fleet.providers.local import LocalProvider
+
         self.app = app
         self.workers = workers
         provider = app.fleet.provider(POOL)
@@ -203,6 +208,9 @@ class LocalPool:
 
     def stop(self, deadline_s: float) -> None:
         """Stop every worker through the fleet (SIGTERM: they drain), kill those left after `deadline_s` seconds."""
+        from zeroloop.cluster.nodes import LIVE, STARTING
+        from zeroloop.fleet.manager import FleetError
+
         fleet = self.app.fleet
         for row in self.app.nodes.list_nodes((*STARTING, *LIVE)):
             if row["pool"] == POOL:
@@ -224,6 +232,8 @@ async def drain(app: App, local: Workers, *, force: bool) -> None:
     The coordinator daemons stop first, so no round or job starts while workers drain; what
     the workers finish meanwhile is in the event log and is handled on the next start.
     """
+    from zeroloop.bootstrap import shutdown_all_coordinators
+
     await shutdown_all_coordinators(app)
     # A worker drains its daemons within drain_deadline_s and then leaves the cluster; killing it
     # at that same deadline would cut its exit short (leaked semaphores, a node later "lost").
@@ -268,6 +278,9 @@ class ScreenData:
 
 async def run_quickstart(app: App, config_key: str, minutes: float, workers: int) -> Snapshot:
     """Run the loop for `minutes` (or until a signal) and return the final snapshot."""
+    from zeroloop.bootstrap import initialize_all_coordinators
+    from zeroloop.cli.run import table_for_cli
+
     loop = asyncio.get_running_loop()
     stop, force = asyncio.Event(), asyncio.Event()
 
@@ -305,6 +318,8 @@ async def run_quickstart(app: App, config_key: str, minutes: float, workers: int
 
 def training_line(training: dict[str, Any]) -> str:
     """Training progress: the step reached (the final one once done), the loss and, while running, the speed."""
+    from zeroloop.cli.pipeline import training_summary
+
     speed = training.get("samples_per_s")
     running = speed and not training.get("finished")
     return training_summary(training) + (f", {speed:.0f} samples/s" if running else "")
@@ -335,6 +350,10 @@ def quickstart_command(
     workers: int = typer.Option(2, "--workers", "-w", min=1, max=64, help="Worker processes on this machine."),
 ) -> None:
     """Run the whole self-improvement loop on this machine, with live progress and a dashboard; run again to resume."""
+    from zeroloop.app import App
+    from zeroloop.bootstrap import start_pipeline
+    from zeroloop.server.background import serving
+
     loaded = with_local_pool(settings(), workers)
     require_device(loaded)  # the local workers run on this machine
     config_key = config_key_of(game)

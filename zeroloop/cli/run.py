@@ -11,17 +11,18 @@ import asyncio
 import signal
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
 
-import zeroloop.daemons.table as daemon_table
-from zeroloop.bootstrap import initialize_all_coordinators, shutdown_all_coordinators
 from zeroloop.cli.common import console, err_console, open_app, open_worker, require_device
 from zeroloop.cli.helptext import examples
-from zeroloop.daemons.table import WORKER_PROFILES, DaemonTable
-from zeroloop.ports import AppParts, WorkerParts
+from zeroloop.profiles import PROFILES, WORKER_PROFILES
+
+if TYPE_CHECKING:
+    from zeroloop.daemons.table import DaemonTable
+    from zeroloop.ports import AppParts, WorkerParts
 
 EXIT_ABORTED = 130
 
@@ -38,6 +39,8 @@ async def serve(app: WorkerParts, profile: str, table: DaemonTable[Any] | None =
 
     `table` defaults to the whole table for the App and to the worker daemons for a worker's parts.
     """
+    from zeroloop.bootstrap import initialize_all_coordinators, shutdown_all_coordinators
+
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     force = asyncio.Event()
@@ -87,9 +90,7 @@ def _run(
 
 
 def run_command(
-    profile: str = typer.Option(
-        "full", "--profile", "-p", help=f"Daemon profile to run: {', '.join(daemon_table.PROFILES)}."
-    ),
+    profile: str = typer.Option("full", "--profile", "-p", help=f"Daemon profile to run: {', '.join(PROFILES)}."),
 ) -> None:
     """Run the whole loop on this machine: coordinator and worker daemons in one process."""
     _run(profile)

@@ -6,7 +6,6 @@ import typer
 
 from zeroloop.cli.common import open_app
 from zeroloop.cli.helptext import examples
-from zeroloop.server.serve import serve
 
 
 def serve_command(
@@ -17,6 +16,8 @@ def serve_command(
     ),
 ) -> None:
     """Serve the worker API, the dashboard and /metrics over the store; off loopback, tokens are required."""
+    from zeroloop.server.serve import serve
+
     with open_app() as app:
         serve(app, host=host or app.settings.server.host, port=port or app.settings.server.port, processes=processes)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Literal, get_args
 
 import typer
 from rich.markup import escape
@@ -10,7 +11,11 @@ from rich.table import Table
 
 from zeroloop.cli.common import console, open_app
 from zeroloop.cli.helptext import examples
-from zeroloop.control.tokens import Role, Tokens, parse_duration
+
+# The values of zeroloop.control.tokens.Role, written here so that the CLI's help needs no store
+# imports; tests/cli/test_imports.py holds the two equal.
+RoleName = Literal["worker", "viewer", "admin"]
+ROLES = get_args(RoleName)
 
 app = typer.Typer(
     help="API tokens for `zeroloop serve`: workers, viewers, admins.",
@@ -30,15 +35,17 @@ def _when(epoch: float | None) -> str:
     ),
 )
 def create(
-    role: Role = typer.Option(..., "--role", "-r", help="worker (acts as one node), viewer or admin."),  # noqa: B008
+    role: RoleName = typer.Option(..., "--role", "-r", help="worker (acts as one node), viewer or admin."),  # noqa: B008
     node: str | None = typer.Option(None, "--node", "-n", help="The node a worker token acts as (required then)."),
     expires: str | None = typer.Option(None, "--expires", "-e", help="Lifetime such as 12h, 30d, 2w; default never."),
     note: str | None = typer.Option(None, "--note", help="A free-form note shown by `tokens ls`."),
 ) -> None:
     """Create a token and print it once: it is stored only as a hash and cannot be shown again."""
+    from zeroloop.control.tokens import Role, Tokens, parse_duration
+
     expires_s = parse_duration(expires) if expires is not None else None
     with open_app() as zl:
-        secret, row = Tokens(zl.store).create(role, node=node, expires_s=expires_s, note=note)
+        secret, row = Tokens(zl.store).create(Role(role), node=node, expires_s=expires_s, note=note)
     console.print(f"token {row['id']} ({row['role']}{', node ' + escape(node) if node else ''}) created")
     console.print("give it to the worker as ZEROLOOP_SERVER__TOKEN; it is not shown again:")
     print(secret)  # plain stdout, no markup or wrapping, so it can be piped
@@ -47,6 +54,8 @@ def create(
 @app.command("ls", epilog=examples("zeroloop tokens ls"))
 def list_tokens() -> None:
     """List tokens: id, role, node, created, expires, revoked, last used (never a secret)."""
+    from zeroloop.control.tokens import Tokens
+
     with open_app() as zl:
         rows = Tokens(zl.store).list()
     table = Table(show_header=True, header_style="bold", title="tokens")
@@ -71,6 +80,8 @@ def list_tokens() -> None:
 @app.command("revoke", epilog=examples("zeroloop tokens revoke 3f9a1c2b7d4e"))
 def revoke(token_id: str = typer.Argument(..., help="The token's id, as `tokens ls` shows it.")) -> None:
     """Revoke a token at once: the next request that presents it is refused."""
+    from zeroloop.control.tokens import Tokens
+
     with open_app() as zl:
         Tokens(zl.store).revoke(token_id)
     console.print(f"token {escape(token_id)} revoked")

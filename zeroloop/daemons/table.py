@@ -17,14 +17,12 @@ from typing import Any, Generic, TypeVar
 
 from zeroloop.daemons.daemon import Daemon, DaemonContext, DaemonParts
 from zeroloop.errors import DaemonError
+from zeroloop.profiles import PROFILES
 
 # A spec is contravariant in the parts its factory takes: a factory that needs only a
 # worker's parts may be run by a process that has all of the App's.
 Parts_contra = TypeVar("Parts_contra", bound=DaemonParts, contravariant=True)
 Factory = Callable[[DaemonContext[Parts_contra]], Daemon]
-
-PROFILES = ("coordinator", "training_node", "ephemeral", "selfplay", "minimal", "full")
-WORKER_PROFILES = ("training_node", "ephemeral", "selfplay")
 
 
 class RestartPolicy(StrEnum):

@@ -18,6 +18,7 @@ import contextvars
 import errno
 import os
 import sqlite3
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -34,14 +35,12 @@ from zeroloop.errors import DataDirError, StoreCorrupt, StoreError, StoreFull, S
 from zeroloop.store.signal import APPENDED, EventSignal
 from zeroloop.store.turns import WriterTurns
 
-psycopg: Any
-try:
-    import psycopg
 
-    _DRIVER_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, psycopg.Error)
-except ImportError:  # pragma: no cover - psycopg is optional for SQLite-only installs
-    psycopg = None
-    _DRIVER_ERRORS = (sqlite3.Error,)
+def _driver_errors() -> tuple[type[Exception], ...]:
+    """The drivers' exception roots. psycopg is loaded by SQLAlchemy with a PostgreSQL engine, and only then."""
+    psycopg = sys.modules.get("psycopg")
+    return (sqlite3.Error,) if psycopg is None else (sqlite3.Error, psycopg.Error)
+
 
 Backend = Literal["sqlite", "postgresql"]
 _T = TypeVar("_T")
@@ -275,7 +274,7 @@ class Store:
             yield
         except DBAPIError as exc:
             raise self._translate(exc.orig, invalidated=bool(exc.connection_invalidated)) from exc
-        except _DRIVER_ERRORS as exc:  # the hot path runs statements on the driver's own cursor
+        except _driver_errors() as exc:  # the hot path runs statements on the driver's own cursor
             raise self._translate(exc, invalidated=False) from exc
         except sa.exc.SQLAlchemyError as exc:
             raise StoreError(f"the store at {self.display_url} failed: {_first_line(exc)}") from exc
@@ -315,9 +314,8 @@ _CORRUPT = ("file is not a database", "malformed", "not a database", "database c
 def _is_pg_operational(orig: BaseException | None) -> bool:
     # PostgreSQL's operational errors: a lost connection, a server shutting down, a deadlock,
     # a serialization failure, a cancelled statement. All are transient.
-    if psycopg is None:
-        return False
-    return isinstance(orig, psycopg.OperationalError)
+    psycopg = sys.modules.get("psycopg")
+    return psycopg is not None and isinstance(orig, psycopg.OperationalError)
 
 
 def _writable(path: Path) -> bool:

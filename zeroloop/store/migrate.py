@@ -9,18 +9,20 @@ code and is left untouched.
 
 from __future__ import annotations
 
+import ast
+import functools
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 
 from zeroloop.errors import SchemaError
 from zeroloop.store.database import Store
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 _UPGRADE_LOCK = 7_300_113  # arbitrary PostgreSQL advisory-lock key, owned by schema upgrades
@@ -40,32 +42,51 @@ class SchemaStatus:
 
 
 def _config(conn: Connection | None = None) -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = conn
     return config
 
 
-def _scripts() -> ScriptDirectory:
-    return ScriptDirectory.from_config(_config())
+@functools.cache
+def revisions() -> dict[str, str | None]:
+    """Every revision this code knows, with the one it follows (None for the first), read from the files.
+
+    Read without importing alembic, so that a command that only checks the schema (every
+    command opening the App) does not pay for it; tests/store check this against alembic's view.
+    """
+    found: dict[str, str | None] = {}
+    for path in sorted((MIGRATIONS / "versions").glob("[0-9]*.py")):
+        values: dict[str, object] = {}
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, (ast.Assign, ast.AnnAssign)) and isinstance(node.value, ast.Constant):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                for target in targets:
+                    if isinstance(target, ast.Name) and target.id in ("revision", "down_revision"):
+                        values[target.id] = node.value.value
+        parent = values.get("down_revision")
+        found[str(values["revision"])] = None if parent is None else str(parent)
+    return found
 
 
 def head_revision() -> str:
-    """The newest revision this code knows."""
-    head = _scripts().get_current_head()
-    assert head is not None, "the migrations directory has no revisions"
-    return head
+    """The newest revision this code knows: the one no other revision follows."""
+    known = revisions()
+    heads = set(known) - {parent for parent in known.values() if parent is not None}
+    assert len(heads) == 1, f"the migrations must form one line, found heads {sorted(heads)}"
+    return heads.pop()
 
 
 def _current(conn: Connection) -> str | None:
-    return MigrationContext.configure(conn).get_current_revision()
+    if not sa.inspect(conn).has_table("alembic_version"):
+        return None
+    return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
 
 
 def _known(revision: str) -> bool:
-    try:
-        return _scripts().get_revision(revision) is not None
-    except Exception:  # noqa: BLE001 - alembic raises several types for an unknown id
-        return False
+    return revision in revisions()
 
 
 def status(store: Store) -> SchemaStatus:
@@ -93,6 +114,8 @@ def upgrade(store: Store) -> SchemaStatus:
                 "upgrade zeroloop instead of the database"
             )
         if before != head_revision():
+            from alembic import command
+
             command.upgrade(_config(conn), "head")
     return SchemaStatus(current=before, head=head_revision())
 
