@@ -37,9 +37,14 @@ def populated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]
         app.models.promote(model.id, reason="test")
         app.nodes.register(
             NodeInfo(
-                id=NODE, host="h", provider="local", cpu_count=64, memory_bytes=512 * 2**30, disk_bytes=2**40,
+                id=NODE,
+                host="h",
+                provider="local",
+                cpu_count=64,
+                memory_bytes=512 * 2**30,
+                disk_bytes=2**40,
                 cost_per_hour=3.25,
-            )  # fmt: skip
+            )
         )
         job = app.queue.enqueue("selfplay", KEY, {"games": 8})
     return {"model": model.id, "job": str(job.id)}
