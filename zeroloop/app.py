@@ -4,7 +4,7 @@ There are no module-level singletons in zeroloop. Whatever needs the store, the 
 the queue receives the App (or the one part it needs) through its constructor, typed by
 the protocols of `zeroloop.ports`: no module below this one imports it. The daemon table
 lives here, one declaration per daemon (`_specs`, with its factory as a callable); provider
-kinds are resolved by `provider_class` (built in, `module:Class`, or an entry point).
+kinds are resolved by `zeroloop.fleet.pools` (built in, `module:Class`, or an entry point).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
-from zeroloop import plugins
 from zeroloop.artifacts.repository import Artifacts
 from zeroloop.cluster.breakers import CircuitBreakers
 from zeroloop.cluster.health import HealthMonitor
@@ -29,8 +28,7 @@ from zeroloop.daemons.table import DaemonSpec, DaemonTable, Layer, profiles
 from zeroloop.errors import DaemonError
 from zeroloop.events.bus import EventBus
 from zeroloop.fleet.manager import Fleet, WorkerEnv, direct_worker_env
-from zeroloop.fleet.providers import BUILT_IN as BUILT_IN_PROVIDERS
-from zeroloop.fleet.providers.base import Provider
+from zeroloop.fleet.pools import build_providers
 from zeroloop.pipeline.registry import ModelRegistry
 from zeroloop.ports import AppParts, WorkerParts
 from zeroloop.profiles import WORKER_PROFILES
@@ -39,27 +37,6 @@ from zeroloop.store import migrate
 from zeroloop.store.database import Store
 
 log = logging.getLogger(__name__)
-
-
-def provider_class(name: str, kind: str) -> type[Provider]:
-    """The Provider subclass a pool's `kind` names: built in, `module:Class`, or an entry point (zeroloop.plugins)."""
-    found: type[Provider] = plugins.resolve(
-        kind,
-        what="provider",
-        setting=f"providers.{name}.kind",
-        group=plugins.PROVIDER_GROUP,
-        built_in=BUILT_IN_PROVIDERS,
-        check=plugins.subclass_of(Provider),
-    )
-    return found
-
-
-def build_providers(settings: Settings) -> dict[str, Provider]:
-    """One provider per configured pool; ConfigError for a kind that does not load or fit, or bad options."""
-    return {
-        name: provider_class(name, pool.kind).from_settings(name, pool, settings)
-        for name, pool in settings.providers.items()
-    }
 
 
 def worker_env(settings: Settings, store: Store, clock: Callable[[], float]) -> WorkerEnv:

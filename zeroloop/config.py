@@ -10,10 +10,12 @@ everything else receives a `Settings` instance through its constructor.
 
 from __future__ import annotations
 
+import contextvars
 import difflib
 import os
 import re
 import socket
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -39,6 +41,9 @@ ALLOWED_ENV = frozenset({CONFIG_FILE_ENV, "ZEROLOOP_TEST_POSTGRES_URL"})
 # A node must miss at least this many heartbeats before it is declared lost.
 NODE_LOST_MIN_HEARTBEATS = 2
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d{1,3})?)$")
+_POOL_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
+# Settings whose values are never repeated in an error message (they hold credentials).
+_SECRET_SETTINGS = frozenset({("store", "url"), ("alerts", "webhooks", "url"), ("server", "token")})
 
 _URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^/:@\s]*:)(?P<secret>[^@\s]+)(?P<at>@)")
 _SECRET_QUERY = re.compile(r"(?P<head>[?&](?:password|token|secret|key)=)(?P<secret>[^&\s]+)", re.I)
@@ -67,6 +72,11 @@ def redact_options(options: Mapping[str, Any]) -> dict[str, Any]:
     return shown
 
 
+# Set while Settings validates its sources: a section built inside it lets its ValidationError
+# through, so that the error keeps its whole location (`providers.gpu.max_nodes`) for Settings to name.
+_NESTED: contextvars.ContextVar[bool] = contextvars.ContextVar("zeroloop_settings_nested", default=False)
+
+
 class _Section(BaseModel):
     model_config = {"extra": "forbid", "validate_assignment": True}
 
@@ -75,7 +85,9 @@ class _Section(BaseModel):
         try:
             super().__init__(**values)
         except ValidationError as exc:
-            raise ConfigError(_describe(exc, _section_of(type(self)))) from exc
+            if _NESTED.get():
+                raise
+            raise ConfigError(_describe(exc, _section_of(type(self)), type(self))) from exc
 
 
 class StoreSettings(_Section):
@@ -421,6 +433,15 @@ class WebhookSettings(_Section):
     format: Literal["json", "slack"] = Field(
         default="json", description='json: the alert as a JSON object; slack: {"text": summary} (Slack, Mattermost)'
     )
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, value: SecretStr) -> SecretStr:
+        parsed = urllib.parse.urlsplit(value.get_secret_value())
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            # The URL is a secret: say what is wrong with it without repeating it.
+            raise ValueError(f"a webhook URL must be http(s)://host/...; this one's scheme is {parsed.scheme!r}")
+        return value
 
 
 class AlertSettings(_Section):
@@ -877,12 +898,26 @@ class Settings(BaseSettings):
 
     def __init__(self, **values: Any) -> None:
         """Read and validate every source; a bad value or an unreadable source is a ConfigError."""
+        nested = _NESTED.set(True)
         try:
             super().__init__(**values)
         except ValidationError as exc:
             raise ConfigError(_describe(exc)) from exc
         except ValueError as exc:  # TOML syntax errors and env values that are not JSON
             raise ConfigError(f"cannot read settings: {_first_line(str(exc))}") from exc
+        finally:
+            _NESTED.reset(nested)
+
+    @field_validator("providers")
+    @classmethod
+    def _pool_names(cls, value: dict[str, PoolSettings]) -> dict[str, PoolSettings]:
+        for name in value:
+            if not _POOL_NAME.match(name):
+                raise ValueError(
+                    f"pool name {name!r} is not a plain name: use letters, digits, '_' and '-' (at most 63), "
+                    "starting with a letter; it names files and machines"
+                )
+        return value
 
     @field_validator("data_dir")
     @classmethod
@@ -992,13 +1027,17 @@ def _section_of(model: type[BaseModel]) -> tuple[str, ...]:
     return ()
 
 
-def _describe(exc: ValidationError, prefix: tuple[str, ...] = ()) -> str:
+def _describe(exc: ValidationError, prefix: tuple[str, ...] = (), section: type[BaseModel] | None = None) -> str:
     problems = []
     for error in exc.errors():
         loc = prefix + tuple(error["loc"])
-        dotted = ".".join(str(part) for part in loc)
         given = error.get("input")
-        shown = "" if isinstance(given, dict) else f" (got {redact(repr(given))})"
+        secret = tuple(part for part in loc if isinstance(part, str)) in _SECRET_SETTINGS
+        shown = "" if isinstance(given, dict) or secret else f" (got {redact(repr(given))})"
+        if not loc:  # a check across a section's fields, of a section built on its own
+            problems.append(f"invalid {section.__name__ if section else 'settings'}: {error['msg']}")
+            continue
+        dotted = ".".join(str(part) for part in loc)
         problems.append(f"invalid setting {dotted} [{env_name(loc)}]{shown}: {error['msg']}")
     return "; ".join(problems)
 

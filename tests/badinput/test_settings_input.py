@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -119,3 +120,42 @@ def test_a_worker_refuses_to_start_on_a_missing_device(settings: Settings, monke
     result = CliRunner().invoke(app, ["worker"])
     assert isinstance(result.exception, ConfigError)
     assert "cuda:7 but torch sees no CUDA GPU" in str(result.exception)
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('[providers.x]\nkind = "nope"\n', "invalid setting providers.x.kind: unknown provider kind 'nope'"),
+        ('[providers.c]\nkind = "command"\n', "providers.c.options.launch: Field required"),
+        (
+            '[providers.c]\nkind = "command"\n[providers.c.options]\nlaunch = "up {nonsense}"\n'
+            'terminate = "down {provider_id}"\nlist = "ls {pool}"\n',
+            "providers.c.options.launch: Value error, unknown placeholder {nonsense}",
+        ),
+        (
+            '[providers.gpu]\nkind = "local"\nmin_nodes = 3\nmax_nodes = 1\n',
+            r"invalid setting providers.gpu \[ZEROLOOP_PROVIDERS__GPU\]: .*max_nodes \(1\) is below min_nodes \(3\)",
+        ),
+        (
+            '[providers.gpu]\nkind = "local"\nmin_nodez = 3\n',
+            r"invalid setting providers.gpu.min_nodez \[ZEROLOOP_PROVIDERS__GPU__MIN_NODEZ\]",
+        ),
+        ('[providers."../evil pool"]\nkind = "local"\n', "pool name '../evil pool' is not a plain name"),
+        ('[[alerts.webhooks]]\nurl = "ftp://hooks.example/t0k3n"\n', "a webhook URL must be http"),
+        ('[[alerts.webhooks]]\nurl = "not a url"\n', "a webhook URL must be http"),
+    ],
+)
+def test_every_table_is_checked_when_the_settings_are_read(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, toml: str, message: str
+) -> None:
+    """`zeroloop config` and `zeroloop doctor` refuse what a later command would, naming the setting in one line."""
+    path = tmp_path / "zeroloop.toml"
+    path.write_text(toml)
+    monkeypatch.setenv("ZEROLOOP_CONFIG_FILE", str(path))
+    for command in (["config"], ["doctor"]):
+        result = CliRunner().invoke(app, command)
+        assert isinstance(result.exception, ConfigError), (command, result.output)
+        text = str(result.exception)
+        assert re.search(message, text), text
+        assert "\n" not in text and "[ZEROLOOP_]" not in text
+        assert "t0k3n" not in text  # a webhook URL is a secret: never repeated

@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from zeroloop.app import App, provider_class
+from zeroloop.app import App
 from zeroloop.config import PoolSettings, Settings, WorkloadSettings
 from zeroloop.errors import ConfigError
+from zeroloop.fleet.pools import provider_class
 from zeroloop.fleet.providers.base import Launched, LaunchSpec, Machine, Provider
 from zeroloop.fleet.providers.local import LocalProvider
 from zeroloop.workload.factory import check_workload, make_workload

@@ -39,6 +39,10 @@ def settings() -> Settings:
         load_command_specs(loaded.workload.command_file, loaded.workload.command_timeout_s)
     from zeroloop import logs, tracing
 
+    if loaded.providers:
+        from zeroloop.fleet.pools import check_pools
+
+        check_pools(loaded)  # every pool's kind loads and its options parse, for `config` and `doctor` too
     logs.configure(loaded, err_console)
     tracing.setup(loaded)
     return loaded

@@ -13,7 +13,7 @@ stops a machine:
 
 `check()` validates the provider's options and environment (a binary on PATH, a Slurm
 partition that exists) before anything is launched. Each implementation lives in its
-own module of this package and is named in `zeroloop.fleet.providers.BUILT_IN`; its
+own module of this package and is named in `zeroloop.fleet.pools.BUILT_IN`; its
 kind-specific options are a pydantic model, `Options`, filled from the pool's
 `options` table. docs/cluster.md shows how to add one.
 """
