@@ -20,7 +20,7 @@ from zeroloop.app import App
 from zeroloop.bootstrap import start_pipeline
 from zeroloop.cli.run import table_for_cli
 from zeroloop.cluster.leases import LEADER
-from zeroloop.config import PipelineSettings, Settings, WorkloadSettings
+from zeroloop.config import ClusterSettings, PipelineSettings, Settings, WorkloadSettings
 from zeroloop.daemons.daemon import DaemonContext, Leadership
 from zeroloop.events.runner import ConsumerRunner
 from zeroloop.pipeline.coordinator import PipelineCoordinator
@@ -45,6 +45,8 @@ MAX_PASSES = 40  # a round takes about eight; the bound only stops a broken loop
 def _settings(tmp_path: Path) -> Settings:
     return Settings(
         data_dir=tmp_path / "data",
+        # The test holds the leader lease for the whole round, however long a busy machine makes it.
+        cluster=ClusterSettings(leader_lease_s=3600.0),
         workload=WorkloadSettings(torch_threads=1, overrides={CONFIG: TOY}),
         pipeline=PipelineSettings(
             train_after_samples=1,
