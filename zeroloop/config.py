@@ -119,6 +119,13 @@ class ArtifactSettings(_Section):
         description="options for the fsspec backend of the location, e.g. {endpoint_url, key, secret, "
         "default_block_size} for s3:// (secret values are never printed)",
     )
+    missing_max_pct: float = Field(
+        default=10.0,
+        ge=0,
+        le=100,
+        description="the most of the manifest's shared copies (%) that may lack their file at the location before "
+        "`gc --repair` and `backup restore` take the location for wrong and refuse (unless --force)",
+    )
 
 
 class EventSettings(_Section):
@@ -396,6 +403,7 @@ class AutoscalerSettings(_Section):
 
 
 _BASELINES: tuple[Literal["random", "mcts"], ...] = ("random", "mcts")
+BASELINE_NAMES: tuple[str, ...] = _BASELINES  # every baseline a match may name as a player
 
 
 ALERT_RULES = (
@@ -793,6 +801,18 @@ class RetentionSettings(_Section):
     )
     rejected_models_days: float = Field(
         default=7.0, gt=0, description="rejected models (and their artifacts) older than this are deleted (days)"
+    )
+    match_results_days: float = Field(
+        default=30.0,
+        gt=0,
+        description="match result files older than this are deleted, and the matches (with their rating history) "
+        "of deleted models once this old; a kept model's matches stay, they are its rating (days)",
+    )
+    multipart_grace_s: float = Field(
+        default=86400.0,
+        gt=0,
+        description="an incomplete S3 multipart upload older than this is aborted by garbage collection, as a "
+        "bucket lifecycle rule would (seconds)",
     )
     interval_s: float = Field(
         default=3600.0, ge=0, description="the maintenance daemon collects garbage this often (seconds); 0: never"
