@@ -850,6 +850,15 @@ class BackupSettings(_Section):
         default=86400.0, ge=0, description="the backup daemon takes a backup this often (seconds); 0: never"
     )
     keep: int = Field(default=7, ge=1, description="backups kept; older ones are deleted after a new one is made")
+    continuous_interval_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="the backup daemon also snapshots the store this often (seconds), so a lost store costs at most "
+        "this much work (its recovery point objective); 0: off (a PostgreSQL store with WAL archiving needs none)",
+    )
+    continuous_keep: int = Field(
+        default=12, ge=1, description="continuous snapshots kept; older ones are deleted after a new one is made"
+    )
     pg_bin_dir: Path | None = Field(
         default=None, description="where pg_dump and pg_restore are; unset: the PATH, then /usr/lib/postgresql/*/bin"
     )

@@ -92,8 +92,8 @@ def test_repair_refuses_a_location_that_looks_wrong_and_the_dry_run_says_why(
         (partial / key).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(real / key, partial / key)
     expected = {
-        typo: f"the artifact location {typo.as_uri()} does not exist, and the manifest names 20 files",
-        empty: f"the artifact location {empty.as_uri()} holds no artifact file, and the manifest names 20",
+        typo: f"the artifact location {typo.as_uri()} does not exist, and the manifest names 20 files in it",
+        empty: f"the artifact location {empty.as_uri()} holds none of the 20 files the manifest names",
         partial: f"15 of the manifest's 20 files (75%) are missing at {partial.as_uri()}, more than "
         "artifacts.missing_max_pct (10%)",
     }

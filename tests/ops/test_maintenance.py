@@ -30,7 +30,7 @@ def app(store_url: str, tmp_path: Path, clock: FakeClock) -> Iterator[App]:
         store=StoreSettings(url=store_url),
         retention=RetentionSettings(finished_jobs_days=1, interval_s=DAY),
         maintenance=MaintenanceSettings(store_interval_s=3600, vacuum_interval_s=7 * DAY, consolidate_interval_s=DAY),
-        backup=BackupSettings(interval_s=DAY, keep=2),
+        backup=BackupSettings(interval_s=DAY, keep=2, continuous_interval_s=0),
     )
     with App(settings, upgrade=False, clock=clock) as opened:
         yield opened

@@ -4,7 +4,7 @@
 | --- | --- | --- |
 | disk_space | every node | evicts the artifact cache past the soft disk limit, refuses selfplay past the hard one |
 | maintenance | leader | PRAGMA optimize / VACUUM (SQLite) or ANALYZE (PostgreSQL), consolidation, garbage collection |
-| backup | leader | a backup every `backup.interval_s`, keeping `backup.keep` |
+| backup | leader | a backup every `backup.interval_s`, a snapshot every `backup.continuous_interval_s` |
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 from zeroloop.cluster.leases import leader_fence
 from zeroloop.daemons.daemon import Clock, DaemonContext, LoopDaemon
 from zeroloop.events.wiring import declare
-from zeroloop.ops.backup import Backups
+from zeroloop.ops.backup import CONTINUOUS, DAILY_LABELS, BackupInfo, Backups
 from zeroloop.ops.consolidate import Consolidator
 from zeroloop.ops.gc import GarbageCollector
 from zeroloop.ops.maintenance import DiskSpaceManager, Schedule, disk_reader, optimize_store
@@ -123,50 +123,87 @@ def maintenance_daemon(context: DaemonContext[AppParts]) -> MaintenanceDaemon:
 
 
 class BackupDaemon(LoopDaemon):
-    """On the leader: a backup whenever the newest one is `backup.interval_s` old, then prune to `backup.keep`."""
+    """On the leader: a backup whenever the newest is `backup.interval_s` old, pruned to `backup.keep`, and a
+    continuous snapshot whenever the newest is `backup.continuous_interval_s` old, pruned to `backup.continuous_keep`.
+
+    The continuous snapshots bound what losing the store costs (its recovery point objective):
+    at most `continuous_interval_s` plus the time one snapshot takes.
+    """
 
     def __init__(self, context: DaemonContext[AppParts]) -> None:
         app = context.parts
-        interval_s = app.settings.backup.interval_s
-        super().__init__(min(interval_s, LONGEST_TICK_S) if interval_s > 0 else IDLE_TICK_S, clock=context.clock)
+        backup = app.settings.backup
+        active = [interval for interval in (backup.interval_s, backup.continuous_interval_s) if interval > 0]
+        super().__init__(min([*active, LONGEST_TICK_S]) if active else IDLE_TICK_S, clock=context.clock)
         self.app = app
         self.fence = leader_fence(app.leases, context.leadership)
         self.backups = Backups(app.settings, app.store, clock=context.clock)
         self.started_at = context.clock()
         self.taken = 0
         self.last_id: str | None = None
+        self.snapshots = 0
+        self.last_snapshot: str | None = None
 
     async def tick(self) -> None:
-        """Take a backup when one is due."""
+        """Take what is due."""
         await asyncio.to_thread(self.run_due)
 
     def run_due(self) -> str | None:
-        """Take and prune a backup when the newest is old enough; return the new backup's id, or None."""
-        interval_s = self.app.settings.backup.interval_s
-        if interval_s <= 0:
+        """Take a continuous snapshot and a backup when each is due; return the backup's id, or None."""
+        self.run_continuous()
+        backup = self.app.settings.backup
+        info = self._take_if_due("", backup.interval_s, backup.keep, DAILY_LABELS)
+        if info is None:
             return None
-        found = self.backups.ls()
-        # With none yet, the first is due one interval after this daemon started: a short run takes none.
-        last = found[-1].created_at if found else self.started_at
-        if self.clock() - last < interval_s:
-            return None
-        with self.app.store.transaction() as conn:
-            self.fence(conn)
-        info = self.backups.create()
-        pruned = self.backups.prune(self.app.settings.backup.keep)
-        with self.app.store.transaction() as conn:
-            self.fence(conn)
-            self.app.bus.publish(
-                "BACKUP_CREATED",
-                {"backup_id": info.id, "store_bytes": info.store_bytes, "artifacts": info.artifacts, "pruned": pruned},
-            )
         self.taken += 1
         self.last_id = info.id
         return info.id
 
+    def run_continuous(self) -> str | None:
+        """Take a continuous snapshot when the newest is `backup.continuous_interval_s` old; its id, or None."""
+        backup = self.app.settings.backup
+        info = self._take_if_due(CONTINUOUS, backup.continuous_interval_s, backup.continuous_keep, (CONTINUOUS,))
+        if info is None:
+            return None
+        self.snapshots += 1
+        self.last_snapshot = info.id
+        return info.id
+
+    def _take_if_due(self, label: str, interval_s: float, keep: int, labels: tuple[str, ...]) -> BackupInfo | None:
+        if interval_s <= 0:
+            return None
+        found = [info for info in self.backups.ls() if info.label in labels]
+        # With none yet, the first is due one interval after this daemon started: a short run takes none.
+        last = max((info.created_at for info in found if info.label == label), default=self.started_at)
+        if self.clock() - last < interval_s:
+            return None
+        with self.app.store.transaction() as conn:
+            self.fence(conn)
+        info = self.backups.create(label=label)
+        pruned = self.backups.prune(keep, labels=labels)
+        if label == "":  # the frequent snapshots are not announced one by one
+            with self.app.store.transaction() as conn:
+                self.fence(conn)
+                self.app.bus.publish(
+                    "BACKUP_CREATED",
+                    {
+                        "backup_id": info.id,
+                        "store_bytes": info.store_bytes,
+                        "artifacts": info.artifacts,
+                        "pruned": pruned,
+                    },
+                )
+        return info
+
     def details(self) -> dict[str, Any]:
-        """Backups taken by this process, the last one's id."""
-        return {"taken": self.taken, "last": self.last_id, "fence_refusals": self.fence.refusals}
+        """Backups and continuous snapshots taken by this process, the last of each."""
+        return {
+            "taken": self.taken,
+            "last": self.last_id,
+            "snapshots": self.snapshots,
+            "last_snapshot": self.last_snapshot,
+            "fence_refusals": self.fence.refusals,
+        }
 
 
 def backup_daemon(context: DaemonContext[AppParts]) -> BackupDaemon:

@@ -11,7 +11,7 @@ The orphan check compares one listing of the artifact location with the manifest
 ways: files no row names (older than `ORPHAN_GRACE_S`, so an upload recording its row right
 now is left alone), and present rows whose file is gone. `--repair` deletes the former and
 drops the latter's rows; it refuses, unless forced, when the location looks wrong: absent,
-holding no artifact file at all, or missing more than `artifacts.missing_max_pct` of the
+holding none of the manifest's files, or missing more than `artifacts.missing_max_pct` of the
 manifest's shared copies (a mistyped `artifacts.url` looks exactly like that, and a repair
 then would drop the manifest). The refusal comes before anything is deleted, and a dry run
 or a plain collection reports it. A dry run changes nothing and lists what would go.
@@ -238,23 +238,11 @@ class GarbageCollector:
         ]
 
     def _refusal(self, survey: _Survey, missing: list[Any] | None = None) -> str | None:
-        """Why the location looks wrong for a repair (absent, empty, missing much of the manifest); None if not."""
-        if not survey.rows:
-            return None  # nothing in the manifest to lose
-        where = redact(self.artifacts.url)
-        if not survey.exists:
-            return f"the artifact location {where} does not exist, and the manifest names {len(survey.rows)} files"
-        if not any(_SHARED.match(key) for key in survey.files):
-            return f"the artifact location {where} holds no artifact file, and the manifest names {len(survey.rows)}"
+        """Why the location looks wrong for a repair (see `location_refusal`); None if it does not."""
         gone = len(self._missing(survey) if missing is None else missing)
-        limit = self.settings.artifacts.missing_max_pct
-        share = 100.0 * gone / len(survey.rows)
-        if share > limit:
-            return (
-                f"{gone} of the manifest's {len(survey.rows)} files ({share:.0f}%) are missing at {where}, more than "
-                f"artifacts.missing_max_pct ({limit:g}%)"
-            )
-        return None
+        return location_refusal(
+            self.artifacts.url, survey.exists, len(survey.rows), gone, self.settings.artifacts.missing_max_pct
+        )
 
     def _orphans(self, report: GcReport, now: float, *, repair: bool, force: bool) -> None:
         fs, root = self.artifacts.fs, self.artifacts.root
@@ -284,6 +272,29 @@ class GarbageCollector:
                     queries.delete_copy(conn, row["sha256"], row["location"])
                     queries.drop_if_unreferenced(conn, row["sha256"])
         report.repaired = repair and bool(report.orphan_files or report.missing_files)
+
+
+def location_refusal(url: str, exists: bool, named: int, missing: int, limit_pct: float) -> str | None:
+    """Why an artifact location looks wrong against a manifest naming `named` files there, `missing` of them absent.
+
+    Absent, holding none of them, or missing more than `limit_pct` percent of them: a
+    mistyped or unmounted location looks exactly like that. None when it looks right (or the
+    manifest names nothing there).
+    """
+    if not named:
+        return None
+    where = redact(url)
+    if not exists:
+        return f"the artifact location {where} does not exist, and the manifest names {named} files in it"
+    if missing >= named:
+        return f"the artifact location {where} holds none of the {named} files the manifest names"
+    share = 100.0 * missing / named
+    if share > limit_pct:
+        return (
+            f"{missing} of the manifest's {named} files ({share:.0f}%) are missing at {where}, more than "
+            f"artifacts.missing_max_pct ({limit_pct:g}%)"
+        )
+    return None
 
 
 def _modified(info: dict[str, Any]) -> float | None:

@@ -61,6 +61,11 @@ def _current(conn: Connection) -> str | None:
     return MigrationContext.configure(conn).get_current_revision()
 
 
+def is_known(revision: str) -> bool:
+    """Whether this code knows schema revision `revision` (one it can upgrade from, or its head)."""
+    return _known(revision)
+
+
 def _known(revision: str) -> bool:
     try:
         return _scripts().get_revision(revision) is not None
