@@ -17,6 +17,8 @@ import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -938,6 +940,18 @@ class Settings(BaseSettings):
     def artifacts_url(self) -> str:
         """The effective artifact location, with the embedded default filled in."""
         return self.artifacts.url or (self.data_dir / "artifacts").as_uri()
+
+    @property
+    def disk_paths(self) -> tuple[Path, ...]:
+        """The local directories zeroloop fills on this machine: the data directory, and the artifact location when
+        it is a local path (a separate mount fills on its own, and backpressure watches the fullest)."""
+        paths = [self.data_dir]
+        url = self.artifacts_url
+        if url.startswith("file://"):
+            paths.append(Path(url2pathname(urlsplit(url).path)))
+        elif "://" not in url:
+            paths.append(Path(url).expanduser().absolute())
+        return tuple(dict.fromkeys(paths))
 
     @property
     def backups_url(self) -> str:

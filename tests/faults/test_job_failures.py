@@ -23,7 +23,9 @@ from tests.s3 import Location
 from zeroloop.app import App
 from zeroloop.artifacts.transfer import ArtifactKind
 from zeroloop.config import ArtifactSettings, Settings, StoreSettings, WorkloadSettings
+from zeroloop.daemons.daemon import DaemonContext, HealthState, Leadership
 from zeroloop.errors import ArtifactError
+from zeroloop.ops.daemons import disk_space_daemon
 from zeroloop.pipeline import failures, jobs
 from zeroloop.pipeline.executor import JobExecutor
 from zeroloop.queue.jobs import Job, JobStatus
@@ -174,3 +176,27 @@ def test_a_full_disk_is_recognised_through_any_library_wrapping() -> None:
     assert failures.FULL_DISK_HINT not in failures.describe(torch_words, node="w1", phase=phase)
     said = RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed")
     assert failures.FULL_DISK_HINT in failures.describe(said, node="w1", phase=phase)
+
+
+def test_an_output_held_on_the_node_is_uploaded_in_the_background(
+    store_url: str, tmp_path: Path, settings: Settings, flapping_s3: tuple[Location, CutProxy]
+) -> None:
+    location, proxy = flapping_s3
+    artifacts = ArtifactSettings(url=location.url, storage_options=location.storage_options)
+    with _app(store_url, tmp_path, "ok", artifacts) as app:
+        app.artifacts.fs.retries = 1
+        proxy.cut_after = 4096
+        source = tmp_path / "batch"
+        source.write_bytes(os.urandom(64 * 1024))
+        sha = app.artifacts.put(source, ArtifactKind.GAME_BATCH, config_key=CONFIG).sha256
+        node = app.artifacts.node
+        assert app.artifacts.sole_copies_on(node) == [sha]  # held: the endpoint cut the upload
+        daemon = disk_space_daemon(DaemonContext(app, Leadership(), time.time))
+        asyncio.run(daemon.run_once())  # the endpoint still cuts: it stays held, and the daemon is fine
+        assert app.artifacts.sole_copies_on(node) == [sha]
+        assert daemon.health().state is HealthState.HEALTHY and daemon.details()["uploaded_held"] == 0
+        proxy.cut_after = None  # the endpoint is back: the next tick uploads it, the node need not drain
+        asyncio.run(daemon.run_once())
+        assert app.artifacts.sole_copies_on(node) == [] and daemon.details()["uploaded_held"] == 1
+        app.artifacts.cache.remove(sha)
+        assert app.artifacts.fetch(sha).read_bytes() == source.read_bytes()

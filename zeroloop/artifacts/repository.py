@@ -220,7 +220,9 @@ class Artifacts:
         """Upload every artifact whose only copy is on this node to the shared location; return how many.
 
         Each held file is verified before upload; its shared copy is recorded and the held
-        one marked deleted in one transaction, then the file is removed.
+        one marked deleted in one transaction, then the file is removed. One that fails to
+        upload (the location still full or unreachable) stays held and is tried at the next
+        call (the `disk_space` daemon calls this every minute, and a draining node's agent).
         """
         with self.store.read() as conn:
             sole = queries.sole_copies_on_node(conn, self.node)
@@ -231,22 +233,32 @@ class Artifacts:
             row = kinds[sha256]
             if row is None or not copies:
                 continue
-            kind = ArtifactKind(row["kind"])
-            _fs, path = self.open_copy(copies[0]["location"])
-            local = Path(path)
-            with local.open("rb") as handle:
-                if hash_stream(handle)[0] != sha256:
-                    self._quarantine(copies[0]["location"], sha256, None)
-                    continue
-            self._upload(local, self._path(kind, sha256), sha256, kind)
-            now = self.clock()
-            with self.store.transaction() as conn:
-                queries.record_copy(conn, sha256=sha256, location=shared_key(kind, sha256), node=None, now=now)
-                queries.set_copy_status(conn, sha256=sha256, location=copies[0]["location"], status="deleted", now=now)
-            local.unlink(missing_ok=True)
-            moved += 1
-            log.info("artifact %s evacuated from node %s", sha256[:12], self.node)
+            try:
+                moved += self._evacuate_one(sha256, ArtifactKind(row["kind"]), copies[0]["location"])
+            except Exception as exc:  # noqa: BLE001 - any backend's refusal: it stays held until the next try
+                log.warning("artifact %s still held on node %s: upload failed (%s)", sha256[:12], self.node, _what(exc))
         return moved
+
+    def _evacuate_one(self, sha256: str, kind: ArtifactKind, location: str) -> int:
+        """Upload one held artifact and record it shared; 1 when it moved, 0 when its held copy was bad."""
+        _fs, path = self.open_copy(location)
+        local = Path(path)
+        try:
+            with local.open("rb") as handle:
+                intact = hash_stream(handle)[0] == sha256
+        except FileNotFoundError:
+            intact = False  # removed by hand: the copy is gone
+        if not intact:
+            self._quarantine(location, sha256, None)
+            return 0
+        self._upload(local, self._path(kind, sha256), sha256, kind)
+        now = self.clock()
+        with self.store.transaction() as conn:
+            queries.record_copy(conn, sha256=sha256, location=shared_key(kind, sha256), node=None, now=now)
+            queries.set_copy_status(conn, sha256=sha256, location=location, status="deleted", now=now)
+        local.unlink(missing_ok=True)
+        log.info("artifact %s evacuated from node %s", sha256[:12], self.node)
+        return 1
 
     def fetch(self, sha256: str) -> Path:
         """A verified local copy of an artifact, from the cache or downloaded into it."""

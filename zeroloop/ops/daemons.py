@@ -10,16 +10,22 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Callable
 from typing import Any
 
 from zeroloop.cluster.leases import leader_fence
 from zeroloop.daemons.daemon import Clock, DaemonContext, LoopDaemon
+from zeroloop.errors import LeaseError, OperationsError
+from zeroloop.events.consumer import is_transient
 from zeroloop.events.wiring import declare
 from zeroloop.ops.backup import CONTINUOUS, DAILY_LABELS, BackupInfo, Backups
 from zeroloop.ops.consolidate import Consolidator
 from zeroloop.ops.gc import GarbageCollector
 from zeroloop.ops.maintenance import DiskSpaceManager, Schedule, disk_reader, optimize_store
 from zeroloop.ports import AppParts, WorkerParts
+
+log = logging.getLogger(__name__)
 
 declare("zeroloop.ops.daemons", emits=("BACKUP_CREATED",))
 
@@ -28,24 +34,41 @@ LONGEST_TICK_S = 600.0  # leader tasks are checked at least this often, whatever
 
 
 class DiskSpaceDaemon(LoopDaemon):
-    """Checks this node's data disk every `maintenance.disk_interval_s` seconds."""
+    """Checks this node's disks every `maintenance.disk_interval_s` seconds, and uploads what it holds.
 
-    def __init__(self, manager: DiskSpaceManager, interval_s: float, *, clock: Clock) -> None:
+    An output held on this node because the artifact location refused it (full, or its
+    endpoint down) is uploaded again on every tick (`evacuate`), not only when the node
+    drains; one that still fails stays held for the next tick.
+    """
+
+    def __init__(
+        self,
+        manager: DiskSpaceManager,
+        interval_s: float,
+        *,
+        clock: Clock,
+        evacuate: Callable[[], int] | None = None,
+    ) -> None:
         super().__init__(interval_s, clock=clock)
         self.manager = manager
+        self.evacuate = evacuate
         self.last_pct: float | None = None
+        self.uploaded_held = 0
 
     async def tick(self) -> None:
-        """One check: evict, refuse, announce as needed."""
+        """One check: evict, refuse, announce as needed; then upload what this node holds."""
         check = await asyncio.to_thread(self.manager.check)
         self.last_pct = check.after_pct
+        if self.evacuate is not None:
+            self.uploaded_held += await asyncio.to_thread(self.evacuate)
 
     def details(self) -> dict[str, Any]:
-        """Disk use (%), cache bytes evicted so far, and whether selfplay is refused."""
+        """Disk use (%), cache bytes evicted so far, whether selfplay is refused, held outputs uploaded."""
         return {
             "disk_pct": self.last_pct,
             "evicted_bytes": self.manager.evicted_bytes,
             "selfplay_refused": self.manager.refused,
+            "uploaded_held": self.uploaded_held,
         }
 
 
@@ -58,9 +81,10 @@ def disk_space_daemon(context: DaemonContext[WorkerParts]) -> DiskSpaceDaemon:
         app.artifacts.cache,
         app.bus,
         node=settings.cluster.node_id,
-        read=disk_reader(settings.data_dir),
+        read=disk_reader(settings.disk_paths),
     )
-    return DiskSpaceDaemon(manager, settings.maintenance.disk_interval_s, clock=context.clock)
+    interval_s = settings.maintenance.disk_interval_s
+    return DiskSpaceDaemon(manager, interval_s, clock=context.clock, evacuate=app.artifacts.evacuate)
 
 
 class MaintenanceDaemon(LoopDaemon):
@@ -81,39 +105,77 @@ class MaintenanceDaemon(LoopDaemon):
         self.consolidator = Consolidator(app.store, app.artifacts, app.settings, clock=context.clock, fence=self.fence)
         self.ran: dict[str, int] = {"store": 0, "vacuum": 0, "consolidate": 0, "gc": 0}
         self.last_gc: dict[str, int] = {}
+        self.failures: dict[str, str] = {}  # task -> its last error, until it runs again
 
     async def tick(self) -> None:
         """Run what is due."""
         await asyncio.to_thread(self.run_due)
 
     def run_due(self) -> list[str]:
-        """Run every task whose interval has passed; return their names."""
+        """Run every task whose interval has passed, each apart from the others; return the names of those that ran.
+
+        A task that fails does not keep the others from running (a failing consolidation must
+        not stop the collection that frees space): its error is kept in the details, it is tried
+        again at its next interval, and OperationsError names it once the others have run. A
+        fencing refusal or a store outage stops the pass at once (nothing else could commit).
+        """
         maintenance, ran = self.app.settings.maintenance, []
         vacuum = self.app.store.backend == "sqlite" and self.schedule.due("vacuum", maintenance.vacuum_interval_s)
-        if vacuum or self.schedule.due("store", maintenance.store_interval_s):
-            with self.app.store.transaction() as conn:
-                self.fence(conn)  # a deposed leader leaves the store alone
-            optimize_store(self.app.store, vacuum=vacuum)
-            ran.append("store")
-            self.schedule.done("store")
-            if vacuum:
-                ran.append("vacuum")
-                self.schedule.done("vacuum")
-        if self.schedule.due("consolidate", maintenance.consolidate_interval_s):
-            self.consolidator.run()
-            ran.append("consolidate")
-            self.schedule.done("consolidate")
-        if self.schedule.due("gc", self.app.settings.retention.interval_s):
-            self.last_gc = self.collector.collect().counts()
-            ran.append("gc")
-            self.schedule.done("gc")
+        tasks: list[tuple[str, bool, Callable[[], Any]]] = [
+            ("store", vacuum or self.schedule.due("store", maintenance.store_interval_s), lambda: self._upkeep(vacuum)),
+            ("consolidate", self.schedule.due("consolidate", maintenance.consolidate_interval_s), self._consolidate),
+            ("gc", self.schedule.due("gc", self.app.settings.retention.interval_s), self._collect),
+        ]
+        failed: dict[str, str] = {}
+        for task, due, run in tasks:
+            if not due:
+                continue
+            try:
+                run()
+            except LeaseError:
+                raise
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
+                failed[task] = f"{type(exc).__name__}: {exc}"
+                log.error("maintenance: %s failed (the other tasks run): %s", task, failed[task], exc_info=exc)
+            else:
+                ran.append(task)
+                if task == "store" and vacuum:
+                    ran.append("vacuum")
+                    self.schedule.done("vacuum")
+                self.failures.pop(task, None)
+            self.schedule.done(task)  # tried: the next try comes at the next interval
         for task in ran:
             self.ran[task] += 1
+        self.failures.update(failed)
+        if failed:
+            raise OperationsError(
+                "maintenance: "
+                + "; ".join(f"{task} failed ({why})" for task, why in failed.items())
+                + (f"; {', '.join(ran)} ran" if ran else "")
+            )
         return ran
 
+    def _upkeep(self, vacuum: bool) -> None:
+        with self.app.store.transaction() as conn:
+            self.fence(conn)  # a deposed leader leaves the store alone
+        optimize_store(self.app.store, vacuum=vacuum)
+
+    def _consolidate(self) -> None:
+        self.consolidator.run()
+
+    def _collect(self) -> None:
+        self.last_gc = self.collector.collect().counts()
+
     def details(self) -> dict[str, Any]:
-        """How often each task ran in this process, and what the last collection deleted."""
-        return {"ran": dict(self.ran), "last_gc": self.last_gc, "fence_refusals": self.fence.refusals}
+        """How often each task ran in this process, what the last collection deleted, and tasks failing now."""
+        return {
+            "ran": dict(self.ran),
+            "last_gc": self.last_gc,
+            "failing": dict(self.failures),
+            "fence_refusals": self.fence.refusals,
+        }
 
 
 def maintenance_daemon(context: DaemonContext[AppParts]) -> MaintenanceDaemon:
