@@ -9,6 +9,7 @@ server packages; without them the test skips (and fails under CI=true).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -114,8 +115,12 @@ def test_a_postgresql_store_recovers_to_a_point_in_time(archived: Archived, tmp_
     archived.run("check")  # switches to a new WAL segment and waits until the one holding both jobs is archived
     assert _jobs(url) == {"before_2p", "after_2p"}
 
+    (backup,) = json.loads(archived.run("--output=json", "info"))[0]["backup"]
     archived.server.stop()  # the store is lost, or a bad change must be undone: back to `target`
-    archived.run("--delta", "--type=time", f"--target={target}", "--target-action=promote", "restore")
+    # The backup named: pgBackRest picks one by its stop time in whole seconds, and this test's
+    # target may fall in the second the backup ended.
+    restore = ["--delta", f"--set={backup['label']}", "--type=time", f"--target={target}", "--target-action=promote"]
+    archived.run(*restore, "restore")
     archived.server.start()
     assert _jobs(url) == {"before_2p"}  # what was committed by then, and nothing after
     with Store(url) as store:

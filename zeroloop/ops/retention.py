@@ -107,6 +107,10 @@ class RetentionPlanner:
             plan.protect(job_id, f"its late output {sha[:12]} is deleted first")
         self._doom(plan, rows, now, untraced)
         self._matches(conn, plan, now)
+        # Reasons were noted for every name met (a batch since merged into a shard, a file a job
+        # names but the manifest lacks); report those of artifacts the manifest holds.
+        held = {artifact_key(row["kind"], sha) for sha, row in by_sha.items()}
+        plan.kept = defaultdict(list, {key: why for key, why in plan.kept.items() if key in held})
         return plan
 
     # --- what stays ------------------------------------------------------------------------------
