@@ -859,7 +859,7 @@ class BackupSettings(_Section):
         "this much work (its recovery point objective); 0: off (a PostgreSQL store with WAL archiving needs none)",
     )
     continuous_keep: int = Field(
-        default=12, ge=1, description="continuous snapshots kept; older ones are deleted after a new one is made"
+        default=6, ge=1, description="continuous snapshots kept; older ones are deleted after a new one is made"
     )
     pg_bin_dir: Path | None = Field(
         default=None, description="where pg_dump and pg_restore are; unset: the PATH, then /usr/lib/postgresql/*/bin"
