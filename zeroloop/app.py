@@ -119,7 +119,8 @@ def _specs() -> tuple[tuple[DaemonSpec[WorkerParts], ...], tuple[DaemonSpec[AppP
         DaemonSpec(
             "disk_space",
             ops.disk_space_daemon,
-            "evicts the artifact cache when the data disk fills, then refuses new selfplay through backpressure",
+            "evicts the artifact cache when a data disk fills, then refuses new selfplay through backpressure; "
+            "uploads outputs held on this node",
             profiles("coordinator", *WORKER_PROFILES),
         ),
     )

@@ -19,6 +19,8 @@ import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -131,6 +133,13 @@ class ArtifactSettings(_Section):
         default_factory=dict,
         description="options for the fsspec backend of the location, e.g. {endpoint_url, key, secret, "
         "default_block_size} for s3:// (secret values are never printed)",
+    )
+    missing_max_pct: float = Field(
+        default=10.0,
+        ge=0,
+        le=100,
+        description="the most of the manifest's shared copies (%) that may lack their file at the location before "
+        "`gc --repair` and `backup restore` take the location for wrong and refuse (unless --force)",
     )
 
 
@@ -411,6 +420,7 @@ class AutoscalerSettings(_Section):
 
 
 _BASELINES: tuple[Literal["random", "mcts"], ...] = ("random", "mcts")
+BASELINE_NAMES: tuple[str, ...] = _BASELINES  # every baseline a match may name as a player
 
 
 ALERT_RULES = (
@@ -818,6 +828,18 @@ class RetentionSettings(_Section):
     rejected_models_days: float = Field(
         default=7.0, gt=0, description="rejected models (and their artifacts) older than this are deleted (days)"
     )
+    match_results_days: float = Field(
+        default=30.0,
+        gt=0,
+        description="match result files older than this are deleted, and the matches (with their rating history) "
+        "of deleted models once this old; a kept model's matches stay, they are its rating (days)",
+    )
+    multipart_grace_s: float = Field(
+        default=86400.0,
+        gt=0,
+        description="an incomplete S3 multipart upload older than this is aborted by garbage collection, as a "
+        "bucket lifecycle rule would (seconds)",
+    )
     interval_s: float = Field(
         default=3600.0, ge=0, description="the maintenance daemon collects garbage this often (seconds); 0: never"
     )
@@ -854,6 +876,15 @@ class BackupSettings(_Section):
         default=86400.0, ge=0, description="the backup daemon takes a backup this often (seconds); 0: never"
     )
     keep: int = Field(default=7, ge=1, description="backups kept; older ones are deleted after a new one is made")
+    continuous_interval_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="the backup daemon also snapshots the store this often (seconds), so a lost store costs at most "
+        "this much work (its recovery point objective); 0: off (a PostgreSQL store with WAL archiving needs none)",
+    )
+    continuous_keep: int = Field(
+        default=6, ge=1, description="continuous snapshots kept; older ones are deleted after a new one is made"
+    )
     pg_bin_dir: Path | None = Field(
         default=None, description="where pg_dump and pg_restore are; unset: the PATH, then /usr/lib/postgresql/*/bin"
     )
@@ -947,6 +978,18 @@ class Settings(BaseSettings):
     def artifacts_url(self) -> str:
         """The effective artifact location, with the embedded default filled in."""
         return self.artifacts.url or (self.data_dir / "artifacts").as_uri()
+
+    @property
+    def disk_paths(self) -> tuple[Path, ...]:
+        """The local directories zeroloop fills on this machine: the data directory, and the artifact location when
+        it is a local path (a separate mount fills on its own, and backpressure watches the fullest)."""
+        paths = [self.data_dir]
+        url = self.artifacts_url
+        if url.startswith("file://"):
+            paths.append(Path(url2pathname(urlsplit(url).path)))
+        elif "://" not in url:
+            paths.append(Path(url).expanduser().absolute())
+        return tuple(dict.fromkeys(paths))
 
     @property
     def backups_url(self) -> str:

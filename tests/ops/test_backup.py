@@ -17,6 +17,7 @@ from zeroloop.artifacts.transfer import ArtifactKind
 from zeroloop.config import BackupSettings
 from zeroloop.errors import OperationsError
 from zeroloop.ops.backup import Backups
+from zeroloop.ops.restore import Restorer
 from zeroloop.store import migrate
 from zeroloop.store.database import Store
 from zeroloop.store.schema import models
@@ -60,7 +61,7 @@ async def test_a_restored_backup_resumes_the_pipeline(store_url: str, tmp_path: 
         _wipe(app, store_url)
 
     with Store.for_settings(settings) as store:
-        report = Backups(settings, store).restore(info.id)
+        report = Restorer(Backups(settings, store)).restore(info.id)
     assert report.missing_artifacts == []
 
     with App(settings, upgrade=False) as app:
@@ -91,7 +92,7 @@ def test_backups_are_listed_pruned_and_refused_when_damaged_or_in_use(tmp_path: 
 
         app.leases.acquire("leader")  # a coordinator runs against this store
         with pytest.raises(OperationsError, match="stop every zeroloop process first"):
-            backups.restore(third.id)
+            Restorer(backups).restore(third.id)
         with pytest.raises(OperationsError, match="no finished backup 'nope'"):
             backups.get("nope")
 
@@ -99,7 +100,7 @@ def test_backups_are_listed_pruned_and_refused_when_damaged_or_in_use(tmp_path: 
         info = json.loads((folder / "backup.json").read_text())
         (folder / info["store_file"]).write_bytes(b"not the snapshot")
         with pytest.raises(OperationsError, match="does not match its recorded sha256"):
-            backups.restore(third.id, force=True)
+            Restorer(backups).restore(third.id, force=True)
 
 
 def test_a_postgresql_backup_without_pg_dump_is_one_clear_error(
@@ -157,11 +158,11 @@ def test_unusable_locations_foreign_backups_and_bad_ids_are_one_clear_error(tmp_
         original = described.read_text()
         described.write_text(original.replace('"store.sqlite"', '"../../zeroloop.db"'))
         with pytest.raises(OperationsError, match="names no known store file"):
-            backups.restore(info.id)
+            Restorer(backups).restore(info.id)
         foreign = original.replace('"sqlite"', '"postgresql"').replace('"store.sqlite"', '"store.pgdump"')
         described.write_text(foreign)
         with pytest.raises(OperationsError, match="of a postgresql store and this store is sqlite"):
-            backups.restore(info.id)
+            Restorer(backups).restore(info.id)
 
 
 def test_a_file_that_is_no_zeroloop_store_is_not_backed_up(tmp_path: Path) -> None:
@@ -189,7 +190,10 @@ def test_a_restore_reports_manifest_artifacts_the_location_lacks(tmp_path: Path)
         lost = app.artifacts.put(model, ArtifactKind.MODEL).sha256
         info = Backups(settings, app.store).create()
         Path(app.artifacts.location(ArtifactKind.MODEL, lost).removeprefix("file://")).unlink()
-        report = Backups(settings, app.store).restore(info.id)
+        restorer = Restorer(Backups(settings, app.store))
+        with pytest.raises(OperationsError, match=r"1 of the manifest's 2 files \(50%\) are missing"):
+            restorer.restore(info.id)  # more than artifacts.missing_max_pct: the location looks wrong
+        report = restorer.restore(info.id, force=True)
     assert report.missing_artifacts == [lost] and kept != lost
     assert report.upgraded_from is None
 
@@ -205,6 +209,6 @@ def test_a_backup_of_an_older_schema_is_upgraded_on_restore(tmp_path: Path) -> N
         backups = Backups(settings, store)
         info = backups.create()
         assert info.schema_revision == "0004"
-        report = backups.restore(info.id)
+        report = Restorer(backups).restore(info.id)
         assert report.upgraded_from == "0004"
         assert migrate.status(store).up_to_date

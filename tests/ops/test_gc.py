@@ -161,7 +161,8 @@ def test_orphans_are_found_both_ways_and_repaired(app: App, clock: FakeClock, tm
     assert sorted(found.orphan_files) == sorted([f"game_batch/ab/{stray_sha}", f"game_batch/ab/{part.name}"])
     assert stray.exists() and not found.repaired  # reported, not touched without --repair
 
-    repaired = collector.collect(repair=True)
+    assert found.repair_refused is not None and "holds none of the 2 files" in found.repair_refused
+    repaired = collector.collect(repair=True, force=True)  # every file of the manifest is gone: only when forced
     assert repaired.repaired and not stray.exists() and not part.exists()
     assert quarantined.exists()
     with app.store.read() as conn:
@@ -169,7 +170,7 @@ def test_orphans_are_found_both_ways_and_repaired(app: App, clock: FakeClock, tm
         assert artifact_queries.get_artifact(conn, model_sha) is not None  # a model names it: the row stays
         assert artifact_queries.copies_of(conn, model_sha) == []
     again = collector.collect(repair=True)
-    assert again.orphan_files == [] and again.missing_files == []
+    assert again.orphan_files == [] and again.missing_files == [] and again.repair_refused is None
 
 
 def test_gc_command_reports_a_dry_run(settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -6,21 +6,26 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import sqlalchemy as sa
 
 from tests.helpers import FakeClock
 from zeroloop.app import App
 from zeroloop.artifacts.cache import LocalCache
+from zeroloop.artifacts.transfer import ArtifactKind
 from zeroloop.config import BackupSettings, MaintenanceSettings, RetentionSettings, Settings, StoreSettings
 from zeroloop.daemons.daemon import DaemonContext, Leadership
-from zeroloop.errors import BackpressureRefused, LeaseError
+from zeroloop.errors import BackpressureRefused, LeaseError, OperationsError
 from zeroloop.ops.daemons import BackupDaemon, MaintenanceDaemon
 from zeroloop.ops.maintenance import DiskSpaceManager, Schedule
 from zeroloop.queue.backpressure import BackpressureLevel, Resources
+from zeroloop.store.queries import pipelines as pipeline_queries
 from zeroloop.store.schema import events, jobs
+from zeroloop.workload.datafiles import write_npz
 
 DAY = 86400.0
+CONFIG = "tic_tac_toe_2p"
 
 
 @pytest.fixture
@@ -30,7 +35,7 @@ def app(store_url: str, tmp_path: Path, clock: FakeClock) -> Iterator[App]:
         store=StoreSettings(url=store_url),
         retention=RetentionSettings(finished_jobs_days=1, interval_s=DAY),
         maintenance=MaintenanceSettings(store_interval_s=3600, vacuum_interval_s=7 * DAY, consolidate_interval_s=DAY),
-        backup=BackupSettings(interval_s=DAY, keep=2),
+        backup=BackupSettings(interval_s=DAY, keep=2, continuous_interval_s=0),
     )
     with App(settings, upgrade=False, clock=clock) as opened:
         yield opened
@@ -156,3 +161,48 @@ def test_backups_are_taken_on_schedule_pruned_and_fenced(app: App, clock: FakeCl
     with pytest.raises(LeaseError):
         daemon.run_due()
     assert [info.id for info in daemon.backups.ls()] == taken[1:]
+
+
+def test_a_failing_consolidation_does_not_keep_gc_from_running(app: App, clock: FakeClock, tmp_path: Path) -> None:
+    leadership = Leadership()
+    _lead(app, leadership)
+    with app.store.transaction() as conn:
+        pipeline_queries.ensure_pipeline(conn, CONFIG, clock())
+    job = app.queue.enqueue("selfplay", CONFIG, {"games": 1})
+    lease = app.queue.claim("w1", types=["selfplay"])
+    assert lease is not None
+    app.queue.complete(job.id, lease.token, {"ok": True})
+    for seed, board in ((1, 3), (2, 4)):  # the game's board changed between them: numpy cannot merge the two
+        _game_batch(app, tmp_path, seed, board)
+    daemon = MaintenanceDaemon(DaemonContext(app, leadership, clock), Schedule(tmp_path / "schedule.json", clock))
+    assert daemon.run_due() == []
+    clock.advance(DAY + 3600)
+    _lead(app, leadership)
+    with pytest.raises(OperationsError, match=r"^maintenance: consolidate failed \(ValueError: .*\); store, gc ran$"):
+        daemon.run_due()
+    with app.store.read() as conn:
+        assert conn.execute(sa.select(jobs.c.id)).scalars().all() == []  # gc ran and deleted the finished job
+    assert daemon.details()["failing"] == {"consolidate": daemon.failures["consolidate"]}
+    assert daemon.ran["gc"] == 1 and daemon.ran["consolidate"] == 0
+    assert daemon.run_due() == []  # the failed task waits for its next interval, like the others
+
+
+def _game_batch(app: App, tmp_path: Path, seed: int, board: int) -> str:
+    """A stored game batch of two games of `board` x 3 x 3 observations."""
+    rng = np.random.default_rng(seed)
+    positions = 6
+    arrays = {
+        "obs": rng.random((positions, board, 3, 3), dtype=np.float32),
+        "policy": np.full((positions, 9), 1 / 9, dtype=np.float32),
+        "value": np.zeros((positions, 2), dtype=np.float32),
+        "mask": np.ones((positions, 9), dtype=np.bool_),
+        "game_index": np.repeat(np.arange(2, dtype=np.int32), 3),
+        "game_lengths": np.full(2, 3, dtype=np.int32),
+        "config_key": np.asarray(CONFIG),
+        "model_sha256": np.asarray("model"),
+        "num_games": np.asarray(2, dtype=np.int64),
+    }
+    path = tmp_path / f"batch-{seed}.npz"
+    write_npz(path, arrays)
+    meta = {"samples": positions, "games": 2}
+    return app.artifacts.put(path, ArtifactKind.GAME_BATCH, config_key=CONFIG, meta=meta).sha256

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import shutil
 import time
 import uuid
@@ -37,6 +38,7 @@ from zeroloop.artifacts.transfer import (
     open_location,
     scheme_of,
 )
+from zeroloop.config import redact
 from zeroloop.errors import ArtifactError
 from zeroloop.events.bus import EventBus
 from zeroloop.events.wiring import declare
@@ -53,7 +55,27 @@ declare("zeroloop.artifacts", emits=("ARTIFACT_CORRUPT",))
 
 def shared_key(kind: ArtifactKind, sha256: str) -> str:
     """The manifest's name of an artifact's shared copy: its path relative to the artifact location."""
-    return f"{ArtifactKind(kind).value}/{sha256[:2]}/{check_sha256(sha256)}"
+    return f"{_kind(kind).value}/{sha256[:2]}/{check_sha256(sha256)}"
+
+
+def _kind(kind: ArtifactKind | str) -> ArtifactKind:
+    """The kind named; ArtifactError listing the kinds there are for any other name."""
+    try:
+        return ArtifactKind(kind)
+    except ValueError:
+        known = ", ".join(member.value for member in ArtifactKind)
+        raise ArtifactError(f"{kind!r} is not an artifact kind; the kinds are {known}") from None
+
+
+def _what(exc: BaseException) -> str:
+    """An exception in a few words: an OSError's text for its errno, else its message, else its type."""
+    if isinstance(exc, OSError):
+        number = exc.errno if exc.errno is not None else (exc.args[0] if len(exc.args) == 1 else None)
+        text = exc.strerror or (os.strerror(number) if isinstance(number, int) else "")  # OSError(28): errno in args
+        if text:
+            return f"{text}: {exc.filename}" if exc.filename else text
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__
 
 
 @dataclass(frozen=True)
@@ -121,25 +143,36 @@ class Artifacts:
         meta: dict[str, Any] | None = None,
         producer_job_id: int | None = None,
     ) -> Artifact:
-        """Upload a local file (verified, atomic) and record it; idempotent for identical content."""
-        kind = ArtifactKind(kind)
+        """Upload a local file (verified, atomic) and record it; idempotent for identical content.
+
+        An upload that fails for any reason of the backend (a full disk, an endpoint that cuts
+        the transfer) keeps the only copy on this node, recorded as held, when this process
+        holds (`held_dir`); ArtifactError naming both places when that fails too, or when
+        it does not hold.
+        """
+        kind = _kind(kind)
         sha256, size = hash_file(source)
         target = self._path(kind, sha256)
         location, node = shared_key(kind, sha256), None
         try:
             if not self._present(target, size):
                 self._upload(source, target, sha256, kind)
-        except OSError as exc:
+        except ArtifactError:
+            raise  # the source changed while it was uploaded: holding it would keep the wrong bytes
+        except Exception as exc:
+            refused = f"the artifact location {redact(self.url)} refused it ({_what(exc)})"
             if self.held_dir is None:
-                raise
+                raise ArtifactError(f"artifact {sha256[:12]} from {source} not stored: {refused}") from exc
             # The shared location is unreachable: keep the only copy on this node, recorded as
-            # such, so the node is not terminated before `evacuate` has uploaded it. A disk too
-            # full to hold it either fails as the upload did (the caller names node and path).
+            # such, so the node is not terminated before `evacuate` has uploaded it.
             try:
                 location, node = self._hold(source, sha256), self.node
-            except OSError:
-                raise exc from None
-            log.warning("artifact %s held on node %s: upload failed (%s)", sha256[:12], self.node, exc)
+            except OSError as held_exc:
+                raise ArtifactError(
+                    f"artifact {sha256[:12]} from {source} not stored: {refused}, and holding it on node "
+                    f"{self.node} at {self.held_dir} failed too ({held_exc.strerror or _what(held_exc)})"
+                ) from exc
+            log.warning("artifact %s held on node %s: upload failed (%s)", sha256[:12], self.node, _what(exc))
         self._remember_locally(source, sha256)
         now = self.clock()
         with self.store.transaction() as conn:
@@ -164,7 +197,7 @@ class Artifacts:
         For a caller that records the artifact in a transaction of its own (see
         zeroloop.ops.consolidate), under the key `shared_key(kind, sha256)`.
         """
-        kind = ArtifactKind(kind)
+        kind = _kind(kind)
         sha256, size = hash_file(source)
         target = self._path(kind, sha256)
         if not self._present(target, size):
@@ -187,7 +220,9 @@ class Artifacts:
         """Upload every artifact whose only copy is on this node to the shared location; return how many.
 
         Each held file is verified before upload; its shared copy is recorded and the held
-        one marked deleted in one transaction, then the file is removed.
+        one marked deleted in one transaction, then the file is removed. One that fails to
+        upload (the location still full or unreachable) stays held and is tried at the next
+        call (the `disk_space` daemon calls this every minute, and a draining node's agent).
         """
         with self.store.read() as conn:
             sole = queries.sole_copies_on_node(conn, self.node)
@@ -198,22 +233,32 @@ class Artifacts:
             row = kinds[sha256]
             if row is None or not copies:
                 continue
-            kind = ArtifactKind(row["kind"])
-            _fs, path = self.open_copy(copies[0]["location"])
-            local = Path(path)
-            with local.open("rb") as handle:
-                if hash_stream(handle)[0] != sha256:
-                    self._quarantine(copies[0]["location"], sha256, None)
-                    continue
-            self._upload(local, self._path(kind, sha256), sha256, kind)
-            now = self.clock()
-            with self.store.transaction() as conn:
-                queries.record_copy(conn, sha256=sha256, location=shared_key(kind, sha256), node=None, now=now)
-                queries.set_copy_status(conn, sha256=sha256, location=copies[0]["location"], status="deleted", now=now)
-            local.unlink(missing_ok=True)
-            moved += 1
-            log.info("artifact %s evacuated from node %s", sha256[:12], self.node)
+            try:
+                moved += self._evacuate_one(sha256, ArtifactKind(row["kind"]), copies[0]["location"])
+            except Exception as exc:  # noqa: BLE001 - any backend's refusal: it stays held until the next try
+                log.warning("artifact %s still held on node %s: upload failed (%s)", sha256[:12], self.node, _what(exc))
         return moved
+
+    def _evacuate_one(self, sha256: str, kind: ArtifactKind, location: str) -> int:
+        """Upload one held artifact and record it shared; 1 when it moved, 0 when its held copy was bad."""
+        _fs, path = self.open_copy(location)
+        local = Path(path)
+        try:
+            with local.open("rb") as handle:
+                intact = hash_stream(handle)[0] == sha256
+        except FileNotFoundError:
+            intact = False  # removed by hand: the copy is gone
+        if not intact:
+            self._quarantine(location, sha256, None)
+            return 0
+        self._upload(local, self._path(kind, sha256), sha256, kind)
+        now = self.clock()
+        with self.store.transaction() as conn:
+            queries.record_copy(conn, sha256=sha256, location=shared_key(kind, sha256), node=None, now=now)
+            queries.set_copy_status(conn, sha256=sha256, location=location, status="deleted", now=now)
+        local.unlink(missing_ok=True)
+        log.info("artifact %s evacuated from node %s", sha256[:12], self.node)
+        return 1
 
     def fetch(self, sha256: str) -> Path:
         """A verified local copy of an artifact, from the cache or downloaded into it."""
@@ -301,11 +346,17 @@ class Artifacts:
             raise
 
     def _remember_locally(self, source: Path, sha256: str) -> None:
+        """Keep a copy in this node's cache; best effort: the artifact is stored, the cache only saves a fetch."""
         if self.cache.get(sha256) is not None:
             return
         temp = self.cache.temp_path(sha256)
-        shutil.copyfile(source, temp)
-        temp.replace(self.cache.path(sha256))
+        try:
+            shutil.copyfile(source, temp)
+            temp.replace(self.cache.path(sha256))
+        except OSError as exc:
+            temp.unlink(missing_ok=True)
+            log.warning("artifact %s not cached on node %s (%s): fetched when needed", sha256[:12], self.node, exc)
+            return
         self.cache.evict(keep=sha256)
 
     def _download(self, location: str, sha256: str, kind: ArtifactKind) -> Path | None:

@@ -4,15 +4,16 @@ A backup is a folder `<backup.url>/<id>/` (ids sort by time, e.g. `20261201T1800
 
     store.sqlite | store.pgdump   the snapshot: SQLite's online backup API, or `pg_dump -Fc`
     manifest.jsonl                the artifact manifest, one artifact and its copies per line
-    backup.json                   written last: id, time, backend, schema revision, sha256 of each file
+    backup.json                   written last: id, time, backend, schema revision, sha256 of each file, label
 
 A folder without `backup.json` is an unfinished backup: never listed, never restored,
 removed by the next prune. The artifact files themselves stay where they are (the
 artifact location is content-addressed and append-only); the manifest names them by
 keys relative to that location, so a restore against the same or a copied location
-finds them. Restore wipes the store and puts the snapshot in its place, upgrades its
-schema when it is older than this zeroloop, and reports manifest artifacts missing from
-the artifact location.
+finds them. A backup's label says why it was taken: none (the daily backup, or by hand),
+`continuous` (the frequent snapshots that bound what a lost store costs, pruned to
+`backup.continuous_keep`), `pre-restore` (the store as it was before a restore replaced
+it: the way back). Restoring and verifying are in zeroloop.ops.restore.
 """
 
 from __future__ import annotations
@@ -37,10 +38,9 @@ from sqlalchemy.engine import URL
 
 from zeroloop.artifacts.transfer import hash_file, open_location, scheme_of
 from zeroloop.config import Settings, redact
-from zeroloop.errors import OperationsError, StoreError
+from zeroloop.errors import OperationsError
 from zeroloop.store import migrate
 from zeroloop.store.database import Store, sqlite_path
-from zeroloop.store.queries import leases as lease_queries
 from zeroloop.store.queries import maintenance as queries
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,9 @@ INFO_FILE = "backup.json"
 MANIFEST_FILE = "manifest.jsonl"
 STORE_FILES = {"sqlite": "store.sqlite", "postgresql": "store.pgdump"}
 PG_TOOL_TIMEOUT_S = 3600.0  # longest a pg_dump or pg_restore may run (seconds)
+CONTINUOUS = "continuous"  # the label of the frequent snapshots
+PRE_RESTORE = "pre-restore"  # the label of the copy a restore keeps of the store it replaces
+DAILY_LABELS = ("", PRE_RESTORE)  # pruned together to backup.keep
 
 
 @dataclass(frozen=True)
@@ -65,19 +68,11 @@ class BackupInfo:
     artifacts: int
     manifest_sha256: str
     files: dict[str, int] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class RestoreReport:
-    """What a restore did: the backup, the schema before any upgrade, and artifacts the location lacks."""
-
-    backup: BackupInfo
-    upgraded_from: str | None
-    missing_artifacts: list[str]
+    label: str = ""  # why it was taken: "" (daily, by hand), "continuous", "pre-restore"
 
 
 class Backups:
-    """Creates, lists, prunes and restores backups of one deployment's store."""
+    """Creates, lists, prunes and fetches backups of one deployment's store."""
 
     def __init__(self, settings: Settings, store: Store, *, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
@@ -92,7 +87,7 @@ class Backups:
 
     # --- create ---------------------------------------------------------------------------------
 
-    def create(self) -> BackupInfo:
+    def create(self, *, label: str = "") -> BackupInfo:
         """Snapshot the store and its manifest into a new backup folder; return what was written."""
         now = self.clock()
         backup_id = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(now))}-{uuid.uuid4().hex[:6]}"
@@ -124,6 +119,7 @@ class Backups:
                 artifacts=len(entries),
                 manifest_sha256=manifest_sha,
                 files={store_file: store_bytes, MANIFEST_FILE: manifest_bytes},
+                label=label,
             )
             folder = f"{self.root}/{backup_id}"
             try:
@@ -137,7 +133,10 @@ class Backups:
                 raise OperationsError(
                     f"cannot write backup {backup_id} to {redact(self.url)}: {exc}; check backup.url and free space"
                 ) from None
-        log.info("backup %s: %d bytes of store, %d artifacts in the manifest", backup_id, store_bytes, len(entries))
+        log.info(
+            "backup %s%s: %d bytes of store, %d artifacts in the manifest",
+            backup_id, f" ({label})" if label else "", store_bytes, len(entries),
+        )  # fmt: skip
         return info
 
     def _sqlite_snapshot(self, target: Path) -> None:
@@ -158,9 +157,9 @@ class Backups:
             source.close()
 
     def _pg_dump(self, target: Path) -> None:
-        args, env = _pg_connection(self.store.url)
+        args, env = pg_connection(self.store.url)
         tool = pg_tool("pg_dump", self.settings)
-        _run_pg([tool, "--format=custom", "--no-owner", "--no-privileges", f"--file={target}", *args], env)
+        run_pg([tool, "--format=custom", "--no-owner", "--no-privileges", f"--file={target}", *args], env)
 
     # --- list and prune ------------------------------------------------------------------------
 
@@ -187,10 +186,12 @@ class Backups:
             )
         return info
 
-    def prune(self, keep: int) -> list[str]:
-        """Delete all but the newest `keep` backups, and every unfinished folder but the newest; return what went."""
+    def prune(self, keep: int, *, labels: tuple[str, ...] = DAILY_LABELS) -> list[str]:
+        """Delete all but the newest `keep` backups with one of `labels`, and every unfinished folder but the
+        newest; return what went."""
         finished = self.ls()
-        doomed = [info.id for info in finished[: max(0, len(finished) - keep)]]
+        mine = [info for info in finished if info.label in labels]
+        doomed = [info.id for info in mine[: max(0, len(mine) - keep)]]
         known = {info.id for info in finished}
         unfinished = sorted(name for name in (f.rsplit("/", 1)[-1] for f in self._folders()) if name not in known)
         doomed += unfinished[:-1]  # the newest may be a backup being written right now
@@ -198,6 +199,23 @@ class Backups:
             self.fs.rm(f"{self.root}/{backup_id}", recursive=True)
             log.info("backup %s deleted (keeping %d)", backup_id, keep)
         return doomed
+
+    def fetch(self, info: BackupInfo, scratch: Path) -> tuple[Path, Path]:
+        """Download a backup's snapshot and manifest into `scratch`, each checked against its recorded sha256."""
+        local, manifest = scratch / info.store_file, scratch / MANIFEST_FILE
+        folder = f"{self.root}/{info.id}"
+        try:
+            self.fs.get_file(f"{folder}/{info.store_file}", str(local))
+            self.fs.get_file(f"{folder}/{MANIFEST_FILE}", str(manifest))
+        except OSError as exc:
+            raise OperationsError(f"cannot read backup {info.id}: {exc}") from None
+        for path, expected in ((local, info.store_sha256), (manifest, info.manifest_sha256)):
+            if hash_file(path)[0] != expected:
+                raise OperationsError(
+                    f"backup {info.id}: {path.name} does not match its recorded sha256 (damaged): "
+                    "restore another backup"
+                )
+        return local, manifest
 
     def _folders(self) -> list[str]:
         if not self.fs.exists(self.root):
@@ -219,105 +237,6 @@ class Backups:
         except (OSError, ValueError, TypeError) as exc:
             log.warning("backup %s is unreadable (%s); skipped", backup_id, exc)
             return None
-
-    # --- restore -------------------------------------------------------------------------------
-
-    def restore(self, backup_id: str, *, force: bool = False) -> RestoreReport:
-        """Wipe the store and put backup `backup_id` in its place; every zeroloop process must be stopped first.
-
-        Refused while a leader lease is live in the current store (a coordinator still runs),
-        unless `force`.
-        """
-        info = self.get(backup_id)
-        if STORE_FILES.get(info.backend) != info.store_file:
-            raise OperationsError(f"backup {backup_id}: backup.json names no known store file; restore another backup")
-        if info.backend != self.store.backend:
-            raise OperationsError(
-                f"backup {backup_id} is of a {info.backend} store and this store is {self.store.backend}: "
-                f"restore it into a {info.backend} store (set store.url)"
-            )
-        if not force:
-            self._refuse_while_running()
-        with tempfile.TemporaryDirectory(prefix="zeroloop-restore-") as scratch:
-            local = Path(scratch) / info.store_file
-            manifest = Path(scratch) / MANIFEST_FILE
-            folder = f"{self.root}/{backup_id}"
-            try:
-                self.fs.get_file(f"{folder}/{info.store_file}", str(local))
-                self.fs.get_file(f"{folder}/{MANIFEST_FILE}", str(manifest))
-            except OSError as exc:
-                raise OperationsError(f"cannot read backup {backup_id}: {exc}") from None
-            for path, expected in ((local, info.store_sha256), (manifest, info.manifest_sha256)):
-                if hash_file(path)[0] != expected:
-                    raise OperationsError(
-                        f"backup {backup_id}: {path.name} does not match its recorded sha256 (damaged): "
-                        "restore another backup"
-                    )
-            self.store.close()
-            if info.backend == "sqlite":
-                self._sqlite_restore(local)
-            else:
-                self._pg_restore(local)
-            entries = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
-        before = migrate.status(self.store).current
-        upgraded_from = None
-        if before != migrate.head_revision():
-            migrate.upgrade(self.store)
-            upgraded_from = before
-        missing = self._missing_artifacts(entries)
-        if missing:
-            log.warning(
-                "restore %s: %d artifact(s) of the manifest are not in the artifact location", backup_id, len(missing)
-            )
-        return RestoreReport(info, upgraded_from, missing)
-
-    def _refuse_while_running(self) -> None:
-        try:
-            with self.store.read() as conn:
-                leases = lease_queries.list_leases(conn)
-        except StoreError:
-            return  # a wiped, damaged or schema-less store: nothing runs against it
-        now = self.clock()
-        live = [lease for lease in leases if lease["holder"] and lease["expires_at"] > now]
-        if live:
-            held = ", ".join(f"{lease['name']} by {lease['holder']}" for lease in live)
-            raise OperationsError(
-                f"the store is in use (lease {held}): stop every zeroloop process first, or pass --force"
-            )
-
-    def _sqlite_restore(self, snapshot: Path) -> None:
-        target = sqlite_path(self.store.url)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staged = target.with_name(f".{target.name}.restore-{uuid.uuid4().hex[:8]}")
-        shutil.copyfile(snapshot, staged)
-        try:
-            # A write-ahead log left beside the new file would be replayed into it: wipe it first.
-            for suffix in ("-wal", "-shm", "-journal"):
-                target.with_name(target.name + suffix).unlink(missing_ok=True)
-            os.replace(staged, target)
-        finally:
-            staged.unlink(missing_ok=True)
-
-    def _pg_restore(self, dump: Path) -> None:
-        args, env = _pg_connection(self.store.url)
-        tool = pg_tool("pg_restore", self.settings)
-        _run_pg(
-            [tool, "--clean", "--if-exists", "--no-owner", "--no-privileges", "--single-transaction", *args, str(dump)],
-            env,
-        )
-
-    def _missing_artifacts(self, entries: list[dict[str, Any]]) -> list[str]:
-        fs, root = open_location(self.settings.artifacts_url, self.settings.artifacts.storage_options)
-        missing = []
-        for entry in entries:
-            shared = [c["location"] for c in entry["copies"] if c["node"] is None and c["status"] == "present"]
-            if not shared:
-                continue
-            location = shared[0]
-            path = location.split("://", 1)[1] if "://" in location else f"{root}/{location}"
-            if not fs.exists(path):
-                missing.append(entry["sha256"])
-        return missing
 
 
 def _read_snapshot(path: Path) -> tuple[str | None, list[dict[str, Any]]]:
@@ -353,7 +272,7 @@ def pg_tool(name: str, settings: Settings) -> str:
     )
 
 
-def _pg_connection(url: URL) -> tuple[list[str], dict[str, str]]:
+def pg_connection(url: URL) -> tuple[list[str], dict[str, str]]:
     """Arguments and environment that connect a PostgreSQL tool; the password travels in the environment only."""
     args = [f"--dbname={url.database}"]
     if url.host:
@@ -368,7 +287,8 @@ def _pg_connection(url: URL) -> tuple[list[str], dict[str, str]]:
     return args, env
 
 
-def _run_pg(command: list[str], env: dict[str, str]) -> None:
+def run_pg(command: list[str], env: dict[str, str]) -> str:
+    """Run a PostgreSQL client tool; its standard output, or OperationsError with its last line of error."""
     try:
         done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=PG_TOOL_TIMEOUT_S, check=False)
     except subprocess.TimeoutExpired:
@@ -376,3 +296,4 @@ def _run_pg(command: list[str], env: dict[str, str]) -> None:
     if done.returncode != 0:
         detail = redact(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}")
         raise OperationsError(f"{Path(command[0]).name} failed: {detail}")
+    return done.stdout

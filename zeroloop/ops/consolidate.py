@@ -1,6 +1,7 @@
 """Consolidation: small game batches merged into larger shards, so a training window reads few files.
 
-Per config key, game batches older than `maintenance.consolidate_after_s` and smaller
+Per config key, accepted game batches (never a deposed lease holder's late output, see
+zeroloop.store.queries.artifacts) older than `maintenance.consolidate_after_s` and smaller
 than a quarter of `maintenance.shard_target_bytes` are grouped, oldest first, into
 groups of at most that many bytes (two members at least). Each group is merged into one
 shard in the game-batch format (positions in member order, game indices renumbered),
@@ -113,7 +114,10 @@ class Consolidator:
         target, small = maintenance.shard_target_bytes, maintenance.shard_target_bytes // 4
         before = self.clock() - maintenance.consolidate_after_s
         with self.store.read() as conn:
-            rows = queries.artifacts_of_kind(conn, ArtifactKind.GAME_BATCH.value, created_before=before)
+            # Accepted outputs only: a deposed holder's late batch merged into a shard would pass for accepted.
+            rows = queries.artifacts_of_kind(
+                conn, ArtifactKind.GAME_BATCH.value, created_before=before, accepted_only=True
+            )
         candidates = [row for row in rows if row["config_key"] == config_key and int(row["size_bytes"]) < small]
         groups: list[list[Any]] = []
         current: list[Any] = []

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,18 +37,23 @@ log = logging.getLogger(__name__)
 
 declare("zeroloop.ops.maintenance", emits=("DISK_SPACE_LOW",))
 
-DiskReader = Callable[[], float]  # percent of the data disk in use, 0-100
+DiskReader = Callable[[], float]  # percent of the fullest data disk in use, 0-100
 
 
-def disk_reader(path: Path) -> DiskReader:
-    """A reader of the use (%) of the disk holding `path`, or its nearest existing parent."""
+def disk_reader(paths: Path | Sequence[Path]) -> DiskReader:
+    """A reader of the use (%) of the fullest disk holding one of `paths` (each, or its nearest existing parent):
+    the data directory and an artifact location on a mount of its own (`Settings.disk_paths`) fill apart."""
+    watched = [paths] if isinstance(paths, Path) else list(paths)
 
     def read() -> float:
-        where = path
-        while not where.exists() and where != where.parent:
-            where = where.parent
-        usage = shutil.disk_usage(where)
-        return 100.0 * usage.used / usage.total if usage.total else 0.0
+        fullest = 0.0
+        for path in watched:
+            where = path
+            while not where.exists() and where != where.parent:
+                where = where.parent
+            usage = shutil.disk_usage(where)
+            fullest = max(fullest, 100.0 * usage.used / usage.total if usage.total else 0.0)
+        return fullest
 
     return read
 

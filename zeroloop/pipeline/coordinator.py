@@ -28,7 +28,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from zeroloop.artifacts.transfer import ArtifactKind
 from zeroloop.cluster.breakers import CircuitBreakers, stage_key
 from zeroloop.config import Settings
 from zeroloop.events.bus import Event, EventBus
@@ -182,10 +181,14 @@ class PipelineCoordinator:
         log.warning("%s: round %d held back: %s", config_key, iteration, evidence["reason"])
 
     def _window_inputs(self, conn: Any, config_key: str) -> list[str]:
-        """The newest game batches that together hold a window's samples, oldest first."""
+        """The newest game batches that together hold a window's samples, oldest first.
+
+        Only accepted outputs (`window_batches`): a deposed lease holder's late batch is never
+        trained on, so no job's games count twice; garbage collection deletes it.
+        """
         chosen: list[str] = []
         total = 0
-        for row in artifact_queries.list_artifacts(conn, config_key=config_key, kind=ArtifactKind.GAME_BATCH.value):
+        for row in artifact_queries.window_batches(conn, config_key):
             chosen.append(row["sha256"])
             total += int(row["meta"].get("samples", 0))
             if total >= self.settings.window_samples:

@@ -8,18 +8,20 @@ that was lost (StaleLeaseError) or a job past its timeout kills the child.
 
 Faults: a store outage is waited out with backoff and jitter (claiming, heartbeating,
 reporting a result or a failure), and the executor reports it in its health details;
-a result is reported once the store is back, unless the lease moved on meanwhile. An
-OSError (a full disk, a vanished directory) fails the job with a reason naming this
-node and the path. `stop()` drains: no new job is claimed, the job in flight may finish
-until half of `daemons.drain_deadline_s` has passed, and is then released, fenced by
-its lease token, back to the queue without counting as a failed attempt.
+a result is reported once the store is back, unless the lease moved on meanwhile. Any
+other exception inside a job, of any library (an OSError from a full disk, a RuntimeError
+from `torch.save`, an S3 client's error when an upload is cut), fails that job with one
+line naming this node and the path (zeroloop.pipeline.failures) and never ends the
+executor; a malformed job (unknown type, bad payload) is failed for good. `stop()`
+drains: no new job is claimed, the job in flight may finish until half of
+`daemons.drain_deadline_s` has passed, and is then released, fenced by its lease token,
+back to the queue without counting as a failed attempt.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 import math
 import multiprocessing
@@ -35,10 +37,10 @@ from typing import Any
 
 from zeroloop import tracing
 from zeroloop.config import Settings
-from zeroloop.errors import ArtifactError, QueueError, StaleLeaseError, WorkloadError
+from zeroloop.errors import QueueError, StaleLeaseError
 from zeroloop.events.consumer import is_transient
 from zeroloop.events.wiring import declare
-from zeroloop.pipeline import child, jobs
+from zeroloop.pipeline import child, failures, jobs
 from zeroloop.pipeline.slots import SlotBudget
 from zeroloop.ports import ArtifactPort, EventPort, JobPort, ModelPort
 from zeroloop.queue.jobs import Capabilities, Job, Lease, Outcome
@@ -247,16 +249,20 @@ class JobExecutor:
         job, token = lease.job, lease.token
         following: Lease | None = None
         workdir = self.workdir / f"job-{job.id}-{token}"
+        phase = failures.Phase("reading the job", workdir)
         lost = asyncio.Event()
         beat = asyncio.create_task(self._heartbeat(job, token, lost))
         try:
             job_type = jobs.lookup(job.type)
             payload = job_type.parse(job.payload)
+            phase = failures.Phase("fetching the job's inputs", workdir)
             prepared = await asyncio.to_thread(self._prepare, job_type, job, payload, workdir)
             if job_type.started is not None:
                 started = job_type.started.build(job, jobs.Started(job, payload, self.node))
                 await self._retrying(f"job {job.id}", lambda: self._publish(started))
+            phase = failures.Phase(f"running the {job.type} job", workdir)
             evidence = await self._run_child(job, job_type, prepared, lost)
+            phase = failures.Phase("storing the output", prepared.output)
             claim = claim_next and not self._stopping.is_set()
             following = await self._retrying(
                 f"job {job.id} result",
@@ -267,13 +273,6 @@ class JobExecutor:
             log.warning("job %d: lease lost, result dropped (%s)", job.id, exc)
         except _Drained:
             await self._release(job, token, f"worker on node {self.node} stopped before the job finished")
-        except OSError as exc:
-            where = exc.filename or self.settings.data_dir  # a write error names no file: say which disk
-            reason = f"node {self.node}: {exc.strerror or exc} at {where}"
-            if exc.errno == errno.ENOSPC:
-                reason += " (the disk is full: free space on this node, the job is retried)"
-            log.error("job %d (%s %s) failed: %s", job.id, job.type, job.config_key, reason)
-            await self._fail(job, token, reason)
         except BrokenProcessPool as exc:
             if self._stopping.is_set() or await asyncio.to_thread(self._child_told_to_stop):
                 # The child went with the signal that stops this worker (a service manager or a terminal signals
@@ -282,10 +281,22 @@ class JobExecutor:
             else:
                 log.error("job %d (%s %s) failed: %s", job.id, job.type, job.config_key, exc)
                 await self._fail(job, token, f"the job's child process on node {self.node} died: {exc}")
-        except (WorkloadError, ArtifactError, QueueError, TimeoutError) as exc:
-            reason = f"job timed out after {job.timeout_s:g} s" if isinstance(exc, TimeoutError) else str(exc)
+        except QueueError as exc:  # the job itself is malformed (an unknown type, a bad payload): no retry mends it
+            log.error("job %d (%s %s) refused: %s", job.id, job.type, job.config_key, exc)
+            await self._fail(job, token, str(exc), retryable=False)
+        except TimeoutError:
+            reason = f"node {self.node}: job timed out after {job.timeout_s:g} s (in {workdir})"
             log.error("job %d (%s %s) failed: %s", job.id, job.type, job.config_key, reason)
             await self._fail(job, token, reason)
+        except Exception as exc:
+            # Any other exception of any library (a full disk inside torch.save, an upload cut by the
+            # endpoint, a workload's own error) fails this job, naming node and path; the executor goes on.
+            if is_transient(exc):  # the store went away past the drain grace: nothing can be recorded now
+                log.warning("job %d: not reported (%s); its lease expires and the reaper re-queues it", job.id, exc)
+            else:
+                reason = failures.describe(exc, node=self.node, phase=phase, full_pct=self.settings.queue.disk_hard_pct)
+                log.error("job %d (%s %s) failed: %s", job.id, job.type, job.config_key, reason, exc_info=exc)
+                await self._fail(job, token, reason)
         finally:
             beat.cancel()
             shutil.rmtree(workdir, ignore_errors=True)
@@ -293,14 +304,17 @@ class JobExecutor:
                 self.budget.give(job.id)
         return following
 
-    async def _fail(self, job: Job, token: int, reason: str) -> None:
+    async def _fail(self, job: Job, token: int, reason: str, *, retryable: bool = True) -> None:
+        """Record a failed attempt; if that cannot be recorded, the lease expires and the reaper re-queues the job."""
         self.jobs_failed += 1
         try:
             await self._retrying(
-                f"job {job.id} failure", lambda: self.queue.fail(job.id, token, reason[:2000], retryable=True)
+                f"job {job.id} failure", lambda: self.queue.fail(job.id, token, reason[:2000], retryable=retryable)
             )
         except StaleLeaseError:
             log.warning("job %d: lease already lost; failure not recorded", job.id)
+        except Exception as exc:  # noqa: BLE001 - a failure that cannot be recorded must not take the executor down
+            log.error("job %d: failure not recorded (%s); its lease expires and the reaper re-queues it", job.id, exc)
 
     async def _release(self, job: Job, token: int, reason: str) -> None:
         """Give the job back to the queue uncounted (fenced by its token); the reaper does it if the store is down."""
@@ -309,9 +323,7 @@ class JobExecutor:
         except StaleLeaseError:
             log.warning("job %d: lease already lost; nothing to release", job.id)
             return
-        except Exception as exc:
-            if not is_transient(exc):
-                raise
+        except Exception as exc:  # noqa: BLE001 - a release that cannot be recorded must not take the executor down
             log.warning("job %d: not released (%s); its lease expires and the reaper re-queues it", job.id, exc)
             return
         self.jobs_released += 1

@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,16 +49,26 @@ class Resources:
 ResourceReader = Callable[[], Resources]
 
 
-def psutil_reader(disk_path: Path) -> ResourceReader:
-    """A reader of this machine's memory use and the use of the disk holding `disk_path` (or its nearest parent)."""
+def psutil_reader(disk_paths: Path | Sequence[Path]) -> ResourceReader:
+    """A reader of this machine's memory use and the use of the fullest disk holding one of `disk_paths` (each, or
+    its nearest existing parent): the data directory and a separately mounted artifact location fill apart."""
+    paths = [disk_paths] if isinstance(disk_paths, Path) else list(disk_paths)
 
     def read() -> Resources:
-        path = disk_path
-        while not path.exists() and path != path.parent:
-            path = path.parent
-        return Resources(memory_pct=psutil.virtual_memory().percent, disk_pct=psutil.disk_usage(str(path)).percent)
+        return Resources(memory_pct=psutil.virtual_memory().percent, disk_pct=fullest_disk_pct(paths))
 
     return read
+
+
+def fullest_disk_pct(paths: Sequence[Path]) -> float:
+    """Use (%) of the fullest disk holding one of `paths` (each, or its nearest existing parent)."""
+    fullest = 0.0
+    for path in paths:
+        where = path
+        while not where.exists() and where != where.parent:
+            where = where.parent
+        fullest = max(fullest, psutil.disk_usage(str(where)).percent)
+    return fullest
 
 
 # The levels between the soft and the hard limit, in equal bands.

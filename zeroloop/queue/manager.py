@@ -70,7 +70,7 @@ class JobQueue:
         self.breaker_recovery_s = settings.health.breaker_recovery_s
         self.clock = clock
         self.backpressure = BackpressureMonitor(
-            store, bus, settings.queue, resources=resources or psutil_reader(settings.data_dir), clock=clock
+            store, bus, settings.queue, resources=resources or psutil_reader(settings.disk_paths), clock=clock
         )
 
     # --- producers ----------------------------------------------------------------------

@@ -85,6 +85,11 @@ def _current(conn: Connection) -> str | None:
     return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
 
 
+def is_known(revision: str) -> bool:
+    """Whether this code knows schema revision `revision` (one it can upgrade from, or its head)."""
+    return _known(revision)
+
+
 def _known(revision: str) -> bool:
     return revision in revisions()
 

@@ -1,4 +1,14 @@
-"""Operations on the artifact manifest: every artifact, and every copy of it."""
+"""Operations on the artifact manifest: every artifact, and every copy of it.
+
+Only the current lease holder's output is used. A job's worker records its output before
+it completes the job, so a deposed holder (partitioned, its lease expired, the job re-run
+elsewhere) may record a late output after the job was accepted from another attempt. An
+artifact is the *accepted* output of its job when the job completed naming it in its
+result (`result.artifact_sha256`); an artifact with no producer job (a merged shard), or
+whose producer job is gone (retention deleted it, after its late outputs), counts too.
+Training windows take accepted game batches only (`window_batches`); the others are
+`late_outputs`, which garbage collection deletes.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +18,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 
 from zeroloop.store.queries import dialect_insert
-from zeroloop.store.schema import artifact_copies, artifacts
+from zeroloop.store.schema import artifact_copies, artifacts, jobs
+
+FINISHED = ("completed", "dead", "cancelled")
 
 
 def _insert_ignore(conn: Connection, table: sa.Table, values: dict[str, Any], keys: list[str]) -> bool:
@@ -72,3 +84,45 @@ def sole_copies_on_node(conn: Connection, node: str) -> list[str]:
     elsewhere = present.where(sa.or_(artifact_copies.c.node.is_(None), artifact_copies.c.node != node))
     query = present.where(artifact_copies.c.node == node, artifact_copies.c.sha256.not_in(elsewhere)).distinct()
     return [str(sha) for sha in conn.execute(query).scalars()]
+
+
+def _result_sha256(table: Any = jobs) -> Any:
+    """The artifact a job's accepted result names (None for a job that completed naming none)."""
+    return table.c.result["artifact_sha256"].as_string()
+
+
+def accepted_output() -> sa.ColumnElement[bool]:
+    """True for an artifact that is the accepted output of its producer job (see the module docstring)."""
+    job = jobs.alias("producer")  # its own name: the subqueries correlate with `artifacts` only
+    producer = job.c.id == artifacts.c.producer_job_id
+    named = sa.or_(_result_sha256(job).is_(None), _result_sha256(job) == artifacts.c.sha256)
+    return sa.or_(
+        artifacts.c.producer_job_id.is_(None),
+        ~sa.exists().where(producer),
+        sa.exists().where(producer, job.c.status == "completed", named),
+    )
+
+
+def window_batches(conn: Connection, config_key: str, *, limit: int = 1000) -> list[RowMapping]:
+    """The game batches of `config_key` a training window may take, newest first: accepted outputs only."""
+    query = (
+        sa.select(artifacts)
+        .where(artifacts.c.config_key == config_key, artifacts.c.kind == "game_batch", accepted_output())
+        .order_by(artifacts.c.created_at.desc())
+        .limit(limit)
+    )
+    return list(conn.execute(query).mappings())
+
+
+def late_outputs(conn: Connection) -> list[RowMapping]:
+    """Artifacts whose producer job finished without accepting them: a deposed holder's late output, oldest first.
+
+    Each row carries the job's `accepted_sha256` (None when the job did not complete).
+    """
+    query = (
+        sa.select(artifacts, sa.case((jobs.c.status == "completed", _result_sha256())).label("accepted_sha256"))
+        .join(jobs, jobs.c.id == artifacts.c.producer_job_id)
+        .where(jobs.c.status.in_(FINISHED), sa.not_(accepted_output()))
+        .order_by(artifacts.c.created_at, artifacts.c.sha256)
+    )
+    return list(conn.execute(query).mappings())

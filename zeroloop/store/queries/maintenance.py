@@ -13,7 +13,17 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 
-from zeroloop.store.schema import artifact_copies, artifacts, job_dependencies, jobs, models, pipelines
+from zeroloop.store.queries.artifacts import accepted_output
+from zeroloop.store.schema import (
+    artifact_copies,
+    artifacts,
+    elo_history,
+    job_dependencies,
+    jobs,
+    matches,
+    models,
+    pipelines,
+)
 
 FINISHED_JOB_STATUSES = ("completed", "dead", "cancelled")
 
@@ -46,14 +56,15 @@ def shared_copies(conn: Connection) -> list[RowMapping]:
     return list(conn.execute(query).mappings())
 
 
-def artifacts_of_kind(conn: Connection, kind: str, *, created_before: float) -> list[RowMapping]:
-    """Artifacts of `kind` created before a time (epoch seconds), oldest first."""
-    query = (
-        sa.select(artifacts)
-        .where(artifacts.c.kind == kind, artifacts.c.created_at < created_before)
-        .order_by(artifacts.c.created_at)
-    )
-    return list(conn.execute(query).mappings())
+def artifacts_of_kind(
+    conn: Connection, kind: str, *, created_before: float, accepted_only: bool = False
+) -> list[RowMapping]:
+    """Artifacts of `kind` created before a time (epoch seconds), oldest first; only accepted outputs if asked
+    (see zeroloop.store.queries.artifacts)."""
+    query = sa.select(artifacts).where(artifacts.c.kind == kind, artifacts.c.created_at < created_before)
+    if accepted_only:
+        query = query.where(accepted_output())
+    return list(conn.execute(query.order_by(artifacts.c.created_at, artifacts.c.sha256)).mappings())
 
 
 def count_artifacts(conn: Connection, shas: Iterable[str]) -> int:
@@ -62,16 +73,26 @@ def count_artifacts(conn: Connection, shas: Iterable[str]) -> int:
     return int(conn.execute(query).scalar_one())
 
 
-def named_by_unfinished_jobs(conn: Connection) -> set[str]:
-    """Every artifact sha256 a queued or running job's payload names: inputs, windows, models."""
-    query = sa.select(jobs.c.payload).where(jobs.c.status.in_(("queued", "running")))
-    found: set[str] = set()
-    for payload in conn.execute(query).scalars():
-        for name, value in (payload or {}).items():
-            if name.endswith("sha256") and isinstance(value, str):
-                found.add(value)
-            elif name == "inputs" and isinstance(value, list):
-                found.update(str(sha) for sha in value)
+def unfinished_jobs(conn: Connection) -> list[RowMapping]:
+    """Every queued or running job's id, type, status and payload: what they name must stay."""
+    query = sa.select(jobs.c.id, jobs.c.type, jobs.c.status, jobs.c.payload).where(
+        jobs.c.status.in_(("queued", "running"))
+    )
+    return list(conn.execute(query.order_by(jobs.c.id)).mappings())
+
+
+def depended_on_by_unfinished(conn: Connection) -> dict[int, list[int]]:
+    """Finished or not, every job that a queued or running job depends on, with those dependents' ids."""
+    dependent = jobs.alias("dependent")
+    query = (
+        sa.select(job_dependencies.c.depends_on, job_dependencies.c.job_id)
+        .join(dependent, dependent.c.id == job_dependencies.c.job_id)
+        .where(dependent.c.status.not_in(FINISHED_JOB_STATUSES))
+        .order_by(job_dependencies.c.depends_on, job_dependencies.c.job_id)
+    )
+    found: dict[int, list[int]] = {}
+    for depends_on, job_id in conn.execute(query):
+        found.setdefault(int(depends_on), []).append(int(job_id))
     return found
 
 
@@ -159,3 +180,42 @@ def all_models(conn: Connection) -> list[RowMapping]:
 def delete_model(conn: Connection, model_id: str) -> bool:
     """Remove a model's registry row; False when it was not there."""
     return bool(conn.execute(sa.delete(models).where(models.c.id == model_id)).rowcount)
+
+
+def matches_of_gone_models(conn: Connection, before: float, *, baselines: Iterable[str]) -> list[int]:
+    """Ids of matches recorded before `before` (epoch seconds) that a deleted model played.
+
+    Player a is always a model; player b is a model or a baseline (named in `baselines`).
+    """
+    registered = sa.select(models.c.id)
+    gone_b = sa.and_(matches.c.player_b.not_in(registered), matches.c.player_b.not_in(list(baselines)))
+    query = sa.select(matches.c.id).where(
+        matches.c.created_at < before, sa.or_(matches.c.player_a.not_in(registered), gone_b)
+    )
+    return [int(match_id) for match_id in conn.execute(query.order_by(matches.c.id)).scalars()]
+
+
+def matches_of_models(conn: Connection, model_ids: Iterable[str], *, before: float) -> list[int]:
+    """Ids of matches recorded before `before` (epoch seconds) in which any of `model_ids` played."""
+    ids = list(model_ids)
+    query = sa.select(matches.c.id).where(
+        matches.c.created_at < before, sa.or_(matches.c.player_a.in_(ids), matches.c.player_b.in_(ids))
+    )
+    return [int(match_id) for match_id in conn.execute(query.order_by(matches.c.id)).scalars()]
+
+
+def delete_matches(conn: Connection, match_ids: Iterable[int]) -> int:
+    """Delete matches and the rating history rows they wrote; return how many matches went."""
+    ids = list(match_ids)
+    if not ids:
+        return 0
+    conn.execute(sa.delete(elo_history).where(elo_history.c.match_id.in_(ids)))
+    return int(conn.execute(sa.delete(matches).where(matches.c.id.in_(ids))).rowcount)
+
+
+def delete_rating_history_of_gone_models(conn: Connection, before: float) -> int:
+    """Delete rating history rows older than `before` (epoch seconds) of models no longer registered."""
+    query = sa.delete(elo_history).where(
+        elo_history.c.created_at < before, elo_history.c.model_id.not_in(sa.select(models.c.id))
+    )
+    return int(conn.execute(query).rowcount)
