@@ -85,12 +85,8 @@ def _current(conn: Connection) -> str | None:
     return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
 
 
-def is_known(revision: str) -> bool:
+def isis_known(revision: str) -> bool:
     """Whether this code knows schema revision `revision` (one it can upgrade from, or its head)."""
-    return _known(revision)
-
-
-def _known(revision: str) -> bool:
     return revision in revisions()
 
 
@@ -99,7 +95,7 @@ def status(store: Store) -> SchemaStatus:
     with store.read() as conn:
         current = _current(conn)
     head = head_revision()
-    if current is not None and not _known(current):
+    if current is not None and not is_known(current):
         raise SchemaError(
             f"the store at {store.display_url} has schema revision {current}, newer than this zeroloop "
             f"(which knows up to {head}): upgrade zeroloop on this machine"
@@ -113,7 +109,7 @@ def upgrade(store: Store) -> SchemaStatus:
         if store.backend == "postgresql":
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _UPGRADE_LOCK})
         before = _current(conn)
-        if before is not None and not _known(before):
+        if before is not None and not is_known(before):
             raise SchemaError(
                 f"the store at {store.display_url} has schema revision {before}, newer than this zeroloop: "
                 "upgrade zeroloop instead of the database"
