@@ -85,7 +85,7 @@ def _current(conn: Connection) -> str | None:
     return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
 
 
-def isis_known(revision: str) -> bool:
+def is_known(revision: str) -> bool:
     """Whether this code knows schema revision `revision` (one it can upgrade from, or its head)."""
     return revision in revisions()
 
