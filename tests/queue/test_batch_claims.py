@@ -1,4 +1,4 @@
-"""Batched claims on both backends: up to N jobs in one statement, never one job to two claimers, per-config limits kept."""
+"""Batched claims on both backends: up to N jobs in one statement, never a job to two claimers, limits kept."""
 
 from __future__ import annotations
 

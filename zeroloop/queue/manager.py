@@ -12,8 +12,8 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from dataclasses import dataclass
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
