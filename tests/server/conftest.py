@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from zeroloop.app import App
+from zeroloop.cluster.nodes import NodeInfo
 from zeroloop.control.tokens import Role, Tokens
 from zeroloop.server.background import in_thread
 
@@ -42,9 +43,16 @@ class Served:
         return {"Authorization": f"Bearer {token}"}
 
 
+def register_node(app: App, node: str) -> None:
+    """Register `node` as active, as its agent would at start (a worker behind the server claims only then)."""
+    app.nodes.register(NodeInfo(id=node, host="test", provider="manual", cpu_count=1, memory_bytes=1, disk_bytes=1))
+
+
 @pytest.fixture
 def served(app: App) -> Iterator[Served]:
-    """A server over the App of the backend under test, treated as bound off loopback (tokens required)."""
+    """A server over the App of the backend under test, treated as bound off loopback (tokens required);
+    node w1 is registered."""
+    register_node(app, "w1")
     tokens = Tokens(app.store)
     worker, _ = tokens.create(Role.WORKER, node="w1")
     viewer, _ = tokens.create(Role.VIEWER)

@@ -405,17 +405,17 @@ _JOB_ID_TEXT = re.compile(r"^[0-9]{1,19}$")
 
 def node_param(text: str) -> str:
     """The node named in a path; BadRequest naming it when it is no node id."""
-    return _checked(_NODE, text, "node")
+    return str(_checked(_NODE, text, "node"))
 
 
 def config_key_param(text: str) -> str:
     """A config key named in a path; BadRequest when it is none."""
-    return _checked(_CONFIG_KEY, text, "config_key")
+    return str(_checked(_CONFIG_KEY, text, "config_key"))
 
 
 def sha256_param(text: str) -> str:
     """An artifact's sha256 named in a path: 64 lower-case hex digits."""
-    return _checked(_SHA256, text, "sha256")
+    return str(_checked(_SHA256, text, "sha256"))
 
 
 def job_id_param(text: str) -> int:
