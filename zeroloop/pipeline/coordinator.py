@@ -43,6 +43,7 @@ from zeroloop.store.database import Store
 from zeroloop.store.queries import artifacts as artifact_queries
 from zeroloop.store.queries import models as model_queries
 from zeroloop.store.queries import pipelines as queries
+from zeroloop.store.queries import quarantine as quarantine_queries
 
 log = logging.getLogger(__name__)
 
@@ -182,10 +183,14 @@ class PipelineCoordinator:
         log.warning("%s: round %d held back: %s", config_key, iteration, evidence["reason"])
 
     def _window_inputs(self, conn: Any, config_key: str) -> list[str]:
-        """The newest game batches that together hold a window's samples, oldest first."""
+        """The newest game batches that together hold a window's samples, oldest first; none of a quarantined node."""
         chosen: list[str] = []
         total = 0
-        for row in artifact_queries.list_artifacts(conn, config_key=config_key, kind=ArtifactKind.GAME_BATCH.value):
+        batches = artifact_queries.list_artifacts(conn, config_key=config_key, kind=ArtifactKind.GAME_BATCH.value)
+        quarantined = quarantine_queries.quarantined_artifacts(conn, [row["sha256"] for row in batches])
+        for row in batches:
+            if row["sha256"] in quarantined:
+                continue
             chosen.append(row["sha256"])
             total += int(row["meta"].get("samples", 0))
             if total >= self.settings.window_samples:

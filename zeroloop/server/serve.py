@@ -173,8 +173,8 @@ class Supervisor:
                         restarts[slot] = (exits, 0.0)
                 if len(self.serving) < self.count and now - reported >= WAITING_REPORT_S:
                     reported = now
-                    log.warning("%d of %d server processes serving after %.0f s; waiting for the others "
-                                "(a busy machine starts them slowly)", len(self.serving), self.count, now - began)  # fmt: skip
+                    said = "%d of %d server processes serving after %.0f s; waiting for the others (a busy machine)"
+                    log.warning(said, len(self.serving), self.count, now - began)
         finally:
             self._stop_all()
             sock.close()
