@@ -18,7 +18,7 @@ from zeroloop.cli.helptext import examples
 from zeroloop.cli.pipeline import pipelines_table
 from zeroloop.cluster.nodes import NodeStatus
 from zeroloop.config import WORKER_PROFILE_NAMES
-from zeroloop.control import views
+from zeroloop.control import actions, views
 from zeroloop.errors import ZeroloopError
 
 nodes_app = typer.Typer(
@@ -223,6 +223,25 @@ def nodes_terminate(
     with open_app() as app:
         status = app.fleet.terminate(node_id, reason="zeroloop nodes terminate", force=force)
     console.print(f"node {escape(node_id)} is {status.value}")
+
+
+@nodes_app.command(
+    "quarantine", epilog=examples('zeroloop nodes quarantine gpu-1a2b3c4d --reason "forged game batches"')
+)
+def nodes_quarantine(
+    node_id: str = typer.Argument(..., help="The node whose results to keep out."),
+    reason: str = typer.Option(..., "--reason", "-r", min=1, max=400, help="Why (recorded with the decision)."),
+) -> None:
+    """Keep a node's results out of every training window from now on (the node itself keeps running)."""
+    with open_app() as app:
+        console.print(escape(actions.quarantine(app, node_id, reason=reason, actor="cli")))
+
+
+@nodes_app.command("unquarantine", epilog=examples("zeroloop nodes unquarantine gpu-1a2b3c4d"))
+def nodes_unquarantine(node_id: str = typer.Argument(..., help="The node whose results count again.")) -> None:
+    """Let a quarantined node's results into training windows again."""
+    with open_app() as app:
+        console.print(escape(actions.lift_quarantine(app, node_id, actor="cli")))
 
 
 @nodes_app.command("undrain", epilog=examples("zeroloop nodes undrain gpu-1a2b3c4d"))

@@ -14,7 +14,7 @@ worker behind the server must prove it may:
 - the events it publishes itself are progress of a job it holds and its own daemons'
   crash loops, and carry its node; an event of another node is refused;
 - an admin may quarantine a node's results, which keeps them out of training windows
-  (`quarantine`, read by the coordinator through `store.queries.quarantine`).
+  (`control.actions.quarantine`, read by the coordinator through `store.queries.quarantine`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from zeroloop.artifacts.repository import Artifact
 from zeroloop.cluster.nodes import NodeError, Nodes, NodeStatus
 from zeroloop.control.tokens import Principal, Tokens
 from zeroloop.daemons.records import DaemonRecords
-from zeroloop.errors import ArtifactError, Forbidden, QueueError, ZeroloopError
+from zeroloop.errors import ArtifactError, Forbidden, QueueError
 from zeroloop.events.bus import EventBus
 from zeroloop.pipeline import jobs as job_types
 from zeroloop.pipeline.registry import ModelRegistry
@@ -36,7 +36,6 @@ from zeroloop.queue.jobs import Capabilities, Job, JobStatus, Lease, Outcome
 from zeroloop.queue.manager import JobQueue
 from zeroloop.remote import wire
 from zeroloop.store.queries import artifacts as artifact_queries
-from zeroloop.store.queries import quarantine as quarantine_queries
 
 
 class WorkerService:
@@ -244,24 +243,6 @@ class WorkerService:
         return self.app.artifacts.put(
             path, query.kind, config_key=config_key, meta=dict(meta), producer_job_id=query.producer_job_id
         )
-
-    # --- quarantine (admin) -------------------------------------------------------------------
-
-    def quarantine(self, node: str, *, reason: str, actor: str) -> str:
-        """Keep `node`'s results out of training windows from now on, recording who decided and why."""
-        with self.app.store.transaction() as conn:
-            made = quarantine_queries.quarantine_node(conn, node=node, reason=reason, actor=actor, now=self.app.clock())
-        if made is None:
-            return f"node {node}'s results are already quarantined"
-        return f"node {node}'s results are quarantined: kept out of training windows"
-
-    def lift_quarantine(self, node: str, *, actor: str) -> str:
-        """Let `node`'s results into training windows again."""
-        with self.app.store.transaction() as conn:
-            lifted = quarantine_queries.lift_quarantine(conn, node=node, actor=actor, now=self.app.clock())
-        if not lifted:
-            raise ZeroloopError(f"node {node}'s results are not quarantined")
-        return f"node {node}'s results count again"
 
 
 def _outcome(event: wire.EventBody | None) -> Outcome | None:

@@ -14,7 +14,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from zeroloop.app import App
 from zeroloop.control import actions, views
-from zeroloop.control.workers import WorkerService
 from zeroloop.remote import wire
 from zeroloop.server import access
 
@@ -166,12 +165,10 @@ def quarantine(
     request: Request, who: access.Admin, node_id: NodeId, body: Annotated[QuarantineBody, Body()]
 ) -> dict[str, str]:
     """Keep a node's results out of training windows from now on (the decision is recorded with who and why)."""
-    service = WorkerService(_zl(request), request.app.state.tokens)
-    return {"message": service.quarantine(node_id, reason=body.reason, actor=f"token:{who.token_id}")}
+    return {"message": actions.quarantine(_zl(request), node_id, reason=body.reason, actor=f"token:{who.token_id}")}
 
 
 @router.post("/nodes/{node_id}/unquarantine")
 def unquarantine(request: Request, who: access.Admin, node_id: NodeId) -> dict[str, str]:
     """Let a quarantined node's results into training windows again."""
-    service = WorkerService(_zl(request), request.app.state.tokens)
-    return {"message": service.lift_quarantine(node_id, actor=f"token:{who.token_id}")}
+    return {"message": actions.lift_quarantine(_zl(request), node_id, actor=f"token:{who.token_id}")}

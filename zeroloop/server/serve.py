@@ -96,7 +96,7 @@ def serve(app: App, *, host: str, port: int, processes: int | None = None) -> No
     scheme = "https" if server.tls_certfile else "http"
     log.info("zeroloop serve listening on %s://%s:%d (%d process(es))", scheme, host, port, count)
     if count == 1:
-        uvicorn.Server(uvicorn.Config(create_api(app, loopback=is_loopback(host)), **options)).run()  # type: ignore[arg-type]
+        uvicorn.Server(uvicorn.Config(create_api(app, loopback=is_loopback(host)), **options)).run()
         return
     os.environ["ZEROLOOP_SERVER__HOST"] = host  # what each process needs to know whether it is on loopback
     config = uvicorn.Config(f"{__name__}:api_from_environment", factory=True, **options)
