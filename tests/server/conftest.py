@@ -6,6 +6,7 @@ import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
@@ -17,12 +18,14 @@ from zeroloop.server.background import in_thread
 
 
 @contextmanager
-def running_server(app: App, *, loopback: bool = False) -> Iterator[str]:
-    """Serve `app` in a thread on 127.0.0.1 (an ephemeral port); yield its base URL; stop it afterwards."""
+def running_server(app: App, *, loopback: bool = False, options: dict[str, Any] | None = None) -> Iterator[str]:
+    """Serve `app` in a thread on 127.0.0.1 (an ephemeral port); yield its base URL; stop it afterwards.
+
+    `options`: more of uvicorn's (e.g. TLS from `zeroloop.server.serve.uvicorn_options`)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
-    with in_thread(app, sock, loopback=loopback) as url:
+    with in_thread(app, sock, loopback=loopback, options=options) as url:
         yield url
 
 

@@ -190,6 +190,13 @@ class ServerClient:
                     f"{self.settings.url} presented a certificate {trust} do not vouch for ({exc.verify_message}); "
                     "set server.ca_file to the PEM of the CA that signed it"
                 ) from None
+            except ssl.SSLError as exc:
+                if "CERTIFICATE_REQUIRED" in str(exc).upper().replace(" ", "_"):  # no retry mends this either
+                    raise ConfigError(
+                        f"{self.settings.url} asks for a client certificate (mutual TLS): set "
+                        "server.tls_client_certfile and server.tls_client_keyfile to one its CA signed"
+                    ) from None
+                problem = f"{type(exc).__name__}: {exc}"
             except _TRANSPORT_ERRORS as exc:
                 problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             else:

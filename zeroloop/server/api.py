@@ -143,7 +143,7 @@ def create_api(app: App, *, loopback: bool = True) -> ASGIApp:
     """The server over `app`. `loopback`: it listens on loopback only (requests may then go without a
     token while the store holds none)."""
     server = app.settings.server
-    tokens = Tokens(app.store, cache_s=server.token_cache_s, negative_cache_s=server.negative_cache_s)
+    tokens = Tokens(app.store, clock=app.clock, cache_s=server.token_cache_s, negative_cache_s=server.negative_cache_s)
     api = FastAPI(title="zeroloop", docs_url=None, redoc_url=None, openapi_url=None)
     api.state.zl = app
     api.state.tokens = tokens
