@@ -1,4 +1,4 @@
-"""Short-lived node-bound credentials, rotation, revocation that stops a worker, expiry, and TLS that says what is off."""
+"""Short-lived node-bound credentials, rotation, revocation that stops a worker, expiry, TLS that says what is off."""
 
 from __future__ import annotations
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
+import math
 import re
 import secrets
 import time
@@ -46,6 +47,7 @@ _UNIT_S = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 864
 TOUCH_EVERY_S = 60.0
 CACHE_MAX = 10_000  # presented texts remembered at once, good and bad each; the oldest are forgotten first
 KNOWN_S = 3600.0  # how long a text that once checked out is admitted as a known worker's (seconds)
+IDS_FRESH_S = 1.0  # the live ids are read again at most this often, and trusted this long (seconds)
 
 
 class Role(enum.StrEnum):
@@ -89,6 +91,7 @@ class Admission(enum.Enum):
 
     KNOWN = "known"  # it checked out recently: a real worker (the request still checks it properly)
     UNKNOWN = "unknown"  # never seen: only the store can say
+    UNLISTED = "unlisted"  # never seen, and its id was not among the live ones a moment ago: likely bogus
     REFUSED = "refused"  # absent, malformed, or found unusable: refuse without asking the store
 
 
@@ -132,6 +135,10 @@ class Tokens:
         self._checked = _Bounded()  # digest -> (checked at, expiry, principal)
         self._refused = _Bounded()  # digest -> (refused until, the error)
         self.lookups = 0  # store lookups of presented texts (for tests and metrics)
+        # The ids of the live tokens and credentials, read at `_ids_at` (clock time; -inf: never): a text whose
+        # id is not among them is refused without a lookup while they are fresh (see `admission`).
+        self._ids: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
+        self._ids_at = -math.inf
 
     # --- tokens -----------------------------------------------------------------------------
 
@@ -204,6 +211,10 @@ class Tokens:
 
     # --- credentials --------------------------------------------------------------------------
 
+    def remember_issued(self, credential_id: str) -> None:
+        """Count a credential this process issued among the live ids at once."""
+        self._ids = (self._ids[0], self._ids[1] | {credential_id})
+
     def issue_credential(self, principal: Principal, lifetime_s: float) -> tuple[str, float]:
         """A fresh credential for a worker principal's node, living `lifetime_s` seconds: (its text, expiry).
 
@@ -229,6 +240,7 @@ class Tokens:
                     "expires_at": expires_at,
                 },
             )
+        self.remember_issued(credential_id)
         return f"zlc_{credential_id}_{secret}", expires_at
 
     # --- checking -------------------------------------------------------------------------------
@@ -255,7 +267,24 @@ class Tokens:
         checked = self._checked.get(digest)
         if checked is not None and now - checked[0] < KNOWN_S and (checked[1] is None or checked[1] > now):
             return Admission.KNOWN, None
+        if now - self._ids_at < IDS_FRESH_S and not self._may_exist(presented):
+            return Admission.UNLISTED, None
         return Admission.UNKNOWN, None
+
+    def _may_exist(self, presented: str) -> bool:
+        """Whether the id of a well-formed text is among the live ids last read."""
+        kind, token_id = presented[: presented.index("_")], presented.split("_", 2)[1]
+        return token_id in self._ids[1 if kind == "zlc" else 0]
+
+    def refresh_ids(self, *, within_s: float = IDS_FRESH_S) -> None:
+        """Read the ids of every token and of the live credentials again, unless read within `within_s` seconds."""
+        now = self.clock()
+        if now - self._ids_at < within_s:
+            return
+        self._ids_at = now
+        with self.store.read() as conn:
+            token_ids, credential_ids = queries.live_ids(conn, now)
+        self._ids = (frozenset(token_ids), frozenset(credential_ids))
 
     def check(self, presented: str | None) -> Principal:
         """The principal of a presented token or credential; AuthError (never echoing the secret) when it is not
@@ -286,6 +315,7 @@ class Tokens:
         return principal
 
     def _look_up(self, match: re.Match[str], now: float) -> Principal:
+        self.refresh_ids()
         self.lookups += 1
         if match["kind"] == "zlc":
             return self._credential(match["id"], match["secret"], now)

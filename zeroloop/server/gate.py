@@ -13,13 +13,15 @@ A flood of requests with bad tokens must not starve the workers (docs/server.md,
   (`server.token_requests_per_s`, 429 past it);
 - any other token is checked against the store on a few threads of its own, at most
   `server.unverified_requests` at once; more are answered 503 at once (the worker
-  retries), so bad tokens never queue in front of, or take the threads of, real workers.
+  retries), so bad tokens never queue in front of, or take the threads of, real workers;
+- while any of those threads is busy, a token whose id is not among the ids of the tokens
+  and live credentials read within the last second (random bogus tokens) is answered
+  503 at once, and the ids are read again (at most every IDS_EVERY_S).
 """
 
 from __future__ import annotations
 
 import math
-import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -31,6 +33,7 @@ from zeroloop.control.tokens import Admission, Tokens
 from zeroloop.remote import wire
 
 _REMEMBERED = 10_000  # addresses and tokens whose buckets are kept at once; the least recent go first
+IDS_EVERY_S = 0.25  # under pressure, the live token ids are read again at most this often (seconds)
 
 
 class Bucket:
@@ -102,7 +105,7 @@ class Gate:
         self.addresses = _Buckets(rate, 10 * rate)
         self.per_token = _Buckets(settings.token_requests_per_s, 2 * settings.token_requests_per_s)
         self.refused = 0  # requests answered without store work (for tests and /metrics)
-        self._lock = threading.Lock()
+        self._ids_asked = -math.inf  # when a read of the live ids was last asked for (monotonic seconds)
 
     def admit(self, address: str, presented: str | None) -> Pass:
         """Let a request in, or raise the error it is answered with at once (AuthError, RateLimited, Busy)."""
@@ -129,6 +132,15 @@ class Gate:
             assert refusal is not None
             self.refused += 1
             raise refusal[0](refusal[1])
+        if admission is Admission.UNLISTED and self.unverified > 0:
+            # Under pressure, a text whose id no token or credential had a moment ago waits for the next read
+            # of the ids (a token created since then is let in once it is read; the worker retries a 503).
+            self.failed(address)
+            self.refused += 1
+            if now - self._ids_asked >= IDS_EVERY_S:
+                self._ids_asked = now
+                self.checking.submit(self.tokens.refresh_ids, within_s=IDS_EVERY_S)
+            raise wire.Busy("this token's id is not known here yet: retry shortly")
         if self.unverified >= self.unverified_cap:
             self.refused += 1
             raise wire.Busy(

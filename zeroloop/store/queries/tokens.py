@@ -90,3 +90,10 @@ def expire_token(conn: Connection, token_id: str, at: float) -> bool:
     when = at if row["expires_at"] is None else min(at, row["expires_at"])
     conn.execute(sa.update(tokens).where(tokens.c.id == token_id).values(expires_at=when))
     return True
+
+
+def live_ids(conn: Connection, now: float) -> tuple[set[str], set[str]]:
+    """The ids of every token, and of the credentials not expired at `now`: (tokens, credentials)."""
+    token_ids = conn.execute(sa.select(tokens.c.id)).scalars()
+    credential_ids = conn.execute(sa.select(credentials.c.id).where(credentials.c.expires_at > now)).scalars()
+    return {str(i) for i in token_ids}, {str(i) for i in credential_ids}
