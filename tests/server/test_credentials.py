@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import sqlalchemy as sa
 
@@ -208,3 +209,18 @@ def test_mutual_tls_refuses_a_worker_without_a_certificate_its_ca_signed(app: Ap
         finally:
             for client in (signed, bare, foreign):
                 client.close()
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+def test_forwarded_headers_from_a_trusted_proxy_make_the_login_cookie_secure(
+    app: App, tmp_path: Path, trusted: bool
+) -> None:
+    viewer, _ = Tokens(app.store).create(Role.VIEWER)
+    proxy = ServerSettings(forwarded_allow_ips="127.0.0.1" if trusted else None)
+    options = uvicorn_options(Settings(data_dir=tmp_path, server=proxy), "127.0.0.1", 0)
+    with running_server(app, options=options) as url:
+        forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.7"}
+        answer = httpx.post(f"{url}/login", data={"token": viewer}, headers=forwarded, timeout=30)
+    assert answer.status_code == 303
+    cookie = answer.headers["set-cookie"].lower()
+    assert ("secure" in cookie) is trusted  # an untrusted proxy's word changes nothing
