@@ -400,13 +400,16 @@ class JobQueue:
         """
         outcomes: list[Job | QueueError] = []
         with self.store.transaction() as conn:
+            deferred: list[tuple[str, Any, str | None]] = []  # the untraced jobs' events, in one insert at the end
             for done in completions:
                 try:
-                    row = self._complete(conn, done.job_id, done.token, done.result, done.event, acting)
+                    row = self._complete(conn, done.job_id, done.token, done.result, done.event, acting, defer=deferred)
                 except QueueError as exc:  # stale, no such job, or a result the store cannot keep: nothing written
                     outcomes.append(exc)
                     continue
                 outcomes.append(Job.from_row(row))
+            if deferred:
+                self.bus.publish_many(deferred)
         return outcomes
 
     def _claim(
@@ -451,7 +454,10 @@ class JobQueue:
         event: Outcome | None,
         acting: str | None = None,
         check: CompletionCheck | None = None,
+        defer: list[tuple[str, Any, str | None]] | None = None,
     ) -> Mapping[str, Any]:
+        """Complete one attempt inside `conn`'s transaction; with `defer`, an untraced job's events are appended to
+        it for the caller to publish in one insert (before its transaction commits), instead of one by one."""
         check_json(result, f"the result of job {job_id}", self.settings.max_payload_bytes, QueueError)
         now = self.clock()
         row = queries.finish_job(
@@ -465,13 +471,17 @@ class JobQueue:
             check(conn, row, event)
         # In the job's trace even when the worker's own span did not reach here (a worker behind the server).
         trace = _trace_of(row)
-        if event is not None:
-            self.bus.publish(event[0], dict(event[1]), dedup_key=event[2], traceparent=trace)
         if row["has_dependents"]:
             queries.release_dependents(conn, job_id)
-        self.bus.publish(
-            "JOB_COMPLETED", ev.JobCompleted(**self._ids(row), node=row["lease_node"] or ""), traceparent=trace
-        )
+        completed = ev.JobCompleted(**self._ids(row), node=row["lease_node"] or "")
+        if defer is not None and trace is None:
+            if event is not None:
+                defer.append((event[0], dict(event[1]), event[2]))
+            defer.append(("JOB_COMPLETED", completed, None))
+            return row
+        if event is not None:
+            self.bus.publish(event[0], dict(event[1]), dedup_key=event[2], traceparent=trace)
+        self.bus.publish("JOB_COMPLETED", completed, traceparent=trace)
         return row
 
     @staticmethod
