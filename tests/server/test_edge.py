@@ -10,8 +10,11 @@ import pytest
 import sqlalchemy as sa
 
 from tests.server.conftest import Served
+from zeroloop.config import ServerSettings
 from zeroloop.errors import StoreUnavailable
 from zeroloop.pipeline import jobs
+from zeroloop.remote.client import ServerClient
+from zeroloop.remote.parts import RemoteDaemonRecords
 from zeroloop.remote.wire import API
 from zeroloop.store.schema import daemons, events, nodes
 
@@ -151,3 +154,17 @@ def _counts(served: Served) -> tuple[int, ...]:
             int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
             for table in (events, nodes, daemons)
         )
+
+
+def test_a_worker_sends_its_daemons_errors_as_the_server_takes_them(served: Served) -> None:
+    """An exception's text may hold NULs and run long: the worker's side shows and cuts it, so the record is kept."""
+    client = ServerClient(ServerSettings(url=served.url, token=served.worker), "w1")
+    try:
+        row = {**ROW, "state": "failed", "last_error": "engine\x00crashed " + "x" * 6000}
+        loop = {"node": "w1", "daemon": "agent", "restarts": 5, "last_error": "boom\x00"}
+        RemoteDaemonRecords(client).write([row], [loop])
+    finally:
+        client.close()
+    with served.app.store.read() as conn:
+        kept = conn.execute(sa.select(daemons.c.last_error)).scalar_one()
+    assert kept.startswith("...") and len(kept) == 4000 and "\x00" not in kept
