@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from zeroloop.artifacts.repository import Artifact
-from zeroloop.cluster.nodes import NodeError, Nodes, NodeStatus
+from zeroloop.cluster.nodes import Nodes, NodeStatus
 from zeroloop.control.tokens import Principal, Tokens
 from zeroloop.daemons.records import DaemonRecords
 from zeroloop.errors import ArtifactError, Forbidden, QueueError
@@ -114,19 +114,12 @@ class WorkerService:
     # --- jobs ---------------------------------------------------------------------------------
 
     def claim(self, node: str, capabilities: Capabilities, types: Sequence[str] | None, limit: int) -> list[Lease]:
-        """Lease up to `limit` jobs the node may run; NodeError when it is not registered and active."""
-        leases = self._queue(node).claim_many(node, capabilities, types, limit=limit, registered=True)
-        if not leases:
-            self._require_active(node)
-        return leases
+        """Lease up to `limit` jobs the node may run: none until it is registered and active.
 
-    def _require_active(self, node: str) -> None:
-        """NodeError unless `node` is registered and active (asked only when a claim came back empty)."""
-        row = Nodes(self.app.store, self._bus(node)).get(node)
-        if row is None:
-            raise NodeError(f"node {node!r} is not registered: it claims no job until it registers")
-        if row["status"] != NodeStatus.ACTIVE.value:
-            return  # draining or the like: no job, and nothing wrong with the request
+        Not an error: a worker's executor may ask a moment before its node agent's first
+        registration lands, and simply asks again.
+        """
+        return self._queue(node).claim_many(node, capabilities, types, limit=limit, registered=True)
 
     def extend(self, node: str, job_id: int, token: int) -> float:
         """Extend the lease held under `token`; StaleLeaseError when it is no longer current."""
