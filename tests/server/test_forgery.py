@@ -11,11 +11,14 @@ import pytest
 import sqlalchemy as sa
 
 from tests.server.conftest import Served, register_node
+from zeroloop.config import ServerSettings
 from zeroloop.control.tokens import Role, Tokens
 from zeroloop.events.bus import EventBus
 from zeroloop.pipeline import jobs
 from zeroloop.pipeline.coordinator import PipelineCoordinator
 from zeroloop.queue.jobs import JobStatus
+from zeroloop.remote.client import ServerClient
+from zeroloop.remote.parts import RemoteQueue
 from zeroloop.remote.wire import API
 from zeroloop.store.queries import quarantine as quarantine_queries
 from zeroloop.store.schema import events, node_quarantines
@@ -177,3 +180,13 @@ def test_a_batch_claim_through_the_server_leases_each_job_once(served: Served, l
     assert [row["id"] for row in first["leases"]] == ids[:limit] and first["lease"]["id"] == ids[0]
     rest = served.client.post(f"{W1}/jobs/claim", json={"limit": 10}, headers=w1).json()["leases"]
     assert [row["id"] for row in rest] == ids[limit:]
+
+
+def test_the_worker_library_claims_a_batch_in_one_request(served: Served) -> None:
+    ids = [served.app.queue.enqueue(jobs.SELFPLAY, KEY, {"games": 1}).id for _ in range(5)]
+    client = ServerClient(ServerSettings(url=served.url, token=served.worker), "w1")
+    try:
+        leases = RemoteQueue(client).claim_many("w1", types=["selfplay"], limit=3)
+    finally:
+        client.close()
+    assert [lease.job.id for lease in leases] == ids[:3] and all(lease.job.lease_node == "w1" for lease in leases)

@@ -64,6 +64,14 @@ class RemoteQueue:
         answer = self.client.call("POST", "/jobs/claim", json=_claim_body(capabilities, types))
         return wire.lease_from_wire(answer["lease"])
 
+    def claim_many(
+        self, node: str, capabilities: Capabilities | None = None, types: Sequence[str] | None = None, *, limit: int
+    ) -> list[Lease]:
+        """Lease up to `limit` jobs `node` may run, in one request (one statement on the server)."""
+        self._check_node(node)
+        answer = self.client.call("POST", "/jobs/claim", json={**_claim_body(capabilities, types), "limit": limit})
+        return [lease for row in answer["leases"] if (lease := wire.lease_from_wire(row)) is not None]
+
     def heartbeat(self, job_id: int, token: int) -> float:
         """Extend a lease; StaleLeaseError when it is no longer current."""
         return float(self.client.call("POST", f"/jobs/{job_id}/heartbeat", json={"token": token})["expires_at"])
