@@ -745,6 +745,54 @@ class ServerSettings(_Section):
         default=None,
         description="worker: PEM certificates to trust for an https server (a private CA); unset: the system's",
     )
+    credential_s: float = Field(
+        default=900.0,
+        ge=0,
+        le=86400,
+        description="server: lifetime of the node-bound credential a worker token is exchanged for (seconds), "
+        "refreshed as the worker heartbeats; 0: workers present their token on every request",
+    )
+    negative_cache_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="server: how long a token found unusable is refused without asking the store again (seconds)",
+    )
+    request_threads: int = Field(
+        default=32, ge=1, le=512, description="server: threads per process for requests of known workers"
+    )
+    unverified_requests: int = Field(
+        default=4,
+        ge=1,
+        le=512,
+        description="server: requests per process whose token is not yet known to be good that may be checked at "
+        "once (each costs a store lookup); more are refused with 503 at once, without touching the store",
+    )
+    address_failures_per_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="server: refused requests per second one client address may make (burst: 10 times that) "
+        "before it is answered 429 with no other work",
+    )
+    token_requests_per_s: float = Field(
+        default=500.0,
+        gt=0,
+        description="server: requests per second one token or credential may make (burst: twice that) "
+        "before it is answered 429",
+    )
+    forwarded_allow_ips: str | None = Field(
+        default=None,
+        description="server: comma-separated addresses (or *) of reverse proxies whose X-Forwarded-For and "
+        "X-Forwarded-Proto are believed (the client's address; https makes the login cookie Secure); "
+        "unset: none",
+    )
+    tls_client_ca: Path | None = Field(
+        default=None,
+        description="server: PEM of the CA whose client certificates are required (mutual TLS); unset: none asked",
+    )
+    tls_client_certfile: Path | None = Field(
+        default=None, description="worker: PEM client certificate to present to a server that asks for one"
+    )
+    tls_client_keyfile: Path | None = Field(default=None, description="worker: PEM private key of tls_client_certfile")
     request_timeout_s: float = Field(default=60.0, gt=0, description="worker: time one request may take (seconds)")
     retry_initial_s: float = Field(default=0.5, ge=0, description="worker: first retry delay after a transport error")
     retry_max_s: float = Field(default=10.0, ge=0, description="worker: largest retry delay (seconds)")
@@ -761,6 +809,10 @@ class ServerSettings(_Section):
     def _tls_pair(self) -> ServerSettings:
         if (self.tls_certfile is None) != (self.tls_keyfile is None):
             raise ValueError("set both tls_certfile and tls_keyfile, or neither")
+        if (self.tls_client_certfile is None) != (self.tls_client_keyfile is None):
+            raise ValueError("set both tls_client_certfile and tls_client_keyfile, or neither")
+        if self.tls_client_ca is not None and self.tls_certfile is None:
+            raise ValueError("tls_client_ca asks workers for certificates over TLS: set tls_certfile and tls_keyfile")
         return self
 
 

@@ -239,6 +239,29 @@ def nodes_terminate(
     console.print(f"node {escape(node_id)} is {status.value}")
 
 
+@nodes_app.command(
+    "quarantine", epilog=examples('zeroloop nodes quarantine gpu-1a2b3c4d --reason "forged game batches"')
+)
+def nodes_quarantine(
+    node_id: str = typer.Argument(..., help="The node whose results to keep out."),
+    reason: str = typer.Option(..., "--reason", "-r", min=1, max=400, help="Why (recorded with the decision)."),
+) -> None:
+    """Keep a node's results out of every training window from now on (the node itself keeps running)."""
+    from zeroloop.control import actions
+
+    with open_app() as app:
+        console.print(escape(actions.quarantine(app, node_id, reason=reason, actor="cli")))
+
+
+@nodes_app.command("unquarantine", epilog=examples("zeroloop nodes unquarantine gpu-1a2b3c4d"))
+def nodes_unquarantine(node_id: str = typer.Argument(..., help="The node whose results count again.")) -> None:
+    """Let a quarantined node's results into training windows again."""
+    from zeroloop.control import actions
+
+    with open_app() as app:
+        console.print(escape(actions.lift_quarantine(app, node_id, actor="cli")))
+
+
 @nodes_app.command("undrain", epilog=examples("zeroloop nodes undrain gpu-1a2b3c4d"))
 def nodes_undrain(node_id: str = typer.Argument(..., help="The node to make active again.")) -> None:
     """Let a draining node take new work again."""

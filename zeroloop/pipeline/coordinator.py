@@ -42,6 +42,7 @@ from zeroloop.store.database import Store
 from zeroloop.store.queries import artifacts as artifact_queries
 from zeroloop.store.queries import models as model_queries
 from zeroloop.store.queries import pipelines as queries
+from zeroloop.store.queries import quarantine as quarantine_queries
 
 log = logging.getLogger(__name__)
 
@@ -184,11 +185,16 @@ class PipelineCoordinator:
         """The newest game batches that together hold a window's samples, oldest first.
 
         Only accepted outputs (`window_batches`): a deposed lease holder's late batch is never
-        trained on, so no job's games count twice; garbage collection deletes it.
+        trained on, so no job's games count twice; garbage collection deletes it. None of a
+        quarantined node's batches either (`zeroloop nodes quarantine`).
         """
         chosen: list[str] = []
         total = 0
-        for row in artifact_queries.window_batches(conn, config_key):
+        batches = list(artifact_queries.window_batches(conn, config_key))
+        quarantined = quarantine_queries.quarantined_artifacts(conn, [row["sha256"] for row in batches])
+        for row in batches:
+            if row["sha256"] in quarantined:
+                continue
             chosen.append(row["sha256"])
             total += int(row["meta"].get("samples", 0))
             if total >= self.settings.window_samples:

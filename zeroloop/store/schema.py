@@ -356,3 +356,32 @@ tokens = Table(
     Column("revoked_at", Float),
     Column("last_used_at", Float),
 )
+
+# Short-lived credentials a worker token is exchanged for, each bound to the token's node and
+# refreshed as the worker heartbeats; only the sha256 of each secret is kept. Revoking the
+# token revokes them all (they are checked against it).
+credentials = Table(
+    "credentials",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("token_id", String(40), ForeignKey("tokens.id", ondelete="CASCADE"), nullable=False),
+    Column("node", Key, nullable=False),
+    Column("secret_sha256", String(64), nullable=False, unique=True),
+    Column("issued_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Index(None, "node", "expires_at"),
+)
+
+# An admin's decision to keep one node's results out of training windows (lifted_at: ended).
+node_quarantines = Table(
+    "node_quarantines",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("node", Key, nullable=False),
+    Column("reason", String(400), nullable=False),
+    Column("actor", String(80), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("lifted_at", Float),
+    Column("lifted_by", String(80)),
+    Index(None, "node", "lifted_at"),
+)
