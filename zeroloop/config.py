@@ -585,6 +585,11 @@ class WorkloadSettings(_Section):
         default="auto", description="torch device for training and inference: auto (CUDA if present), cpu, cuda:N"
     )
     torch_threads: int = Field(default=0, ge=0, description="CPU threads torch uses per worker; 0 keeps its default")
+    inference_precision: Literal["auto", "float32", "bfloat16"] = Field(
+        default="auto",
+        description="dtype of search inference: auto is bfloat16 on a CPU with native bfloat16 (AVX512-BF16, AMX), "
+        "else float32; training is always float32",
+    )
     game_params: dict[str, dict[str, int | float | bool | str]] = Field(
         default_factory=dict,
         description="config key -> OpenSpiel game parameters (unset: OpenSpiel's defaults), "

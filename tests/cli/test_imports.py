@@ -37,7 +37,7 @@ BLOCKER = """
 import importlib.abc
 import sys
 
-ABSENT = ("torch", "pyspiel", "open_spiel", "httpx", "httpcore", "moto", "s3fs", "hypothesis", "pytest")
+ABSENT = ("torch", "pyspiel", "open_spiel", "numba", "httpx", "httpcore", "moto", "s3fs", "hypothesis", "pytest")
 ABSENT_DOTTED = ("opentelemetry.exporter",)
 
 
@@ -59,6 +59,7 @@ ALPHAZERO_ONLY = frozenset(
         "exhaustive",
         "games",
         "gumbel",
+        "kernels",
         "match",
         "mcts",
         "network",

@@ -84,6 +84,10 @@ class AlphaZeroWorkload:
             game.obs_shape, game.num_actions, params.blocks, params.channels, params.value_hidden, game.num_players
         )
 
+    def evaluator(self, net: PolicyValueNet) -> Evaluator:
+        """Batched inference of `net` on the configured device and precision."""
+        return Evaluator(net, self.settings.device, self.settings.inference_precision)
+
     def load_or_new(self, game: Game, model: Path | None, seed: int) -> tuple[PolicyValueNet, str]:
         """The network in `model` (checked against the game) or a fresh one, and the model file's sha256."""
         if model is None:
@@ -106,7 +110,7 @@ class AlphaZeroWorkload:
         search = SearchConfig(
             params.simulations, params.c_puct, params.dirichlet_alpha, params.dirichlet_epsilon, gumbel_of(params)
         )
-        mcts = BatchedMCTS(game, network_leaves(game, Evaluator(net, self.settings.device)), search, rng)
+        mcts = BatchedMCTS(game, network_leaves(game, self.evaluator(net)), search, rng)
         result = play_games(
             game,
             mcts,
@@ -215,7 +219,7 @@ class AlphaZeroWorkload:
             raise WorkloadError("a model player needs a model file")
         net, _ = self.load_or_new(game, player.model, 0)
         search = SearchConfig(params.eval_simulations, params.c_puct, gumbel=gumbel_of(params))
-        leaves = network_leaves(game, Evaluator(net, self.settings.device))
+        leaves = network_leaves(game, self.evaluator(net))
         return search_chooser(BatchedMCTS(game, leaves, search, rng), rng, reuse=params.tree_reuse)
 
     @staticmethod
