@@ -12,6 +12,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -100,7 +101,7 @@ class AlphaZeroWorkload:
 
     def selfplay(self, request: SelfplayRequest) -> Evidence:
         """Play `request.games` games and write them as one game batch."""
-        began = time.perf_counter()
+        began = _Began.now()
         if request.games < 1:
             raise WorkloadError(f"selfplay needs at least one game, got {request.games}")
         game = self.game(request.config_key)
@@ -136,7 +137,7 @@ class AlphaZeroWorkload:
 
     def export(self, request: ExportRequest) -> Evidence:
         """Write a training window of the newest positions of `request.inputs`, augmented by symmetries."""
-        began = time.perf_counter()
+        began = _Began.now()
         game = self.game(request.config_key)
         window = build_window(game, request.inputs, request.window_samples, np.random.default_rng(request.seed))
         write_npz(request.output, window)
@@ -152,7 +153,7 @@ class AlphaZeroWorkload:
 
     def train(self, request: TrainRequest, progress: ProgressCallback = no_progress) -> Evidence:
         """Train on `request.window` and write the model file (also the resumable checkpoint)."""
-        began = time.perf_counter()
+        began = _Began.now()
         game = self.game(request.config_key)
         params = self.params(request.config_key)
         window = load_window(request.window, request.config_key)
@@ -185,7 +186,7 @@ class AlphaZeroWorkload:
 
     def evaluate(self, request: EvaluateRequest) -> Evidence:
         """Play a match between `request.candidate` and `request.opponent` and write its result as JSON."""
-        began = time.perf_counter()
+        began = _Began.now()
         if request.games < 1:
             raise WorkloadError(f"evaluation needs at least one game, got {request.games}")
         game = self.game(request.config_key)
@@ -230,10 +231,12 @@ class AlphaZeroWorkload:
         kind: FileKind,
         *,
         counts: Mapping[str, float],
-        began: float,
+        began: _Began,
     ) -> Evidence:
         described = OutputFile.describe(output, kind)
-        elapsed = time.perf_counter() - began
+        elapsed = time.perf_counter() - began.wall
+        # The CPU this process (all its threads) spent on the operation: what the job cost the machine.
+        counts = {**counts, "cpu_s": round(time.process_time() - began.cpu, 3)}
         log.info(
             "%s %s wrote %s (%d bytes) in %.1f s: %s",
             operation,
@@ -244,6 +247,18 @@ class AlphaZeroWorkload:
             counts,
         )
         return Evidence(operation, config_key, (described,), counts, elapsed)
+
+
+@dataclass(frozen=True)
+class _Began:
+    """When an operation started: wall clock and this process's CPU time (seconds)."""
+
+    wall: float
+    cpu: float
+
+    @classmethod
+    def now(cls) -> _Began:
+        return cls(time.perf_counter(), time.process_time())
 
 
 def gumbel_of(params: AlphaZeroParams) -> GumbelConfig | None:

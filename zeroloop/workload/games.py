@@ -128,6 +128,11 @@ class Game:
         self._utility_span = float(self._game.max_utility()) - self._utility_low
         self._observer: Any = None  # made on first use: an OpenSpiel observer writing into a numpy buffer
 
+    @property
+    def openspiel(self) -> Any:
+        """The loaded pyspiel game, for OpenSpiel's own algorithms (its MCTSBot judges strength)."""
+        return self._game
+
     def new_state(self) -> State:
         """A fresh initial state."""
         return self._game.new_initial_state()
