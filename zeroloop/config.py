@@ -466,7 +466,21 @@ class PipelineSettings(_Section):
     """Stage triggers, the promotion policy and selfplay scheduling."""
 
     train_after_samples: int = Field(default=4096, ge=1, description="new samples that trigger export and training")
-    window_samples: int = Field(default=100_000, ge=1, description="samples in a training window")
+    window_samples: int = Field(
+        default=100_000, ge=1, description="most samples in a training window (the window grows to it)"
+    )
+    window_min_samples: int = Field(
+        default=10_000,
+        ge=1,
+        description="the window holds every sample up to this many; beyond, it grows as a power of the samples "
+        "played (KataGo's taper) up to window_samples; set it to window_samples for a fixed window",
+    )
+    window_growth: float = Field(
+        default=0.75, gt=0, le=1, description="exponent of the window's growth with the samples played"
+    )
+    window_taper: float = Field(
+        default=0.4, gt=0, le=1, description="slope of the window's growth beyond window_min_samples (KataGo: 0.4)"
+    )
     eval_games: int = Field(default=40, ge=2, description="most games a candidate plays against the current best")
     min_eval_games: int = Field(default=10, ge=1, description="fewest games a promotion may rest on")
     promote_win_rate: float = Field(

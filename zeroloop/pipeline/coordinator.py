@@ -30,7 +30,7 @@ from typing import Any
 
 from zeroloop.artifacts.transfer import ArtifactKind
 from zeroloop.cluster.breakers import CircuitBreakers, stage_key
-from zeroloop.config import Settings
+from zeroloop.config import PipelineSettings, Settings
 from zeroloop.events.bus import Event, EventBus
 from zeroloop.events.consumer import ConsumerSpec
 from zeroloop.events.wiring import declare
@@ -61,6 +61,23 @@ declare(NAME, emits=("GAME_BATCH_READY",), handles=HANDLES)
 # weakest and breaks ties between equals against the strongest.
 BASELINE_ORDER = ["random", "mcts"]
 ROUND_JOBS = (jobs.EXPORT, jobs.TRAIN, jobs.EVALUATE)
+
+
+def window_size(samples_total: int, settings: PipelineSettings) -> int:
+    """Samples in the next training window after `samples_total` samples were played (KataGo's power-law taper).
+
+    Every sample up to `window_min_samples` (c); beyond, c * (1 + beta * ((n / c)^alpha - 1) / alpha),
+    which grows like n^alpha, so old data leaves the window as the loop improves while
+    the window still grows; never more than `window_samples`.
+    """
+    c = settings.window_min_samples
+    n = max(samples_total, 1)
+    if n <= c:
+        grown = float(c)
+    else:
+        alpha, beta = settings.window_growth, settings.window_taper
+        grown = c * (1.0 + beta * ((n / c) ** alpha - 1.0) / alpha)
+    return max(1, min(settings.window_samples, round(grown)))
 
 
 class PipelineCoordinator:
@@ -135,7 +152,7 @@ class PipelineCoordinator:
                 return
             if state["samples_since_training"] < self.settings.train_after_samples:
                 return
-            inputs = self._window_inputs(conn, config_key)
+            inputs = self._window_inputs(conn, config_key, window_size(int(state["samples_total"]), self.settings))
             if not inputs:
                 return
             iteration = int(state["iteration"])
@@ -143,7 +160,8 @@ class PipelineCoordinator:
             if held:
                 self._hold(conn, config_key, iteration, held)
                 return
-            job = jobs.ExportJob(iteration=iteration, inputs=inputs, window_samples=self.settings.window_samples)
+            window = window_size(int(state["samples_total"]), self.settings)
+            job = jobs.ExportJob(iteration=iteration, inputs=inputs, window_samples=window)
             self.queue.enqueue(
                 jobs.EXPORT,
                 config_key,
@@ -181,14 +199,14 @@ class PipelineCoordinator:
         )
         log.warning("%s: round %d held back: %s", config_key, iteration, evidence["reason"])
 
-    def _window_inputs(self, conn: Any, config_key: str) -> list[str]:
-        """The newest game batches that together hold a window's samples, oldest first."""
+    def _window_inputs(self, conn: Any, config_key: str, window: int) -> list[str]:
+        """The newest game batches that together hold `window` samples, oldest first."""
         chosen: list[str] = []
         total = 0
         for row in artifact_queries.list_artifacts(conn, config_key=config_key, kind=ArtifactKind.GAME_BATCH.value):
             chosen.append(row["sha256"])
             total += int(row["meta"].get("samples", 0))
-            if total >= self.settings.window_samples:
+            if total >= window:
                 break
         return list(reversed(chosen))
 
