@@ -564,6 +564,12 @@ class EvaluationSettings(_Section):
     quality_max_length_drop: float = Field(
         default=0.5, gt=0, lt=1, description="a fall of mean game length by more than this share is flagged"
     )
+    quality_min_games: int = Field(
+        default=16, ge=2, description="games a batch needs before one outcome only in it is flagged"
+    )
+    quality_exclude_flagged: bool = Field(
+        default=True, description="game batches the quality monitor flags stay out of later training windows"
+    )
 
 
 def _default_overrides() -> dict[str, dict[str, int | float]]:

@@ -34,7 +34,7 @@ from zeroloop.config import PipelineSettings, Settings
 from zeroloop.events.bus import Event, EventBus
 from zeroloop.events.consumer import ConsumerSpec
 from zeroloop.events.wiring import declare
-from zeroloop.pipeline import jobs, promotion
+from zeroloop.pipeline import jobs, promotion, quality
 from zeroloop.pipeline.registry import Guard, ModelRegistry, ModelStage
 from zeroloop.pipeline.stages import Stage, transition
 from zeroloop.pipeline.watchdog import RegressionWatchdog
@@ -152,7 +152,8 @@ class PipelineCoordinator:
                 return
             if state["samples_since_training"] < self.settings.train_after_samples:
                 return
-            inputs = self._window_inputs(conn, config_key, window_size(int(state["samples_total"]), self.settings))
+            window = window_size(int(state["samples_total"]), self.settings)
+            inputs = self._window_inputs(conn, config_key, window, quality.excluded_batches(state["progress"]))
             if not inputs:
                 return
             iteration = int(state["iteration"])
@@ -160,7 +161,6 @@ class PipelineCoordinator:
             if held:
                 self._hold(conn, config_key, iteration, held)
                 return
-            window = window_size(int(state["samples_total"]), self.settings)
             job = jobs.ExportJob(iteration=iteration, inputs=inputs, window_samples=window)
             self.queue.enqueue(
                 jobs.EXPORT,
@@ -199,11 +199,13 @@ class PipelineCoordinator:
         )
         log.warning("%s: round %d held back: %s", config_key, iteration, evidence["reason"])
 
-    def _window_inputs(self, conn: Any, config_key: str, window: int) -> list[str]:
-        """The newest game batches that together hold `window` samples, oldest first."""
+    def _window_inputs(self, conn: Any, config_key: str, window: int, excluded: set[str]) -> list[str]:
+        """The newest game batches that together hold `window` samples, oldest first; flagged ones left out."""
         chosen: list[str] = []
         total = 0
         for row in artifact_queries.list_artifacts(conn, config_key=config_key, kind=ArtifactKind.GAME_BATCH.value):
+            if row["sha256"] in excluded:
+                continue  # the quality monitor's decision names it and why
             chosen.append(row["sha256"])
             total += int(row["meta"].get("samples", 0))
             if total >= window:

@@ -52,14 +52,23 @@ NO_MODEL_SHA256 = "none"
 
 def quality_counts(arrays: Arrays) -> dict[str, float]:
     """What the selfplay quality monitor reads from a game batch (zeroloop.pipeline.quality):
-    `draws`, games whose players all got the same outcome, and `policy_entropy`, the mean
-    entropy of the search's move distribution per recorded position (nats)."""
+    `draws`, games whose players all got the same outcome; `distinct_outcomes`, how many
+    different outcomes (each player's, seen from the first seat) the games ended in; and
+    `policy_entropy`, the mean entropy of the search's move distribution per recorded position (nats)."""
     _games, first = np.unique(arrays["game_index"], return_index=True)  # each game's first position
     draws = int((np.ptp(arrays["value"][first], axis=1) == 0.0).sum())
+    # The last input planes name the mover (one per player), so each outcome is turned to the first seat's frame.
+    players = arrays["value"].shape[1]
+    movers = arrays["obs"][first, -players:, 0, 0].argmax(axis=1) if "obs" in arrays else np.zeros_like(first)
+    outcomes = {tuple(np.roll(arrays["value"][row], mover)) for row, mover in zip(first, movers, strict=True)}
     policy = arrays["policy"].astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         entropy = -np.where(policy > 0, policy * np.log(policy), 0.0).sum(axis=1)
-    return {"draws": draws, "policy_entropy": float(entropy.mean()) if len(entropy) else 0.0}
+    return {
+        "draws": draws,
+        "distinct_outcomes": len(outcomes),
+        "policy_entropy": float(entropy.mean()) if len(entropy) else 0.0,
+    }
 
 
 class AlphaZeroWorkload:
