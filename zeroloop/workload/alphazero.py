@@ -21,6 +21,7 @@ import torch
 from zeroloop.config import WorkloadSettings
 from zeroloop.errors import WorkloadError
 from zeroloop.workload.datafiles import Arrays, load_window, write_npz
+from zeroloop.workload.diagnostics import window_figures
 from zeroloop.workload.games import Game
 from zeroloop.workload.gumbel import GumbelConfig
 from zeroloop.workload.match import MoveChooser, play_match, random_chooser, search_chooser
@@ -150,11 +151,14 @@ class AlphaZeroWorkload:
         game = self.game(request.config_key)
         window = build_window(game, request.inputs, request.window_samples, np.random.default_rng(request.seed))
         write_npz(request.output, window)
+        figures = window_figures(window)
+        figures["games"] /= int(window["symmetries"])  # each game is in the window once per symmetry
         counts = {
             "samples": int(window["obs"].shape[0]),
             "source_samples": int(window["source_samples"]),
             "symmetries": int(window["symmetries"]),
             "input_files": len(request.inputs),
+            **figures,
         }
         return self._evidence(
             "export", request.config_key, request.output, FileKind.TRAINING_WINDOW, counts=counts, began=began
@@ -190,6 +194,7 @@ class AlphaZeroWorkload:
             "window_rows": result.window_rows,
             "batch_draws": result.batch_draws,
             "loss": result.loss,
+            **result.diagnostics,
         }
         return self._evidence("train", request.config_key, request.output, FileKind.MODEL, counts=counts, began=began)
 
