@@ -660,6 +660,12 @@ class WorkloadSettings(_Section):
     )
     fast_simulations: int = Field(default=20, ge=1, description="simulations of the unrecorded fast selfplay moves")
     tree_reuse: bool = Field(default=False, description="carry the subtree of the move played into the next search")
+    selfplay_max_moves: int = Field(
+        default=0,
+        ge=0,
+        description="selfplay games still running after this many moves are cut off and valued by the game's "
+        "progress measure (or its returns so far); 0: the game's own limit",
+    )
     command_timeout_s: float = Field(default=3600.0, gt=0, description="default time a user command may run (seconds)")
 
     @field_validator("device")

@@ -133,12 +133,14 @@ class AlphaZeroWorkload:
             full_share=params.full_search_share,
             fast_simulations=params.fast_simulations,
             reuse=params.tree_reuse,
+            max_moves=params.selfplay_max_moves,
         )
         write_npz(request.output, result.arrays)
         counts = {
             "games": int(result.arrays["num_games"]),
             "positions": result.positions,
             "evaluations": result.evaluations,
+            "truncated": result.truncated,
             **quality_counts(result.arrays),
         }
         return self._evidence(
