@@ -583,6 +583,21 @@ def _default_overrides() -> dict[str, dict[str, int | float]]:
             "train_steps": 300,
             "baseline_simulations": 100,
         },
+        # chinese checkers (3 players): a fresh network's games run to OpenSpiel's 1,000-move cap, and so do
+        # random playouts: selfplay games are cut off at 300 moves and valued by progress, the baseline's
+        # playouts at 60; a small search keeps a selfplay job to minutes.
+        "chinese_checkers_3p": {
+            "blocks": 3,
+            "channels": 64,
+            "simulations": 48,
+            "parallel_games": 32,
+            "train_steps": 300,
+            "selfplay_max_moves": 300,
+            "eval_simulations": 32,
+            "baseline_simulations": 48,
+            "baseline_rollout_moves": 60,
+            "eval_max_moves": 300,
+        },
         # connect four on a CPU: a narrower net trains and searches fast enough for hourly progress.
         "connect_four_2p": {
             "blocks": 3,
@@ -642,8 +657,20 @@ class WorkloadSettings(_Section):
         default=2, ge=0, description="uniformly random moves opening each evaluation game, the same from every seat"
     )
     eval_parallel_games: int = Field(default=20, ge=2, description="evaluation games played in lockstep (even)")
+    eval_max_moves: int = Field(
+        default=0,
+        ge=0,
+        description="evaluation games still running after this many moves are adjudicated by the game's progress "
+        "measure (or its returns so far); 0: played to the game's own end",
+    )
     baseline_simulations: int = Field(default=200, ge=1, description="simulations of the pure-MCTS baseline")
     baseline_rollouts: int = Field(default=1, ge=1, description="random rollouts per leaf of the pure-MCTS baseline")
+    baseline_rollout_moves: int = Field(
+        default=0,
+        ge=0,
+        description="the baseline's random playouts stop after this many moves and are valued like a selfplay game "
+        "cut off (the game's progress measure); 0: played to the end",
+    )
     sprt_elo0: float = Field(default=0.0, description="SPRT null hypothesis: Elo difference (Elo)")
     sprt_elo1: float = Field(default=35.0, description="SPRT alternative hypothesis: Elo difference (Elo)")
     sprt_alpha: float = Field(default=0.05, gt=0, lt=0.5, description="SPRT false-positive rate")

@@ -25,9 +25,10 @@ from zeroloop.workload.diagnostics import window_figures
 from zeroloop.workload.games import Game
 from zeroloop.workload.gumbel import GumbelConfig
 from zeroloop.workload.match import MoveChooser, play_match, random_chooser, search_chooser
-from zeroloop.workload.mcts import BatchedMCTS, SearchConfig, network_leaves, rollout_leaves
+from zeroloop.workload.mcts import BatchedMCTS, LeafEvaluator, SearchConfig, network_leaves, rollout_leaves
 from zeroloop.workload.network import Evaluator, NetShape, PolicyValueNet, load_net, new_net
 from zeroloop.workload.params import AlphaZeroParams
+from zeroloop.workload.progress import truncation_values
 from zeroloop.workload.protocol import (
     EvaluateRequest,
     Evidence,
@@ -229,15 +230,20 @@ class AlphaZeroWorkload:
             return random_chooser(game, rng)
         if player.kind == "mcts":
             search = SearchConfig(params.baseline_simulations, params.c_puct)
-            return search_chooser(
-                BatchedMCTS(game, rollout_leaves(game, params.baseline_rollouts, rng), search, rng), rng
-            )
+            return search_chooser(BatchedMCTS(game, self._rollouts(game, params, rng), search, rng), rng)
         if player.model is None:
             raise WorkloadError("a model player needs a model file")
         net, _ = self.load_or_new(game, player.model, 0)
         search = SearchConfig(params.eval_simulations, params.c_puct, gumbel=gumbel_of(params))
         leaves = network_leaves(game, self.evaluator(net))
         return search_chooser(BatchedMCTS(game, leaves, search, rng), rng, reuse=params.tree_reuse)
+
+    @staticmethod
+    def _rollouts(game: Game, params: AlphaZeroParams, rng: np.random.Generator) -> LeafEvaluator:
+        """The pure-MCTS baseline's leaf evaluator: random playouts, cut off like selfplay's games when capped."""
+        cap = params.baseline_rollout_moves
+        cut_off = truncation_values(game) if cap > 0 else None
+        return rollout_leaves(game, params.baseline_rollouts, rng, max_moves=cap, cut_off=cut_off)
 
     @staticmethod
     def _evidence(

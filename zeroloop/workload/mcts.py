@@ -240,8 +240,21 @@ def network_leaves(
     return evaluate
 
 
-def rollout_leaves(game: SearchGame, rollouts: int, rng: np.random.Generator) -> LeafEvaluator:
-    """A leaf evaluator for pure MCTS: uniform priors and the mean result of random playouts."""
+def rollout_leaves(
+    game: SearchGame,
+    rollouts: int,
+    rng: np.random.Generator,
+    *,
+    max_moves: int = 0,
+    cut_off: Callable[[State], FloatArray] | None = None,
+) -> LeafEvaluator:
+    """A leaf evaluator for pure MCTS: uniform priors and the mean result of random playouts.
+
+    With `max_moves` (0: none) and `cut_off`, a playout still running after that many moves
+    stops and is valued by `cut_off(state)` (every player's value, player p at index p): a
+    game whose random playouts run for a thousand moves gets a baseline that costs less.
+    """
+    depth = game.max_length + 1 if max_moves <= 0 or cut_off is None else max_moves
 
     def evaluate(states: list[State]) -> tuple[FloatArray, FloatArray]:
         masks = np.stack([game.legal_mask(s) for s in states]).astype(np.float32)
@@ -253,12 +266,15 @@ def rollout_leaves(game: SearchGame, rollouts: int, rng: np.random.Generator) ->
             for _ in range(rollouts):
                 sim = state.clone()
                 # A finite game ends within max_length moves, so this loop is bounded.
-                for _ in range(game.max_length + 1):
+                for _ in range(depth):
                     if game.is_terminal(sim):
                         break
                     legal = game.legal_actions(sim)
                     game.apply(sim, legal[int(rng.integers(len(legal)))])
-                total += game.values(sim)
+                if game.is_terminal(sim) or cut_off is None:
+                    total += game.values(sim)
+                else:
+                    total += cut_off(sim)
             values[row] = to_mover_frame((total / rollouts).astype(np.float32), player)
         return priors, values
 
