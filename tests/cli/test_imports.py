@@ -56,6 +56,7 @@ ALPHAZERO_ONLY = frozenset(
     f"zeroloop.workload.{name}"
     for name in (
         "alphazero",
+        "diagnostics",
         "exhaustive",
         "games",
         "gumbel",
@@ -63,6 +64,7 @@ ALPHAZERO_ONLY = frozenset(
         "match",
         "mcts",
         "network",
+        "progress",
         "selfplay",
         "symmetry",
         "train",
