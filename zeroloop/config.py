@@ -470,10 +470,11 @@ class PipelineSettings(_Section):
         default=100_000, ge=1, description="most samples in a training window (the window grows to it)"
     )
     window_min_samples: int = Field(
-        default=10_000,
+        # At window_samples the window is fixed, as measured best (docs/workload.md, run A against run B).
+        default=100_000,
         ge=1,
         description="the window holds every sample up to this many; beyond, it grows as a power of the samples "
-        "played (KataGo's taper) up to window_samples; set it to window_samples for a fixed window",
+        "played (KataGo's taper) up to window_samples; at window_samples (the default) the window is fixed",
     )
     window_growth: float = Field(
         default=0.75, gt=0, le=1, description="exponent of the window's growth with the samples played"
