@@ -509,7 +509,22 @@ class PipelineSettings(_Section):
     """Stage triggers, the promotion policy and selfplay scheduling."""
 
     train_after_samples: int = Field(default=4096, ge=1, description="new samples that trigger export and training")
-    window_samples: int = Field(default=100_000, ge=1, description="samples in a training window")
+    window_samples: int = Field(
+        default=100_000, ge=1, description="most samples in a training window (the window grows to it)"
+    )
+    window_min_samples: int = Field(
+        # At window_samples the window is fixed, as measured best (docs/workload.md, run A against run B).
+        default=100_000,
+        ge=1,
+        description="the window holds every sample up to this many; beyond, it grows as a power of the samples "
+        "played (KataGo's taper) up to window_samples; at window_samples (the default) the window is fixed",
+    )
+    window_growth: float = Field(
+        default=0.75, gt=0, le=1, description="exponent of the window's growth with the samples played"
+    )
+    window_taper: float = Field(
+        default=0.4, gt=0, le=1, description="slope of the window's growth beyond window_min_samples (KataGo: 0.4)"
+    )
     eval_games: int = Field(default=40, ge=2, description="most games a candidate plays against the current best")
     min_eval_games: int = Field(default=10, ge=1, description="fewest games a promotion may rest on")
     promote_win_rate: float = Field(
@@ -593,6 +608,12 @@ class EvaluationSettings(_Section):
     quality_max_length_drop: float = Field(
         default=0.5, gt=0, lt=1, description="a fall of mean game length by more than this share is flagged"
     )
+    quality_min_games: int = Field(
+        default=16, ge=2, description="games a batch needs before one outcome only in it is flagged"
+    )
+    quality_exclude_flagged: bool = Field(
+        default=True, description="game batches the quality monitor flags stay out of later training windows"
+    )
 
 
 def _default_overrides() -> dict[str, dict[str, int | float]]:
@@ -605,6 +626,21 @@ def _default_overrides() -> dict[str, dict[str, int | float]]:
             "parallel_games": 32,
             "train_steps": 300,
             "baseline_simulations": 100,
+        },
+        # chinese checkers (3 players): a fresh network's games run to OpenSpiel's 1,000-move cap, and so do
+        # random playouts: selfplay games are cut off at 300 moves and valued by progress, the baseline's
+        # playouts at 60; a small search keeps a selfplay job to minutes.
+        "chinese_checkers_3p": {
+            "blocks": 3,
+            "channels": 64,
+            "simulations": 48,
+            "parallel_games": 32,
+            "train_steps": 300,
+            "selfplay_max_moves": 300,
+            "eval_simulations": 32,
+            "baseline_simulations": 48,
+            "baseline_rollout_moves": 60,
+            "eval_max_moves": 300,
         },
         # connect four on a CPU: a narrower net trains and searches fast enough for hourly progress.
         "connect_four_2p": {
@@ -630,6 +666,11 @@ class WorkloadSettings(_Section):
         default="auto", description="torch device for training and inference: auto (CUDA if present), cpu, cuda:N"
     )
     torch_threads: int = Field(default=0, ge=0, description="CPU threads torch uses per worker; 0 keeps its default")
+    inference_precision: Literal["auto", "float32", "bfloat16"] = Field(
+        default="auto",
+        description="dtype of search inference: auto is bfloat16 on a CPU with native bfloat16 (AVX512-BF16, AMX), "
+        "else float32; training is always float32",
+    )
     game_params: dict[str, dict[str, int | float | bool | str]] = Field(
         default_factory=dict,
         description="config key -> OpenSpiel game parameters (unset: OpenSpiel's defaults), "
@@ -662,8 +703,20 @@ class WorkloadSettings(_Section):
         default=2, ge=0, description="uniformly random moves opening each evaluation game, the same from every seat"
     )
     eval_parallel_games: int = Field(default=20, ge=2, description="evaluation games played in lockstep (even)")
+    eval_max_moves: int = Field(
+        default=0,
+        ge=0,
+        description="evaluation games still running after this many moves are adjudicated by the game's progress "
+        "measure (or its returns so far); 0: played to the game's own end",
+    )
     baseline_simulations: int = Field(default=200, ge=1, description="simulations of the pure-MCTS baseline")
     baseline_rollouts: int = Field(default=1, ge=1, description="random rollouts per leaf of the pure-MCTS baseline")
+    baseline_rollout_moves: int = Field(
+        default=0,
+        ge=0,
+        description="the baseline's random playouts stop after this many moves and are valued like a selfplay game "
+        "cut off (the game's progress measure); 0: played to the end",
+    )
     sprt_elo0: float = Field(default=0.0, description="SPRT null hypothesis: Elo difference (Elo)")
     sprt_elo1: float = Field(default=35.0, description="SPRT alternative hypothesis: Elo difference (Elo)")
     sprt_alpha: float = Field(default=0.05, gt=0, lt=0.5, description="SPRT false-positive rate")
@@ -680,6 +733,12 @@ class WorkloadSettings(_Section):
     )
     fast_simulations: int = Field(default=20, ge=1, description="simulations of the unrecorded fast selfplay moves")
     tree_reuse: bool = Field(default=False, description="carry the subtree of the move played into the next search")
+    selfplay_max_moves: int = Field(
+        default=0,
+        ge=0,
+        description="selfplay games still running after this many moves are cut off and valued by the game's "
+        "progress measure (or its returns so far); 0: the game's own limit",
+    )
     command_timeout_s: float = Field(default=3600.0, gt=0, description="default time a user command may run (seconds)")
 
     @field_validator("kind")

@@ -12,6 +12,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +21,14 @@ import torch
 from zeroloop.config import WorkloadSettings
 from zeroloop.errors import WorkloadError
 from zeroloop.workload.datafiles import Arrays, load_window, write_npz
+from zeroloop.workload.diagnostics import window_figures
 from zeroloop.workload.games import Game
 from zeroloop.workload.gumbel import GumbelConfig
 from zeroloop.workload.match import MoveChooser, play_match, random_chooser, search_chooser
-from zeroloop.workload.mcts import BatchedMCTS, SearchConfig, network_leaves, rollout_leaves
+from zeroloop.workload.mcts import BatchedMCTS, LeafEvaluator, SearchConfig, network_leaves, rollout_leaves
 from zeroloop.workload.network import Evaluator, NetShape, PolicyValueNet, load_net, new_net
 from zeroloop.workload.params import AlphaZeroParams
+from zeroloop.workload.progress import truncation_values
 from zeroloop.workload.protocol import (
     EvaluateRequest,
     Evidence,
@@ -51,14 +54,23 @@ NO_MODEL_SHA256 = "none"
 
 def quality_counts(arrays: Arrays) -> dict[str, float]:
     """What the selfplay quality monitor reads from a game batch (zeroloop.pipeline.quality):
-    `draws`, games whose players all got the same outcome, and `policy_entropy`, the mean
-    entropy of the search's move distribution per recorded position (nats)."""
+    `draws`, games whose players all got the same outcome; `distinct_outcomes`, how many
+    different outcomes (each player's, seen from the first seat) the games ended in; and
+    `policy_entropy`, the mean entropy of the search's move distribution per recorded position (nats)."""
     _games, first = np.unique(arrays["game_index"], return_index=True)  # each game's first position
     draws = int((np.ptp(arrays["value"][first], axis=1) == 0.0).sum())
+    # The last input planes name the mover (one per player), so each outcome is turned to the first seat's frame.
+    players = arrays["value"].shape[1]
+    movers = arrays["obs"][first, -players:, 0, 0].argmax(axis=1) if "obs" in arrays else np.zeros_like(first)
+    outcomes = {tuple(np.roll(arrays["value"][row], mover)) for row, mover in zip(first, movers, strict=True)}
     policy = arrays["policy"].astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         entropy = -np.where(policy > 0, policy * np.log(policy), 0.0).sum(axis=1)
-    return {"draws": draws, "policy_entropy": float(entropy.mean()) if len(entropy) else 0.0}
+    return {
+        "draws": draws,
+        "distinct_outcomes": len(outcomes),
+        "policy_entropy": float(entropy.mean()) if len(entropy) else 0.0,
+    }
 
 
 class AlphaZeroWorkload:
@@ -84,6 +96,10 @@ class AlphaZeroWorkload:
             game.obs_shape, game.num_actions, params.blocks, params.channels, params.value_hidden, game.num_players
         )
 
+    def evaluator(self, net: PolicyValueNet) -> Evaluator:
+        """Batched inference of `net` on the configured device and precision."""
+        return Evaluator(net, self.settings.device, self.settings.inference_precision)
+
     def load_or_new(self, game: Game, model: Path | None, seed: int) -> tuple[PolicyValueNet, str]:
         """The network in `model` (checked against the game) or a fresh one, and the model file's sha256."""
         if model is None:
@@ -96,7 +112,7 @@ class AlphaZeroWorkload:
 
     def selfplay(self, request: SelfplayRequest) -> Evidence:
         """Play `request.games` games and write them as one game batch."""
-        began = time.perf_counter()
+        began = _Began.now()
         if request.games < 1:
             raise WorkloadError(f"selfplay needs at least one game, got {request.games}")
         game = self.game(request.config_key)
@@ -106,7 +122,7 @@ class AlphaZeroWorkload:
         search = SearchConfig(
             params.simulations, params.c_puct, params.dirichlet_alpha, params.dirichlet_epsilon, gumbel_of(params)
         )
-        mcts = BatchedMCTS(game, network_leaves(game, Evaluator(net, self.settings.device)), search, rng)
+        mcts = BatchedMCTS(game, network_leaves(game, self.evaluator(net)), search, rng)
         result = play_games(
             game,
             mcts,
@@ -118,12 +134,14 @@ class AlphaZeroWorkload:
             full_share=params.full_search_share,
             fast_simulations=params.fast_simulations,
             reuse=params.tree_reuse,
+            max_moves=params.selfplay_max_moves,
         )
         write_npz(request.output, result.arrays)
         counts = {
             "games": int(result.arrays["num_games"]),
             "positions": result.positions,
             "evaluations": result.evaluations,
+            "truncated": result.truncated,
             **quality_counts(result.arrays),
         }
         return self._evidence(
@@ -132,15 +150,18 @@ class AlphaZeroWorkload:
 
     def export(self, request: ExportRequest) -> Evidence:
         """Write a training window of the newest positions of `request.inputs`, augmented by symmetries."""
-        began = time.perf_counter()
+        began = _Began.now()
         game = self.game(request.config_key)
         window = build_window(game, request.inputs, request.window_samples, np.random.default_rng(request.seed))
         write_npz(request.output, window)
+        figures = window_figures(window)
+        figures["games"] /= int(window["symmetries"])  # each game is in the window once per symmetry
         counts = {
             "samples": int(window["obs"].shape[0]),
             "source_samples": int(window["source_samples"]),
             "symmetries": int(window["symmetries"]),
             "input_files": len(request.inputs),
+            **figures,
         }
         return self._evidence(
             "export", request.config_key, request.output, FileKind.TRAINING_WINDOW, counts=counts, began=began
@@ -148,7 +169,7 @@ class AlphaZeroWorkload:
 
     def train(self, request: TrainRequest, progress: ProgressCallback = no_progress) -> Evidence:
         """Train on `request.window` and write the model file (also the resumable checkpoint)."""
-        began = time.perf_counter()
+        began = _Began.now()
         game = self.game(request.config_key)
         params = self.params(request.config_key)
         window = load_window(request.window, request.config_key)
@@ -176,12 +197,13 @@ class AlphaZeroWorkload:
             "window_rows": result.window_rows,
             "batch_draws": result.batch_draws,
             "loss": result.loss,
+            **result.diagnostics,
         }
         return self._evidence("train", request.config_key, request.output, FileKind.MODEL, counts=counts, began=began)
 
     def evaluate(self, request: EvaluateRequest) -> Evidence:
         """Play a match between `request.candidate` and `request.opponent` and write its result as JSON."""
-        began = time.perf_counter()
+        began = _Began.now()
         if request.games < 1:
             raise WorkloadError(f"evaluation needs at least one game, got {request.games}")
         game = self.game(request.config_key)
@@ -208,15 +230,20 @@ class AlphaZeroWorkload:
             return random_chooser(game, rng)
         if player.kind == "mcts":
             search = SearchConfig(params.baseline_simulations, params.c_puct)
-            return search_chooser(
-                BatchedMCTS(game, rollout_leaves(game, params.baseline_rollouts, rng), search, rng), rng
-            )
+            return search_chooser(BatchedMCTS(game, self._rollouts(game, params, rng), search, rng), rng)
         if player.model is None:
             raise WorkloadError("a model player needs a model file")
         net, _ = self.load_or_new(game, player.model, 0)
         search = SearchConfig(params.eval_simulations, params.c_puct, gumbel=gumbel_of(params))
-        leaves = network_leaves(game, Evaluator(net, self.settings.device))
+        leaves = network_leaves(game, self.evaluator(net))
         return search_chooser(BatchedMCTS(game, leaves, search, rng), rng, reuse=params.tree_reuse)
+
+    @staticmethod
+    def _rollouts(game: Game, params: AlphaZeroParams, rng: np.random.Generator) -> LeafEvaluator:
+        """The pure-MCTS baseline's leaf evaluator: random playouts, cut off like selfplay's games when capped."""
+        cap = params.baseline_rollout_moves
+        cut_off = truncation_values(game) if cap > 0 else None
+        return rollout_leaves(game, params.baseline_rollouts, rng, max_moves=cap, cut_off=cut_off)
 
     @staticmethod
     def _evidence(
@@ -226,10 +253,12 @@ class AlphaZeroWorkload:
         kind: FileKind,
         *,
         counts: Mapping[str, float],
-        began: float,
+        began: _Began,
     ) -> Evidence:
         described = OutputFile.describe(output, kind)
-        elapsed = time.perf_counter() - began
+        elapsed = time.perf_counter() - began.wall
+        # The CPU this process (all its threads) spent on the operation: what the job cost the machine.
+        counts = {**counts, "cpu_s": round(time.process_time() - began.cpu, 3)}
         log.info(
             "%s %s wrote %s (%d bytes) in %.1f s: %s",
             operation,
@@ -240,6 +269,18 @@ class AlphaZeroWorkload:
             counts,
         )
         return Evidence(operation, config_key, (described,), counts, elapsed)
+
+
+@dataclass(frozen=True)
+class _Began:
+    """When an operation started: wall clock and this process's CPU time (seconds)."""
+
+    wall: float
+    cpu: float
+
+    @classmethod
+    def now(cls) -> _Began:
+        return cls(time.perf_counter(), time.process_time())
 
 
 def gumbel_of(params: AlphaZeroParams) -> GumbelConfig | None:

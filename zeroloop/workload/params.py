@@ -51,6 +51,9 @@ class AlphaZeroParams:
     full_search_share: float
     fast_simulations: int
     tree_reuse: bool
+    selfplay_max_moves: int
+    baseline_rollout_moves: int
+    eval_max_moves: int
 
     @classmethod
     def resolve(cls, settings: WorkloadSettings, config_key: str) -> AlphaZeroParams:

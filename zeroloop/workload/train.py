@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from zeroloop.errors import WorkloadError
 from zeroloop.workload.datafiles import Arrays
+from zeroloop.workload.diagnostics import training_figures
 from zeroloop.workload.network import PolicyValueNet, load_model_file, load_net, resolve_device, save_model
 from zeroloop.workload.params import AlphaZeroParams
 from zeroloop.workload.protocol import Progress, ProgressCallback
@@ -44,6 +45,7 @@ class TrainResult:
     batch_draws: int
     loss: float
     resumed_from_step: int
+    diagnostics: dict[str, float] = field(default_factory=dict)
 
 
 def _resume_point(output: Path, config_key: str, window_sha256: str) -> int:
@@ -98,6 +100,7 @@ def train_net(
     interval_start = time.perf_counter()
     interval_steps = 0
     mean_loss = float("nan")
+    last_losses: dict[str, float] = {}
 
     def checkpoint(step: int) -> None:
         extra = {"step": step, "window_sha256": window_sha256, "optimizer": optimizer.state_dict()}
@@ -119,6 +122,7 @@ def train_net(
             elapsed = max(time.perf_counter() - interval_start, 1e-9)
             mean = totals / interval_steps
             mean_loss = float(mean[0])
+            last_losses = {"policy_loss": float(mean[1]), "value_loss": float(mean[2])}
             report = Progress(step, steps, mean_loss, float(mean[1]), float(mean[2]), interval_steps * batch / elapsed)
             log.info(
                 "train %s step %d/%d loss %.4f (%.0f samples/s)",
@@ -137,4 +141,5 @@ def train_net(
     net.eval()
     checkpoint(steps)
     ran = max(steps - start, 0)
-    return TrainResult(ran, steps, int(window["source_samples"]), count, ran * batch, mean_loss, start)
+    diagnostics = {**last_losses, **training_figures(net, window, target, seed)}
+    return TrainResult(ran, steps, int(window["source_samples"]), count, ran * batch, mean_loss, start, diagnostics)
