@@ -227,7 +227,7 @@ def test_a_flagged_batch_is_named_in_the_decision_and_kept_out_of_later_windows(
         excluded = excluded_batches(queries.get_pipeline(conn, FAST)["progress"])
     assert excluded == {"b" * 64, "c" * 64, "d" * 64}
     coordinator = PipelineCoordinator(
-        world.store, world.bus, JobQueue(world.store, world.bus, world.settings), world.registry, world.settings
+        world.store, world.bus, JobQueue(world.store, world.bus, world.settings), world.models, world.settings
     )
     with world.store.read() as conn:
         inputs = coordinator._window_inputs(conn, FAST, 10**6, excluded)
