@@ -264,6 +264,13 @@ class ClusterSettings(_Section):
     heartbeat_interval_s: float = Field(default=10.0, gt=0, description="node heartbeat interval (seconds)")
     node_lost_after_s: float = Field(default=60.0, gt=0, description="silence after which a node is lost (seconds)")
     leader_lease_s: float = Field(default=15.0, gt=0, description="leader and role lease length (seconds)")
+    orphan_after_s: float = Field(
+        default=1800.0,
+        ge=0,
+        description="dead-man switch of a machine the fleet launched: it stops itself when it could not heartbeat, "
+        "or no coordinator held the leader lease, for this long, so it stops billing when nobody is left to stop "
+        "it; well past any outage to ride out (seconds); 0: never",
+    )
 
     @field_validator("node_id", "provider")
     @classmethod
@@ -287,6 +294,12 @@ class ClusterSettings(_Section):
             raise ValueError(
                 f"node_lost_after_s ({self.node_lost_after_s}) must be at least {NODE_LOST_MIN_HEARTBEATS} x "
                 f"heartbeat_interval_s ({self.heartbeat_interval_s}), i.e. {least:g}: raise it or heartbeat more often"
+            )
+        if self.orphan_after_s and self.orphan_after_s < self.node_lost_after_s:
+            # The coordinator must give a silent node up (and re-queue its jobs) before the node gives itself up.
+            raise ValueError(
+                f"orphan_after_s ({self.orphan_after_s}) must be at least node_lost_after_s ({self.node_lost_after_s}) "
+                "or 0 (never)"
             )
         return self
 

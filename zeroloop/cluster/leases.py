@@ -21,6 +21,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from zeroloop.cluster.nodes import LEADER_LEASE
 from zeroloop.daemons.daemon import Clock, DaemonContext, Leadership, LoopDaemon
 from zeroloop.errors import LeaseError
 from zeroloop.events.bus import EventBus
@@ -32,7 +33,7 @@ from zeroloop.store.queries import leases as queries
 log = logging.getLogger(__name__)
 declare("zeroloop.cluster.leases", emits=("LEADER_ELECTED", "LEADER_LOST"))
 
-LEADER = "leader"
+LEADER = LEADER_LEASE  # the coordinator's lease (named in cluster.nodes, whose heartbeat reads it)
 
 
 class LeaseState(StrEnum):
@@ -121,7 +122,7 @@ class LeaseManager:
     def release(self, role: str, token: int) -> bool:
         """Give the lease up (keeping its token); True when we held it."""
         with self.store.transaction() as conn:
-            released = queries.free_lease(conn, role, self.holder, token)
+            released = queries.free_lease(conn, role, self.holder, token, now=self.clock())
             if released:
                 self.bus.publish("LEADER_LOST", {"role": role, "node": self.holder, "token": token, "released": True})
         return released

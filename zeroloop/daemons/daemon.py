@@ -136,6 +136,29 @@ class DaemonParts(Protocol):
         ...
 
 
+@dataclass
+class ExitRequest:
+    """A daemon's request that its whole process end, and the exit status it should end with.
+
+    The node agent asks for it when the fleet stops the node, when nobody has been able to
+    hear the node for too long (the dead-man switch), or when the server refused its token.
+    `zeroloop worker` waits on `requested` beside its signals: one request, one drain
+    (`force`: no drain, the process ends at once). The first request wins.
+    """
+
+    code: int | None = None
+    reason: str = ""
+    force: bool = False
+    requested: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def request(self, code: int, reason: str, *, force: bool = False) -> None:
+        """Ask the process to end with `code`; later requests change nothing but `force` (a stronger one)."""
+        if self.code is None:
+            self.code, self.reason = code, reason
+        self.force = self.force or force
+        self.requested.set()
+
+
 P_co = TypeVar("P_co", bound=DaemonParts, covariant=True)
 
 
@@ -151,6 +174,7 @@ class DaemonContext(Generic[P_co]):
     leadership: Leadership = field(default_factory=Leadership)
     clock: Clock = time.time
     consumers: Sequence[Any] = ()  # durable event consumer specs (events.consumer.ConsumerSpec) this process runs
+    exit: ExitRequest = field(default_factory=ExitRequest)  # a daemon asking its process to end
 
 
 class LoopDaemon:

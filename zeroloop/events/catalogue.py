@@ -295,6 +295,14 @@ class NodeIdleShutdown(Payload):
     cost_saved_per_hour: float | None = None
 
 
+@_declare("EVACUATION_FAILED")
+class EvacuationFailed(Payload):
+    """A draining node could not upload an artifact only it holds; it keeps the node and tries again."""
+
+    node: str
+    error: str
+
+
 @_declare("LEADER_ELECTED")
 class LeaderElected(Payload):
     """A node acquired a leader or role lease (token: fencing token)."""

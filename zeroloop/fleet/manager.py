@@ -34,6 +34,7 @@ from zeroloop.events.wiring import declare
 from zeroloop.fleet.providers.base import LaunchSpec, MachineState, Provider, ProviderError
 from zeroloop.store.database import Store
 from zeroloop.store.queries import artifacts as artifact_queries
+from zeroloop.store.queries import daemons as daemon_queries
 from zeroloop.store.queries import health as health_queries
 from zeroloop.store.queries import nodes as queries
 
@@ -442,6 +443,8 @@ class Fleet:
             return False
         # Gone: a stop the provider confirms, a lost machine, or a failed launch the provider had taken.
         if self.nodes.move(conn, row, NodeStatus.TERMINATED):
+            requeue(row["id"])  # a job it still held (its drain cut short) runs again now, not after its lease
+            daemon_queries.delete_node_daemons(conn, row["id"])  # a node gone for good leaves no daemon rows behind
             self._terminated(row, now)
             done.terminated.append(row["id"])
         return False

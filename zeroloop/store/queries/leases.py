@@ -57,11 +57,14 @@ def extend_lease(conn: Connection, name: str, holder: str, token: int, *, now: f
     return bool(result.rowcount)
 
 
-def free_lease(conn: Connection, name: str, holder: str, token: int) -> bool:
-    """Release a lease held by (holder, token), keeping its token; False when it was not held so."""
+def free_lease(conn: Connection, name: str, holder: str, token: int, *, now: float) -> bool:
+    """Release a lease held by (holder, token), keeping its token; False when it was not held so.
+
+    Its expiry becomes `now` (epoch seconds): how long a role has gone unheld is read from it.
+    """
     result = conn.execute(
         sa.update(leases)
         .where(leases.c.name == name, leases.c.holder == holder, leases.c.token == token)
-        .values(holder=None, expires_at=0.0)
+        .values(holder=None, expires_at=now)
     )
     return bool(result.rowcount)
