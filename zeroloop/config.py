@@ -450,8 +450,16 @@ ALERT_RULES = (
     "budget_reached",
     "production_regression",
     "no_promotion",
+    "orphan_found",
+    "launch_failed",
+    "evacuation_failed",
+    "failover",
+    "artifact_corrupt",
+    "disk_space_low",
+    "plateau",
+    "quality_warning",
 )
-"""The alert rules (see zeroloop/alerts/rules.py and docs/observability.md)."""
+"""The alert rules; each event type names its own in zeroloop/events/catalogue.py (see docs/observability.md)."""
 
 
 class WebhookSettings(_Section):

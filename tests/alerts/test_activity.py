@@ -89,6 +89,10 @@ def _examples() -> dict[str, dict[str, Any]]:
         "GARBAGE_COLLECTED": {"counts": {"jobs": 40, "game_batch": 3}, "bytes_freed": 2_000_000},
         "DISK_SPACE_LOW": {"node": "w1", "disk_pct": 93.5, "evicted_bytes": 10**9, "selfplay_refused": True},
         "BACKUP_CREATED": {"backup_id": "20261201-120000", "store_bytes": 10**6, "artifacts": 12, "pruned": ["old"]},
+        "PIPELINE_RESUMED": {"config_key": "c4", "reason": "system health recovered"},
+        "EVACUATION_FAILED": {"node": "w1", "error": "OSError: [Errno 28] No space left on device: '/shared/x'"},
+        "PLATEAU_CHANGED": {"config_key": "c4", "plateau": True, "gain_elo": 3.0, "rounds": 5, "reason": "flat"},
+        "QUALITY_WARNING": {"config_key": "c4", "warnings": ["draw rate 0.97 over 0.95"]},
     }
 
 

@@ -76,8 +76,10 @@ class SchedulerDaemon(LoopDaemon):
         self.tournaments = TournamentScheduler(
             app.store, app.queue, app.settings, clock=context.clock, fence=self.fence, breakers=app.breakers
         )
-        self.quality = SelfplayQualityMonitor(app.store, app.settings, clock=context.clock, fence=self.fence)
-        self.curriculum = Curriculum(app.store, app.settings, clock=context.clock, fence=self.fence)
+        self.quality = SelfplayQualityMonitor(
+            app.store, app.settings, clock=context.clock, fence=self.fence, bus=app.bus
+        )
+        self.curriculum = Curriculum(app.store, app.settings, clock=context.clock, fence=self.fence, bus=app.bus)
         self.feedback_at: float | None = None  # when the quality monitor and the curriculum last ran (clock time)
 
     async def tick(self) -> None:

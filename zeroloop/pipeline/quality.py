@@ -31,11 +31,14 @@ from sqlalchemy.engine import Connection
 
 from zeroloop.artifacts.transfer import ArtifactKind
 from zeroloop.config import EvaluationSettings, Settings
+from zeroloop.events.bus import EventBus
+from zeroloop.events.wiring import declare
 from zeroloop.store.database import Store
 from zeroloop.store.queries import artifacts as artifact_queries
 from zeroloop.store.queries import pipelines as queries
 
 log = logging.getLogger(__name__)
+declare("zeroloop.pipeline.quality", emits=("QUALITY_WARNING",))
 
 BATCHES_PER_LOOK = 1000  # newest batches read per look (more than a look's worth at any realistic rate)
 OPTIONAL = ("draws", "policy_entropy", "value_mse")
@@ -92,8 +95,10 @@ class SelfplayQualityMonitor:
         *,
         clock: Callable[[], float] = time.time,
         fence: Callable[[Connection], None] | None = None,
+        bus: EventBus | None = None,
     ) -> None:
-        """`fence(conn)` refuses the look's writes unless this process still leads."""
+        """`fence(conn)` refuses the look's writes unless this process still leads; `bus` announces warnings."""
+        self.bus = bus
         self.store = store
         self.settings = settings.evaluation
         self.clock = clock
@@ -136,6 +141,8 @@ class SelfplayQualityMonitor:
                 )
                 if warnings:
                     log.warning("%s: selfplay quality: %s", key, "; ".join(warnings))
+                    if self.bus is not None:  # the decision and its alert commit together
+                        self.bus.publish("QUALITY_WARNING", {"config_key": key, "warnings": warnings, "figures": found})
                 queries.merge_progress(conn, key, {"quality": {**found, "at": now, "newest_batch_at": newest}}, now)
                 looked[key] = found
         return looked
