@@ -168,6 +168,12 @@ class QueueSettings(_Section):
     reaper_interval_s: float = Field(default=5.0, gt=0, description="expired-lease scan interval (seconds)")
     default_max_attempts: int = Field(default=3, ge=1, description="attempts before a job is dead")
     default_timeout_s: float = Field(default=3600.0, gt=0, description="default job run-time limit (seconds)")
+    stall_after_s: float = Field(
+        default=600.0,
+        ge=0,
+        description="a running job whose work shows no progress this long (no progress report, its Python stack "
+        "unmoved, its commands using no CPU: a hung CUDA call, a deadlock) is killed and retried (seconds); 0: never",
+    )
     retry_initial_s: float = Field(default=5.0, ge=0, description="first job retry delay (seconds)")
     retry_max_s: float = Field(default=600.0, ge=0, description="largest job retry delay (seconds)")
     soft_limit: int = Field(default=200, ge=1, description="queued jobs per type where backpressure starts")
