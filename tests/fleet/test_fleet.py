@@ -198,6 +198,27 @@ def test_an_unknown_billed_machine_is_an_orphan(tmp_path: Path, clock: FakeClock
         assert provider.terminated == (["x9"] if action == "terminate" else [])
 
 
+def test_failed_listings_leave_the_launch_breaker_closed_and_judge_nothing(
+    fleet: tuple[App, MemoryProvider],
+) -> None:
+    # A slurmctld restart: squeue fails for a while; the machines are fine and launches still work.
+    app, provider = fleet
+    (outcome,) = app.fleet.launch("mem")
+    _register(app, outcome.node_id)
+    listing = provider.machines
+
+    def unreachable() -> list[Machine]:
+        raise ProviderError("squeue: slurmctld not responding")
+
+    provider.machines = unreachable  # type: ignore[method-assign]
+    for _ in range(5):
+        assert app.fleet.reconcile(app.queue.requeue_node).unlisted == ["mem"]
+    assert app.breakers.allow("provider:mem") and app.breakers.get("provider:mem").failures == 0
+    assert _status(app, outcome.node_id) == "active"  # not lost on a listing that failed
+    provider.machines = listing  # type: ignore[method-assign]
+    assert app.fleet.launch("mem")[0].error is None
+
+
 def test_a_request_whose_launcher_died_is_adopted_or_failed(
     fleet: tuple[App, MemoryProvider], clock: FakeClock
 ) -> None:

@@ -70,6 +70,7 @@ class Reconciled:
     terminated: list[str] = field(default_factory=list)
     drained: list[str] = field(default_factory=list)
     orphans: list[str] = field(default_factory=list)
+    unlisted: list[str] = field(default_factory=list)  # pools whose provider could not list its machines
 
 
 WorkerEnv = Callable[[str, str, PoolSettings], dict[str, str]]
@@ -359,8 +360,10 @@ class Fleet:
             try:
                 machines = {m.provider_id: m for m in provider.machines()}
             except ProviderError as exc:
-                log.warning("pool %s: cannot list machines: %s", name, exc)
-                self.breakers.record_failure(f"provider:{name}")
+                # A failed listing (slurmctld restarting, a cloud API hiccup) is not a failed launch: it leaves the
+                # pool's launch breaker alone, and nothing is judged gone on it; the next pass lists again.
+                log.warning("pool %s: cannot list machines (nothing judged this pass): %s", name, exc)
+                done.unlisted.append(name)
                 continue
             with self.store.read() as conn:
                 rows = queries.pool_nodes(conn, name)
