@@ -35,7 +35,6 @@ import sqlalchemy as sa
 
 from zeroloop.config import QueueSettings, Settings
 from zeroloop.events.bus import EventBus
-from zeroloop.queue.backpressure import Resources
 from zeroloop.queue.manager import JobQueue
 from zeroloop.store import migrate
 from zeroloop.store.database import Store
@@ -52,7 +51,7 @@ def bench_settings(url: str, data_dir: Path, jobs: int) -> Settings:
 def direct_queue(settings: Settings, store: Store, node: str) -> JobQueue:
     """A queue straight on the store, its node resources read as idle."""
     bus = EventBus(store, node=node, source="bench")
-    return JobQueue(store, bus, settings, resources=lambda: Resources(memory_pct=0.0, disk_pct=0.0))
+    return JobQueue(store, bus, settings)
 
 
 def _worker(index: int, url: str, data_dir: str, jobs: int, combined: bool, start: Any, results: Any) -> None:

@@ -53,6 +53,7 @@ def nodes_table(app: App) -> Table:
         "heartbeat",
         "cost/h",
         "cost",
+        "models held",
     ):
         table.add_column(column)
     for row in views.nodes(app):
@@ -72,6 +73,7 @@ def nodes_table(app: App) -> Table:
             _ago(row["heartbeat_at"], now),
             "-" if row["cost_per_hour"] is None else f"{row['cost_per_hour']:g}",
             f"{row['cost']:.2f}",
+            escape(", ".join(f"{key}: {model}" for key, model in row["holds"].items()) or "-"),
         )
     return table
 

@@ -355,6 +355,17 @@ class DiskSpaceLow(Payload):
 
 
 @_declare(
+    "DISK_SPACE_RECOVERED",
+    _good_news(lambda p: f"node {p['node']} disk back to {p['disk_pct']:.0f}%: it claims selfplay again"),
+)
+class DiskSpaceRecovered(Payload):
+    """A node's data disk is back below its soft limit after DISK_SPACE_LOW; its circuit breaker starts afresh."""
+
+    node: str
+    disk_pct: float = Field(ge=0, le=100)
+
+
+@_declare(
     "BACKUP_CREATED",
     _good_news(
         lambda p: (

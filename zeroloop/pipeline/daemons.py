@@ -30,6 +30,7 @@ from zeroloop.pipeline.scheduler import SelfplayScheduler
 from zeroloop.pipeline.slots import SlotBudget, Slots
 from zeroloop.pipeline.tournament import TournamentScheduler
 from zeroloop.ports import AppParts, WorkerParts
+from zeroloop.queue.backpressure import NodePressure, psutil_reader
 from zeroloop.queue.jobs import Capabilities
 from zeroloop.store.queries import pipelines as queries
 
@@ -148,6 +149,10 @@ def _executor(context: DaemonContext[WorkerParts], job_types: tuple[str, ...]) -
     cluster = app.settings.cluster
     slots = max(1, info.slots)
     labels = frozenset(cluster.labels)
+    # One reading of this node's memory and disk for all its slots: past a hard limit it claims no selfplay.
+    pressure = NodePressure(
+        app.settings.queue, psutil_reader(app.settings.data_dir), producers=frozenset({jobs.SELFPLAY})
+    )
 
     def make(budget: SlotBudget | None = None) -> JobExecutor:
         return JobExecutor(
@@ -161,6 +166,7 @@ def _executor(context: DaemonContext[WorkerParts], job_types: tuple[str, ...]) -
             job_types=job_types,
             clock=context.clock,
             budget=budget,
+            pressure=pressure,
         )
 
     if slots == 1 and not cluster.max_jobs_per_type:

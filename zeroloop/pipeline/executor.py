@@ -38,6 +38,7 @@ from zeroloop.events.wiring import declare
 from zeroloop.pipeline import child, jobs
 from zeroloop.pipeline.slots import SlotBudget
 from zeroloop.ports import ArtifactPort, EventPort, JobPort, ModelPort
+from zeroloop.queue.backpressure import NodePressure
 from zeroloop.queue.jobs import Capabilities, Job, Lease, Outcome
 from zeroloop.workload.protocol import Evidence
 
@@ -73,6 +74,7 @@ class JobExecutor:
         job_types: tuple[str, ...] = jobs.JOB_TYPES,
         clock: Callable[[], float] = time.time,
         budget: SlotBudget | None = None,
+        pressure: NodePressure | None = None,
     ) -> None:
         """`job_types` are the pipeline job types this executor claims; the parts are the store's or the server's.
 
@@ -89,6 +91,7 @@ class JobExecutor:
         self.job_types = job_types
         self.clock = clock
         self.budget = budget
+        self.pressure = pressure  # this node's own memory and disk: past a hard limit, no selfplay is claimed
         self.workdir = settings.data_dir / "work" / node
         self._child: child.JobChild | None = None  # the job child, kept warm between jobs
         self._stopped_child: child.JobChild | None = None  # the last one started, to read its exit status
@@ -140,12 +143,17 @@ class JobExecutor:
         await self._execute(lease, claim_next=False)
         return True
 
+    def _types(self) -> tuple[str, ...]:
+        """The job types this executor may claim now: its own, less the producers while its node is at STOP."""
+        return self.job_types if self.pressure is None else self.pressure.claimable(self.job_types)
+
     def _claim(self) -> Lease | None:
         """Lease a job this slot may run: everything it asks for, or with a budget what the node has free."""
         if self.budget is None:
-            return self.queue.claim(self.node, self.capabilities, self.job_types)
+            types = self._types()
+            return self.queue.claim(self.node, self.capabilities, types) if types else None
         with self.budget.claiming():
-            capabilities, types = self.budget.offer(self.job_types)
+            capabilities, types = self.budget.offer(self._types())
             if not types:
                 return None
             lease = self.queue.claim(self.node, capabilities, types)
@@ -473,13 +481,17 @@ class JobExecutor:
             self.queue.complete(job.id, token, result, event=event)
             return None
         if self.budget is None:
+            types = self._types()
+            if not types:
+                self.queue.complete(job.id, token, result, event=event)
+                return None
             _done, following = self.queue.complete_and_claim(
-                job.id, token, result, node=self.node, capabilities=self.capabilities, types=self.job_types, event=event
+                job.id, token, result, node=self.node, capabilities=self.capabilities, types=types, event=event
             )
             return following
         with self.budget.claiming():
             self.budget.give(job.id)  # this job is done: its resources count for the next claim
-            capabilities, types = self.budget.offer(self.job_types)
+            capabilities, types = self.budget.offer(self._types())
             if not types:
                 self.queue.complete(job.id, token, result, event=event)
                 return None

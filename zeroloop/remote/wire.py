@@ -23,7 +23,13 @@ META_HEADER = "X-Zeroloop-Meta"
 
 # Events a worker may publish itself: its jobs' outcomes and progress, and its daemons' crash loops.
 COMPLETION_EVENTS = frozenset({"SELFPLAY_COMPLETE", "NPZ_EXPORT_COMPLETE", "TRAINING_COMPLETED", "EVALUATION_RESULT"})
-WORKER_EVENTS = COMPLETION_EVENTS | {"TRAINING_STARTED", "TRAINING_PROGRESS", "DAEMON_CRASH_LOOP"}
+WORKER_EVENTS = COMPLETION_EVENTS | {
+    "TRAINING_STARTED",
+    "TRAINING_PROGRESS",
+    "DAEMON_CRASH_LOOP",
+    "DISK_SPACE_LOW",  # the node's disk_space daemon, on every worker
+    "DISK_SPACE_RECOVERED",
+}
 
 
 class NotFound(errors.ZeroloopError):
