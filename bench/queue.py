@@ -49,7 +49,7 @@ def bench_settings(url: str, data_dir: Path, jobs: int) -> Settings:
 
 
 def direct_queue(settings: Settings, store: Store, node: str) -> JobQueue:
-    """A queue straight on the store, its node resources read as idle."""
+    """A queue straight on the store."""
     bus = EventBus(store, node=node, source="bench")
     return JobQueue(store, bus, settings)
 
