@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import sqlalchemy as sa
 
@@ -10,6 +12,8 @@ from zeroloop.app import App
 from zeroloop.cluster.leases import LEADER, LeaderElector, LeaseManager, LeaseState, guard
 from zeroloop.daemons.daemon import Leadership
 from zeroloop.errors import LeaseError
+from zeroloop.events.bus import EventBus
+from zeroloop.store.database import Store
 from zeroloop.store.schema import events
 
 
@@ -124,3 +128,41 @@ def test_a_long_wait_for_the_lease_row_never_writes_a_lease_that_has_already_run
     assert not a.renew(LEADER, token)
     with pytest.raises(LeaseError, match="stale"), app.store.transaction() as conn:
         a.guard(conn, LEADER, token)
+
+
+def test_a_leader_whose_renewal_meets_its_own_fenced_write_keeps_leading(pg_store: Store) -> None:
+    # Every leader-only write locks the lease row (the guard) for its whole transaction; the
+    # leader's renewal, on another connection meanwhile, must wait for it, not give the lease up.
+    import threading
+
+    bus = EventBus(pg_store, node="a", source="test")
+    leases = LeaseManager(pg_store, bus, holder="a", ttl_s=30)
+    token = leases.acquire(LEADER)
+    assert token is not None
+    guarding, release = threading.Event(), threading.Event()
+
+    def write() -> None:
+        with pg_store.transaction() as conn:
+            leases.guard(conn, LEADER, token)
+            guarding.set()
+            release.wait(timeout=30)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    assert guarding.wait(timeout=30)
+    renewed: list[int | None] = []
+    renewal = threading.Thread(target=lambda: renewed.append(leases.acquire(LEADER)))
+    renewal.start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not _waits_for_a_lock(pg_store):
+        time.sleep(0.05)  # until the renewal is seen waiting on the row (bounded)
+    release.set()
+    writer.join(timeout=30)
+    renewal.join(timeout=30)
+    assert renewed == [token]
+
+
+def _waits_for_a_lock(store: Store) -> bool:
+    with store.read() as conn:
+        waiting = conn.execute(sa.text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"))
+        return bool(waiting.scalar_one())

@@ -163,8 +163,14 @@ class LeaseManager:
 
     def _depose_paused_holder(self, conn: Connection, role: str) -> dict[str, Any] | None:
         """The lease row, locked, once a holder paused past its lease inside a transaction is gone; None while
-        the row is held by a transaction whose lease is still good (a live holder renewing or writing)."""
+        the row is held by a transaction whose lease is still good (a live holder renewing or writing).
+
+        When the holder is this manager itself, the locking transaction is one of its own writes: it waits."""
         seen = queries.get_lease(conn, role)  # the committed row: what the locker wrote is not visible yet
+        if seen is not None and seen["holder"] == self.holder:
+            # Our own fenced write holds the row (its guard locks it): wait for it, bounded, and renew.
+            queries.set_lock_timeout(conn, self.ttl_s)
+            return queries.lock_lease(conn, role)
         if seen is None or lease_state(seen, self.clock()) is LeaseState.HELD:
             return None
         ended = queries.end_lease_lockers(conn, role)
