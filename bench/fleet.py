@@ -63,6 +63,7 @@ from sqlalchemy.engine import make_url
 from zeroloop.cluster.nodes import NodeInfo, Nodes, NodeStatus
 from zeroloop.config import PoolSettings, ServerSettings, Settings
 from zeroloop.control.tokens import Role, Tokens
+from zeroloop.errors import StaleLeaseError
 from zeroloop.events.bus import EventBus
 from zeroloop.fleet.providers.base import Launched, LaunchSpec, Machine, MachineState, Provider
 from zeroloop.queue.manager import JobQueue
@@ -113,16 +114,11 @@ class SimProvider(Provider):
         (self.options.spool / f"{provider_id}.json").unlink(missing_ok=True)
 
     def machines(self) -> list[Machine]:
-        """The spool files of this pool."""
-        found = []
-        for path in self.options.spool.glob("*.json"):
-            try:
-                pool = json.loads(path.read_text())["pool"]
-            except (OSError, ValueError, KeyError):
-                continue  # removed while listed
-            if pool == self.name:
-                found.append(Machine(path.stem, MachineState.RUNNING, path.stem))
-        return found
+        """The spool files of this pool (a node id starts with its pool's name: `<pool>-<hex>`), by name only."""
+        return [
+            Machine(path.stem, MachineState.RUNNING, path.stem)
+            for path in self.options.spool.glob(f"{self.name}-*.json")
+        ]
 
 
 # --- the simulator processes ----------------------------------------------------------------
@@ -137,6 +133,7 @@ class SimNode:
     queue: Any
     stop: bool = False
     vanished: bool = False
+    info: NodeInfo | None = None
 
 
 @dataclass
@@ -213,7 +210,7 @@ class Simulator:
         else:
             sim = SimNode(node, self.direct_nodes, self.direct_queue)
         self.running[node] = sim
-        info = NodeInfo(node, "sim", "sim", 1, 2**30, 2**36, pool=spec["pool"], slots=1)
+        info = sim.info = NodeInfo(node, "sim", "sim", 1, 2**30, 2**36, pool=spec["pool"], slots=1)
         try:
             while True:  # as a worker's agent does: register again at its next beat until the cluster answers
                 try:
@@ -239,6 +236,9 @@ class Simulator:
             self.record.beats.append(time.time())
             if status is NodeStatus.TERMINATING:
                 sim.stop = True
+            elif status in (None, NodeStatus.LOST):  # found lost (a late beat on a loaded machine): as the agent does
+                self.record.errors.append(f"{sim.id}: was {status}, registered again")
+                await self.call(sim.nodes.register, sim.info, {})
             await self._pause(sim, HEARTBEAT_S)
 
     async def work(self, sim: SimNode) -> None:
@@ -251,17 +251,22 @@ class Simulator:
                     await self._pause(sim, 0.5)  # the executor's idle wait
                     continue
             ends = time.monotonic() + random.uniform(self.low, self.high)  # the job "runs"
-            while not sim.stop and time.monotonic() < ends:
-                await self._pause(sim, min(LEASE_S / 3, ends - time.monotonic()))
-                if not sim.stop and time.monotonic() < ends:
-                    await self.call(sim.queue.heartbeat, lease.job.id, lease.token)
-                    self.record.beats.append(time.time())
-            if sim.stop:
-                return  # vanished or told to stop mid-job: its lease expires or its node is found lost
-            _done_and_next, took = await self.call(
-                sim.queue.complete_and_claim, lease.job.id, lease.token, {}, node=sim.id, types=[JOB_TYPE]
-            )
-            lease = _done_and_next[1]
+            try:
+                while not sim.stop and time.monotonic() < ends:
+                    await self._pause(sim, min(LEASE_S / 3, ends - time.monotonic()))
+                    if not sim.stop and time.monotonic() < ends:
+                        await self.call(sim.queue.heartbeat, lease.job.id, lease.token)
+                        self.record.beats.append(time.time())
+                if sim.stop:
+                    return  # vanished or told to stop mid-job: its lease expires or its node is found lost
+                done_and_next, took = await self.call(
+                    sim.queue.complete_and_claim, lease.job.id, lease.token, {}, node=sim.id, types=[JOB_TYPE]
+                )
+            except StaleLeaseError as exc:  # the lease moved on (the node was found lost meanwhile): drop it
+                self.record.errors.append(f"{sim.id}: StaleLeaseError: {exc}"[:300])
+                lease = None
+                continue
+            lease = done_and_next[1]
             self.record.claims.append((time.time(), took))
 
     @staticmethod
@@ -331,6 +336,22 @@ def _cpu_s(processes: list[psutil.Process]) -> float:
     return total
 
 
+def _postgres_cpu_s() -> float:
+    """CPU seconds of this machine's PostgreSQL: the postmaster, its live backends, and those already gone."""
+    total = 0.0
+    for process in psutil.process_iter(["name"]):
+        if process.info["name"] not in ("postgres", "postmaster"):
+            continue
+        try:
+            times = process.cpu_times()
+            total += times.user + times.system
+            if process.ppid() == 1 or process.parent() is None or process.parent().name() not in ("postgres",):
+                total += times.children_user + times.children_system  # the postmaster: its reaped backends
+        except psutil.Error:
+            continue
+    return total
+
+
 def _tree(pid: int) -> list[psutil.Process]:
     root = psutil.Process(pid)
     return [root, *root.children(recursive=True)]
@@ -349,6 +370,7 @@ class Figures:
     coordinator_cores: float = 0.0
     server_cores: float = 0.0
     postgres_cores: float = 0.0
+    machine_busy: float = 0.0  # share of all the machine's CPUs busy in the window (the simulators included)
     claim_p50_ms: float = 0.0
     claim_p99_ms: float = 0.0
     claims_per_s: float = 0.0
@@ -509,8 +531,8 @@ def measure(
         vanishing = random.sample(candidates, min(len(candidates), max(2, round(VANISH_SHARE * n))))
         gone, silent = vanishing[: len(vanishing) // 2], vanishing[len(vanishing) // 2 :]
         watched = {"coordinator": _tree(coordinator.pid), "server": _tree(server.pid)}
-        postgres = [p for p in psutil.process_iter(["name"]) if p.info["name"] in ("postgres", "postmaster")]
-        cpu = {name: _cpu_s(procs) for name, procs in watched.items()} | {"postgres": _cpu_s(postgres)}
+        cpu = {name: _cpu_s(procs) for name, procs in watched.items()} | {"postgres": _postgres_cpu_s()}
+        machine = psutil.cpu_times()
         start_wall, start = time.time(), time.monotonic()
         vanished_at = time.time()
         for node in gone:  # the machine is gone: the provider stops listing it
@@ -537,10 +559,13 @@ def measure(
         window = time.monotonic() - start
         end_wall = time.time()
         cpu = {name: (_cpu_s(procs) - cpu[name]) / window for name, procs in watched.items()} | {
-            "postgres": (_cpu_s(postgres) - cpu["postgres"]) / window
+            "postgres": (_postgres_cpu_s() - cpu["postgres"]) / window
         }
         figures.coordinator_cores, figures.server_cores = cpu["coordinator"], cpu["server"]
         figures.postgres_cores = cpu["postgres"]
+        after = psutil.cpu_times()
+        busy = sum(after) - after.idle - after.iowait - (sum(machine) - machine.idle - machine.iowait)
+        figures.machine_busy = busy / max(1e-9, sum(after) - sum(machine))
         figures.dashboard_ms = {page: (1000 * statistics.median(t), 1000 * max(t)) for page, t in pages.items() if t}
         # Node-lost detection: when each vanished node's row turned lost.
         deadline = time.monotonic() + NODE_LOST_S * 3
@@ -590,7 +615,7 @@ def report(figures: Figures) -> None:
     print(f"\n{figures.nodes} nodes ({'; '.join(figures.notes)})")
     print(
         f"  CPU (cores): coordinator {figures.coordinator_cores:.2f}, server {figures.server_cores:.2f}, "
-        f"PostgreSQL {figures.postgres_cores:.2f}"
+        f"PostgreSQL {figures.postgres_cores:.2f}; the machine {figures.machine_busy:.0%} busy (simulators included)"
     )
     print(
         f"  claims: {figures.claims_per_s:.1f}/s, latency p50 {figures.claim_p50_ms:.1f} ms, "

@@ -232,6 +232,30 @@ def test_a_request_whose_launcher_died_is_adopted_or_failed(
     assert done.orphans == []
 
 
+def test_a_worker_that_registers_before_its_launch_is_recorded_is_kept(
+    fleet: tuple[App, MemoryProvider], clock: FakeClock
+) -> None:
+    # A machine that boots faster than its loaded launcher records the provider's answer.
+    app, provider = fleet
+    (node_id,) = app.fleet.request("mem")
+    launch = provider.launch
+
+    def launch_and_boot(spec: LaunchSpec) -> Launched:
+        launched = launch(spec)
+        _register(app, spec.node_id)  # REQUESTED -> active, before start() records the answer
+        app.fleet.reconcile(app.queue.requeue_node)  # found by its node id meanwhile, not lost
+        return launched
+
+    provider.launch = launch_and_boot  # type: ignore[method-assign]
+    assert app.fleet.start(node_id).error is None
+    assert provider.terminated == [] and _status(app, node_id) == "active"
+    row = app.nodes.get(node_id)
+    assert row is not None and row["provider_id"] == "m1"
+    clock.advance(61)  # past launch_timeout_s: an active node is not failed for it
+    assert app.fleet.reconcile(app.queue.requeue_node).failed == []
+    assert _status(app, node_id) == "active"
+
+
 def test_draining_stops_claims_at_once(fleet: tuple[App, MemoryProvider]) -> None:
     app, _provider = fleet
     (outcome,) = app.fleet.launch("mem")

@@ -19,7 +19,7 @@ from typing import Any
 import psutil
 
 from zeroloop.cluster.leases import leader_fence
-from zeroloop.cluster.nodes import Fence, NodeError, NodeInfo, Nodes, NodeStatus, Requeue
+from zeroloop.cluster.nodes import Fence, NodeInfo, NodeRefused, Nodes, NodeStatus, Requeue
 from zeroloop.config import Settings
 from zeroloop.daemons.daemon import Clock, DaemonContext, DaemonHealth, ExitRequest, HealthState, LoopDaemon
 from zeroloop.errors import AuthError
@@ -171,7 +171,7 @@ class NodeAgent(LoopDaemon):
         load = await asyncio.to_thread(self.probe)
         try:
             status = await self._beat(load)
-        except (AuthError, NodeError) as exc:
+        except (AuthError, NodeRefused) as exc:
             self._stop(EXIT_REFUSED, f"this node may not take part any more: {exc}", force=True)
             return
         except Exception as exc:  # noqa: BLE001 - whatever stops a heartbeat counts as not heard

@@ -36,6 +36,10 @@ class NodeError(ZeroloopError):
     """A node operation was refused: unknown node or an illegal status change."""
 
 
+class NodeRefused(NodeError):
+    """The fleet gave this node up (failed, being stopped, stopped): it may not register again."""
+
+
 class NodeStatus(StrEnum):
     """A node's place in its lifecycle; persisted as `nodes.status`, changed only through `transition`."""
 
@@ -51,8 +55,11 @@ class NodeStatus(StrEnum):
 
 
 _EDGES: dict[NodeStatus, frozenset[NodeStatus]] = {
-    # Asked for: the provider takes it, refuses it, or the request is withdrawn.
-    NodeStatus.REQUESTED: frozenset({NodeStatus.LAUNCHING, NodeStatus.FAILED, NodeStatus.TERMINATED}),
+    # Asked for: the provider takes it, refuses it, or the request is withdrawn; or its worker registers before
+    # the launcher recorded the provider's answer (a machine that boots fast on a loaded launcher).
+    NodeStatus.REQUESTED: frozenset(
+        {NodeStatus.LAUNCHING, NodeStatus.FAILED, NodeStatus.TERMINATED, NodeStatus.ACTIVE}
+    ),
     # The worker registers, or it never does (timeout, the machine vanished), or we stop it first.
     NodeStatus.LAUNCHING: frozenset({NodeStatus.ACTIVE, NodeStatus.FAILED, NodeStatus.TERMINATING}),
     # Drained by hand or by idle shutdown, went silent, left cleanly, or stopped at once (nothing held).
@@ -183,7 +190,7 @@ class Nodes:
                 current = NodeStatus(row["status"])
                 managed = row["pool"] is not None and row["provider_id"] is not None
                 if managed and current in (NodeStatus.FAILED, NodeStatus.TERMINATING, NodeStatus.TERMINATED):
-                    raise NodeError(
+                    raise NodeRefused(
                         f"node {info.id} was {current.value} by the fleet and may not register again; "
                         "the fleet launches a new node instead"
                     )

@@ -45,6 +45,7 @@ declare(
 )
 
 GONE = (MachineState.GONE, MachineState.FAILED)
+_REGISTERED_EARLY = frozenset(status.value for status in LIVE)
 # Nodes that count against a pool's max_nodes and the budget: everything not yet stopped.
 COUNTED = (*STARTING, *LIVE)
 
@@ -269,15 +270,20 @@ class Fleet:
             row = queries.get_node(conn, node_id)
             assert row is not None
             price = launched.price_per_hour if launched.price_per_hour is not None else pool.price_per_hour
-            recorded = row["status"] == NodeStatus.REQUESTED.value and self.nodes.move(
-                conn,
-                row,
-                NodeStatus.LAUNCHING,
-                provider_id=launched.provider_id,
-                host=launched.host,
-                cost_per_hour=price,
-                register_by=self.clock() + pool.launch_timeout_s,
-            )
+            if row["status"] in _REGISTERED_EARLY and row["provider_id"] is None:
+                # Its worker registered before this answer was recorded (a machine that boots fast): keep it.
+                queries.update_node(conn, node_id, provider_id=launched.provider_id, cost_per_hour=price)
+                recorded = True
+            else:
+                recorded = row["status"] == NodeStatus.REQUESTED.value and self.nodes.move(
+                    conn,
+                    row,
+                    NodeStatus.LAUNCHING,
+                    provider_id=launched.provider_id,
+                    host=launched.host,
+                    cost_per_hour=price,
+                    register_by=self.clock() + pool.launch_timeout_s,
+                )
             if recorded:
                 self.bus.publish(
                     "NODE_LAUNCHED", {"pool": provider.name, "node": node_id, "provider_id": launched.provider_id}
@@ -371,8 +377,10 @@ class Fleet:
             requested = {row["id"] for row in rows if row["status"] == NodeStatus.REQUESTED.value}
             by_node = {m.node_id: m for m in machines.values() if m.node_id}
             for row in rows:
+                # A row without the provider's handle yet (requested, or registered before its launch was
+                # recorded) is matched by the node id the provider knows.
                 machine = machines.get(row["provider_id"] or "") or (
-                    by_node.get(row["id"]) if row["status"] == NodeStatus.REQUESTED.value else None
+                    by_node.get(row["id"]) if row["provider_id"] is None else None
                 )
                 self._settle(provider, row, machine, requeue, fence, done)
             for machine in machines.values():

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from zeroloop import errors
-from zeroloop.cluster.nodes import NodeError
+from zeroloop.cluster.nodes import NodeError, NodeRefused
 from zeroloop.queue.jobs import Capabilities, Job, Lease
 
 API = "/api/v1/worker"
@@ -62,6 +62,7 @@ _STATUS: tuple[tuple[type[Exception], int], ...] = (
     (BadRequest, 400),
     (errors.StaleLeaseError, 409),
     (errors.BackpressureRefused, 429),
+    (NodeRefused, 409),  # the fleet gave the node up: the worker exits (zeroloop.cluster.agent)
     (NodeError, 409),
     (errors.QueueError, 422),
     (errors.ArtifactError, 422),
