@@ -78,7 +78,7 @@ ROOT = Path(__file__).resolve().parents[1]
 HEARTBEAT_S = 10.0  # cluster.heartbeat_interval_s: the default
 NODE_LOST_S = 30.0  # cluster.node_lost_after_s: three missed heartbeats
 LEASE_S = 60.0  # queue.lease_s: the default; a lease is heartbeated every third of it
-AUTOSCALER_S = 2.0
+AUTOSCALER_S = 10.0  # autoscaler.interval_s: the default
 JOB_TYPE = "selfplay"
 VANISH_SHARE = 0.02
 POLL_S = 1.0  # how often simulators and the benchmark look at the spool and the store
@@ -336,20 +336,26 @@ def _cpu_s(processes: list[psutil.Process]) -> float:
     return total
 
 
-def _postgres_cpu_s() -> float:
-    """CPU seconds of this machine's PostgreSQL: the postmaster, its live backends, and those already gone."""
-    total = 0.0
-    for process in psutil.process_iter(["name"]):
-        if process.info["name"] not in ("postgres", "postmaster"):
-            continue
-        try:
-            times = process.cpu_times()
-            total += times.user + times.system
-            if process.ppid() == 1 or process.parent() is None or process.parent().name() not in ("postgres",):
-                total += times.children_user + times.children_system  # the postmaster: its reaped backends
-        except psutil.Error:
-            continue
-    return total
+def _postmaster(store: Store) -> psutil.Process | None:
+    """The postmaster of the benchmark's PostgreSQL (the parent of a backend of ours), if it runs on this machine."""
+    with store.read() as conn:
+        backend = int(conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one())
+    try:
+        return psutil.Process(backend).parent()
+    except psutil.Error:
+        return None  # the server runs elsewhere
+
+
+def _postgres_cpu_s(postmaster: psutil.Process | None) -> float:
+    """CPU seconds of that PostgreSQL: the postmaster, its live backends, and those already gone (reaped)."""
+    if postmaster is None:
+        return 0.0
+    try:
+        times = postmaster.cpu_times()
+        total = times.user + times.system + times.children_user + times.children_system
+        return total + _cpu_s(postmaster.children())
+    except psutil.Error:
+        return 0.0
 
 
 def _tree(pid: int) -> list[psutil.Process]:
@@ -371,6 +377,7 @@ class Figures:
     server_cores: float = 0.0
     postgres_cores: float = 0.0
     machine_busy: float = 0.0  # share of all the machine's CPUs busy in the window (the simulators included)
+    load: float = 0.0  # the machine's one-minute load average at the end of the window
     claim_p50_ms: float = 0.0
     claim_p99_ms: float = 0.0
     claims_per_s: float = 0.0
@@ -428,7 +435,6 @@ def run_size(n: int, args: argparse.Namespace) -> Figures:
                 "ZEROLOOP_CLUSTER__NODE_LOST_AFTER_S": str(NODE_LOST_S),
                 "ZEROLOOP_QUEUE__SOFT_LIMIT": str(10**6),
                 "ZEROLOOP_QUEUE__HARD_LIMIT": str(10**6 + 1),
-                "ZEROLOOP_AUTOSCALER__INTERVAL_S": str(AUTOSCALER_S),
                 "ZEROLOOP_AUTOSCALER__LAUNCH_COOLDOWN_S": "0",
                 "ZEROLOOP_AUTOSCALER__MAX_LAUNCHES_PER_TICK": str(max(4, n)),
                 "ZEROLOOP_PROVIDERS": json.dumps(pools),
@@ -531,7 +537,8 @@ def measure(
         vanishing = random.sample(candidates, min(len(candidates), max(2, round(VANISH_SHARE * n))))
         gone, silent = vanishing[: len(vanishing) // 2], vanishing[len(vanishing) // 2 :]
         watched = {"coordinator": _tree(coordinator.pid), "server": _tree(server.pid)}
-        cpu = {name: _cpu_s(procs) for name, procs in watched.items()} | {"postgres": _postgres_cpu_s()}
+        postmaster = _postmaster(store)
+        cpu = {name: _cpu_s(procs) for name, procs in watched.items()} | {"postgres": _postgres_cpu_s(postmaster)}
         machine = psutil.cpu_times()
         start_wall, start = time.time(), time.monotonic()
         vanished_at = time.time()
@@ -559,13 +566,14 @@ def measure(
         window = time.monotonic() - start
         end_wall = time.time()
         cpu = {name: (_cpu_s(procs) - cpu[name]) / window for name, procs in watched.items()} | {
-            "postgres": (_postgres_cpu_s() - cpu["postgres"]) / window
+            "postgres": (_postgres_cpu_s(postmaster) - cpu["postgres"]) / window
         }
         figures.coordinator_cores, figures.server_cores = cpu["coordinator"], cpu["server"]
         figures.postgres_cores = cpu["postgres"]
         after = psutil.cpu_times()
         busy = sum(after) - after.idle - after.iowait - (sum(machine) - machine.idle - machine.iowait)
         figures.machine_busy = busy / max(1e-9, sum(after) - sum(machine))
+        figures.load = os.getloadavg()[0]
         figures.dashboard_ms = {page: (1000 * statistics.median(t), 1000 * max(t)) for page, t in pages.items() if t}
         # Node-lost detection: when each vanished node's row turned lost.
         deadline = time.monotonic() + NODE_LOST_S * 3
@@ -615,7 +623,8 @@ def report(figures: Figures) -> None:
     print(f"\n{figures.nodes} nodes ({'; '.join(figures.notes)})")
     print(
         f"  CPU (cores): coordinator {figures.coordinator_cores:.2f}, server {figures.server_cores:.2f}, "
-        f"PostgreSQL {figures.postgres_cores:.2f}; the machine {figures.machine_busy:.0%} busy (simulators included)"
+        f"PostgreSQL {figures.postgres_cores:.2f}; the machine {figures.machine_busy:.0%} busy (simulators and "
+        f"anything else running included; load average {figures.load:.1f})"
     )
     print(
         f"  claims: {figures.claims_per_s:.1f}/s, latency p50 {figures.claim_p50_ms:.1f} ms, "

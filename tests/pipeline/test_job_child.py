@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -144,3 +145,33 @@ def test_a_job_that_works_longer_than_the_stall_limit_is_not_a_stall(
         finally:
             executor.close()
         assert app.queue.get(job.id).status is JobStatus.COMPLETED
+
+
+def test_a_job_child_stopped_by_a_signal_makes_the_executor_release_its_job_and_drain(
+    store_url: str, tmp_path: Path, settings: Settings
+) -> None:
+    # Slurm's scancel signals every process of the job: the worker's child gets SIGTERM too. The
+    # job goes back uncounted, and the executor claims it (or anything) no more: its node is stopping.
+    with _app(store_url, tmp_path, SLEEPER) as app:
+        job = app.queue.enqueue(jobs.SELFPLAY, "ringrift_2p", {"games": 1}, timeout_s=600)
+        executor = JobExecutor(app.models, app.bus, app.queue, app.artifacts, app.settings, node="w1")
+
+        async def scenario() -> None:
+            running = asyncio.create_task(executor.run(idle_wait_s=0.1))
+            deadline = time.monotonic() + 60
+            while not (children := _job_children()) or app.queue.get(job.id).status is not JobStatus.RUNNING:
+                assert time.monotonic() < deadline, "the job never started"
+                await asyncio.sleep(0.05)  # until the job runs in its child (bounded above)
+            (child,) = children
+            child.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(running, timeout=60)  # it stops by itself: no stop() was called
+
+        asyncio.run(scenario())
+        released = app.queue.get(job.id)
+        assert (released.status, released.attempts) == (JobStatus.QUEUED, 0)
+        assert executor.jobs_released == 1
+
+
+def _job_children() -> list[psutil.Process]:
+    """This process's job children (`python -m zeroloop.pipeline.child`)."""
+    return [p for p in psutil.Process().children() if "zeroloop.pipeline.child" in " ".join(p.cmdline())]
