@@ -256,6 +256,17 @@ def test_a_worker_that_registers_before_its_launch_is_recorded_is_kept(
     assert _status(app, node_id) == "active"
 
 
+def test_a_machine_still_running_after_its_worker_left_is_stopped_again(fleet: tuple[App, MemoryProvider]) -> None:
+    # The worker drained and left (its node is terminated) but its process hangs on the way out: billed.
+    app, provider = fleet
+    (outcome,) = app.fleet.launch("mem")
+    _register(app, outcome.node_id)
+    assert app.nodes.leave(outcome.node_id)
+    provider.terminate = lambda provider_id: provider.terminated.append(provider_id)  # type: ignore[method-assign]
+    app.fleet.reconcile(app.queue.requeue_node)
+    assert provider.terminated == ["m1"]  # asked again at each pass until the provider says it is gone
+
+
 def test_draining_stops_claims_at_once(fleet: tuple[App, MemoryProvider]) -> None:
     app, _provider = fleet
     (outcome,) = app.fleet.launch("mem")

@@ -412,8 +412,9 @@ class Fleet:
             or (gone and status in (NodeStatus.TERMINATING, NodeStatus.LOST))
             or (gone and status is NodeStatus.FAILED and row["provider_id"] is not None)
         )
-        # A machine still running for a node being stopped or failed is still billed: ask again.
-        stop_again = not gone and status in (NodeStatus.TERMINATING, NodeStatus.FAILED)
+        # A machine still running for a node being stopped, failed, or whose worker left (it may hang on its
+        # way out) is still billed: ask again (a provider escalates, e.g. the local one to SIGKILL).
+        stop_again = not gone and status in (NodeStatus.TERMINATING, NodeStatus.FAILED, NodeStatus.TERMINATED)
         if changes:  # most rows need nothing: no transaction (no write turn) for them
             with self.store.transaction() as conn:
                 if fence is not None:
