@@ -190,6 +190,12 @@ class QueueSettings(_Section):
     reaper_interval_s: float = Field(default=5.0, gt=0, description="expired-lease scan interval (seconds)")
     default_max_attempts: int = Field(default=3, ge=1, description="attempts before a job is dead")
     default_timeout_s: float = Field(default=3600.0, gt=0, description="default job run-time limit (seconds)")
+    stall_after_s: float = Field(
+        default=600.0,
+        ge=0,
+        description="a running job whose work shows no progress this long (no progress report, its Python stack "
+        "unmoved, its commands using no CPU: a hung CUDA call, a deadlock) is killed and retried (seconds); 0: never",
+    )
     retry_initial_s: float = Field(default=5.0, ge=0, description="first job retry delay (seconds)")
     retry_max_s: float = Field(default=600.0, ge=0, description="largest job retry delay (seconds)")
     soft_limit: int = Field(default=200, ge=1, description="queued jobs per type where backpressure starts")
@@ -286,6 +292,13 @@ class ClusterSettings(_Section):
     heartbeat_interval_s: float = Field(default=10.0, gt=0, description="node heartbeat interval (seconds)")
     node_lost_after_s: float = Field(default=60.0, gt=0, description="silence after which a node is lost (seconds)")
     leader_lease_s: float = Field(default=15.0, gt=0, description="leader and role lease length (seconds)")
+    orphan_after_s: float = Field(
+        default=1800.0,
+        ge=0,
+        description="dead-man switch of a machine the fleet launched: it stops itself when it could not heartbeat, "
+        "or no coordinator held the leader lease, for this long, so it stops billing when nobody is left to stop "
+        "it; well past any outage to ride out (seconds); 0: never",
+    )
 
     @field_validator("node_id", "provider")
     @classmethod
@@ -310,6 +323,12 @@ class ClusterSettings(_Section):
                 f"node_lost_after_s ({self.node_lost_after_s}) must be at least {NODE_LOST_MIN_HEARTBEATS} x "
                 f"heartbeat_interval_s ({self.heartbeat_interval_s}), i.e. {least:g}: raise it or heartbeat more often"
             )
+        if self.orphan_after_s and self.orphan_after_s < self.node_lost_after_s:
+            # The coordinator must give a silent node up (and re-queue its jobs) before the node gives itself up.
+            raise ValueError(
+                f"orphan_after_s ({self.orphan_after_s}) must be at least node_lost_after_s ({self.node_lost_after_s}) "
+                "or 0 (never)"
+            )
         return self
 
 
@@ -331,22 +350,38 @@ class HealthSettings(_Section):
 
 
 class IdleSettings(_Section):
-    """Idle shutdown of rented nodes, per provider."""
+    """Idle shutdown: pools scale down by their own `idle_s` and `drain_s`; hand-started workers only when listed here.
+
+    A node is idle when it has run no job for its idle time and holds no only copy of an
+    artifact; its utilisation is shown as evidence but decides nothing (a shared machine's
+    load is not this node's work).
+    """
 
     enabled: bool = Field(default=True, description="let the idle-shutdown daemon act at all")
-    dry_run: bool = Field(default=True, description="log what would be terminated, terminate nothing")
-    threshold_s: dict[str, float] = Field(
-        default_factory=lambda: {"lambda": 1800.0, "vast": 900.0, "runpod": 1200.0, "default": 1800.0},
-        description="provider -> idle time before termination (seconds)",
+    dry_run: bool = Field(
+        default=False, description="only report what would be stopped (NODE_IDLE_SHUTDOWN dry_run=true), stop nothing"
     )
-    util_threshold_pct: float = Field(
-        default=10.0, ge=0, le=100, description="GPU utilisation below which a node is idle (%)"
+    threshold_s: dict[str, float] = Field(
+        default_factory=dict,
+        description="workers started by hand, by provider (or 'default') -> idle time before they are told to stop "
+        "(seconds); a provider not listed is never stopped for idleness. Pool machines use their pool's idle_s",
     )
     min_nodes: dict[str, int] = Field(
-        default_factory=lambda: {"default": 0}, description="provider -> nodes always kept"
+        default_factory=lambda: {"default": 0},
+        description="workers started by hand, by provider (or 'default') -> nodes always kept",
     )
-    drain_period_s: float = Field(default=300.0, ge=0, description="drain time before termination (seconds)")
+    drain_period_s: float = Field(
+        default=300.0, ge=0, description="workers started by hand: drain time before they are stopped (seconds)"
+    )
     interval_s: float = Field(default=60.0, gt=0, description="idle-shutdown check interval (seconds)")
+
+    @field_validator("threshold_s")
+    @classmethod
+    def _non_negative(cls, value: dict[str, float]) -> dict[str, float]:
+        for provider, seconds in value.items():
+            if seconds < 0:
+                raise ValueError(f"idle time of {provider!r} must not be negative, got {seconds}")
+        return value
 
 
 class PoolSettings(_Section):
@@ -359,6 +394,20 @@ class PoolSettings(_Section):
     profile: str = Field(default="training_node", description="worker profile the launched machines run")
     min_nodes: int = Field(default=0, ge=0, description="nodes kept running even without work (lost ones replaced)")
     max_nodes: int = Field(default=1, ge=0, description="most nodes of this pool at once")
+    scale_down: bool = Field(
+        default=True,
+        description="stop this pool's machines that have run no job for idle_s (above min_nodes): what zeroloop "
+        "launches, zeroloop stops",
+    )
+    idle_s: float = Field(
+        default=600.0, gt=0, description="a machine that has run no job this long is drained, then stopped (seconds)"
+    )
+    drain_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="an idle machine drains (claims nothing, uploads what only it holds) this long before it is "
+        "stopped, and never while it holds an only copy (seconds)",
+    )
     slots: int = Field(default=1, ge=1, description="jobs one node of this pool runs at once")
     gpus: int = Field(default=0, ge=0, description="GPUs per machine")
     cpus: int = Field(default=0, ge=0, description="CPU cores per machine; 0 = the provider's default")
@@ -432,8 +481,16 @@ ALERT_RULES = (
     "budget_reached",
     "production_regression",
     "no_promotion",
+    "orphan_found",
+    "launch_failed",
+    "evacuation_failed",
+    "failover",
+    "artifact_corrupt",
+    "disk_space_low",
+    "plateau",
+    "quality_warning",
 )
-"""The alert rules (see zeroloop/alerts/rules.py and docs/observability.md)."""
+"""The alert rules; each event type names its own in zeroloop/events/catalogue.py (see docs/observability.md)."""
 
 
 class WebhookSettings(_Section):

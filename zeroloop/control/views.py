@@ -21,6 +21,7 @@ from zeroloop.events.catalogue import EVENT_TYPES
 from zeroloop.events.deadletters import LIVE, DeadLetters
 from zeroloop.events.stats import stats as event_stats
 from zeroloop.fleet.autoscaler import DURATION_WINDOW_S
+from zeroloop.pipeline.distribution import NAME as DISTRIBUTION
 from zeroloop.pipeline.ratings import RELATIVE_TO, Rating, ratings
 from zeroloop.ports import AppParts
 from zeroloop.queue.jobs import JobStatus
@@ -197,8 +198,17 @@ def queue(app: AppParts, dead_limit: int = 50) -> dict[str, Any]:
 
 
 def nodes(app: AppParts) -> list[dict[str, Any]]:
-    """Every node with status, provider, pool, resources, the utilisation of its last heartbeat (%), and cost."""
+    """Every node with status, provider, pool, resources, the utilisation of its last heartbeat (%), cost, and
+    the delivery ledger: `holds`, config key -> the production model (id) its cache holds, as its
+    `model_distribution` daemon last reported."""
     now = app.clock()
+    with app.store.read() as conn:
+        ledger = {
+            row["node"]: dict(((row["health"] or {}).get("details") or {}).get("holds") or {})
+            for row in daemon_queries.list_daemons(conn)
+            if row["name"] == DISTRIBUTION
+        }
+        named = model_queries.ids_of_artifacts(conn, [sha for held in ledger.values() for sha in held.values()])
     found = []
     for row in app.nodes.list_nodes():
         found.append(
@@ -216,6 +226,7 @@ def nodes(app: AppParts) -> list[dict[str, Any]]:
                 "cost_per_hour": row["cost_per_hour"],
                 "billed": row["billing_since"] is not None,
                 "cost": cost_of(row, now),
+                "holds": {key: named.get(sha, sha[:12]) for key, sha in sorted(ledger.get(row["id"], {}).items())},
             }
         )
     return found

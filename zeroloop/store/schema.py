@@ -192,6 +192,8 @@ nodes = Table(
     # Cost: seconds billed in closed intervals, and the start of the open one (NULL when not billed).
     Column("billed_s", Float, nullable=False, server_default="0"),
     Column("billing_since", Float),
+    # When the node was asked to drain (NULL: it is not draining): a drain outlives silence and restarts.
+    Column("draining_since", Float),
     Index(None, "pool", "status"),
 )
 
