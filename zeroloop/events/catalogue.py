@@ -108,6 +108,20 @@ class TrainingCompleted(ConfigPayload):
     samples: int = Field(ge=0)
 
 
+@_declare("DISTILLATION_COMPLETED")
+class DistillationCompleted(ConfigPayload):
+    """A distillation trained a smaller network from a teacher (parameters: the networks' sizes, in weights)."""
+
+    job_id: int
+    model_id: str
+    artifact_sha256: str
+    teacher_id: str
+    loss: float
+    samples: int = Field(ge=0)
+    parameters: int = Field(ge=0)
+    teacher_parameters: int = Field(ge=0)
+
+
 @_declare("EVALUATION_RESULT")
 class EvaluationResult(ConfigPayload):
     """A match finished (elo_diff and elo_ci: Elo points, from model_id's side)."""

@@ -25,6 +25,7 @@ from typing import Any
 import psutil
 
 from zeroloop.config import WorkloadSettings
+from zeroloop.errors import WorkloadError
 from zeroloop.workload.factory import make_workload
 from zeroloop.workload.protocol import Evidence, Progress, Workload
 
@@ -107,6 +108,12 @@ def run_operation(operation: str, request: Any) -> Evidence:
         return workload.train(request, _report)
     if operation == "evaluate":
         return workload.evaluate(request)
+    if operation == "distill":
+        distill = getattr(workload, "distill", None)  # optional: a workload of one's own may have none
+        if distill is None:
+            raise WorkloadError(f"workload {type(workload).__name__} cannot distill: it has no distill operation")
+        evidence: Evidence = distill(request, _report)
+        return evidence
     raise ValueError(f"unknown workload operation {operation!r}")
 
 

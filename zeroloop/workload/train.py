@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -74,8 +76,12 @@ def train_net(
     device: str,
     seed: int,
     progress: ProgressCallback,
+    carry: Mapping[str, Any] | None = None,
 ) -> TrainResult:
-    """Train `net` for `steps` optimizer steps in total, resuming from `output` when it is a checkpoint."""
+    """Train `net` for `steps` optimizer steps in total, resuming from `output` when it is a checkpoint.
+
+    `carry` holds further entries every file written keeps (a variant's tuned settings, a distillation's teacher).
+    """
     optimizer = torch.optim.SGD(
         net.parameters(), lr=params.learning_rate, momentum=params.momentum, weight_decay=params.weight_decay
     )
@@ -103,7 +109,7 @@ def train_net(
     last_losses: dict[str, float] = {}
 
     def checkpoint(step: int) -> None:
-        extra = {"step": step, "window_sha256": window_sha256, "optimizer": optimizer.state_dict()}
+        extra = {**(carry or {}), "step": step, "window_sha256": window_sha256, "optimizer": optimizer.state_dict()}
         save_model(output, net, config_key, extra)
 
     for step in range(start + 1, steps + 1):
