@@ -880,8 +880,9 @@ class TuneSettings(_Section):
                 )
             # Every value the space can give must be one the workload accepts (learning_rate > 0, ...).
             field = WorkloadSettings.model_fields[name]
-            for bound in spec.choices or [spec.low, spec.high]:
-                kind = Annotated[field.annotation, *field.metadata] if field.metadata else field.annotation
+            bounds: list[Any] = list(spec.choices) if spec.choices is not None else [spec.low, spec.high]
+            kind: Any = Annotated[field.annotation, *field.metadata] if field.metadata else field.annotation
+            for bound in bounds:
                 try:
                     TypeAdapter(kind).validate_python(bound, strict=field.annotation is bool)
                 except ValidationError as exc:

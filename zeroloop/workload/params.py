@@ -68,7 +68,7 @@ class AlphaZeroParams:
         """
         names = [f.name for f in dataclasses.fields(cls)]
         values: dict[str, float | bool] = {name: getattr(settings, name) for name in names}
-        layers = [
+        layers: list[tuple[str, Mapping[str, float | bool]]] = [
             (f"workload.overrides[{key!r}]", settings.overrides.get(key, {}))
             for key in dict.fromkeys((base_key(config_key), config_key))
         ]
