@@ -115,7 +115,10 @@ def test_profiles_claim_what_the_table_says() -> None:
 def test_an_unknown_job_type_is_refused_naming_the_known_ones() -> None:
     with pytest.raises(QueueError) as raised:
         jobs.lookup("selfplay_v2")
-    assert str(raised.value) == "unknown pipeline job type 'selfplay_v2'; known: selfplay, export, train, evaluate, distill"
+    assert (
+        str(raised.value)
+        == "unknown pipeline job type 'selfplay_v2'; known: selfplay, export, train, evaluate, distill"
+    )
 
 
 def test_a_worker_fails_a_job_of_an_unknown_type_with_that_error(app: App) -> None:

@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 
 Fence = Callable[[Connection], None]
 Writer = Callable[..., dict[str, int]]
+DIVERGED = "diverged"  # in the error of a training the workload stopped for a loss that is not finite
 MATCH_PRIORITY = 40  # as tournaments: after a round's jobs, before selfplay
 SERIES_POINTS = 500  # chart points kept per variant
 
@@ -283,6 +284,9 @@ class Population:
         """Why a running trial fails (its jobs keep dying, or its training diverged), or None."""
         since = float(trial["started_at"])
         dead = queries.dead_jobs(conn, trial["variant"], since)
+        for job in dead:  # the workload names a diverged training (a loss that is not finite): drop it at once
+            if job["type"] == jobs.TRAIN and DIVERGED in (job["error"] or ""):
+                return {"why": "its training diverged", "job": int(job["id"]), "error": job["error"][:300]}
         if len(dead) >= self.settings.drop_after_dead_jobs:
             return {
                 "why": f"{len(dead)} of its jobs died under these settings",
@@ -584,6 +588,7 @@ class Population:
                         productions.append(model)
             key = population_key(tune)
             added = 0
+            paired: set[tuple[str, str]] = set()
             for model in productions:
                 if model["id"] in matched:
                     continue
@@ -594,6 +599,9 @@ class Population:
                 )
                 for opponent in others[: self.settings.match_opponents]:
                     first, second = sorted((model, opponent), key=lambda m: m["id"])
+                    if (first["id"], second["id"]) in paired:
+                        continue  # both new in this step: one match serves both
+                    paired.add((first["id"], second["id"]))
                     payload = jobs.EvaluateJob(
                         iteration=int(tune["id"]),
                         model_id=first["id"],

@@ -11,6 +11,7 @@ sha256, so a run cut off by a lost machine resumes from there on the same window
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -123,6 +124,11 @@ def train_net(
         loss.backward()  # type: ignore[no-untyped-call]
         optimizer.step()
         totals += (loss.item(), policy_loss.item(), value_loss.item())
+        if not math.isfinite(totals[0]):
+            raise WorkloadError(
+                f"training of {config_key} diverged: the loss is {loss.item()} at step {step} "
+                f"(learning rate {params.learning_rate:g}): lower the learning rate"
+            )
         interval_steps += 1
         if step % params.progress_every_steps == 0 or step == steps:
             elapsed = max(time.perf_counter() - interval_start, 1e-9)
