@@ -68,6 +68,8 @@ class DistillRecorder:
         job = self.queue.get(int(payload["job_id"]))
         distill = jobs.DistillJob.model_validate(job.payload)
         with self.store.transaction() as conn:
+            if model_queries.get_model(conn, payload["model_id"]) is not None:
+                return  # a replay: registered, rated and recorded already
             teacher = model_queries.get_model(conn, distill.teacher_id)
             student = self.models.register_candidate(
                 config_key=config_key,
