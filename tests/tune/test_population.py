@@ -272,3 +272,25 @@ def test_a_tune_whose_step_fails_is_noted_and_the_other_tunes_go_on(tuned: App, 
     assert done[broken][0].startswith("failed: ")
     assert "last_error" in _tune(tuned, broken)["progress"]
     assert len(done[healthy]) == 3 and all(d.startswith("started ") for d in done[healthy])
+
+
+def test_adopting_makes_the_best_variants_model_the_config_keys_production_settings_included(
+    tuned: App, clock: FakeClock
+) -> None:
+    tune_id, _population, trials = _started(tuned, budget_cpu_s=1000.0)
+    with pytest.raises(TuneError, match="has no rated variant yet"):
+        manager.adopt(tuned, CONFIG)
+    _rate(tuned, trials[0], 8)
+    _rate(tuned, trials[1], 18)
+    clock.advance(5)
+    Population(tuned).step(tune_id)
+    record = manager.adopt(tuned, CONFIG)
+    assert record["variant"] == trials[1]["variant"] and record["settings"] == trials[1]["settings"]
+    production = _production(tuned, CONFIG)
+    assert production["id"] == record["model_id"] and production["parent_id"] == trials[1]["start_model_id"]
+    assert member_settings(tuned.artifacts.fetch(production["artifact_sha256"])) == trials[1]["settings"]
+    assert _tune(tuned, tune_id)["adopted_at"] == clock()
+    (adopted,) = _decisions(tuned, "adopted")
+    assert adopted["model_id"] == production["id"] and adopted["elo"] == record["elo"]
+    chosen = manager.adopt(tuned, CONFIG, variant=trials[0]["variant"])  # by hand: another variant
+    assert chosen["variant"] == trials[0]["variant"] and _production(tuned, CONFIG)["id"] == chosen["model_id"]
