@@ -127,6 +127,33 @@ def pipeline(app: AppParts, config_key: str, *, decision_limit: int = 20) -> dic
     }
 
 
+def population(app: AppParts, config_key: str) -> dict[str, Any]:
+    """The newest tune of a config key: its state, every trial, and each variant's Elo against its CPU-seconds.
+
+    `series` maps each variant to its points [CPU-seconds, Elo] (the population's joint
+    rating, random play = 0), one per change, as the tune daemon recorded them.
+    """
+    from zeroloop.store.queries import tunes as tune_queries
+
+    with app.store.read() as conn:
+        found = tune_queries.list_tunes(conn, config_key=config_key)
+        if not found:
+            raise ZeroloopError(f"{config_key} has no tune: start one with zeroloop tune start {config_key}")
+        tune = found[0]
+        trials = [dict(row) for row in tune_queries.trials_of(conn, int(tune["id"]))]
+    progress = dict(tune["progress"] or {})
+    keep = ("id", "config_key", "status", "sampler", "variants", "reason", "created_at", "finished_at", "adopted_at")
+    return {
+        **{name: tune[name] for name in keep},
+        "budget": {"cpu_s": tune["budget_cpu_s"], "gpu_s": tune["budget_gpu_s"]},
+        "spent": {"cpu_s": tune["spent_cpu_s"], "gpu_s": tune["spent_gpu_s"]},
+        "elo_relative_to": RELATIVE_TO,
+        "series": progress.get("series") or {},
+        "last_error": progress.get("last_error"),
+        "trials": trials,
+    }
+
+
 def models(app: AppParts, config_key: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
     """Models newest first with stage, rating, parent (their lineage) and times (epoch seconds)."""
     found = app.models.list_models(config_key, limit=limit)

@@ -189,6 +189,23 @@ class TrainingCompleted(ConfigPayload):
 
 
 @_declare(
+    "DISTILLATION_COMPLETED",
+    Quiet("routine: one per distillation, rated like any model"),
+)
+class DistillationCompleted(ConfigPayload):
+    """A distillation trained a smaller network from a teacher (parameters: the networks' sizes, in weights)."""
+
+    job_id: int
+    model_id: str
+    artifact_sha256: str
+    teacher_id: str
+    loss: float
+    samples: int = Field(ge=0)
+    parameters: int = Field(ge=0)
+    teacher_parameters: int = Field(ge=0)
+
+
+@_declare(
     "EVALUATION_RESULT",
     Quiet("routine: one per match"),
 )

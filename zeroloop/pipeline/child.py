@@ -294,6 +294,13 @@ def run_operation(workload: Any, operation: str, request: Any, report: Callable[
         return workload.train(request, report)
     if operation == "evaluate":
         return workload.evaluate(request)
+    if operation == "distill":
+        distill = getattr(workload, "distill", None)  # optional: a workload of one's own may have none
+        if distill is None:
+            from zeroloop.errors import WorkloadError
+
+            raise WorkloadError(f"workload {type(workload).__name__} cannot distill: it has no distill operation")
+        return distill(request, report)
     raise ValueError(f"unknown workload operation {operation!r}")
 
 
