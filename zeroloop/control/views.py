@@ -224,11 +224,18 @@ def queue(app: AppParts, dead_limit: int = 50) -> dict[str, Any]:
     }
 
 
-def nodes(app: AppParts) -> list[dict[str, Any]]:
-    """Every node with status, provider, pool, resources, the utilisation of its last heartbeat (%), cost, and
+ENDED_NODES = frozenset({"terminated", "failed"})  # gone for good: out of the default views and the metrics
+
+
+def nodes(app: AppParts, *, ended: bool = False) -> list[dict[str, Any]]:
+    """The nodes with status, provider, pool, resources, the utilisation of its last heartbeat (%), cost, and
     the delivery ledger: `holds`, config key -> the production model (id) its cache holds, as its
-    `model_distribution` daemon last reported."""
+    `model_distribution` daemon last reported.
+
+    Nodes that ended (terminated, failed) only with `ended`; utilisation only of nodes that heartbeat
+    now (a lost or ended node's last reading is history, not load)."""
     now = app.clock()
+    live = {status.value for status in LIVE_NODES}
     with app.store.read() as conn:
         ledger = {
             row["node"]: dict(((row["health"] or {}).get("details") or {}).get("holds") or {})
@@ -238,6 +245,8 @@ def nodes(app: AppParts) -> list[dict[str, Any]]:
         named = model_queries.ids_of_artifacts(conn, [sha for held in ledger.values() for sha in held.values()])
     found = []
     for row in app.nodes.list_nodes():
+        if row["status"] in ENDED_NODES and not ended:
+            continue
         found.append(
             {
                 "id": row["id"],
@@ -248,7 +257,7 @@ def nodes(app: AppParts) -> list[dict[str, Any]]:
                 "cpu_count": row["cpu_count"],
                 "memory_bytes": row["memory_bytes"],
                 "gpus": len(row["gpus"] or []),
-                "utilisation": row["utilisation"] or {},
+                "utilisation": (row["utilisation"] or {}) if row["status"] in live else {},
                 "heartbeat_at": row["heartbeat_at"],
                 "cost_per_hour": row["cost_per_hour"],
                 "billed": row["billing_since"] is not None,
@@ -259,10 +268,14 @@ def nodes(app: AppParts) -> list[dict[str, Any]]:
     return found
 
 
-def daemons(app: AppParts) -> list[dict[str, Any]]:
-    """Every daemon of every node: state, health, restarts, last error, last update (epoch seconds)."""
+def daemons(app: AppParts, *, ended: bool = False) -> list[dict[str, Any]]:
+    """The daemons of the nodes: state, health, restarts, last error, last update (epoch seconds).
+
+    Daemons of nodes that ended (terminated, failed) only with `ended`: a restarted quickstart's old
+    node leaves its rows behind, and they are history, not state."""
     with app.store.read() as conn:
         rows = daemon_queries.list_daemons(conn)
+        gone = set() if ended else {row["id"] for row in node_queries.list_nodes(conn, tuple(ENDED_NODES))}
     return [
         {
             "node": row["node"],
@@ -274,6 +287,7 @@ def daemons(app: AppParts) -> list[dict[str, Any]]:
             "updated_at": row["updated_at"],
         }
         for row in rows
+        if row["node"] not in gone
     ]
 
 

@@ -89,15 +89,15 @@ def queue(request: Request, _who: access.Viewer) -> dict[str, Any]:
 
 
 @router.get("/nodes")
-def nodes(request: Request, _who: access.Viewer) -> list[dict[str, Any]]:
-    """Every node with status, utilisation, provider and cost."""
-    return views.nodes(_zl(request))
+def nodes(request: Request, _who: access.Viewer, all: bool = False) -> list[dict[str, Any]]:
+    """The nodes with status, utilisation, provider and cost (`?all=true`: also those that ended)."""
+    return views.nodes(_zl(request), ended=all)
 
 
 @router.get("/daemons")
-def daemons(request: Request, _who: access.Viewer) -> list[dict[str, Any]]:
-    """Every daemon with state, restarts and last error."""
-    return views.daemons(_zl(request))
+def daemons(request: Request, _who: access.Viewer, all: bool = False) -> list[dict[str, Any]]:
+    """The daemons with state, restarts and last error (`?all=true`: also those of nodes that ended)."""
+    return views.daemons(_zl(request), ended=all)
 
 
 @router.get("/health")
