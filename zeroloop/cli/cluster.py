@@ -30,7 +30,7 @@ nodes_app = typer.Typer(
 daemons_app = typer.Typer(
     help="Show the supervised daemons.", no_args_is_help=True, epilog=examples("zeroloop daemons ls")
 )
-HEALTHY_LEVELS = ("healthy", "degraded")
+HEALTHY_LEVELS = ("starting", "healthy", "degraded")
 
 
 def _ago(moment: float | None, now: float) -> str:
@@ -287,7 +287,9 @@ def daemons_ls(ended: bool = typer.Option(False, "--all", "-a", help=ENDED_HELP)
 
 
 def health_command(
-    check: bool = typer.Option(False, "--check", help="Print one line; exit 0 if healthy or degraded, else 1."),
+    check: bool = typer.Option(
+        False, "--check", help="Print one line; exit 0 if starting, healthy or degraded, else 1."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the full assessment as JSON."),
 ) -> None:
     """Show the system health score, its components and issues (`--check` for probes)."""
