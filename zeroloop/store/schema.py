@@ -356,3 +356,15 @@ tokens = Table(
     Column("revoked_at", Float),
     Column("last_used_at", Float),
 )
+
+# What the leader read of the cluster at a moment, for the dashboard's charts over time: queue
+# depth and waits by job type, nodes by state, cost, and each pipeline's running totals
+# (zeroloop.control.readings writes them; see there for the figures and their retention).
+readings = Table(
+    "readings",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("at", Float, nullable=False),
+    Column("figures", Json, nullable=False),
+    Index(None, "at"),
+)
