@@ -93,7 +93,15 @@ def initialize(workload_settings_json: str, progress: Any) -> None:
 def _report(progress: Progress) -> None:
     target = _state.get("progress")
     if target is not None:
-        target.put({"step": progress.step, "loss": progress.loss, "samples_per_s": progress.samples_per_s})
+        target.put(
+            {
+                "step": progress.step,
+                "loss": progress.loss,
+                "policy_loss": progress.policy_loss,
+                "value_loss": progress.value_loss,
+                "samples_per_s": progress.samples_per_s,
+            }
+        )
 
 
 def run_operation(operation: str, request: Any) -> Evidence:
