@@ -297,10 +297,12 @@ def rounds(app: AppParts, config_key: str, limit: int = ROUNDS) -> list[dict[str
     return ordered
 
 
-def diagnostics(found_rounds: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def diagnostics(found_rounds: list[dict[str, Any]]) -> dict[str, Any]:
     """The per-round counts as chart panels: the known families together (FAMILIES), every other count alone.
 
-    Each panel: `name`, `title` and `series` (count name -> [[round, value], ...]).
+    `panels`: each with `name`, `title` and `series` (count name -> [[round, value], ...]);
+    `constant`: the counts outside the families that are the same in every one of two or
+    more rounds (a flat line says less than the number), by name.
     """
     metrics: dict[str, list[list[float]]] = {}
     for entry in found_rounds:
@@ -314,10 +316,15 @@ def diagnostics(found_rounds: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if members:
             panels.append({"name": name, "title": title, "series": members})
             taken |= set(members)
+    constant = {
+        metric: points[0][1]
+        for metric, points in sorted(metrics.items())
+        if metric not in taken and len(points) > 1 and all(value == points[0][1] for _round, value in points)
+    }
     for metric, points in sorted(metrics.items()):
-        if metric not in taken:
+        if metric not in taken and metric not in constant:
             panels.append({"name": metric, "title": metric, "series": {metric: points}})
-    return panels
+    return {"panels": panels, "constant": constant}
 
 
 def pipeline_series(app: AppParts, config_key: str, hours: float | None = None) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection
 
 from zeroloop.config import Settings
 from zeroloop.pipeline.ratings import RELATIVE_TO, Rating, of_record, signed
+from zeroloop.ports import AppParts
 from zeroloop.store.queries import models as model_queries
 from zeroloop.store.queries import series as series_queries
 from zeroloop.workload.elo import elo_bounds
@@ -205,3 +206,9 @@ def explain(found: dict[str, Any]) -> list[str]:
             f"recorded: {model_id} rates {rating['text']} now, from {float(found['games'] or 0):.0f} games{moved}"
         )
     return lines
+
+
+def read(app: AppParts, config_key: str) -> dict[str, Any] | None:
+    """`standing` of `config_key` in one read of the App's store."""
+    with app.store.read() as conn:
+        return standing(conn, config_key, app.settings)
