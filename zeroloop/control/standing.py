@@ -212,3 +212,24 @@ def read(app: AppParts, config_key: str) -> dict[str, Any] | None:
     """`standing` of `config_key` in one read of the App's store."""
     with app.store.read() as conn:
         return standing(conn, config_key, app.settings)
+
+
+def panel_line(found: dict[str, Any] | None) -> str | None:
+    """One line for a live panel when a model rates above production (None when none does)."""
+    if not found or not found["rated_above"]:
+        return None
+    best = found["rated_above"][0]
+    overlap = "within their intervals" if best["intervals_overlap"] else "beyond their intervals"
+    return (
+        f"the newest model the gate passed; {best['model_id']} ({best['stage']}) rates "
+        f"{signed(best['difference'])} higher, {overlap}"
+    )
+
+
+def rating_note(found: dict[str, Any] | None) -> str | None:
+    """What a rating shown at the end of a run rests on, and what it was when the model was promoted."""
+    if not found or found["rating"]["elo"] is None:
+        return None
+    then = found["promotion"].get("joint_elo_then")
+    was = f"; {then:.0f} when promoted" if then is not None else ""
+    return f"joint fit of {float(found['games'] or 0):.0f} games, refitted with every match recorded{was}"
