@@ -1,0 +1,146 @@
+"""The leader's readings behind the charts over time, on both backends: waits, nodes, cost, compute counted once."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from tests.helpers import FakeClock, run_async
+from zeroloop.app import App
+from zeroloop.cluster.leases import LEADER
+from zeroloop.cluster.nodes import NodeInfo
+from zeroloop.config import Settings, StoreSettings
+from zeroloop.control import series
+from zeroloop.control.readings import SETTLE_S, THIN_BUCKET_S, Readings, readings_daemon
+from zeroloop.daemons.daemon import DaemonContext, Leadership
+from zeroloop.errors import LeaseError
+from zeroloop.store.queries import pipelines as pipeline_queries
+from zeroloop.store.queries import readings as queries
+from zeroloop.store.schema import jobs, readings
+
+KEY = "tic_tac_toe_2p"
+START = 1_767_225_600.0
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(START)
+
+
+@pytest.fixture
+def zl(store_url: str, tmp_path: Path, settings: Settings, clock: FakeClock) -> Iterator[App]:
+    """An App on the backend under test whose every part reads `clock`."""
+    with App(Settings(data_dir=tmp_path / "data", store=StoreSettings(url=store_url)), upgrade=False, clock=clock) as app:
+        with app.store.transaction() as conn:
+            pipeline_queries.ensure_pipeline(conn, KEY, clock())
+        app.nodes.register(
+            NodeInfo(id="n1", host="h", provider="local", cpu_count=8, memory_bytes=2**33, disk_bytes=2**40,
+                     cost_per_hour=2.0, slots=2, gpus=[{"name": "L4"}]),
+        )  # fmt: skip
+        yield app
+
+
+def _finish(app: App, clock: FakeClock, run_s: float, counts: dict[str, float]) -> int:
+    """Run one selfplay job on n1 for `run_s` seconds (the clock moves) and complete it with `counts`."""
+    job = app.queue.enqueue("selfplay", KEY, {})
+    lease = app.queue.claim("n1")
+    assert lease is not None and lease.job.id == job.id
+    for _ in range(int(run_s // 20)):
+        clock.advance(20.0)
+        app.queue.heartbeat(job.id, lease.token)  # as a worker does, well within the lease
+    clock.advance(run_s % 20)
+    app.queue.complete(job.id, lease.token, {"artifact_sha256": "a" * 64, "counts": counts})
+    return job.id
+
+
+def test_a_reading_holds_the_queue_its_waits_the_nodes_and_their_cost(zl: App, clock: FakeClock) -> None:
+    take = Readings(zl.store, zl.settings.dashboard, clock=clock).take
+    for _ in range(2):
+        zl.queue.enqueue("selfplay", KEY, {})
+    first = take()
+    assert first["queue"]["selfplay"] == {
+        "queued": 2, "running": 0, "due": 2, "oldest_due_s": 0.0, "claimed": 0, "mean_wait_s": None, "max_wait_s": None,
+    }  # fmt: skip
+    clock.advance(90.0)
+    assert zl.queue.claim("n1") is not None  # waited 90 s
+    clock.advance(30.0)
+    second = take()
+    assert second["queue"]["selfplay"] == {
+        "queued": 1, "running": 1, "due": 1, "oldest_due_s": 120.0, "claimed": 1, "mean_wait_s": 90.0,
+        "max_wait_s": 90.0,
+    }  # fmt: skip
+    assert second["nodes"] == {"active": 1} and second["cost_per_hour"] == 2.0
+    assert second["cost_total"] == pytest.approx(2.0 * 120.0 / 3600.0)
+    third = take()  # nobody was claimed since: no wait to report
+    assert (third["queue"]["selfplay"]["claimed"], third["queue"]["selfplay"]["mean_wait_s"]) == (0, None)
+    found = series.queue_series(zl)
+    assert found["queued"]["selfplay"] == [[START, 2.0], [START + 120.0, 1.0], [START + 120.0, 1.0]]
+    assert found["mean_wait_s"]["selfplay"] == [[START + 120.0, 90.0]]  # only where a job was claimed
+
+
+def test_compute_is_counted_once_per_job_even_when_its_finish_lands_late_and_outlives_the_job(
+    zl: App, clock: FakeClock
+) -> None:
+    take = Readings(zl.store, zl.settings.dashboard, clock=clock).take
+    take()
+    _finish(zl, clock, 100.0, {"games": 4, "cpu_s": 150.0})
+    clock.advance(60.0)
+    assert take()["pipelines"][KEY]["jobs"] == 0.0  # finished 60 s ago: not settled yet
+    clock.advance(SETTLE_S)
+    totals = take()["pipelines"][KEY]
+    assert (totals["jobs"], totals["jobs_with_cpu"], totals["cpu_s"], totals["slot_s"]) == (1.0, 1.0, 150.0, 100.0)
+    assert totals["gpu_s"] == 100.0 * 1 / 2  # one GPU shared by two slots
+    # A job whose completion is dated before the last reading (a late commit, a worker's clock behind)
+    # still counts, once: each reading counts up to SETTLE_S before it.
+    reading_at = clock()
+    clock.now = reading_at - 10.0
+    _finish(zl, clock, 0.0, {"games": 4})  # no cpu_s: wall time only
+    clock.now = reading_at + 60.0
+    counts = [take()["pipelines"][KEY]["jobs"]]
+    clock.advance(SETTLE_S)
+    counts += [take()["pipelines"][KEY]["jobs"], take()["pipelines"][KEY]["jobs"]]
+    assert counts == [1.0, 2.0, 2.0]
+    with zl.store.transaction() as conn:  # retention deletes the finished jobs; the totals stay
+        conn.execute(sa.delete(jobs))
+    clock.advance(600.0)
+    totals = take()["pipelines"][KEY]
+    assert (totals["jobs"], totals["jobs_with_cpu"], totals["cpu_s"]) == (2.0, 1.0, 150.0)
+    assert series.compute_measure(totals)["field"] == "slot_s"  # one job never said its CPU time
+    assert series.compute_measure({**totals, "jobs_with_cpu": 2.0})["field"] == "cpu_s"
+
+
+def test_old_readings_are_thinned_to_one_an_hour_and_recent_ones_all_kept(zl: App, clock: FakeClock) -> None:
+    zl.settings.dashboard.readings_full_days = 1.0
+    old = START - 3 * 86400.0  # three days ago, on the hour
+    with zl.store.transaction() as conn:
+        for minute in range(180):  # three hours of readings, one a minute
+            queries.insert_reading(conn, old + 60.0 * minute, {"pipelines": {}})
+        for minute in range(30):  # the last half hour
+            queries.insert_reading(conn, START - 1800.0 + 60.0 * minute, {"pipelines": {}})
+    recorder = Readings(zl.store, zl.settings.dashboard, clock=clock)
+    recorder.take()
+    with zl.store.read() as conn:
+        kept = [float(at) for at in conn.execute(sa.select(readings.c.at).order_by(readings.c.at)).scalars()]
+    assert kept[:3] == [old, old + THIN_BUCKET_S, old + 2 * THIN_BUCKET_S]  # the first of each old hour
+    assert len(kept) == 3 + 30 + 1 and recorder.thinned == 177
+    with zl.store.transaction() as conn:
+        assert queries.thin_readings(conn, before=START - 86400.0, bucket_s=THIN_BUCKET_S) == 0  # thinned already
+
+
+@run_async
+async def test_only_the_leader_takes_readings(zl: App, clock: FakeClock) -> None:
+    follower = readings_daemon(DaemonContext(zl, Leadership(), clock))
+    with pytest.raises(LeaseError):
+        await follower.run_once()
+    with zl.store.read() as conn:
+        assert queries.latest_reading(conn) is None
+    token = zl.leases.acquire(LEADER)
+    assert token is not None
+    leader = readings_daemon(DaemonContext(zl, Leadership(held=True, token=token), clock))
+    await leader.run_once()
+    with zl.store.read() as conn:
+        assert queries.latest_reading(conn) is not None
+    assert leader.details() == {"taken": 1, "thinned": 0}
