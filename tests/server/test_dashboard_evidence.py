@@ -25,9 +25,12 @@ def test_a_promotion_reads_as_its_reason_and_a_table_of_results_with_each_matchs
         "model_id": CANDIDATE,
         "reason": "not worse than the best by 50 Elo: Elo +17 against the best, 90% lower bound -35",
         **Evidence(
-            vs_best=Result(3, 15, 2), vs_baselines={"random": Result(9, 4, 7)},
-            best_vs_baselines={"random": Result(18, 1, 1)}, last_promotion_at=1_767_225_600.0, now=1_767_226_000.0,
-        ).as_dict(),  # fmt: skip
+            vs_best=Result(3, 15, 2),
+            vs_baselines={"random": Result(9, 4, 7)},
+            best_vs_baselines={"random": Result(18, 1, 1)},
+            last_promotion_at=1_767_225_600.0,
+            now=1_767_226_000.0,
+        ).as_dict(),
         "joint_elo": {CANDIDATE: 132.4, PRODUCTION: 210.0},
     }
     found = readable("promotion", "promoted", evidence, 0.95)

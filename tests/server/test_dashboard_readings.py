@@ -33,7 +33,9 @@ def clock() -> FakeClock:
 @pytest.fixture
 def zl(store_url: str, tmp_path: Path, settings: Settings, clock: FakeClock) -> Iterator[App]:
     """An App on the backend under test whose every part reads `clock`."""
-    with App(Settings(data_dir=tmp_path / "data", store=StoreSettings(url=store_url)), upgrade=False, clock=clock) as app:
+    with App(
+        Settings(data_dir=tmp_path / "data", store=StoreSettings(url=store_url)), upgrade=False, clock=clock
+    ) as app:
         with app.store.transaction() as conn:
             pipeline_queries.ensure_pipeline(conn, KEY, clock())
         app.nodes.register(
@@ -69,16 +71,31 @@ def test_a_reading_holds_the_queue_its_waits_the_nodes_and_their_cost(zl: App, c
     clock.advance(30.0)
     second = take()
     assert second["queue"]["selfplay"] == {
-        "queued": 1, "running": 1, "due": 1, "oldest_due_s": 120.0, "claimed": 1, "mean_wait_s": 90.0,
-        "max_wait_s": 90.0,
-    }  # fmt: skip
+        "queued": 1,
+        "running": 1,
+        "due": 1,
+        "oldest_due_s": 120.0,
+        "claimed": 0,
+        "mean_wait_s": None,
+        "max_wait_s": None,
+    }  # the claim is 30 s old: it is counted once it is SETTLE_S old
     assert second["nodes"] == {"active": 1} and second["cost_per_hour"] == 2.0
     assert second["cost_total"] == pytest.approx(2.0 * 120.0 / 3600.0)
-    third = take()  # nobody was claimed since: no wait to report
-    assert (third["queue"]["selfplay"]["claimed"], third["queue"]["selfplay"]["mean_wait_s"]) == (0, None)
+    # The other job is claimed at the very time of a reading, after it: the next window counts it.
+    clock.advance(SETTLE_S)
+    third = take()
+    assert third["queue"]["selfplay"]["claimed"] == 1 and third["queue"]["selfplay"]["mean_wait_s"] == 90.0
+    assert zl.queue.claim("n1") is not None  # at the reading's time: waited 90 + 30 + SETTLE_S
+    clock.advance(SETTLE_S)
+    fourth = take()
+    assert fourth["queue"]["selfplay"]["claimed"] == 1
+    assert fourth["queue"]["selfplay"]["mean_wait_s"] == 120.0 + SETTLE_S
+    clock.advance(SETTLE_S)
+    assert take()["queue"]["selfplay"]["claimed"] == 0  # each claim is counted once
     found = series.queue_series(zl)
-    assert found["queued"]["selfplay"] == [[START, 2.0], [START + 120.0, 1.0], [START + 120.0, 1.0]]
-    assert found["mean_wait_s"]["selfplay"] == [[START + 120.0, 90.0]]  # only where a job was claimed
+    assert [value for _at, value in found["queued"]["selfplay"]] == [2.0, 1.0, 1.0, 0.0, 0.0]
+    windows_end = [START + 120.0, START + 120.0 + SETTLE_S]  # a window's waits are placed at its end
+    assert found["mean_wait_s"]["selfplay"] == [[windows_end[0], 90.0], [windows_end[1], 120.0 + SETTLE_S]]
 
 
 def test_compute_is_counted_once_per_job_even_when_its_finish_lands_late_and_outlives_the_job(

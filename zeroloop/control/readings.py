@@ -5,8 +5,8 @@ rows hold the present), so every `dashboard.readings_interval_s` (60 s) the `rea
 daemon (leader only) records one row of figures (`readings` table, times in epoch seconds):
 
 - `queue`: per job type, the jobs `queued` and `running`, the queued ones `due` now and the
-  wait of the oldest due one (`oldest_due_s`), and of the jobs claimed since the previous
-  reading, how many (`claimed`) and their mean and longest wait from due to claim
+  wait of the oldest due one (`oldest_due_s`), and of the jobs claimed in the counting window
+  (below), how many (`claimed`) and their mean and longest wait from due to claim
   (`mean_wait_s`, `max_wait_s`);
 - `nodes`: how many nodes are in each state; `cost_per_hour`: what the billed nodes cost
   together now; `cost_total`: what every node of the registry has cost so far (currency units);
@@ -16,11 +16,13 @@ daemon (leader only) records one row of figures (`readings` table, times in epoc
   `gpu_s` (wall time times the GPUs per slot of the job's node), `jobs` and
   `jobs_with_cpu` (those that reported `cpu_s`).
 
-The compute totals are running sums: each reading adds the jobs that finished after the
-previous reading's `counted_until` to that reading's totals, so they outlive the deletion
-of finished jobs by retention. A job is counted once its finish is `SETTLE_S` old, so a
-completion whose transaction commits late, or a worker whose clock runs a little behind,
-lands in the next reading rather than in none. Readings younger than
+Each reading counts what happened in its window, from the previous reading's
+`counted_until` to its own, `SETTLE_S` before it: a claim or a finish is counted once it
+is that old, so one whose transaction commits after a reading that its time precedes (a
+late commit, a worker's clock a little behind) lands in the next window rather than in
+none. The compute totals are running sums: each reading adds the jobs that finished in its
+window to the previous reading's totals, so they outlive the deletion of finished jobs by
+retention. Readings younger than
 `dashboard.readings_full_days` all stay; older ones are thinned to the first of each hour,
 so a month-long run's curves cost about 24 rows a day.
 """
@@ -75,9 +77,10 @@ def job_compute(job: Mapping[Any, Any], node: Mapping[Any, Any] | None) -> dict[
 def figures(conn: Any, now: float, previous: Mapping[Any, Any] | None) -> dict[str, Any]:
     """The figures of a reading at `now` (epoch seconds), continuing the running totals of `previous`."""
     before = dict(previous["figures"]) if previous is not None else {}
+    counted_from = float(before.get("counted_until", -1.0))
+    counted_until = max(counted_from, now - SETTLE_S)
     queue = series_queries.queue_now(conn, now)
-    last_at = float(previous["at"]) if previous is not None else now
-    waits = series_queries.claim_waits(conn, after=last_at, until=now) if previous is not None else {}
+    waits = series_queries.claim_waits(conn, after=counted_from, until=counted_until)
     for job_type in sorted(set(queue) | set(waits)):
         entry = queue.setdefault(job_type, {"queued": 0, "running": 0, "due": 0, "oldest_due_at": None})
         oldest = entry.pop("oldest_due_at")
@@ -87,8 +90,6 @@ def figures(conn: Any, now: float, previous: Mapping[Any, Any] | None) -> dict[s
     by_state: dict[str, int] = {}
     for row in nodes.values():
         by_state[row["status"]] = by_state.get(row["status"], 0) + 1
-    counted_from = float(before.get("counted_until", -1.0))
-    counted_until = max(counted_from, now - SETTLE_S)
     totals: dict[str, dict[str, float]] = {
         key: {name: float(value.get(name, 0.0)) for name in COMPUTE}
         for key, value in (before.get("pipelines") or {}).items()

@@ -101,15 +101,18 @@ def _by_name(rows: list[dict[str, Any]], section: str, field: str | None) -> dic
 def queue_series(app: AppParts, hours: float | None = None) -> dict[str, Any]:
     """Per job type over the last `hours`: jobs queued and running, and waits (seconds).
 
-    `mean_wait_s`: the mean wait of the jobs claimed between two readings; `oldest_due_s`:
-    how long the oldest due job had waited at the reading.
+    `mean_wait_s`: the mean wait of the jobs claimed in a reading's counting window, placed
+    at the window's end (zeroloop.control.readings); `oldest_due_s`: how long the oldest due
+    job had waited at the reading.
     """
     since, rows = _readings(app, hours)
+    # A reading's waits are of the claims in its counting window, which ends at its `counted_until`.
+    windows = [{**row, "at": float(row["figures"].get("counted_until", row["at"]))} for row in rows]
     return {
         "since": since,
         "queued": _by_name(rows, "queue", "queued"),
         "running": _by_name(rows, "queue", "running"),
-        "mean_wait_s": _by_name(rows, "queue", "mean_wait_s"),
+        "mean_wait_s": _by_name(windows, "queue", "mean_wait_s"),
         "oldest_due_s": _by_name(rows, "queue", "oldest_due_s"),
     }
 
