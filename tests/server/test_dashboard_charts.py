@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from html import unescape
 from pathlib import Path
 
 import httpx
@@ -32,6 +33,7 @@ from zeroloop.control import views
 from zeroloop.control.readings import SETTLE_S
 from zeroloop.control.tokens import Role, Tokens
 from zeroloop.server.charts import PALETTE
+from zeroloop.store.queries import pipelines as pipeline_queries
 from zeroloop.store.queries import readings as reading_queries
 from zeroloop.store.schema import jobs, nodes
 
@@ -282,3 +284,25 @@ def test_the_json_api_serves_the_series_and_the_standing(charted: tuple[App, His
     assert [(answer.status_code, "hours" in answer.json()["detail"]) for answer in bad] == [(400, True)] * 3
     assert unknown.status_code == 400 and "no_such_2p" in unknown.json()["detail"]
     assert math.isfinite(recent["cost_total"][-1][1])
+
+
+def test_a_new_pipeline_shows_why_each_chart_is_empty_and_an_unknown_chart_is_refused(app: App) -> None:
+    with app.store.transaction() as conn:
+        pipeline_queries.ensure_pipeline(conn, KEY, app.clock())
+    with running_server(app, loopback=True) as url, httpx.Client(base_url=url, timeout=30) as client:
+        pages = {
+            path: client.get(path) for path in (f"/dashboard/pipelines/{KEY}", "/dashboard/queue", "/dashboard/nodes")
+        }
+        unknown = client.get(f"/dashboard/charts/no_such_chart?config={KEY}")
+        wrong = client.get("/dashboard/charts/elo_time?config=no_such_2p")
+        standing = client.get(f"/api/pipelines/{KEY}/standing")
+    assert all(page.status_code == 200 for page in pages.values())
+    drawn = {name: chart for page in pages.values() for name, chart in charts_in(page.text).items()}
+    assert drawn and all(chart.empty and chart.texts for chart in drawn.values())  # each says why, in words
+    assert "no training run reported its loss yet" in " ".join(drawn["training_loss"].texts)
+    assert 'id="standing"' not in pages[f"/dashboard/pipelines/{KEY}"].text  # no production model: nothing to explain
+    assert unknown.status_code == 404 and "no chart 'no_such_chart' here; the charts: elo_compute" in unescape(
+        unknown.text
+    )
+    assert wrong.status_code == 404 and "no pipeline 'no_such_2p'" in unescape(wrong.text)
+    assert standing.status_code == 200 and standing.json() is None
