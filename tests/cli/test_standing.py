@@ -43,7 +43,7 @@ def _run(*args: str) -> str:
 
 def test_models_ls_notes_a_production_model_another_outrates_and_show_says_why(made: tuple[App, History]) -> None:
     _app, history = made
-    first, second, third = history.models
+    first, second, _third = history.models
     listed = _run("models", "ls")
     assert f"{KEY}: production {second} rates below {first} (archived) by" in listed
     assert "production is the newest model that passed the promotion gate, not the highest rated" in listed

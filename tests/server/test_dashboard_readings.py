@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -161,3 +162,41 @@ async def test_only_the_leader_takes_readings(zl: App, clock: FakeClock) -> None
     with zl.store.read() as conn:
         assert queries.latest_reading(conn) is not None
     assert leader.details() == {"taken": 1, "thinned": 0}
+
+
+def test_a_long_range_is_read_at_evenly_spread_readings_the_newest_always_in(zl: App, clock: FakeClock) -> None:
+    with zl.store.transaction() as conn:
+        for minute in range(1500):
+            queue = {"selfplay": {"queued": minute, "running": 0, "due": 0, "oldest_due_s": None}}
+            queries.insert_reading(conn, START - 60.0 * (1499 - minute), {"queue": queue, "counted_until": 0.0})
+    found = series.queue_series(zl, hours=48)["queued"]["selfplay"]
+    assert len(found) == series.MAX_READINGS and found[-1] == [START, 1499.0]
+    gaps = {round(later[0] - earlier[0]) for earlier, later in itertools.pairwise(found)}
+    assert gaps <= {120, 180}  # every 2.5th reading: even spacing
+    assert len(series.queue_series(zl, hours=5)["queued"]["selfplay"]) == 5 * 60 + 1  # a short range: every one
+
+
+def test_a_model_is_placed_at_the_samples_and_compute_interpolated_between_readings(zl: App, clock: FakeClock) -> None:
+    def totals(samples: float, cpu_s: float) -> dict[str, object]:
+        pipeline = {"samples_total": samples, "cpu_s": cpu_s, "slot_s": cpu_s, "gpu_s": 0.0, "jobs": 1.0,
+                    "jobs_with_cpu": 1.0}  # fmt: skip
+        return {"pipelines": {KEY: pipeline}}
+
+    with zl.store.transaction() as conn:
+        queries.insert_reading(conn, START, {**totals(100.0, 0.0), "counted_until": START - SETTLE_S})
+        queries.insert_reading(conn, START + 400.0, {**totals(500.0, 3600.0), "counted_until": START + 400 - SETTLE_S})
+    for at, sha in ((START - 60.0, "a"), (START + 100.0, "b"), (START + 500.0, "c")):
+        clock.now = at
+        model = zl.models.register_candidate(
+            config_key=KEY, artifact_sha256=sha * 64, parent_id=None, window_sha256=None, job_ids=[], iteration=1
+        )
+        zl.models.record_match(
+            config_key=KEY, model_id=model.id, opponent="random", wins=8, draws=1, losses=1, elo_diff=0.0, elo_ci=0.0,
+            job_id=None,
+        )  # fmt: skip
+    found = series.strength(zl, KEY)
+    placed = {m["created_at"]: (m["samples_total"], m["cpu_h"]) for m in found["models"]}
+    # samples: a quarter of the way from the first reading to the second; compute: placed by counted_until
+    assert placed[START + 100.0] == (200.0, pytest.approx((100.0 + SETTLE_S) / 400.0))
+    assert placed[START + 500.0] == (500.0, 1.0)  # after the newest reading: its totals
+    assert placed[START - 60.0] == (None, None) and found["unplaced"] == 1  # trained before the first reading

@@ -14,6 +14,7 @@ chart and its JSON show the same numbers. Sources:
 
 from __future__ import annotations
 
+import bisect
 import math
 import re
 from collections.abc import Mapping
@@ -35,6 +36,8 @@ DEFAULT_HOURS = 24.0
 """How far back the charts over time look by default (hours)."""
 MAX_HOURS = 24.0 * 366
 """The furthest back a chart over time may be asked to look (hours)."""
+MAX_READINGS = 600
+"""The most readings a series over time is drawn from: a longer range is read at evenly spread readings."""
 TRAINING_RUNS = 5
 """Training runs whose loss per step is drawn (the newest)."""
 ROUNDS = 60
@@ -73,9 +76,14 @@ def _number(value: Any) -> float | None:
 
 
 def _readings(app: AppParts, hours: float | None) -> tuple[float, list[dict[str, Any]]]:
+    """The readings of the last `hours`, at most MAX_READINGS of them, evenly spread and the newest always in."""
     since = app.clock() - hours_of(hours) * 3600.0
     with app.store.read() as conn:
-        rows = reading_queries.list_readings(conn, since=since)
+        times = reading_queries.reading_times(conn, since=since)
+        step = max(1.0, len(times) / MAX_READINGS)
+        picked = {times[min(len(times) - 1, int((i + 1) * step) - 1)][0] for i in range(int(len(times) / step))}
+        picked |= {times[-1][0]} if times else set()
+        rows = reading_queries.readings_by_id(conn, sorted(picked))
     return since, [{"at": float(row["at"]), "figures": row["figures"] or {}} for row in rows]
 
 
@@ -152,29 +160,56 @@ def selfplay_series(app: AppParts, config_key: str, hours: float | None = None) 
     return {"since": since, "games_per_s": games_per_s, "samples_total": samples}
 
 
-def _interpolated(conn: Connection, config_key: str, at: float, field: str, *, settled: bool) -> float | None:
-    """A running total of `config_key` at time `at`, interpolated between the readings around it (None outside them).
+class _Totals:
+    """A config key's running totals at given times, interpolated between the readings around each (one read each)."""
 
-    With `settled`, the total is placed at the reading's `counted_until` (compute counts jobs
-    up to then) rather than at the reading itself.
-    """
-    shift = SETTLE_S if settled else 0.0
-    points: list[tuple[float, float] | None] = []
-    for row in (reading_queries.reading_before(conn, at + shift), reading_queries.reading_after(conn, at + shift)):
-        found = _pipeline_figures(row, config_key)
-        value = None if found is None else _number(found.get(field))
-        if row is None or value is None:
-            points.append(None)
-            continue
-        when = float(row["figures"].get("counted_until", row["at"])) if settled else float(row["at"])
-        points.append((when, value))
-    before, after = points
-    if before is None:
-        return None  # before the first reading: unknown
-    if after is None or after[0] <= before[0]:
-        return before[1]
-    share = min(1.0, max(0.0, (at - before[0]) / (after[0] - before[0])))
-    return before[1] + share * (after[1] - before[1])
+    def __init__(self, conn: Connection, config_key: str, times: list[float]) -> None:
+        self.config_key = config_key
+        self.times: list[tuple[int, float]] = []
+        self.ats: list[float] = []
+        self.rows: dict[int, dict[str, Any]] = {}
+        if not times:
+            return
+        first = reading_queries.reading_before(conn, min(times))
+        self.times = reading_queries.reading_times(conn, since=float(first["at"]) if first else min(times))
+        self.ats = [when for _id, when in self.times]
+        wanted: set[int] = set()
+        for at in times:
+            for shifted in (at, at + SETTLE_S):
+                wanted.update(row_id for row_id in self._around(shifted) if row_id is not None)
+        self.rows = {int(row["id"]): dict(row) for row in reading_queries.readings_by_id(conn, sorted(wanted))}
+
+    def _around(self, at: float) -> tuple[int | None, int | None]:
+        """The ids of the newest reading at or before `at` and of the oldest at or after it."""
+        index = bisect.bisect_right(self.ats, at)
+        before = self.times[index - 1][0] if index > 0 else None
+        after_index = index - 1 if index > 0 and self.times[index - 1][1] == at else index
+        after = self.times[after_index][0] if after_index < len(self.times) else None
+        return before, after
+
+    def at(self, at: float, field: str, *, settled: bool) -> float | None:
+        """`field` at time `at` (None before the first reading).
+
+        With `settled`, a total is placed at its reading's `counted_until` (compute counts jobs
+        up to then) rather than at the reading itself.
+        """
+        points: list[tuple[float, float] | None] = []
+        for row_id in self._around(at + (SETTLE_S if settled else 0.0)):
+            row = self.rows.get(row_id) if row_id is not None else None
+            found = _pipeline_figures(row, self.config_key)
+            value = None if found is None else _number(found.get(field))
+            if row is None or value is None:
+                points.append(None)
+                continue
+            when = float(row["figures"].get("counted_until", row["at"])) if settled else float(row["at"])
+            points.append((when, value))
+        before, after = points
+        if before is None:
+            return None  # before the first reading: unknown
+        if after is None or after[0] <= before[0]:
+            return before[1]
+        share = min(1.0, max(0.0, (at - before[0]) / (after[0] - before[0])))
+        return before[1] + share * (after[1] - before[1])
 
 
 def compute_measure(totals: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -203,34 +238,35 @@ def strength(app: AppParts, config_key: str) -> dict[str, Any]:
     with app.store.read() as conn:
         rows = model_queries.list_models(conn, config_key=config_key, limit=_MODELS)
         latest = _pipeline_figures(reading_queries.latest_reading(conn), config_key)
-        placed = []
-        unplaced = 0
-        for row in reversed(rows):
-            rating = of_record((row["meta"] or {}).get("rating"), confidence)
-            if rating.elo is None:
-                continue
-            at = float(row["created_at"])
-            samples = _interpolated(conn, config_key, at, "samples_total", settled=False)
-            hours = {
-                name: None
-                if (value := _interpolated(conn, config_key, at, field, settled=True)) is None
-                else value / 3600
-                for name, field in (("cpu_h", "cpu_s"), ("slot_h", "slot_s"), ("gpu_h", "gpu_s"))
+        rated = [
+            (row, rating)
+            for row in reversed(rows)
+            if (rating := of_record((row["meta"] or {}).get("rating"), confidence)).elo is not None
+        ]
+        totals = _Totals(conn, config_key, [float(row["created_at"]) for row, _rating in rated])
+    placed = []
+    unplaced = 0
+    for row, rating in rated:
+        at = float(row["created_at"])
+        samples = totals.at(at, "samples_total", settled=False)
+        hours = {
+            name: None if samples is None or (value := totals.at(at, field, settled=True)) is None else value / 3600
+            for name, field in (("cpu_h", "cpu_s"), ("slot_h", "slot_s"), ("gpu_h", "gpu_s"))
+        }
+        if samples is None:
+            unplaced += 1  # trained before the first reading: nothing to place it at
+        placed.append(
+            {
+                "model_id": row["id"],
+                "stage": row["stage"],
+                "elo": rating.elo,
+                "half_width": rating.half_width if math.isfinite(rating.half_width) else None,
+                "created_at": at,
+                "promoted_at": row["promoted_at"],
+                "samples_total": samples,
+                **hours,
             }
-            if samples is None:
-                unplaced += 1
-            placed.append(
-                {
-                    "model_id": row["id"],
-                    "stage": row["stage"],
-                    "elo": rating.elo,
-                    "half_width": rating.half_width if math.isfinite(rating.half_width) else None,
-                    "created_at": at,
-                    "promoted_at": row["promoted_at"],
-                    "samples_total": samples,
-                    **hours,
-                }
-            )
+        )
     measure = compute_measure(latest)
     return {
         "relative_to": RELATIVE_TO,
@@ -288,9 +324,10 @@ def rounds(app: AppParts, config_key: str, limit: int = ROUNDS) -> list[dict[str
             }
             if job["type"] == "export":
                 entry["exported_at"] = float(job["created_at"])
-                entry["samples_then"] = _interpolated(
-                    conn, config_key, float(job["created_at"]), "samples_total", settled=False
-                )
+        totals = _Totals(conn, config_key, [entry["exported_at"] for entry in found.values() if "exported_at" in entry])
+    for entry in found.values():
+        if "exported_at" in entry:
+            entry["samples_then"] = totals.at(entry["exported_at"], "samples_total", settled=False)
     ordered = [found[number] for number in sorted(found)][-limit:]
     previous: float | None = None
     for entry in ordered:

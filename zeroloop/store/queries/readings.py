@@ -62,3 +62,20 @@ def reading_after(conn: Connection, at: float) -> RowMapping | None:
     """The oldest reading taken at or after `at` (epoch seconds), or None."""
     query = sa.select(readings).where(readings.c.at >= at).order_by(readings.c.at, readings.c.id)
     return conn.execute(query.limit(1)).mappings().first()
+
+
+def reading_times(conn: Connection, *, since: float, until: float | None = None) -> list[tuple[int, float]]:
+    """The id and time of every reading taken at or after `since` (and at or before `until`), oldest first."""
+    query = sa.select(readings.c.id, readings.c.at).where(readings.c.at >= since)
+    if until is not None:
+        query = query.where(readings.c.at <= until)
+    return [(int(row_id), float(at)) for row_id, at in conn.execute(query.order_by(readings.c.at, readings.c.id))]
+
+
+def readings_by_id(conn: Connection, ids: list[int]) -> list[RowMapping]:
+    """The readings of `ids`, oldest first."""
+    found: list[RowMapping] = []
+    for start in range(0, len(ids), 500):
+        query = sa.select(readings).where(readings.c.id.in_(ids[start : start + 500]))
+        found += list(conn.execute(query).mappings())
+    return sorted(found, key=lambda row: (float(row["at"]), int(row["id"])))
