@@ -139,17 +139,19 @@ def _check_diagnostics(history: History, charts: dict[str, Chart], page: str) ->
     assert "round_train.steps" not in charts and "train.steps 300" in page  # the same every round: said, not drawn
 
 
-def _claim_waits(app: App) -> list[list[float]]:
-    """Per reading window (from the previous reading's counted_until to its own), the mean wait of the selfplay
-    jobs claimed in it, from the jobs table: the points the wait chart must draw."""
+def _finished_waits(app: App) -> list[list[float]]:
+    """Per reading window (from the previous reading's counted_until to its own), the mean wait from due to claim of
+    the selfplay jobs that finished in it, from the jobs table: the points the wait chart must draw."""
     with app.store.read() as conn:
         ends = [float(row["figures"]["counted_until"]) for row in reading_queries.list_readings(conn, since=0.0)]
-        claims = conn.execute(
-            sa.select(jobs.c.claimed_at, jobs.c.claimed_at - jobs.c.run_after).where(jobs.c.type == "selfplay")
+        finishes = conn.execute(
+            sa.select(jobs.c.finished_at, jobs.c.claimed_at - jobs.c.run_after).where(
+                jobs.c.type == "selfplay", jobs.c.finished_at.is_not(None), jobs.c.claimed_at.is_not(None)
+            )
         ).all()
     found = []
     for start, end in zip([-1.0, *ends], ends, strict=False):
-        waited = [float(wait) for at, wait in claims if start < at <= end]
+        waited = [float(wait) for at, wait in finishes if start < at <= end]
         if waited:
             found.append([end, sum(waited) / len(waited)])
     return found
@@ -210,7 +212,7 @@ def test_every_chart_draws_what_the_store_holds_and_shows_in_chromium(
     _check_training(history, pipeline)
     _check_selfplay(history, pipeline)
     _check_diagnostics(history, pipeline, page)
-    _check_queue(history, queue, _claim_waits(app))
+    _check_queue(history, queue, _finished_waits(app))
     _check_nodes(history, node)
     everything = {**pipeline, **queue, **node}
     assert not [name for name, chart in everything.items() if chart.empty]  # the history fills every chart

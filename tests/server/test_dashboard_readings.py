@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -14,6 +15,7 @@ from zeroloop.app import App
 from zeroloop.cluster.leases import LEADER
 from zeroloop.cluster.nodes import NodeInfo
 from zeroloop.config import Settings, StoreSettings
+from zeroloop.control import readings as readings_module
 from zeroloop.control import series
 from zeroloop.control.readings import SETTLE_S, THIN_BUCKET_S, Readings, readings_daemon
 from zeroloop.daemons.daemon import DaemonContext, Leadership
@@ -64,39 +66,83 @@ def test_a_reading_holds_the_queue_its_waits_the_nodes_and_their_cost(zl: App, c
     for _ in range(2):
         zl.queue.enqueue("selfplay", KEY, {})
     first = take()
-    assert first["queue"]["selfplay"] == {
-        "queued": 2, "running": 0, "due": 2, "oldest_due_s": 0.0, "claimed": 0, "mean_wait_s": None, "max_wait_s": None,
+    assert first is not None and first["queue"]["selfplay"] == {
+        "queued": 2, "running": 0, "due": 2, "oldest_due_s": 0.0, "finished": 0, "mean_wait_s": None,
+        "max_wait_s": None,
     }  # fmt: skip
     clock.advance(90.0)
-    assert zl.queue.claim("n1") is not None  # waited 90 s
+    lease = zl.queue.claim("n1")  # waited 90 s
+    assert lease is not None
     clock.advance(30.0)
+    zl.queue.complete(lease.job.id, lease.token, {"counts": {}})
     second = take()
-    assert second["queue"]["selfplay"] == {
-        "queued": 1,
-        "running": 1,
-        "due": 1,
-        "oldest_due_s": 120.0,
-        "claimed": 0,
-        "mean_wait_s": None,
+    assert second is not None and second["queue"]["selfplay"] == {
+        "queued": 1, "running": 0, "due": 1, "oldest_due_s": 120.0, "finished": 0, "mean_wait_s": None,
         "max_wait_s": None,
-    }  # the claim is 30 s old: it is counted once it is SETTLE_S old
+    }  # fmt: skip  # the job finished just now: it is counted once its finish is SETTLE_S old
     assert second["nodes"] == {"active": 1} and second["cost_per_hour"] == 2.0
     assert second["cost_total"] == pytest.approx(2.0 * 120.0 / 3600.0)
-    # The other job is claimed at the very time of a reading, after it: the next window counts it.
     clock.advance(SETTLE_S)
     third = take()
-    assert third["queue"]["selfplay"]["claimed"] == 1 and third["queue"]["selfplay"]["mean_wait_s"] == 90.0
-    assert zl.queue.claim("n1") is not None  # at the reading's time: waited 90 + 30 + SETTLE_S
+    assert third is not None and third["queue"]["selfplay"]["finished"] == 1
+    assert third["queue"]["selfplay"]["mean_wait_s"] == 90.0
+    # The other job finishes at the very time of a reading, after it: the next window counts it.
+    lease = zl.queue.claim("n1")  # waited 90 + 30 + SETTLE_S
+    assert lease is not None
+    zl.queue.complete(lease.job.id, lease.token, {"counts": {}})
     clock.advance(SETTLE_S)
     fourth = take()
-    assert fourth["queue"]["selfplay"]["claimed"] == 1
+    assert fourth is not None and fourth["queue"]["selfplay"]["finished"] == 1
     assert fourth["queue"]["selfplay"]["mean_wait_s"] == 120.0 + SETTLE_S
     clock.advance(SETTLE_S)
-    assert take()["queue"]["selfplay"]["claimed"] == 0  # each claim is counted once
+    fifth = take()
+    assert fifth is not None and "selfplay" not in fifth["queue"]  # nothing queued, running or finished: counted once
     found = series.queue_series(zl)
     assert [value for _at, value in found["queued"]["selfplay"]] == [2.0, 1.0, 1.0, 0.0, 0.0]
     windows_end = [START + 120.0, START + 120.0 + SETTLE_S]  # a window's waits are placed at its end
     assert found["mean_wait_s"]["selfplay"] == [[windows_end[0], 90.0], [windows_end[1], 120.0 + SETTLE_S]]
+
+
+def test_a_reading_counts_at_most_its_share_of_jobs_and_the_rest_in_the_next(
+    zl: App, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(readings_module, "MAX_JOBS_PER_READING", 3)
+    for _ in range(4):
+        _finish(zl, clock, 1.0, {"cpu_s": 1.0})
+    same = [_finish(zl, clock, 0.0, {"cpu_s": 1.0}) for _ in range(4)]  # four finished at one instant
+    clock.advance(SETTLE_S + 1.0)
+    take = Readings(zl.store, zl.settings.dashboard, clock=clock).take
+    counted = []
+    for _ in range(4):
+        found = take()
+        assert found is not None
+        counted.append(found["pipelines"][KEY]["jobs"])
+    # Finished at +1, +2, +3 and five at +4: the first reading takes 3; the five of one instant
+    # go together into the next, above the limit; then nothing is left.
+    assert counted == [3.0, 8.0, 8.0, 8.0] and len(same) == 4
+
+
+def test_a_reading_is_dropped_when_another_was_recorded_meanwhile(
+    zl: App, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _finish(zl, clock, 1.0, {"cpu_s": 5.0})
+    clock.advance(SETTLE_S + 1.0)
+    first, second = (Readings(zl.store, zl.settings.dashboard, clock=clock) for _ in range(2))
+    original = readings_module.figures
+    interrupted: list[bool] = []
+
+    def meanwhile(conn: Any, now: float, previous: Any) -> dict[str, Any]:
+        found = original(conn, now, previous)
+        if not interrupted:
+            interrupted.append(True)
+            assert second.take() is not None  # the other leader records its reading while this one is reading
+        return found
+
+    monkeypatch.setattr(readings_module, "figures", meanwhile)
+    assert first.take() is None and first.skipped == 1 and interrupted == [True]
+    with zl.store.read() as conn:
+        rows = queries.list_readings(conn, since=0.0)
+    assert len(rows) == 1 and rows[0]["figures"]["pipelines"][KEY]["cpu_s"] == 5.0  # counted once
 
 
 def test_compute_is_counted_once_per_job_even_when_its_finish_lands_late_and_outlives_the_job(
@@ -106,7 +152,7 @@ def test_compute_is_counted_once_per_job_even_when_its_finish_lands_late_and_out
     take()
     _finish(zl, clock, 100.0, {"games": 4, "cpu_s": 150.0})
     clock.advance(60.0)
-    assert take()["pipelines"][KEY]["jobs"] == 0.0  # finished 60 s ago: not settled yet
+    assert take()["pipelines"][KEY]["jobs"] == 0.0  # type: ignore[index]  # finished 60 s ago: not settled yet
     clock.advance(SETTLE_S)
     totals = take()["pipelines"][KEY]
     assert (totals["jobs"], totals["jobs_with_cpu"], totals["cpu_s"], totals["slot_s"]) == (1.0, 1.0, 150.0, 100.0)
@@ -161,7 +207,7 @@ async def test_only_the_leader_takes_readings(zl: App, clock: FakeClock) -> None
     await leader.run_once()
     with zl.store.read() as conn:
         assert queries.latest_reading(conn) is not None
-    assert leader.details() == {"taken": 1, "thinned": 0}
+    assert leader.details() == {"taken": 1, "skipped": 0, "thinned": 0}
 
 
 def test_a_long_range_is_read_at_evenly_spread_readings_the_newest_always_in(zl: App, clock: FakeClock) -> None:

@@ -5,8 +5,8 @@ rows hold the present), so every `dashboard.readings_interval_s` (60 s) the `rea
 daemon (leader only) records one row of figures (`readings` table, times in epoch seconds):
 
 - `queue`: per job type, the jobs `queued` and `running`, the queued ones `due` now and the
-  wait of the oldest due one (`oldest_due_s`), and of the jobs claimed in the counting window
-  (below), how many (`claimed`) and their mean and longest wait from due to claim
+  wait of the oldest due one (`oldest_due_s`), and of the jobs that finished in the counting
+  window (below), how many (`finished`) and their mean and longest wait from due to claim
   (`mean_wait_s`, `max_wait_s`);
 - `nodes`: how many nodes are in each state; `cost_per_hour`: what the billed nodes cost
   together now; `cost_total`: what every node of the registry has cost so far (currency units);
@@ -16,13 +16,15 @@ daemon (leader only) records one row of figures (`readings` table, times in epoc
   `gpu_s` (wall time times the GPUs per slot of the job's node), `jobs` and
   `jobs_with_cpu` (those that reported `cpu_s`).
 
-Each reading counts what happened in its window, from the previous reading's
-`counted_until` to its own, `SETTLE_S` before it: a claim or a finish is counted once it
-is that old, so one whose transaction commits after a reading that its time precedes (a
+Each reading counts the jobs that finished in its window, from the previous reading's
+`counted_until` to its own, `SETTLE_S` before it: a job is counted once its finish is that
+old, so one whose transaction commits after a reading that its finish time precedes (a
 late commit, a worker's clock a little behind) lands in the next window rather than in
-none. The compute totals are running sums: each reading adds the jobs that finished in its
-window to the previous reading's totals, so they outlive the deletion of finished jobs by
-retention. Readings younger than
+none. A window holds at most `MAX_JOBS_PER_READING` jobs (the first reading after an
+upgrade counts the whole table over several readings). The compute totals are running
+sums: each reading adds its window's jobs to the previous reading's totals, so they
+outlive the deletion of finished jobs by retention. The figures are read outside the
+write, which touches the readings table only. Readings younger than
 `dashboard.readings_full_days` all stay; older ones are thinned to the first of each hour,
 so a month-long run's curves cost about 24 rows a day.
 """
@@ -52,6 +54,8 @@ THIN_BUCKET_S = 3600.0
 """Readings older than `dashboard.readings_full_days` keep one per this span (seconds)."""
 THIN_EVERY_S = 3600.0
 """How often the daemon thins old readings (seconds)."""
+MAX_JOBS_PER_READING = 20_000
+"""The most finished jobs one reading counts; more wait for the next readings (the first after an upgrade)."""
 COMPUTE = ("slot_s", "cpu_s", "gpu_s", "jobs", "jobs_with_cpu")
 """The running compute totals a reading keeps per config key."""
 
@@ -74,31 +78,56 @@ def job_compute(job: Mapping[Any, Any], node: Mapping[Any, Any] | None) -> dict[
     }
 
 
+def _window(conn: Any, after: float, until: float) -> tuple[list[Any], float]:
+    """The finished jobs a reading counts, from `after` to `until`, at most MAX_JOBS_PER_READING; and where they end.
+
+    A batch cut short ends at the finish time of its last job; if more jobs finished at that
+    same instant than the batch holds, the batch ends before that instant and they all go to
+    the next reading together, which takes an instant's jobs whole even above the limit.
+    """
+    rows = series_queries.finished_jobs(conn, after=after, until=until, limit=MAX_JOBS_PER_READING + 1)
+    if len(rows) <= MAX_JOBS_PER_READING:
+        return rows, until
+    last = float(rows[MAX_JOBS_PER_READING - 1]["finished_at"])
+    if float(rows[MAX_JOBS_PER_READING]["finished_at"]) != last:
+        return rows[:MAX_JOBS_PER_READING], last
+    kept = [row for row in rows if float(row["finished_at"]) < last]
+    if kept:
+        return kept, float(kept[-1]["finished_at"])
+    return series_queries.finished_at_exactly(conn, last), last
+
+
 def figures(conn: Any, now: float, previous: Mapping[Any, Any] | None) -> dict[str, Any]:
     """The figures of a reading at `now` (epoch seconds), continuing the running totals of `previous`."""
     before = dict(previous["figures"]) if previous is not None else {}
     counted_from = float(before.get("counted_until", -1.0))
-    counted_until = max(counted_from, now - SETTLE_S)
-    queue = series_queries.queue_now(conn, now)
-    waits = series_queries.claim_waits(conn, after=counted_from, until=counted_until)
-    for job_type in sorted(set(queue) | set(waits)):
-        entry = queue.setdefault(job_type, {"queued": 0, "running": 0, "due": 0, "oldest_due_at": None})
-        oldest = entry.pop("oldest_due_at")
-        entry["oldest_due_s"] = None if oldest is None else max(0.0, now - oldest)
-        entry.update(waits.get(job_type, {"claimed": 0, "mean_wait_s": None, "max_wait_s": None}))
+    finished, counted_until = _window(conn, counted_from, max(counted_from, now - SETTLE_S))
     nodes = {row["id"]: row for row in node_queries.list_nodes(conn)}
-    by_state: dict[str, int] = {}
-    for row in nodes.values():
-        by_state[row["status"]] = by_state.get(row["status"], 0) + 1
+    waits: dict[str, list[float]] = {}
     totals: dict[str, dict[str, float]] = {
         key: {name: float(value.get(name, 0.0)) for name in COMPUTE}
         for key, value in (before.get("pipelines") or {}).items()
     }
-    for job in series_queries.finished_jobs(conn, after=counted_from, until=counted_until):
+    for job in finished:
+        waits.setdefault(job["type"], []).append(max(0.0, float(job["claimed_at"]) - float(job["run_after"])))
         added = job_compute(job, nodes.get(job["lease_node"]))
         into = totals.setdefault(job["config_key"], dict.fromkeys(COMPUTE, 0.0))
         for name, value in added.items():
             into[name] += value
+    queue = series_queries.queue_now(conn, now)
+    for job_type in sorted(set(queue) | set(waits)):
+        entry = queue.setdefault(job_type, {"queued": 0, "running": 0, "due": 0, "oldest_due_at": None})
+        oldest = entry.pop("oldest_due_at")
+        waited = waits.get(job_type, [])
+        entry.update(
+            oldest_due_s=None if oldest is None else max(0.0, now - oldest),
+            finished=len(waited),
+            mean_wait_s=sum(waited) / len(waited) if waited else None,
+            max_wait_s=max(waited) if waited else None,
+        )
+    by_state: dict[str, int] = {}
+    for row in nodes.values():
+        by_state[row["status"]] = by_state.get(row["status"], 0) + 1
     pipelines: dict[str, dict[str, Any]] = {key: dict(value) for key, value in totals.items()}
     for state in pipeline_queries.list_pipelines(conn):
         entry = pipelines.setdefault(state["config_key"], dict.fromkeys(COMPUTE, 0.0))
@@ -135,14 +164,26 @@ class Readings:
         self.fence = fence
         self.thinned_at: float | None = None
         self.thinned = 0
+        self.skipped = 0
 
-    def take(self) -> dict[str, Any]:
-        """Record one reading now and return its figures; thin the old readings at most every THIN_EVERY_S."""
+    def take(self) -> dict[str, Any] | None:
+        """Record one reading now and return its figures; thin the old readings at most every THIN_EVERY_S.
+
+        The figures are read first, outside the write; the write goes ahead only if no other
+        reading was recorded meanwhile (a leader that took over mid-reading), else this one
+        is dropped (None), so no window is counted twice.
+        """
         now = self.clock()
+        with self.store.read() as conn:
+            previous = queries.latest_reading(conn)
+            found = figures(conn, now, previous)
         with self.store.transaction() as conn:
             if self.fence is not None:
                 self.fence(conn)
-            found = figures(conn, now, queries.latest_reading(conn))
+            latest = queries.latest_reading(conn)
+            if (latest["id"] if latest else None) != (previous["id"] if previous else None):
+                self.skipped += 1
+                return None
             queries.insert_reading(conn, now, found)
             if self.thinned_at is None or now - self.thinned_at >= THIN_EVERY_S:
                 before = now - self.settings.readings_full_days * 86400.0
@@ -161,12 +202,12 @@ class ReadingsDaemon(LoopDaemon):
 
     async def tick(self) -> None:
         """One reading."""
-        await asyncio.to_thread(self.readings.take)
-        self.taken += 1
+        if await asyncio.to_thread(self.readings.take) is not None:
+            self.taken += 1
 
     def details(self) -> dict[str, Any]:
-        """How many readings this daemon took and thinned away."""
-        return {"taken": self.taken, "thinned": self.readings.thinned}
+        """How many readings this daemon took, dropped (another was recorded meanwhile) and thinned away."""
+        return {"taken": self.taken, "skipped": self.readings.skipped, "thinned": self.readings.thinned}
 
 
 def readings_daemon(context: DaemonContext[AppParts]) -> ReadingsDaemon:

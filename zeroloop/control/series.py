@@ -109,12 +109,12 @@ def _by_name(rows: list[dict[str, Any]], section: str, field: str | None) -> dic
 def queue_series(app: AppParts, hours: float | None = None) -> dict[str, Any]:
     """Per job type over the last `hours`: jobs queued and running, and waits (seconds).
 
-    `mean_wait_s`: the mean wait of the jobs claimed in a reading's counting window, placed
-    at the window's end (zeroloop.control.readings); `oldest_due_s`: how long the oldest due
-    job had waited at the reading.
+    `mean_wait_s`: the mean wait from due to claim of the jobs that finished in a reading's
+    counting window, placed at the window's end (zeroloop.control.readings); `oldest_due_s`:
+    how long the oldest due job had waited at the reading.
     """
     since, rows = _readings(app, hours)
-    # A reading's waits are of the claims in its counting window, which ends at its `counted_until`.
+    # A reading's waits are of the jobs finished in its counting window, which ends at its `counted_until`.
     windows = [{**row, "at": float(row["figures"].get("counted_until", row["at"]))} for row in rows]
     return {
         "since": since,

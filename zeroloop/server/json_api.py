@@ -163,7 +163,7 @@ def pipeline_standing(request: Request, _who: access.Viewer, config_key: str) ->
 
 @router.get("/series/queue")
 def queue_series(request: Request, _who: access.Viewer, hours: Hours = series.DEFAULT_HOURS) -> dict[str, Any]:
-    """Jobs queued and running, mean wait of claimed jobs and the oldest due job's wait, by job type over time."""
+    """Jobs queued and running, mean wait of finished jobs and the oldest due job's wait, by job type over time."""
     return series.queue_series(_zl(request), hours)
 
 

@@ -132,9 +132,9 @@ def queue(series: dict[str, Any]) -> Charts:
             empty="no readings yet: the leader takes one a minute",
         ),
         "queue_wait": charts.line_chart(
-            "queue_wait", "mean wait from due to claim, of the jobs claimed between readings",
+            "queue_wait", "mean wait from due to claim, of the jobs finished between readings",
             [Line(t, _xy(p)) for t, p in series["mean_wait_s"].items()], x_time=True, y_label="seconds",
-            y_zero=True, empty="no job claimed between two readings yet",
+            y_zero=True, empty="no job finished between two readings yet",
         ),
         "queue_oldest": charts.line_chart(
             "queue_oldest", "wait of the oldest due job, by type",

@@ -1,4 +1,4 @@
-"""Read-only aggregates behind the dashboard's charts: the queue now, waits, finished jobs, a round's jobs, decisions.
+"""Read-only aggregates behind the dashboard's charts: the queue now, finished jobs, a round's jobs, decisions.
 
 Times are epoch seconds. Nothing here writes; zeroloop.control.readings and
 zeroloop.control.series turn these rows into figures and series.
@@ -19,63 +19,65 @@ def queue_now(conn: Connection, now: float) -> dict[str, dict[str, Any]]:
     """Per job type: queued and running jobs, the queued ones due now (`due`), and when the oldest of those fell due.
 
     A queued job is due when its `run_after` has passed and it waits on no other job; the
-    oldest due job's age is the wait a new job of its type has ahead of it at least.
+    oldest due job's age is the wait a new job of its type has ahead of it at least. Each
+    query names one status, so the partial indexes of the queued and running jobs serve it
+    and the finished jobs are never read.
     """
     found: dict[str, dict[str, Any]] = {}
-    counts = sa.select(jobs.c.type, jobs.c.status, sa.func.count()).where(jobs.c.status.in_(("queued", "running")))
-    for job_type, status, count in conn.execute(counts.group_by(jobs.c.type, jobs.c.status)):
-        entry = found.setdefault(str(job_type), {"queued": 0, "running": 0, "due": 0, "oldest_due_at": None})
-        entry[str(status)] = int(count)
+
+    def entry(job_type: str) -> dict[str, Any]:
+        return found.setdefault(job_type, {"queued": 0, "running": 0, "due": 0, "oldest_due_at": None})
+
+    for status in ("queued", "running"):
+        counts = sa.select(jobs.c.type, sa.func.count()).where(jobs.c.status == status).group_by(jobs.c.type)
+        for job_type, count in conn.execute(counts):
+            entry(str(job_type))[status] = int(count)
     due = (
         sa.select(jobs.c.type, sa.func.count(), sa.func.min(jobs.c.run_after))
         .where(jobs.c.status == "queued", jobs.c.run_after <= now, jobs.c.waiting_on == 0)
         .group_by(jobs.c.type)
     )
     for job_type, count, oldest in conn.execute(due):
-        entry = found.setdefault(str(job_type), {"queued": 0, "running": 0, "due": 0, "oldest_due_at": None})
-        entry["due"] = int(count)
-        entry["oldest_due_at"] = None if oldest is None else float(oldest)
+        entry(str(job_type)).update(due=int(count), oldest_due_at=None if oldest is None else float(oldest))
     return found
 
 
-def claim_waits(conn: Connection, *, after: float, until: float) -> dict[str, dict[str, float]]:
-    """Per job type, of the jobs claimed in (after, until]: how many, and their mean and longest wait (seconds).
+def finished_jobs(conn: Connection, *, after: float, until: float, limit: int) -> list[RowMapping]:
+    """The first `limit` jobs that ran and finished in (after, until], by finish: config key, type, node, times, result.
 
-    A job's wait is from when it fell due (`run_after`: its creation, or the end of a retry's
-    backoff) to its last claim.
+    `ix_jobs_finished_at` serves the range, so the cost follows the jobs in it, not the table.
     """
-    wait = jobs.c.claimed_at - jobs.c.run_after
-    query = (
-        sa.select(jobs.c.type, sa.func.count(), sa.func.avg(wait), sa.func.max(wait))
-        .where(jobs.c.claimed_at > after, jobs.c.claimed_at <= until)
-        .group_by(jobs.c.type)
-    )
-    return {
-        str(job_type): {
-            "claimed": int(count),
-            "mean_wait_s": max(0.0, float(mean)),
-            "max_wait_s": max(0.0, float(most)),
-        }
-        for job_type, count, mean, most in conn.execute(query)
-    }
-
-
-def finished_jobs(conn: Connection, *, after: float, until: float) -> list[RowMapping]:
-    """Jobs that ran and finished in (after, until]: config key, type, node, claim and finish times, result."""
     query = (
         sa.select(
             jobs.c.id,
             jobs.c.config_key,
             jobs.c.type,
             jobs.c.lease_node,
+            jobs.c.run_after,
             jobs.c.claimed_at,
             jobs.c.finished_at,
             jobs.c.result,
         )
         .where(jobs.c.finished_at > after, jobs.c.finished_at <= until, jobs.c.claimed_at.is_not(None))
         .order_by(jobs.c.finished_at, jobs.c.id)
+        .limit(limit)
     )
     return list(conn.execute(query).mappings())
+
+
+def finished_at_exactly(conn: Connection, at: float) -> list[RowMapping]:
+    """The jobs that ran and finished at exactly `at` (epoch seconds), as `finished_jobs` gives them."""
+    query = sa.select(
+        jobs.c.id,
+        jobs.c.config_key,
+        jobs.c.type,
+        jobs.c.lease_node,
+        jobs.c.run_after,
+        jobs.c.claimed_at,
+        jobs.c.finished_at,
+        jobs.c.result,
+    ).where(jobs.c.finished_at == at, jobs.c.claimed_at.is_not(None))
+    return list(conn.execute(query.order_by(jobs.c.id)).mappings())
 
 
 def completed_jobs_of(conn: Connection, config_key: str, job_types: Sequence[str], *, limit: int) -> list[RowMapping]:

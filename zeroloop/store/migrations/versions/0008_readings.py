@@ -5,7 +5,9 @@ Revises: 0005
 Create Date: 2026-12-07
 
 One row per reading (every `dashboard.readings_interval_s`), its figures as one JSON
-document; zeroloop.control.readings writes and thins them.
+document; zeroloop.control.readings writes and thins them. Each reading counts the jobs
+that finished since the previous one: a partial index on jobs.finished_at (the finished
+jobs only) finds them without scanning the table.
 """
 
 from __future__ import annotations
@@ -31,8 +33,13 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_readings")),
     )
     op.create_index(op.f("ix_readings_at"), "readings", ["at"], unique=False)
+    finished = sa.text("finished_at IS NOT NULL")
+    op.create_index(
+        "ix_jobs_finished_at", "jobs", ["finished_at"], unique=False, sqlite_where=finished, postgresql_where=finished
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_jobs_finished_at", table_name="jobs")
     op.drop_index(op.f("ix_readings_at"), table_name="readings")
     op.drop_table("readings")
