@@ -1,9 +1,20 @@
-"""Benchmark the built-in AlphaZero: selfplay throughput against the raw inference ceiling, and training speed.
+"""Benchmark the built-in AlphaZero per CPU-second: selfplay search against the bare inference ceiling, and training.
 
-Run as `python -m bench.selfplay [--seconds N] [--config connect_four_2p]`. It prints:
-selfplay positions/s and network evaluations/s at the default simulation count and
-batch size (parallel games), the rate of bare forward passes of random observations at
-the same batch size (the ceiling), their ratio, and training samples/s.
+Run as `python -m bench.selfplay [--cpu-s N] [--config connect_four_2p] [--threads 1]
+[--precision auto]`. Everything is measured in CPU-seconds of this process (user + system,
+all its threads: `time.process_time`), as the strength benchmark counts its quickstart, so
+a busy machine slows the run but does not change the figures much. It prints, in one run:
+
+- the inference ceiling: bare batched forward passes of random observations at the
+  selfplay batch size (parallel games), with the same evaluator (precision, threads);
+- selfplay: simulations and network evaluations per CPU-second at the config's simulation
+  count and batch size, and their ratio to the ceiling;
+- where selfplay's CPU went: forward passes against everything else (the tree walk,
+  OpenSpiel's game stepping, gathering observations);
+- training samples per CPU-second.
+
+A worker's job runs with one torch thread per job (jobs share the machine's cores), so
+`--threads 1` is the figure that counts for the quickstart.
 """
 
 from __future__ import annotations
@@ -28,12 +39,12 @@ from zeroloop.workload.alphazero import AlphaZeroWorkload
 from zeroloop.workload.games import BoolArray, FloatArray
 from zeroloop.workload.mcts import BatchedMCTS, SearchConfig, choose_action, network_leaves
 from zeroloop.workload.network import Evaluator, new_net
-from zeroloop.workload.protocol import Progress
+from zeroloop.workload.protocol import no_progress
 from zeroloop.workload.train import train_net
 
 
 class Ceiling:
-    """Bare forward passes of random observations at a fixed batch size: the rate selfplay cannot beat."""
+    """Bare forward passes of random observations at a fixed batch size: the rate selfplay cannot beat (CPU-s)."""
 
     def __init__(self, evaluator: Evaluator, obs_shape: tuple[int, int, int], actions: int, batch: int) -> None:
         rng = np.random.default_rng(0)
@@ -45,43 +56,46 @@ class Ceiling:
         evaluator(self.obs, self.mask)
 
     def once(self) -> float:
-        """Run one forward pass, add it to the totals, and return its duration (seconds)."""
-        start = time.perf_counter()
+        """Run one forward pass, add it to the totals, and return its CPU time (seconds)."""
+        start = time.process_time()
         self.evaluator(self.obs, self.mask)
-        took = time.perf_counter() - start
+        took = time.process_time() - start
         self.evaluations += self.obs.shape[0]
         self.seconds += took
         return took
 
 
 def selfplay_rate(
-    workload: AlphaZeroWorkload, config_key: str, seconds: float, top: Ceiling
+    workload: AlphaZeroWorkload, config_key: str, cpu_s: float, top: Ceiling
 ) -> tuple[float, float, int, float]:
-    """Lockstep selfplay for about `seconds`: positions/s, evaluations/s, positions played, and the share
-    of selfplay time spent in network inference. After every selfplay forward pass one ceiling pass runs
-    (and is not counted as selfplay time), so both rates see the same machine load, even on a busy host."""
+    """Lockstep selfplay for about `cpu_s` CPU-seconds: simulations/CPU-s, evaluations/CPU-s, positions
+    played, and the share of selfplay CPU spent in forward passes. After every selfplay forward pass
+    one ceiling pass runs (and is not counted as selfplay), so both rates see the same machine."""
     game = workload.game(config_key)
     params = workload.params(config_key)
     net = new_net(workload.net_shape(game), 0)
     rng = np.random.default_rng(0)
     search = SearchConfig(params.simulations, params.c_puct, params.dirichlet_alpha, params.dirichlet_epsilon)
-    evaluator = Evaluator(net, workload.settings.device)
+    evaluator = workload.evaluator(net)
     inference_s = 0.0
     ceiling_s = 0.0
 
     def timed(obs: FloatArray, mask: BoolArray) -> tuple[FloatArray, FloatArray]:
         nonlocal inference_s, ceiling_s
-        began = time.perf_counter()
+        began = time.process_time()
         result = evaluator(obs, mask)
-        inference_s += time.perf_counter() - began
+        inference_s += time.process_time() - began
         ceiling_s += top.once()
         return result
 
     mcts = BatchedMCTS(game, network_leaves(game, timed), search, rng)
     states = [game.new_state() for _ in range(params.parallel_games)]
+    mcts.search(states, add_noise=True)  # warm-up: compiles the tree kernels, fills caches
+    mcts.evaluations = mcts.simulations = 0
+    inference_s = 0.0
     positions, played = 0, 0.0
-    while played < seconds:
-        start = time.perf_counter()
+    while played < cpu_s:
+        start = time.process_time()
         ceiling_before = ceiling_s
         visits = mcts.search(states, add_noise=True)
         for slot, counts in enumerate(visits):
@@ -89,12 +103,12 @@ def selfplay_rate(
             if game.is_terminal(states[slot]):
                 states[slot] = game.new_state()
         positions += len(states)
-        played += time.perf_counter() - start - (ceiling_s - ceiling_before)
-    return positions / played, mcts.evaluations / played, positions, inference_s / played
+        played += time.process_time() - start - (ceiling_s - ceiling_before)
+    return mcts.simulations / played, mcts.evaluations / played, positions, inference_s / played
 
 
 def training_rate(workload: AlphaZeroWorkload, config_key: str, steps: int) -> float:
-    """Training samples/s on a random window of 8192 positions."""
+    """Training samples per CPU-second on a random window of 8192 positions."""
     game = workload.game(config_key)
     params = workload.params(config_key)
     rng = np.random.default_rng(0)
@@ -107,12 +121,8 @@ def training_rate(workload: AlphaZeroWorkload, config_key: str, steps: int) -> f
         "mask": np.ones((count, game.num_actions), dtype=np.bool_),
         "source_samples": np.asarray(count),
     }
-    rates: list[float] = []
-
-    def progress(report: Progress) -> None:
-        rates.append(report.samples_per_s)
-
     with tempfile.TemporaryDirectory() as tmp:
+        began = time.process_time()
         train_net(
             new_net(workload.net_shape(game), 0),
             window,
@@ -123,42 +133,43 @@ def training_rate(workload: AlphaZeroWorkload, config_key: str, steps: int) -> f
             window_sha256="bench",
             device=workload.settings.device,
             seed=0,
-            progress=progress,
+            progress=no_progress,
         )
-    # The first report includes warm-up; the rest are steady state.
-    return float(np.mean(rates[1:] if len(rates) > 1 else rates))
+        return steps * params.train_batch_size / (time.process_time() - began)
 
 
 def main() -> None:
     """Run the benchmark and print its figures."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=float, default=20.0, help="selfplay measuring time (seconds)")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cpu-s", type=float, default=20.0, help="selfplay measuring time (CPU-seconds)")
     parser.add_argument("--config", default="connect_four_2p", help="config key to measure")
-    parser.add_argument("--train-steps", type=int, default=60, help="training steps to measure")
+    parser.add_argument("--train-steps", type=int, default=40, help="training steps to measure")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (a worker's job runs with 1)")
+    parser.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"])
     args = parser.parse_args()
-    settings = WorkloadSettings()
+    settings = WorkloadSettings(torch_threads=args.threads, inference_precision=args.precision)
     workload = AlphaZeroWorkload(settings)
     game = workload.game(args.config)
     params = workload.params(args.config)
     shape = workload.net_shape(game)
+    evaluator = workload.evaluator(new_net(shape, 0))
     print(
         f"{args.config}: net {shape.blocks} blocks x {shape.channels} channels, {params.simulations} simulations, "
-        f"batch {params.parallel_games} games, device {settings.device}, torch threads {torch.get_num_threads()}, "
-        f"cpus {os.cpu_count()}"
+        f"batch {params.parallel_games} games, device {evaluator.device}, inference {evaluator.dtype}, "
+        f"torch threads {torch.get_num_threads()}, cpus {os.cpu_count()}"
     )
-    evaluator = Evaluator(new_net(shape, 0), settings.device)
     top = Ceiling(evaluator, game.obs_shape, game.num_actions, params.parallel_games)
-    positions, evals, moves, share = selfplay_rate(workload, args.config, args.seconds, top)
+    sims, evals, moves, share = selfplay_rate(workload, args.config, args.cpu_s, top)
     ceiling_rate = top.evaluations / top.seconds
     print(
-        f"inference ceiling:  {ceiling_rate:10.0f} evaluations/s "
+        f"inference ceiling:  {ceiling_rate:10.0f} evaluations/CPU-s "
         f"(random observations, batch {params.parallel_games}, one pass after each selfplay pass)"
     )
-    print(f"selfplay:           {evals:10.0f} evaluations/s, {positions:8.1f} positions/s ({moves} positions)")
-    print(f"selfplay / ceiling: {evals / ceiling_rate:10.1%}")
-    print(f"inference share:    {share:10.1%} of selfplay time spent in forward passes")
+    print(f"selfplay:           {sims:10.0f} simulations/CPU-s, {evals:10.0f} evaluations/CPU-s ({moves} positions)")
+    print(f"selfplay / ceiling: {evals / ceiling_rate:10.1%} (evaluations)")
+    print(f"inference share:    {share:10.1%} of selfplay CPU spent in forward passes")
     samples = training_rate(workload, args.config, args.train_steps)
-    print(f"training:           {samples:10.0f} samples/s (batch {params.train_batch_size})")
+    print(f"training:           {samples:10.0f} samples/CPU-s (batch {params.train_batch_size})")
 
 
 if __name__ == "__main__":

@@ -10,8 +10,10 @@ bench/queue.py:
 - `claim, complete`: two requests per job (latency: one claim round trip).
 
 Besides jobs/s and latency it prints the CPU time one job costs, split into the worker
-processes, the server processes and PostgreSQL (its server processes, when they run on
-this machine): where the server's cost goes.
+processes, the server processes and PostgreSQL (the processes of the one PostgreSQL
+server the store is on, when it runs on this machine: its postmaster and its children,
+none of another cluster's): where the server's cost goes. Workers and the server get
+`--start-timeout` seconds to start (600 by default: a busy machine imports slowly).
 
     scripts/with-postgres .venv/bin/python -m bench.server [--jobs 2000] [--workers 4] [--rounds 3] [--processes CPUS]
 """
@@ -34,15 +36,18 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
+from queue import Empty
 from typing import Any
 
-import httpx
 import psutil
 import sqlalchemy as sa
 
+from bench.flood import wait_ready
 from bench.queue import bench_settings, direct_queue
+from zeroloop.cluster.nodes import NodeInfo, Nodes
 from zeroloop.config import ServerSettings
 from zeroloop.control.tokens import Role, Tokens
+from zeroloop.events.bus import EventBus
 from zeroloop.remote.client import ServerClient
 from zeroloop.remote.parts import RemoteQueue
 from zeroloop.store import migrate
@@ -113,9 +118,20 @@ def _cpu_s(processes: list[psutil.Process]) -> float:
     return total
 
 
-def _postgres() -> list[psutil.Process]:
-    """The PostgreSQL server processes on this machine (none when the database runs elsewhere)."""
-    return [proc for proc in psutil.process_iter(["name"]) if proc.info["name"] in ("postgres", "postmaster")]
+def _postgres(url: str) -> list[psutil.Process]:
+    """The processes of the PostgreSQL server at `url`, when it runs on this machine: its postmaster (the parent
+    of the backend serving a connection made here) and all its children; [] for SQLite or a remote server."""
+    if not url.startswith("postgresql"):
+        return []
+    with Store(url) as store, store.read() as conn:
+        backend = int(conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one())
+    try:
+        postmaster = psutil.Process(backend).parent()
+    except psutil.Error:
+        return []  # not on this machine
+    if postmaster is None or postmaster.name() not in ("postgres", "postmaster"):
+        return []
+    return [postmaster, *postmaster.children()]
 
 
 def measure(target: dict[str, Any], jobs: int, workers: int, *, combined: bool) -> Figures:
@@ -132,8 +148,15 @@ def measure(target: dict[str, Any], jobs: int, workers: int, *, combined: bool) 
     for proc in procs:
         proc.start()
     for _ in procs:
-        assert results.get(timeout=120)[0] == "ready"
-    postgres = _postgres()  # now: with the backends of the workers' connections
+        try:
+            assert results.get(timeout=target["start_timeout"])[0] == "ready"
+        except Empty:
+            for proc in procs:
+                proc.kill()
+            raise SystemExit(
+                f"a worker did not start within {target['start_timeout']:.0f} s (--start-timeout)"
+            ) from None
+    postgres = _postgres(target["store"])  # now: with the backends of the workers' connections
     server_cpu, postgres_cpu = _cpu_s(servers), _cpu_s(postgres)
     start.set()
     rows = [results.get(timeout=900) for _ in procs]
@@ -163,7 +186,7 @@ def _percentiles(latencies: list[float]) -> str:
     return f"p50 {1000 * statistics.median(latencies):.2f} ms, p99 {1000 * p99:.2f} ms"
 
 
-def _start_server(url: str, data_dir: Path, processes: int) -> tuple[subprocess.Popen[bytes], str]:
+def _start_server(url: str, data_dir: Path, processes: int, timeout_s: float) -> tuple[subprocess.Popen[bytes], str]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -175,15 +198,8 @@ def _start_server(url: str, data_dir: Path, processes: int) -> tuple[subprocess.
         stdout=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:  # a benchmark, not a test: poll until the server answers
-        try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                return proc, base
-        except httpx.TransportError:
-            time.sleep(0.2)
-    proc.kill()
-    raise SystemExit("the server did not become ready within 60 s")
+    wait_ready(base, proc, timeout_s)
+    return proc, base
 
 
 def _range(values: list[float], fmt: str) -> str:
@@ -191,7 +207,7 @@ def _range(values: list[float], fmt: str) -> str:
     return format(low, fmt) if len(values) == 1 else f"{format(low, fmt)}-{format(high, fmt)}"
 
 
-def run(url: str, jobs: int, workers: int, rounds: int, processes: int) -> None:
+def run(url: str, jobs: int, workers: int, rounds: int, processes: int, start_timeout_s: float = 600.0) -> None:
     """Both loops, direct and through the server, on the database at `url` (emptied of jobs and events).
 
     Each round measures direct then server back to back, so both see the same machine
@@ -202,8 +218,11 @@ def run(url: str, jobs: int, workers: int, rounds: int, processes: int) -> None:
         migrate.upgrade(store)
         backend = store.backend
         tokens = [Tokens(store).create(Role.WORKER, node=f"worker-{i}")[0] for i in range(workers)]
-    server, base = _start_server(url, data_dir / "server", processes)
-    local_pg = bool(_postgres())
+        nodes = Nodes(store, EventBus(store, node="bench", source="bench"))
+        for i in range(workers):  # behind the server a node claims only once registered
+            nodes.register(NodeInfo(f"worker-{i}", "bench", "manual", 1, 1, 1))
+    server, base = _start_server(url, data_dir / "server", processes, start_timeout_s)
+    local_pg = bool(_postgres(url))
     try:
         cpus = len(os.sched_getaffinity(0))
         setup = f"{workers} workers, {jobs} jobs, {cpus} CPUs; server: {processes} process(es); {rounds} rounds"
@@ -211,7 +230,10 @@ def run(url: str, jobs: int, workers: int, rounds: int, processes: int) -> None:
         for combined in (True, False):
             loop = "complete_and_claim" if combined else "claim, complete"
             what = "complete_and_claim call" if combined else "claim round trip"
-            direct = {"store": url, "data_dir": str(data_dir), "server": None, "server_pid": None}
+            direct = {
+                "store": url, "data_dir": str(data_dir), "server": None, "server_pid": None,
+                "start_timeout": start_timeout_s,
+            }  # fmt: skip
             remote = {**direct, "server": base, "tokens": tokens, "server_pid": server.pid}
             figures: dict[str, list[Figures]] = {"direct": [], "server": []}
             for _ in range(rounds):
@@ -254,13 +276,14 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3, help="direct/server pairs measured back to back")
     parser.add_argument("--processes", type=int, default=len(os.sched_getaffinity(0)), help="server processes")
+    parser.add_argument("--start-timeout", type=float, default=600.0, help="seconds workers and server may take")
     args = parser.parse_args()
     pg = os.environ.get("ZEROLOOP_TEST_POSTGRES_URL")
     if pg:
-        run(pg, args.jobs, args.workers, args.rounds, args.processes)
+        run(pg, args.jobs, args.workers, args.rounds, args.processes, args.start_timeout)
         return
     with tempfile.TemporaryDirectory(prefix="zeroloop-bench-") as tmp:
-        run(f"sqlite:///{tmp}/bench.db", args.jobs, args.workers, args.rounds, args.processes)
+        run(f"sqlite:///{tmp}/bench.db", args.jobs, args.workers, args.rounds, args.processes, args.start_timeout)
 
 
 if __name__ == "__main__":

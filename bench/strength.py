@@ -1,4 +1,4 @@
-"""How strong does the quickstart get, per CPU second? Prints the figures.
+"""How strong does the quickstart get, per CPU second? Judged by a yardstick nobody here wrote.
 
 Runs `zeroloop quickstart` from nothing in a fresh data directory and measures the CPU
 time (user + system, psutil) of its whole process tree: the quickstart, its workers and
@@ -6,21 +6,30 @@ every child they start (found by the data directory in their environment, as the
 are launched detached), sampled every `--sample-s` seconds and kept for processes that
 have exited. At each checkpoint of that CPU time (`--cpu-checkpoints`, seconds,
 cumulative) the quickstart is stopped (Ctrl-C: it drains; its drain counts too), and the
-production model at that moment plays pure MCTS with `--rollouts` simulations (one
-random rollout each) for `--games` games, alternating colours, every game played (no
-SPRT stop) from the first move. Then the quickstart resumes from the store. CPU time
-rather than wall time, so a busy machine does not distort the curve.
+production model at that moment plays OpenSpiel's own `MCTSBot` (open_spiel.python.
+algorithms.mcts: uct_c 2, `--bot-simulations` simulations, one random rollout per leaf,
+solve=True) for `--games` games, alternating colours (game i: the model is player i mod
+n), every game played from the first move, the model playing its most visited move with
+the workload's evaluation search (`eval_simulations`). Then the quickstart resumes from
+the store. CPU time rather than wall time, so a busy machine does not distort the curve.
 
-Each checkpoint prints the CPU and wall seconds so far, the model, its score and Elo
-against MCTS with a 95% interval, and its joint rating (random play = 0) as the
-registry, `zeroloop models ls` and the quickstart's screen show it.
+Each checkpoint prints the CPU and wall seconds so far, the model, its score against the
+bot (and by seat) with a 95% interval and the Elo it implies, its joint rating (random
+play = 0) as the registry shows it, and where the quickstart's CPU went by job type:
+selfplay, export, training, gating matches (against the production model), baseline
+matches, tournament matches, and the rest (the coordinator, the workers' own processes,
+the dashboard), from the `cpu_s` every job's evidence records.
 
-    python -m bench.strength --game connect_four --cpu-checkpoints 1800 3600 7200 --rollouts 1000 --games 100
-    python -m bench.strength --game tic_tac_toe --cpu-checkpoints 300 600 --rollouts 1000 --games 100 --exhaustive
-    python -m bench.strength --game tic_tac_toe --cpu-checkpoints 60 --rollouts 50 --games 10   # a smoke run
+    python -m bench.strength --game connect_four --cpu-checkpoints 900 1800 3600 --bot-simulations 1000 --games 100
+    python -m bench.strength --game tic_tac_toe --cpu-checkpoints 300 --bot-simulations 1000 --games 100 --exhaustive
+    python -m bench.strength --game chinese_checkers_3p --cpu-checkpoints 3600 --bot-simulations 200 --games 60
+    python -m bench.strength --game tic_tac_toe --cpu-checkpoints 60 --bot-simulations 50 --games 10   # a smoke run
 
-With `--exhaustive` each checkpoint also walks every line of opponent moves against the
-network's policy alone (no search; zeroloop.workload.exhaustive) and prints how many it loses.
+With n players, the model takes one seat and a bot every other seat, and the score is
+pairwise (the model against each bot seat: win when its return is higher, a draw when
+equal), so its fair share is one half. With `--exhaustive` each checkpoint also walks
+every line of opponent moves against the network's policy alone (no search;
+zeroloop.workload.exhaustive) and prints how many it loses.
 """
 
 from __future__ import annotations
@@ -33,18 +42,26 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import psutil
+import sqlalchemy as sa
+from open_spiel.python.algorithms import mcts as openspiel_mcts
 
 from zeroloop.app import App
 from zeroloop.config import load_settings
 from zeroloop.pipeline.ratings import ratings
 from zeroloop.pipeline.registry import ModelRegistry
+from zeroloop.store.schema import jobs as jobs_table
 from zeroloop.workload import exhaustive
 from zeroloop.workload.alphazero import AlphaZeroWorkload
 from zeroloop.workload.elo import elo_estimate
-from zeroloop.workload.protocol import EvaluateRequest, Player
+from zeroloop.workload.games import Game, State
+from zeroloop.workload.match import search_chooser
+from zeroloop.workload.mcts import BatchedMCTS, SearchConfig, network_leaves
 
 
 class TreeCpu:
@@ -113,26 +130,85 @@ def quickstart_until(data_dir: Path, game: str, workers: int, cpu_s: float, samp
     return used, time.monotonic() - began
 
 
+def openspiel_bot(game: Game, simulations: int, seed: int) -> Any:
+    """OpenSpiel's own pure MCTS: UCT with c = 2, one random rollout per leaf, solving proven nodes."""
+    rollouts = openspiel_mcts.RandomRolloutEvaluator(1, np.random.RandomState(seed))
+    return openspiel_mcts.MCTSBot(
+        game.openspiel, 2.0, simulations, rollouts, solve=True, random_state=np.random.RandomState(seed + 1)
+    )
+
+
+def play_bots(
+    workload: AlphaZeroWorkload, config_key: str, model: Path, bot_simulations: int, games: int, seed: int = 0
+) -> dict[str, Any]:
+    """The model against MCTSBot in every other seat, `games` games in lockstep (the model's searches batched).
+
+    Returns pairwise wins, draws and losses overall and by the model's seat.
+    """
+    game = workload.game(config_key)
+    params = workload.params(config_key)
+    net, _ = workload.load_or_new(game, model, 0)
+    rng = np.random.default_rng(seed)
+    search = SearchConfig(params.eval_simulations, params.c_puct)
+    choose = search_chooser(BatchedMCTS(game, network_leaves(game, workload.evaluator(net)), search, rng), rng)
+    n = game.num_players
+    bots = [openspiel_bot(game, bot_simulations, seed + 2 * g) for g in range(games)]
+    states: dict[int, State] = {g: game.new_state() for g in range(games)}
+    by_seat: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0])
+    for _ in range(game.max_length + 1):
+        if not states:
+            break
+        ours = [g for g, state in states.items() if game.to_play(state) == g % n]
+        if ours:
+            for g, action in zip(ours, choose([states[g] for g in ours], [False] * len(ours)), strict=True):
+                game.apply(states[g], action)
+        for g, state in states.items():
+            if g not in ours and not game.is_terminal(state):
+                game.apply(state, int(bots[g].step(state)))
+        for g in [g for g, state in states.items() if game.is_terminal(state)]:
+            returns = game.returns(states.pop(g))
+            mine = returns[g % n]
+            tally = by_seat[g % n]
+            for seat, theirs in enumerate(returns):
+                if seat != g % n:
+                    tally[0 if mine > theirs else 1 if mine == theirs else 2] += 1
+    wins, draws, losses = (sum(t[i] for t in by_seat.values()) for i in range(3))
+    seats = {
+        seat: {"wins": t[0], "draws": t[1], "losses": t[2], "score": round((t[0] + t[1] / 2) / max(sum(t), 1), 3)}
+        for seat, t in sorted(by_seat.items())
+    }
+    return {"wins": wins, "draws": draws, "losses": losses, "by_seat": seats}
+
+
+def cpu_by_job(data_dir: Path, total_cpu_s: float) -> dict[str, float]:
+    """CPU-seconds of the quickstart's finished jobs by kind, from each job's recorded `cpu_s`; the rest is
+    everything else in its tree (the coordinator, the workers' own processes, the dashboard, jobs cut off)."""
+    os.environ["ZEROLOOP_DATA_DIR"] = str(data_dir)
+    spent: dict[str, float] = defaultdict(float)
+    with App(load_settings(), source="bench") as app, app.store.read() as conn:
+        rows = conn.execute(sa.select(jobs_table.c.type, jobs_table.c.payload, jobs_table.c.result)).all()
+    for job_type, payload, result in rows:
+        counts = (result or {}).get("counts") or {}
+        if "cpu_s" not in counts:
+            continue
+        kind = job_type
+        if job_type == "evaluate":
+            purpose = (payload or {}).get("purpose", "gate")
+            opponent = (payload or {}).get("opponent_kind", "model")
+            kind = "tournament" if purpose == "tournament" else "gating" if opponent == "model" else "baseline"
+        spent[kind] += float(counts["cpu_s"])
+    spent["rest"] = total_cpu_s - sum(spent.values())
+    return {kind: round(seconds) for kind, seconds in sorted(spent.items())}
+
+
 def evaluate(
-    data_dir: Path, config_key: str, rollouts: int, games: int, *, exhaustive_check: bool = False
+    data_dir: Path, config_key: str, bot_simulations: int, games: int, *, exhaustive_check: bool = False
 ) -> dict[str, object]:
-    """Play the production model against pure MCTS with `rollouts` simulations; its score, Elo and joint rating."""
+    """Play the production model against MCTSBot; its score, Elo and joint rating."""
     os.environ["ZEROLOOP_DATA_DIR"] = str(data_dir)
     settings = load_settings()
-    overrides = dict(settings.workload.overrides.get(config_key, {}))
-    # Every game is played (no SPRT early stop) and the model plays its best move from the first one.
-    overrides.update(
-        {
-            "baseline_simulations": rollouts,
-            "baseline_rollouts": 1,
-            "sprt_alpha": 1e-9,
-            "sprt_beta": 1e-9,
-            "eval_temperature_moves": 0,
-        }
-    )
-    workload_settings = settings.workload.model_copy(
-        update={"overrides": {**settings.workload.overrides, config_key: overrides}, "torch_threads": 2}
-    )
+    workload_settings = settings.workload.model_copy(update={"torch_threads": 1})
+    workload = AlphaZeroWorkload(workload_settings)
     with App(settings, source="bench") as app:
         production = ModelRegistry(app.store, app.bus).production(config_key)
         if production is None:
@@ -140,32 +216,34 @@ def evaluate(
         with app.store.read() as conn:
             joint = ratings(conn, [production.id], 0.95)[production.id]
         model_path = app.artifacts.fetch(production.artifact_sha256)
-        output = Path(tempfile.mkdtemp()) / "match.json"
-        began = time.perf_counter()
-        evidence = AlphaZeroWorkload(workload_settings).evaluate(
-            EvaluateRequest(config_key, Player.of_model(model_path), Player("mcts"), output, games)
-        )
-        result = json.loads(output.read_text())
+        began = time.process_time()
+        result = play_bots(workload, config_key, model_path, bot_simulations, games)
         unbeaten = None
         if exhaustive_check:  # the policy alone, against every line of opponent moves
-            game = AlphaZeroWorkload(workload_settings).game(config_key)
+            game = workload.game(config_key)
             found = exhaustive.check(game, exhaustive.network_policy(game, model_path))
             unbeaten = {"lines": found.lines, "lost": found.lost, "drawn": found.drawn, "first_loss": found.first_loss}
     wins, draws, losses = int(result["wins"]), int(result["draws"]), int(result["losses"])
     estimate = elo_estimate(wins, draws, losses, 0.95)
     return {
         "model": production.id,
-        "games": int(evidence.counts["games"]),
+        "games": games,
         "wins": wins,
         "draws": draws,
         "losses": losses,
         "score": round(estimate.score, 3),
-        "elo_vs_mcts": round(estimate.elo),
+        "score_95": [round(_score(estimate.low), 3), round(_score(estimate.high), 3)],
+        "elo_vs_bot": round(estimate.elo),
         "elo_95": [round(estimate.low), round(estimate.high)],
+        "by_seat": result["by_seat"],
         "joint_rating": str(joint),
-        "match_s": round(time.perf_counter() - began, 1),
+        "match_cpu_s": round(time.process_time() - began, 1),
         **({"policy_alone_every_line": unbeaten} if unbeaten else {}),
     }
+
+
+def _score(elo: float) -> float:
+    return 1.0 / (1.0 + 10.0 ** (-elo / 400.0)) if np.isfinite(elo) else float(elo > 0)
 
 
 def main() -> None:
@@ -176,10 +254,10 @@ def main() -> None:
         "--cpu-checkpoints",
         type=float,
         nargs="+",
-        default=[600.0, 1800.0, 3600.0, 7200.0],
+        default=[900.0, 1800.0, 3600.0],
         help="CPU seconds of the quickstart's process tree, cumulative",
     )
-    parser.add_argument("--rollouts", type=int, default=1000, help="simulations of the pure-MCTS opponent")
+    parser.add_argument("--bot-simulations", type=int, default=1000, help="simulations of OpenSpiel's MCTSBot")
     parser.add_argument("--games", type=int, default=100, help="games per checkpoint, alternating colours")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--sample-s", type=float, default=0.5, help="how often the CPU time is read (seconds)")
@@ -199,12 +277,13 @@ def main() -> None:
         if checkpoint > cpu_s:
             used, wall = quickstart_until(data_dir, args.game, args.workers, checkpoint - cpu_s, args.sample_s)
             cpu_s, wall_s = cpu_s + used, wall_s + wall
-        figures = evaluate(data_dir, config_key, args.rollouts, args.games, exhaustive_check=args.exhaustive)
+        figures = evaluate(data_dir, config_key, args.bot_simulations, args.games, exhaustive_check=args.exhaustive)
         print(
-            f"after {cpu_s:.0f} CPU s ({wall_s:.0f} s wall) of quickstart, vs pure MCTS ({args.rollouts} rollouts): "
+            f"after {cpu_s:.0f} CPU s ({wall_s:.0f} s wall) of quickstart, vs MCTSBot-{args.bot_simulations}: "
             f"{json.dumps(figures)}",
             flush=True,
         )
+        print(f"  CPU-seconds by job type: {json.dumps(cpu_by_job(data_dir, cpu_s))}", flush=True)
 
 
 if __name__ == "__main__":

@@ -18,11 +18,11 @@ import socket
 import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, TypeAdapter, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -190,6 +190,12 @@ class QueueSettings(_Section):
     reaper_interval_s: float = Field(default=5.0, gt=0, description="expired-lease scan interval (seconds)")
     default_max_attempts: int = Field(default=3, ge=1, description="attempts before a job is dead")
     default_timeout_s: float = Field(default=3600.0, gt=0, description="default job run-time limit (seconds)")
+    stall_after_s: float = Field(
+        default=600.0,
+        ge=0,
+        description="a running job whose work shows no progress this long (no progress report, its Python stack "
+        "unmoved, its commands using no CPU: a hung CUDA call, a deadlock) is killed and retried (seconds); 0: never",
+    )
     retry_initial_s: float = Field(default=5.0, ge=0, description="first job retry delay (seconds)")
     retry_max_s: float = Field(default=600.0, ge=0, description="largest job retry delay (seconds)")
     soft_limit: int = Field(default=200, ge=1, description="queued jobs per type where backpressure starts")
@@ -286,6 +292,13 @@ class ClusterSettings(_Section):
     heartbeat_interval_s: float = Field(default=10.0, gt=0, description="node heartbeat interval (seconds)")
     node_lost_after_s: float = Field(default=60.0, gt=0, description="silence after which a node is lost (seconds)")
     leader_lease_s: float = Field(default=15.0, gt=0, description="leader and role lease length (seconds)")
+    orphan_after_s: float = Field(
+        default=1800.0,
+        ge=0,
+        description="dead-man switch of a machine the fleet launched: it stops itself when it could not heartbeat, "
+        "or no coordinator held the leader lease, for this long, so it stops billing when nobody is left to stop "
+        "it; well past any outage to ride out (seconds); 0: never",
+    )
 
     @field_validator("node_id", "provider")
     @classmethod
@@ -310,6 +323,12 @@ class ClusterSettings(_Section):
                 f"node_lost_after_s ({self.node_lost_after_s}) must be at least {NODE_LOST_MIN_HEARTBEATS} x "
                 f"heartbeat_interval_s ({self.heartbeat_interval_s}), i.e. {least:g}: raise it or heartbeat more often"
             )
+        if self.orphan_after_s and self.orphan_after_s < self.node_lost_after_s:
+            # The coordinator must give a silent node up (and re-queue its jobs) before the node gives itself up.
+            raise ValueError(
+                f"orphan_after_s ({self.orphan_after_s}) must be at least node_lost_after_s ({self.node_lost_after_s}) "
+                "or 0 (never)"
+            )
         return self
 
 
@@ -331,22 +350,38 @@ class HealthSettings(_Section):
 
 
 class IdleSettings(_Section):
-    """Idle shutdown of rented nodes, per provider."""
+    """Idle shutdown: pools scale down by their own `idle_s` and `drain_s`; hand-started workers only when listed here.
+
+    A node is idle when it has run no job for its idle time and holds no only copy of an
+    artifact; its utilisation is shown as evidence but decides nothing (a shared machine's
+    load is not this node's work).
+    """
 
     enabled: bool = Field(default=True, description="let the idle-shutdown daemon act at all")
-    dry_run: bool = Field(default=True, description="log what would be terminated, terminate nothing")
-    threshold_s: dict[str, float] = Field(
-        default_factory=lambda: {"lambda": 1800.0, "vast": 900.0, "runpod": 1200.0, "default": 1800.0},
-        description="provider -> idle time before termination (seconds)",
+    dry_run: bool = Field(
+        default=False, description="only report what would be stopped (NODE_IDLE_SHUTDOWN dry_run=true), stop nothing"
     )
-    util_threshold_pct: float = Field(
-        default=10.0, ge=0, le=100, description="GPU utilisation below which a node is idle (%)"
+    threshold_s: dict[str, float] = Field(
+        default_factory=dict,
+        description="workers started by hand, by provider (or 'default') -> idle time before they are told to stop "
+        "(seconds); a provider not listed is never stopped for idleness. Pool machines use their pool's idle_s",
     )
     min_nodes: dict[str, int] = Field(
-        default_factory=lambda: {"default": 0}, description="provider -> nodes always kept"
+        default_factory=lambda: {"default": 0},
+        description="workers started by hand, by provider (or 'default') -> nodes always kept",
     )
-    drain_period_s: float = Field(default=300.0, ge=0, description="drain time before termination (seconds)")
+    drain_period_s: float = Field(
+        default=300.0, ge=0, description="workers started by hand: drain time before they are stopped (seconds)"
+    )
     interval_s: float = Field(default=60.0, gt=0, description="idle-shutdown check interval (seconds)")
+
+    @field_validator("threshold_s")
+    @classmethod
+    def _non_negative(cls, value: dict[str, float]) -> dict[str, float]:
+        for provider, seconds in value.items():
+            if seconds < 0:
+                raise ValueError(f"idle time of {provider!r} must not be negative, got {seconds}")
+        return value
 
 
 class PoolSettings(_Section):
@@ -359,6 +394,20 @@ class PoolSettings(_Section):
     profile: str = Field(default="training_node", description="worker profile the launched machines run")
     min_nodes: int = Field(default=0, ge=0, description="nodes kept running even without work (lost ones replaced)")
     max_nodes: int = Field(default=1, ge=0, description="most nodes of this pool at once")
+    scale_down: bool = Field(
+        default=True,
+        description="stop this pool's machines that have run no job for idle_s (above min_nodes): what zeroloop "
+        "launches, zeroloop stops",
+    )
+    idle_s: float = Field(
+        default=600.0, gt=0, description="a machine that has run no job this long is drained, then stopped (seconds)"
+    )
+    drain_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="an idle machine drains (claims nothing, uploads what only it holds) this long before it is "
+        "stopped, and never while it holds an only copy (seconds)",
+    )
     slots: int = Field(default=1, ge=1, description="jobs one node of this pool runs at once")
     gpus: int = Field(default=0, ge=0, description="GPUs per machine")
     cpus: int = Field(default=0, ge=0, description="CPU cores per machine; 0 = the provider's default")
@@ -432,8 +481,16 @@ ALERT_RULES = (
     "budget_reached",
     "production_regression",
     "no_promotion",
+    "orphan_found",
+    "launch_failed",
+    "evacuation_failed",
+    "failover",
+    "artifact_corrupt",
+    "disk_space_low",
+    "plateau",
+    "quality_warning",
 )
-"""The alert rules (see zeroloop/alerts/rules.py and docs/observability.md)."""
+"""The alert rules; each event type names its own in zeroloop/events/catalogue.py (see docs/observability.md)."""
 
 
 class WebhookSettings(_Section):
@@ -509,7 +566,22 @@ class PipelineSettings(_Section):
     """Stage triggers, the promotion policy and selfplay scheduling."""
 
     train_after_samples: int = Field(default=4096, ge=1, description="new samples that trigger export and training")
-    window_samples: int = Field(default=100_000, ge=1, description="samples in a training window")
+    window_samples: int = Field(
+        default=100_000, ge=1, description="most samples in a training window (the window grows to it)"
+    )
+    window_min_samples: int = Field(
+        # At window_samples the window is fixed, as measured best (docs/workload.md, run A against run B).
+        default=100_000,
+        ge=1,
+        description="the window holds every sample up to this many; beyond, it grows as a power of the samples "
+        "played (KataGo's taper) up to window_samples; at window_samples (the default) the window is fixed",
+    )
+    window_growth: float = Field(
+        default=0.75, gt=0, le=1, description="exponent of the window's growth with the samples played"
+    )
+    window_taper: float = Field(
+        default=0.4, gt=0, le=1, description="slope of the window's growth beyond window_min_samples (KataGo: 0.4)"
+    )
     eval_games: int = Field(default=40, ge=2, description="most games a candidate plays against the current best")
     min_eval_games: int = Field(default=10, ge=1, description="fewest games a promotion may rest on")
     promote_win_rate: float = Field(
@@ -593,6 +665,12 @@ class EvaluationSettings(_Section):
     quality_max_length_drop: float = Field(
         default=0.5, gt=0, lt=1, description="a fall of mean game length by more than this share is flagged"
     )
+    quality_min_games: int = Field(
+        default=16, ge=2, description="games a batch needs before one outcome only in it is flagged"
+    )
+    quality_exclude_flagged: bool = Field(
+        default=True, description="game batches the quality monitor flags stay out of later training windows"
+    )
 
 
 def _default_overrides() -> dict[str, dict[str, int | float]]:
@@ -605,6 +683,21 @@ def _default_overrides() -> dict[str, dict[str, int | float]]:
             "parallel_games": 32,
             "train_steps": 300,
             "baseline_simulations": 100,
+        },
+        # chinese checkers (3 players): a fresh network's games run to OpenSpiel's 1,000-move cap, and so do
+        # random playouts: selfplay games are cut off at 300 moves and valued by progress, the baseline's
+        # playouts at 60; a small search keeps a selfplay job to minutes.
+        "chinese_checkers_3p": {
+            "blocks": 3,
+            "channels": 64,
+            "simulations": 48,
+            "parallel_games": 32,
+            "train_steps": 300,
+            "selfplay_max_moves": 300,
+            "eval_simulations": 32,
+            "baseline_simulations": 48,
+            "baseline_rollout_moves": 60,
+            "eval_max_moves": 300,
         },
         # connect four on a CPU: a narrower net trains and searches fast enough for hourly progress.
         "connect_four_2p": {
@@ -630,6 +723,11 @@ class WorkloadSettings(_Section):
         default="auto", description="torch device for training and inference: auto (CUDA if present), cpu, cuda:N"
     )
     torch_threads: int = Field(default=0, ge=0, description="CPU threads torch uses per worker; 0 keeps its default")
+    inference_precision: Literal["auto", "float32", "bfloat16"] = Field(
+        default="auto",
+        description="dtype of search inference: auto is bfloat16 on a CPU with native bfloat16 (AVX512-BF16, AMX), "
+        "else float32; training is always float32",
+    )
     game_params: dict[str, dict[str, int | float | bool | str]] = Field(
         default_factory=dict,
         description="config key -> OpenSpiel game parameters (unset: OpenSpiel's defaults), "
@@ -662,8 +760,20 @@ class WorkloadSettings(_Section):
         default=2, ge=0, description="uniformly random moves opening each evaluation game, the same from every seat"
     )
     eval_parallel_games: int = Field(default=20, ge=2, description="evaluation games played in lockstep (even)")
+    eval_max_moves: int = Field(
+        default=0,
+        ge=0,
+        description="evaluation games still running after this many moves are adjudicated by the game's progress "
+        "measure (or its returns so far); 0: played to the game's own end",
+    )
     baseline_simulations: int = Field(default=200, ge=1, description="simulations of the pure-MCTS baseline")
     baseline_rollouts: int = Field(default=1, ge=1, description="random rollouts per leaf of the pure-MCTS baseline")
+    baseline_rollout_moves: int = Field(
+        default=0,
+        ge=0,
+        description="the baseline's random playouts stop after this many moves and are valued like a selfplay game "
+        "cut off (the game's progress measure); 0: played to the end",
+    )
     sprt_elo0: float = Field(default=0.0, description="SPRT null hypothesis: Elo difference (Elo)")
     sprt_elo1: float = Field(default=35.0, description="SPRT alternative hypothesis: Elo difference (Elo)")
     sprt_alpha: float = Field(default=0.05, gt=0, lt=0.5, description="SPRT false-positive rate")
@@ -680,6 +790,12 @@ class WorkloadSettings(_Section):
     )
     fast_simulations: int = Field(default=20, ge=1, description="simulations of the unrecorded fast selfplay moves")
     tree_reuse: bool = Field(default=False, description="carry the subtree of the move played into the next search")
+    selfplay_max_moves: int = Field(
+        default=0,
+        ge=0,
+        description="selfplay games still running after this many moves are cut off and valued by the game's "
+        "progress measure (or its returns so far); 0: the game's own limit",
+    )
     command_timeout_s: float = Field(default=3600.0, gt=0, description="default time a user command may run (seconds)")
 
     @field_validator("kind")
@@ -704,6 +820,138 @@ class WorkloadSettings(_Section):
             if not self.command_file.is_file():
                 raise ValueError(f"command_file {self.command_file} does not exist or is not a file")
         return self
+
+
+class TuneRange(_Section):
+    """The values `zeroloop tune` may try for one AlphaZero parameter: a range (`low`..`high`) or `choices`."""
+
+    low: float | None = Field(default=None, description="smallest value tried")
+    high: float | None = Field(default=None, description="largest value tried")
+    log: bool = Field(default=False, description="sample and perturb the range on a log scale")
+    choices: list[bool | int | float] | None = Field(default=None, description="the values tried, when not a range")
+
+    @model_validator(mode="after")
+    def _one_form(self) -> TuneRange:
+        ranged = self.low is not None or self.high is not None
+        if ranged == (self.choices is not None):
+            raise ValueError("give either low and high, or choices")
+        if self.choices is not None and not self.choices:
+            raise ValueError("choices is empty")
+        if ranged:
+            if self.low is None or self.high is None or not self.low < self.high:
+                raise ValueError(f"a range needs low below high (got {self.low} and {self.high})")
+            if self.log and self.low <= 0:
+                raise ValueError(f"a log range needs low above 0 (got {self.low})")
+        return self
+
+
+def _default_space() -> dict[str, TuneRange]:
+    # What a tune varies unless told otherwise: the settings the issue names, in ranges that keep a
+    # connect-four round on a CPU to minutes. Network size is tried only by variants that start fresh.
+    return {
+        "learning_rate": TuneRange(low=0.002, high=0.05, log=True),
+        "train_steps": TuneRange(low=100, high=800, log=True),
+        "simulations": TuneRange(low=32, high=240, log=True),
+        "gumbel": TuneRange(choices=[False, True]),
+        "full_search_share": TuneRange(low=0.25, high=1.0),
+        "temperature_moves": TuneRange(low=4, high=16),
+        "blocks": TuneRange(choices=[2, 3, 4]),
+        "channels": TuneRange(choices=[32, 48, 64]),
+    }
+
+
+# Parameters a variant's weights fix: a copied model keeps its own network shape.
+TUNE_SHAPE_PARAMS = ("blocks", "channels", "value_hidden")
+# What a tune may vary: how a variant plays its own games and trains. Evaluation is the config's own for
+# every variant, so the population's matches compare the networks, not their match settings.
+TUNABLE_PARAMS = frozenset(
+    {
+        *TUNE_SHAPE_PARAMS,
+        "simulations", "c_puct", "dirichlet_alpha", "dirichlet_epsilon", "temperature_moves", "parallel_games",
+        "train_batch_size", "train_steps", "learning_rate", "momentum", "weight_decay", "gumbel",
+        "gumbel_considered", "gumbel_c_visit", "gumbel_c_scale", "full_search_share", "fast_simulations",
+        "tree_reuse", "selfplay_max_moves",
+    }
+)  # fmt: skip
+
+
+class TuneSettings(_Section):
+    """Population-based training of a config key's settings (`zeroloop tune`), run by the leader's `tune` daemon."""
+
+    variants: int = Field(default=6, ge=2, le=64, description="variants in a population when none is given")
+    budget_cpu_s: float = Field(
+        default=3600.0, gt=0, description="CPU-seconds of the population's jobs when no budget is given"
+    )
+    sampler: Literal["tpe", "cmaes"] = Field(
+        default="tpe", description="Optuna sampler that proposes a fresh variant's settings: tpe or cmaes"
+    )
+    space: dict[str, TuneRange] = Field(
+        default_factory=_default_space,
+        description="AlphaZero parameter -> the values a tune tries (a range or choices)",
+    )
+    interval_s: float = Field(default=20.0, gt=0, description="how often the tune daemon looks at the population (s)")
+    ready_rounds: int = Field(
+        default=2, ge=1, description="rounds a variant plays under its settings before it is compared"
+    )
+    exploit_fraction: float = Field(
+        default=0.25, gt=0, le=0.5, description="share of ready variants, weakest first, that copy a strong one"
+    )
+    exploit_min_gap_elo: float = Field(
+        default=30.0, ge=0, description="least rating gap (Elo) between a weak variant and the strong one it copies"
+    )
+    perturb_factors: tuple[float, float] = Field(
+        default=(0.8, 1.25), description="explore: each range setting is multiplied by one of these, at random"
+    )
+    resample_probability: float = Field(
+        default=0.2, ge=0, le=1, description="explore: chance that a setting is drawn afresh from its range instead"
+    )
+    match_games: int = Field(default=20, ge=2, description="games of each match between two variants")
+    match_opponents: int = Field(
+        default=2, ge=1, description="other variants a new production model plays, nearest in rating first"
+    )
+    drop_after_dead_jobs: int = Field(
+        default=3, ge=1, description="dead jobs under one variant's settings after which it is dropped"
+    )
+    diverge_loss: float = Field(
+        default=20.0, gt=0, description="a variant whose training loss exceeds this (or is not finite) is dropped"
+    )
+    replace_dropped: bool = Field(
+        default=True, description="a dropped variant is replaced by a fresh one while budget is left"
+    )
+    distill_steps: int = Field(default=1000, ge=1, description="optimizer steps of a distillation")
+    distill_value_mix: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="share of the teacher's value in a distilled network's value target (the rest: the game outcome)",
+    )
+    distill_games: int = Field(default=40, ge=2, description="games that rate a distilled network against its teacher")
+
+    @field_validator("space")
+    @classmethod
+    def _known_parameters(cls, value: dict[str, TuneRange]) -> dict[str, TuneRange]:
+        for name, spec in value.items():
+            if name not in TUNABLE_PARAMS:
+                raise ValueError(
+                    f"{name!r} is no parameter a tune can vary; known: {', '.join(sorted(TUNABLE_PARAMS))}"
+                )
+            # Every value the space can give must be one the workload accepts (learning_rate > 0, ...).
+            field = WorkloadSettings.model_fields[name]
+            bounds: list[Any] = list(spec.choices) if spec.choices is not None else [spec.low, spec.high]
+            kind: Any = Annotated[field.annotation, *field.metadata] if field.metadata else field.annotation
+            for bound in bounds:
+                try:
+                    TypeAdapter(kind).validate_python(bound, strict=field.annotation is bool)
+                except ValidationError as exc:
+                    raise ValueError(f"{name}: {bound!r} is not a valid value: {exc.errors()[0]['msg']}") from None
+        return value
+
+    @field_validator("perturb_factors")
+    @classmethod
+    def _factors(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if min(value) <= 0:
+            raise ValueError(f"perturbation factors must be above 0 (got {value})")
+        return value
 
 
 class ServerSettings(_Section):
@@ -745,6 +993,54 @@ class ServerSettings(_Section):
         default=None,
         description="worker: PEM certificates to trust for an https server (a private CA); unset: the system's",
     )
+    credential_s: float = Field(
+        default=900.0,
+        ge=0,
+        le=86400,
+        description="server: lifetime of the node-bound credential a worker token is exchanged for (seconds), "
+        "refreshed as the worker heartbeats; 0: workers present their token on every request",
+    )
+    negative_cache_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="server: how long a token found unusable is refused without asking the store again (seconds)",
+    )
+    request_threads: int = Field(
+        default=32, ge=1, le=512, description="server: threads per process for requests of known workers"
+    )
+    unverified_requests: int = Field(
+        default=4,
+        ge=1,
+        le=512,
+        description="server: requests per process whose token is not yet known to be good that may be checked at "
+        "once (each costs a store lookup); more are refused with 503 at once, without touching the store",
+    )
+    address_failures_per_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="server: refused requests per second one client address may make (burst: 10 times that) "
+        "before it is answered 429 with no other work",
+    )
+    token_requests_per_s: float = Field(
+        default=500.0,
+        gt=0,
+        description="server: requests per second one token or credential may make (burst: twice that) "
+        "before it is answered 429",
+    )
+    forwarded_allow_ips: str | None = Field(
+        default=None,
+        description="server: comma-separated addresses (or *) of reverse proxies whose X-Forwarded-For and "
+        "X-Forwarded-Proto are believed (the client's address; https makes the login cookie Secure); "
+        "unset: none",
+    )
+    tls_client_ca: Path | None = Field(
+        default=None,
+        description="server: PEM of the CA whose client certificates are required (mutual TLS); unset: none asked",
+    )
+    tls_client_certfile: Path | None = Field(
+        default=None, description="worker: PEM client certificate to present to a server that asks for one"
+    )
+    tls_client_keyfile: Path | None = Field(default=None, description="worker: PEM private key of tls_client_certfile")
     request_timeout_s: float = Field(default=60.0, gt=0, description="worker: time one request may take (seconds)")
     retry_initial_s: float = Field(default=0.5, ge=0, description="worker: first retry delay after a transport error")
     retry_max_s: float = Field(default=10.0, ge=0, description="worker: largest retry delay (seconds)")
@@ -761,6 +1057,10 @@ class ServerSettings(_Section):
     def _tls_pair(self) -> ServerSettings:
         if (self.tls_certfile is None) != (self.tls_keyfile is None):
             raise ValueError("set both tls_certfile and tls_keyfile, or neither")
+        if (self.tls_client_certfile is None) != (self.tls_client_keyfile is None):
+            raise ValueError("set both tls_client_certfile and tls_client_keyfile, or neither")
+        if self.tls_client_ca is not None and self.tls_certfile is None:
+            raise ValueError("tls_client_ca asks workers for certificates over TLS: set tls_certfile and tls_keyfile")
         return self
 
 
@@ -944,6 +1244,7 @@ class Settings(BaseSettings):
     backup: BackupSettings = Field(default_factory=BackupSettings)
     dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
     evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
+    tune: TuneSettings = Field(default_factory=TuneSettings)
 
     def __init__(self, **values: Any) -> None:
         """Read and validate every source; a bad value or an unreadable source is a ConfigError."""

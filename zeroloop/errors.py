@@ -23,9 +23,11 @@ was wrong and what to do about it, in one line, because the CLI prints them as-i
     ├── WorkloadError          a workload operation failed or produced invalid output
     ├── StageError             a pipeline stage change the stage machine does not allow
     ├── RegistryError          a model is unknown or cannot make the requested move
+    ├── TuneError              a tune cannot start, go on or be adopted as asked  (zeroloop.tune)
     ├── AlertError             an alert command failed (the bus retries the alert)
     ├── OperationsError        a backup, restore or garbage collection cannot proceed
     ├── AuthError              a server request carries no usable token                  (HTTP 401)
+    │   ├── TokenRevoked       the token or credential was revoked: a worker stops       (HTTP 401)
     │   └── Forbidden          the token is valid but may not do this                    (HTTP 403)
     ├── ProviderError          a provider could not launch, stop or list machines  (zeroloop.fleet.providers.base)
     └── HandlerTimeout         an event handler ran past its timeout  (zeroloop.events.consumer, an EventError)
@@ -110,6 +112,10 @@ class RegistryError(ZeroloopError):
     """A model is unknown or cannot make the requested move."""
 
 
+class TuneError(ZeroloopError):
+    """A tune (population-based training of a config key's settings) cannot start, go on or be adopted as asked."""
+
+
 class AlertError(ZeroloopError):
     """An alert command failed; the bus retries the alert."""
 
@@ -120,6 +126,14 @@ class OperationsError(ZeroloopError):
 
 class AuthError(ZeroloopError):
     """A request to `zeroloop serve` carries no token, or one that is unknown, expired or revoked."""
+
+
+class TokenRevoked(AuthError):
+    """The token (or the credential issued under it) was revoked: no retry or restart will mend it.
+
+    A worker that hears this should stop rather than retry (zeroloop.remote.client raises it
+    for the server's 401 naming it).
+    """
 
 
 class Forbidden(AuthError):

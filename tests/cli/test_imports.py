@@ -68,7 +68,7 @@ BLOCKER = """
 import importlib.abc
 import sys
 
-ABSENT = ("torch", "pyspiel", "open_spiel", "httpx", "httpcore", "moto", "s3fs", "hypothesis", "pytest")
+ABSENT = ("torch", "pyspiel", "open_spiel", "numba", "httpx", "httpcore", "moto", "s3fs", "hypothesis", "pytest")
 ABSENT_DOTTED = ("opentelemetry.exporter",)
 
 
@@ -87,12 +87,17 @@ ALPHAZERO_ONLY = frozenset(
     f"zeroloop.workload.{name}"
     for name in (
         "alphazero",
+        "diagnostics",
+        "distill",
         "exhaustive",
         "games",
         "gumbel",
+        "kernels",
         "match",
         "mcts",
+        "members",
         "network",
+        "progress",
         "selfplay",
         "symmetry",
         "train",

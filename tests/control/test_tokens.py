@@ -12,7 +12,7 @@ import pytest
 
 from tests.helpers import FakeClock
 from zeroloop.control import tokens as tokens_module
-from zeroloop.control.tokens import Role, Tokens, parse_duration
+from zeroloop.control.tokens import Admission, Role, Tokens, parse_duration
 from zeroloop.errors import AuthError, ConfigError, Forbidden
 from zeroloop.store.database import Store
 
@@ -90,14 +90,19 @@ def test_a_server_trusts_a_checked_token_for_cache_s_and_no_longer(store: Store,
 
 
 def test_the_remembered_tokens_are_bounded(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(tokens_module, "_CACHE_MAX", 2)
-    served = Tokens(store, cache_s=60.0)
+    monkeypatch.setattr(tokens_module, "CACHE_MAX", 2)
+    served = Tokens(store, cache_s=60.0, negative_cache_s=60.0)
     texts = [Tokens(store).create(Role.VIEWER)[0] for _ in range(3)]
     for text in texts[:2]:
         served.check(text)
     assert len(served._checked) == 2
-    served.check(texts[2])  # a third would exceed the bound: the cache starts afresh with it
-    assert len(served._checked) == 1
+    served.check(texts[2])  # a third would exceed the bound: the oldest is forgotten
+    assert len(served._checked) == 2
+    assert served.admission(texts[0])[0] is Admission.UNKNOWN and served.admission(texts[2])[0] is Admission.KNOWN
+    for n in range(5):  # bad texts are bounded alike
+        with pytest.raises(AuthError):
+            served.check(f"zl_0123456789a{n}_{'x' * 43}")
+    assert len(served._refused) == 2
 
 
 def test_a_worker_token_acts_only_as_its_own_node_and_a_viewer_not_at_all(store: Store) -> None:

@@ -9,11 +9,11 @@ import pytest
 from tests.helpers import FakeClock
 from zeroloop.config import EvaluationSettings, Settings
 from zeroloop.events.bus import EventBus
+from zeroloop.pipeline.coordinator import PipelineCoordinator
 from zeroloop.pipeline.curriculum import Curriculum, production_rating_at, velocity
-from zeroloop.pipeline.quality import SelfplayQualityMonitor, figures, judge
+from zeroloop.pipeline.quality import SelfplayQualityMonitor, excluded_batches, figures, judge
 from zeroloop.pipeline.registry import ModelRegistry
 from zeroloop.pipeline.scheduler import ConfigNeed, SelfplayScheduler, weight
-from zeroloop.queue.backpressure import Resources
 from zeroloop.queue.manager import JobQueue
 from zeroloop.store.database import Store
 from zeroloop.store.queries import artifacts as artifact_queries
@@ -100,8 +100,7 @@ def test_a_plateau_is_detected_moves_the_budget_and_clears_when_the_config_gains
     assert detected["evidence"]["rounds"] == 5 and detected["evidence"]["gain_elo"] == pytest.approx(12.0)  # type: ignore[index]
     assert world.decisions(FAST, "plateau") == []
     # The scheduler reads the factor: the flat config gets less of the selfplay budget.
-    quiet = Resources(memory_pct=5.0, disk_pct=5.0)
-    queue = JobQueue(world.store, world.bus, world.settings, clock=world.clock, resources=lambda: quiet)
+    queue = JobQueue(world.store, world.bus, world.settings, clock=world.clock)
     needs = {
         need.config_key: need
         for need in SelfplayScheduler(world.store, queue, world.settings, clock=world.clock).needs()
@@ -191,3 +190,43 @@ def test_paused_configs_are_left_alone(world: World) -> None:
             },
         )
     assert SelfplayQualityMonitor(world.store, world.settings, clock=world.clock).tick() == {}
+
+
+def test_a_flagged_batch_is_named_in_the_decision_and_kept_out_of_later_windows(world: World) -> None:
+    def batch(sha: str, games: int, positions: int, **counts: float) -> None:
+        with world.store.transaction() as conn:
+            artifact_queries.record_artifact(
+                conn,
+                {
+                    "sha256": sha,
+                    "kind": "game_batch",
+                    "size_bytes": 1,
+                    "config_key": FAST,
+                    "meta": {"games": games, "positions": positions, "samples": positions, **counts},
+                    "created_at": world.clock(),
+                },
+            )
+            world.clock.advance(1)
+
+    monitor = SelfplayQualityMonitor(world.store, world.settings, clock=world.clock)
+    batch("a" * 64, 32, 32 * 20, distinct_outcomes=3, policy_entropy=1.0)
+    monitor.tick()
+    batch("b" * 64, 32, 32 * 20, distinct_outcomes=1, policy_entropy=1.0)  # one outcome only
+    batch("c" * 64, 32, 32 * 20, distinct_outcomes=3, policy_entropy=0.001)  # collapsed policy
+    batch("d" * 64, 32, 32 * 4, distinct_outcomes=3, policy_entropy=1.0)  # degenerate length
+    batch("e" * 64, 8, 8 * 20, distinct_outcomes=1, policy_entropy=1.0)  # too few games to judge one outcome
+    monitor.tick()
+    look = world.decisions(FAST, "quality")[0]
+    assert look["outcome"] == "warning"
+    flagged = look["evidence"]["excluded_batches"]  # type: ignore[index]
+    assert sorted(flagged) == ["b" * 64, "c" * 64, "d" * 64]
+    assert "one outcome only" in flagged["b" * 64][0] and "entropy" in flagged["c" * 64][0]
+    with world.store.read() as conn:
+        excluded = excluded_batches(queries.get_pipeline(conn, FAST)["progress"])
+    assert excluded == {"b" * 64, "c" * 64, "d" * 64}
+    coordinator = PipelineCoordinator(
+        world.store, world.bus, JobQueue(world.store, world.bus, world.settings), world.models, world.settings
+    )
+    with world.store.read() as conn:
+        inputs = coordinator._window_inputs(conn, FAST, 10**6, excluded)
+    assert inputs == ["a" * 64, "e" * 64]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import queue
 from typing import Any
 
 from tests.server.svg import charts_in
@@ -31,13 +30,9 @@ def _publish(app: App, event_type: str, payload: dict[str, Any]) -> None:
 
 
 def test_the_childs_report_keeps_the_loss_parts_and_the_event_carries_them_to_the_chart(app: App) -> None:
-    reports: queue.Queue[dict[str, float]] = queue.Queue()
-    child._state["progress"] = reports
-    try:
-        child._report(Progress(step=100, total_steps=300, loss=1.25, policy_loss=1.0, value_loss=0.25, samples_per_s=9))
-    finally:
-        child._state.pop("progress")
-    report = reports.get_nowait()
+    report = child.progress_report(
+        Progress(step=100, total_steps=300, loss=1.25, policy_loss=1.0, value_loss=0.25, samples_per_s=9)
+    )
     assert (report["policy_loss"], report["value_loss"]) == (1.0, 0.25)
     progress = jobs.lookup(jobs.TRAIN).progress
     assert progress is not None

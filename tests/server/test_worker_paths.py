@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.helpers import FakeClock, run_async
-from tests.server.conftest import running_server
+from tests.server.conftest import register_node, running_server
 from zeroloop.app import App
 from zeroloop.artifacts.transfer import ArtifactKind
 from zeroloop.cluster.agent import NodeAgent
@@ -82,6 +82,7 @@ def _command_app(store_url: str, tmp_path: Path, script: str) -> App:
 
 def _cluster(path: str, store_url: str, tmp_path: Path, script: str) -> Iterator[Cluster]:
     with _command_app(store_url, tmp_path, script) as app:
+        register_node(app, "w1")  # as its agent would at start: behind the server, a node claims only then
         if path == "direct":
             yield Cluster(app, app, path)
             return
@@ -165,7 +166,11 @@ def test_run_reports_a_job_and_leases_the_next_with_it(cluster: Cluster) -> None
     cluster.worker.queue.complete_and_claim = then_stop
     asyncio.run(asyncio.wait_for(executor.run(idle_wait_s=0.05), timeout=120))
     assert [cluster.app.queue.get(job.id).status for job in (first, second)] == [JobStatus.COMPLETED] * 2
-    kinds = [(kind, payload["job_id"]) for kind, payload, _node in cluster.events() if kind != "JOB_QUEUED"]
+    kinds = [
+        (kind, payload["job_id"])
+        for kind, payload, _node in cluster.events()
+        if kind not in ("JOB_QUEUED", "NODE_REGISTERED")
+    ]
     assert kinds == [
         ("JOB_CLAIMED", first.id),
         ("SELFPLAY_COMPLETE", first.id),
@@ -234,13 +239,18 @@ def test_daemon_records_and_crash_loops_reach_the_store(cluster: Cluster) -> Non
     cluster.worker.daemon_records.write([row], [loop])
     with cluster.app.store.read() as conn:
         assert daemon_queries.list_daemons(conn, "w1") == [row]
-    assert [(kind, payload) for kind, payload, _node in cluster.events()] == [("DAEMON_CRASH_LOOP", loop)]
+    logged = [(kind, payload) for kind, payload, _node in cluster.events() if kind != "NODE_REGISTERED"]
+    assert logged == [("DAEMON_CRASH_LOOP", loop)]
 
 
 def test_a_corrupt_cached_copy_is_fetched_again_and_verified(cluster: Cluster, tmp_path: Path) -> None:
     source = tmp_path / "batch.bin"
     source.write_bytes(b"positions" * 5000)
-    artifact = cluster.worker.artifacts.put(source, ArtifactKind.GAME_BATCH, config_key="ringrift_2p")
+    job = cluster.app.queue.enqueue(jobs.SELFPLAY, "ringrift_2p", {"games": 1})
+    assert cluster.worker.queue.claim("w1") is not None  # behind the server, only a held job's output is uploaded
+    artifact = cluster.worker.artifacts.put(
+        source, ArtifactKind.GAME_BATCH, config_key="ringrift_2p", producer_job_id=job.id
+    )
     cached = cluster.worker.artifacts.fetch(artifact.sha256)
     cached.write_bytes(b"flipped bits")
     again = cluster.worker.artifacts.fetch(artifact.sha256)

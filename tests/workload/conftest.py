@@ -10,9 +10,14 @@ from zeroloop.workload.alphazero import AlphaZeroWorkload
 
 @pytest.fixture
 def tiny_settings() -> WorkloadSettings:
-    """A one-block, 16-channel network with few simulations; one torch thread, which is fastest for tiny nets."""
+    """A one-block, 16-channel network with few simulations; one torch thread, which is fastest for tiny nets.
+
+    Inference in float32: `auto` would pick bfloat16 on some CPUs only, and the games would
+    then differ from one machine to the next.
+    """
     return WorkloadSettings(
         torch_threads=1,
+        inference_precision="float32",
         blocks=1,
         channels=16,
         value_hidden=16,

@@ -7,6 +7,7 @@ import pickle
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from zeroloop.workload.alphazero import AlphaZeroWorkload
 from zeroloop.workload.datafiles import load_game_batch, load_window
@@ -51,7 +52,14 @@ def test_selfplay_export_train_evaluate(workload: AlphaZeroWorkload, tmp_path: P
     evidence = workload.export(ExportRequest(KEY, tuple(batches), window, window_samples=150, seed=0))
     _check(evidence, window)
     arrays = load_window(window, KEY)
-    assert evidence.counts == {"samples": 1200, "source_samples": 150, "symmetries": 8, "input_files": 2}
+    counts = dict(evidence.counts)
+    assert counts.pop("cpu_s") >= 0.0  # every operation reports the CPU it used (seconds)
+    sizes = {key: counts.pop(key) for key in ("samples", "source_samples", "symmetries", "input_files")}
+    assert sizes == {"samples": 1200, "source_samples": 150, "symmetries": 8, "input_files": 2}
+    # The window's games: outcome shares (a win by either seat, or a draw) and game lengths.
+    outcomes = counts["outcome_win_seat0"] + counts["outcome_win_seat1"] + counts["outcome_draw"]
+    assert outcomes == pytest.approx(1.0) and 0 < counts["games"] <= 40
+    assert 5 <= counts["length_p10"] <= counts["length_p50"] <= counts["length_p90"] <= 9
     # tic_tac_toe's three observation planes, then one to-move plane per player.
     assert arrays["obs"].shape == (1200, 5, 3, 3)
     legal = arrays["mask"].astype(np.bool_)
@@ -64,6 +72,11 @@ def test_selfplay_export_train_evaluate(workload: AlphaZeroWorkload, tmp_path: P
     assert [r.step for r in reports] == [10, 20]
     assert all(r.samples_per_s > 0 and np.isfinite(r.loss) for r in reports)
     assert load_model_file(model)["step"] == 20
+    # The round's learning diagnostics: losses, value accuracy by game stage, policy entropy.
+    for name in ("policy_loss", "value_loss", "value_mse_opening", "value_mse_end", "policy_entropy"):
+        assert np.isfinite(evidence.counts[name])
+    assert 0.0 <= evidence.counts["value_accuracy_end"] <= 1.0
+    assert 0.0 <= evidence.counts["policy_agreement"] <= 1.0
 
     # Asking for more steps on the same window resumes from the checkpoint instead of starting over.
     evidence = workload.train(TrainRequest(KEY, window, model, steps=30))

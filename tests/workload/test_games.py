@@ -97,6 +97,20 @@ def test_input_shows_who_is_to_move_where_openspiel_does_not(key: str) -> None:
     np.testing.assert_array_equal(game.observation(state), as_first)
 
 
+@pytest.mark.parametrize("key", ["tic_tac_toe_2p", "connect_four_2p", "chinese_checkers_3p"])
+def test_batched_observations_and_masks_are_each_states_own(key: str) -> None:
+    game = Game(key)
+    rng = np.random.default_rng(0)
+    states = [game.new_state()]
+    for _ in range(6):
+        state = states[-1].clone()
+        legal = game.legal_actions(state)
+        game.apply(state, legal[int(rng.integers(len(legal)))])
+        states.append(state)
+    np.testing.assert_array_equal(game.observations(states), np.stack([game.observation(s) for s in states]))
+    np.testing.assert_array_equal(game.legal_masks(states), np.stack([game.legal_mask(s) for s in states]))
+
+
 def test_network_tells_the_same_board_apart_by_the_side_to_move() -> None:
     # The same tic-tac-toe board with X or O to move, and opposite value targets: learnable only
     # because the to-move planes differ.

@@ -12,9 +12,10 @@ from tests.workload.toygame import ThreeInARow, ToyState
 from zeroloop.config import WorkloadSettings
 from zeroloop.workload.alphazero import AlphaZeroWorkload
 from zeroloop.workload.datafiles import load_game_batch
-from zeroloop.workload.games import FloatArray
+from zeroloop.workload.games import FloatArray, Game
 from zeroloop.workload.mcts import BatchedMCTS, LeafEvaluator, SearchConfig, rollout_leaves
 from zeroloop.workload.network import load_net
+from zeroloop.workload.progress import ChineseCheckersProgress, truncation_values
 from zeroloop.workload.protocol import EvaluateRequest, ExportRequest, Player, SelfplayRequest, TrainRequest
 
 GAME = ThreeInARow()
@@ -110,3 +111,62 @@ def test_three_player_value_targets_are_in_the_movers_frame(tiny_settings: Workl
             np.testing.assert_array_equal(row, np.roll(outcome, -mover))
         decisive += sorted(outcome.tolist()) == [-0.5, -0.5, 1.0]
     assert decisive > 0  # the rotation is visible only in a game somebody won
+
+
+def test_chinese_checkers_progress_is_the_same_for_every_seat_and_grows_as_pieces_advance() -> None:
+    game = Game("chinese_checkers_3p")
+    measure = ChineseCheckersProgress(game)
+    assert measure.span[0] == measure.span[1] == measure.span[2] > 0
+    state = game.new_state()
+    np.testing.assert_array_equal(measure(state), np.zeros(3))
+    rng = np.random.default_rng(0)
+    for _ in range(120):
+        legal = game.legal_actions(state)
+        game.apply(state, legal[int(rng.integers(len(legal)))])
+    progress = measure(state)
+    assert np.all((progress > 0) & (progress < 1))
+    lead = truncation_values(game)(state)
+    leader = int(progress.argmax())
+    assert lead[leader] >= 0 and all(lead[p] <= 0 for p in range(3) if p != leader)
+
+
+def test_selfplay_cuts_games_off_at_the_move_cap_and_values_them_by_progress(
+    tiny_settings: WorkloadSettings, tmp_path: Path
+) -> None:
+    key = "chinese_checkers_3p"
+    # No preset: its own 300-move cut-off would override this one.
+    update = {"simulations": 2, "parallel_games": 4, "selfplay_max_moves": 30, "overrides": {}}
+    settings = tiny_settings.model_copy(update=update)
+    evidence = AlphaZeroWorkload(settings).selfplay(SelfplayRequest(key, tmp_path / "c.npz", games=4, seed=0))
+    assert evidence.counts["games"] == evidence.counts["truncated"] == 4
+    arrays = load_game_batch(tmp_path / "c.npz", key)
+    assert arrays["game_lengths"].tolist() == [30] * 4
+    # Progress leads, not the -1/3 every seat gets from a drawn (capped) OpenSpiel game.
+    assert np.all(np.abs(arrays["value"]) <= 1) and not np.allclose(arrays["value"], -1 / 3)
+
+
+def test_capped_matches_and_baseline_playouts_end_and_are_adjudicated_by_progress(
+    tiny_settings: WorkloadSettings, tmp_path: Path
+) -> None:
+    key = "chinese_checkers_3p"
+    settings = tiny_settings.model_copy(
+        update={
+            "simulations": 2,
+            "eval_simulations": 2,
+            "baseline_simulations": 3,
+            "baseline_rollout_moves": 5,
+            "eval_max_moves": 12,
+            "eval_parallel_games": 3,
+            "overrides": {},
+        }
+    )
+    workload = AlphaZeroWorkload(settings)
+    model = tmp_path / "m.pt"
+    workload.selfplay(SelfplayRequest(key, tmp_path / "c.npz", games=2, seed=0))
+    workload.export(ExportRequest(key, (tmp_path / "c.npz",), tmp_path / "w.npz", window_samples=1000))
+    workload.train(TrainRequest(key, tmp_path / "w.npz", model, steps=2))
+    match = tmp_path / "match.json"
+    workload.evaluate(EvaluateRequest(key, Player.of_model(model), Player("mcts"), match, games=3))
+    result = json.loads(match.read_text())
+    assert all(game["adjudicated"] and game["moves"] == 12 for game in result["game_results"])
+    assert result["wins"] + result["draws"] + result["losses"] == 6

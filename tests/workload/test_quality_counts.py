@@ -19,7 +19,7 @@ def test_draws_and_policy_entropy_are_counted_from_the_batch() -> None:
         "policy": np.stack([uniform, certain, uniform, certain, certain]).astype(np.float32),
     }
     counts = quality_counts(arrays)
-    assert counts["draws"] == 2
+    assert counts["draws"] == 2 and counts["distinct_outcomes"] == 3
     assert math.isclose(counts["policy_entropy"], 2 * math.log(9) / 5, rel_tol=1e-5)
     pooled = figures([{"games": 3, "positions": 5, **counts}])
     assert math.isclose(pooled["draw_rate"], 2 / 3)

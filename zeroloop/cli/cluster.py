@@ -55,6 +55,7 @@ def nodes_table(app: App) -> Table:
         Column("heartbeat"),
         Column("cost/h", drop=7),
         Column("cost", drop=9),
+        Column("models held", drop=10),
     )
     rows = []
     for row in views.nodes(app):
@@ -75,6 +76,7 @@ def nodes_table(app: App) -> Table:
                 _ago(row["heartbeat_at"], now),
                 "-" if row["cost_per_hour"] is None else f"{row['cost_per_hour']:g}",
                 f"{row['cost']:.2f}",
+                escape(", ".join(f"{key}: {model}" for key, model in row["holds"].items()) or "-"),
             ]
         )
     return fitted(columns, rows, width=console.width, title="nodes")
@@ -237,6 +239,29 @@ def nodes_terminate(
     with open_app() as app:
         status = app.fleet.terminate(node_id, reason="zeroloop nodes terminate", force=force)
     console.print(f"node {escape(node_id)} is {status.value}")
+
+
+@nodes_app.command(
+    "quarantine", epilog=examples('zeroloop nodes quarantine gpu-1a2b3c4d --reason "forged game batches"')
+)
+def nodes_quarantine(
+    node_id: str = typer.Argument(..., help="The node whose results to keep out."),
+    reason: str = typer.Option(..., "--reason", "-r", min=1, max=400, help="Why (recorded with the decision)."),
+) -> None:
+    """Keep a node's results out of every training window from now on (the node itself keeps running)."""
+    from zeroloop.control import actions
+
+    with open_app() as app:
+        console.print(escape(actions.quarantine(app, node_id, reason=reason, actor="cli")))
+
+
+@nodes_app.command("unquarantine", epilog=examples("zeroloop nodes unquarantine gpu-1a2b3c4d"))
+def nodes_unquarantine(node_id: str = typer.Argument(..., help="The node whose results count again.")) -> None:
+    """Let a quarantined node's results into training windows again."""
+    from zeroloop.control import actions
+
+    with open_app() as app:
+        console.print(escape(actions.lift_quarantine(app, node_id, actor="cli")))
 
 
 @nodes_app.command("undrain", epilog=examples("zeroloop nodes undrain gpu-1a2b3c4d"))

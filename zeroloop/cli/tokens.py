@@ -77,9 +77,31 @@ def list_tokens() -> None:
     console.print(table)
 
 
+@app.command(
+    "rotate", epilog=examples("zeroloop tokens rotate 3f9a1c2b7d4e", "zeroloop tokens rotate 3f9a1c2b7d4e --grace 0")
+)
+def rotate(
+    token_id: str = typer.Argument(..., help="The token's id, as `tokens ls` shows it."),
+    grace: str = typer.Option("1h", "--grace", "-g", help="How long the old secret keeps working (0: not at all)."),
+) -> None:
+    """Replace a token's secret: a new token (same role, node, expiry) printed once; the old one stops after --grace.
+
+    Running workers keep going on the credentials they were issued; give the new secret to each worker
+    before it next starts.
+    """
+    from zeroloop.control.tokens import Tokens, parse_duration
+
+    grace_s = 0.0 if grace.strip() in ("0", "0s") else parse_duration(grace)
+    with open_app() as zl:
+        secret, row = Tokens(zl.store).rotate(token_id, grace_s=grace_s)
+    console.print(f"token {row['id']} replaces {escape(token_id)}, which stops working in {grace_s:g} s")
+    console.print("give it to the worker as ZEROLOOP_SERVER__TOKEN; it is not shown again:")
+    print(secret)  # plain stdout, no markup or wrapping, so it can be piped
+
+
 @app.command("revoke", epilog=examples("zeroloop tokens revoke 3f9a1c2b7d4e"))
 def revoke(token_id: str = typer.Argument(..., help="The token's id, as `tokens ls` shows it.")) -> None:
-    """Revoke a token at once: the next request that presents it is refused."""
+    """Revoke a token at once, with every credential issued under it: its workers are refused and stop."""
     from zeroloop.control.tokens import Tokens
 
     with open_app() as zl:

@@ -11,6 +11,7 @@ from zeroloop.errors import ZeroloopError
 from zeroloop.events.deadletters import DeadLetters
 from zeroloop.ports import AppParts
 from zeroloop.store.queries import pipelines as queries
+from zeroloop.store.queries import quarantine as quarantine_queries
 
 MANUAL_PAUSE = "paused by hand"
 MANUAL_RESUME = "resumed by hand"
@@ -62,3 +63,21 @@ def retry_job(app: AppParts, job_id: int) -> str:
     """Put a dead or cancelled job back in the queue with a fresh set of attempts."""
     job = app.queue.retry(job_id)
     return f"job {job.id} is {job.status.value} again"
+
+
+def quarantine(app: AppParts, node_id: str, *, reason: str, actor: str) -> str:
+    """Keep a node's results out of training windows from now on, recording who decided (`actor`) and why."""
+    with app.store.transaction() as conn:
+        made = quarantine_queries.quarantine_node(conn, node=node_id, reason=reason, actor=actor, now=app.clock())
+    if made is None:
+        return f"node {node_id}'s results are already quarantined"
+    return f"node {node_id}'s results are quarantined: kept out of training windows"
+
+
+def lift_quarantine(app: AppParts, node_id: str, *, actor: str) -> str:
+    """Let a quarantined node's results into training windows again (recorded with `actor`)."""
+    with app.store.transaction() as conn:
+        lifted = quarantine_queries.lift_quarantine(conn, node=node_id, actor=actor, now=app.clock())
+    if not lifted:
+        raise ZeroloopError(f"node {node_id}'s results are not quarantined: see `zeroloop nodes ls`")
+    return f"node {node_id}'s results count again"

@@ -29,11 +29,11 @@ from collections.abc import Callable
 from typing import Any
 
 from zeroloop.cluster.breakers import CircuitBreakers, stage_key
-from zeroloop.config import Settings
+from zeroloop.config import PipelineSettings, Settings
 from zeroloop.events.bus import Event, EventBus
 from zeroloop.events.consumer import ConsumerSpec
 from zeroloop.events.wiring import declare
-from zeroloop.pipeline import jobs, promotion
+from zeroloop.pipeline import jobs, promotion, quality
 from zeroloop.pipeline.registry import Guard, ModelRegistry, ModelStage
 from zeroloop.pipeline.stages import Stage, transition
 from zeroloop.pipeline.watchdog import RegressionWatchdog
@@ -42,6 +42,7 @@ from zeroloop.store.database import Store
 from zeroloop.store.queries import artifacts as artifact_queries
 from zeroloop.store.queries import models as model_queries
 from zeroloop.store.queries import pipelines as queries
+from zeroloop.store.queries import quarantine as quarantine_queries
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,23 @@ declare(NAME, emits=("GAME_BATCH_READY",), handles=HANDLES)
 # weakest and breaks ties between equals against the strongest.
 BASELINE_ORDER = ["random", "mcts"]
 ROUND_JOBS = (jobs.EXPORT, jobs.TRAIN, jobs.EVALUATE)
+
+
+def window_size(samples_total: int, settings: PipelineSettings) -> int:
+    """Samples in the next training window after `samples_total` samples were played (KataGo's power-law taper).
+
+    Every sample up to `window_min_samples` (c); beyond, c * (1 + beta * ((n / c)^alpha - 1) / alpha),
+    which grows like n^alpha, so old data leaves the window as the loop improves while
+    the window still grows; never more than `window_samples`.
+    """
+    c = settings.window_min_samples
+    n = max(samples_total, 1)
+    if n <= c:
+        grown = float(c)
+    else:
+        alpha, beta = settings.window_growth, settings.window_taper
+        grown = c * (1.0 + beta * ((n / c) ** alpha - 1.0) / alpha)
+    return max(1, min(settings.window_samples, round(grown)))
 
 
 class PipelineCoordinator:
@@ -134,7 +152,8 @@ class PipelineCoordinator:
                 return
             if state["samples_since_training"] < self.settings.train_after_samples:
                 return
-            inputs = self._window_inputs(conn, config_key)
+            window = window_size(int(state["samples_total"]), self.settings)
+            inputs = self._window_inputs(conn, config_key, window, quality.excluded_batches(state["progress"]))
             if not inputs:
                 return
             iteration = int(state["iteration"])
@@ -142,7 +161,7 @@ class PipelineCoordinator:
             if held:
                 self._hold(conn, config_key, iteration, held)
                 return
-            job = jobs.ExportJob(iteration=iteration, inputs=inputs, window_samples=self.settings.window_samples)
+            job = jobs.ExportJob(iteration=iteration, inputs=inputs, window_samples=window)
             self.queue.enqueue(
                 jobs.EXPORT,
                 config_key,
@@ -180,18 +199,24 @@ class PipelineCoordinator:
         )
         log.warning("%s: round %d held back: %s", config_key, iteration, evidence["reason"])
 
-    def _window_inputs(self, conn: Any, config_key: str) -> list[str]:
-        """The newest game batches that together hold a window's samples, oldest first.
+    def _window_inputs(self, conn: Any, config_key: str, window: int, excluded: set[str]) -> list[str]:
+        """The newest game batches that together hold `window` samples, oldest first.
 
         Only accepted outputs (`window_batches`): a deposed lease holder's late batch is never
-        trained on, so no job's games count twice; garbage collection deletes it.
+        trained on, so no job's games count twice; garbage collection deletes it. Left out too:
+        the batches the quality monitor flagged (its decision names each and why) and those of a
+        quarantined node (`zeroloop nodes quarantine`).
         """
         chosen: list[str] = []
         total = 0
-        for row in artifact_queries.window_batches(conn, config_key):
+        batches = list(artifact_queries.window_batches(conn, config_key))
+        quarantined = quarantine_queries.quarantined_artifacts(conn, [row["sha256"] for row in batches])
+        for row in batches:
+            if row["sha256"] in excluded or row["sha256"] in quarantined:
+                continue
             chosen.append(row["sha256"])
             total += int(row["meta"].get("samples", 0))
-            if total >= self.settings.window_samples:
+            if total >= window:
                 break
         return list(reversed(chosen))
 

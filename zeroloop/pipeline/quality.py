@@ -16,6 +16,16 @@ the figures: `ok`, or `warning` with the reasons. What a batch records decides w
 The last three only where batches record those counts; a fall in game length is against
 the previous look's mean.
 
+**Bad data stays out.** Each new batch is also judged on its own: a batch whose games are
+degenerate (mean length below (1 - `quality_max_length_drop`) of the previous look's
+mean), that holds one outcome only (at least `quality_min_games` games, all with the same
+outcome vector: `distinct_outcomes` is 1), or whose search policy collapsed (entropy below
+`quality_min_policy_entropy`) is flagged. With `quality_exclude_flagged` on, the look's
+decision lists the flagged batches with their reasons (`excluded_batches`, sha256 ->
+reasons; its outcome is `warning`), and the pipeline's progress record keeps the newest
+`EXCLUDED_KEPT` of them (`quality.excluded`), which the coordinator leaves out of every
+later training window.
+
 A figure whose count no batch carries is reported as not recorded (null), never guessed.
 The built-in AlphaZero selfplay records games, positions and evaluations today.
 """
@@ -29,15 +39,18 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from zeroloop.artifacts.transfer import ArtifactKind
 from zeroloop.config import EvaluationSettings, Settings
+from zeroloop.events.bus import EventBus
+from zeroloop.events.wiring import declare
 from zeroloop.store.database import Store
 from zeroloop.store.queries import artifacts as artifact_queries
 from zeroloop.store.queries import pipelines as queries
 
 log = logging.getLogger(__name__)
+declare("zeroloop.pipeline.quality", emits=("QUALITY_WARNING",))
 
 BATCHES_PER_LOOK = 1000  # newest batches read per look (more than a look's worth at any realistic rate)
+EXCLUDED_KEPT = 1000  # flagged batches remembered per config (more than any window holds)
 OPTIONAL = ("draws", "policy_entropy", "value_mse")
 
 
@@ -82,6 +95,27 @@ def judge(now: dict[str, Any], before: dict[str, Any] | None, settings: Evaluati
     return warnings
 
 
+def batch_problems(batch: dict[str, Any], reference_moves: float | None, settings: EvaluationSettings) -> list[str]:
+    """Why one game batch (its manifest counts) should stay out of training windows (empty: it may go in)."""
+    games = float(batch.get("games", 0))
+    if games < 1:
+        return []
+    problems = []
+    moves = float(batch.get("positions", batch.get("samples", 0))) / games
+    if reference_moves and moves < reference_moves * (1 - settings.quality_max_length_drop):
+        problems.append(f"degenerate games: {moves:.1f} moves each against {reference_moves:.1f} before")
+    if "distinct_outcomes" in batch and games >= settings.quality_min_games and batch["distinct_outcomes"] <= 1:
+        problems.append(f"one outcome only in {games:.0f} games")
+    if "policy_entropy" in batch and float(batch["policy_entropy"]) < settings.quality_min_policy_entropy:
+        problems.append(f"policy entropy collapsed: {float(batch['policy_entropy']):.3f} nats")
+    return problems
+
+
+def excluded_batches(progress: dict[str, Any] | None) -> set[str]:
+    """The game batches (sha256) the monitor flagged for a config, from its pipeline's progress record."""
+    return set((((progress or {}).get("quality")) or {}).get("excluded") or [])
+
+
 class SelfplayQualityMonitor:
     """Looks at each config's new game batches and records a `quality` decision; run it on the leader only."""
 
@@ -92,8 +126,10 @@ class SelfplayQualityMonitor:
         *,
         clock: Callable[[], float] = time.time,
         fence: Callable[[Connection], None] | None = None,
+        bus: EventBus | None = None,
     ) -> None:
-        """`fence(conn)` refuses the look's writes unless this process still leads."""
+        """`fence(conn)` refuses the look's writes unless this process still leads; `bus` announces warnings."""
+        self.bus = bus
         self.store = store
         self.settings = settings.evaluation
         self.clock = clock
@@ -112,9 +148,8 @@ class SelfplayQualityMonitor:
                 key = state["config_key"]
                 before = ((state["progress"] or {}).get("quality")) or None
                 since = float(before["newest_batch_at"]) if before else float("-inf")
-                rows = artifact_queries.list_artifacts(
-                    conn, config_key=key, kind=ArtifactKind.GAME_BATCH.value, limit=BATCHES_PER_LOOK
-                )
+                # Accepted outputs only, as the windows take them: a deposed holder's late batch counts nowhere.
+                rows = artifact_queries.window_batches(conn, key, limit=BATCHES_PER_LOOK)
                 rows = [row for row in rows if float(row["created_at"]) > since]
                 if not rows:
                     continue
@@ -122,6 +157,15 @@ class SelfplayQualityMonitor:
                 newest = max(float(row["created_at"]) for row in rows)
                 found = figures(batches)
                 warnings = judge(found, before, self.settings)
+                flagged: dict[str, list[str]] = {}
+                if self.settings.quality_exclude_flagged:
+                    reference = (before or {}).get("mean_moves")
+                    for row, batch in zip(rows, batches, strict=True):
+                        problems = batch_problems(batch, reference, self.settings)
+                        if problems:
+                            flagged[str(row["sha256"])] = problems
+                if flagged:
+                    warnings.append(f"{len(flagged)} of {len(rows)} game batches kept out of training windows")
                 queries.insert_decision(
                     conn,
                     config_key=key,
@@ -129,6 +173,7 @@ class SelfplayQualityMonitor:
                     outcome="warning" if warnings else "ok",
                     evidence={
                         **found,
+                        "excluded_batches": flagged,
                         "since": None if before is None else since,
                         "reason": "; ".join(warnings) if warnings else _summary(found),
                     },
@@ -136,7 +181,11 @@ class SelfplayQualityMonitor:
                 )
                 if warnings:
                     log.warning("%s: selfplay quality: %s", key, "; ".join(warnings))
-                queries.merge_progress(conn, key, {"quality": {**found, "at": now, "newest_batch_at": newest}}, now)
+                    if self.bus is not None:  # the decision and its alert commit together
+                        self.bus.publish("QUALITY_WARNING", {"config_key": key, "warnings": warnings, "figures": found})
+                excluded = [*((before or {}).get("excluded") or []), *flagged][-EXCLUDED_KEPT:]
+                record = {**found, "at": now, "newest_batch_at": newest, "excluded": excluded}
+                queries.merge_progress(conn, key, {"quality": record}, now)
                 looked[key] = found
         return looked
 

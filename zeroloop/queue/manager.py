@@ -13,6 +13,7 @@ import itertools
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
@@ -23,7 +24,7 @@ from zeroloop.errors import BackpressureRefused, Forbidden, QueueError, StaleLea
 from zeroloop.events import catalogue as ev
 from zeroloop.events.bus import EventBus
 from zeroloop.events.wiring import declare
-from zeroloop.queue.backpressure import BackpressureLevel, BackpressureMonitor, ResourceReader, psutil_reader
+from zeroloop.queue.backpressure import BackpressureLevel, BackpressureMonitor
 from zeroloop.queue.jobs import NAME_PATTERN, Capabilities, Job, JobStatus, Lease, Outcome, Requirements, transition
 from zeroloop.store.database import Store
 from zeroloop.store.queries import jobs as queries
@@ -62,16 +63,13 @@ class JobQueue:
         settings: Settings,
         *,
         clock: Callable[[], float] = time.time,
-        resources: ResourceReader | None = None,
     ) -> None:
         self.store = store
         self.bus = bus
         self.settings = settings.queue
         self.breaker_recovery_s = settings.health.breaker_recovery_s
         self.clock = clock
-        self.backpressure = BackpressureMonitor(
-            store, bus, settings.queue, resources=resources or psutil_reader(settings.disk_paths), clock=clock
-        )
+        self.backpressure = BackpressureMonitor(store, bus, settings.queue, clock=clock)
 
     # --- producers ----------------------------------------------------------------------
 
@@ -145,7 +143,7 @@ class JobQueue:
     def _refuse_at_stop(self, job_type: str) -> None:
         if self.backpressure.check(job_type) >= BackpressureLevel.STOP:
             raise BackpressureRefused(
-                f"queue {job_type!r} is at backpressure STOP (queued depth or node memory/disk past its hard limit): "
+                f"queue {job_type!r} is at backpressure STOP (its queued depth is past queue.hard_limit): "
                 "not enqueued; retry later or raise queue.hard_limit"
             )
 
@@ -281,12 +279,37 @@ class JobQueue:
     # --- workers --------------------------------------------------------------------------
 
     def claim(
-        self, node: str, capabilities: Capabilities | None = None, types: Sequence[str] | None = None
+        self,
+        node: str,
+        capabilities: Capabilities | None = None,
+        types: Sequence[str] | None = None,
+        *,
+        registered: bool = False,
     ) -> Lease | None:
-        """Lease the next job `node` may run (of `types`, or any type), or None when there is none."""
+        """Lease the next job `node` may run (of `types`, or any type), or None when there is none.
+
+        `registered`: only a node registered and active may claim (the server asks this of its workers).
+        """
+        leases = self.claim_many(node, capabilities, types, limit=1, registered=registered)
+        return leases[0] if leases else None
+
+    def claim_many(
+        self,
+        node: str,
+        capabilities: Capabilities | None = None,
+        types: Sequence[str] | None = None,
+        *,
+        limit: int,
+        registered: bool = False,
+    ) -> list[Lease]:
+        """Lease up to `limit` jobs `node` may run, in one statement and one transaction; [] when there are none.
+
+        Each job fits `capabilities` by itself: a node offering its free resources to several
+        jobs at once offers what each may take.
+        """
         with self.store.transaction() as conn:
-            row = self._claim(conn, node, capabilities or Capabilities(), types)
-        return None if row is None else self._lease(row)
+            rows = self._claim(conn, node, capabilities or Capabilities(), types, limit, registered)
+        return [self._lease(row) for row in rows]
 
     def heartbeat(self, job_id: int, token: int) -> float:
         """Extend the lease held under `token`; return its new expiry (epoch seconds); StaleLeaseError if stale."""
@@ -298,16 +321,24 @@ class JobQueue:
         return expires
 
     def complete(
-        self, job_id: int, token: int, result: Any = None, *, event: Outcome | None = None, acting: str | None = None
+        self,
+        job_id: int,
+        token: int,
+        result: Any = None,
+        *,
+        event: Outcome | None = None,
+        acting: str | None = None,
+        check: CompletionCheck | None = None,
     ) -> Job:
         """Record the result of the attempt held under `token`; StaleLeaseError if that lease is no longer current.
 
         `event` (type, payload, dedup key) is the job's own outcome event, published in the
         same transaction: the result and its announcement commit together or not at all.
         `acting`: the node that reports; Forbidden (nothing changes) when another node holds the lease.
+        `check(conn, row, event)` may refuse the result (raising) inside the transaction, rolling it back.
         """
         with self.store.transaction() as conn:
-            row = self._complete(conn, job_id, token, result, event, acting)
+            row = self._complete(conn, job_id, token, result, event, acting, check)
         return Job.from_row(row)
 
     def complete_and_claim(
@@ -328,17 +359,67 @@ class JobQueue:
         half the commits. A stale token refuses both (StaleLeaseError), claiming nothing.
         `event` is published with the result, and `acting` checked, as in `complete`.
         """
-        with self.store.transaction() as conn:
-            done = self._complete(conn, job_id, token, result, event, acting)
-            row = self._claim(conn, node, capabilities or Capabilities(), types)
-        return Job.from_row(done), None if row is None else self._lease(row)
+        done, leases = self.complete_and_claim_many(
+            job_id, token, result, node=node, capabilities=capabilities, types=types, event=event, acting=acting,
+            limit=1,
+        )  # fmt: skip
+        return done, leases[0] if leases else None
 
-    def _claim(self, conn: Any, node: str, caps: Capabilities, types: Sequence[str] | None) -> Mapping[str, Any] | None:
+    def complete_and_claim_many(
+        self,
+        job_id: int,
+        token: int,
+        result: Any = None,
+        *,
+        node: str,
+        capabilities: Capabilities | None = None,
+        types: Sequence[str] | None = None,
+        event: Outcome | None = None,
+        acting: str | None = None,
+        limit: int,
+        registered: bool = False,
+        check: CompletionCheck | None = None,
+    ) -> tuple[Job, list[Lease]]:
+        """Complete the attempt held under `token` and lease up to `limit` more jobs to `node`, in one transaction.
+
+        As `complete_and_claim`, with `claim_many`'s batch and `registered`, and `complete`'s `check`.
+        """
+        with self.store.transaction() as conn:
+            done = self._complete(conn, job_id, token, result, event, acting, check)
+            rows = self._claim(conn, node, capabilities or Capabilities(), types, limit, registered)
+        return Job.from_row(done), [self._lease(row) for row in rows]
+
+    def complete_many(self, completions: Sequence[Completion], *, acting: str | None = None) -> list[Job | QueueError]:
+        """Complete several attempts in one transaction (one commit): each its Job, or the QueueError that refused it.
+
+        A stale or unknown lease refuses only its own completion (nothing of it is written);
+        the others commit. `acting` is checked as in `complete`: Forbidden refuses them all.
+        """
+        outcomes: list[Job | QueueError] = []
+        with self.store.transaction() as conn:
+            deferred: list[tuple[str, Any, str | None]] = []  # the untraced jobs' events, in one insert at the end
+            for done in completions:
+                try:
+                    row = self._complete(conn, done.job_id, done.token, done.result, done.event, acting, defer=deferred)
+                except QueueError as exc:  # stale, no such job, or a result the store cannot keep: nothing written
+                    outcomes.append(exc)
+                    continue
+                outcomes.append(Job.from_row(row))
+            if deferred:
+                self.bus.publish_many(deferred)
+        return outcomes
+
+    def _claim(
+        self, conn: Any, node: str, caps: Capabilities, types: Sequence[str] | None, limit: int, registered: bool
+    ) -> list[Mapping[str, Any]]:
         if types is not None and not types:
-            return None  # asked for no type at all
+            return []  # asked for no type at all
+        if limit < 1:
+            raise QueueError(f"a claim asks for at least one job, not {limit}")
         now = self.clock()
-        row = queries.claim_job(
+        rows = queries.claim_jobs(
             conn,
+            limit=limit,
             node=node,
             now=now,
             lease_s=self.settings.lease_s,
@@ -348,15 +429,32 @@ class JobQueue:
             labels=sorted(caps.labels),
             limits=self.settings.concurrency_per_config,
             recovery_s=self.breaker_recovery_s,
+            registered=registered,
         )
-        if row is not None:
-            claimed = ev.JobClaimed(**self._ids(row), node=node, token=row["lease_token"], attempt=row["attempts"])
-            self.bus.publish("JOB_CLAIMED", claimed, traceparent=_trace_of(row))
-        return row
+        claimed = [
+            (ev.JobClaimed(**self._ids(row), node=node, token=row["lease_token"], attempt=row["attempts"]), row)
+            for row in rows
+        ]
+        if any(_trace_of(row) for row in rows):
+            for event, row in claimed:
+                self.bus.publish("JOB_CLAIMED", event, traceparent=_trace_of(row))
+        elif claimed:  # no job of the batch was traced: one insert for all their events
+            self.bus.publish_many([("JOB_CLAIMED", event) for event, _row in claimed])
+        return rows
 
     def _complete(
-        self, conn: Any, job_id: int, token: int, result: Any, event: Outcome | None, acting: str | None = None
+        self,
+        conn: Any,
+        job_id: int,
+        token: int,
+        result: Any,
+        event: Outcome | None,
+        acting: str | None = None,
+        check: CompletionCheck | None = None,
+        defer: list[tuple[str, Any, str | None]] | None = None,
     ) -> Mapping[str, Any]:
+        """Complete one attempt inside `conn`'s transaction; with `defer`, an untraced job's events are appended to
+        it for the caller to publish in one insert (before its transaction commits), instead of one by one."""
         check_json(result, f"the result of job {job_id}", self.settings.max_payload_bytes, QueueError)
         now = self.clock()
         row = queries.finish_job(
@@ -366,15 +464,21 @@ class JobQueue:
             raise self._stale(conn, job_id, token, "complete", now=now)
         if acting is not None and row["lease_node"] != acting:  # rolls the whole transaction back
             raise Forbidden(f"job {job_id} is leased to node {row['lease_node']!r}, not {acting!r}")
+        if check is not None:
+            check(conn, row, event)
         # In the job's trace even when the worker's own span did not reach here (a worker behind the server).
         trace = _trace_of(row)
-        if event is not None:
-            self.bus.publish(event[0], dict(event[1]), dedup_key=event[2], traceparent=trace)
         if row["has_dependents"]:
             queries.release_dependents(conn, job_id)
-        self.bus.publish(
-            "JOB_COMPLETED", ev.JobCompleted(**self._ids(row), node=row["lease_node"] or ""), traceparent=trace
-        )
+        completed = ev.JobCompleted(**self._ids(row), node=row["lease_node"] or "")
+        if defer is not None and trace is None:
+            if event is not None:
+                defer.append((event[0], dict(event[1]), event[2]))
+            defer.append(("JOB_COMPLETED", completed, None))
+            return row
+        if event is not None:
+            self.bus.publish(event[0], dict(event[1]), dedup_key=event[2], traceparent=trace)
+        self.bus.publish("JOB_COMPLETED", completed, traceparent=trace)
         return row
 
     @staticmethod
@@ -566,6 +670,19 @@ class JobQueue:
 
 
 _NEVER_COMPLETE = frozenset({JobStatus.DEAD.value, JobStatus.CANCELLED.value})
+
+# Refuses a completion inside its transaction (raising): (connection, the completed row, its outcome event).
+CompletionCheck = Callable[[Any, Mapping[str, Any], Outcome | None], None]
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One attempt to complete in `complete_many`: the job, its fencing token, its result and outcome event."""
+
+    job_id: int
+    token: int
+    result: Any = None
+    event: Outcome | None = None
 
 
 def _trace_of(row: Mapping[str, Any]) -> str | None:

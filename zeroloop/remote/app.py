@@ -31,7 +31,7 @@ class RemoteApp:
 
     def __init__(self, settings: Settings) -> None:
         """Connect to `settings.server.url` as `settings.cluster.node_id` and fetch the shared settings."""
-        self.client = ServerClient(settings.server, settings.cluster.node_id)
+        self.client = ServerClient(settings.server, settings.cluster.node_id, credentials=True)
         try:
             shared = self.client.call("GET", "/settings")
             self.settings = settings.model_copy(

@@ -32,12 +32,14 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from zeroloop import tracing
 from zeroloop.config import ServerSettings
-from zeroloop.errors import ArtifactError, ConfigError
+from zeroloop.errors import ArtifactError, AuthError, ConfigError
 from zeroloop.remote import wire
 
 log = logging.getLogger(__name__)
 
 _RETRY_STATUSES = frozenset({502, 503, 504})
+_HOSTNAME_MISMATCH = 62  # OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH
+_CREDENTIAL_PATH = "/credential"
 # A connection idle this long is closed rather than reused: uvicorn closes kept-alive
 # connections after 5 s of quiet, and a request sent as it does so would be lost.
 _IDLE_S = 4.0
@@ -81,7 +83,10 @@ class ServerClient:
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
+        credentials: bool = False,
     ) -> None:
+        """`credentials`: exchange the token for node-bound credentials (what `zeroloop worker` does), rather
+        than present the token itself on every request."""
         if not settings.url:
             raise ConfigError("server.url is not set: give ZEROLOOP_SERVER__URL=http(s)://host:port")
         self.settings = settings
@@ -103,9 +108,18 @@ class ServerClient:
                 self.tls = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
             except (OSError, ssl.SSLError) as exc:
                 raise ConfigError(f"server.ca_file {ca_file}: cannot load certificates from it ({exc})") from None
+            if settings.tls_client_certfile is not None:
+                try:
+                    self.tls.load_cert_chain(str(settings.tls_client_certfile), str(settings.tls_client_keyfile))
+                except (OSError, ssl.SSLError) as exc:
+                    where = f"{settings.tls_client_certfile} / {settings.tls_client_keyfile}"
+                    raise ConfigError(f"server.tls_client_certfile and keyfile {where}: cannot load ({exc})") from None
         self.headers = {"User-Agent": "zeroloop-worker", "Host": parts.netloc.rpartition("@")[2]}
-        if settings.token is not None:
-            self.headers["Authorization"] = f"Bearer {settings.token.get_secret_value()}"
+        # The token opens the door once; then a node-bound credential the server issued is presented
+        # instead, refreshed as the node heartbeats (or here, late in its life), re-issued if it lapsed.
+        self.token = settings.token.get_secret_value() if settings.token is not None else None
+        self._credential: tuple[str, float, float] | None = None  # text, monotonic deadline, lifetime (s)
+        self._offered: bool | None = None if self.token and credentials else False  # does the server issue them?
         self._storage_tls: ssl.SSLContext | None = None
         self._idle: list[tuple[http.client.HTTPConnection, float]] = []
         self._lock = threading.Lock()
@@ -138,6 +152,8 @@ class ServerClient:
         Content-Length in `headers`); `params`: the query string.
         """
         target = f"{self.prefix}{path}" + (f"?{urlencode(params)}" if params else "")
+        if path != _CREDENTIAL_PATH:
+            self._keep_credential()
         sent = dict(self.headers)
         sent.update(headers or {})
         body: Any = None
@@ -150,21 +166,57 @@ class ServerClient:
         if parent is not None:  # inside a traced job: the server continues its trace
             sent["traceparent"] = parent
         attempts = self.settings.retry_attempts
-        for attempt in range(1, attempts + 1):
+        reauthenticated = False
+        attempt = 0
+        while attempt < attempts:
+            attempt += 1
             problem: str
+            presented = self._presented()
+            if presented is not None:
+                sent["Authorization"] = f"Bearer {presented}"
             try:
                 connection, response = self._send(method, target, body, sent)
             except http.client.InvalidURL as exc:  # no retry mends this either
                 raise ConfigError(f"{method} {path}: not a valid request to {self.settings.url} ({exc})") from None
             except ssl.SSLCertVerificationError as exc:  # no retry mends this: say what to set
+                if exc.verify_code == _HOSTNAME_MISMATCH:
+                    raise ConfigError(
+                        f"{self.settings.url} presented a certificate issued for other names ({exc.verify_message}): "
+                        f"use a server.url whose host the certificate names, or re-issue it with {self.host} "
+                        "among its names"
+                    ) from None
                 trust = f"server.ca_file {self.settings.ca_file}" if self.settings.ca_file else "the system's CAs"
                 raise ConfigError(
                     f"{self.settings.url} presented a certificate {trust} do not vouch for ({exc.verify_message}); "
                     "set server.ca_file to the PEM of the CA that signed it"
                 ) from None
+            except ssl.SSLError as exc:
+                if "CERTIFICATE_REQUIRED" in str(exc).upper().replace(" ", "_"):  # no retry mends this either
+                    raise ConfigError(
+                        f"{self.settings.url} asks for a client certificate (mutual TLS): set "
+                        "server.tls_client_certfile and server.tls_client_keyfile to one its CA signed"
+                    ) from None
+                problem = f"{type(exc).__name__}: {exc}"
             except _TRANSPORT_ERRORS as exc:
                 problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             else:
+                if response.status == 401 and presented is not None and presented != self.token and not reauthenticated:
+                    # The credential lapsed (the worker was asleep past its life): present the token again once.
+                    refusal = _refusal(response)
+                    self._discard(connection, response)
+                    if refusal.get("error") == "TokenRevoked":
+                        wire.raise_error(401, refusal, "revoked")
+                    self._credential, reauthenticated, attempt = None, True, attempt - 1
+                    if path != _CREDENTIAL_PATH:
+                        self._keep_credential()
+                    continue
+                if response.status == 429:
+                    refusal = _refusal(response)
+                    self._discard(connection, response)
+                    if refusal.get("error") != "RateLimited" or attempt == attempts:
+                        wire.raise_error(429, refusal, "HTTP 429")
+                    self._back_off(attempt, f"{method} {path}", f"HTTP 429: {refusal.get('detail', '')}")
+                    continue
                 if response.status not in _RETRY_STATUSES:
                     yield from self._answer(connection, response)
                     return
@@ -245,7 +297,47 @@ class ServerClient:
             self._storage_tls = context
         return http.client.HTTPSConnection(host, port, timeout=timeout, context=self._storage_tls)
 
+    def _presented(self) -> str | None:
+        """What this client presents now: its credential while it lives, else its token."""
+        held = self._credential
+        if held is not None and held[1] > self.clock():
+            return held[0]
+        return self.token
+
+    def _keep_credential(self) -> None:
+        """Exchange the token for a credential when none is held, or the one held is in its last quarter of life
+        (the node's heartbeat normally refreshes it at half its life)."""
+        if self._offered is False:
+            return
+        held = self._credential
+        if held is not None and held[1] - self.clock() > held[2] / 4:
+            return
+        try:
+            answer = self.call("POST", _CREDENTIAL_PATH, json={})
+        except wire.NotFound:  # a server from before credentials: keep presenting the token
+            self._offered = False
+            return
+        except AuthError:
+            self._credential = None  # refused: the token asks next time (or the caller hears why it cannot)
+            raise
+        if answer.get("credential") is None:
+            self._offered = False
+            return
+        self._offered = True
+        self._adopt(str(answer["credential"]), float(answer["expires_at"]))
+
+    def _adopt(self, credential: str, expires_at: float) -> None:
+        lifetime = max(0.0, expires_at - time.time())
+        self._credential = (credential, self.clock() + lifetime, lifetime)
+
     def _answer(self, connection: http.client.HTTPConnection, response: http.client.HTTPResponse) -> Iterator[Answer]:
+        fresh = response.getheader(wire.CREDENTIAL_HEADER)
+        expires = response.getheader(wire.CREDENTIAL_EXPIRES_HEADER)
+        if fresh and expires and response.status < 400:
+            try:
+                self._adopt(fresh, float(expires))
+            except ValueError:
+                log.warning("the server sent a credential with an unreadable expiry %r; ignored", expires[:40])
         answer = Answer(response)
         finished = False
         try:
@@ -326,3 +418,12 @@ class ServerClient:
 
 def _dumps(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()
+
+
+def _refusal(response: http.client.HTTPResponse) -> dict[str, Any]:
+    """The JSON body of a refusal ({} when it has none)."""
+    try:
+        body = json.loads(response.read(64 * 1024))
+    except (ValueError, OSError, http.client.HTTPException):
+        return {}
+    return body if isinstance(body, dict) else {}

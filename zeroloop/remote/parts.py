@@ -64,6 +64,14 @@ class RemoteQueue:
         answer = self.client.call("POST", "/jobs/claim", json=_claim_body(capabilities, types))
         return wire.lease_from_wire(answer["lease"])
 
+    def claim_many(
+        self, node: str, capabilities: Capabilities | None = None, types: Sequence[str] | None = None, *, limit: int
+    ) -> list[Lease]:
+        """Lease up to `limit` jobs `node` may run, in one request (one statement on the server)."""
+        self._check_node(node)
+        answer = self.client.call("POST", "/jobs/claim", json={**_claim_body(capabilities, types), "limit": limit})
+        return [lease for row in answer["leases"] if (lease := wire.lease_from_wire(row)) is not None]
+
     def heartbeat(self, job_id: int, token: int) -> float:
         """Extend a lease; StaleLeaseError when it is no longer current."""
         return float(self.client.call("POST", f"/jobs/{job_id}/heartbeat", json={"token": token})["expires_at"])
@@ -169,8 +177,13 @@ class RemoteDaemonRecords:
         self.client = client
 
     def write(self, rows: list[dict[str, Any]], crash_loops: list[dict[str, Any]]) -> None:
-        """Upsert the rows and publish the crash loops, in one server transaction."""
-        self.client.call("POST", "/daemons", json={"rows": rows, "crash_loops": crash_loops})
+        """Upsert the rows and publish the crash loops, in one server transaction.
+
+        An error text is sent as the server takes it (wire.Text): NULs made visible, its last 4000 characters.
+        """
+        rows = [{**row, "last_error": _error_text(row.get("last_error"))} for row in rows]
+        loops = [{**loop, "last_error": _error_text(loop.get("last_error")) or ""} for loop in crash_loops]
+        self.client.call("POST", "/daemons", json={"rows": rows, "crash_loops": loops})
 
 
 class RemoteArtifacts:
@@ -248,6 +261,14 @@ class RemoteArtifacts:
         shutil.copyfile(source, temp)
         temp.replace(self.cache.path(sha256))
         self.cache.evict(keep=sha256)
+
+
+def _error_text(text: Any) -> str | None:
+    """An exception's text as the worker API takes it: NULs shown as \\x00, at most its last 4000 characters."""
+    if text is None:
+        return None
+    shown = str(text).replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
+    return shown if len(shown) <= 4000 else "..." + shown[-3997:]
 
 
 def _save(answer: Answer, path: Path) -> str:

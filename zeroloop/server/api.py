@@ -23,6 +23,7 @@ from zeroloop.control.tokens import Tokens
 from zeroloop.errors import ZeroloopError
 from zeroloop.remote import wire
 from zeroloop.server import dashboard, json_api, metrics, worker
+from zeroloop.server.gate import Gate
 from zeroloop.store import migrate
 
 log = logging.getLogger(__name__)
@@ -141,12 +142,13 @@ _WORKER_PREFIX = f"{wire.API}/"
 def create_api(app: App, *, loopback: bool = True) -> ASGIApp:
     """The server over `app`. `loopback`: it listens on loopback only (requests may then go without a
     token while the store holds none)."""
-    tokens = Tokens(app.store, cache_s=app.settings.server.token_cache_s)
+    server = app.settings.server
+    tokens = Tokens(app.store, clock=app.clock, cache_s=server.token_cache_s, negative_cache_s=server.negative_cache_s)
     api = FastAPI(title="zeroloop", docs_url=None, redoc_url=None, openapi_url=None)
     api.state.zl = app
     api.state.tokens = tokens
     api.state.loopback = loopback
-    server = app.settings.server
+    gate = Gate(tokens, server, loopback=loopback)
 
     @api.exception_handler(ZeroloopError)
     async def zeroloop_error(_request: Request, exc: ZeroloopError) -> JSONResponse:
@@ -157,7 +159,8 @@ def create_api(app: App, *, loopback: bool = True) -> ASGIApp:
 
     @api.exception_handler(RequestValidationError)
     async def bad_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse(wire.error_body(wire.invalid(exc.errors())), status_code=400)
+        problems = [{key: value for key, value in problem.items() if key in ("loc", "msg")} for problem in exc.errors()]
+        return JSONResponse(wire.error_body(wire.invalid(problems)), status_code=400)
 
     @api.exception_handler(Exception)
     async def internal(_request: Request, exc: Exception) -> JSONResponse:
@@ -171,21 +174,24 @@ def create_api(app: App, *, loopback: bool = True) -> ASGIApp:
 
     @api.get("/readyz")
     def readyz() -> JSONResponse:
-        """The store is reachable and its schema is the one this code needs."""
+        """The store is reachable and its schema is the one this code needs: ready or not, and never why to an
+        unauthenticated caller (the reason, which may name the database, goes to the server's log)."""
         try:
             app.store.ping()
             schema = migrate.status(app.store)
         except ZeroloopError as exc:
-            return JSONResponse({"status": "unready", "reason": str(exc)}, status_code=503)
+            log.warning("not ready: %s", exc)
+            return JSONResponse({"status": "unready"}, status_code=503)
         if not schema.up_to_date:
-            reason = f"store schema is {schema.current}, code needs {schema.head}: run `zeroloop db upgrade`"
-            return JSONResponse({"status": "unready", "reason": reason}, status_code=503)
-        return JSONResponse({"status": "ready", "schema": schema.current})
+            log.warning("not ready: store schema is %s, code needs %s: run `zeroloop db upgrade`", schema.current,
+                        schema.head)  # fmt: skip
+            return JSONResponse({"status": "unready"}, status_code=503)
+        return JSONResponse({"status": "ready"})
 
     api.state.metrics = metrics.registry_for(app)
     api.include_router(metrics.router)
     api.include_router(json_api.router)
     dashboard.install(api)
-    front = Front(worker.router(worker.Served(app, tokens, loopback)), api)
+    front = Front(worker.router(worker.Served(app, tokens, loopback, gate)), api)
     limited = BodyLimit(front, max_json_bytes=server.max_body_bytes, max_upload_bytes=server.max_artifact_bytes)
     return TraceContext(limited)

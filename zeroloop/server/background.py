@@ -11,8 +11,9 @@ import asyncio
 import errno
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any
 
 import uvicorn
 
@@ -57,14 +58,19 @@ def serving(app: App) -> Iterator[str]:
 
 
 @contextmanager
-def in_thread(app: App, sock: socket.socket, *, loopback: bool = True) -> Iterator[str]:
+def in_thread(
+    app: App, sock: socket.socket, *, loopback: bool = True, options: Mapping[str, Any] | None = None
+) -> Iterator[str]:
     """Serve `app` on `sock` (bound to 127.0.0.1) in a thread while the block runs; yield its address.
 
-    `loopback`: whether the server may trust tokenless requests while the store holds no token.
+    `loopback`: whether the server may trust tokenless requests while the store holds no token;
+    `options`: more of uvicorn's (TLS: the address is then https://).
     """
     port = sock.getsockname()[1]
+    extra = dict(options or {})
     config = uvicorn.Config(
-        create_api(app, loopback=loopback), log_level="warning", lifespan="off", server_header=False
+        create_api(app, loopback=loopback),
+        **{"log_level": "warning", "lifespan": "off", "server_header": False, **extra},
     )
     server = _Server(config)
     thread = threading.Thread(
@@ -74,7 +80,7 @@ def in_thread(app: App, sock: socket.socket, *, loopback: bool = True) -> Iterat
     try:
         if not server.listening.wait(timeout=START_TIMEOUT_S):
             raise ZeroloopError(f"the server did not start within {START_TIMEOUT_S:g} s on 127.0.0.1:{port}")
-        yield f"http://127.0.0.1:{port}"
+        yield f"{'https' if extra.get('ssl_certfile') else 'http'}://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=STOP_TIMEOUT_S)

@@ -32,7 +32,7 @@ from zeroloop.control import actions, series, standing, views
 from zeroloop.control.tokens import Principal, Role
 from zeroloop.errors import AuthError, Forbidden, ZeroloopError
 from zeroloop.events.catalogue import EVENT_TYPES
-from zeroloop.server import access, panels
+from zeroloop.server import access, panels, population_chart
 from zeroloop.server.evidence import readable
 
 _TEMPLATES = jinja2.Environment(
@@ -223,6 +223,17 @@ def chart_page(
     except ZeroloopError as exc:
         return _refused(request, exc, 404)
     return _page(request, "chart.html", name, refresh_s=REFRESH_S, chart=drawn[name], name=name, config=config)
+
+
+@router.get("/dashboard/tunes/{config_key}", response_class=HTMLResponse)
+def tune_page(request: Request, config_key: str) -> HTMLResponse:
+    """A config key's newest tune: each variant's Elo against its CPU-seconds on one chart, and every trial."""
+    try:
+        data = views.population(_zl(request), config_key)
+    except ZeroloopError as exc:
+        return _refused(request, exc, 404)
+    chart = population_chart.chart(data["series"], title=f"tune {data['id']} of {config_key}: Elo by CPU-seconds")
+    return _page(request, "tune.html", f"tune {config_key}", refresh_s=REFRESH_S, data=data, chart=chart)
 
 
 @router.get("/dashboard/models", response_class=HTMLResponse)

@@ -196,6 +196,8 @@ nodes = Table(
     # Cost: seconds billed in closed intervals, and the start of the open one (NULL when not billed).
     Column("billed_s", Float, nullable=False, server_default="0"),
     Column("billing_since", Float),
+    # When the node was asked to drain (NULL: it is not draining): a drain outlives silence and restarts.
+    Column("draining_since", Float),
     Index(None, "pool", "status"),
 )
 
@@ -359,6 +361,83 @@ tokens = Table(
     Column("expires_at", Float),
     Column("revoked_at", Float),
     Column("last_used_at", Float),
+)
+
+# Short-lived credentials a worker token is exchanged for, each bound to the token's node and
+# refreshed as the worker heartbeats; only the sha256 of each secret is kept. Revoking the
+# token revokes them all (they are checked against it).
+credentials = Table(
+    "credentials",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("token_id", String(40), ForeignKey("tokens.id", ondelete="CASCADE"), nullable=False),
+    Column("node", Key, nullable=False),
+    Column("secret_sha256", String(64), nullable=False, unique=True),
+    Column("issued_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Index(None, "node", "expires_at"),
+)
+
+# An admin's decision to keep one node's results out of training windows (lifted_at: ended).
+node_quarantines = Table(
+    "node_quarantines",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("node", Key, nullable=False),
+    Column("reason", String(400), nullable=False),
+    Column("actor", String(80), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("lifted_at", Float),
+    Column("lifted_by", String(80)),
+    Index(None, "node", "lifted_at"),
+)
+
+# Population-based training of one config key's settings (zeroloop.tune): a tune, and each set of settings
+# one of its variants ran (a trial), with the CPU- and GPU-seconds spent and the rating reached.
+tunes = Table(
+    "tunes",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("config_key", Key, nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("sampler", String(20), nullable=False),
+    Column("variants", Integer, nullable=False),
+    Column("budget_cpu_s", Float),
+    Column("budget_gpu_s", Float),
+    Column("spent_cpu_s", Float, nullable=False),
+    Column("spent_gpu_s", Float, nullable=False),
+    Column("space", Json, nullable=False),
+    Column("progress", Json, nullable=False),
+    Column("reason", Text),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("finished_at", Float),
+    Column("adopted_at", Float),
+    Index(None, "config_key", "status"),
+)
+
+tune_trials = Table(
+    "tune_trials",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("tune_id", BigInteger, ForeignKey("tunes.id", ondelete="CASCADE"), nullable=False),
+    Column("variant", Key, nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("settings", Json, nullable=False),
+    Column("origin", String(20), nullable=False),
+    Column("parent_id", BigInteger),
+    Column("start_model_id", Key),
+    Column("status", String(20), nullable=False),
+    Column("elo", Float),
+    Column("elo_stderr", Float),
+    Column("cpu_s", Float, nullable=False),
+    Column("gpu_s", Float, nullable=False),
+    Column("reason", Text),
+    Column("started_at", Float, nullable=False),
+    Column("ended_at", Float),
+    Column("updated_at", Float, nullable=False),
+    Index(None, "tune_id", "status"),
+    Index(None, "variant"),
 )
 
 # What the leader read of the cluster at a moment, for the dashboard's charts over time: queue

@@ -36,7 +36,7 @@ class Exhaustive:
 def network_policy(game: Game, model: Path, device: str = "cpu") -> Chooser:
     """The move a stored network plays with no search: the legal action of highest prior."""
     net, _payload = load_net(model, game.config_key)
-    evaluate = Evaluator(net, device)
+    evaluate = Evaluator(net, device, "float32")  # the policy's own argmax, not bfloat16's rounding of it
 
     def choose(state: State) -> int:
         priors, _values = evaluate(game.observation(state)[None], game.legal_mask(state)[None])

@@ -16,14 +16,16 @@ without these planes the network could not tell whose turn it is.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pyspiel
+from open_spiel.python.observation import make_observation
 
 from zeroloop.errors import WorkloadError
+from zeroloop.workload.keys import base_key
 
 State = Any  # a pyspiel.State; pyspiel ships no type stubs
 FloatArray = npt.NDArray[np.float32]
@@ -83,7 +85,8 @@ class Game:
     """One loaded OpenSpiel game with typed accessors for states, observations, masks and outcomes."""
 
     def __init__(self, config_key: str, params: Mapping[str, int | float | bool | str] | None = None) -> None:
-        match = _CONFIG_KEY.match(config_key)
+        """Load the game of `config_key` (a variant key plays its base key's game) with OpenSpiel `params`."""
+        match = _CONFIG_KEY.match(base_key(config_key))
         if match is None:
             raise _unsupported(config_key, "expected the form {game}_{n}p, e.g. connect_four_2p")
         name, players = match["game"], int(match["players"])
@@ -125,6 +128,12 @@ class Game:
         # Every supported game declares a bounded range of returns (min below max).
         self._utility_low = float(self._game.min_utility())
         self._utility_span = float(self._game.max_utility()) - self._utility_low
+        self._observer: Any = None  # made on first use: an OpenSpiel observer writing into a numpy buffer
+
+    @property
+    def openspiel(self) -> Any:
+        """The loaded pyspiel game, for OpenSpiel's own algorithms (its MCTSBot judges strength)."""
+        return self._game
 
     def new_state(self) -> State:
         """A fresh initial state."""
@@ -188,6 +197,31 @@ class Game:
         planes[: self._raw_planes] = raw.reshape(self._raw_planes, *self.obs_shape[1:])
         planes[self._raw_planes + mover] = 1.0
         return planes
+
+    def observations(self, states: Sequence[State]) -> FloatArray:
+        """The network inputs of many states at once, (len(states), *obs_shape): `observation` of each.
+
+        OpenSpiel writes each observation straight into a reused buffer (no Python list
+        in between), which makes a batch of leaves several times cheaper to gather.
+        """
+        if self._observer is None:
+            self._observer = make_observation(self._game)
+        observer = self._observer
+        planes = np.zeros((len(states), *self.obs_shape), dtype=np.float32)
+        raw_shape = (self._raw_planes, *self.obs_shape[1:])
+        for row, state in enumerate(states):
+            mover = int(state.current_player())
+            observer.set_from(state, mover)
+            planes[row, : self._raw_planes] = observer.tensor.reshape(raw_shape)
+            planes[row, self._raw_planes + mover] = 1.0
+        return planes
+
+    def legal_masks(self, states: Sequence[State]) -> BoolArray:
+        """`legal_mask` of many states at once, (len(states), num_actions)."""
+        masks = np.zeros((len(states), self.num_actions), dtype=np.bool_)
+        for row, state in enumerate(states):
+            masks[row, state.legal_actions()] = True
+        return masks
 
     def legal_mask(self, state: State) -> BoolArray:
         """A boolean vector over all `num_actions`, True where the action is legal."""

@@ -30,6 +30,7 @@ from zeroloop.workload.elo import Decision, elo_estimate, sprt_bounds, sprt_deci
 from zeroloop.workload.games import Game, State
 from zeroloop.workload.mcts import BatchedMCTS, choose_action
 from zeroloop.workload.params import AlphaZeroParams
+from zeroloop.workload.progress import truncation_values
 from zeroloop.workload.tree import SearchTree
 
 log = logging.getLogger(__name__)
@@ -118,9 +119,17 @@ class MatchScore:
     records: list[dict[str, Any]] = field(default_factory=list)
 
     def add(
-        self, number: int, candidate_seat: int, returns: Sequence[float], moves: int, opening: Sequence[int]
+        self,
+        number: int,
+        candidate_seat: int,
+        returns: Sequence[float],
+        moves: int,
+        opening: Sequence[int],
+        *,
+        adjudicated: bool = False,
     ) -> None:
-        """Count finished game `number` (0-based) given every seat's return (OpenSpiel's units)."""
+        """Count finished game `number` (0-based) given every seat's return (OpenSpiel's units; for a game
+        cut off at `eval_max_moves`, `adjudicated`, its progress values)."""
         mine = returns[candidate_seat]
         for seat, theirs in enumerate(returns):
             if seat == candidate_seat:
@@ -140,6 +149,7 @@ class MatchScore:
                 "ranks": ranks_of(returns),
                 "moves": moves,
                 "opening": [int(a) for a in opening],
+                **({"adjudicated": True} if adjudicated else {}),
             }
         )
 
@@ -180,6 +190,7 @@ def _play_round(
     states = {g: game.state_after(openings[g]) for g in numbers}
     moves = dict.fromkeys(numbers, 0)
     active = list(numbers)
+    cut_off = truncation_values(game)
     for _ in range(game.max_length + 1):
         if not active:
             return
@@ -198,6 +209,10 @@ def _play_round(
         for g in active:
             if game.is_terminal(states[g]):
                 score.add(g, g % n, game.returns(states[g]), moves[g], openings[g])
+            elif 0 < params.eval_max_moves <= moves[g]:
+                # Adjudicated like a selfplay game cut off: by the progress lead (or the returns so far).
+                returns = [float(v) for v in cut_off(states[g])]
+                score.add(g, g % n, returns, moves[g], openings[g], adjudicated=True)
             else:
                 still.append(g)
         active = still

@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from zeroloop.errors import WorkloadError
-from zeroloop.workload.games import BoolArray, FloatArray, Game, State, from_mover_frame, to_mover_frame
+from zeroloop.workload.games import BoolArray, FloatArray, Game, State, to_mover_frame
 from zeroloop.workload.gumbel import GumbelConfig, Halving, improved_policy
 from zeroloop.workload.tree import SearchTree
 
@@ -107,11 +107,13 @@ class SearchResult:
     trees: list[SearchTree]
 
 
-_Pending = tuple[SearchTree, int, list[int], list[int]]
+_Pending = tuple[SearchTree, int, int]
+"""A simulation waiting for its leaf's evaluation: the tree, the leaf node and the path's depth."""
 
 
 class BatchedMCTS:
-    """Searches many root states at once; `evaluations` counts leaf states sent to the evaluator."""
+    """Searches many root states at once; `evaluations` counts leaf states sent to the evaluator,
+    `simulations` the simulations run (an evaluated leaf, or a terminal one scored without the evaluator)."""
 
     def __init__(
         self, game: SearchGame, evaluate: LeafEvaluator, config: SearchConfig, rng: np.random.Generator
@@ -121,6 +123,7 @@ class BatchedMCTS:
         self.config = config
         self.rng = rng
         self.evaluations = 0
+        self.simulations = 0
 
     def search(self, roots: Sequence[State], add_noise: bool = False) -> npt.NDArray[np.float32]:
         """Root visit counts (len(roots), actions) after `simulations` simulations from each non-terminal root."""
@@ -157,12 +160,13 @@ class BatchedMCTS:
         for root, budget, kept in zip(roots, budgets, carried, strict=True):
             tree = kept if kept is not None else SearchTree(game, root, budget + 2)
             if kept is None:
-                fresh.append((tree, 0, [], []))
+                fresh.append((tree, 0, 0))
             else:
                 tree.reserve(budget + 2)
             trees.append(tree)
         if fresh:
             self._expand(fresh)
+        self.simulations += sum(budgets)
         for tree, budget, noise in zip(trees, budgets, noisy, strict=True):
             tree.remaining = budget
             gumbel = self.config.gumbel
@@ -179,12 +183,13 @@ class BatchedMCTS:
             pending: list[_Pending] = []
             for tree in trees:
                 while tree.remaining > 0:
-                    nodes, actions, leaf = tree.select(self.config.c_puct)
+                    depth, leaf = tree.select(self.config.c_puct)
                     tree.remaining -= 1
-                    if leaf in tree.terminal_values:
-                        tree.backup(nodes, actions, tree.terminal_values[leaf])
+                    terminal = tree.terminal_values.get(leaf)
+                    if terminal is not None:
+                        tree.backup(depth, terminal)
                         continue
-                    pending.append((tree, leaf, nodes, actions))
+                    pending.append((tree, leaf, depth))
                     break
             if not pending:
                 break
@@ -207,13 +212,15 @@ class BatchedMCTS:
         return SearchResult(visits, policy.astype(np.float32), action, trees)
 
     def _expand(self, pending: list[_Pending]) -> None:
-        states = [tree.states[leaf] for tree, leaf, _, _ in pending]
+        states = [tree.states[leaf] for tree, leaf, _ in pending]
         priors, values = self.evaluate(states)
         self.evaluations += len(states)
-        for row, (tree, leaf, nodes, actions) in enumerate(pending):
-            state = tree.states[leaf]
-            tree.expand(leaf, priors[row], self.game.legal_mask(state), float(values[row][0]))
-            tree.backup(nodes, actions, from_mover_frame(values[row], int(tree.to_play[leaf])))
+        priors = np.ascontiguousarray(priors, dtype=np.float32)
+        values = np.ascontiguousarray(values, dtype=np.float32)
+        for row, (tree, leaf, depth) in enumerate(pending):
+            tree.expand(leaf, priors[row], self.game.legal_mask(states[row]), float(values[row, 0]))
+            # The value row is in the leaf mover's frame; the backup reads it in that frame.
+            tree.backup(depth, values[row], int(tree.to_play[leaf]))
 
     def _add_noise(self, tree: SearchTree) -> None:
         legal = tree.penalty[0] == 0.0
@@ -228,15 +235,26 @@ def network_leaves(
     """A leaf evaluator that stacks observations and legal masks and runs one batched inference."""
 
     def evaluate(states: list[State]) -> tuple[FloatArray, FloatArray]:
-        obs = np.stack([game.observation(s) for s in states])
-        mask = np.stack([game.legal_mask(s) for s in states])
-        return infer(obs, mask)
+        return infer(game.observations(states), game.legal_masks(states))
 
     return evaluate
 
 
-def rollout_leaves(game: SearchGame, rollouts: int, rng: np.random.Generator) -> LeafEvaluator:
-    """A leaf evaluator for pure MCTS: uniform priors and the mean result of random playouts."""
+def rollout_leaves(
+    game: SearchGame,
+    rollouts: int,
+    rng: np.random.Generator,
+    *,
+    max_moves: int = 0,
+    cut_off: Callable[[State], FloatArray] | None = None,
+) -> LeafEvaluator:
+    """A leaf evaluator for pure MCTS: uniform priors and the mean result of random playouts.
+
+    With `max_moves` (0: none) and `cut_off`, a playout still running after that many moves
+    stops and is valued by `cut_off(state)` (every player's value, player p at index p): a
+    game whose random playouts run for a thousand moves gets a baseline that costs less.
+    """
+    depth = game.max_length + 1 if max_moves <= 0 or cut_off is None else max_moves
 
     def evaluate(states: list[State]) -> tuple[FloatArray, FloatArray]:
         masks = np.stack([game.legal_mask(s) for s in states]).astype(np.float32)
@@ -248,12 +266,15 @@ def rollout_leaves(game: SearchGame, rollouts: int, rng: np.random.Generator) ->
             for _ in range(rollouts):
                 sim = state.clone()
                 # A finite game ends within max_length moves, so this loop is bounded.
-                for _ in range(game.max_length + 1):
+                for _ in range(depth):
                     if game.is_terminal(sim):
                         break
                     legal = game.legal_actions(sim)
                     game.apply(sim, legal[int(rng.integers(len(legal)))])
-                total += game.values(sim)
+                if game.is_terminal(sim) or cut_off is None:
+                    total += game.values(sim)
+                else:
+                    total += cut_off(sim)
             values[row] = to_mover_frame((total / rollouts).astype(np.float32), player)
         return priors, values
 

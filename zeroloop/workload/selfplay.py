@@ -9,6 +9,10 @@ full (with root noise, and recorded as a training target) with that probability,
 otherwise by a fast search of `fast_simulations` (no noise, not recorded), so more games
 are finished for the same compute while every target still comes from a full search.
 With `reuse`, the subtree under the move played carries into the next search.
+
+A game still running after `max_moves` moves is cut off: its value targets come from
+`progress.truncation_values` (the game's progress measure, or its returns so far), and
+the batch counts it in `truncated`.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import numpy.typing as npt
 from zeroloop.workload.datafiles import Arrays
 from zeroloop.workload.games import BoolArray, FloatArray, Game, State, to_mover_frame
 from zeroloop.workload.mcts import BatchedMCTS, choose_action
+from zeroloop.workload.progress import truncation_values
 from zeroloop.workload.tree import SearchTree
 
 log = logging.getLogger(__name__)
@@ -42,11 +47,13 @@ class _GameRecord:
 
 @dataclass(frozen=True)
 class SelfplayResult:
-    """The arrays of a game batch, and how many network evaluations (leaf states) playing it took."""
+    """The arrays of a game batch, how many network evaluations (leaf states) playing it took, and how
+    many of its games were cut off at the move cap."""
 
     arrays: Arrays
     positions: int
     evaluations: int
+    truncated: int = 0
 
 
 def play_games(
@@ -61,16 +68,20 @@ def play_games(
     full_share: float = 1.0,
     fast_simulations: int = 0,
     reuse: bool = False,
+    max_moves: int = 0,
 ) -> SelfplayResult:
     """Play `games` selfplay games, `parallel` at a time, and return the game batch arrays.
 
     `full_share` (0 to 1) of the moves get a full search and are recorded; the rest get
     `fast_simulations` and are not. `reuse` carries each game's subtree into its next move.
+    `max_moves` (0: none) cuts a game off after that many moves.
     """
     started = 0
     active: list[_GameRecord] = []
     finished: list[tuple[_GameRecord, FloatArray]] = []
     evaluations_before = mcts.evaluations
+    cut_off = truncation_values(game)
+    truncated = 0
     # Every game ends within max_length moves, and each pass plays one move in every active game.
     max_passes = (games // max(parallel, 1) + 2) * (game.max_length + 1)
     for _ in range(max_passes):
@@ -100,12 +111,15 @@ def play_games(
             game.apply(record.state, action)
             if game.is_terminal(record.state):
                 finished.append((record, game.values(record.state)))
+            elif 0 < max_moves <= record.moves:
+                finished.append((record, cut_off(record.state)))
+                truncated += 1
             else:
                 still.append(record)
         active = still
     log.debug("selfplay of %d %s games finished", len(finished), game.config_key)
     arrays = _to_arrays(game, finished, model_sha256)
-    return SelfplayResult(arrays, int(arrays["obs"].shape[0]), mcts.evaluations - evaluations_before)
+    return SelfplayResult(arrays, int(arrays["obs"].shape[0]), mcts.evaluations - evaluations_before, truncated)
 
 
 def _to_arrays(game: Game, finished: list[tuple[_GameRecord, FloatArray]], model_sha256: str) -> Arrays:

@@ -11,9 +11,12 @@ sha256, so a run cut off by a lost machine resumes from there on the same window
 from __future__ import annotations
 
 import logging
+import math
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,6 +24,7 @@ import torch.nn.functional as F
 
 from zeroloop.errors import WorkloadError
 from zeroloop.workload.datafiles import Arrays
+from zeroloop.workload.diagnostics import training_figures
 from zeroloop.workload.network import PolicyValueNet, load_model_file, load_net, resolve_device, save_model
 from zeroloop.workload.params import AlphaZeroParams
 from zeroloop.workload.protocol import Progress, ProgressCallback
@@ -44,6 +48,7 @@ class TrainResult:
     batch_draws: int
     loss: float
     resumed_from_step: int
+    diagnostics: dict[str, float] = field(default_factory=dict)
 
 
 def _resume_point(output: Path, config_key: str, window_sha256: str) -> int:
@@ -72,8 +77,12 @@ def train_net(
     device: str,
     seed: int,
     progress: ProgressCallback,
+    carry: Mapping[str, Any] | None = None,
 ) -> TrainResult:
-    """Train `net` for `steps` optimizer steps in total, resuming from `output` when it is a checkpoint."""
+    """Train `net` for `steps` optimizer steps in total, resuming from `output` when it is a checkpoint.
+
+    `carry` holds further entries every file written keeps (a variant's tuned settings, a distillation's teacher).
+    """
     optimizer = torch.optim.SGD(
         net.parameters(), lr=params.learning_rate, momentum=params.momentum, weight_decay=params.weight_decay
     )
@@ -98,9 +107,10 @@ def train_net(
     interval_start = time.perf_counter()
     interval_steps = 0
     mean_loss = float("nan")
+    last_losses: dict[str, float] = {}
 
     def checkpoint(step: int) -> None:
-        extra = {"step": step, "window_sha256": window_sha256, "optimizer": optimizer.state_dict()}
+        extra = {**(carry or {}), "step": step, "window_sha256": window_sha256, "optimizer": optimizer.state_dict()}
         save_model(output, net, config_key, extra)
 
     for step in range(start + 1, steps + 1):
@@ -114,11 +124,17 @@ def train_net(
         loss.backward()  # type: ignore[no-untyped-call]
         optimizer.step()
         totals += (loss.item(), policy_loss.item(), value_loss.item())
+        if not math.isfinite(totals[0]):
+            raise WorkloadError(
+                f"training of {config_key} diverged: the loss is {loss.item()} at step {step} "
+                f"(learning rate {params.learning_rate:g}): lower the learning rate"
+            )
         interval_steps += 1
         if step % params.progress_every_steps == 0 or step == steps:
             elapsed = max(time.perf_counter() - interval_start, 1e-9)
             mean = totals / interval_steps
             mean_loss = float(mean[0])
+            last_losses = {"policy_loss": float(mean[1]), "value_loss": float(mean[2])}
             report = Progress(step, steps, mean_loss, float(mean[1]), float(mean[2]), interval_steps * batch / elapsed)
             log.info(
                 "train %s step %d/%d loss %.4f (%.0f samples/s)",
@@ -137,4 +153,5 @@ def train_net(
     net.eval()
     checkpoint(steps)
     ran = max(steps - start, 0)
-    return TrainResult(ran, steps, int(window["source_samples"]), count, ran * batch, mean_loss, start)
+    diagnostics = {**last_losses, **training_figures(net, window, target, seed)}
+    return TrainResult(ran, steps, int(window["source_samples"]), count, ran * batch, mean_loss, start, diagnostics)

@@ -4,22 +4,26 @@ Edges hold visit counts and value sums; an edge's value is seen by the player wh
 it (the player to move at its parent). A tree can be carried into the next move: `advance`
 keeps the subtree under the move played, renumbered so its top is the new root, so the
 visits already spent there are not thrown away.
+
+The walk itself (PUCT descent, expansion, backup) runs in `kernels`, compiled; this class
+owns the arrays and the OpenSpiel states, and steps the game between the kernels' calls.
+The path of the current simulation is kept in `path_nodes` / `path_actions`: one search
+step of a tree has at most one simulation waiting for its leaf's evaluation.
 """
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from zeroloop.workload import kernels
 from zeroloop.workload.games import BoolArray, FloatArray, State
 
 if TYPE_CHECKING:
     from zeroloop.workload.gumbel import Halving
     from zeroloop.workload.mcts import SearchGame
 
-_ILLEGAL = -1e9
 _ARRAYS = ("prior", "penalty", "visits", "value_sum", "children", "node_visits", "node_value", "to_play", "expanded")
 
 
@@ -44,6 +48,12 @@ class SearchTree:
         self.to_play[0] = game.to_play(root)
         self.remaining = 0
         self.halving: Halving | None = None
+        self._paths(capacity)
+
+    def _paths(self, capacity: int) -> None:
+        # A path visits each node at most once, and the last edge may lead to a node not yet added.
+        self.path_nodes = np.zeros(capacity + 1, dtype=np.int32)
+        self.path_actions = np.zeros(capacity + 1, dtype=np.int32)
 
     @property
     def size(self) -> int:
@@ -62,29 +72,33 @@ class SearchTree:
             grown = np.full((need, *old.shape[1:]), fill, dtype=old.dtype)
             grown[:capacity] = old
             setattr(self, name, grown)
+        self._paths(need)
 
-    def select(self, c_puct: float) -> tuple[list[int], list[int], int]:
-        """Walk from the root to a leaf by PUCT (the root by the halving schedule when there is one)."""
-        nodes: list[int] = []
-        actions: list[int] = []
-        node = 0
-        while self.expanded[node]:
-            if node == 0 and self.halving is not None:
-                action = self.halving.next_action(self)
-            else:
-                visits = self.visits[node]
-                coef = c_puct * math.sqrt(max(self.node_visits[node], 1.0))
-                score = self.value_sum[node] / np.maximum(visits, 1.0) + coef * self.prior[node] / (1.0 + visits)
-                score += self.penalty[node]
-                action = int(score.argmax())
-            nodes.append(node)
-            actions.append(action)
-            child = int(self.children[node, action])
-            if child < 0:
-                return nodes, actions, self._add_child(node, action)
-            # A terminal child is never expanded, so the walk stops there too.
-            node = child
-        return nodes, actions, node
+    def select(self, c_puct: float) -> tuple[int, int]:
+        """Walk from the root to a leaf by PUCT (the root by the halving schedule when there is one).
+
+        Returns (depth, leaf): the path is `path_nodes[:depth]` with `path_actions[:depth]`;
+        a node met for the first time is added (its state stepped from its parent's).
+        """
+        first = -1
+        if self.halving is not None and self.expanded[0]:
+            first = self.halving.next_action(self)
+        depth, leaf = kernels.descend(
+            self.prior,
+            self.penalty,
+            self.visits,
+            self.value_sum,
+            self.children,
+            self.node_visits,
+            self.expanded,
+            c_puct,
+            first,
+            self.path_nodes,
+            self.path_actions,
+        )
+        if leaf < 0:
+            leaf = self._add_child(int(self.path_nodes[depth - 1]), int(self.path_actions[depth - 1]))
+        return depth, leaf
 
     def _add_child(self, node: int, action: int) -> int:
         child = len(self.states)
@@ -99,23 +113,25 @@ class SearchTree:
 
     def expand(self, node: int, priors: FloatArray, mask: BoolArray, mover_value: float) -> None:
         """Store the evaluator's priors and value for `node`; illegal actions can never be selected."""
-        self.prior[node] = np.where(mask, priors, 0.0)
-        self.penalty[node] = np.where(mask, 0.0, _ILLEGAL)
-        self.node_value[node] = mover_value
-        self.expanded[node] = True
+        kernels.expand(self.prior, self.penalty, self.node_value, self.expanded, node, priors, mask, mover_value)
 
-    def backup(self, nodes: list[int], actions: list[int], values: FloatArray) -> None:
-        """Add one visit to every edge on the path and the leaf's value for the player who chose that edge.
+    def backup(self, depth: int, values: FloatArray, frame: int = 0) -> None:
+        """Add one visit to every edge of the current path and the leaf's value for the player who chose that edge.
 
-        `values` has one entry per player (player p at index p), in [-1, 1].
+        `values` has one entry per player in [-1, 1]; entry k belongs to player (frame + k) mod n
+        (the default frame 0: entry p is player p; a mover-frame value passes the mover).
         """
-        if not nodes:
-            return
-        index = np.asarray(nodes, dtype=np.intp)
-        chosen = np.asarray(actions, dtype=np.intp)
-        self.visits[index, chosen] += 1.0
-        self.node_visits[index] += 1.0
-        self.value_sum[index, chosen] += values[self.to_play[index]]
+        kernels.backup(
+            self.visits,
+            self.value_sum,
+            self.node_visits,
+            self.to_play,
+            self.path_nodes,
+            self.path_actions,
+            depth,
+            values,
+            frame,
+        )
 
     def root_q(self) -> FloatArray:
         """Mean value of each root edge for the player to move at the root (0 where unvisited)."""
@@ -148,4 +164,5 @@ class SearchTree:
         subtree.states = [self.states[node] for node in order]
         subtree.remaining = 0
         subtree.halving = None
+        subtree._paths(len(order))
         return subtree

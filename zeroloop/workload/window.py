@@ -1,4 +1,9 @@
-"""Export: the newest positions across game batches, augmented by the game's symmetries, as a training window."""
+"""Export: the newest positions across game batches, augmented by the game's symmetries, as a training window.
+
+Beside the sample arrays, the window keeps each position's move number in its game
+(`ply`) and that game's recorded length (`length`), for the diagnostics by game stage
+(`diagnostics.py`); a window without them still trains.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +15,11 @@ import numpy.typing as npt
 
 from zeroloop.errors import WorkloadError
 from zeroloop.workload.datafiles import SAMPLE_KEYS, Arrays, load_game_batch
+from zeroloop.workload.diagnostics import ply_and_length
 from zeroloop.workload.games import Game
 from zeroloop.workload.symmetry import symmetries_of
+
+GAME_KEYS = ("ply", "length")
 
 
 def build_window(game: Game, inputs: Sequence[Path], window_samples: int, rng: np.random.Generator) -> Arrays:
@@ -31,25 +39,29 @@ def build_window(game: Game, inputs: Sequence[Path], window_samples: int, rng: n
             )
         take = min(window_samples - have, arrays["obs"].shape[0])
         if take > 0:
-            chunks.append({key: arrays[key][-take:] for key in SAMPLE_KEYS})
+            ply, length = ply_and_length(arrays)
+            chunk = {key: arrays[key][-take:] for key in SAMPLE_KEYS}
+            chunks.append({**chunk, "ply": ply[-take:], "length": length[-take:]})
             have += take
         if have >= window_samples:
             break
     if have == 0:
         raise WorkloadError(f"game batches {[str(p) for p in inputs]} hold no positions")
     chunks.reverse()
-    base = {key: np.concatenate([chunk[key] for chunk in chunks]) for key in SAMPLE_KEYS}
+    keys = (*SAMPLE_KEYS, *GAME_KEYS)
+    base = {key: np.concatenate([chunk[key] for chunk in chunks]) for key in keys}
     symmetries = symmetries_of(game)
-    parts: dict[str, list[npt.NDArray[np.generic]]] = {key: [] for key in SAMPLE_KEYS}
+    parts: dict[str, list[npt.NDArray[np.generic]]] = {key: [] for key in keys}
     for index in range(len(symmetries)):
         obs, policy = symmetries.apply(index, base["obs"], base["policy"])
         _, mask = symmetries.apply(index, base["obs"][:0], base["mask"])
         parts["obs"].append(obs)
         parts["policy"].append(policy)
         parts["mask"].append(mask)
-        parts["value"].append(base["value"])
+        for key in ("value", *GAME_KEYS):  # the same for every symmetric copy
+            parts[key].append(base[key])
     order = rng.permutation(have * len(symmetries))
-    window: Arrays = {key: np.concatenate(parts[key])[order] for key in SAMPLE_KEYS}
+    window: Arrays = {key: np.concatenate(parts[key])[order] for key in keys}
     window["config_key"] = np.asarray(game.config_key)
     window["source_samples"] = np.asarray(have, dtype=np.int64)
     window["symmetries"] = np.asarray(len(symmetries), dtype=np.int64)

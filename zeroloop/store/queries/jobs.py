@@ -3,7 +3,9 @@
 The claim is one statement on both backends: `UPDATE jobs ... WHERE id = (SELECT ...
 LIMIT 1) RETURNING ...`, with `FOR UPDATE SKIP LOCKED` on PostgreSQL so concurrent
 claimers pass over each other's rows instead of queueing on them; SQLite runs it inside
-the store's `BEGIN IMMEDIATE`, which already serialises writers. Times are epoch seconds.
+the store's `BEGIN IMMEDIATE`, which already serialises writers. A batched claim is one
+statement too (`WITH picked AS (SELECT ... LIMIT :limit FOR UPDATE SKIP LOCKED) UPDATE
+... WHERE id IN (...)`). Times are epoch seconds.
 
 The lease statements (claim, extend, finish, requeue) are the queue's hot path: they are
 plain SQL written once and run on the driver's cursor, because SQLAlchemy's work per
@@ -71,8 +73,21 @@ def _fetch_one(conn: Connection, sql: _Sql, params: Mapping[str, Any]) -> tuple[
 def _fetch_job(conn: Connection, sql: _Sql, params: Mapping[str, Any]) -> dict[str, Any] | None:
     """Run a statement returning at most one whole jobs row; the row as a dict, or None."""
     values = _fetch_one(conn, sql, params)
-    if values is None:
-        return None
+    return None if values is None else _job_row(conn, values)
+
+
+def _fetch_jobs(conn: Connection, sql: _Sql, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Run a statement returning whole jobs rows; each as a dict."""
+    cursor: Any = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(sql.postgresql if conn.dialect.name == "postgresql" else sql.sqlite, params)
+        found = cursor.fetchall()
+    finally:
+        cursor.close()
+    return [_job_row(conn, values) for values in found]
+
+
+def _job_row(conn: Connection, values: Sequence[Any]) -> dict[str, Any]:
     row = dict(zip(_NAMES, values, strict=True))
     if conn.dialect.name != "postgresql":  # psycopg decodes jsonb itself; sqlite3 hands back the JSON text
         for name in _JSON_COLUMNS:
@@ -155,14 +170,17 @@ def dependencies_of(conn: Connection, job_id: int) -> list[int]:
     return sorted(int(dep) for dep in conn.execute(stmt.order_by(job_dependencies.c.depends_on)).scalars())
 
 
-@lru_cache(maxsize=64)
-def _claim_statement(types: int, limits: tuple[tuple[str, int], ...]) -> _Sql:
+@lru_cache(maxsize=128)
+def _claim_statement(types: int, limits: tuple[tuple[str, int], ...], batch: bool, registered: bool) -> _Sql:
     where = [
         "j.status = 'queued'",
         "j.run_after <= :now",
         "(j.target_node IS NULL OR j.target_node = :node)",
-        # A registered node claims only while ACTIVE: draining stops claims at once.
-        "NOT EXISTS (SELECT 1 FROM nodes AS n WHERE n.id = :node AND n.status <> 'active')",
+        # A node claims only while ACTIVE: draining stops claims at once. `registered` also refuses a
+        # node with no row at all (a worker behind the server must register before it claims).
+        "EXISTS (SELECT 1 FROM nodes AS n WHERE n.id = :node AND n.status = 'active')"
+        if registered
+        else "NOT EXISTS (SELECT 1 FROM nodes AS n WHERE n.id = :node AND n.status <> 'active')",
         # A job waits until every job it depends on has completed.
         "j.waiting_on = 0",
         "j.need_gpus <= :gpus",
@@ -180,20 +198,39 @@ def _claim_statement(types: int, limits: tuple[tuple[str, int], ...]) -> _Sql:
         "NOT EXISTS (SELECT 1 FROM circuit_breakers AS cb WHERE cb.key = :breaker_key AND cb.state = 'open'"
         " AND COALESCE(cb.opened_at, :now) + :recovery_s > :now)"
     )
+    cases = " ".join(f"WHEN '{name}' THEN {limit}" for name, limit in limits)
+    names = ", ".join(f"'{name}'" for name, _ in limits)
     if limits:
-        names = ", ".join(f"'{name}'" for name, _ in limits)
-        cases = " ".join(f"WHEN '{name}' THEN {limit}" for name, limit in limits)
         where.append(
             f"(j.type NOT IN ({names}) OR (SELECT count(*) FROM jobs AS r WHERE r.status = 'running'"
             f" AND r.type = j.type AND r.config_key = j.config_key) < CASE j.type {cases} END)"
         )
-    pick = "SELECT j.id FROM jobs AS j WHERE " + " AND ".join(where) + " ORDER BY j.priority DESC, j.id LIMIT 1"
-    template = _Sql.of(
+    order = "ORDER BY j.priority DESC, j.id"
+    update = (
         "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_node = :node,"
         " lease_token = lease_token + 1, lease_expires_at = :now + CASE WHEN timeout_s < :lease_s"
         " THEN timeout_s ELSE :lease_s END, claimed_at = :now, updated_at = :now"
-        f" WHERE id = ({pick}{{lock}}) RETURNING {_COLUMNS}"
     )
+    if not batch:
+        pick = f"SELECT j.id FROM jobs AS j WHERE {' AND '.join(where)} {order} LIMIT 1"
+        template = _Sql.of(f"{update} WHERE id = ({pick}{{lock}}) RETURNING {_COLUMNS}")
+    else:
+        # Up to :limit jobs in one statement. The rows are picked (and, on PostgreSQL, locked, passing over
+        # rows other claimers hold) first; then no more jobs of a limited type per config key are taken
+        # than its limit leaves, counting the ones picked here by their rank within their config key.
+        pick = f"SELECT j.id, j.type, j.config_key, j.priority FROM jobs AS j WHERE {' AND '.join(where)} {order}"
+        chosen = "SELECT id FROM picked"
+        if limits:
+            chosen = (
+                "SELECT id FROM (SELECT p.id, p.type, p.config_key, ROW_NUMBER() OVER (PARTITION BY p.type,"
+                " p.config_key ORDER BY p.priority DESC, p.id) AS rank FROM picked AS p) AS ranked"
+                f" WHERE ranked.type NOT IN ({names}) OR ranked.rank + (SELECT count(*) FROM jobs AS r"
+                " WHERE r.status = 'running' AND r.type = ranked.type AND r.config_key = ranked.config_key)"
+                f" <= CASE ranked.type {cases} END"
+            )
+        template = _Sql.of(
+            f"WITH picked AS ({pick} LIMIT :limit{{lock}}) {update} WHERE id IN ({chosen}) RETURNING {_COLUMNS}"
+        )
     sqlite_labels = (
         "(j.need_labels IS NULL OR NOT EXISTS (SELECT 1 FROM json_each(j.need_labels) AS l"
         " WHERE l.value NOT IN (SELECT value FROM json_each(:labels))))"
@@ -222,12 +259,56 @@ def claim_job(
     labels: Sequence[str],
     limits: Mapping[str, int],
     recovery_s: float,
+    registered: bool = False,
 ) -> JobRow | None:
     """Lease the next claimable job to `node` (highest priority, then oldest); None when there is none.
 
     `limits` maps job type to the most jobs of that type running at once per config key;
-    `recovery_s` is how long an open circuit breaker `node:<node>` refuses claims.
+    `recovery_s` is how long an open circuit breaker `node:<node>` refuses claims;
+    `registered`: only a node registered and active may claim (else: any node not known to be inactive).
     """
+    rows = _claim(conn, 1, node, now, lease_s, types, gpus, memory_bytes, labels, limits, recovery_s, registered)
+    return rows[0] if rows else None
+
+
+def claim_jobs(
+    conn: Connection,
+    *,
+    limit: int,
+    node: str,
+    now: float,
+    lease_s: float,
+    types: Sequence[str] | None,
+    gpus: int,
+    memory_bytes: int,
+    labels: Sequence[str],
+    limits: Mapping[str, int],
+    recovery_s: float,
+    registered: bool = False,
+) -> list[JobRow]:
+    """Lease up to `limit` claimable jobs to `node` in one statement, in claim order (as `claim_job`, batched).
+
+    Each job needs at most `gpus` and `memory_bytes` by itself: the caller offers what it
+    can give every job it asks for. Fewer than `limit` may come back while more are queued
+    when a concurrency-limited type fills its config key's limit within the batch.
+    """
+    return _claim(conn, limit, node, now, lease_s, types, gpus, memory_bytes, labels, limits, recovery_s, registered)
+
+
+def _claim(
+    conn: Connection,
+    limit: int,
+    node: str,
+    now: float,
+    lease_s: float,
+    types: Sequence[str] | None,
+    gpus: int,
+    memory_bytes: int,
+    labels: Sequence[str],
+    limits: Mapping[str, int],
+    recovery_s: float,
+    registered: bool,
+) -> list[JobRow]:
     pg = conn.dialect.name == "postgresql"
     relevant = tuple(sorted((name, int(n)) for name, n in limits.items() if types is None or name in types))
     if pg and relevant:
@@ -241,6 +322,7 @@ def claim_job(
         "labels": json.dumps(sorted(labels)),
         "breaker_key": f"node:{node}",
         "recovery_s": recovery_s,
+        "limit": limit,
     }
     count = 0 if types is None else len(types)
     if count == 1:
@@ -249,7 +331,12 @@ def claim_job(
     elif count > 1:
         assert types is not None
         params["types"] = list(types) if pg else json.dumps(list(types))
-    return _fetch_job(conn, _claim_statement(count, relevant), params)
+    statement = _claim_statement(count, relevant, limit > 1, registered)
+    if limit == 1:
+        row = _fetch_job(conn, statement, params)
+        return [] if row is None else [row]
+    rows = _fetch_jobs(conn, statement, params)
+    return sorted(rows, key=lambda row: (-row["priority"], row["id"]))
 
 
 _HELD = "WHERE id = :id AND lease_token = :token AND status = 'running'"

@@ -1,7 +1,7 @@
 """readings: what the leader read of queue, nodes, cost and pipelines at a moment, for the dashboard's charts
 
-Revision ID: 0008
-Revises: 0005
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-12-07
 
 One row per reading (every `dashboard.readings_interval_s`), its figures as one JSON
@@ -16,8 +16,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
-revision = "0008"
-down_revision = "0005"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,44 @@
+"""Availability: 200 bogus clients hammering `zeroloop serve` do not starve its real workers.
+
+A real server process (`zeroloop serve`) over the store under test; two real worker nodes
+run no-op jobs back to back through it and heartbeat every second, alone, then while 200
+bogus clients (each from an address of its own, each sending a fresh random token every
+three seconds on a new connection, from a process of their own at nice 19, as attackers'
+machines are not the server's), then alone again. The
+workers must keep at least 80% of their throughput, no heartbeat may go unanswered long
+enough for a node to be marked lost, and every bogus request must be refused.
+bench/flood.py prints the same figures at larger sizes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.flood import flooding, prepare, run_workers, server
+from zeroloop.config import ClusterSettings
+
+# The issue's flood: 200 clients at 65 requests/s in all. bench/flood.py runs 200/s by default.
+CLIENTS, RATE, PHASE_S = 200, 0.33, 8.0
+
+
+@pytest.mark.timeout(900)
+def test_real_workers_keep_their_throughput_while_bogus_clients_flood_the_server(
+    store_url: str, tmp_path: Path
+) -> None:
+    tokens = prepare(store_url, tmp_path / "data", ["w1", "w2"], 40_000)
+    with server(store_url, tmp_path / "server") as (base, _proc):
+        alone, _ = run_workers(base, tokens, PHASE_S)
+        with flooding(base, CLIENTS, RATE, PHASE_S) as answers:
+            flooded, workers = run_workers(base, tokens, PHASE_S)
+        after, _ = run_workers(base, tokens, PHASE_S)
+    sent = sum(answers.values())
+    assert sent >= 0.5 * CLIENTS * RATE * PHASE_S, answers  # the flood really happened
+    assert set(answers) <= {"401", "429", "503"}, answers  # and none of it got in
+    assert [error for worker in workers for error in worker.errors] == []
+    baseline = (alone + after) / 2
+    assert flooded >= 0.8 * baseline, f"jobs/s alone {alone:.0f}, flooded {flooded:.0f}, after {after:.0f}"
+    lost_after = ClusterSettings().node_lost_after_s
+    silence = max(worker.longest_silence_s() for worker in workers)
+    assert silence < lost_after / 3, f"a node went {silence:.1f} s without an answered heartbeat"
