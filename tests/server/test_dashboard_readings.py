@@ -103,23 +103,29 @@ def test_a_reading_holds_the_queue_its_waits_the_nodes_and_their_cost(zl: App, c
     assert found["mean_wait_s"]["selfplay"] == [[windows_end[0], 90.0], [windows_end[1], 120.0 + SETTLE_S]]
 
 
+@pytest.mark.parametrize(
+    ("runs", "counted"),
+    [
+        # Finished at +1, +2, +3 and five at +4: the first reading takes 3 and ends at +3; the
+        # five of one instant go together into the next, above the limit; then nothing is left.
+        ((1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0), [3.0, 8.0, 8.0, 8.0]),
+        # Finished at +1 and four at +2: the batch of 3 would split the instant +2, so the first
+        # reading ends before it (one job), and the next takes all four of it.
+        ((1.0, 1.0, 0.0, 0.0, 0.0), [1.0, 5.0, 5.0, 5.0]),
+        ((1.0, 1.0), [2.0, 2.0, 2.0, 2.0]),  # under the limit: all at once
+    ],
+)
 def test_a_reading_counts_at_most_its_share_of_jobs_and_the_rest_in_the_next(
-    zl: App, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+    zl: App, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, runs: tuple[float, ...], counted: list[float]
 ) -> None:
     monkeypatch.setattr(readings_module, "MAX_JOBS_PER_READING", 3)
-    for _ in range(4):
-        _finish(zl, clock, 1.0, {"cpu_s": 1.0})
-    same = [_finish(zl, clock, 0.0, {"cpu_s": 1.0}) for _ in range(4)]  # four finished at one instant
+    for run_s in runs:
+        _finish(zl, clock, run_s, {"cpu_s": 1.0})
     clock.advance(SETTLE_S + 1.0)
     take = Readings(zl.store, zl.settings.dashboard, clock=clock).take
-    counted = []
-    for _ in range(4):
-        found = take()
-        assert found is not None
-        counted.append(found["pipelines"][KEY]["jobs"])
-    # Finished at +1, +2, +3 and five at +4: the first reading takes 3; the five of one instant
-    # go together into the next, above the limit; then nothing is left.
-    assert counted == [3.0, 8.0, 8.0, 8.0] and len(same) == 4
+    found = [take() for _ in range(4)]
+    assert [reading["pipelines"][KEY]["jobs"] for reading in found if reading is not None] == counted
+    assert found[-1] is not None and found[-1]["pipelines"][KEY]["cpu_s"] == float(len(runs))  # each once
 
 
 def test_a_reading_is_dropped_when_another_was_recorded_meanwhile(
