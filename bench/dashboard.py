@@ -6,7 +6,8 @@ finished jobs, `--rounds` rounds of export and train jobs with a workload's evid
 `--models` rated models and the training progress events of the newest runs. Then prints:
 
 - one reading: the seconds `Readings.take()` needs in steady state (the jobs of the last
-  minute to count) and the first time (every finished job of the table to count), median
+  minute to count) and the first time after an upgrade (the table's oldest
+  `MAX_JOBS_PER_READING` finished jobs to count; the rest go to the next readings), median
   and max over `--runs`;
 - each page and the pipeline's JSON series, fetched over HTTP from a server in a thread:
   median and max seconds over `--runs`, for the last 24 hours and the last 30 days.
@@ -33,7 +34,7 @@ import sqlalchemy as sa
 
 from zeroloop.app import App
 from zeroloop.config import Settings, StoreSettings
-from zeroloop.control.readings import Readings
+from zeroloop.control.readings import MAX_JOBS_PER_READING, Readings
 from zeroloop.server.background import in_thread
 from zeroloop.store import migrate
 from zeroloop.store.database import Store
@@ -50,7 +51,7 @@ DAY_S = 86400.0
 def _figures(minute: int, jobs_done: int) -> dict[str, Any]:
     """A reading's figures of about the size the daemon writes (four job types, five node states, one pipeline)."""
     queue = {
-        t: {"queued": minute % 7, "running": 2, "due": minute % 5, "oldest_due_s": 12.5, "claimed": 3,
+        t: {"queued": minute % 7, "running": 2, "due": minute % 5, "oldest_due_s": 12.5, "finished": 3,
             "mean_wait_s": 8.25, "max_wait_s": 20.0}
         for t in TYPES
     }  # fmt: skip
@@ -160,7 +161,10 @@ def run(url: str, label: str, args: argparse.Namespace, workdir: Path) -> None:
                 reading_queries.insert_reading(conn, now - 300, figures)
             steady.take()
 
-        print(f"  one reading counting every finished job (the first after an upgrade): {_timed(first, args.runs)}")
+        print(
+            f"  the first reading after an upgrade (counts the table's oldest {MAX_JOBS_PER_READING} finished jobs): "
+            f"{_timed(first, args.runs)}"
+        )
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.bind(("127.0.0.1", 0))
         with in_thread(app, sock, loopback=True) as base, httpx.Client(base_url=base, timeout=120) as client:
