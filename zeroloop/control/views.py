@@ -136,6 +136,15 @@ def pipeline(app: AppParts, config_key: str, *, decision_limit: int = 20) -> dic
     }
 
 
+def newest_tune(app: AppParts, config_key: str) -> dict[str, Any] | None:
+    """The newest tune of a config key, as the pipeline's page links it: id, status, variants (None: never tuned)."""
+    from zeroloop.store.queries import tunes as tune_queries
+
+    with app.store.read() as conn:
+        found = tune_queries.list_tunes(conn, config_key=config_key)
+    return {name: found[0][name] for name in ("id", "status", "variants")} if found else None
+
+
 def population(app: AppParts, config_key: str) -> dict[str, Any]:
     """The newest tune of a config key: its state, every trial, and each variant's Elo against its CPU-seconds.
 

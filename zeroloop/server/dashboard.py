@@ -198,6 +198,7 @@ def pipeline_page(request: Request, config_key: str, hours: Hours = series.DEFAU
     return _page(
         request, "pipeline.html", config_key, refresh_s=REFRESH_S, data=data, decisions=decided,
         standing=standing.read(zl, config_key), charts=panels.pipeline(found, config_key), hours=hours,
+        tune=views.newest_tune(zl, config_key),
         constant=found["diagnostics"]["constant"],
     )  # fmt: skip
 
