@@ -3,7 +3,9 @@
 Each function reads the store through the named query catalogue and returns plain data
 (dicts, lists, numbers, strings) that serialises to JSON as it is, so the HTML pages, the
 `/api/...` endpoints and the Prometheus collector show the same numbers. Nothing here
-writes; the admin actions live in `zeroloop.control.actions`.
+writes; the admin actions live in `zeroloop.control.actions`. The charts' time series are
+read by `zeroloop.control.series`, and why a production model is production by
+`zeroloop.control.standing`, in the same way.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from zeroloop.store.queries import job_stats as job_stat_queries
 from zeroloop.store.queries import models as model_queries
 from zeroloop.store.queries import nodes as node_queries
 from zeroloop.store.queries import pipelines as pipeline_queries
+from zeroloop.store.queries import series as series_queries
 
 SELFPLAY_RATE_WINDOW_S = 600.0
 """The window over which selfplay games per second are averaged (seconds)."""
@@ -98,6 +101,12 @@ def decisions(app: AppParts, config_key: str | None, limit: int) -> list[dict[st
     return rows[:limit]
 
 
+def fleet_decisions(app: AppParts, limit: int = 20) -> list[dict[str, Any]]:
+    """The newest `limit` autoscaler decisions of every pool (config key `fleet:POOL`), newest first, with evidence."""
+    with app.store.read() as conn:
+        return [dict(row) for row in series_queries.decisions_like(conn, "fleet:", limit=limit)]
+
+
 def elo_history(app: AppParts, config_key: str) -> list[dict[str, Any]]:
     """Each Elo point of a config key's models, oldest first, with the model's current interval half-width."""
     with app.store.read() as conn:
@@ -125,6 +134,15 @@ def pipeline(app: AppParts, config_key: str, *, decision_limit: int = 20) -> dic
         "elo_history": elo_history(app, config_key),
         "decisions": decisions(app, config_key, decision_limit),
     }
+
+
+def newest_tune(app: AppParts, config_key: str) -> dict[str, Any] | None:
+    """The newest tune of a config key, as the pipeline's page links it: id, status, variants (None: never tuned)."""
+    from zeroloop.store.queries import tunes as tune_queries
+
+    with app.store.read() as conn:
+        found = tune_queries.list_tunes(conn, config_key=config_key)
+    return {name: found[0][name] for name in ("id", "status", "variants")} if found else None
 
 
 def population(app: AppParts, config_key: str) -> dict[str, Any]:
