@@ -63,6 +63,8 @@ class Snapshot:
     queue: dict[str, dict[str, int]]
     ratings: dict[str, Rating] = field(default_factory=dict)
     standing: dict[str, Any] | None = None  # why production is production (zeroloop.control.standing)
+    train_after_samples: int = 0  # new samples that start the next training (pipeline.train_after_samples)
+    steps_note: str | None = None  # where a training run's number of steps comes from
 
     def rating(self, model_id: str) -> Rating:
         """The rating of the production model or of the last evaluated one ("not rated" if unknown)."""
@@ -89,8 +91,23 @@ def snapshot(app: App, config_key: str) -> Snapshot:
         rated = ratings(conn, sorted(shown), app.settings.workload.elo_confidence)
         why = standing(conn, config_key, app.settings)
     return Snapshot(
-        dict(row) if row else {}, dict(production) if production else None, models, app.queue.stats(), rated, why
+        dict(row) if row else {},
+        dict(production) if production else None,
+        models,
+        app.queue.stats(),
+        rated,
+        why,
+        app.settings.pipeline.train_after_samples,
+        steps_note(app.settings, config_key),
     )
+
+
+def steps_note(settings: Settings, config_key: str) -> str | None:
+    """Why a training run of `config_key` takes the steps it does, when that is not `workload.train_steps`."""
+    preset = settings.workload.overrides.get(config_key, {}).get("train_steps")
+    if preset is None or preset == settings.workload.train_steps:
+        return None
+    return f"{preset:g} steps a run: {config_key}'s preset in workload.overrides (`zeroloop config`)"
 
 
 def render(snap: Snapshot, config_key: str, elapsed_s: float, minutes: float, workers: tuple[int, int]) -> Panel:
@@ -107,11 +124,11 @@ def render(snap: Snapshot, config_key: str, elapsed_s: float, minutes: float, wo
     table.add_row("workers", f"{workers[0]} running ({workers[1]} restarts)")
     table.add_row("stage", f"{state.get('stage', '-')} (round {state.get('iteration', 0)})")
     table.add_row("games", str(progress.get("games_total", 0)))
-    table.add_row(
-        "samples", f"{state.get('samples_total', 0)} ({state.get('samples_since_training', 0)} since training)"
-    )
+    table.add_row("samples", samples_line(state, snap.train_after_samples))
     if training:
         table.add_row("training", training_line(training))
+        if snap.steps_note:
+            table.add_row("", f"[dim]{snap.steps_note}[/dim]")
     table.add_row("models", f"{snap.models} trained, {progress.get('promotions', 0)} promoted")
     if snap.production:
         rating = snap.rating(snap.production["id"])
@@ -327,6 +344,15 @@ async def run_quickstart(app: App, config_key: str, minutes: float, workers: int
         local.stop(0.0)
         for sig in STOP_SIGNALS:
             loop.remove_signal_handler(sig)
+
+
+def samples_line(state: dict[str, Any], needed: int) -> str:
+    """Samples in all and, while selfplay gathers them, how far along the next training's share is."""
+    total, since = state.get("samples_total", 0), state.get("samples_since_training", 0)
+    if state.get("stage", "selfplay") == "selfplay" and needed and since < needed:
+        first = "the first training" if not state.get("iteration") else "the next training"
+        return f"{total} ({since} of the {needed} {first} needs, {100 * since / needed:.0f}%)"
+    return f"{total} ({since} since training)"
 
 
 def training_line(training: dict[str, Any]) -> str:

@@ -275,6 +275,7 @@ def progress_report(progress: Any) -> dict[str, Any]:
     """A training progress report as it crosses the pipe: step, loss and its policy and value parts, samples/s."""
     return {
         "step": progress.step,
+        "total_steps": progress.total_steps,
         "loss": progress.loss,
         "policy_loss": progress.policy_loss,
         "value_loss": progress.value_loss,

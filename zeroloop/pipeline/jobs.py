@@ -263,7 +263,9 @@ def _training_started(started: Started[TrainJob]) -> dict[str, Any]:
 
 def _training_progress(progress: Progress) -> dict[str, Any]:
     report = progress.report
-    parts = {name: report[name] for name in ("policy_loss", "value_loss") if report.get(name) is not None}
+    parts = {
+        name: report[name] for name in ("total_steps", "policy_loss", "value_loss") if report.get(name) is not None
+    }
     return {"step": report["step"], "loss": report["loss"], "samples_per_s": report["samples_per_s"], **parts}
 
 
