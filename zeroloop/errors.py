@@ -100,6 +100,14 @@ class ArtifactError(ZeroloopError):
     """An artifact is missing or corrupt, or its location is refused."""
 
 
+class EvacuationError(ArtifactError):
+    """Uploading a node's only copies left some held (the location refused them); `moved` went up."""
+
+    def __init__(self, message: str, moved: int) -> None:
+        super().__init__(message)
+        self.moved = moved
+
+
 class WorkloadError(ZeroloopError):
     """A workload operation failed or produced output that does not verify."""
 

@@ -87,7 +87,10 @@ def test_run_starts_every_daemon_and_drains_on_sigterm(tmp_path: Path) -> None:
     assert process.returncode == 0, output
     assert "draining daemons" in output
     assert {name: _states(url)[name] for name in OURS} == dict.fromkeys(OURS, "stopped")
-    listed = _zeroloop(tmp_path, "daemons", "ls")
+    listed = _zeroloop(tmp_path, "daemons", "ls")  # the node stopped cleanly: it ended, its daemons are history
+    assert listed.returncode == 0
+    assert "queue_reaper" not in listed.stdout and "of ended nodes not shown (--all shows them)" in listed.stdout
+    listed = _zeroloop(tmp_path, "daemons", "ls", "--all")
     assert listed.returncode == 0
     assert "queue_reaper" in listed.stdout
     status = _zeroloop(tmp_path, "status")

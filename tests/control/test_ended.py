@@ -51,6 +51,8 @@ def test_ended_nodes_and_their_daemons_leave_the_default_views(app: App) -> None
     console.print(nodes_table(app), daemons_table(app))
     text = console.export_text()
     assert "w-live" in text and "w-old" not in text and "w-bad" not in text
+    words = " ".join(text.split())  # a caption wraps at its table's width
+    assert "2 ended node(s) not shown" in words and "2 daemon(s) of ended nodes not shown" in words
     console = Console(width=200, record=True)
     console.print(nodes_table(app, ended=True), daemons_table(app, ended=True))
     assert console.export_text().count("w-old") == 2  # its node row and its daemon row

@@ -39,7 +39,7 @@ from zeroloop.artifacts.transfer import (
     scheme_of,
 )
 from zeroloop.config import redact
-from zeroloop.errors import ArtifactError
+from zeroloop.errors import ArtifactError, EvacuationError
 from zeroloop.events.bus import EventBus
 from zeroloop.events.wiring import declare
 from zeroloop.store.database import Store
@@ -222,13 +222,15 @@ class Artifacts:
         Each held file is verified before upload; its shared copy is recorded and the held
         one marked deleted in one transaction, then the file is removed. One that fails to
         upload (the location still full or unreachable) stays held and is tried at the next
-        call (the `disk_space` daemon calls this every minute, and a draining node's agent).
+        call (the `disk_space` daemon calls this every minute, and a draining node's agent);
+        then EvacuationError says how many stay held and why, with the count that moved.
         """
         with self.store.read() as conn:
             sole = queries.sole_copies_on_node(conn, self.node)
             held = {sha: [c for c in queries.copies_of(conn, sha) if c["node"] == self.node] for sha in sole}
             kinds = {sha: queries.get_artifact(conn, sha) for sha in sole}
         moved = 0
+        failed: list[str] = []
         for sha256, copies in held.items():
             row = kinds[sha256]
             if row is None or not copies:
@@ -237,6 +239,13 @@ class Artifacts:
                 moved += self._evacuate_one(sha256, ArtifactKind(row["kind"]), copies[0]["location"])
             except Exception as exc:  # noqa: BLE001 - any backend's refusal: it stays held until the next try
                 log.warning("artifact %s still held on node %s: upload failed (%s)", sha256[:12], self.node, _what(exc))
+                failed.append(f"{sha256[:12]}: {_what(exc)}")
+        if failed:
+            raise EvacuationError(
+                f"node {self.node}: {len(failed)} artifact(s) whose only copy it holds could not be uploaded to "
+                f"the artifact location ({failed[0]}{'; ...' if len(failed) > 1 else ''}); they stay held",
+                moved,
+            )
         return moved
 
     def _evacuate_one(self, sha256: str, kind: ArtifactKind, location: str) -> int:

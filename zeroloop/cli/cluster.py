@@ -80,7 +80,18 @@ def nodes_table(app: App, *, ended: bool = False) -> Table:
                 escape(", ".join(f"{key}: {model}" for key, model in row["holds"].items()) or "-"),
             ]
         )
-    return fitted(columns, rows, width=console.width, title="nodes")
+    table = fitted(columns, rows, width=console.width, title="nodes")
+    if not ended:
+        _say_hidden(table, len(views.nodes(app, ended=True)) - len(rows), "ended node(s)")
+    return table
+
+
+def _say_hidden(table: Table, hidden: int, what: str) -> None:
+    """Add to `table`'s caption how many rows of what ended it leaves out."""
+    if hidden > 0:
+        note = f"{hidden} {what} not shown (--all shows them)"
+        table.caption = f"{table.caption}; {note}" if table.caption else note
+        table.caption_style = "dim"
 
 
 def fleet_table(app: App) -> Table:
@@ -125,6 +136,8 @@ def daemons_table(app: App, *, ended: bool = False) -> Table:
             escape(str(row["last_error"] or ""))[:80],
             _ago(row["updated_at"], now),
         )
+    if not ended:
+        _say_hidden(table, len(views.daemons(app, ended=True)) - table.row_count, "daemon(s) of ended nodes")
     return table
 
 

@@ -222,6 +222,7 @@ class NodeAgent(LoopDaemon):
         try:
             moved = await asyncio.to_thread(self.evacuate)
         except Exception as exc:  # noqa: BLE001 - an upload failure must not stop the heartbeat that keeps the node
+            self.evacuated += getattr(exc, "moved", 0)  # EvacuationError: some went up before others failed
             error = f"{type(exc).__name__}: {exc}"
             log.error("node %s: evacuating its only copies failed (tried again next beat): %s", self.node_id, error)
             if error != self.evacuation_error and self.bus is not None:

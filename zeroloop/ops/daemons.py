@@ -16,7 +16,7 @@ from typing import Any
 
 from zeroloop.cluster.leases import leader_fence
 from zeroloop.daemons.daemon import Clock, DaemonContext, LoopDaemon
-from zeroloop.errors import LeaseError, OperationsError
+from zeroloop.errors import EvacuationError, LeaseError, OperationsError
 from zeroloop.events.consumer import is_transient
 from zeroloop.events.wiring import declare
 from zeroloop.ops.backup import CONTINUOUS, DAILY_LABELS, BackupInfo, Backups
@@ -54,13 +54,20 @@ class DiskSpaceDaemon(LoopDaemon):
         self.evacuate = evacuate
         self.last_pct: float | None = None
         self.uploaded_held = 0
+        self.evacuation_error: str | None = None
 
     async def tick(self) -> None:
         """One check: evict, refuse, announce as needed; then upload what this node holds."""
         check = await asyncio.to_thread(self.manager.check)
         self.last_pct = check.after_pct
         if self.evacuate is not None:
-            self.uploaded_held += await asyncio.to_thread(self.evacuate)
+            try:
+                self.uploaded_held += await asyncio.to_thread(self.evacuate)
+            except EvacuationError as exc:  # each failure was logged; they stay held for the next tick
+                self.uploaded_held += exc.moved
+                self.evacuation_error = str(exc)
+            else:
+                self.evacuation_error = None
 
     def details(self) -> dict[str, Any]:
         """Disk use (%), cache bytes evicted so far, whether selfplay is refused, held outputs uploaded."""
@@ -69,6 +76,7 @@ class DiskSpaceDaemon(LoopDaemon):
             "evicted_bytes": self.manager.evicted_bytes,
             "selfplay_refused": self.manager.refused,
             "uploaded_held": self.uploaded_held,
+            **({"evacuation_error": self.evacuation_error} if self.evacuation_error else {}),
         }
 
 
