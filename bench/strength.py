@@ -30,6 +30,18 @@ pairwise (the model against each bot seat: win when its return is higher, a draw
 equal), so its fair share is one half. With `--exhaustive` each checkpoint also walks
 every line of opponent moves against the network's policy alone (no search;
 zeroloop.workload.exhaustive) and prints how many it loses.
+
+With `--tune`, two runs of equal budget go side by side, each in a fresh data directory,
+at the same time: the default quickstart, and a tune (`zeroloop tune start KEY
+--variants V --budget-cpu-s B`) whose quickstart has the config key's own pipeline paused,
+so the whole tree's CPU goes to the population's variants. Each run stops when its tree
+has used the (one) `--cpu-checkpoints` budget; the tune's best variant is then adopted
+(`zeroloop tune adopt KEY`, as a user would), and both production models play the bot,
+the two matches in two processes at once. Both figures print, then the tune's table of
+what it tried.
+
+    python -m bench.strength --tune --game connect_four --cpu-checkpoints 900 --variants 3 \
+        --bot-simulations 1000 --games 100
 """
 
 from __future__ import annotations
@@ -43,6 +55,8 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -53,9 +67,13 @@ from open_spiel.python.algorithms import mcts as openspiel_mcts
 
 from zeroloop.app import App
 from zeroloop.config import load_settings
+from zeroloop.control.actions import set_paused
+from zeroloop.errors import TuneError
 from zeroloop.pipeline.ratings import ratings
 from zeroloop.pipeline.registry import ModelRegistry
+from zeroloop.store.queries import pipelines as pipeline_queries
 from zeroloop.store.schema import jobs as jobs_table
+from zeroloop.tune import manager as tune_manager
 from zeroloop.workload import exhaustive
 from zeroloop.workload.alphazero import AlphaZeroWorkload
 from zeroloop.workload.elo import elo_estimate
@@ -102,12 +120,14 @@ class TreeCpu:
         return sum(self.seen.values())
 
 
-def quickstart_until(data_dir: Path, game: str, workers: int, cpu_s: float, sample_s: float) -> tuple[float, float]:
+def quickstart_until(
+    data_dir: Path, game: str, workers: int, cpu_s: float, sample_s: float, extra_env: dict[str, str] | None = None
+) -> tuple[float, float]:
     """Run the quickstart (resuming what is in `data_dir`) until its tree has used `cpu_s` CPU seconds.
 
     Returns the CPU seconds the tree used, the drain after Ctrl-C included, and the wall seconds.
     """
-    env = {**os.environ, "ZEROLOOP_DATA_DIR": str(data_dir), "COLUMNS": "120"}
+    env = {**os.environ, "ZEROLOOP_DATA_DIR": str(data_dir), "COLUMNS": "120", **(extra_env or {})}
     log = data_dir.parent / "quickstart.log"
     began = time.monotonic()
     with log.open("ab") as output:
@@ -246,6 +266,84 @@ def _score(elo: float) -> float:
     return 1.0 / (1.0 + 10.0 ** (-elo / 400.0)) if np.isfinite(elo) else float(elo > 0)
 
 
+def start_tune(data_dir: Path, config_key: str, variants: int, budget_cpu_s: float) -> int:
+    """In a fresh store: the config key's pipeline, paused by hand (its CPU goes to the variants), and a tune of it."""
+    os.environ["ZEROLOOP_DATA_DIR"] = str(data_dir)
+    with App(load_settings(), source="bench") as app:
+        with app.store.transaction() as conn:
+            pipeline_queries.ensure_pipeline(conn, config_key, time.time())
+        set_paused(app, config_key, True)
+        return tune_manager.start(app, config_key, variants=variants, budget_cpu_s=budget_cpu_s)
+
+
+def adopt_best(data_dir: Path, config_key: str) -> dict[str, Any]:
+    """`zeroloop tune adopt KEY`: the best variant's model becomes the config key's production model."""
+    os.environ["ZEROLOOP_DATA_DIR"] = str(data_dir)
+    with App(load_settings(), source="bench") as app:
+        return tune_manager.adopt(app, config_key)
+
+
+def tune_table(data_dir: Path, config_key: str) -> str:
+    """What `zeroloop tune show KEY` prints for the tune's data directory."""
+    env = {**os.environ, "ZEROLOOP_DATA_DIR": str(data_dir), "COLUMNS": "200"}
+    shown = subprocess.run(
+        [sys.executable, "-m", "zeroloop", "tune", "show", config_key],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return shown.stdout + shown.stderr
+
+
+def compare_tune(args: argparse.Namespace, config_key: str, root: Path) -> None:
+    """The default quickstart and a tune, equal CPU budgets side by side; both final models against the bot."""
+    budget = max(args.cpu_checkpoints)
+    dirs = {"default": root / "default" / "data", "tune": root / "tune" / "data"}
+    for data_dir in dirs.values():
+        data_dir.mkdir(parents=True, exist_ok=True)
+    tune_id = start_tune(dirs["tune"], config_key, args.variants, budget)
+    print(
+        f"{config_key}: the default quickstart and tune {tune_id} ({args.variants} variants), "
+        f"{budget:.0f} CPU-seconds of each tree, side by side (data in {root})",
+        flush=True,
+    )
+    ports = {"default": "8811", "tune": "8812"}  # two dashboards at once; each falls back to a free port anyway
+    with ThreadPoolExecutor(max_workers=2) as threads:
+        runs = {
+            name: threads.submit(
+                quickstart_until,
+                data_dir,
+                args.game,
+                args.workers,
+                budget,
+                args.sample_s,
+                {"ZEROLOOP_SERVER__PORT": ports[name]},
+            )
+            for name, data_dir in dirs.items()
+        }
+        spent = {name: run.result() for name, run in runs.items()}
+    for name, (cpu_s, wall_s) in spent.items():
+        print(f"{name}: {cpu_s:.0f} CPU s of its tree ({wall_s:.0f} s wall)", flush=True)
+        print(f"  CPU-seconds by job type: {json.dumps(cpu_by_job(dirs[name], cpu_s))}", flush=True)
+    try:
+        print(f"tune: adopted {json.dumps(adopt_best(dirs['tune'], config_key), default=str)}", flush=True)
+    except TuneError as exc:  # a tune with no rated variant has nothing to adopt: say so, and judge what is there
+        print(f"tune: nothing adopted: {exc}", flush=True)
+    with ProcessPoolExecutor(max_workers=2, mp_context=get_context("spawn")) as processes:
+        matches = {
+            name: processes.submit(evaluate, data_dir, config_key, args.bot_simulations, args.games)
+            for name, data_dir in dirs.items()
+        }
+        for name, match in matches.items():
+            print(
+                f"{name} after {spent[name][0]:.0f} CPU s, vs MCTSBot-{args.bot_simulations}: "
+                f"{json.dumps(match.result())}",
+                flush=True,
+            )
+    print(tune_table(dirs["tune"], config_key), flush=True)
+
+
 def main() -> None:
     """Parse arguments, run to each CPU checkpoint, print one line per checkpoint."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -267,8 +365,18 @@ def main() -> None:
         action="store_true",
         help="also play the network's policy alone (no search) against every line of opponent moves (tic-tac-toe)",
     )
+    parser.add_argument(
+        "--tune",
+        action="store_true",
+        help="the default quickstart against a tune of equal CPU budget (the largest --cpu-checkpoints), side by side",
+    )
+    parser.add_argument("--variants", type=int, default=3, help="the tune's population (with --tune)")
     args = parser.parse_args()
     config_key = args.game if args.game.endswith("p") and args.game[-2].isdigit() else f"{args.game}_2p"
+    if args.tune:
+        root = args.data_dir or Path(tempfile.mkdtemp(prefix="zeroloop-strength-tune-"))
+        compare_tune(args, config_key, root)
+        return
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="zeroloop-strength-")) / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
     cpu_s = wall_s = 0.0
