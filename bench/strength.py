@@ -37,11 +37,14 @@ at the same time: the default quickstart, and a tune (`zeroloop tune start KEY
 so the whole tree's CPU goes to the population's variants. Each run stops when its tree
 has used the (one) `--cpu-checkpoints` budget; the tune's best variant is then adopted
 (`zeroloop tune adopt KEY`, as a user would), and both production models play the bot,
-the two matches in two processes at once. Both figures print, then the tune's table of
-what it tried.
+the two matches at once, each in `--match-processes` / 2 processes (game i is the same
+game whichever process plays it). Both figures print, with Wilson's interval on the
+score beside the Elo's, then the tune's table of what it tried. `--judge` with the
+`--data-dir` of an earlier `--tune` plays its two production models again (more games,
+more processes) without running anything.
 
-    python -m bench.strength --tune --game connect_four --cpu-checkpoints 900 --variants 3 \
-        --bot-simulations 1000 --games 100
+    python -m bench.strength --tune --game connect_four --cpu-checkpoints 600 --variants 2 \
+        --bot-simulations 1000 --games 100 --match-processes 8
 """
 
 from __future__ import annotations
@@ -159,10 +162,18 @@ def openspiel_bot(game: Game, simulations: int, seed: int) -> Any:
 
 
 def play_bots(
-    workload: AlphaZeroWorkload, config_key: str, model: Path, bot_simulations: int, games: int, seed: int = 0
+    workload: AlphaZeroWorkload,
+    config_key: str,
+    model: Path,
+    bot_simulations: int,
+    games: int,
+    seed: int = 0,
+    first: int = 0,
 ) -> dict[str, Any]:
     """The model against MCTSBot in every other seat, `games` games in lockstep (the model's searches batched).
 
+    The games are numbers `first` .. `first + games - 1` of a series (game i: the model is player
+    i mod n, its bots seeded by i), so a series split into parts plays the same games.
     Returns pairwise wins, draws and losses overall and by the model's seat.
     """
     game = workload.game(config_key)
@@ -172,8 +183,8 @@ def play_bots(
     search = SearchConfig(params.eval_simulations, params.c_puct)
     choose = search_chooser(BatchedMCTS(game, network_leaves(game, workload.evaluator(net)), search, rng), rng)
     n = game.num_players
-    bots = [openspiel_bot(game, bot_simulations, seed + 2 * g) for g in range(games)]
-    states: dict[int, State] = {g: game.new_state() for g in range(games)}
+    bots = {g: openspiel_bot(game, bot_simulations, seed + 2 * g) for g in range(first, first + games)}
+    states: dict[int, State] = {g: game.new_state() for g in range(first, first + games)}
     by_seat: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0])
     for _ in range(game.max_length + 1):
         if not states:
@@ -188,16 +199,32 @@ def play_bots(
         for g in [g for g, state in states.items() if game.is_terminal(state)]:
             returns = game.returns(states.pop(g))
             mine = returns[g % n]
-            tally = by_seat[g % n]
+            seat_tally = by_seat[g % n]
             for seat, theirs in enumerate(returns):
                 if seat != g % n:
-                    tally[0 if mine > theirs else 1 if mine == theirs else 2] += 1
+                    seat_tally[0 if mine > theirs else 1 if mine == theirs else 2] += 1
+    return tally(dict(by_seat))
+
+
+def tally(by_seat: dict[int, list[int]]) -> dict[str, Any]:
+    """Wins, draws and losses overall and by seat, from [wins, draws, losses] per seat."""
     wins, draws, losses = (sum(t[i] for t in by_seat.values()) for i in range(3))
     seats = {
         seat: {"wins": t[0], "draws": t[1], "losses": t[2], "score": round((t[0] + t[1] / 2) / max(sum(t), 1), 3)}
         for seat, t in sorted(by_seat.items())
     }
     return {"wins": wins, "draws": draws, "losses": losses, "by_seat": seats}
+
+
+def play_part(
+    data_dir: Path, config_key: str, model: Path, bot_simulations: int, first: int, games: int
+) -> tuple[dict[str, Any], float]:
+    """Games `first` .. `first + games - 1` of a series against the bot, in a process of their own; and their CPU-s."""
+    os.environ["ZEROLOOP_DATA_DIR"] = str(data_dir)
+    workload = AlphaZeroWorkload(load_settings().workload.model_copy(update={"torch_threads": 1}))
+    began = time.process_time()
+    result = play_bots(workload, config_key, model, bot_simulations, games, first=first)
+    return result, time.process_time() - began
 
 
 def cpu_by_job(data_dir: Path, total_cpu_s: float) -> dict[str, float]:
@@ -243,23 +270,52 @@ def evaluate(
             game = workload.game(config_key)
             found = exhaustive.check(game, exhaustive.network_policy(game, model_path))
             unbeaten = {"lines": found.lines, "lost": found.lost, "drawn": found.drawn, "first_loss": found.first_loss}
+    return {
+        **figures(production.id, result, str(joint), time.process_time() - began),
+        **({"policy_alone_every_line": unbeaten} if unbeaten else {}),
+    }
+
+
+def figures(model_id: str, result: dict[str, Any], joint: str, match_cpu_s: float) -> dict[str, Any]:
+    """A match's score with its 95% intervals (Elo's, and Wilson's on the score), and the Elo it implies."""
     wins, draws, losses = int(result["wins"]), int(result["draws"]), int(result["losses"])
     estimate = elo_estimate(wins, draws, losses, 0.95)
     return {
-        "model": production.id,
-        "games": games,
+        "model": model_id,
+        "games": wins + draws + losses,
         "wins": wins,
         "draws": draws,
         "losses": losses,
         "score": round(estimate.score, 3),
         "score_95": [round(_score(estimate.low), 3), round(_score(estimate.high), 3)],
+        "score_wilson_95": [round(bound, 3) for bound in wilson(estimate.score, wins + draws + losses)],
         "elo_vs_bot": round(estimate.elo),
         "elo_95": [round(estimate.low), round(estimate.high)],
         "by_seat": result["by_seat"],
-        "joint_rating": str(joint),
-        "match_cpu_s": round(time.process_time() - began, 1),
-        **({"policy_alone_every_line": unbeaten} if unbeaten else {}),
+        "joint_rating": joint,
+        "match_cpu_s": round(match_cpu_s, 1),
     }
+
+
+def wilson(score: float, games: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson's 95% score interval for a share `score` of `games` (a draw counts half a win)."""
+    if games == 0:
+        return (0.0, 1.0)
+    centre = (score + z * z / (2 * games)) / (1 + z * z / games)
+    half = z * np.sqrt(score * (1 - score) / games + z * z / (4 * games * games)) / (1 + z * z / games)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def production_of(data_dir: Path, config_key: str) -> tuple[str, Path, str] | None:
+    """The production model of `config_key` in `data_dir`'s store: its id, its file and its joint rating."""
+    os.environ["ZEROLOOP_DATA_DIR"] = str(data_dir)
+    with App(load_settings(), source="bench") as app:
+        production = ModelRegistry(app.store, app.bus).production(config_key)
+        if production is None:
+            return None
+        with app.store.read() as conn:
+            joint = ratings(conn, [production.id], 0.95)[production.id]
+        return production.id, app.artifacts.fetch(production.artifact_sha256), str(joint)
 
 
 def _score(elo: float) -> float:
@@ -300,6 +356,9 @@ def compare_tune(args: argparse.Namespace, config_key: str, root: Path) -> None:
     """The default quickstart and a tune, equal CPU budgets side by side; both final models against the bot."""
     budget = max(args.cpu_checkpoints)
     dirs = {"default": root / "default" / "data", "tune": root / "tune" / "data"}
+    if args.judge:  # the runs are done (an earlier --tune into the same --data-dir): play their models only
+        judge(args, config_key, dirs, {})
+        return
     for data_dir in dirs.values():
         data_dir.mkdir(parents=True, exist_ok=True)
     tune_id = start_tune(dirs["tune"], config_key, args.variants, budget)
@@ -330,15 +389,39 @@ def compare_tune(args: argparse.Namespace, config_key: str, root: Path) -> None:
         print(f"tune: adopted {json.dumps(adopt_best(dirs['tune'], config_key), default=str)}", flush=True)
     except TuneError as exc:  # a tune with no rated variant has nothing to adopt: say so, and judge what is there
         print(f"tune: nothing adopted: {exc}", flush=True)
-    with ProcessPoolExecutor(max_workers=2, mp_context=get_context("spawn")) as processes:
+    judge(args, config_key, dirs, {name: cpu_s for name, (cpu_s, _wall_s) in spent.items()})
+
+
+def judge(args: argparse.Namespace, config_key: str, dirs: dict[str, Path], spent: dict[str, float]) -> None:
+    """Both production models against the bot at once, each model's games split over processes; the tune's table."""
+    models = {name: production_of(data_dir, config_key) for name, data_dir in dirs.items()}
+    parts = max(1, args.match_processes // 2)
+    bounds = [(args.games * i // parts, args.games * (i + 1) // parts) for i in range(parts)]
+    with ProcessPoolExecutor(max_workers=2 * parts, mp_context=get_context("spawn")) as processes:
         matches = {
-            name: processes.submit(evaluate, data_dir, config_key, args.bot_simulations, args.games)
-            for name, data_dir in dirs.items()
+            name: [
+                processes.submit(play_part, dirs[name], config_key, model[1], args.bot_simulations, low, high - low)
+                for low, high in bounds
+            ]
+            for name, model in models.items()
+            if model is not None
         }
-        for name, match in matches.items():
+        for name, model in models.items():
+            if model is None:
+                print(f"{name}: no production model", flush=True)
+                continue
+            by_seat: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0])
+            match_cpu_s = 0.0
+            for part in matches[name]:
+                result, used = part.result()
+                match_cpu_s += used
+                for seat, counts in result["by_seat"].items():
+                    for i, what in enumerate(("wins", "draws", "losses")):
+                        by_seat[seat][i] += counts[what]
+            after = f"after {spent[name]:.0f} CPU s" if name in spent else "(judged afresh)"
             print(
-                f"{name} after {spent[name][0]:.0f} CPU s, vs MCTSBot-{args.bot_simulations}: "
-                f"{json.dumps(match.result())}",
+                f"{name} {after}, vs MCTSBot-{args.bot_simulations}: "
+                f"{json.dumps(figures(model[0], tally(dict(by_seat)), model[2], match_cpu_s))}",
                 flush=True,
             )
     print(tune_table(dirs["tune"], config_key), flush=True)
@@ -371,8 +454,21 @@ def main() -> None:
         help="the default quickstart against a tune of equal CPU budget (the largest --cpu-checkpoints), side by side",
     )
     parser.add_argument("--variants", type=int, default=3, help="the tune's population (with --tune)")
+    parser.add_argument(
+        "--judge",
+        action="store_true",
+        help="with --tune and the --data-dir of an earlier --tune: play its two production models only",
+    )
+    parser.add_argument(
+        "--match-processes",
+        type=int,
+        default=2,
+        help="processes that play the two models' games at once (with --tune; each model's games split evenly)",
+    )
     args = parser.parse_args()
     config_key = args.game if args.game.endswith("p") and args.game[-2].isdigit() else f"{args.game}_2p"
+    if args.judge and not (args.tune and args.data_dir):
+        parser.error("--judge needs --tune and the --data-dir of an earlier --tune run")
     if args.tune:
         root = args.data_dir or Path(tempfile.mkdtemp(prefix="zeroloop-strength-tune-"))
         compare_tune(args, config_key, root)
