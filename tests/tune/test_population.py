@@ -293,9 +293,14 @@ def test_adopting_makes_the_best_variants_model_the_config_keys_production_setti
     assert record["variant"] == trials[1]["variant"] and record["settings"] == trials[1]["settings"]
     production = _production(tuned, CONFIG)
     assert production["id"] == record["model_id"] and production["parent_id"] == trials[1]["start_model_id"]
+    # Adopted between rounds: round 0's number, and the key's next training is round 1's model.
+    assert production["id"].startswith(f"{CONFIG}-0000-") and _pipeline(tuned, CONFIG)["iteration"] == 1
     assert member_settings(tuned.artifacts.fetch(production["artifact_sha256"])) == trials[1]["settings"]
     assert _tune(tuned, tune_id)["adopted_at"] == clock()
     (adopted,) = _decisions(tuned, "adopted")
     assert adopted["model_id"] == production["id"] and adopted["elo"] == record["elo"]
+    with tuned.store.transaction() as conn:  # a round in flight keeps its number: its events must still fit
+        pipeline_queries.update_pipeline(conn, CONFIG, clock(), stage=Stage.TRAINING.value)
     chosen = manager.adopt(tuned, CONFIG, variant=trials[0]["variant"])  # by hand: another variant
     assert chosen["variant"] == trials[0]["variant"] and _production(tuned, CONFIG)["id"] == chosen["model_id"]
+    assert _pipeline(tuned, CONFIG)["iteration"] == 1
