@@ -75,6 +75,7 @@ def _specs() -> tuple[tuple[DaemonSpec[WorkerParts], ...], tuple[DaemonSpec[AppP
     from zeroloop.alerts import activity
     from zeroloop.alerts import checks as alert_checks
     from zeroloop.cluster import agent, health, leases
+    from zeroloop.control import readings
     from zeroloop.daemons import adapters
     from zeroloop.fleet import autoscaler, idle
     from zeroloop.ops import daemons as ops
@@ -198,6 +199,15 @@ def _specs() -> tuple[tuple[DaemonSpec[WorkerParts], ...], tuple[DaemonSpec[AppP
             "alert_checks",
             alert_checks.alert_checks_daemon,
             "raises the alerts no single event carries: no promotion for hours, dead letters piling up",
+            coordinator,
+            depends_on=("leader_election",),
+            leader_only=True,
+            layer=Layer.APPLICATION,
+        ),
+        DaemonSpec(
+            "readings",
+            readings.readings_daemon,
+            "reads queue depth and waits, nodes by state, cost and each pipeline's totals for the dashboard's charts",
             coordinator,
             depends_on=("leader_election",),
             leader_only=True,

@@ -1166,6 +1166,23 @@ class MaintenanceSettings(_Section):
     )
 
 
+class DashboardSettings(_Section):
+    """The history the dashboard charts: the readings the leader takes of queue, nodes, cost and pipeline totals."""
+
+    readings_interval_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="the leader reads queue depth and waits, nodes by state, cost and each pipeline's totals this "
+        "often, for the dashboard's charts over time (seconds)",
+    )
+    readings_full_days: float = Field(
+        default=14.0,
+        gt=0,
+        description="readings younger than this are all kept; older ones are thinned to one an hour, so a "
+        "long run's curves stay (days)",
+    )
+
+
 class BackupSettings(_Section):
     """Backups of the store and the artifact manifest (`zeroloop backup`, and the backup daemon on the leader)."""
 
@@ -1225,6 +1242,7 @@ class Settings(BaseSettings):
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     maintenance: MaintenanceSettings = Field(default_factory=MaintenanceSettings)
     backup: BackupSettings = Field(default_factory=BackupSettings)
+    dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
     evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
     tune: TuneSettings = Field(default_factory=TuneSettings)
 

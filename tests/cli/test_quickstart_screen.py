@@ -8,6 +8,7 @@ the pane's whole scrollback is read once the command has finished.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -55,5 +56,8 @@ def test_the_quickstart_draws_one_panel_and_keeps_its_log_lines(tmp_path: Path) 
     assert title < stopping and "rounds completed" in screen
     # The log lines of the run stay on screen, above the panel (the store is created first thing).
     assert any("INFO" in line for line in lines[:title]), screen
+    # Each log line carries one level prefix (the first lines once read `INFO INFO:zeroloop...`).
+    doubled = re.compile(r"\b(DEBUG|INFO|WARNING|ERROR)[ :]+(DEBUG|INFO|WARNING|ERROR)\b")
+    assert not [line for line in lines if doubled.search(line)], screen
     logs = tmp_path / "data" / "logs"
     assert not [p for p in logs.iterdir() if "leaked" in p.read_text()], "a worker was cut short"

@@ -9,7 +9,7 @@ from rich.console import Console
 
 from zeroloop.app import App
 from zeroloop.artifacts.transfer import ArtifactKind
-from zeroloop.cli.quickstart import render, snapshot
+from zeroloop.cli.quickstart import render, snapshot, steps_note
 from zeroloop.events.bus import Event
 from zeroloop.pipeline.progress import ProgressRecorder
 from zeroloop.pipeline.ratings import Rating, baseline_ratings, match_difference, ratings, signed
@@ -104,3 +104,36 @@ def test_the_panel_shows_the_final_training_step_and_one_rating(app: App, tmp_pa
     console.print(render(snapshot(app, KEY), KEY, 60.0, 10.0, (2, 0)))
     rating = _rated(app, model)[model]
     assert f"{model}, Elo {rating} (random play = 0, 95% interval)" in console.export_text()
+
+
+def test_the_panel_says_how_far_the_first_training_is_and_where_a_runs_steps_come_from(app: App) -> None:
+    """For minutes the panel showed a growing sample count and "0 trained" with no hint; a run stopped at 300
+    steps while `zeroloop config` said train_steps = 1000, without a word."""
+    with app.store.transaction() as conn:
+        pipeline_queries.ensure_pipeline(conn, KEY, 1.0)
+        pipeline_queries.update_pipeline(conn, KEY, 2.0, samples_total=1166, samples_since_training=1166)
+    needed = app.settings.pipeline.train_after_samples
+    console = Console(record=True, width=160)
+    console.print(render(snapshot(app, KEY), KEY, 60.0, 10.0, (2, 0)))
+    share = f"{100 * 1166 / needed:.0f}%"
+    assert f"1166 (1166 of the {needed} the first training needs, {share})" in console.export_text()
+
+    ProgressRecorder(app.store).handle(
+        _event(
+            1, "TRAINING_PROGRESS", {"job_id": 7, "step": 120, "total_steps": 300, "loss": 1.5, "samples_per_s": 9.0}
+        )
+    )
+    console = Console(record=True, width=160)
+    console.print(render(snapshot(app, KEY), KEY, 60.0, 10.0, (2, 0)))
+    text = console.export_text()
+    preset = app.settings.workload.overrides[KEY]["train_steps"]
+    assert "step 120 of 300" in text
+    assert f"{preset:g} steps a run: {KEY}'s preset in workload.overrides" in text
+    assert preset != app.settings.workload.train_steps  # the case the note is for
+
+
+def test_the_steps_note_stays_away_when_a_run_takes_the_configured_steps(app: App) -> None:
+    app.settings.workload.train_steps = app.settings.workload.overrides[KEY]["train_steps"]
+    assert steps_note(app.settings, KEY) is None
+    app.settings.workload.overrides = {}
+    assert steps_note(app.settings, KEY) is None

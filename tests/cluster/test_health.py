@@ -14,11 +14,13 @@ from zeroloop.cluster.health import (
     components,
     health_level,
     health_score,
+    issues,
     should_pause_pipeline,
 )
-from zeroloop.cluster.nodes import NodeInfo, Nodes
+from zeroloop.cluster.nodes import NodeInfo, Nodes, NodeStatus
 from zeroloop.config import HealthSettings
 from zeroloop.errors import ConfigError
+from zeroloop.store.queries import nodes as node_queries
 
 
 def test_a_quiet_system_is_fully_healthy() -> None:
@@ -96,3 +98,35 @@ def test_the_monitor_reads_nodes_breakers_and_events(app: App) -> None:
     assert report.level is HealthLevel.CRITICAL
     assert monitor.should_pause_pipeline()
     assert any("unavailable" in issue for issue in report.issues)
+
+
+def test_nodes_on_their_way_read_as_starting_not_as_a_failure() -> None:
+    """The first minutes: work is queued and the launched workers have not registered yet."""
+    starting = HealthInputs(jobs_waiting=5, nodes_total=2, nodes_available=0, nodes_starting=2)
+    assert not starting.stranded and health_score(starting) == 1.0
+    assert any("2 starting" in issue for issue in issues(starting))
+    assert not any("unavailable" in issue for issue in issues(starting))
+    one_up = HealthInputs(jobs_waiting=5, nodes_total=3, nodes_available=1, nodes_starting=2)
+    assert health_score(one_up) == 1.0
+    gone = HealthInputs(jobs_waiting=5, nodes_total=2, nodes_available=0, nodes_starting=0)  # they never came
+    assert gone.stranded and health_score(gone) <= 0.5
+
+
+def test_the_monitor_says_starting_while_launched_nodes_register(app: App) -> None:
+    clock = FakeClock()
+    app.leases.acquire("leader")  # a coordinator runs
+    app.queue.enqueue("selfplay", "tic_tac_toe_2p")
+    with app.store.transaction() as conn:
+        for node_id in ("q1", "q2"):
+            node_queries.upsert_node(
+                conn,
+                {"id": node_id, "host": "", "provider": "local", "pool": "quickstart", "profile": "training_node",
+                 "labels": [], "cpu_count": 1, "memory_bytes": 1, "disk_bytes": 0, "gpus": [], "slots": 1,
+                 "status": NodeStatus.REQUESTED.value, "utilisation": {}, "registered_at": clock(),
+                 "heartbeat_at": clock(), "status_changed_at": clock(), "launched_at": clock()},
+            )  # fmt: skip
+    monitor = HealthMonitor(app.store, app.settings.health, daemon_fresh_s=30, clock=app.clock)
+    report = monitor.assess()
+    assert report.inputs.nodes_starting == 2 and report.level is HealthLevel.STARTING, report
+    app.nodes.register(NodeInfo("q1", "h", "local", 1, 1, 1))
+    assert monitor.assess().level is HealthLevel.HEALTHY

@@ -17,9 +17,11 @@ import httpx
 import pytest
 
 from tests.reliability.test_kill_workers import TINY, kill_workers_of
+from tests.server.conftest import running_server
 from tests.server.observed import KEY, populate
 from zeroloop.app import App
-from zeroloop.server.background import loopback_socket, serving
+from zeroloop.control.tokens import Role, Tokens
+from zeroloop.server.background import PORT_FILE, loopback_socket, serving
 
 ADDRESS = re.compile(r"dashboard (http://127\.0\.0\.1:\d+)/dashboard")
 
@@ -85,3 +87,34 @@ def test_the_quickstart_prints_the_address_of_its_dashboard(tmp_path: Path) -> N
         reader.join(timeout=10)
         if child.stdout is not None:
             child.stdout.close()
+
+
+def test_serving_keeps_the_port_it_took_for_the_next_run_over_the_same_data(app: App) -> None:
+    """A restart whose configured port is still taken comes back on the port the last run took."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    try:
+        app.settings.server.port = taken.getsockname()[1]
+        with serving(app) as first:
+            pass
+        assert (app.settings.data_dir / PORT_FILE).read_text().strip() == first.rsplit(":", 1)[1]
+        with serving(app) as second:
+            assert httpx.get(f"{second}/healthz", timeout=30).status_code == 200
+        assert second == first
+    finally:
+        taken.close()
+
+
+def test_the_quickstarts_own_pages_stay_open_after_the_first_token(app: App) -> None:
+    """Creating a token (for a remote viewer, a worker) closes `zeroloop serve`'s loopback door, not the
+    quickstart's: its dashboard, JSON API and /metrics keep answering this machine without a token."""
+    populate(app)
+    with serving(app) as own, running_server(app, loopback=True) as served:
+        for url in (own, served):
+            assert httpx.get(f"{url}/dashboard", timeout=30).status_code == 200
+        Tokens(app.store).create(Role.VIEWER)
+        for path in ("/dashboard", "/api/pipelines", "/metrics"):
+            assert httpx.get(f"{own}{path}", timeout=30).status_code == 200, path
+            assert httpx.get(f"{served}{path}", timeout=30).status_code == 401, path
+        assert httpx.get(f"{own}/api/pipelines", headers={"Authorization": "Bearer zl_bad_x"}, timeout=30).is_error

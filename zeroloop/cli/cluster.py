@@ -30,15 +30,16 @@ nodes_app = typer.Typer(
 daemons_app = typer.Typer(
     help="Show the supervised daemons.", no_args_is_help=True, epilog=examples("zeroloop daemons ls")
 )
-HEALTHY_LEVELS = ("healthy", "degraded")
+HEALTHY_LEVELS = ("starting", "healthy", "degraded")
 
 
 def _ago(moment: float | None, now: float) -> str:
     return "-" if moment is None else f"{max(0.0, now - moment):.0f}s ago"
 
 
-def nodes_table(app: App) -> Table:
-    """The nodes with status, resources and last heartbeat (`views.nodes`, as the dashboard shows them)."""
+def nodes_table(app: App, *, ended: bool = False) -> Table:
+    """The nodes with status, resources and last heartbeat (`views.nodes`, as the dashboard shows them);
+    those that ended (terminated, failed) only with `ended`."""
     from zeroloop.control import views
 
     now = app.clock()
@@ -58,7 +59,7 @@ def nodes_table(app: App) -> Table:
         Column("models held", drop=10),
     )
     rows = []
-    for row in views.nodes(app):
+    for row in views.nodes(app, ended=ended):
         load = row["utilisation"]
         gpu = load.get("gpu_pct")
         shown = f"cpu {load.get('cpu_pct', 0):.0f}%" + (f" gpu {gpu:.0f}%" if gpu is not None else "")
@@ -103,8 +104,9 @@ def fleet_table(app: App) -> Table:
     return table
 
 
-def daemons_table(app: App) -> Table:
-    """Every daemon of every node with state, restarts, last error and reason (`views.daemons`)."""
+def daemons_table(app: App, *, ended: bool = False) -> Table:
+    """The daemons of the nodes with state, restarts, last error and reason (`views.daemons`); those of
+    nodes that ended only with `ended`."""
     from zeroloop.control import views
 
     now = app.clock()
@@ -112,7 +114,7 @@ def daemons_table(app: App) -> Table:
     for column in ("node", "daemon", "state", "health", "restarts", "last error / reason", "updated"):
         table.add_column(column)
     colour = {"running": "green", "standby": "cyan", "backoff": "yellow", "held": "yellow", "failed": "red"}
-    for row in views.daemons(app):
+    for row in views.daemons(app, ended=ended):
         style = colour.get(row["state"], "white")
         table.add_row(
             escape(row["node"]),
@@ -186,11 +188,14 @@ def status_command(
             return
 
 
-@nodes_app.command("ls", epilog=examples("zeroloop nodes ls"))
-def nodes_ls() -> None:
-    """List every node."""
+ENDED_HELP = "Also list what ended (terminated or failed nodes, and their daemons)."
+
+
+@nodes_app.command("ls", epilog=examples("zeroloop nodes ls", "zeroloop nodes ls --all"))
+def nodes_ls(ended: bool = typer.Option(False, "--all", "-a", help=ENDED_HELP)) -> None:
+    """List the nodes (those that ended only with --all)."""
     with open_app() as app:
-        console.print(nodes_table(app))
+        console.print(nodes_table(app, ended=ended))
 
 
 @nodes_app.command("drain", epilog=examples("zeroloop nodes drain gpu-1a2b3c4d"))
@@ -274,15 +279,17 @@ def nodes_undrain(node_id: str = typer.Argument(..., help="The node to make acti
     console.print(f"node {escape(node_id)} is active")
 
 
-@daemons_app.command("ls", epilog=examples("zeroloop daemons ls"))
-def daemons_ls() -> None:
-    """List every daemon of every node, with state, restarts and last error."""
+@daemons_app.command("ls", epilog=examples("zeroloop daemons ls", "zeroloop daemons ls --all"))
+def daemons_ls(ended: bool = typer.Option(False, "--all", "-a", help=ENDED_HELP)) -> None:
+    """List the daemons of the nodes, with state, restarts and last error (of ended nodes only with --all)."""
     with open_app() as app:
-        console.print(daemons_table(app))
+        console.print(daemons_table(app, ended=ended))
 
 
 def health_command(
-    check: bool = typer.Option(False, "--check", help="Print one line; exit 0 if healthy or degraded, else 1."),
+    check: bool = typer.Option(
+        False, "--check", help="Print one line; exit 0 if starting, healthy or degraded, else 1."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the full assessment as JSON."),
 ) -> None:
     """Show the system health score, its components and issues (`--check` for probes)."""

@@ -29,13 +29,16 @@ def list_models(
     config_key: str | None = typer.Argument(None, help="Only models of this config key, e.g. connect_four_2p."),
     limit: int = typer.Option(50, min=1, help="Show at most this many models, newest first."),
 ) -> None:
-    """List models, newest first, with stage, rating (Elo, random play = 0) and parent."""
+    """List models, newest first, with stage, rating (Elo, random play = 0), parent; why production may rate lower."""
+    from zeroloop.control.standing import standing
     from zeroloop.pipeline.ratings import RELATIVE_TO, ratings
 
     with open_app() as zl:
         models = zl.models.list_models(config_key, limit=limit)
         with zl.store.read() as conn:
             rated = ratings(conn, [model.id for model in models], zl.settings.workload.elo_confidence)
+            keys = sorted({model.config_key for model in models if model.stage == "production"})
+            standings = [found for key in keys if (found := standing(conn, key, zl.settings)) and found["rated_above"]]
     confidence = zl.settings.workload.elo_confidence
     columns = (
         Column("model", key=True),
@@ -58,11 +61,21 @@ def list_models(
         for model in models
     ]
     console.print(fitted(columns, rows, width=console.width) if models else "no models yet")
+    for found in standings:
+        best = found["rated_above"][0]
+        console.print(
+            f"[dim]{escape(found['config_key'])}: production {escape(found['model_id'])} rates below "
+            f"{escape(best['model_id'])} ({best['stage']}) by {best['difference']:.0f}, "
+            f"{'within' if best['intervals_overlap'] else 'beyond'} their intervals: production is the newest model "
+            "that passed the promotion gate, not the highest rated "
+            f"(`zeroloop models show {escape(found['model_id'])}` says why)[/dim]"
+        )
 
 
 @app.command("show", epilog=examples("zeroloop models show tic_tac_toe_2p-0003"))
 def show(model_id: str = typer.Argument(..., help="The model id, as `zeroloop models ls` prints it.")) -> None:
-    """Show one model: lineage, artifact, metadata and every match it played."""
+    """Show one model: lineage, artifact, metadata, every match it played and, for production, why it is."""
+    from zeroloop.control.standing import standing
     from zeroloop.pipeline.ratings import match_difference, ratings, signed
 
     with open_app() as zl:
@@ -70,6 +83,7 @@ def show(model_id: str = typer.Argument(..., help="The model id, as `zeroloop mo
         matches = zl.models.matches(model_id)
         with zl.store.read() as conn:
             rating = ratings(conn, [model_id], zl.settings.workload.elo_confidence)[model_id]
+            found = standing(conn, model.config_key, zl.settings) if model.stage == "production" else None
     console.print(f"[bold]{model.id}[/bold]: {model.stage}, {rating.describe()}")
     if rating.rated:
         console.print(f"  fitted jointly from {rating.games:.0f} games against {rating.opponents} opponents")
@@ -98,6 +112,10 @@ def show(model_id: str = typer.Argument(..., help="The model id, as `zeroloop mo
                 f"{signed(diff)} ± {half:.0f}",
             )
         console.print(table)
+    if found is not None:
+        console.print("[bold]why it is production[/bold]")
+        for line in found["lines"]:
+            console.print(f"  - {escape(line)}")
 
 
 @app.command("promote", epilog=examples("zeroloop models promote tic_tac_toe_2p-0003"))

@@ -37,10 +37,14 @@ def start(
 
 
 def training_summary(training: dict[str, Any]) -> str:
-    """The last training run: the step reached (the final one once done) and its loss."""
+    """The last training run: the step reached (the final one once done) of the run's steps, and its loss."""
     loss = training.get("loss")
     step = training.get("step", 0)
-    head = f"last run done after {step} steps" if training.get("finished") else f"step {step}"
+    total = training.get("total_steps")
+    if training.get("finished"):
+        head = f"last run done after {step} steps"
+    else:
+        head = f"step {step}" + (f" of {total}" if total else "")
     return head + (f", loss {loss:.3f}" if loss is not None else "")
 
 

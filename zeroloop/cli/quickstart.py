@@ -62,6 +62,9 @@ class Snapshot:
     models: int
     queue: dict[str, dict[str, int]]
     ratings: dict[str, Rating] = field(default_factory=dict)
+    standing: dict[str, Any] | None = None  # why production is production (zeroloop.control.standing)
+    train_after_samples: int = 0  # new samples that start the next training (pipeline.train_after_samples)
+    steps_note: str | None = None  # where a training run's number of steps comes from
 
     def rating(self, model_id: str) -> Rating:
         """The rating of the production model or of the last evaluated one ("not rated" if unknown)."""
@@ -72,6 +75,7 @@ class Snapshot:
 
 def snapshot(app: App, config_key: str) -> Snapshot:
     """Read the pipeline row, the production model, the ratings on show and queue counts."""
+    from zeroloop.control.standing import standing
     from zeroloop.pipeline.ratings import ratings
     from zeroloop.store.queries import models as model_queries
     from zeroloop.store.queries import pipelines as queries
@@ -85,13 +89,31 @@ def snapshot(app: App, config_key: str) -> Snapshot:
         if production:
             shown.add(production["id"])
         rated = ratings(conn, sorted(shown), app.settings.workload.elo_confidence)
+        why = standing(conn, config_key, app.settings)
     return Snapshot(
-        dict(row) if row else {}, dict(production) if production else None, models, app.queue.stats(), rated
+        dict(row) if row else {},
+        dict(production) if production else None,
+        models,
+        app.queue.stats(),
+        rated,
+        why,
+        app.settings.pipeline.train_after_samples,
+        steps_note(app.settings, config_key),
     )
+
+
+def steps_note(settings: Settings, config_key: str) -> str | None:
+    """Why a training run of `config_key` takes the steps it does, when that is not `workload.train_steps`."""
+    preset = settings.workload.overrides.get(config_key, {}).get("train_steps")
+    if preset is None or preset == settings.workload.train_steps:
+        return None
+    return f"{preset:g} steps a run: {config_key}'s preset in workload.overrides (`zeroloop config`)"
 
 
 def render(snap: Snapshot, config_key: str, elapsed_s: float, minutes: float, workers: tuple[int, int]) -> Panel:
     """The live progress panel."""
+    from zeroloop.control.standing import panel_line
+
     state = snap.pipeline
     progress = state.get("progress") or {}
     training = progress.get("training") or {}
@@ -102,14 +124,18 @@ def render(snap: Snapshot, config_key: str, elapsed_s: float, minutes: float, wo
     table.add_row("workers", f"{workers[0]} running ({workers[1]} restarts)")
     table.add_row("stage", f"{state.get('stage', '-')} (round {state.get('iteration', 0)})")
     table.add_row("games", str(progress.get("games_total", 0)))
-    table.add_row(
-        "samples", f"{state.get('samples_total', 0)} ({state.get('samples_since_training', 0)} since training)"
-    )
+    table.add_row("samples", samples_line(state, snap.train_after_samples))
     if training:
         table.add_row("training", training_line(training))
+        if snap.steps_note:
+            table.add_row("", f"[dim]{snap.steps_note}[/dim]")
     table.add_row("models", f"{snap.models} trained, {progress.get('promotions', 0)} promoted")
     if snap.production:
-        table.add_row("production", f"{snap.production['id']}, {snap.rating(snap.production['id']).describe()}")
+        rating = snap.rating(snap.production["id"])
+        games = f", fitted from {rating.games:.0f} games" if rating.rated else ""
+        table.add_row("production", f"{snap.production['id']}, {rating.describe()}{games}")
+        if why := panel_line(snap.standing):
+            table.add_row("why production", why)
     results = {name: result for name in _OPPONENTS if (result := progress.get(f"last_vs_{name}"))}
     production_id = snap.production["id"] if snap.production else None
     for model_id in sorted({result["model_id"] for result in results.values()} - {production_id}):
@@ -320,6 +346,15 @@ async def run_quickstart(app: App, config_key: str, minutes: float, workers: int
             loop.remove_signal_handler(sig)
 
 
+def samples_line(state: dict[str, Any], needed: int) -> str:
+    """Samples in all and, while selfplay gathers them, how far along the next training's share is."""
+    total, since = state.get("samples_total", 0), state.get("samples_since_training", 0)
+    if state.get("stage", "selfplay") == "selfplay" and needed and since < needed:
+        first = "the first training" if not state.get("iteration") else "the next training"
+        return f"{total} ({since} of the {needed} {first} needs, {100 * since / needed:.0f}%)"
+    return f"{total} ({since} since training)"
+
+
 def training_line(training: dict[str, Any]) -> str:
     """Training progress: the step reached (the final one once done), the loss and, while running, the speed."""
     from zeroloop.cli.pipeline import training_summary
@@ -330,7 +365,13 @@ def training_line(training: dict[str, Any]) -> str:
 
 
 def summary(snap: Snapshot, config_key: str, elapsed_s: float) -> Table:
-    """What was achieved, for the end of the run."""
+    """What was achieved, for the end of the run.
+
+    The rating is the joint fit as it stands after the drain (matches that finished while
+    draining refit it), so it may differ from the panel's last one: the table says what it rests on.
+    """
+    from zeroloop.control.standing import panel_line, rating_note
+
     state = snap.pipeline
     progress = state.get("progress") or {}
     table = Table("", "", title=f"{config_key}: after {elapsed_s / 60:.1f} minutes", show_header=False)
@@ -341,6 +382,10 @@ def summary(snap: Snapshot, config_key: str, elapsed_s: float) -> Table:
     table.add_row("production model", snap.production["id"] if snap.production else "none yet")
     if snap.production:
         table.add_row("its rating", snap.rating(snap.production["id"]).describe())
+        if note := rating_note(snap.standing):
+            table.add_row("rating rests on", note)
+        if why := panel_line(snap.standing):
+            table.add_row("why production", why)
     for opponent in ("random", "mcts"):
         result = progress.get(f"last_vs_{opponent}")
         if result:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Literal, get_args
 
@@ -9,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from zeroloop.cli.common import console, open_app
+from zeroloop.cli.common import console, err_console, open_app
 from zeroloop.cli.helptext import examples
 
 # The values of zeroloop.control.tokens.Role, written here so that the CLI's help needs no store
@@ -39,16 +40,42 @@ def create(
     node: str | None = typer.Option(None, "--node", "-n", help="The node a worker token acts as (required then)."),
     expires: str | None = typer.Option(None, "--expires", "-e", help="Lifetime such as 12h, 30d, 2w; default never."),
     note: str | None = typer.Option(None, "--note", help="A free-form note shown by `tokens ls`."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Create the first token without asking (see below)."),
 ) -> None:
-    """Create a token and print it once: it is stored only as a hash and cannot be shown again."""
+    """Create a token and print it once: it is stored only as a hash and cannot be shown again.
+
+    The first token closes the open door of loopback: from then on `zeroloop serve` (its worker
+    API, dashboard, JSON API and /metrics) refuses requests without a token, from this machine
+    too. A running quickstart's own dashboard stays open on this machine. At a terminal the
+    first token is created only after you confirm (or with --yes).
+    """
     from zeroloop.control.tokens import Role, Tokens, parse_duration
 
     expires_s = parse_duration(expires) if expires is not None else None
     with open_app() as zl:
-        secret, row = Tokens(zl.store).create(Role(role), node=node, expires_s=expires_s, note=note)
+        tokens = Tokens(zl.store)
+        if not tokens.any_usable():
+            err_console.print(FIRST_TOKEN)
+            if not yes and sys.stdin.isatty():
+                typer.confirm("create it?", abort=True, err=True)
+        secret, row = tokens.create(Role(role), node=node, expires_s=expires_s, note=note)
     console.print(f"token {row['id']} ({row['role']}{', node ' + escape(node) if node else ''}) created")
-    console.print("give it to the worker as ZEROLOOP_SERVER__TOKEN; it is not shown again:")
+    console.print(f"{USE[row['role']].format(node=escape(node or ''))}; it is not shown again:")
     print(secret)  # plain stdout, no markup or wrapping, so it can be piped
+
+
+FIRST_TOKEN = (
+    "this is the first token: once it exists, `zeroloop serve` (worker API, dashboard, JSON API, /metrics) "
+    "refuses requests without a token, from this machine too; a running quickstart's own dashboard stays open "
+    "on this machine"
+)
+USE = {  # what a token of each role is for, said when it is created
+    "worker": "give it to the worker of node {node} as ZEROLOOP_SERVER__TOKEN",
+    "viewer": "sign in with it at the dashboard's /login, or send it as `Authorization: Bearer` "
+    "(Prometheus: the scrape's bearer token for /metrics)",
+    "admin": "sign in with it at the dashboard's /login to act there, or send it as `Authorization: Bearer` "
+    "to the JSON API",
+}
 
 
 @app.command("ls", epilog=examples("zeroloop tokens ls"))

@@ -2,7 +2,7 @@
 
 The score is a weighted mean of four components in [0, 1] (see docs/health.md):
 
-    availability A = available nodes / registered live nodes        (1 with no nodes)
+    availability A = available nodes / live nodes not starting      (1 with none)
     circuits     C = 1 - (open + half_open / 2) / breakers           (1 with no breakers)
     errors       E = completed / (completed + failed + dead jobs)    (1 with no jobs in the window)
     recovery     R = min(1, circuits closed / circuits opened)        (1 with none opened in the window)
@@ -10,12 +10,16 @@ The score is a weighted mean of four components in [0, 1] (see docs/health.md):
 
 A node is available when it is active and its last heartbeat is younger than the
 node-lost timeout (a node nobody marked lost, because no leader runs, still counts as
-gone). The score is capped at 0.5 (UNHEALTHY) while any of these holds, because then the
-loop is not running whatever the components say: a critical daemon is FAILED; no process
-holds the leader lease; work is queued and no node is available to run it; every daemon
-record has gone stale (no zeroloop process has reported recently).
+gone); a node launched and not registered yet is starting, neither up nor down, and
+ended nodes (terminated, failed) do not count. The score is capped at 0.5 (UNHEALTHY)
+while any of these holds, because then the loop is not running whatever the components
+say: a critical daemon is FAILED; no process holds the leader lease; work is queued and
+no node is available to run it or starting; every daemon record has gone stale (no
+zeroloop process has reported recently).
 
-Levels: HEALTHY >= 0.8 > DEGRADED >= 0.6 > UNHEALTHY >= 0.4 > CRITICAL. The pause rule
+Levels: HEALTHY >= 0.8 > DEGRADED >= 0.6 > UNHEALTHY >= 0.4 > CRITICAL, and STARTING in
+place of HEALTHY while no node is up yet and some are starting (the first minutes of a
+quickstart or a fleet: nothing failed). The pause rule
 has hysteresis: pause when the score falls below `pause_below_score`, resume only when
 it rises above `resume_above_score`. Everything here is a pure function of
 `HealthInputs` except `HealthMonitor`, which gathers the inputs from the store.
@@ -31,7 +35,7 @@ from typing import Any
 
 from zeroloop.cluster.breakers import BreakerState, CircuitBreakers
 from zeroloop.cluster.leases import LEADER
-from zeroloop.cluster.nodes import NodeStatus
+from zeroloop.cluster.nodes import STARTING, NodeStatus
 from zeroloop.config import ClusterSettings, HealthSettings
 from zeroloop.daemons.daemon import Clock, DaemonContext, DaemonState, LoopDaemon
 from zeroloop.ports import AppParts
@@ -47,11 +51,14 @@ CRITICAL_DAEMON_CAP = 0.5  # also the cap for no leader, no node for queued work
 # The daemon manager rewrites every record each health interval while its process lives; only
 # a stopped or failed daemon's record may rest unchanged.
 _REPORTING = frozenset(DaemonState) - {DaemonState.STOPPED, DaemonState.FAILED}
+_ENDED = frozenset({NodeStatus.TERMINATED.value, NodeStatus.FAILED.value})  # gone: neither up nor down
+_STARTING = frozenset(status.value for status in STARTING)
 
 
 class HealthLevel(StrEnum):
     """How healthy the system is, from its score."""
 
+    STARTING = "starting"  # nothing wrong; no node is up yet and some are starting (launched, not registered)
     HEALTHY = "healthy"
     DEGRADED = "degraded"
     UNHEALTHY = "unhealthy"
@@ -64,6 +71,7 @@ class HealthInputs:
 
     nodes_total: int = 0
     nodes_available: int = 0
+    nodes_starting: int = 0  # launched and not registered yet, within their launch timeout: not unavailable
     breakers_total: int = 0
     breakers_open: int = 0
     breakers_half_open: int = 0
@@ -79,8 +87,8 @@ class HealthInputs:
 
     @property
     def stranded(self) -> bool:
-        """Work is queued and no node is available to run it."""
-        return self.jobs_waiting > 0 and self.nodes_available == 0
+        """Work is queued, no node is available to run it and none is starting."""
+        return self.jobs_waiting > 0 and self.nodes_available == 0 and self.nodes_starting == 0
 
     @property
     def all_daemons_stale(self) -> bool:
@@ -90,7 +98,8 @@ class HealthInputs:
 
 def components(inputs: HealthInputs) -> dict[str, float]:
     """The four components in [0, 1]."""
-    availability = inputs.nodes_available / inputs.nodes_total if inputs.nodes_total else 1.0
+    judged = inputs.nodes_total - inputs.nodes_starting  # a node still starting is neither up nor down
+    availability = inputs.nodes_available / judged if judged > 0 else 1.0
     circuits = (
         1.0 - (inputs.breakers_open + 0.5 * inputs.breakers_half_open) / inputs.breakers_total
         if inputs.breakers_total
@@ -132,8 +141,11 @@ def should_pause_pipeline(score: float, paused: bool, settings: HealthSettings) 
 def issues(inputs: HealthInputs) -> list[str]:
     """Human-readable reasons the score is below 1."""
     found = []
-    if inputs.nodes_total and inputs.nodes_available < inputs.nodes_total:
-        found.append(f"nodes: {inputs.nodes_total - inputs.nodes_available} of {inputs.nodes_total} unavailable")
+    judged = inputs.nodes_total - inputs.nodes_starting
+    if judged > 0 and inputs.nodes_available < judged:
+        found.append(f"nodes: {judged - inputs.nodes_available} of {judged} unavailable")
+    if inputs.nodes_starting:
+        found.append(f"nodes: {inputs.nodes_starting} starting (launched, not registered yet)")
     if inputs.breakers_open:
         found.append(f"circuits: {inputs.breakers_open} open")
     if inputs.breakers_half_open:
@@ -211,7 +223,7 @@ class HealthMonitor:
                 now - self.settings.error_window_s,
             )
             daemons = daemon_queries.list_daemons(conn)
-        live = [n for n in nodes if n["status"] != NodeStatus.TERMINATED.value]
+        live = [n for n in nodes if n["status"] not in _ENDED]
         heard_after = now - self.node_lost_after_s
         fresh_after = now - self.daemon_fresh_s
         reporting = [d for d in daemons if d["state"] in _REPORTING]
@@ -220,6 +232,7 @@ class HealthMonitor:
             nodes_available=sum(
                 1 for n in live if n["status"] == NodeStatus.ACTIVE.value and (n["heartbeat_at"] or 0) >= heard_after
             ),
+            nodes_starting=sum(1 for n in live if n["status"] in _STARTING),
             breakers_total=len(breakers),
             breakers_open=sum(1 for b in breakers if b["state"] == BreakerState.OPEN.value),
             breakers_half_open=sum(1 for b in breakers if b["state"] == BreakerState.HALF_OPEN.value),
@@ -244,7 +257,10 @@ class HealthMonitor:
         """Score the system now (or `inputs`) without changing the pause state."""
         inputs = inputs or self.inputs()
         score = health_score(inputs)
-        return HealthReport(score, health_level(score), components(inputs), issues(inputs), self.paused, inputs)
+        level = health_level(score)
+        if level is HealthLevel.HEALTHY and inputs.nodes_starting and not inputs.nodes_available:
+            level = HealthLevel.STARTING  # the first minutes: workers are on their way, nothing failed
+        return HealthReport(score, level, components(inputs), issues(inputs), self.paused, inputs)
 
     def should_pause_pipeline(self, inputs: HealthInputs | None = None) -> bool:
         """Apply the pause rule to a fresh assessment, remember the outcome, and return it."""

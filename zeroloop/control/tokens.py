@@ -245,10 +245,11 @@ class Tokens:
 
     # --- checking -------------------------------------------------------------------------------
 
-    def principal(self, presented: str | None, *, loopback: bool) -> Principal:
+    def principal(self, presented: str | None, *, loopback: bool, trust_machine: bool = False) -> Principal:
         """Who a request presenting `presented` (or nothing) speaks for: LOCAL on a `loopback` server while no
-        token is usable at all (asked of the store each time), else the checked token (AuthError)."""
-        if not presented and loopback and not self.any_usable():
+        token is usable at all (asked of the store each time), or whatever tokens exist on a loopback server
+        that `trust_machine` (the quickstart's own); else the checked token (AuthError)."""
+        if not presented and loopback and (trust_machine or not self.any_usable()):
             return LOCAL
         return self.check(presented)
 

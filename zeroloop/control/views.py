@@ -3,7 +3,9 @@
 Each function reads the store through the named query catalogue and returns plain data
 (dicts, lists, numbers, strings) that serialises to JSON as it is, so the HTML pages, the
 `/api/...` endpoints and the Prometheus collector show the same numbers. Nothing here
-writes; the admin actions live in `zeroloop.control.actions`.
+writes; the admin actions live in `zeroloop.control.actions`. The charts' time series are
+read by `zeroloop.control.series`, and why a production model is production by
+`zeroloop.control.standing`, in the same way.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from zeroloop.store.queries import job_stats as job_stat_queries
 from zeroloop.store.queries import models as model_queries
 from zeroloop.store.queries import nodes as node_queries
 from zeroloop.store.queries import pipelines as pipeline_queries
+from zeroloop.store.queries import series as series_queries
 
 SELFPLAY_RATE_WINDOW_S = 600.0
 """The window over which selfplay games per second are averaged (seconds)."""
@@ -98,6 +101,12 @@ def decisions(app: AppParts, config_key: str | None, limit: int) -> list[dict[st
     return rows[:limit]
 
 
+def fleet_decisions(app: AppParts, limit: int = 20) -> list[dict[str, Any]]:
+    """The newest `limit` autoscaler decisions of every pool (config key `fleet:POOL`), newest first, with evidence."""
+    with app.store.read() as conn:
+        return [dict(row) for row in series_queries.decisions_like(conn, "fleet:", limit=limit)]
+
+
 def elo_history(app: AppParts, config_key: str) -> list[dict[str, Any]]:
     """Each Elo point of a config key's models, oldest first, with the model's current interval half-width."""
     with app.store.read() as conn:
@@ -125,6 +134,15 @@ def pipeline(app: AppParts, config_key: str, *, decision_limit: int = 20) -> dic
         "elo_history": elo_history(app, config_key),
         "decisions": decisions(app, config_key, decision_limit),
     }
+
+
+def newest_tune(app: AppParts, config_key: str) -> dict[str, Any] | None:
+    """The newest tune of a config key, as the pipeline's page links it: id, status, variants (None: never tuned)."""
+    from zeroloop.store.queries import tunes as tune_queries
+
+    with app.store.read() as conn:
+        found = tune_queries.list_tunes(conn, config_key=config_key)
+    return {name: found[0][name] for name in ("id", "status", "variants")} if found else None
 
 
 def population(app: AppParts, config_key: str) -> dict[str, Any]:
@@ -224,11 +242,18 @@ def queue(app: AppParts, dead_limit: int = 50) -> dict[str, Any]:
     }
 
 
-def nodes(app: AppParts) -> list[dict[str, Any]]:
-    """Every node with status, provider, pool, resources, the utilisation of its last heartbeat (%), cost, and
+ENDED_NODES = frozenset({"terminated", "failed"})  # gone for good: out of the default views and the metrics
+
+
+def nodes(app: AppParts, *, ended: bool = False) -> list[dict[str, Any]]:
+    """The nodes with status, provider, pool, resources, the utilisation of its last heartbeat (%), cost, and
     the delivery ledger: `holds`, config key -> the production model (id) its cache holds, as its
-    `model_distribution` daemon last reported."""
+    `model_distribution` daemon last reported.
+
+    Nodes that ended (terminated, failed) only with `ended`; utilisation only of nodes that heartbeat
+    now (a lost or ended node's last reading is history, not load)."""
     now = app.clock()
+    live = {status.value for status in LIVE_NODES}
     with app.store.read() as conn:
         ledger = {
             row["node"]: dict(((row["health"] or {}).get("details") or {}).get("holds") or {})
@@ -238,6 +263,8 @@ def nodes(app: AppParts) -> list[dict[str, Any]]:
         named = model_queries.ids_of_artifacts(conn, [sha for held in ledger.values() for sha in held.values()])
     found = []
     for row in app.nodes.list_nodes():
+        if row["status"] in ENDED_NODES and not ended:
+            continue
         found.append(
             {
                 "id": row["id"],
@@ -248,7 +275,7 @@ def nodes(app: AppParts) -> list[dict[str, Any]]:
                 "cpu_count": row["cpu_count"],
                 "memory_bytes": row["memory_bytes"],
                 "gpus": len(row["gpus"] or []),
-                "utilisation": row["utilisation"] or {},
+                "utilisation": (row["utilisation"] or {}) if row["status"] in live else {},
                 "heartbeat_at": row["heartbeat_at"],
                 "cost_per_hour": row["cost_per_hour"],
                 "billed": row["billing_since"] is not None,
@@ -259,10 +286,14 @@ def nodes(app: AppParts) -> list[dict[str, Any]]:
     return found
 
 
-def daemons(app: AppParts) -> list[dict[str, Any]]:
-    """Every daemon of every node: state, health, restarts, last error, last update (epoch seconds)."""
+def daemons(app: AppParts, *, ended: bool = False) -> list[dict[str, Any]]:
+    """The daemons of the nodes: state, health, restarts, last error, last update (epoch seconds).
+
+    Daemons of nodes that ended (terminated, failed) only with `ended`: a restarted quickstart's old
+    node leaves its rows behind, and they are history, not state."""
     with app.store.read() as conn:
         rows = daemon_queries.list_daemons(conn)
+        gone = set() if ended else {row["id"] for row in node_queries.list_nodes(conn, tuple(ENDED_NODES))}
     return [
         {
             "node": row["node"],
@@ -274,6 +305,7 @@ def daemons(app: AppParts) -> list[dict[str, Any]]:
             "updated_at": row["updated_at"],
         }
         for row in rows
+        if row["node"] not in gone
     ]
 
 

@@ -166,12 +166,16 @@ class TrainingStarted(ConfigPayload):
     Quiet("routine: progress of a running job"),
 )
 class TrainingProgress(ConfigPayload):
-    """Training reports its loss and speed (samples_per_s: samples/second)."""
+    """Training reports its loss, the loss's policy and value parts when it knows them, and speed (samples/second);
+    total_steps: the steps this run takes in all, when known."""
 
     job_id: int
     step: int = Field(ge=0)
+    total_steps: int | None = Field(default=None, ge=1)
     loss: float
     samples_per_s: float = Field(ge=0)
+    policy_loss: float | None = None
+    value_loss: float | None = None
 
 
 @_declare(

@@ -253,7 +253,7 @@ def _serve(conn: Connection, parent: int) -> None:
     workload = make_workload(settings)
 
     def report(progress: Any) -> None:
-        send(("progress", {"step": progress.step, "loss": progress.loss, "samples_per_s": progress.samples_per_s}))
+        send(("progress", progress_report(progress)))
 
     while True:
         try:
@@ -269,6 +269,18 @@ def _serve(conn: Connection, parent: int) -> None:
             send(("done", evidence))
         finally:
             watcher.running.clear()
+
+
+def progress_report(progress: Any) -> dict[str, Any]:
+    """A training progress report as it crosses the pipe: step, loss and its policy and value parts, samples/s."""
+    return {
+        "step": progress.step,
+        "total_steps": progress.total_steps,
+        "loss": progress.loss,
+        "policy_loss": progress.policy_loss,
+        "value_loss": progress.value_loss,
+        "samples_per_s": progress.samples_per_s,
+    }
 
 
 def _picklable(exc: BaseException) -> BaseException:

@@ -263,7 +263,10 @@ def _training_started(started: Started[TrainJob]) -> dict[str, Any]:
 
 def _training_progress(progress: Progress) -> dict[str, Any]:
     report = progress.report
-    return {"step": report["step"], "loss": report["loss"], "samples_per_s": report["samples_per_s"]}
+    parts = {
+        name: report[name] for name in ("total_steps", "policy_loss", "value_loss") if report.get(name) is not None
+    }
+    return {"step": report["step"], "loss": report["loss"], "samples_per_s": report["samples_per_s"], **parts}
 
 
 def _trained(done: Finished[TrainJob]) -> dict[str, Any]:

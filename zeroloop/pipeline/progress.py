@@ -53,6 +53,7 @@ class ProgressRecorder:
         return {
             "job_id": payload["job_id"],
             "step": int(steps) if steps is not None else training.get("step", 0),
+            "total_steps": training.get("total_steps"),
             "loss": payload["loss"],
             "samples_per_s": training.get("samples_per_s"),
             "finished": True,
@@ -72,6 +73,7 @@ class ProgressRecorder:
                 "training": {
                     "job_id": payload["job_id"],
                     "step": payload["step"],
+                    "total_steps": payload.get("total_steps"),
                     "loss": payload["loss"],
                     "samples_per_s": payload["samples_per_s"],
                     "at": event.created_at,

@@ -4,8 +4,11 @@ A token is presented as `Authorization: Bearer <token>` (scripts, the JSON API) 
 `zeroloop_token` cookie that `/login` sets (browsers). Viewing needs a viewer or admin
 token; admin actions need an admin token; a worker token does neither. A server bound to
 loopback whose store holds no usable token at all trusts this machine, as the worker API
-does: every request then acts as a local admin. Actions sent from another web site's page
-are refused whatever the token (`same_site`).
+does: every request then acts as a local admin. The quickstart's own server (loopback only,
+`trust_machine`) trusts this machine whatever tokens exist, so creating the first token
+for a remote dashboard or a worker does not lock a running quickstart out of its own
+pages. Actions sent from another web site's page are refused whatever the token
+(`same_site`).
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ def presented_token(request: Request) -> str | None:
 def principal(request: Request) -> Principal:
     """Who the request speaks for (AuthError when it carries no usable token and local trust does not apply)."""
     tokens: Tokens = request.app.state.tokens
-    return tokens.principal(presented_token(request), loopback=request.app.state.loopback)
+    state = request.app.state
+    return tokens.principal(presented_token(request), loopback=state.loopback, trust_machine=state.trust_machine)
 
 
 def viewer(request: Request) -> Principal:

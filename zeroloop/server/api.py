@@ -139,15 +139,17 @@ class Front:
 _WORKER_PREFIX = f"{wire.API}/"
 
 
-def create_api(app: App, *, loopback: bool = True) -> ASGIApp:
+def create_api(app: App, *, loopback: bool = True, trust_machine: bool = False) -> ASGIApp:
     """The server over `app`. `loopback`: it listens on loopback only (requests may then go without a
-    token while the store holds none)."""
+    token while the store holds none). `trust_machine` (the quickstart's own server, loopback only):
+    the dashboard, JSON API and /metrics take tokenless requests whatever tokens exist."""
     server = app.settings.server
     tokens = Tokens(app.store, clock=app.clock, cache_s=server.token_cache_s, negative_cache_s=server.negative_cache_s)
     api = FastAPI(title="zeroloop", docs_url=None, redoc_url=None, openapi_url=None)
     api.state.zl = app
     api.state.tokens = tokens
     api.state.loopback = loopback
+    api.state.trust_machine = loopback and trust_machine
     gate = Gate(tokens, server, loopback=loopback)
 
     @api.exception_handler(ZeroloopError)

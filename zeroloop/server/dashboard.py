@@ -1,9 +1,13 @@
 """The web dashboard of `zeroloop serve`: HTML pages rendered on the server, and their admin forms.
 
 Pages (viewer token off loopback): the overview (health and why, pipelines, jobs, nodes,
-recent alerts), one pipeline (Elo over time as an SVG chart with its interval, training,
-decisions with evidence), the model registry with lineage, the queue with dead jobs and
-dead letters, nodes and daemons, and the recent events filtered by type and config key.
+recent alerts), one pipeline (why its production model is production; its models' joint
+ratings over time, against selfplay samples and against compute; training loss per step;
+selfplay games per second and samples per round; per-round learning diagnostics; decisions
+as readable evidence), the model registry with lineage, the queue (depth and waits by job
+type over time, dead jobs, dead letters), nodes and daemons (nodes by state and cost over
+time), the recent events filtered by type and config key, and any one chart alone
+(`/dashboard/charts/NAME`). Every chart is inline SVG drawn here (zeroloop.server.charts).
 Forms post to `/dashboard/actions/...` (admin token) and redirect back with a message.
 Browsers log in once at `/login`, which keeps the token in an HttpOnly, SameSite=Strict
 cookie; the strict cookie is what keeps another site from posting these forms.
@@ -11,25 +15,25 @@ cookie; the strict cookie is what keeps another site from posting these forms.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
 import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import jinja2
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from zeroloop.app import App
-from zeroloop.control import actions, views
+from zeroloop.control import actions, series, standing, views
 from zeroloop.control.tokens import Principal, Role
 from zeroloop.errors import AuthError, Forbidden, ZeroloopError
 from zeroloop.events.catalogue import EVENT_TYPES
-from zeroloop.server import access, charts, population_chart
+from zeroloop.server import access, panels, population_chart
+from zeroloop.server.evidence import readable
 
 _TEMPLATES = jinja2.Environment(
     loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
@@ -75,7 +79,8 @@ def _ago(epoch: float | None) -> str:
 
 _TEMPLATES.filters["when"] = _when
 _TEMPLATES.filters["ago"] = _ago
-_TEMPLATES.filters["tojson_pretty"] = lambda value: json.dumps(value, indent=1, sort_keys=True, default=str)
+_TEMPLATES.filters["readable"] = lambda value, kind="", outcome="": readable(kind, outcome, value or {})
+Hours = Annotated[float, Query(gt=0, le=series.MAX_HOURS, description="how far back charts over time look (hours)")]
 
 
 def _zl(request: Request) -> App:
@@ -178,14 +183,47 @@ def _refused(request: Request, exc: ZeroloopError, status: int) -> HTMLResponse:
 
 
 @router.get("/dashboard/pipelines/{config_key}", response_class=HTMLResponse)
-def pipeline_page(request: Request, config_key: str) -> HTMLResponse:
-    """One pipeline: stage, training, Elo over time (a chart), decisions with their evidence."""
+def pipeline_page(request: Request, config_key: str, hours: Hours = series.DEFAULT_HOURS) -> HTMLResponse:
+    """One pipeline: why production is production, its charts, training, decisions as readable evidence."""
+    zl = _zl(request)
     try:
-        data = views.pipeline(_zl(request), config_key)
+        data = views.pipeline(zl, config_key)
+        found = series.pipeline_series(zl, config_key, hours)
     except ZeroloopError as exc:
         return _refused(request, exc, 404)
-    chart = charts.elo_chart(data["elo_history"], title=f"{config_key}: Elo ({data['elo_relative_to']})")
-    return _page(request, "pipeline.html", config_key, refresh_s=REFRESH_S, data=data, chart=chart)
+    confidence = zl.settings.workload.elo_confidence
+    decided = [
+        {**d, "readable": readable(d["kind"], d["outcome"], d["evidence"], confidence)} for d in data["decisions"]
+    ]
+    return _page(
+        request, "pipeline.html", config_key, refresh_s=REFRESH_S, data=data, decisions=decided,
+        standing=standing.read(zl, config_key), charts=panels.pipeline(found, config_key), hours=hours,
+        tune=views.newest_tune(zl, config_key),
+        constant=found["diagnostics"]["constant"],
+    )  # fmt: skip
+
+
+@router.get("/dashboard/charts/{name}", response_class=HTMLResponse)
+def chart_page(
+    request: Request, name: str, config: str | None = None, hours: Hours = series.DEFAULT_HOURS
+) -> HTMLResponse:
+    """One chart alone (`config` names the pipeline of a pipeline's chart), for a link or a screenshot."""
+    zl = _zl(request)
+    try:
+        if name in panels.QUEUE:
+            drawn = panels.queue(series.queue_series(zl, hours))
+        elif name in panels.NODES:
+            drawn = panels.nodes(series.node_series(zl, hours))
+        elif config:
+            sections = panels.pipeline(series.pipeline_series(zl, config, hours), config)
+            drawn = {chart: svg for section in sections.values() for chart, svg in section.items()}
+        else:
+            raise ZeroloopError(f"chart {name!r} belongs to a pipeline: add ?config=CONFIG_KEY")
+        if name not in drawn:
+            raise ZeroloopError(f"no chart {name!r} here; the charts: {', '.join(sorted(drawn))}")
+    except ZeroloopError as exc:
+        return _refused(request, exc, 404)
+    return _page(request, "chart.html", name, refresh_s=REFRESH_S, chart=drawn[name], name=name, config=config)
 
 
 @router.get("/dashboard/tunes/{config_key}", response_class=HTMLResponse)
@@ -201,25 +239,36 @@ def tune_page(request: Request, config_key: str) -> HTMLResponse:
 
 @router.get("/dashboard/models", response_class=HTMLResponse)
 def models_page(request: Request, config: str | None = None) -> HTMLResponse:
-    """The model registry, newest first, with each model's lineage back to its first ancestor."""
-    found = views.models(_zl(request), config or None)
+    """The model registry, newest first, with each model's lineage, and why each production model is production."""
+    zl = _zl(request)
+    found = views.models(zl, config or None)
     chains = {model["id"]: views.lineage(found, model["id"]) for model in found}
-    return _page(request, "models.html", "models", models=found, lineage=chains, config=config)
+    keys = sorted({model["config_key"] for model in found if model["stage"] == "production"})
+    standings = [found_standing for key in keys if (found_standing := standing.read(zl, key)) is not None]
+    return _page(request, "models.html", "models", models=found, lineage=chains, config=config, standings=standings)
 
 
 @router.get("/dashboard/queue", response_class=HTMLResponse)
-def queue_page(request: Request) -> HTMLResponse:
-    """Jobs by type and status with backpressure, dead jobs and dead letters."""
-    return _page(request, "queue.html", "queue", data=views.queue(_zl(request)))
+def queue_page(request: Request, hours: Hours = series.DEFAULT_HOURS) -> HTMLResponse:
+    """Jobs by type and status with backpressure, depth and waits over time, dead jobs and dead letters."""
+    zl = _zl(request)
+    drawn = panels.queue(series.queue_series(zl, hours))
+    return _page(request, "queue.html", "queue", refresh_s=REFRESH_S, data=views.queue(zl), charts=drawn, hours=hours)
 
 
 @router.get("/dashboard/nodes", response_class=HTMLResponse)
-def nodes_page(request: Request) -> HTMLResponse:
-    """Nodes (state, utilisation, provider, cost) and daemons (state, restarts, last error)."""
+def nodes_page(request: Request, hours: Hours = series.DEFAULT_HOURS) -> HTMLResponse:
+    """Nodes (state, utilisation, provider, cost), nodes by state and cost over time, daemons, autoscaler decisions."""
     zl = _zl(request)
+    confidence = zl.settings.workload.elo_confidence
+    scaling = [
+        {**d, "readable": readable(d["kind"], d["outcome"], d["evidence"], confidence)}
+        for d in views.fleet_decisions(zl, limit=20)
+    ]
     return _page(
         request, "nodes.html", "nodes", nodes=views.nodes(zl), daemons=views.daemons(zl),
-        cost_per_hour=views.fleet_cost_per_hour(zl),
+        cost_per_hour=views.fleet_cost_per_hour(zl), charts=panels.nodes(series.node_series(zl, hours)),
+        scaling=scaling, hours=hours,
     )  # fmt: skip
 
 

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Body, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from zeroloop.app import App
-from zeroloop.control import actions, views
+from zeroloop.control import actions, series, standing, views
 from zeroloop.remote import wire
 from zeroloop.server import access
 
@@ -89,15 +89,15 @@ def queue(request: Request, _who: access.Viewer) -> dict[str, Any]:
 
 
 @router.get("/nodes")
-def nodes(request: Request, _who: access.Viewer) -> list[dict[str, Any]]:
-    """Every node with status, utilisation, provider and cost."""
-    return views.nodes(_zl(request))
+def nodes(request: Request, _who: access.Viewer, all: bool = False) -> list[dict[str, Any]]:
+    """The nodes with status, utilisation, provider and cost (`?all=true`: also those that ended)."""
+    return views.nodes(_zl(request), ended=all)
 
 
 @router.get("/daemons")
-def daemons(request: Request, _who: access.Viewer) -> list[dict[str, Any]]:
-    """Every daemon with state, restarts and last error."""
-    return views.daemons(_zl(request))
+def daemons(request: Request, _who: access.Viewer, all: bool = False) -> list[dict[str, Any]]:
+    """The daemons with state, restarts and last error (`?all=true`: also those of nodes that ended)."""
+    return views.daemons(_zl(request), ended=all)
 
 
 @router.get("/health")
@@ -178,3 +178,35 @@ def quarantine(
 def unquarantine(request: Request, who: access.Admin, node_id: NodeId) -> dict[str, str]:
     """Let a quarantined node's results into training windows again."""
     return {"message": actions.lift_quarantine(_zl(request), node_id, actor=f"token:{who.token_id}")}
+
+
+# --- the charts' series ---------------------------------------------------------------------
+
+Hours = Annotated[float, Query(gt=0, le=series.MAX_HOURS, description="how far back series over time go (hours)")]
+
+
+@router.get("/pipelines/{config_key}/series")
+def pipeline_series(
+    request: Request, _who: access.Viewer, config_key: str, hours: Hours = series.DEFAULT_HOURS
+) -> dict[str, Any]:
+    """Every series a pipeline's charts draw: strength, training runs, selfplay, rounds and their diagnostics."""
+    return series.pipeline_series(_zl(request), config_key, hours)
+
+
+@router.get("/pipelines/{config_key}/standing")
+def pipeline_standing(request: Request, _who: access.Viewer, config_key: str) -> dict[str, Any] | None:
+    """Why the pipeline's production model is production, in numbers and in sentences (null: none yet)."""
+    views.pipeline(_zl(request), config_key)  # an unknown config key is refused like the pipeline's own page
+    return standing.read(_zl(request), config_key)
+
+
+@router.get("/series/queue")
+def queue_series(request: Request, _who: access.Viewer, hours: Hours = series.DEFAULT_HOURS) -> dict[str, Any]:
+    """Jobs queued and running, mean wait of finished jobs and the oldest due job's wait, by job type over time."""
+    return series.queue_series(_zl(request), hours)
+
+
+@router.get("/series/nodes")
+def node_series(request: Request, _who: access.Viewer, hours: Hours = series.DEFAULT_HOURS) -> dict[str, Any]:
+    """Nodes by state, cost per hour and cost so far over time."""
+    return series.node_series(_zl(request), hours)

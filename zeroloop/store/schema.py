@@ -143,6 +143,10 @@ jobs = Table(
 _QUEUED, _RUNNING = sa.text("status = 'queued'"), sa.text("status = 'running'")
 Index("ix_jobs_claim", jobs.c.type, jobs.c.priority.desc(), jobs.c.id, sqlite_where=_QUEUED, postgresql_where=_QUEUED)
 Index("ix_jobs_lease_expiry", jobs.c.lease_expires_at, sqlite_where=_RUNNING, postgresql_where=_RUNNING)
+# Finished jobs by when they finished: the readings count each minute's (zeroloop.control.readings)
+# without scanning the table; a job enters it once, when it finishes.
+_FINISHED = sa.text("finished_at IS NOT NULL")
+Index("ix_jobs_finished_at", jobs.c.finished_at, sqlite_where=_FINISHED, postgresql_where=_FINISHED)
 
 job_dependencies = Table(
     "job_dependencies",
@@ -434,4 +438,16 @@ tune_trials = Table(
     Column("updated_at", Float, nullable=False),
     Index(None, "tune_id", "status"),
     Index(None, "variant"),
+)
+
+# What the leader read of the cluster at a moment, for the dashboard's charts over time: queue
+# depth and waits by job type, nodes by state, cost, and each pipeline's running totals
+# (zeroloop.control.readings writes them; see there for the figures and their retention).
+readings = Table(
+    "readings",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("at", Float, nullable=False),
+    Column("figures", Json, nullable=False),
+    Index(None, "at"),
 )
