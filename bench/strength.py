@@ -30,6 +30,21 @@ pairwise (the model against each bot seat: win when its return is higher, a draw
 equal), so its fair share is one half. With `--exhaustive` each checkpoint also walks
 every line of opponent moves against the network's policy alone (no search;
 zeroloop.workload.exhaustive) and prints how many it loses.
+
+With `--tune`, two runs of equal budget go side by side, each in a fresh data directory,
+at the same time: the default quickstart, and a tune (`zeroloop tune start KEY
+--variants V --budget-cpu-s B`) whose quickstart has the config key's own pipeline paused,
+so the whole tree's CPU goes to the population's variants. Each run stops when its tree
+has used the (one) `--cpu-checkpoints` budget; the tune's best variant is then adopted
+(`zeroloop tune adopt KEY`, as a user would), and both production models play the bot,
+the two matches at once, each in `--match-processes` / 2 processes (game i is the same
+game whichever process plays it). Both figures print, with Wilson's interval on the
+score beside the Elo's, then the tune's table of what it tried. `--judge` with the
+`--data-dir` of an earlier `--tune` plays its two production models again (more games,
+more processes) without running anything.
+
+    python -m bench.strength --tune --game connect_four --cpu-checkpoints 600 --variants 2 \
+        --bot-simulations 1000 --games 100 --match-processes 8
 """
 
 from __future__ import annotations
@@ -43,6 +58,8 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -53,9 +70,13 @@ from open_spiel.python.algorithms import mcts as openspiel_mcts
 
 from zeroloop.app import App
 from zeroloop.config import load_settings
+from zeroloop.control.actions import set_paused
+from zeroloop.errors import TuneError
 from zeroloop.pipeline.ratings import ratings
 from zeroloop.pipeline.registry import ModelRegistry
+from zeroloop.store.queries import pipelines as pipeline_queries
 from zeroloop.store.schema import jobs as jobs_table
+from zeroloop.tune import manager as tune_manager
 from zeroloop.workload import exhaustive
 from zeroloop.workload.alphazero import AlphaZeroWorkload
 from zeroloop.workload.elo import elo_estimate
@@ -102,12 +123,14 @@ class TreeCpu:
         return sum(self.seen.values())
 
 
-def quickstart_until(data_dir: Path, game: str, workers: int, cpu_s: float, sample_s: float) -> tuple[float, float]:
+def quickstart_until(
+    data_dir: Path, game: str, workers: int, cpu_s: float, sample_s: float, extra_env: dict[str, str] | None = None
+) -> tuple[float, float]:
     """Run the quickstart (resuming what is in `data_dir`) until its tree has used `cpu_s` CPU seconds.
 
     Returns the CPU seconds the tree used, the drain after Ctrl-C included, and the wall seconds.
     """
-    env = {**os.environ, "ZEROLOOP_DATA_DIR": str(data_dir), "COLUMNS": "120"}
+    env = {**os.environ, "ZEROLOOP_DATA_DIR": str(data_dir), "COLUMNS": "120", **(extra_env or {})}
     log = data_dir.parent / "quickstart.log"
     began = time.monotonic()
     with log.open("ab") as output:
@@ -139,10 +162,18 @@ def openspiel_bot(game: Game, simulations: int, seed: int) -> Any:
 
 
 def play_bots(
-    workload: AlphaZeroWorkload, config_key: str, model: Path, bot_simulations: int, games: int, seed: int = 0
+    workload: AlphaZeroWorkload,
+    config_key: str,
+    model: Path,
+    bot_simulations: int,
+    games: int,
+    seed: int = 0,
+    first: int = 0,
 ) -> dict[str, Any]:
     """The model against MCTSBot in every other seat, `games` games in lockstep (the model's searches batched).
 
+    The games are numbers `first` .. `first + games - 1` of a series (game i: the model is player
+    i mod n, its bots seeded by i), so a series split into parts plays the same games.
     Returns pairwise wins, draws and losses overall and by the model's seat.
     """
     game = workload.game(config_key)
@@ -152,8 +183,8 @@ def play_bots(
     search = SearchConfig(params.eval_simulations, params.c_puct)
     choose = search_chooser(BatchedMCTS(game, network_leaves(game, workload.evaluator(net)), search, rng), rng)
     n = game.num_players
-    bots = [openspiel_bot(game, bot_simulations, seed + 2 * g) for g in range(games)]
-    states: dict[int, State] = {g: game.new_state() for g in range(games)}
+    bots = {g: openspiel_bot(game, bot_simulations, seed + 2 * g) for g in range(first, first + games)}
+    states: dict[int, State] = {g: game.new_state() for g in range(first, first + games)}
     by_seat: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0])
     for _ in range(game.max_length + 1):
         if not states:
@@ -168,16 +199,32 @@ def play_bots(
         for g in [g for g, state in states.items() if game.is_terminal(state)]:
             returns = game.returns(states.pop(g))
             mine = returns[g % n]
-            tally = by_seat[g % n]
+            seat_tally = by_seat[g % n]
             for seat, theirs in enumerate(returns):
                 if seat != g % n:
-                    tally[0 if mine > theirs else 1 if mine == theirs else 2] += 1
+                    seat_tally[0 if mine > theirs else 1 if mine == theirs else 2] += 1
+    return tally(dict(by_seat))
+
+
+def tally(by_seat: dict[int, list[int]]) -> dict[str, Any]:
+    """Wins, draws and losses overall and by seat, from [wins, draws, losses] per seat."""
     wins, draws, losses = (sum(t[i] for t in by_seat.values()) for i in range(3))
     seats = {
         seat: {"wins": t[0], "draws": t[1], "losses": t[2], "score": round((t[0] + t[1] / 2) / max(sum(t), 1), 3)}
         for seat, t in sorted(by_seat.items())
     }
     return {"wins": wins, "draws": draws, "losses": losses, "by_seat": seats}
+
+
+def play_part(
+    data_dir: Path, config_key: str, model: Path, bot_simulations: int, first: int, games: int
+) -> tuple[dict[str, Any], float]:
+    """Games `first` .. `first + games - 1` of a series against the bot, in a process of their own; and their CPU-s."""
+    os.environ["ZEROLOOP_DATA_DIR"] = str(data_dir)
+    workload = AlphaZeroWorkload(load_settings().workload.model_copy(update={"torch_threads": 1}))
+    began = time.process_time()
+    result = play_bots(workload, config_key, model, bot_simulations, games, first=first)
+    return result, time.process_time() - began
 
 
 def cpu_by_job(data_dir: Path, total_cpu_s: float) -> dict[str, float]:
@@ -223,27 +270,161 @@ def evaluate(
             game = workload.game(config_key)
             found = exhaustive.check(game, exhaustive.network_policy(game, model_path))
             unbeaten = {"lines": found.lines, "lost": found.lost, "drawn": found.drawn, "first_loss": found.first_loss}
+    return {
+        **figures(production.id, result, str(joint), time.process_time() - began),
+        **({"policy_alone_every_line": unbeaten} if unbeaten else {}),
+    }
+
+
+def figures(model_id: str, result: dict[str, Any], joint: str, match_cpu_s: float) -> dict[str, Any]:
+    """A match's score with its 95% intervals (Elo's, and Wilson's on the score), and the Elo it implies."""
     wins, draws, losses = int(result["wins"]), int(result["draws"]), int(result["losses"])
     estimate = elo_estimate(wins, draws, losses, 0.95)
     return {
-        "model": production.id,
-        "games": games,
+        "model": model_id,
+        "games": wins + draws + losses,
         "wins": wins,
         "draws": draws,
         "losses": losses,
         "score": round(estimate.score, 3),
         "score_95": [round(_score(estimate.low), 3), round(_score(estimate.high), 3)],
+        "score_wilson_95": [round(bound, 3) for bound in wilson(estimate.score, wins + draws + losses)],
         "elo_vs_bot": round(estimate.elo),
         "elo_95": [round(estimate.low), round(estimate.high)],
         "by_seat": result["by_seat"],
-        "joint_rating": str(joint),
-        "match_cpu_s": round(time.process_time() - began, 1),
-        **({"policy_alone_every_line": unbeaten} if unbeaten else {}),
+        "joint_rating": joint,
+        "match_cpu_s": round(match_cpu_s, 1),
     }
+
+
+def wilson(score: float, games: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson's 95% score interval for a share `score` of `games` (a draw counts half a win)."""
+    if games == 0:
+        return (0.0, 1.0)
+    centre = (score + z * z / (2 * games)) / (1 + z * z / games)
+    half = z * np.sqrt(score * (1 - score) / games + z * z / (4 * games * games)) / (1 + z * z / games)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def production_of(data_dir: Path, config_key: str) -> tuple[str, Path, str] | None:
+    """The production model of `config_key` in `data_dir`'s store: its id, its file and its joint rating."""
+    os.environ["ZEROLOOP_DATA_DIR"] = str(data_dir)
+    with App(load_settings(), source="bench") as app:
+        production = ModelRegistry(app.store, app.bus).production(config_key)
+        if production is None:
+            return None
+        with app.store.read() as conn:
+            joint = ratings(conn, [production.id], 0.95)[production.id]
+        return production.id, app.artifacts.fetch(production.artifact_sha256), str(joint)
 
 
 def _score(elo: float) -> float:
     return 1.0 / (1.0 + 10.0 ** (-elo / 400.0)) if np.isfinite(elo) else float(elo > 0)
+
+
+def start_tune(data_dir: Path, config_key: str, variants: int, budget_cpu_s: float) -> int:
+    """In a fresh store: the config key's pipeline, paused by hand (its CPU goes to the variants), and a tune of it."""
+    os.environ["ZEROLOOP_DATA_DIR"] = str(data_dir)
+    with App(load_settings(), source="bench") as app:
+        with app.store.transaction() as conn:
+            pipeline_queries.ensure_pipeline(conn, config_key, time.time())
+        set_paused(app, config_key, True)
+        return tune_manager.start(app, config_key, variants=variants, budget_cpu_s=budget_cpu_s)
+
+
+def adopt_best(data_dir: Path, config_key: str) -> dict[str, Any]:
+    """`zeroloop tune adopt KEY`: the best variant's model becomes the config key's production model."""
+    os.environ["ZEROLOOP_DATA_DIR"] = str(data_dir)
+    with App(load_settings(), source="bench") as app:
+        return tune_manager.adopt(app, config_key)
+
+
+def tune_table(data_dir: Path, config_key: str) -> str:
+    """What `zeroloop tune show KEY` prints for the tune's data directory."""
+    env = {**os.environ, "ZEROLOOP_DATA_DIR": str(data_dir), "COLUMNS": "200"}
+    shown = subprocess.run(
+        [sys.executable, "-m", "zeroloop", "tune", "show", config_key],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return shown.stdout + shown.stderr
+
+
+def compare_tune(args: argparse.Namespace, config_key: str, root: Path) -> None:
+    """The default quickstart and a tune, equal CPU budgets side by side; both final models against the bot."""
+    budget = max(args.cpu_checkpoints)
+    dirs = {"default": root / "default" / "data", "tune": root / "tune" / "data"}
+    if args.judge:  # the runs are done (an earlier --tune into the same --data-dir): play their models only
+        judge(args, config_key, dirs, {})
+        return
+    for data_dir in dirs.values():
+        data_dir.mkdir(parents=True, exist_ok=True)
+    tune_id = start_tune(dirs["tune"], config_key, args.variants, budget)
+    print(
+        f"{config_key}: the default quickstart and tune {tune_id} ({args.variants} variants), "
+        f"{budget:.0f} CPU-seconds of each tree, side by side (data in {root})",
+        flush=True,
+    )
+    ports = {"default": "8811", "tune": "8812"}  # two dashboards at once; each falls back to a free port anyway
+    with ThreadPoolExecutor(max_workers=2) as threads:
+        runs = {
+            name: threads.submit(
+                quickstart_until,
+                data_dir,
+                args.game,
+                args.workers,
+                budget,
+                args.sample_s,
+                {"ZEROLOOP_SERVER__PORT": ports[name]},
+            )
+            for name, data_dir in dirs.items()
+        }
+        spent = {name: run.result() for name, run in runs.items()}
+    for name, (cpu_s, wall_s) in spent.items():
+        print(f"{name}: {cpu_s:.0f} CPU s of its tree ({wall_s:.0f} s wall)", flush=True)
+        print(f"  CPU-seconds by job type: {json.dumps(cpu_by_job(dirs[name], cpu_s))}", flush=True)
+    try:
+        print(f"tune: adopted {json.dumps(adopt_best(dirs['tune'], config_key), default=str)}", flush=True)
+    except TuneError as exc:  # a tune with no rated variant has nothing to adopt: say so, and judge what is there
+        print(f"tune: nothing adopted: {exc}", flush=True)
+    judge(args, config_key, dirs, {name: cpu_s for name, (cpu_s, _wall_s) in spent.items()})
+
+
+def judge(args: argparse.Namespace, config_key: str, dirs: dict[str, Path], spent: dict[str, float]) -> None:
+    """Both production models against the bot at once, each model's games split over processes; the tune's table."""
+    models = {name: production_of(data_dir, config_key) for name, data_dir in dirs.items()}
+    parts = max(1, args.match_processes // 2)
+    bounds = [(args.games * i // parts, args.games * (i + 1) // parts) for i in range(parts)]
+    with ProcessPoolExecutor(max_workers=2 * parts, mp_context=get_context("spawn")) as processes:
+        matches = {
+            name: [
+                processes.submit(play_part, dirs[name], config_key, model[1], args.bot_simulations, low, high - low)
+                for low, high in bounds
+            ]
+            for name, model in models.items()
+            if model is not None
+        }
+        for name, model in models.items():
+            if model is None:
+                print(f"{name}: no production model", flush=True)
+                continue
+            by_seat: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0])
+            match_cpu_s = 0.0
+            for part in matches[name]:
+                result, used = part.result()
+                match_cpu_s += used
+                for seat, counts in result["by_seat"].items():
+                    for i, what in enumerate(("wins", "draws", "losses")):
+                        by_seat[seat][i] += counts[what]
+            after = f"after {spent[name]:.0f} CPU s" if name in spent else "(judged afresh)"
+            print(
+                f"{name} {after}, vs MCTSBot-{args.bot_simulations}: "
+                f"{json.dumps(figures(model[0], tally(dict(by_seat)), model[2], match_cpu_s))}",
+                flush=True,
+            )
+    print(tune_table(dirs["tune"], config_key), flush=True)
 
 
 def main() -> None:
@@ -267,8 +448,31 @@ def main() -> None:
         action="store_true",
         help="also play the network's policy alone (no search) against every line of opponent moves (tic-tac-toe)",
     )
+    parser.add_argument(
+        "--tune",
+        action="store_true",
+        help="the default quickstart against a tune of equal CPU budget (the largest --cpu-checkpoints), side by side",
+    )
+    parser.add_argument("--variants", type=int, default=3, help="the tune's population (with --tune)")
+    parser.add_argument(
+        "--judge",
+        action="store_true",
+        help="with --tune and the --data-dir of an earlier --tune: play its two production models only",
+    )
+    parser.add_argument(
+        "--match-processes",
+        type=int,
+        default=2,
+        help="processes that play the two models' games at once (with --tune; each model's games split evenly)",
+    )
     args = parser.parse_args()
     config_key = args.game if args.game.endswith("p") and args.game[-2].isdigit() else f"{args.game}_2p"
+    if args.judge and not (args.tune and args.data_dir):
+        parser.error("--judge needs --tune and the --data-dir of an earlier --tune run")
+    if args.tune:
+        root = args.data_dir or Path(tempfile.mkdtemp(prefix="zeroloop-strength-tune-"))
+        compare_tune(args, config_key, root)
+        return
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="zeroloop-strength-")) / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
     cpu_s = wall_s = 0.0

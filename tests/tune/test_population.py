@@ -79,6 +79,9 @@ def test_each_variant_starts_with_proposed_settings_in_its_model_file_and_the_pr
         assert member_settings(model_file) == trial["settings"]  # the settings travel with the weights
         assert load_model_file(model_file)["shape"]["channels"] == trial["settings"]["channels"]
         assert not _pipeline(tuned, trial["variant"])["paused"]
+        # The first model is round 0's; the variant's first training is round 1's, so their numbers differ.
+        assert production["id"].startswith(f"{trial['variant']}-0000-")
+        assert _pipeline(tuned, trial["variant"])["iteration"] == 1
     assert _decisions(tuned, "started")[0]["variants"] == 3
 
 
@@ -198,12 +201,14 @@ def test_the_weakest_ready_variant_copies_the_strongest_after_its_round_with_per
     assert _pipeline(tuned, weak["variant"])["paused"]  # no new round, no new selfplay until it copies
     assert _tune(tuned, tune_id)["progress"]["pending"][weak["variant"]]["winner_trial"] == strong["id"]
     assert _production(tuned, weak["variant"])["id"] == weak["start_model_id"]
-    with tuned.store.transaction() as conn:
-        pipeline_queries.update_pipeline(conn, weak["variant"], clock(), stage=Stage.SELFPLAY.value)
+    with tuned.store.transaction() as conn:  # its round is over: the pipeline is at the next one
+        pipeline_queries.update_pipeline(conn, weak["variant"], clock(), stage=Stage.SELFPLAY.value, iteration=4)
     clock.advance(5)
     assert population.step(tune_id) == [f"{weak['variant']} copied trial {strong['id']}"]
 
     copy = _production(tuned, weak["variant"])
+    # The copy takes round 4's number and the pipeline moves on: its next training is round 5's model.
+    assert copy["id"].startswith(f"{weak['variant']}-0004-") and _pipeline(tuned, weak["variant"])["iteration"] == 5
     assert copy["parent_id"] == strong["start_model_id"] and copy["id"] != weak["start_model_id"]
     copied_file = load_model_file(tuned.artifacts.fetch(copy["artifact_sha256"]))
     original = load_model_file(tuned.artifacts.fetch(_production(tuned, strong["variant"])["artifact_sha256"]))
@@ -288,9 +293,14 @@ def test_adopting_makes_the_best_variants_model_the_config_keys_production_setti
     assert record["variant"] == trials[1]["variant"] and record["settings"] == trials[1]["settings"]
     production = _production(tuned, CONFIG)
     assert production["id"] == record["model_id"] and production["parent_id"] == trials[1]["start_model_id"]
+    # Adopted between rounds: round 0's number, and the key's next training is round 1's model.
+    assert production["id"].startswith(f"{CONFIG}-0000-") and _pipeline(tuned, CONFIG)["iteration"] == 1
     assert member_settings(tuned.artifacts.fetch(production["artifact_sha256"])) == trials[1]["settings"]
     assert _tune(tuned, tune_id)["adopted_at"] == clock()
     (adopted,) = _decisions(tuned, "adopted")
     assert adopted["model_id"] == production["id"] and adopted["elo"] == record["elo"]
+    with tuned.store.transaction() as conn:  # a round in flight keeps its number: its events must still fit
+        pipeline_queries.update_pipeline(conn, CONFIG, clock(), stage=Stage.TRAINING.value)
     chosen = manager.adopt(tuned, CONFIG, variant=trials[0]["variant"])  # by hand: another variant
     assert chosen["variant"] == trials[0]["variant"] and _production(tuned, CONFIG)["id"] == chosen["model_id"]
+    assert _pipeline(tuned, CONFIG)["iteration"] == 1

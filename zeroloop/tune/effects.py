@@ -63,6 +63,21 @@ class Effects:
         pipeline_queries.update_pipeline(conn, variant, self.clock(), paused=True, pause_reason=reason)
         self.parts.bus.publish("PIPELINE_PAUSED", {"config_key": variant, "reason": reason})
 
+    def install(self, conn: Connection, variant: str, register: Callable[[int], str], reason: str) -> str:
+        """Promote a model the tune wrote into a variant's pipeline (between its rounds); the model's id.
+
+        `register(iteration)` registers the model under the round the pipeline is at; the
+        pipeline then moves on one round, so the model its next round trains bears the next
+        number, not the installed one's (`connect_four_2p~t1v1-0001-...` after `-0000-...`).
+        """
+        state = pipeline_queries.get_pipeline(conn, variant, for_update=True)
+        assert state is not None
+        iteration = int(state["iteration"])
+        model_id = register(iteration)
+        self.parts.models.promote(model_id, reason=reason, guard=self.fence)
+        pipeline_queries.update_pipeline(conn, variant, self.clock(), iteration=iteration + 1)
+        return model_id
+
     def release(self, conn: Connection, variant: str, reason: str) -> None:
         """Resume a variant's pipeline held by the tune."""
         state = pipeline_queries.get_pipeline(conn, variant, for_update=True)

@@ -17,6 +17,7 @@ from typing import Any
 from zeroloop.errors import RegistryError, TuneError
 from zeroloop.pipeline import jobs
 from zeroloop.pipeline.registry import ModelStage
+from zeroloop.pipeline.stages import Stage
 from zeroloop.ports import AppParts
 from zeroloop.store.queries import artifacts as artifact_queries
 from zeroloop.store.queries import models as model_queries
@@ -176,6 +177,8 @@ def adopt(app: AppParts, config_key: str, *, variant: str | None = None) -> dict
             raise TuneError(f"cannot adopt {production['id']}: {exc}") from None
         if model.stage is not ModelStage.PRODUCTION:
             app.models.promote(model.id, reason=f"tune {tune['id']}: adopted {best['variant']}")
+            if state["stage"] == Stage.SELFPLAY.value:  # between rounds: the next one trains the next number
+                pipeline_queries.update_pipeline(conn, config_key, now, iteration=int(state["iteration"]) + 1)
         queries.update_tune(conn, int(tune["id"]), now, adopted_at=now)
         record = {
             "tune": int(tune["id"]),

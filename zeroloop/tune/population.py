@@ -299,16 +299,22 @@ class Population:
         with self.fx.parts.store.transaction() as conn:
             self.fx.fence(conn)
             pipeline_queries.ensure_pipeline(conn, variant, now)
-            model = self.fx.parts.models.register_candidate(
-                config_key=variant,
-                artifact_sha256=sha,
-                parent_id=start_from["model_id"] if source is not None and start_from else None,
-                window_sha256=None,
-                job_ids=[],
-                iteration=0,
-                meta={"tune": {"id": int(tune["id"]), "origin": "proposed", "fresh": source is None, **shape}},
+            model_id = self.fx.install(
+                conn,
+                variant,
+                lambda iteration: (
+                    self.fx.parts.models.register_candidate(
+                        config_key=variant,
+                        artifact_sha256=sha,
+                        parent_id=start_from["model_id"] if source is not None and start_from else None,
+                        window_sha256=None,
+                        job_ids=[],
+                        iteration=iteration,
+                        meta={"tune": {"id": int(tune["id"]), "origin": "proposed", "fresh": source is None, **shape}},
+                    ).id
+                ),
+                f"tune {tune['id']}: first model",
             )
-            self.fx.parts.models.promote(model.id, reason=f"tune {tune['id']}: first model", guard=self.fx.fence)
             trial_id = queries.insert_trial(
                 conn,
                 {
@@ -318,7 +324,7 @@ class Population:
                     "settings": settings,
                     "origin": "proposed",
                     "parent_id": None,
-                    "start_model_id": model.id,
+                    "start_model_id": model_id,
                     "status": RUNNING,
                     "cpu_s": 0.0,
                     "gpu_s": 0.0,
@@ -337,7 +343,7 @@ class Population:
                     "settings": settings,
                     "told_trials": used,
                     "seed": seed,
-                    "model_id": model.id,
+                    "model_id": model_id,
                     "starts_from": start_from["model_id"] if source is not None and start_from else "a fresh network",
                     "reason": f"{tune['sampler']} proposal from {used} finished trials",
                 },
