@@ -1,9 +1,11 @@
 """An artifact location on a mount of its own fills up: selfplay backpressure and the disk daemon see it.
 
 The data directory sits on the machine's disk; the artifact location on a 2 MiB tmpfs, which
-the test fills. Both disk readers (the queue's backpressure, the `disk_space` daemon's) watch
-the fullest of the two, so new selfplay is refused while the artifact disk is full and allowed
-again once it has room. On SQLite and PostgreSQL.
+the test fills. Both disk readers (the node's own backpressure, by which its executor claims
+no selfplay at STOP, and the `disk_space` daemon's) watch the fullest of the two, so the node
+takes no new selfplay while the artifact disk is full and takes it again once it has room.
+The cluster's backpressure, read from queue depth alone, is left as it was. On SQLite and
+PostgreSQL.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from zeroloop.app import App
 from zeroloop.config import ArtifactSettings, Settings, StoreSettings
 from zeroloop.ops.maintenance import DiskSpaceManager, disk_reader
 from zeroloop.pipeline import jobs
-from zeroloop.queue.backpressure import BackpressureLevel
+from zeroloop.queue.backpressure import BackpressureLevel, NodePressure, psutil_reader
+
+PRODUCERS = frozenset({jobs.SELFPLAY})
 
 
 def test_a_full_artifact_mount_stops_selfplay(
@@ -33,19 +37,22 @@ def test_a_full_artifact_mount_stops_selfplay(
         artifacts=ArtifactSettings(url=location.as_uri()),
     )
     assert configured.disk_paths == (tmp_path / "data", location)
+    work = (jobs.SELFPLAY, jobs.TRAIN)
+    node = NodePressure(configured.queue, psutil_reader(configured.disk_paths), producers=PRODUCERS, max_age_s=0)
     with App(configured, upgrade=False) as app:
-        assert app.queue.check_backpressure(jobs.SELFPLAY) < BackpressureLevel.STOP
+        assert node.claimable(work) == work
         filler = small_disk / "filler"
         with filler.open("wb", buffering=0) as handle, pytest.raises(OSError):
             while True:  # ends: the tmpfs refuses the write that would overfill it
                 handle.write(bytes(65536))
-        assert app.queue.check_backpressure(jobs.SELFPLAY) is BackpressureLevel.STOP
+        assert node.level() is BackpressureLevel.STOP and node.claimable(work) == (jobs.TRAIN,)
+        assert app.queue.check_backpressure(jobs.SELFPLAY) < BackpressureLevel.STOP  # the cluster's: queue depth
         manager = DiskSpaceManager(
             configured, app.artifacts.cache, app.bus, node="w1", read=disk_reader(configured.disk_paths)
         )
         assert manager.check().selfplay_refused
         filler.unlink()  # room again
-        assert app.queue.check_backpressure(jobs.SELFPLAY) < BackpressureLevel.STOP
+        assert node.claimable(work) == work
         assert not manager.check().selfplay_refused
 
 
