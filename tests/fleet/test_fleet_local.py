@@ -206,7 +206,7 @@ def test_a_node_with_the_only_copy_is_evacuated_before_it_may_be_terminated(tmp_
 def test_bad_pool_settings_are_one_clear_line(tmp_path: Path) -> None:
     from zeroloop.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=r"providers\.x\.kind: unknown kind 'nope'"):
+    with pytest.raises(ConfigError, match=r"providers\.x\.kind: unknown provider kind 'nope'"):
         App(Settings(data_dir=tmp_path, providers={"x": PoolSettings(kind="nope")}))
     with pytest.raises(ConfigError, match=r"max_nodes \(1\) is below min_nodes \(3\)"):
         PoolSettings(kind="local", min_nodes=3, max_nodes=1)
