@@ -42,22 +42,26 @@ def queue_now(conn: Connection, now: float) -> dict[str, dict[str, Any]]:
     return found
 
 
+# What a finished job contributes to the readings: its config key, type, node, times and result.
+_FINISHED_COLUMNS = (
+    jobs.c.id,
+    jobs.c.config_key,
+    jobs.c.type,
+    jobs.c.lease_node,
+    jobs.c.run_after,
+    jobs.c.claimed_at,
+    jobs.c.finished_at,
+    jobs.c.result,
+)
+
+
 def finished_jobs(conn: Connection, *, after: float, until: float, limit: int) -> list[RowMapping]:
     """The first `limit` jobs that ran and finished in (after, until], by finish: config key, type, node, times, result.
 
     `ix_jobs_finished_at` serves the range, so the cost follows the jobs in it, not the table.
     """
     query = (
-        sa.select(
-            jobs.c.id,
-            jobs.c.config_key,
-            jobs.c.type,
-            jobs.c.lease_node,
-            jobs.c.run_after,
-            jobs.c.claimed_at,
-            jobs.c.finished_at,
-            jobs.c.result,
-        )
+        sa.select(*_FINISHED_COLUMNS)
         .where(jobs.c.finished_at > after, jobs.c.finished_at <= until, jobs.c.claimed_at.is_not(None))
         .order_by(jobs.c.finished_at, jobs.c.id)
         .limit(limit)
@@ -67,16 +71,7 @@ def finished_jobs(conn: Connection, *, after: float, until: float, limit: int) -
 
 def finished_at_exactly(conn: Connection, at: float) -> list[RowMapping]:
     """The jobs that ran and finished at exactly `at` (epoch seconds), as `finished_jobs` gives them."""
-    query = sa.select(
-        jobs.c.id,
-        jobs.c.config_key,
-        jobs.c.type,
-        jobs.c.lease_node,
-        jobs.c.run_after,
-        jobs.c.claimed_at,
-        jobs.c.finished_at,
-        jobs.c.result,
-    ).where(jobs.c.finished_at == at, jobs.c.claimed_at.is_not(None))
+    query = sa.select(*_FINISHED_COLUMNS).where(jobs.c.finished_at == at, jobs.c.claimed_at.is_not(None))
     return list(conn.execute(query.order_by(jobs.c.id)).mappings())
 
 
