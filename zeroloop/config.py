@@ -509,6 +509,13 @@ class PipelineSettings(_Section):
     """Stage triggers, the promotion policy and selfplay scheduling."""
 
     train_after_samples: int = Field(default=4096, ge=1, description="new samples that trigger export and training")
+    train_samples_per_sample: float = Field(
+        default=0.0,
+        ge=0,
+        description="training rows drawn (optimizer steps x workload train_batch_size) per new selfplay sample: a "
+        "round trains ceil(this x its new samples / batch size) steps, so training keeps pace with selfplay; "
+        "0: every round trains the workload's train_steps",
+    )
     window_samples: int = Field(
         default=100_000, ge=1, description="most samples in a training window (the window grows to it)"
     )
@@ -559,11 +566,12 @@ class PipelineSettings(_Section):
 class EvaluationSettings(_Section):
     """Gating, the joint rating, tournaments and the feedback loops (see docs/pipeline.md)."""
 
-    gate: Literal["non_inferior", "sprt", "better"] = Field(
+    gate: Literal["non_inferior", "sprt", "better", "none"] = Field(
         default="non_inferior",
         description="promotion rule against the production model: non_inferior (the Elo lower bound is above "
         "-gate_margin_elo), sprt (an SPRT of Elo <= -gate_margin_elo against Elo >= 0 accepts the latter), "
-        "better (the score lower bound beats pipeline.promote_win_rate)",
+        "better (the score lower bound beats pipeline.promote_win_rate), none (every candidate is promoted "
+        "once trained, without matches; tournaments rate it and the regression watchdog rolls it back)",
     )
     gate_margin_elo: float = Field(
         default=50.0, gt=0, description="how much weaker than production a candidate may be and still pass (Elo)"
