@@ -700,6 +700,13 @@ class WorkloadSettings(_Section):
     parallel_games: int = Field(default=128, ge=1, description="games searched in lockstep; the inference batch size")
     train_batch_size: int = Field(default=256, ge=1, description="training samples per optimizer step")
     train_steps: int = Field(default=1000, ge=1, description="optimizer steps per training run")
+    search_value_weight: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="share of the search's own value of a position in its value target, the rest the game's "
+        "outcome (0: the outcome alone, as AlphaZero)",
+    )
     learning_rate: float = Field(default=0.01, gt=0, description="SGD learning rate")
     momentum: float = Field(default=0.9, ge=0, lt=1, description="SGD momentum")
     weight_decay: float = Field(default=1e-4, ge=0, description="L2 weight decay")
