@@ -24,7 +24,6 @@ from pathlib import Path
 from zeroloop.config import BackupSettings, QueueSettings, Settings, StoreSettings
 from zeroloop.events.bus import EventBus
 from zeroloop.ops.backup import CONTINUOUS, Backups
-from zeroloop.queue.backpressure import Resources
 from zeroloop.queue.manager import JobQueue
 from zeroloop.store import migrate
 from zeroloop.store.database import Store
@@ -36,7 +35,7 @@ WRITER_S = 3.0  # how long each writer measurement runs (seconds)
 
 def _queue(store: Store, settings: Settings) -> JobQueue:
     bus = EventBus(store, node="bench", source="bench")
-    return JobQueue(store, bus, settings, resources=lambda: Resources(memory_pct=0.0, disk_pct=0.0))
+    return JobQueue(store, bus, settings)
 
 
 def _fill(queue: JobQueue, jobs: int) -> None:

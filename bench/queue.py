@@ -46,7 +46,6 @@ import sqlalchemy as sa
 
 from zeroloop.config import QueueSettings, Settings
 from zeroloop.events.bus import EventBus
-from zeroloop.queue.backpressure import Resources
 from zeroloop.queue.manager import Completion, JobQueue
 from zeroloop.store import migrate
 from zeroloop.store.database import Store
@@ -61,9 +60,9 @@ def bench_settings(url: str, data_dir: Path, jobs: int) -> Settings:
 
 
 def direct_queue(settings: Settings, store: Store, node: str) -> JobQueue:
-    """A queue straight on the store, its node resources read as idle."""
+    """A queue straight on the store."""
     bus = EventBus(store, node=node, source="bench")
-    return JobQueue(store, bus, settings, resources=lambda: Resources(memory_pct=0.0, disk_pct=0.0))
+    return JobQueue(store, bus, settings)
 
 
 def _worker(index: int, url: str, data_dir: str, jobs: int, loop: str, start: Any, results: Any) -> None:

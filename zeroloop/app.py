@@ -80,6 +80,7 @@ def _specs() -> tuple[tuple[DaemonSpec[WorkerParts], ...], tuple[DaemonSpec[AppP
     from zeroloop.ops import daemons as ops
     from zeroloop.pipeline import daemons as pipeline
     from zeroloop.pipeline import distribution
+    from zeroloop.tune import daemon as tune
 
     coordinator, on_workers = profiles("coordinator"), profiles(*WORKER_PROFILES)
     workers: tuple[DaemonSpec[WorkerParts], ...] = (
@@ -234,6 +235,16 @@ def _specs() -> tuple[tuple[DaemonSpec[WorkerParts], ...], tuple[DaemonSpec[AppP
             "selfplay_scheduler",
             pipeline.scheduler_daemon,
             "keeps selfplay queued per config by priority, throttled by backpressure; pauses on bad health",
+            coordinator,
+            depends_on=("leader_election",),
+            leader_only=True,
+            layer=Layer.APPLICATION,
+        ),
+        DaemonSpec(
+            "tune",
+            tune.tune_daemon,
+            "each running tune's step: budget, ratings, dropped variants, proposals, exploit and explore, matches; "
+            "registers and rates distilled networks",
             coordinator,
             depends_on=("leader_election",),
             leader_only=True,

@@ -18,11 +18,11 @@ import socket
 import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, TypeAdapter, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -190,6 +190,12 @@ class QueueSettings(_Section):
     reaper_interval_s: float = Field(default=5.0, gt=0, description="expired-lease scan interval (seconds)")
     default_max_attempts: int = Field(default=3, ge=1, description="attempts before a job is dead")
     default_timeout_s: float = Field(default=3600.0, gt=0, description="default job run-time limit (seconds)")
+    stall_after_s: float = Field(
+        default=600.0,
+        ge=0,
+        description="a running job whose work shows no progress this long (no progress report, its Python stack "
+        "unmoved, its commands using no CPU: a hung CUDA call, a deadlock) is killed and retried (seconds); 0: never",
+    )
     retry_initial_s: float = Field(default=5.0, ge=0, description="first job retry delay (seconds)")
     retry_max_s: float = Field(default=600.0, ge=0, description="largest job retry delay (seconds)")
     soft_limit: int = Field(default=200, ge=1, description="queued jobs per type where backpressure starts")
@@ -286,6 +292,13 @@ class ClusterSettings(_Section):
     heartbeat_interval_s: float = Field(default=10.0, gt=0, description="node heartbeat interval (seconds)")
     node_lost_after_s: float = Field(default=60.0, gt=0, description="silence after which a node is lost (seconds)")
     leader_lease_s: float = Field(default=15.0, gt=0, description="leader and role lease length (seconds)")
+    orphan_after_s: float = Field(
+        default=1800.0,
+        ge=0,
+        description="dead-man switch of a machine the fleet launched: it stops itself when it could not heartbeat, "
+        "or no coordinator held the leader lease, for this long, so it stops billing when nobody is left to stop "
+        "it; well past any outage to ride out (seconds); 0: never",
+    )
 
     @field_validator("node_id", "provider")
     @classmethod
@@ -310,6 +323,12 @@ class ClusterSettings(_Section):
                 f"node_lost_after_s ({self.node_lost_after_s}) must be at least {NODE_LOST_MIN_HEARTBEATS} x "
                 f"heartbeat_interval_s ({self.heartbeat_interval_s}), i.e. {least:g}: raise it or heartbeat more often"
             )
+        if self.orphan_after_s and self.orphan_after_s < self.node_lost_after_s:
+            # The coordinator must give a silent node up (and re-queue its jobs) before the node gives itself up.
+            raise ValueError(
+                f"orphan_after_s ({self.orphan_after_s}) must be at least node_lost_after_s ({self.node_lost_after_s}) "
+                "or 0 (never)"
+            )
         return self
 
 
@@ -331,22 +350,38 @@ class HealthSettings(_Section):
 
 
 class IdleSettings(_Section):
-    """Idle shutdown of rented nodes, per provider."""
+    """Idle shutdown: pools scale down by their own `idle_s` and `drain_s`; hand-started workers only when listed here.
+
+    A node is idle when it has run no job for its idle time and holds no only copy of an
+    artifact; its utilisation is shown as evidence but decides nothing (a shared machine's
+    load is not this node's work).
+    """
 
     enabled: bool = Field(default=True, description="let the idle-shutdown daemon act at all")
-    dry_run: bool = Field(default=True, description="log what would be terminated, terminate nothing")
-    threshold_s: dict[str, float] = Field(
-        default_factory=lambda: {"lambda": 1800.0, "vast": 900.0, "runpod": 1200.0, "default": 1800.0},
-        description="provider -> idle time before termination (seconds)",
+    dry_run: bool = Field(
+        default=False, description="only report what would be stopped (NODE_IDLE_SHUTDOWN dry_run=true), stop nothing"
     )
-    util_threshold_pct: float = Field(
-        default=10.0, ge=0, le=100, description="GPU utilisation below which a node is idle (%)"
+    threshold_s: dict[str, float] = Field(
+        default_factory=dict,
+        description="workers started by hand, by provider (or 'default') -> idle time before they are told to stop "
+        "(seconds); a provider not listed is never stopped for idleness. Pool machines use their pool's idle_s",
     )
     min_nodes: dict[str, int] = Field(
-        default_factory=lambda: {"default": 0}, description="provider -> nodes always kept"
+        default_factory=lambda: {"default": 0},
+        description="workers started by hand, by provider (or 'default') -> nodes always kept",
     )
-    drain_period_s: float = Field(default=300.0, ge=0, description="drain time before termination (seconds)")
+    drain_period_s: float = Field(
+        default=300.0, ge=0, description="workers started by hand: drain time before they are stopped (seconds)"
+    )
     interval_s: float = Field(default=60.0, gt=0, description="idle-shutdown check interval (seconds)")
+
+    @field_validator("threshold_s")
+    @classmethod
+    def _non_negative(cls, value: dict[str, float]) -> dict[str, float]:
+        for provider, seconds in value.items():
+            if seconds < 0:
+                raise ValueError(f"idle time of {provider!r} must not be negative, got {seconds}")
+        return value
 
 
 class PoolSettings(_Section):
@@ -359,6 +394,20 @@ class PoolSettings(_Section):
     profile: str = Field(default="training_node", description="worker profile the launched machines run")
     min_nodes: int = Field(default=0, ge=0, description="nodes kept running even without work (lost ones replaced)")
     max_nodes: int = Field(default=1, ge=0, description="most nodes of this pool at once")
+    scale_down: bool = Field(
+        default=True,
+        description="stop this pool's machines that have run no job for idle_s (above min_nodes): what zeroloop "
+        "launches, zeroloop stops",
+    )
+    idle_s: float = Field(
+        default=600.0, gt=0, description="a machine that has run no job this long is drained, then stopped (seconds)"
+    )
+    drain_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="an idle machine drains (claims nothing, uploads what only it holds) this long before it is "
+        "stopped, and never while it holds an only copy (seconds)",
+    )
     slots: int = Field(default=1, ge=1, description="jobs one node of this pool runs at once")
     gpus: int = Field(default=0, ge=0, description="GPUs per machine")
     cpus: int = Field(default=0, ge=0, description="CPU cores per machine; 0 = the provider's default")
@@ -432,8 +481,16 @@ ALERT_RULES = (
     "budget_reached",
     "production_regression",
     "no_promotion",
+    "orphan_found",
+    "launch_failed",
+    "evacuation_failed",
+    "failover",
+    "artifact_corrupt",
+    "disk_space_low",
+    "plateau",
+    "quality_warning",
 )
-"""The alert rules (see zeroloop/alerts/rules.py and docs/observability.md)."""
+"""The alert rules; each event type names its own in zeroloop/events/catalogue.py (see docs/observability.md)."""
 
 
 class WebhookSettings(_Section):
@@ -780,6 +837,138 @@ class WorkloadSettings(_Section):
         return self
 
 
+class TuneRange(_Section):
+    """The values `zeroloop tune` may try for one AlphaZero parameter: a range (`low`..`high`) or `choices`."""
+
+    low: float | None = Field(default=None, description="smallest value tried")
+    high: float | None = Field(default=None, description="largest value tried")
+    log: bool = Field(default=False, description="sample and perturb the range on a log scale")
+    choices: list[bool | int | float] | None = Field(default=None, description="the values tried, when not a range")
+
+    @model_validator(mode="after")
+    def _one_form(self) -> TuneRange:
+        ranged = self.low is not None or self.high is not None
+        if ranged == (self.choices is not None):
+            raise ValueError("give either low and high, or choices")
+        if self.choices is not None and not self.choices:
+            raise ValueError("choices is empty")
+        if ranged:
+            if self.low is None or self.high is None or not self.low < self.high:
+                raise ValueError(f"a range needs low below high (got {self.low} and {self.high})")
+            if self.log and self.low <= 0:
+                raise ValueError(f"a log range needs low above 0 (got {self.low})")
+        return self
+
+
+def _default_space() -> dict[str, TuneRange]:
+    # What a tune varies unless told otherwise: the settings the issue names, in ranges that keep a
+    # connect-four round on a CPU to minutes. Network size is tried only by variants that start fresh.
+    return {
+        "learning_rate": TuneRange(low=0.002, high=0.05, log=True),
+        "train_steps": TuneRange(low=100, high=800, log=True),
+        "simulations": TuneRange(low=32, high=240, log=True),
+        "gumbel": TuneRange(choices=[False, True]),
+        "full_search_share": TuneRange(low=0.25, high=1.0),
+        "temperature_moves": TuneRange(low=4, high=16),
+        "blocks": TuneRange(choices=[2, 3, 4]),
+        "channels": TuneRange(choices=[32, 48, 64]),
+    }
+
+
+# Parameters a variant's weights fix: a copied model keeps its own network shape.
+TUNE_SHAPE_PARAMS = ("blocks", "channels", "value_hidden")
+# What a tune may vary: how a variant plays its own games and trains. Evaluation is the config's own for
+# every variant, so the population's matches compare the networks, not their match settings.
+TUNABLE_PARAMS = frozenset(
+    {
+        *TUNE_SHAPE_PARAMS,
+        "simulations", "c_puct", "dirichlet_alpha", "dirichlet_epsilon", "temperature_moves", "parallel_games",
+        "train_batch_size", "train_steps", "learning_rate", "momentum", "weight_decay", "gumbel",
+        "gumbel_considered", "gumbel_c_visit", "gumbel_c_scale", "full_search_share", "fast_simulations",
+        "tree_reuse", "selfplay_max_moves",
+    }
+)  # fmt: skip
+
+
+class TuneSettings(_Section):
+    """Population-based training of a config key's settings (`zeroloop tune`), run by the leader's `tune` daemon."""
+
+    variants: int = Field(default=6, ge=2, le=64, description="variants in a population when none is given")
+    budget_cpu_s: float = Field(
+        default=3600.0, gt=0, description="CPU-seconds of the population's jobs when no budget is given"
+    )
+    sampler: Literal["tpe", "cmaes"] = Field(
+        default="tpe", description="Optuna sampler that proposes a fresh variant's settings: tpe or cmaes"
+    )
+    space: dict[str, TuneRange] = Field(
+        default_factory=_default_space,
+        description="AlphaZero parameter -> the values a tune tries (a range or choices)",
+    )
+    interval_s: float = Field(default=20.0, gt=0, description="how often the tune daemon looks at the population (s)")
+    ready_rounds: int = Field(
+        default=2, ge=1, description="rounds a variant plays under its settings before it is compared"
+    )
+    exploit_fraction: float = Field(
+        default=0.25, gt=0, le=0.5, description="share of ready variants, weakest first, that copy a strong one"
+    )
+    exploit_min_gap_elo: float = Field(
+        default=30.0, ge=0, description="least rating gap (Elo) between a weak variant and the strong one it copies"
+    )
+    perturb_factors: tuple[float, float] = Field(
+        default=(0.8, 1.25), description="explore: each range setting is multiplied by one of these, at random"
+    )
+    resample_probability: float = Field(
+        default=0.2, ge=0, le=1, description="explore: chance that a setting is drawn afresh from its range instead"
+    )
+    match_games: int = Field(default=20, ge=2, description="games of each match between two variants")
+    match_opponents: int = Field(
+        default=2, ge=1, description="other variants a new production model plays, nearest in rating first"
+    )
+    drop_after_dead_jobs: int = Field(
+        default=3, ge=1, description="dead jobs under one variant's settings after which it is dropped"
+    )
+    diverge_loss: float = Field(
+        default=20.0, gt=0, description="a variant whose training loss exceeds this (or is not finite) is dropped"
+    )
+    replace_dropped: bool = Field(
+        default=True, description="a dropped variant is replaced by a fresh one while budget is left"
+    )
+    distill_steps: int = Field(default=1000, ge=1, description="optimizer steps of a distillation")
+    distill_value_mix: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="share of the teacher's value in a distilled network's value target (the rest: the game outcome)",
+    )
+    distill_games: int = Field(default=40, ge=2, description="games that rate a distilled network against its teacher")
+
+    @field_validator("space")
+    @classmethod
+    def _known_parameters(cls, value: dict[str, TuneRange]) -> dict[str, TuneRange]:
+        for name, spec in value.items():
+            if name not in TUNABLE_PARAMS:
+                raise ValueError(
+                    f"{name!r} is no parameter a tune can vary; known: {', '.join(sorted(TUNABLE_PARAMS))}"
+                )
+            # Every value the space can give must be one the workload accepts (learning_rate > 0, ...).
+            field = WorkloadSettings.model_fields[name]
+            bounds: list[Any] = list(spec.choices) if spec.choices is not None else [spec.low, spec.high]
+            kind: Any = Annotated[field.annotation, *field.metadata] if field.metadata else field.annotation
+            for bound in bounds:
+                try:
+                    TypeAdapter(kind).validate_python(bound, strict=field.annotation is bool)
+                except ValidationError as exc:
+                    raise ValueError(f"{name}: {bound!r} is not a valid value: {exc.errors()[0]['msg']}") from None
+        return value
+
+    @field_validator("perturb_factors")
+    @classmethod
+    def _factors(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if min(value) <= 0:
+            raise ValueError(f"perturbation factors must be above 0 (got {value})")
+        return value
+
+
 class ServerSettings(_Section):
     """`zeroloop serve` (where it listens, what it accepts) and how a worker reaches it."""
 
@@ -1052,6 +1241,7 @@ class Settings(BaseSettings):
     maintenance: MaintenanceSettings = Field(default_factory=MaintenanceSettings)
     backup: BackupSettings = Field(default_factory=BackupSettings)
     evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
+    tune: TuneSettings = Field(default_factory=TuneSettings)
 
     def __init__(self, **values: Any) -> None:
         """Read and validate every source; a bad value or an unreadable source is a ConfigError."""

@@ -23,6 +23,7 @@ was wrong and what to do about it, in one line, because the CLI prints them as-i
     ├── WorkloadError          a workload operation failed or produced invalid output
     ├── StageError             a pipeline stage change the stage machine does not allow
     ├── RegistryError          a model is unknown or cannot make the requested move
+    ├── TuneError              a tune cannot start, go on or be adopted as asked  (zeroloop.tune)
     ├── AlertError             an alert command failed (the bus retries the alert)
     ├── OperationsError        a backup, restore or garbage collection cannot proceed
     ├── AuthError              a server request carries no usable token                  (HTTP 401)
@@ -109,6 +110,10 @@ class StageError(ZeroloopError):
 
 class RegistryError(ZeroloopError):
     """A model is unknown or cannot make the requested move."""
+
+
+class TuneError(ZeroloopError):
+    """A tune (population-based training of a config key's settings) cannot start, go on or be adopted as asked."""
 
 
 class AlertError(ZeroloopError):

@@ -118,7 +118,12 @@ class ArtifactPort(Protocol):
 
 
 class ModelRef(Protocol):
-    """A model, as far as a worker needs it: its artifact."""
+    """A model, as far as a worker needs it: its config key and its artifact."""
+
+    @property
+    def config_key(self) -> str:
+        """The config key it plays, e.g. connect_four_2p."""
+        ...
 
     @property
     def artifact_sha256(self) -> str:

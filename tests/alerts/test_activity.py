@@ -55,6 +55,17 @@ def test_a_vanished_machine_counts_against_the_node_only(recorder: ActivityRecor
     assert recorder.breakers.get(node_key("w2")).state is BreakerState.CLOSED
 
 
+def test_a_node_whose_full_disk_has_room_again_is_not_idled_for_the_recovery_time(recorder: ActivityRecorder) -> None:
+    # Jobs failed on a full disk opened the node's circuit; once the node says its disk has room,
+    # it takes work again at once rather than after health.breaker_recovery_s.
+    for _ in range(2):
+        recorder.handle(_job("JOB_FAILED", node="w3", error="No space left on device", retryable=True))
+    assert recorder.breakers.get(node_key("w3")).state is BreakerState.OPEN
+    recorder.handle(_event("DISK_SPACE_RECOVERED", {"node": "w3", "disk_pct": 60.0}))
+    assert recorder.breakers.get(node_key("w3")).state is BreakerState.CLOSED
+    assert recorder.breakers.allow(node_key("w3"))
+
+
 def test_every_job_event_is_counted(recorder: ActivityRecorder, store: Store) -> None:
     recorder.handle(_job("JOB_QUEUED", "train", priority=1))
     recorder.handle(_job("JOB_CLAIMED", "train", node="w1", token=1, attempt=1))
@@ -89,6 +100,11 @@ def _examples() -> dict[str, dict[str, Any]]:
         "GARBAGE_COLLECTED": {"counts": {"jobs": 40, "game_batch": 3}, "bytes_freed": 2_000_000},
         "DISK_SPACE_LOW": {"node": "w1", "disk_pct": 93.5, "evicted_bytes": 10**9, "selfplay_refused": True},
         "BACKUP_CREATED": {"backup_id": "20261201-120000", "store_bytes": 10**6, "artifacts": 12, "pruned": ["old"]},
+        "PIPELINE_RESUMED": {"config_key": "c4", "reason": "system health recovered"},
+        "DISK_SPACE_RECOVERED": {"node": "w1", "disk_pct": 60.0},
+        "EVACUATION_FAILED": {"node": "w1", "error": "OSError: [Errno 28] No space left on device: '/shared/x'"},
+        "PLATEAU_CHANGED": {"config_key": "c4", "plateau": True, "gain_elo": 3.0, "rounds": 5, "reason": "flat"},
+        "QUALITY_WARNING": {"config_key": "c4", "warnings": ["draw rate 0.97 over 0.95"]},
     }
 
 

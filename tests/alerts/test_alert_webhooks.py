@@ -78,7 +78,7 @@ def test_an_alert_reaches_both_webhooks_once_and_is_not_repeated_within_its_rate
     posted, slack = receiver.bodies
     assert (posted["rule"], posted["key"], posted["event"], posted["event_id"]) == ("node_lost", "w1", "NODE_LOST", 1)
     assert posted["summary"].startswith("node w1 lost") and posted["held_back"] == 0
-    assert slack == {"text": "[zeroloop] node_lost: " + posted["summary"]}
+    assert slack == {"text": "[zeroloop] warning node_lost: " + posted["summary"]}
     alerts.handle(_lost(1, "w1"))  # the bus delivers the same event again
     clock.advance(10)
     alerts.handle(_lost(2, "w1"))  # the same node again: deduplicated

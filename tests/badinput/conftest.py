@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import FakeClock
-from tests.queue.conftest import FakeResources, queue_settings
+from tests.queue.conftest import queue_settings
 from zeroloop.events.bus import EventBus
 from zeroloop.queue.manager import JobQueue
 from zeroloop.store.database import Store
@@ -24,4 +24,4 @@ def queue(store: Store, clock: FakeClock, tmp_path: Path) -> JobQueue:
     """A queue on the test store: 10 s leases, a 4 KiB payload and result limit."""
     bus = EventBus(store, node="n1", source="test", clock=clock)
     settings = queue_settings(tmp_path, max_payload_bytes=4096)
-    return JobQueue(store, bus, settings, clock=clock, resources=FakeResources())
+    return JobQueue(store, bus, settings, clock=clock)

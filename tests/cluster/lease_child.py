@@ -5,7 +5,10 @@ each election round and `WROTE <token>` / `REFUSED <token>` for each fenced writ
 write comes before the renewal on purpose: a leader paused with SIGSTOP resumes straight
 into a write under its old token, which the guard must refuse. When PAUSE_FILE exists
 after a round, the child removes it, prints `PAUSED` and stops itself with SIGSTOP, so the
-test knows it is paused outside any transaction, just before its next write.
+test knows it is paused outside any transaction, just before its next write. When
+PAUSE_FILE-in-transaction exists, it stops itself inside its next fenced write, holding
+the lease row locked, and prints `PAUSED IN TRANSACTION` first; a write that fails on
+resuming (its session was ended) prints `FAILED <token>`.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from pathlib import Path
 
 from zeroloop.cluster.leases import LEADER, LeaderElector, LeaseManager, guard
 from zeroloop.daemons.daemon import Leadership
-from zeroloop.errors import LeaseError
+from zeroloop.errors import LeaseError, StoreError
 from zeroloop.events.bus import EventBus
 from zeroloop.store.database import Store
 from zeroloop.store.queries import daemons as daemon_queries
@@ -26,6 +29,7 @@ from zeroloop.store.queries import daemons as daemon_queries
 
 def main() -> None:
     url, holder, ttl_s, pause_file = sys.argv[1], sys.argv[2], float(sys.argv[3]), Path(sys.argv[4])
+    paused_in_transaction = Path(f"{pause_file}-in-transaction")
     store = Store(url)
     leases = LeaseManager(store, EventBus(store, node=holder, source="test"), holder=holder, ttl_s=ttl_s)
     leadership = Leadership()
@@ -37,6 +41,10 @@ def main() -> None:
             try:
                 with store.transaction() as conn:
                     guard(conn, LEADER, token)
+                    if paused_in_transaction.exists():  # stop holding the lease row locked, mid-transaction
+                        paused_in_transaction.unlink()
+                        print("PAUSED IN TRANSACTION", flush=True)
+                        os.kill(os.getpid(), signal.SIGSTOP)
                     row = {
                         "node": holder,
                         "name": "fenced",
@@ -51,7 +59,12 @@ def main() -> None:
                 print(f"WROTE {token}", flush=True)
             except LeaseError:
                 print(f"REFUSED {token}", flush=True)
-        elector.tick()
+            except StoreError:
+                print(f"FAILED {token}", flush=True)  # e.g. its session was ended while it was paused
+        try:
+            elector.tick()
+        except StoreError:
+            leadership.held, leadership.token = False, None
         print(f"TICK {leadership.token}", flush=True)
         if pause_file.exists():
             pause_file.unlink()

@@ -71,3 +71,38 @@ def test_stored_breakers_publish_their_transitions(app: App) -> None:
         rows = conn.execute(sa.select(events.c.type, events.c.payload).order_by(events.c.id)).all()
     assert [(r.type, r.payload["key"]) for r in rows] == [("CIRCUIT_OPENED", key), ("CIRCUIT_CLOSED", key)]
     assert [b.state.value for b in breakers.list_breakers()] == ["closed"]
+
+
+def test_two_writers_creating_the_same_breaker_both_count(app: App, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each writer pauses between reading the breaker and writing it, until the other has read it
+    # too (or 2 s passed): without the row created and locked first, both find none and both
+    # insert it, and one of them fails on the duplicate key (PostgreSQL).
+    import contextlib
+    import threading
+
+    from zeroloop.cluster import breakers as module
+
+    both_read = threading.Barrier(2, timeout=2.0)
+    rule = module.after_failure
+
+    def paused(breaker: Breaker, now: float, settings: HealthSettings) -> Breaker:
+        with contextlib.suppress(threading.BrokenBarrierError):  # the other waits for this one's lock: go on alone
+            both_read.wait()
+        return rule(breaker, now, settings)
+
+    monkeypatch.setattr(module, "after_failure", paused)
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            CircuitBreakers(app.store, app.bus, SETTINGS).record_failure("provider:new")
+        except BaseException as exc:
+            errors.append(exc)
+
+    writers = [threading.Thread(target=write) for _ in range(2)]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(timeout=30)
+    assert errors == []
+    assert CircuitBreakers(app.store, app.bus, SETTINGS).get("provider:new").failures == 2

@@ -140,3 +140,46 @@ def test_a_paused_leader_cannot_write_after_it_resumes(store: Store, children: C
     assert first_after == "REFUSED 1"
     a.wait_for(lambda line: line == "TICK None", timeout=10)  # and it knows it is a follower now
     assert _holder(store)[:2] == ("b", 2)
+
+
+@pytest.mark.slow
+def test_a_leader_stopped_inside_a_transaction_holds_its_successor_no_longer_than_its_lease(
+    pg_url: str, tmp_path: Path
+) -> None:
+    # The leader stops (SIGSTOP) holding the lease row locked in an open transaction. PostgreSQL would
+    # end that session only after idle_in_transaction_session_timeout (15 s, ten leases here); the
+    # successor ends it itself once the lease has run out, and takes over within one lease.
+    with Store(pg_url) as store:
+        a = Child(pg_url, "a", tmp_path)
+        b: Child | None = None
+        try:
+            a.wait_for(lambda line: line == "TICK 1", timeout=30)
+            b = Child(pg_url, "b", tmp_path)
+            b.wait_for(lambda line: line == "TICK None", timeout=30)
+            Path(f"{a.pause_file}-in-transaction").touch()
+            a.wait_for(lambda line: line == "PAUSED IN TRANSACTION", timeout=10)
+            with store.read() as conn:  # the committed lease: the end of a's last renewal
+                expires_at = float(lease_queries.get_lease(conn, LEADER)["expires_at"])  # type: ignore[index]
+            _poll(lambda: _holder(store)[0] == "b", timeout=TTL_S * 10)
+            late_s = time.time() - expires_at
+            # b looks every TTL_S / 10 and waits at most a moment for the ended session to let go.
+            assert late_s <= TTL_S / 10 + 1.0, late_s
+            b.wait_for(lambda line: line == "WROTE 2", timeout=10)
+            a.process.send_signal(signal.SIGCONT)
+            woke = a.wait_for(lambda line: line.startswith(("WROTE", "REFUSED", "FAILED")), timeout=10)
+            assert woke == "FAILED 1"  # its transaction did not commit: the session was ended
+            a.wait_for(lambda line: line == "TICK None", timeout=10)
+            assert _holder(store)[:2] == ("b", 2)
+        finally:
+            a.stop()
+            if b is not None:
+                b.stop()
+
+
+@pytest.fixture
+def pg_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A migrated PostgreSQL database (skips without a server, fails under CI=true)."""
+    from tests.conftest import fresh_postgres_url, postgres_admin_url
+
+    postgres_admin_url()
+    yield from fresh_postgres_url(request.getfixturevalue("_pg_template"))

@@ -12,16 +12,14 @@ from tests.helpers import FakeClock, make_app
 from zeroloop.app import App
 from zeroloop.config import ClusterSettings, Settings
 from zeroloop.events.bus import EventBus
-from zeroloop.queue.backpressure import Resources
 from zeroloop.store.database import Store
 
 
 def quiet(app: App, clock: FakeClock) -> App:
-    """Put `app`'s lease manager and queue on `clock` and give its backpressure calm resources."""
+    """Put `app`'s lease manager and queue on `clock`."""
     app.leases.clock = clock
     app.queue.clock = clock
     app.queue.backpressure.clock = clock
-    app.queue.backpressure.resources = lambda: Resources(memory_pct=10.0, disk_pct=10.0)
     return app
 
 

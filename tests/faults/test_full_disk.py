@@ -3,8 +3,9 @@
 The worker's data directory is a 2 MiB tmpfs. The user's selfplay command writes its
 output and then fills the disk (once), so storing the output fails with ENOSPC inside the
 executor: the artifact location and the node's held directory share the full disk. The
-executor must survive, fail the job (retryable) saying where, report the
-disk through backpressure, and complete the job once space returns.
+executor must survive, fail the job (retryable) saying where, hold its node back from
+selfplay by the node's own reading (the cluster's backpressure is left alone), and
+complete the job once space returns.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from zeroloop.app import App
 from zeroloop.config import QueueSettings, Settings, StoreSettings, WorkloadSettings
 from zeroloop.pipeline import jobs
 from zeroloop.pipeline.executor import JobExecutor
-from zeroloop.queue.backpressure import BackpressureLevel
+from zeroloop.queue.backpressure import BackpressureLevel, NodePressure, psutil_reader
 from zeroloop.queue.jobs import JobStatus
 
 SELFPLAY_THEN_FILL = """
@@ -51,7 +52,13 @@ def test_a_full_disk_fails_the_job_saying_where_and_the_loop_resumes(
     )
     with App(worker, upgrade=False) as app:
         job = app.queue.enqueue(jobs.SELFPLAY, "tic_tac_toe_2p", {"games": 2})
-        executor = JobExecutor(app.models, app.bus, app.queue, app.artifacts, app.settings, node="w1")
+        # The node's own readings of its data disk, as the executor daemon builds them.
+        pressure = NodePressure(
+            app.settings.queue, psutil_reader(app.settings.data_dir), producers=frozenset({jobs.SELFPLAY}), max_age_s=0
+        )
+        executor = JobExecutor(
+            app.models, app.bus, app.queue, app.artifacts, app.settings, node="w1", pressure=pressure
+        )
         try:
             assert asyncio.run(executor.run_once())  # survives the full disk
             failed = app.queue.get(job.id)
@@ -62,10 +69,12 @@ def test_a_full_disk_fails_the_job_saying_where_and_the_loop_resumes(
             assert f"holding it on node {app.artifacts.node} at {small_disk}" in failed.error  # and this node's
             assert "the disk is full" in failed.error
             assert executor.jobs_failed == 1
-            assert app.queue.check_backpressure(jobs.SELFPLAY) is BackpressureLevel.STOP
+            assert pressure.level() is BackpressureLevel.STOP  # the node holds itself back...
+            assert not asyncio.run(executor.run_once())  # ...claiming no selfplay while its disk is full
+            assert app.queue.check_backpressure(jobs.SELFPLAY) is BackpressureLevel.NONE  # others are not held back
 
             filler.unlink()  # space returns
-            assert app.queue.check_backpressure(jobs.SELFPLAY) < BackpressureLevel.STOP
+            assert pressure.level() < BackpressureLevel.STOP
             assert asyncio.run(executor.run_once())
             assert app.queue.get(job.id).status is JobStatus.COMPLETED
         finally:

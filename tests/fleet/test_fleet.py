@@ -17,7 +17,7 @@ from tests.helpers import FakeClock
 from zeroloop.app import App
 from zeroloop.cluster.nodes import NodeInfo, NodeStatus
 from zeroloop.config import AutoscalerSettings, PoolSettings, Settings
-from zeroloop.fleet.autoscaler import Autoscaler, PoolView, ScalePlan, plan, retry_after
+from zeroloop.fleet.autoscaler import Autoscaler, PoolView, ScalePlan, assign, plan, retry_after
 from zeroloop.fleet.manager import FleetError
 from zeroloop.fleet.providers.base import Launched, LaunchSpec, Machine, MachineState, Provider, ProviderError
 from zeroloop.pipeline import jobs
@@ -198,6 +198,27 @@ def test_an_unknown_billed_machine_is_an_orphan(tmp_path: Path, clock: FakeClock
         assert provider.terminated == (["x9"] if action == "terminate" else [])
 
 
+def test_failed_listings_leave_the_launch_breaker_closed_and_judge_nothing(
+    fleet: tuple[App, MemoryProvider],
+) -> None:
+    # A slurmctld restart: squeue fails for a while; the machines are fine and launches still work.
+    app, provider = fleet
+    (outcome,) = app.fleet.launch("mem")
+    _register(app, outcome.node_id)
+    listing = provider.machines
+
+    def unreachable() -> list[Machine]:
+        raise ProviderError("squeue: slurmctld not responding")
+
+    provider.machines = unreachable  # type: ignore[method-assign]
+    for _ in range(5):
+        assert app.fleet.reconcile(app.queue.requeue_node).unlisted == ["mem"]
+    assert app.breakers.allow("provider:mem") and app.breakers.get("provider:mem").failures == 0
+    assert _status(app, outcome.node_id) == "active"  # not lost on a listing that failed
+    provider.machines = listing  # type: ignore[method-assign]
+    assert app.fleet.launch("mem")[0].error is None
+
+
 def test_a_request_whose_launcher_died_is_adopted_or_failed(
     fleet: tuple[App, MemoryProvider], clock: FakeClock
 ) -> None:
@@ -209,6 +230,41 @@ def test_a_request_whose_launcher_died_is_adopted_or_failed(
     assert done.failed == [missing]
     assert _status(app, adopted) == "launching"
     assert done.orphans == []
+
+
+def test_a_worker_that_registers_before_its_launch_is_recorded_is_kept(
+    fleet: tuple[App, MemoryProvider], clock: FakeClock
+) -> None:
+    # A machine that boots faster than its loaded launcher records the provider's answer.
+    app, provider = fleet
+    (node_id,) = app.fleet.request("mem")
+    launch = provider.launch
+
+    def launch_and_boot(spec: LaunchSpec) -> Launched:
+        launched = launch(spec)
+        _register(app, spec.node_id)  # REQUESTED -> active, before start() records the answer
+        app.fleet.reconcile(app.queue.requeue_node)  # found by its node id meanwhile, not lost
+        return launched
+
+    provider.launch = launch_and_boot  # type: ignore[method-assign]
+    assert app.fleet.start(node_id).error is None
+    assert provider.terminated == [] and _status(app, node_id) == "active"
+    row = app.nodes.get(node_id)
+    assert row is not None and row["provider_id"] == "m1"
+    clock.advance(61)  # past launch_timeout_s: an active node is not failed for it
+    assert app.fleet.reconcile(app.queue.requeue_node).failed == []
+    assert _status(app, node_id) == "active"
+
+
+def test_a_machine_still_running_after_its_worker_left_is_stopped_again(fleet: tuple[App, MemoryProvider]) -> None:
+    # The worker drained and left (its node is terminated) but its process hangs on the way out: billed.
+    app, provider = fleet
+    (outcome,) = app.fleet.launch("mem")
+    _register(app, outcome.node_id)
+    assert app.nodes.leave(outcome.node_id)
+    provider.terminate = provider.terminated.append  # type: ignore[method-assign]  # asked, but it hangs on
+    app.fleet.reconcile(app.queue.requeue_node)
+    assert provider.terminated == ["m1"]  # asked again at each pass until the provider says it is gone
 
 
 def test_draining_stops_claims_at_once(fleet: tuple[App, MemoryProvider]) -> None:
@@ -258,6 +314,40 @@ def test_plan_sends_each_job_to_the_cheapest_pool_that_can_run_it() -> None:
     assert plans == {"cpu": 3, "gpu": 3}  # jobs needing 2 GPUs fit nowhere
 
 
+def test_work_the_cheapest_pool_cannot_take_spills_to_the_next_able_pool_and_the_decisions_say_why() -> None:
+    def plans(cheap: PoolView, **kwargs: Any) -> dict[str, ScalePlan]:
+        dear = _view("dear", settings={"price_per_hour": 3.0, "max_nodes": 10})
+        found = plan([dear, cheap], [_demand(8)], now=100, settings=SETTINGS, fleet_cost_per_hour=0, **kwargs)
+        return {p.pool: p for p in found}
+
+    # At max_nodes: the cheap pool takes what its free slots and remaining room hold, the rest goes on.
+    full = plans(_view("cheap", live=3, free_slots=1, settings={"price_per_hour": 0.5}))
+    assert (full["cheap"].launch, full["dear"].launch) == (1, 6)
+    assert full["dear"].evidence["spilled_from"] == {"cheap": 6}
+    assert full["cheap"].evidence["spilled_to"] == {"dear": 6}
+    assert full["cheap"].evidence["spilled_because"] == "it is at max_nodes 4"
+    # An open circuit or a backoff after failed launches: everything beyond the free slots spills.
+    broken = plans(_view("cheap", free_slots=2, breaker_open=True, settings={"price_per_hour": 0.5}))
+    assert broken["dear"].launch == 6 and broken["cheap"].evidence["spilled_because"] == "its circuit is open"
+    backing = plans(_view("cheap", retry_after=200, settings={"price_per_hour": 0.5}))
+    assert backing["dear"].launch == 8
+    assert backing["cheap"].evidence["spilled_because"] == "it backs off after a failed launch"
+
+
+def test_spill_over_respects_the_budget_shared_by_the_pools_cheapest_first() -> None:
+    cheap = _view("cheap", settings={"price_per_hour": 1.0, "max_nodes": 2})
+    dear = _view("dear", settings={"price_per_hour": 2.0, "max_nodes": 10})
+    budget = AutoscalerSettings(budget_per_hour=7.0, max_launches_per_tick=10)
+    assigned = assign([dear, cheap], [_demand(10)], settings=budget, fleet_cost_per_hour=1.0)
+    # 6/h left: two cheap machines (2/h), then two dear ones (4/h); the remaining 6 jobs wait at the cheap pool.
+    assert assigned.jobs == {"cheap": 8, "dear": 2}
+    found = {p.pool: p for p in plan([dear, cheap], [_demand(10)], now=0, settings=budget, fleet_cost_per_hour=1.0)}
+    assert (found["cheap"].launch, found["dear"].launch) == (2, 2)
+    # Jobs only one pool can run do not spill anywhere: they wait for it.
+    gpu_only = assign([dear, cheap], [_demand(3, gpus=1)], settings=budget)
+    assert gpu_only.jobs == {"cheap": 0, "dear": 0} and gpu_only.spilled_from == {}
+
+
 def test_plan_respects_max_cooldown_backoff_breaker_budget_and_replaces_below_min() -> None:
     def one(view: PoolView, queued: int = 10, cost: float = 0.0, settings: AutoscalerSettings = SETTINGS) -> Any:
         (scale,) = plan([view], [_demand(queued)], now=100, settings=settings, fleet_cost_per_hour=cost)
@@ -295,6 +385,31 @@ def test_the_autoscaler_records_each_new_decision_and_launches_in_the_background
         with app.store.read() as conn:
             outcomes = [row["outcome"] for row in decision_queries.list_decisions(conn, "fleet:mem")]
         assert outcomes == ["hold", "launch 2"]
+    finally:
+        scaler.close()
+
+
+def test_holding_back_for_the_budget_publishes_fleet_budget_reached_once_per_decision(
+    fleet: tuple[App, MemoryProvider], clock: FakeClock
+) -> None:
+    app, _provider = fleet  # 2.0/h a machine, a budget of 5.0/h, max_nodes 3
+    for _ in range(5):
+        app.queue.enqueue("selfplay", "c_2p")
+    scaler = Autoscaler(
+        app.fleet, app.settings.autoscaler, jobs.profile_job_types, requeue=app.queue.requeue_node, clock=app.clock
+    )
+    try:
+        (scale,) = scaler.run_once()
+        assert scale.launch == 2  # three wanted, two affordable
+        assert _events(app, "FLEET_BUDGET_REACHED") == [
+            {"pool": "mem", "budget_per_hour": 5.0, "cost_per_hour": 0.0, "refused": 1}
+        ]
+        scaler.collect(timeout_s=10)
+        clock.advance(31)  # past the cooldown
+        (held,) = scaler.run_once()
+        assert (held.launch, held.reason) == (0, "budget reached (5 job(s) waiting)")
+        scaler.run_once()  # the same decision again: no second alert for it
+        assert [e["cost_per_hour"] for e in _events(app, "FLEET_BUDGET_REACHED")] == [0.0, 4.0]
     finally:
         scaler.close()
 

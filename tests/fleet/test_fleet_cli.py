@@ -41,7 +41,7 @@ CASES = {
     "unknown provider kind": (
         '[providers.x]\nkind = "nope"\n',
         ("nodes", "launch", "--provider", "x"),
-        "unknown provider kind 'nope'; known kinds: command, local, skypilot, slurm",
+        "providers.x.kind: unknown kind 'nope'; known kinds: command, local, skypilot, slurm",
     ),
     "unknown pool": (
         GOOD_POOL,

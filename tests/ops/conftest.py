@@ -13,7 +13,6 @@ import pytest
 from tests.helpers import FakeClock
 from zeroloop.app import App
 from zeroloop.config import Settings, StoreSettings
-from zeroloop.queue.backpressure import Resources
 from zeroloop.store.queries import pipelines as pipeline_queries
 
 CONFIG = "tic_tac_toe_2p"
@@ -27,11 +26,9 @@ def clock() -> FakeClock:
 
 @contextmanager
 def pipeline_app(store_url: str, tmp_path: Path, clock: FakeClock, **sections: Any) -> Iterator[App]:
-    """An App with the settings `sections`, on `clock`, its machine read as idle, and CONFIG's pipeline."""
+    """An App with the settings `sections`, on `clock`, and CONFIG's pipeline."""
     settings = Settings(data_dir=tmp_path / "data", store=StoreSettings(url=store_url), **sections)
     with App(settings, upgrade=False, clock=clock) as opened:
-        quiet = Resources(memory_pct=10.0, disk_pct=10.0)
-        opened.queue.backpressure.resources = lambda: quiet
         with opened.store.transaction() as conn:
             pipeline_queries.ensure_pipeline(conn, CONFIG, clock())
         yield opened

@@ -16,10 +16,10 @@ from zeroloop.artifacts.cache import LocalCache
 from zeroloop.artifacts.transfer import ArtifactKind
 from zeroloop.config import BackupSettings, MaintenanceSettings, RetentionSettings, Settings, StoreSettings
 from zeroloop.daemons.daemon import DaemonContext, Leadership
-from zeroloop.errors import BackpressureRefused, LeaseError, OperationsError
+from zeroloop.errors import LeaseError, OperationsError
 from zeroloop.ops.daemons import BackupDaemon, MaintenanceDaemon
 from zeroloop.ops.maintenance import DiskSpaceManager, Schedule
-from zeroloop.queue.backpressure import BackpressureLevel, Resources
+from zeroloop.queue.backpressure import BackpressureLevel, NodePressure, Resources
 from zeroloop.store.queries import pipelines as pipeline_queries
 from zeroloop.store.schema import events, jobs
 from zeroloop.workload.datafiles import write_npz
@@ -52,7 +52,7 @@ def _lead(app: App, leadership: Leadership) -> None:
     leadership.held = leadership.token is not None
 
 
-def test_a_filling_disk_evicts_the_cache_first_then_refuses_selfplay(app: App, tmp_path: Path) -> None:
+def test_a_filling_disk_evicts_the_cache_first_then_the_node_refuses_selfplay_itself(app: App, tmp_path: Path) -> None:
     cache = LocalCache(tmp_path / "cache", max_bytes=10**9)
     for index in range(3):
         sha = f"{index}" * 64
@@ -65,31 +65,36 @@ def test_a_filling_disk_evicts_the_cache_first_then_refuses_selfplay(app: App, t
     def disk_pct() -> float:  # the disk fills with the cache: 1 % per 1000 bytes on top of the rest
         return min(100.0, base["pct"] + cache.size_bytes() / 1000)
 
-    app.queue.backpressure.resources = lambda: Resources(memory_pct=10.0, disk_pct=disk_pct())
-    manager = DiskSpaceManager(
-        app.settings, cache, app.bus, node="n1", read=disk_pct, backpressure=app.queue.check_backpressure
+    manager = DiskSpaceManager(app.settings, cache, app.bus, node="n1", read=disk_pct)
+    pressure = NodePressure(
+        app.settings.queue,
+        lambda: Resources(memory_pct=10.0, disk_pct=disk_pct()),
+        producers=frozenset({"selfplay"}),
+        max_age_s=0.0,
     )
 
     first = manager.check()  # 92 %: past the soft limit (85 %), below the hard one (97 %)
     assert (first.disk_pct, first.after_pct, first.evicted_bytes, first.selfplay_refused) == (92.0, 84.0, 8000, False)
     assert cache.get("2" * 64) is not None and cache.get("0" * 64) is None  # least recently used went first
-    assert manager.check().evicted_bytes == 0
     assert _published(app, "DISK_SPACE_LOW") == [
         {"node": "n1", "disk_pct": 92.0, "evicted_bytes": 8000, "selfplay_refused": False}
     ]
+    assert manager.check().evicted_bytes == 0
+    assert _published(app, "DISK_SPACE_RECOVERED") == [{"node": "n1", "disk_pct": 84.0}]
 
     base["pct"] = 97.5  # something else fills the disk: evicting the whole cache is not enough
     full = manager.check()
     assert (full.evicted_bytes, full.selfplay_refused) == (4000, True)
-    assert app.queue.backpressure.recorded("selfplay") is BackpressureLevel.STOP
-    with pytest.raises(BackpressureRefused):
-        app.queue.enqueue("selfplay", "tic_tac_toe_2p", {"games": 1})
+    assert pressure.claimable(("selfplay", "train")) == ("train",)  # this node takes no new selfplay...
+    assert app.queue.backpressure.recorded("selfplay") is BackpressureLevel.NONE  # ...the cluster's level is its own
+    app.queue.enqueue("selfplay", "tic_tac_toe_2p", {"games": 1})  # other nodes still get selfplay
     assert manager.check().selfplay_refused  # still full: refused, announced once
     assert [p["selfplay_refused"] for p in _published(app, "DISK_SPACE_LOW")] == [False, True]
 
     base["pct"] = 50.0  # space was freed
     assert not manager.check().selfplay_refused
-    assert app.queue.backpressure.recorded("selfplay") is BackpressureLevel.NONE
+    assert pressure.claimable(("selfplay", "train")) == ("selfplay", "train")
+    assert [p["disk_pct"] for p in _published(app, "DISK_SPACE_RECOVERED")] == [84.0, 50.0]
 
 
 def test_maintenance_runs_store_upkeep_and_retention_on_schedule_fenced(

@@ -15,7 +15,6 @@ from zeroloop.pipeline import jobs
 from zeroloop.pipeline.coordinator import PipelineCoordinator
 from zeroloop.pipeline.registry import ModelRegistry, ModelStage
 from zeroloop.pipeline.stages import Stage
-from zeroloop.queue.backpressure import Resources
 from zeroloop.queue.jobs import JobStatus
 from zeroloop.queue.manager import JobQueue
 from zeroloop.store.database import Store
@@ -39,8 +38,7 @@ class Loop:
         self.clock = lambda: float(next(ticks))
         self.store = store
         self.bus = EventBus(store, node="n1", source="test", clock=self.clock)
-        quiet = Resources(memory_pct=10.0, disk_pct=10.0)
-        self.queue = JobQueue(store, self.bus, settings, clock=self.clock, resources=lambda: quiet)
+        self.queue = JobQueue(store, self.bus, settings, clock=self.clock)
         self.models = ModelRegistry(store, self.bus, clock=self.clock)
         self.coordinator = PipelineCoordinator(store, self.bus, self.queue, self.models, settings, clock=self.clock)
         self.ids = itertools.count(1)

@@ -14,7 +14,6 @@ from zeroloop.pipeline.curriculum import Curriculum, production_rating_at, veloc
 from zeroloop.pipeline.quality import SelfplayQualityMonitor, excluded_batches, figures, judge
 from zeroloop.pipeline.registry import ModelRegistry
 from zeroloop.pipeline.scheduler import ConfigNeed, SelfplayScheduler, weight
-from zeroloop.queue.backpressure import Resources
 from zeroloop.queue.manager import JobQueue
 from zeroloop.store.database import Store
 from zeroloop.store.queries import artifacts as artifact_queries
@@ -101,8 +100,7 @@ def test_a_plateau_is_detected_moves_the_budget_and_clears_when_the_config_gains
     assert detected["evidence"]["rounds"] == 5 and detected["evidence"]["gain_elo"] == pytest.approx(12.0)  # type: ignore[index]
     assert world.decisions(FAST, "plateau") == []
     # The scheduler reads the factor: the flat config gets less of the selfplay budget.
-    quiet = Resources(memory_pct=5.0, disk_pct=5.0)
-    queue = JobQueue(world.store, world.bus, world.settings, clock=world.clock, resources=lambda: quiet)
+    queue = JobQueue(world.store, world.bus, world.settings, clock=world.clock)
     needs = {
         need.config_key: need
         for need in SelfplayScheduler(world.store, queue, world.settings, clock=world.clock).needs()
@@ -227,7 +225,7 @@ def test_a_flagged_batch_is_named_in_the_decision_and_kept_out_of_later_windows(
         excluded = excluded_batches(queries.get_pipeline(conn, FAST)["progress"])
     assert excluded == {"b" * 64, "c" * 64, "d" * 64}
     coordinator = PipelineCoordinator(
-        world.store, world.bus, JobQueue(world.store, world.bus, world.settings), world.registry, world.settings
+        world.store, world.bus, JobQueue(world.store, world.bus, world.settings), world.models, world.settings
     )
     with world.store.read() as conn:
         inputs = coordinator._window_inputs(conn, FAST, 10**6, excluded)

@@ -67,11 +67,22 @@ EXAMPLES: dict[str, tuple[dict[str, Any], dict[str, float]]] = {
         },
         {"wins": 7, "draws": 1, "losses": 2, "elo": 150.0, "elo_low": 50.0, "elo_high": 250.0},
     ),
+    jobs.DISTILL: (
+        {
+            "teacher_id": "m3",
+            "teacher_sha256": SHA,
+            "window_sha256": SHA,
+            "iteration": 3,
+            "blocks": 1,
+            "channels": 16,
+        },
+        {"loss": 0.5, "samples": 100, "parameters": 9000, "teacher_parameters": 90000},
+    ),
 }
 
 
 def test_every_job_type_is_declared_once_and_completely() -> None:
-    assert jobs.JOB_TYPES == tuple(jobs.TYPES) == (jobs.SELFPLAY, jobs.EXPORT, jobs.TRAIN, jobs.EVALUATE)
+    assert jobs.JOB_TYPES == tuple(jobs.TYPES) == (jobs.SELFPLAY, jobs.EXPORT, jobs.TRAIN, jobs.EVALUATE, jobs.DISTILL)
     assert set(EXAMPLES) == set(jobs.TYPES)
     for name, job_type in jobs.TYPES.items():
         assert job_type.name == name
@@ -80,8 +91,9 @@ def test_every_job_type_is_declared_once_and_completely() -> None:
         assert job_type.profiles and job_type.profiles <= set(WORKER_PROFILES), name
         unknown = [event for event in job_type.events() if event not in catalogue.EVENT_TYPES]
         assert unknown == [], f"{name} publishes events the catalogue does not declare"
-    kinds = [job_type.kind for job_type in jobs.TYPES.values()]
+    kinds = [job_type.kind for name, job_type in jobs.TYPES.items() if name != jobs.DISTILL]
     assert len(set(kinds)) == len(kinds)
+    assert jobs.TYPES[jobs.DISTILL].kind is ArtifactKind.MODEL  # a distilled network is a model like a trained one
 
 
 def test_the_executor_declares_every_event_of_the_table() -> None:
@@ -103,7 +115,10 @@ def test_profiles_claim_what_the_table_says() -> None:
 def test_an_unknown_job_type_is_refused_naming_the_known_ones() -> None:
     with pytest.raises(QueueError) as raised:
         jobs.lookup("selfplay_v2")
-    assert str(raised.value) == "unknown pipeline job type 'selfplay_v2'; known: selfplay, export, train, evaluate"
+    assert (
+        str(raised.value)
+        == "unknown pipeline job type 'selfplay_v2'; known: selfplay, export, train, evaluate, distill"
+    )
 
 
 def test_a_worker_fails_a_job_of_an_unknown_type_with_that_error(app: App) -> None:
@@ -117,7 +132,7 @@ def test_a_worker_fails_a_job_of_an_unknown_type_with_that_error(app: App) -> No
         worker.close()
     dead = app.queue.get(job.id)
     assert dead.status is JobStatus.DEAD
-    assert dead.error == "unknown pipeline job type 'selfplay_v2'; known: selfplay, export, train, evaluate"
+    assert dead.error == "unknown pipeline job type 'selfplay_v2'; known: selfplay, export, train, evaluate, distill"
 
 
 def test_a_malformed_payload_is_refused_naming_the_type_and_field() -> None:
@@ -192,6 +207,19 @@ def test_outcome_events_carry_the_payloads_their_consumers_read() -> None:
                 "elo_ci": 100.0,
             },
         ),
+        jobs.DISTILL: (
+            "DISTILLATION_COMPLETED",
+            {
+                **base,
+                "model_id": f"tic_tac_toe_2p-0003-{SHA[:8]}",
+                "artifact_sha256": SHA,
+                "teacher_id": "m3",
+                "loss": 0.5,
+                "samples": 100,
+                "parameters": 9000,
+                "teacher_parameters": 90000,
+            },
+        ),
     }
     for name, (event_type, payload) in expected.items():
         got_type, got, dedup = _outcome(name)
@@ -229,5 +257,5 @@ def test_training_announces_its_start_once_per_attempt_and_its_progress() -> Non
         {"config_key": "tic_tac_toe_2p", "job_id": 7, "step": 280.0, "loss": 1.5, "samples_per_s": 900.0},
         None,
     )
-    others = [jobs.lookup(name) for name in (jobs.SELFPLAY, jobs.EXPORT, jobs.EVALUATE)]
+    others = [jobs.lookup(name) for name in (jobs.SELFPLAY, jobs.EXPORT, jobs.EVALUATE, jobs.DISTILL)]
     assert all(job_type.started is None and job_type.progress is None for job_type in others)

@@ -22,7 +22,6 @@ from zeroloop.pipeline import jobs
 from zeroloop.pipeline.coordinator import PipelineCoordinator
 from zeroloop.pipeline.registry import ModelRegistry
 from zeroloop.pipeline.scheduler import SelfplayScheduler
-from zeroloop.queue.backpressure import Resources
 from zeroloop.queue.jobs import Job
 from zeroloop.queue.manager import JobQueue
 from zeroloop.store.database import Store
@@ -41,8 +40,7 @@ class Round:
         self.clock = lambda: float(next(ticks))
         self.store = store
         self.bus = EventBus(store, node="n1", source="test", clock=self.clock)
-        quiet = Resources(memory_pct=10.0, disk_pct=10.0)
-        self.queue = JobQueue(store, self.bus, settings, clock=self.clock, resources=lambda: quiet)
+        self.queue = JobQueue(store, self.bus, settings, clock=self.clock)
         registry = ModelRegistry(store, self.bus, clock=self.clock)
         self.coordinator = PipelineCoordinator(store, self.bus, self.queue, registry, settings, clock=self.clock)
         self.scheduler = SelfplayScheduler(store, self.queue, settings, clock=self.clock)

@@ -9,7 +9,7 @@ from zeroloop.config import Settings
 from zeroloop.events.bus import EventBus
 from zeroloop.pipeline import jobs
 from zeroloop.pipeline.scheduler import ConfigNeed, SelfplayScheduler, allocate, weight
-from zeroloop.queue.backpressure import BackpressureLevel, Resources
+from zeroloop.queue.backpressure import BackpressureLevel
 from zeroloop.queue.jobs import JobStatus
 from zeroloop.queue.manager import JobQueue
 from zeroloop.store.database import Store
@@ -38,7 +38,7 @@ def scheduler(store: Store, settings: Settings) -> SelfplayScheduler:
     settings.pipeline.selfplay_queue_target = 6
     clock = FakeClock()
     bus = EventBus(store, node="n1", source="test", clock=clock)
-    queue = JobQueue(store, bus, settings, clock=clock, resources=lambda: Resources(memory_pct=5.0, disk_pct=5.0))
+    queue = JobQueue(store, bus, settings, clock=clock)
     with store.transaction() as conn:
         for key in ("connect_four_2p", "tic_tac_toe_2p"):
             queries.ensure_pipeline(conn, key, clock())

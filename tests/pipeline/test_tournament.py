@@ -12,7 +12,6 @@ from zeroloop.pipeline import jobs
 from zeroloop.pipeline.registry import ModelRegistry, ModelStage
 from zeroloop.pipeline.stages import Stage
 from zeroloop.pipeline.tournament import TournamentScheduler
-from zeroloop.queue.backpressure import Resources
 from zeroloop.queue.jobs import JobStatus
 from zeroloop.queue.manager import JobQueue
 from zeroloop.store.database import Store
@@ -24,8 +23,7 @@ class Setup:
         self.clock = FakeClock()
         self.store = store
         bus = EventBus(store, node="n1", source="test", clock=self.clock)
-        quiet = Resources(memory_pct=5.0, disk_pct=5.0)
-        self.queue = JobQueue(store, bus, settings, clock=self.clock, resources=lambda: quiet)
+        self.queue = JobQueue(store, bus, settings, clock=self.clock)
         self.models = ModelRegistry(store, bus, clock=self.clock)
         self.tournaments = TournamentScheduler(store, self.queue, settings, clock=self.clock)
         with store.transaction() as conn:
@@ -171,7 +169,7 @@ class _OpenEvaluation:
         return "evaluate" not in key
 
 
-def test_an_open_evaluation_circuit_or_a_full_disk_holds_a_tournament_back(
+def test_an_open_evaluation_circuit_or_a_deep_evaluation_queue_holds_a_tournament_back(
     setup: Setup, store: Store, settings: Settings
 ) -> None:
     setup.model(1, ModelStage.PRODUCTION)
@@ -179,8 +177,15 @@ def test_an_open_evaluation_circuit_or_a_full_disk_holds_a_tournament_back(
     held = TournamentScheduler(store, setup.queue, settings, clock=setup.clock, breakers=_OpenEvaluation())  # type: ignore[arg-type]
     assert held.tick() == {}
     bus = EventBus(store, node="n1", source="test", clock=setup.clock)
-    full = Resources(memory_pct=5.0, disk_pct=99.9)
-    queue = JobQueue(store, bus, settings, clock=setup.clock, resources=lambda: full)
-    assert TournamentScheduler(store, queue, settings, clock=setup.clock).tick() == {}
+    # The cluster's evaluation queue is deep (HARD): no tournament adds to it. (A coordinator's own
+    # disk says nothing about the workers that would run the games.)
+    shallow = settings.model_copy(
+        update={"queue": settings.queue.model_copy(update={"soft_limit": 2, "hard_limit": 7})}
+    )
+    queue = JobQueue(store, bus, shallow, clock=setup.clock)
+    backlog = [queue.enqueue("evaluate", "other_2p", {}) for _ in range(5)]
+    assert TournamentScheduler(store, queue, shallow, clock=setup.clock).tick() == {}
     assert setup.queued() == []
+    for job in backlog:
+        queue.cancel(job.id)
     assert setup.tournaments.tick() == {CONFIG: 1 + 2 * 2}  # circuits closed, disk fine: it goes ahead

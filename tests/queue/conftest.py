@@ -52,12 +52,12 @@ def resources() -> FakeResources:
 
 
 @pytest.fixture
-def make_queue(store: Store, clock: FakeClock, resources: FakeResources, tmp_path: Path) -> Iterator[Any]:
+def make_queue(store: Store, clock: FakeClock, tmp_path: Path) -> Iterator[Any]:
     """Build a JobQueue on the test store with queue settings overridden as given."""
 
     def make(**queue: Any) -> JobQueue:
         bus = EventBus(store, node="test-node", source="test", clock=clock)
-        return JobQueue(store, bus, queue_settings(tmp_path, **queue), clock=clock, resources=resources)
+        return JobQueue(store, bus, queue_settings(tmp_path, **queue), clock=clock)
 
     yield make
 

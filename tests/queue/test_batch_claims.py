@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import FakeClock
-from tests.queue.conftest import FakeResources, event_log, queue_settings
+from tests.queue.conftest import event_log, queue_settings
 from zeroloop.errors import StaleLeaseError
 from zeroloop.events.bus import EventBus
 from zeroloop.queue.jobs import JobStatus
@@ -83,10 +83,9 @@ def test_complete_many_commits_the_current_leases_and_refuses_only_the_stale_one
 def test_concurrent_batch_claims_never_lease_a_job_twice(store: Store, tmp_path: Path) -> None:
     """Four claimers in threads, each with its own queue, take batches of 7 until 120 jobs are gone."""
     settings = queue_settings(tmp_path, soft_limit=500, hard_limit=1000)
-    resources = FakeResources()
 
     def make(node: str) -> JobQueue:
-        return JobQueue(store, EventBus(store, node=node, source="test"), settings, resources=resources)
+        return JobQueue(store, EventBus(store, node=node, source="test"), settings)
 
     total = 120
     make("producer").enqueue_many(

@@ -148,28 +148,32 @@ def test_a_quarantined_nodes_batches_stay_out_of_the_training_window(served: Ser
     w1 = Served.auth(served.worker)
     shas = []
     for n in range(2):
-        job_id, _token = _claimed(served, w1)
+        job_id, token = _claimed(served, w1)
         data = f"batch {n}".encode() * 100
         assert _upload(served, w1, job_id, data).status_code == 200
-        shas.append(hashlib.sha256(data).hexdigest())
+        sha = hashlib.sha256(data).hexdigest()
+        # Completed with its batch, so the batch is an accepted output that a window may take.
+        body = {"token": token, "result": {"artifact_sha256": sha}, "event": _selfplay_complete(job_id, sha)}
+        assert served.client.post(f"{W1}/jobs/{job_id}/complete", json=body, headers=w1).is_success
+        shas.append(sha)
     app = served.app
     bus = EventBus(app.store, node="coordinator", source="test")
     coordinator = PipelineCoordinator(app.store, bus, app.queue, app.models, app.settings)
     with app.store.read() as conn:
-        assert sorted(coordinator._window_inputs(conn, KEY)) == sorted(shas)
+        assert sorted(coordinator._window_inputs(conn, KEY, 10**9, set())) == sorted(shas)
     viewer = served.client.post("/api/nodes/w1/quarantine", json={"reason": "x"}, headers=Served.auth(served.viewer))
     assert viewer.status_code == 403
     admin = Served.auth(served.admin)
     made = served.client.post("/api/nodes/w1/quarantine", json={"reason": "forged batches"}, headers=admin)
     assert made.status_code == 200 and "quarantined" in made.json()["message"]
     with app.store.read() as conn:
-        assert coordinator._window_inputs(conn, KEY) == []
+        assert coordinator._window_inputs(conn, KEY, 10**9, set()) == []
         assert quarantine_queries.quarantined_artifacts(conn, shas) == set(shas)
         decided = conn.execute(sa.select(node_quarantines)).mappings().one()
     assert decided["reason"] == "forged batches" and decided["actor"].startswith("token:")
     assert served.client.post("/api/nodes/w1/unquarantine", headers=admin).status_code == 200
     with app.store.read() as conn:
-        assert sorted(coordinator._window_inputs(conn, KEY)) == sorted(shas)
+        assert sorted(coordinator._window_inputs(conn, KEY, 10**9, set())) == sorted(shas)
 
 
 @pytest.mark.parametrize("limit", [1, 3])

@@ -52,7 +52,7 @@ def test_lease_rows_lock_extend_and_free_keeping_the_token(store: Store) -> None
         assert leases.extend_lease(conn, "leader", "a", 1, now=15.0, expires_at=25.0)
         assert not leases.extend_lease(conn, "leader", "a", 1, now=30.0, expires_at=40.0)  # expired
         assert not leases.extend_lease(conn, "leader", "b", 1, now=15.0, expires_at=40.0)  # not the holder
-        assert leases.free_lease(conn, "leader", "a", 1)
+        assert leases.free_lease(conn, "leader", "a", 1, now=5.0)
     with store.read() as conn:
         freed = leases.get_lease(conn, "leader")
         assert freed is not None

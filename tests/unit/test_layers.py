@@ -21,7 +21,9 @@ PACKAGE = Path(__file__).resolve().parents[2] / "zeroloop"
 LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"zeroloop", "__main__", "cli", "server"}),
     frozenset({"app", "bootstrap"}),
-    frozenset({"control", "remote", "pipeline", "fleet", "alerts", "ops", "cluster", "daemons", "ports", "workload"}),
+    frozenset(
+        {"control", "remote", "pipeline", "tune", "fleet", "alerts", "ops", "cluster", "daemons", "ports", "workload"}
+    ),
     frozenset({"events", "queue", "artifacts"}),
     frozenset({"store"}),
     frozenset({"config", "plugins", "profiles", "errors", "tracing", "tracing_export", "logs"}),

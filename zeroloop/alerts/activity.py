@@ -8,7 +8,9 @@ what the rest of the cluster acts on:
     JOB_DEAD                                failure of the stage's circuit
     JOB_LEASE_EXPIRED, NODE_LOST            failure of the node's circuit (the machine went away,
                                             which says nothing about the stage)
-    NODE_REGISTERED                         a (re)joined machine starts with a closed circuit
+    NODE_REGISTERED, DISK_SPACE_RECOVERED   a (re)joined machine, or one whose full disk has room again,
+                                            starts with a closed circuit (failures its full disk caused
+                                            must not idle it for the recovery time once it has room)
     every JOB_* event                       the lifecycle counters shown by `zeroloop queue stats`
 
 The queue's claim skips a node whose circuit is open, so a machine that keeps failing
@@ -43,7 +45,7 @@ _COUNTER = {
     "JOB_DEAD": "dead",
     "JOB_CANCELLED": "cancelled",
 }
-HANDLES = (*_COUNTER, "NODE_LOST", "NODE_REGISTERED")
+HANDLES = (*_COUNTER, "NODE_LOST", "NODE_REGISTERED", "DISK_SPACE_RECOVERED")
 declare(NAME, handles=HANDLES)
 
 
@@ -65,7 +67,7 @@ class ActivityRecorder:
         with self.store.transaction() as conn:
             if event.type in _COUNTER:
                 job_stats.bump(conn, payload["config_key"], payload["job_type"], _COUNTER[event.type], self.clock())
-            if event.type == "NODE_REGISTERED":
+            if event.type in ("NODE_REGISTERED", "DISK_SPACE_RECOVERED"):
                 breaker_queries.delete_breaker(conn, node_key(payload["node"]))
             elif event.type in ("NODE_LOST", "JOB_LEASE_EXPIRED"):
                 self.breakers.record_failure(node_key(payload["node"]))

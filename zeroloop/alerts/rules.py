@@ -6,11 +6,16 @@ command with `{event}`, `{summary}` and `{json}` replaced (each shell-quoted), e
 curl to a chat webhook. A failing alert command is logged and retried by the bus like
 any failing handler, then dead-lettered: alerts are never silently lost.
 
-The events that call for action belong to a rule (`RULES`: crash loop, dead jobs and
-growing dead letters, an open circuit, a paused pipeline, a lost node, the budget reached,
-a production rollback, no promotion for hours: see `zeroloop.alerts.checks`);
-those alerts also go to the webhooks of `alerts.webhooks`, deduplicated and rate-limited
-per rule (see `zeroloop.alerts.webhooks`).
+Which events are operational, how each is said and how loud it is (info, warning,
+critical: the log level), is declared with each event type in
+`zeroloop.events.catalogue` (`Alerting`, or `Quiet` for routine ones); this module only
+reads it. The events that call for action belong to a rule (`RULES`: crash loop, dead
+jobs and growing dead letters, an open circuit, a paused pipeline, a lost node or leader,
+the budget reached, an orphan machine, failed launches and evacuations, corrupt artifacts,
+a full disk, a production rollback, a plateau, a selfplay quality warning, no promotion for
+hours: see `zeroloop.alerts.checks`); those alerts also go to the webhooks of
+`alerts.webhooks`, deduplicated and rate-limited per rule (see `zeroloop.alerts.webhooks`),
+with their severity.
 """
 
 from __future__ import annotations
@@ -25,7 +30,9 @@ from typing import Any
 from zeroloop.alerts.webhooks import Alert, Webhooks
 from zeroloop.config import AlertSettings
 from zeroloop.errors import AlertError
+from zeroloop.events import catalogue
 from zeroloop.events.bus import Event
+from zeroloop.events.catalogue import Alerting, Severity
 from zeroloop.events.consumer import ConsumerSpec
 from zeroloop.events.wiring import declare
 
@@ -33,102 +40,40 @@ log = logging.getLogger(__name__)
 
 NAME = "alerts"
 
-_SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
-    "DAEMON_CRASH_LOOP": lambda p: (
-        f"daemon {p['daemon']} on {p['node']} is FAILED after {p['restarts']} restarts: {p['last_error']}"
-    ),
-    "NODE_LOST": lambda p: f"node {p['node']} lost (silent for {p['silent_s']:.0f} s); its jobs were re-queued",
-    "NODE_IDLE_SHUTDOWN": lambda p: (
-        f"node {p['node']} ({p['provider']}) idle {p['idle_s']:.0f} s: "
-        + ("would be terminated (dry run)" if p["dry_run"] else "terminated")
-    ),
-    "LEADER_ELECTED": lambda p: f"{p['node']} now holds the {p['role']} lease (token {p['token']})",
-    "LEADER_LOST": lambda p: (
-        f"{p['node']} released the {p['role']} lease (token {p['token']}) on a clean stop"
-        if p.get("released")
-        else f"{p['node']} no longer holds the {p['role']} lease (token {p['token']})"
-    ),
-    "CIRCUIT_OPENED": lambda p: f"circuit {p['key']} opened after {p['failures']} failures",
-    "CIRCUIT_CLOSED": lambda p: f"circuit {p['key']} closed again",
-    "ARTIFACT_CORRUPT": lambda p: f"artifact {p['artifact_sha256'][:12]} corrupt at {p['location']}; quarantined",
-    "BACKPRESSURE_CHANGED": lambda p: (
-        f"queue {p['queue_type']} backpressure {p['previous']} -> {p['level']} (depth {p['depth']})"
-    ),
-    "JOB_DEAD": lambda p: f"{p['job_type']} job {p['job_id']} of {p['config_key']} is dead: {p['error']}",
-    "PIPELINE_PAUSED": lambda p: f"pipeline {p['config_key']} paused: {p['reason']}",
-    "NODE_LAUNCHED": lambda p: f"pool {p['pool']} launched node {p['node']} ({p['provider_id']})",
-    "NODE_LAUNCH_FAILED": lambda p: f"pool {p['pool']}: launch of node {p['node']} failed: {p['reason']}",
-    "NODE_TERMINATED": lambda p: f"node {p['node']} of pool {p['pool']} is gone; it cost {p['cost']:.2f} in all",
-    "FLEET_ORPHAN_FOUND": lambda p: (
-        f"pool {p['pool']}: the provider bills machine {p['provider_id']} that zeroloop does not know ({p['action']})"
-    ),
-    "MODEL_PROMOTED": lambda p: (
-        f"{p['config_key']}: production rolled back to {p['model_id']} from {p.get('previous_model_id') or 'none'}"
-        if p["reason"] == "rollback"
-        else f"{p['config_key']}: {p['model_id']} promoted to production ({p['reason']})"
-    ),
-    "PROMOTION_STALLED": lambda p: (
-        f"{p['config_key']}: no model promoted for {p['hours']:.1f} h (production: {p.get('model_id') or 'none'})"
-    ),
-    "DEAD_LETTERS_GROWING": lambda p: (
-        f"event dead letters growing: {p['letters']} pending or parked (was {p['previous']}); see `zeroloop dlq ls`"
-    ),
-    "FLEET_BUDGET_REACHED": lambda p: (
-        f"pool {p['pool']}: {p['refused']} launch(es) refused: the fleet costs {p['cost_per_hour']:g}/h "
-        f"of a budget of {p['budget_per_hour']:g}/h"
-    ),
-    "GARBAGE_COLLECTED": lambda p: (
-        "garbage collected: "
-        + ", ".join(f"{count} {what}" for what, count in sorted(p["counts"].items()) if count)
-        + f" ({p['bytes_freed']} bytes freed)"
-    ),
-    "DISK_SPACE_LOW": lambda p: (
-        f"node {p['node']} disk {p['disk_pct']:.0f}% full: {p['evicted_bytes']} bytes of cache evicted"
-        + ("; new selfplay refused until space is freed" if p["selfplay_refused"] else "")
-    ),
-    "BACKUP_CREATED": lambda p: (
-        f"backup {p['backup_id']} taken ({p['store_bytes']} bytes, {p['artifacts']} artifacts)"
-        + (f"; deleted {len(p['pruned'])} older" if p["pruned"] else "")
-    ),
-}
-_GOOD_NEWS = frozenset(
-    {"LEADER_ELECTED", "CIRCUIT_CLOSED", "NODE_LAUNCHED", "NODE_TERMINATED", "GARBAGE_COLLECTED", "BACKUP_CREATED"}
-)
-HANDLES = tuple(_SUMMARIES)
+# Derived from the catalogue alone: each event type declares there, beside its payload,
+# whether and how it alerts, so no fault is left off this channel by a table forgotten here.
+_ALERTING: dict[str, Alerting] = {name: a for name, a in catalogue.ALERTING.items() if isinstance(a, Alerting)}
+HANDLES = tuple(_ALERTING)
 declare(NAME, handles=HANDLES)
 
-# Which rule an event raises, and what it is about (the key deduplication goes by).
 RULES: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
-    "DAEMON_CRASH_LOOP": ("crash_loop", lambda p: f"{p['daemon']}@{p['node']}"),
-    "JOB_DEAD": ("dead_letters", lambda p: f"{p['config_key']}/{p['job_type']}"),
-    "CIRCUIT_OPENED": ("circuit_open", lambda p: str(p["key"])),
-    "PIPELINE_PAUSED": ("pipeline_paused", lambda p: str(p["config_key"])),
-    "NODE_LOST": ("node_lost", lambda p: str(p["node"])),
-    "FLEET_BUDGET_REACHED": ("budget_reached", lambda p: str(p["pool"])),
-    "MODEL_PROMOTED": ("production_regression", lambda p: str(p["config_key"])),
-    "PROMOTION_STALLED": ("no_promotion", lambda p: str(p["config_key"])),
-    "DEAD_LETTERS_GROWING": ("dead_letters", lambda _p: "event dead letters"),
+    name: (a.rule, a.key) for name, a in _ALERTING.items() if a.rule is not None and a.key is not None
 }
+"""Which rule an event type raises, and what its alerts are about (the key deduplication goes by)."""
+
+_LOG_LEVEL = {Severity.INFO: logging.INFO, Severity.WARNING: logging.WARNING, Severity.CRITICAL: logging.ERROR}
 
 
 def summary(event: Event) -> str:
     """The one-line description of an operational event."""
-    return _SUMMARIES[event.type](event.payload)
+    return _ALERTING[event.type].summary(event.payload)
+
+
+def severity(event: Event) -> Severity:
+    """How loud the event is: its type's severity, INFO when this event is not an alert (see `is_alert`)."""
+    alerting = _ALERTING[event.type]
+    return alerting.severity if alerting.alerts(event.payload) else Severity.INFO
 
 
 def is_alert(event: Event) -> bool:
     """Whether someone should hear of `event`: not a lease given up on a clean stop, nor a promotion that went well."""
-    if event.type == "LEADER_LOST":
-        return not event.payload.get("released")
-    if event.type == "MODEL_PROMOTED":
-        return bool(event.payload.get("reason") == "rollback")
-    return True
+    return _ALERTING[event.type].alerts(event.payload)
 
 
 def rule_of(event: Event) -> str | None:
     """The alert rule `event` raises, or None when it is only logged."""
-    found = RULES.get(event.type)
-    return found[0] if found and is_alert(event) else None
+    alerting = _ALERTING.get(event.type)
+    return alerting.rule if alerting is not None and alerting.alerts(event.payload) else None
 
 
 class Alerts:
@@ -149,13 +94,15 @@ class Alerts:
         if not is_alert(event):
             log.info("%s", line)
             return
-        log.log(logging.INFO if event.type in _GOOD_NEWS else logging.WARNING, "alert: %s", line)
+        loudness = severity(event)
+        log.log(_LOG_LEVEL[loudness], "alert: %s", line)
         if self.settings.command:
             self._run(event, line)
         rule = rule_of(event)
         if rule is not None:
             key = RULES[event.type][1](event.payload)
-            self.webhooks.offer(Alert(rule, key, event.type, event.id, line, dict(event.payload), event.created_at))
+            alert = Alert(rule, key, event.type, event.id, line, dict(event.payload), event.created_at, loudness.value)
+            self.webhooks.offer(alert)
         self.sent += 1
 
     def _run(self, event: Event, line: str) -> None:

@@ -44,6 +44,7 @@ class Alert:
     summary: str
     payload: dict[str, Any] = field(default_factory=dict)
     at: float = 0.0  # when the event happened (epoch seconds)
+    severity: str = "warning"  # info, warning or critical (zeroloop.events.catalogue.Severity)
 
 
 def redact(url: str) -> str:
@@ -56,9 +57,10 @@ def body_of(alert: Alert, fmt: str, held_back: int) -> dict[str, Any]:
     """The JSON body one webhook gets: the alert as an object, or Slack's `{"text": ...}`."""
     more = f" ({held_back} more {alert.rule} alert(s) held back by the rate limit)" if held_back else ""
     if fmt == "slack":
-        return {"text": f"[zeroloop] {alert.rule}: {alert.summary}{more}"}
+        return {"text": f"[zeroloop] {alert.severity} {alert.rule}: {alert.summary}{more}"}
     return {
         "rule": alert.rule,
+        "severity": alert.severity,
         "key": alert.key,
         "event": alert.event_type,
         "event_id": alert.event_id,

@@ -55,6 +55,7 @@ def nodes_table(app: App) -> Table:
         Column("heartbeat"),
         Column("cost/h", drop=7),
         Column("cost", drop=9),
+        Column("models held", drop=10),
     )
     rows = []
     for row in views.nodes(app):
@@ -75,6 +76,7 @@ def nodes_table(app: App) -> Table:
                 _ago(row["heartbeat_at"], now),
                 "-" if row["cost_per_hour"] is None else f"{row['cost_per_hour']:g}",
                 f"{row['cost']:.2f}",
+                escape(", ".join(f"{key}: {model}" for key, model in row["holds"].items()) or "-"),
             ]
         )
     return fitted(columns, rows, width=console.width, title="nodes")

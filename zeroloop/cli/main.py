@@ -22,6 +22,7 @@ from zeroloop.cli import quickstart as quickstart_cli
 from zeroloop.cli import run as run_cli
 from zeroloop.cli import serve as serve_cli
 from zeroloop.cli import tokens as tokens_cli
+from zeroloop.cli import tune as tune_cli
 from zeroloop.cli.common import console, err_console, settings
 from zeroloop.cli.config_toml import to_toml
 from zeroloop.errors import ZeroloopError
@@ -50,6 +51,7 @@ app.add_typer(dlq_cli.app, name="dlq")
 app.add_typer(queue_cli.app, name="queue")
 app.add_typer(tokens_cli.app, name="tokens")
 app.add_typer(backup_cli.app, name="backup")
+app.add_typer(tune_cli.app, name="tune")
 gc_cli.register(app)
 
 

@@ -284,11 +284,15 @@ async def run_quickstart(app: App, config_key: str, minutes: float, workers: int
     loop = asyncio.get_running_loop()
     stop, force = asyncio.Event(), asyncio.Event()
 
-    def on_signal() -> None:
-        (force if stop.is_set() else stop).set()
+    def on_signal(sig: signal.Signals) -> None:
+        # One stop, one drain: only a person pressing Ctrl-C again stops at once; a repeated SIGTERM
+        # or SIGHUP (a service manager, a closing terminal) changes nothing.
+        if sig is signal.SIGINT and stop.is_set():
+            force.set()
+        stop.set()
 
     for sig in STOP_SIGNALS:
-        loop.add_signal_handler(sig, on_signal)
+        loop.add_signal_handler(sig, on_signal, sig)
     local = LocalPool(app, workers)
     screen = ScreenData(app, config_key, local.counts)
     started = time.monotonic()

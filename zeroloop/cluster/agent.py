@@ -12,7 +12,6 @@ import asyncio
 import logging
 import os
 import shutil
-import signal
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -20,12 +19,15 @@ from typing import Any
 import psutil
 
 from zeroloop.cluster.leases import leader_fence
-from zeroloop.cluster.nodes import Fence, NodeInfo, Nodes, NodeStatus, Requeue
+from zeroloop.cluster.nodes import Fence, NodeInfo, NodeRefused, Nodes, NodeStatus, Requeue
 from zeroloop.config import Settings
-from zeroloop.daemons.daemon import Clock, DaemonContext, LoopDaemon
-from zeroloop.ports import AppParts, NodePort, WorkerParts
+from zeroloop.daemons.daemon import Clock, DaemonContext, DaemonHealth, ExitRequest, HealthState, LoopDaemon
+from zeroloop.errors import AuthError
+from zeroloop.events.wiring import declare
+from zeroloop.ports import AppParts, EventPort, NodePort, WorkerParts
 
 log = logging.getLogger(__name__)
+declare("zeroloop.cluster.agent", emits=("EVACUATION_FAILED",))
 
 Probe = Callable[[], dict[str, Any]]
 
@@ -116,12 +118,24 @@ def _existing(path: os.PathLike[str] | str) -> str:
     return current
 
 
+EXIT_ORPHANED = 3  # the dead-man switch: nobody could hear this node for cluster.orphan_after_s
+EXIT_REFUSED = 4  # the server refused this worker's token, or the fleet gave the node up: it may not come back
+
+
 class NodeAgent(LoopDaemon):
     """Registers this node on its first tick, then heartbeats; re-registers if it was marked lost.
 
     While its node is draining it uploads the artifacts whose only copy it holds
-    (`evacuate`), so the node can be terminated without losing data. When the fleet
-    terminates the node (TERMINATING), `on_terminate` stops this process: it drains.
+    (`evacuate`), so the node can be terminated without losing data; an upload that fails
+    is announced (EVACUATION_FAILED, naming the node and the error) and tried again at the
+    next heartbeat, which goes on meanwhile. It asks its process to end (`exit`):
+
+    - with status 0 when the fleet terminates the node (TERMINATING): one stop, one drain;
+    - with EXIT_ORPHANED, after a drain, once no heartbeat has gone through for
+      `orphan_after_s` seconds (0: never): the dead-man switch of a machine the fleet
+      launched, so it stops billing when nobody is left to stop it;
+    - with EXIT_REFUSED, at once, when the server refuses its token (revoked, expired) or
+      the fleet refuses its registration (it gave the node up): restarting cannot help.
     """
 
     def __init__(
@@ -133,42 +147,96 @@ class NodeAgent(LoopDaemon):
         *,
         clock: Clock,
         evacuate: Callable[[], int] | None = None,
-        on_terminate: Callable[[], None] | None = None,
+        exit_request: ExitRequest | None = None,
+        orphan_after_s: float = 0.0,
+        bus: EventPort | None = None,
     ) -> None:
         super().__init__(interval_s, clock=clock)
         self.nodes = registry
         self.describe = describe
         self.probe = probe
         self.evacuate = evacuate
-        self.on_terminate = on_terminate
+        self.exit = exit_request or ExitRequest()
+        self.orphan_after_s = orphan_after_s
+        self.bus = bus
         self.node_id: str | None = None
         self.registrations = 0
         self.evacuated = 0
-        self.told_to_stop = False
+        self.evacuation_error: str | None = None
+        self.heard_at = clock()  # the last heartbeat that went through (or the start)
+        self.beat_error: str | None = None  # why the last heartbeat did not go through
 
     async def tick(self) -> None:
         """Heartbeat, registering first (or again, after being marked lost); evacuate while draining."""
         load = await asyncio.to_thread(self.probe)
+        try:
+            status = await self._beat(load)
+        except (AuthError, NodeRefused) as exc:
+            self._stop(EXIT_REFUSED, f"this node may not take part any more: {exc}", force=True)
+            return
+        except Exception as exc:  # noqa: BLE001 - whatever stops a heartbeat counts as not heard
+            self._unheard(exc)
+            return
+        if self.beat_error is not None:
+            log.info("node %s heard again after %.0f s", self.node_id, self.clock() - self.heard_at)
+        self.heard_at, self.beat_error = self.clock(), None
+        if status is NodeStatus.TERMINATING:
+            self._stop(0, "the fleet is stopping this node")
+        elif status is NodeStatus.DRAINING and self.evacuate is not None:
+            await self._evacuate()
+
+    async def _beat(self, load: dict[str, Any]) -> NodeStatus | None:
+        """One heartbeat, registering first when the node is unknown, lost or was stopped; its status after."""
         status = None
         if self.node_id is not None:
             status = await asyncio.to_thread(self.nodes.heartbeat, self.node_id, load)
-        if status is NodeStatus.TERMINATING:
-            if not self.told_to_stop and self.on_terminate is not None:
-                log.info("node %s is being terminated by the fleet: stopping", self.node_id)
-                self.told_to_stop = True
-                self.on_terminate()
-            return
         if status is None or status in (NodeStatus.LOST, NodeStatus.TERMINATED):
             info = await asyncio.to_thread(self.describe)
             await asyncio.to_thread(self.nodes.register, info, load)
             self.node_id = info.id
             self.registrations += 1
             log.info("node %s registered (%s)", info.id, "first time" if status is None else f"was {status}")
-        elif status is NodeStatus.DRAINING and self.evacuate is not None:
+            status = await asyncio.to_thread(self.nodes.heartbeat, info.id, load)  # a lost one may come back draining
+        return status
+
+    def _unheard(self, exc: BaseException) -> None:
+        """A heartbeat did not go through: after `orphan_after_s` of that, the dead-man switch ends the process."""
+        self.beat_error = f"{type(exc).__name__}: {exc}"
+        silent_s = self.clock() - self.heard_at
+        log.warning("node %s: heartbeat failed (%.0f s without one): %s", self.node_id, silent_s, self.beat_error)
+        if self.orphan_after_s and silent_s >= self.orphan_after_s:
+            self._stop(
+                EXIT_ORPHANED,
+                f"no heartbeat went through for {silent_s:.0f} s (cluster.orphan_after_s {self.orphan_after_s:g}): "
+                f"nobody is left to stop this machine; last error {self.beat_error}",
+            )
+
+    def _stop(self, code: int, reason: str, *, force: bool = False) -> None:
+        if self.exit.code is None:
+            (log.info if code == 0 else log.error)("node %s stopping its process: %s", self.node_id, reason)
+        self.exit.request(code, reason, force=force)
+
+    async def _evacuate(self) -> None:
+        """Upload what only this node holds; a failure is announced, never the end of the heartbeat."""
+        assert self.evacuate is not None
+        try:
             moved = await asyncio.to_thread(self.evacuate)
-            if moved:
-                self.evacuated += moved
-                log.info("node %s uploaded %d artifact(s) it held the only copy of", self.node_id, moved)
+        except Exception as exc:  # noqa: BLE001 - an upload failure must not stop the heartbeat that keeps the node
+            error = f"{type(exc).__name__}: {exc}"
+            log.error("node %s: evacuating its only copies failed (tried again next beat): %s", self.node_id, error)
+            if error != self.evacuation_error and self.bus is not None:
+                payload = {"node": self.node_id or "", "error": error[:2000]}
+                try:
+                    await asyncio.to_thread(self.bus.publish, "EVACUATION_FAILED", payload)
+                except Exception as publish_error:  # noqa: BLE001 - the store may be what failed; next beat retries
+                    log.warning("node %s: EVACUATION_FAILED not published: %s", self.node_id, publish_error)
+                    return  # not remembered: announced at the next failure
+            self.evacuation_error = error
+            return
+        self.evacuation_error = None
+        if moved:
+            self.evacuated += moved
+            log.info("node %s uploaded %d artifact(s) it held the only copy of", self.node_id, moved)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Heartbeat until stopped; then mark the node TERMINATED, so a clean stop is not later taken for a loss.
@@ -177,12 +245,32 @@ class NodeAgent(LoopDaemon):
         holds no running job by then; a lease it still held expires and is re-queued.
         """
         await super().run(stop)
-        if self.node_id is not None and await asyncio.to_thread(self.nodes.leave, self.node_id):
-            log.info("node %s left the cluster", self.node_id)
+        if self.node_id is None or self.exit.force:
+            return
+        try:
+            if await asyncio.to_thread(self.nodes.leave, self.node_id):
+                log.info("node %s left the cluster", self.node_id)
+        except Exception as exc:  # noqa: BLE001 - leaving is a courtesy: an unreachable cluster finds it lost
+            log.warning("node %s could not say it left (%s): the cluster will find it lost", self.node_id, exc)
+
+    def health(self) -> DaemonHealth:
+        """Unhealthy while heartbeats do not go through; otherwise as any loop daemon."""
+        found = super().health()
+        if self.beat_error is None:
+            return found
+        return DaemonHealth(HealthState.UNHEALTHY, found.details)
 
     def details(self) -> dict[str, Any]:
-        """The node id, how many times it registered, and artifacts it evacuated."""
-        return {"node": self.node_id, "registrations": self.registrations, "evacuated": self.evacuated}
+        """The node id, registrations, evacuations, and how long it has gone unheard."""
+        found: dict[str, Any] = {"node": self.node_id, "registrations": self.registrations, "evacuated": self.evacuated}
+        if self.beat_error is not None:
+            found["unheard_s"] = round(self.clock() - self.heard_at, 1)
+            found["heartbeat_error"] = self.beat_error
+        if self.evacuation_error is not None:
+            found["evacuation_error"] = self.evacuation_error
+        if self.exit.code is not None:
+            found["exit"] = {"code": self.exit.code, "reason": self.exit.reason}
+        return found
 
 
 class NodeLostDetector(LoopDaemon):
@@ -231,7 +319,7 @@ class NodeLostDetector(LoopDaemon):
 
 
 def node_agent_daemon(context: DaemonContext[WorkerParts]) -> NodeAgent:
-    """Factory of the `node_heartbeat` daemon."""
+    """Factory of the `node_heartbeat` daemon; the dead-man switch arms on machines the fleet launched (a pool)."""
     app = context.parts
     settings = app.settings
     return NodeAgent(
@@ -241,8 +329,9 @@ def node_agent_daemon(context: DaemonContext[WorkerParts]) -> NodeAgent:
         settings.cluster.heartbeat_interval_s,
         clock=context.clock,
         evacuate=app.artifacts.evacuate,
-        # Signal handlers only set flags: this process's own SIGTERM starts its graceful drain.
-        on_terminate=lambda: os.kill(os.getpid(), signal.SIGTERM),
+        exit_request=context.exit,
+        orphan_after_s=settings.cluster.orphan_after_s if settings.cluster.pool is not None else 0.0,
+        bus=app.bus,
     )
 
 

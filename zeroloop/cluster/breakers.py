@@ -181,10 +181,10 @@ class CircuitBreakers:
     def _apply(self, key: str, rule: Any) -> BreakerState:
         now = self.clock()
         with self.store.transaction() as conn:
-            row = queries.get_breaker(conn, key, lock=True)
-            before = Breaker.from_row(row) if row else Breaker(key, updated_at=now)
+            # Created if missing and locked in one go: two writers of a new breaker take turns, never collide.
+            before = Breaker.from_row(queries.lock_breaker(conn, key, now=now))
             after: Breaker = rule(before, now, self.settings)
-            if after != before or row is None:
+            if after != before:
                 queries.upsert_breaker(conn, after.row())
             if after.state is not before.state:
                 if after.state is BreakerState.OPEN:

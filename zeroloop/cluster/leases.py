@@ -21,6 +21,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from zeroloop.cluster.nodes import LEADER_LEASE
 from zeroloop.daemons.daemon import Clock, DaemonContext, Leadership, LoopDaemon
 from zeroloop.errors import LeaseError
 from zeroloop.events.bus import EventBus
@@ -32,7 +33,7 @@ from zeroloop.store.queries import leases as queries
 log = logging.getLogger(__name__)
 declare("zeroloop.cluster.leases", emits=("LEADER_ELECTED", "LEADER_LOST"))
 
-LEADER = "leader"
+LEADER = LEADER_LEASE  # the coordinator's lease (named in cluster.nodes, whose heartbeat reads it)
 
 
 class LeaseState(StrEnum):
@@ -61,15 +62,16 @@ class Lease:
     state: LeaseState
 
 
-def guard(conn: Connection, role: str, token: int, *, now: float | None = None) -> None:
+def guard(conn: Connection, role: str, token: int, *, clock: Clock = time.time) -> None:
     """Refuse (LeaseError) a write under `role` unless `token` is the current, unexpired lease token.
 
     Call it inside the writer's transaction, before the write: the row is locked (FOR
     UPDATE on PostgreSQL, the write lock on SQLite), so no other holder can take the
-    lease between the check and the commit.
+    lease between the check and the commit. The time is read once the lock is held: a
+    lease that ran out while the writer waited for it is expired.
     """
-    moment = time.time() if now is None else now
     row = queries.lock_lease(conn, role)
+    moment = clock()
     if row["token"] != token or lease_state(row, moment) is not LeaseState.HELD:
         raise LeaseError(
             f"write under role {role!r} refused: token {token} is stale (current token {row['token']}, "
@@ -88,10 +90,21 @@ class LeaseManager:
         self.clock = clock
 
     def acquire(self, role: str) -> int | None:
-        """Take `role` if free or expired, or renew it if we hold it; return our token, or None if another holds it."""
-        now = self.clock()
+        """Take `role` if free or expired, or renew it if we hold it; return our token, or None if another holds it.
+
+        The time is read once the lease row is locked, so a long wait for the lock never
+        writes a lease that has already run out. On PostgreSQL a contender does not wait
+        on a row another transaction holds: if the lease that transaction's holder wrote
+        has expired (the holder is paused inside a transaction), its session is ended, so
+        failover takes one lease, not `store.idle_in_transaction_timeout_s`.
+        """
         with self.store.transaction() as conn:
-            row = queries.lock_lease(conn, role)
+            row = queries.try_lock_lease(conn, role)
+            if row is None:
+                row = self._depose_paused_holder(conn, role)
+                if row is None:
+                    return None
+            now = self.clock()
             state = lease_state(row, now)
             if state is LeaseState.HELD and row["holder"] == self.holder:
                 queries.extend_lease(conn, role, self.holder, row["token"], now=now, expires_at=now + self.ttl_s)
@@ -110,9 +123,10 @@ class LeaseManager:
         return token
 
     def renew(self, role: str, token: int) -> bool:
-        """Extend our lease by ttl_s; False (and LEADER_LOST) when it is no longer ours."""
-        now = self.clock()
+        """Extend our lease by ttl_s; False (and LEADER_LOST) when it is no longer ours (time read after the lock)."""
         with self.store.transaction() as conn:
+            queries.lock_lease(conn, role)
+            now = self.clock()
             if queries.extend_lease(conn, role, self.holder, token, now=now, expires_at=now + self.ttl_s):
                 return True
         self._lost(role, token)
@@ -121,7 +135,7 @@ class LeaseManager:
     def release(self, role: str, token: int) -> bool:
         """Give the lease up (keeping its token); True when we held it."""
         with self.store.transaction() as conn:
-            released = queries.free_lease(conn, role, self.holder, token)
+            released = queries.free_lease(conn, role, self.holder, token, now=self.clock())
             if released:
                 self.bus.publish("LEADER_LOST", {"role": role, "node": self.holder, "token": token, "released": True})
         return released
@@ -145,7 +159,33 @@ class LeaseManager:
 
     def guard(self, conn: Connection, role: str, token: int) -> None:
         """`guard()` at this manager's clock."""
-        guard(conn, role, token, now=self.clock())
+        guard(conn, role, token, clock=self.clock)
+
+    def _depose_paused_holder(self, conn: Connection, role: str) -> dict[str, Any] | None:
+        """The lease row, locked, once a holder paused past its lease inside a transaction is gone; None while
+        the row is held by a transaction whose lease is still good (a live holder renewing or writing).
+
+        When the holder is this manager itself, the locking transaction is one of its own writes: it waits."""
+        seen = queries.get_lease(conn, role)  # the committed row: what the locker wrote is not visible yet
+        if seen is not None and seen["holder"] == self.holder:
+            # Our own fenced write holds the row (its guard locks it): wait for it, bounded, and renew.
+            queries.set_lock_timeout(conn, self.ttl_s)
+            return queries.lock_lease(conn, role)
+        if seen is None or lease_state(seen, self.clock()) is LeaseState.HELD:
+            return None
+        ended = queries.end_lease_lockers(conn, role)
+        if not ended:
+            return None  # its transaction ended meanwhile: the next round takes the lease
+        log.warning(
+            "lease %s expired at %.3f while %r still held its row in a transaction (paused?): ended session(s) %s",
+            role,
+            seen["expires_at"],
+            seen["holder"],
+            ended,
+        )
+        # The ended session releases its locks as it exits: wait for that, but never unbounded.
+        queries.set_lock_timeout(conn, self.ttl_s)
+        return queries.lock_lease(conn, role)
 
     def _lost(self, role: str, token: int) -> None:
         log.warning("lost lease %s (token %d)", role, token)

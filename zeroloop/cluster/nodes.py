@@ -16,11 +16,13 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from zeroloop.config import ClusterSettings
 from zeroloop.daemons.daemon import Clock
 from zeroloop.errors import ZeroloopError
 from zeroloop.events.bus import EventBus
 from zeroloop.events.wiring import declare
 from zeroloop.store.database import Store
+from zeroloop.store.queries import leases as lease_queries
 from zeroloop.store.queries import nodes as queries
 from zeroloop.store.queries import tokens as token_queries
 
@@ -32,6 +34,10 @@ Fence = Callable[[Connection], None]
 
 class NodeError(ZeroloopError):
     """A node operation was refused: unknown node or an illegal status change."""
+
+
+class NodeRefused(NodeError):
+    """The fleet gave this node up (failed, being stopped, stopped): it may not register again."""
 
 
 class NodeStatus(StrEnum):
@@ -49,19 +55,25 @@ class NodeStatus(StrEnum):
 
 
 _EDGES: dict[NodeStatus, frozenset[NodeStatus]] = {
-    # Asked for: the provider takes it, refuses it, or the request is withdrawn.
-    NodeStatus.REQUESTED: frozenset({NodeStatus.LAUNCHING, NodeStatus.FAILED, NodeStatus.TERMINATED}),
+    # Asked for: the provider takes it, refuses it, or the request is withdrawn; or its worker registers before
+    # the launcher recorded the provider's answer (a machine that boots fast on a loaded launcher).
+    NodeStatus.REQUESTED: frozenset(
+        {NodeStatus.LAUNCHING, NodeStatus.FAILED, NodeStatus.TERMINATED, NodeStatus.ACTIVE}
+    ),
     # The worker registers, or it never does (timeout, the machine vanished), or we stop it first.
     NodeStatus.LAUNCHING: frozenset({NodeStatus.ACTIVE, NodeStatus.FAILED, NodeStatus.TERMINATING}),
     # Drained by hand or by idle shutdown, went silent, left cleanly, or stopped at once (nothing held).
     NodeStatus.ACTIVE: frozenset({NodeStatus.DRAINING, NodeStatus.LOST, NodeStatus.TERMINATED, NodeStatus.TERMINATING}),
-    # Undrained, emptied, went silent, or left cleanly.
-    NodeStatus.DRAINING: frozenset({NodeStatus.ACTIVE, NodeStatus.DRAINED, NodeStatus.LOST, NodeStatus.TERMINATED}),
+    # Undrained, emptied, went silent, left cleanly, or stopped while it held nothing (no job, no only copy).
+    NodeStatus.DRAINING: frozenset(
+        {NodeStatus.ACTIVE, NodeStatus.DRAINED, NodeStatus.LOST, NodeStatus.TERMINATED, NodeStatus.TERMINATING}
+    ),
     NodeStatus.DRAINED: frozenset({NodeStatus.ACTIVE, NodeStatus.TERMINATING, NodeStatus.LOST, NodeStatus.TERMINATED}),
     # The provider confirms it is gone (or it left by itself first); a silent one is still being stopped.
     NodeStatus.TERMINATING: frozenset({NodeStatus.TERMINATED}),
-    # A lost node that registers again is active again (a new life, new leases), or is stopped.
-    NodeStatus.LOST: frozenset({NodeStatus.ACTIVE, NodeStatus.TERMINATING, NodeStatus.TERMINATED}),
+    # A lost node that registers again is active again (a new life, new leases), or draining again if it was
+    # draining when it went silent (a drain is not forgotten), or is stopped.
+    NodeStatus.LOST: frozenset({NodeStatus.ACTIVE, NodeStatus.DRAINING, NodeStatus.TERMINATING, NodeStatus.TERMINATED}),
     # A failed launch is stopped at the provider, in case the machine exists after all.
     NodeStatus.FAILED: frozenset({NodeStatus.TERMINATING, NodeStatus.TERMINATED}),
     # A worker started by hand may start again under the same id; a fleet node never comes back.
@@ -69,6 +81,8 @@ _EDGES: dict[NodeStatus, frozenset[NodeStatus]] = {
 }
 
 LIVE = (NodeStatus.ACTIVE, NodeStatus.DRAINING, NodeStatus.DRAINED)  # heartbeating workers
+_ORPHANABLE = frozenset(status.value for status in LIVE)
+LEADER_LEASE = "leader"  # the lease the coordinator holds (zeroloop.cluster.leases.LEADER)
 STARTING = (NodeStatus.REQUESTED, NodeStatus.LAUNCHING)
 # A machine the provider bills for: from launch until the provider says it is gone.
 _BILLED = frozenset(
@@ -126,10 +140,15 @@ class NodeInfo:
 class Nodes:
     """Named operations on nodes over one store and bus (clock: epoch seconds, injectable)."""
 
-    def __init__(self, store: Store, bus: EventBus, *, clock: Clock = time.time) -> None:
+    def __init__(
+        self, store: Store, bus: EventBus, *, clock: Clock = time.time, orphan_after_s: float | None = None
+    ) -> None:
+        """`orphan_after_s`: see `heartbeat` (seconds; default `cluster.orphan_after_s`'s default; 0: never)."""
         self.store = store
         self.bus = bus
         self.clock = clock
+        default: float = ClusterSettings.model_fields["orphan_after_s"].default
+        self.orphan_after_s = default if orphan_after_s is None else orphan_after_s
 
     def register(self, info: NodeInfo, utilisation: dict[str, Any] | None = None) -> None:
         """Register or re-register a node as ACTIVE, publishing NODE_REGISTERED.
@@ -171,24 +190,52 @@ class Nodes:
                 current = NodeStatus(row["status"])
                 managed = row["pool"] is not None and row["provider_id"] is not None
                 if managed and current in (NodeStatus.FAILED, NodeStatus.TERMINATING, NodeStatus.TERMINATED):
-                    raise NodeError(
+                    raise NodeRefused(
                         f"node {info.id} was {current.value} by the fleet and may not register again; "
                         "the fleet launches a new node instead"
                     )
-                if current is not NodeStatus.ACTIVE:
-                    transition(current, NodeStatus.ACTIVE, node=info.id)
-                    queries.set_node_status(
-                        conn, info.id, NodeStatus.ACTIVE.value, now, expected=current.value, billing=True
-                    )
+                # A node that was draining stays so through a restart of its worker or a spell of silence.
+                draining = row["draining_since"] is not None and current is not NodeStatus.TERMINATED
+                target = NodeStatus.DRAINING if draining and current is NodeStatus.LOST else NodeStatus.ACTIVE
+                if current in (NodeStatus.DRAINING, NodeStatus.DRAINED):
+                    target = current
+                if current is not target:
+                    transition(current, target, node=info.id)
+                    queries.set_node_status(conn, info.id, target.value, now, expected=current.value, billing=True)
                 extra = {} if managed else {"provider": info.provider, "cost_per_hour": info.cost_per_hour}
+                if not draining:
+                    extra["draining_since"] = None
                 queries.update_node(conn, info.id, **described, **extra)
             self.bus.publish("NODE_REGISTERED", {"node": info.id, "host": info.host, "provider": info.provider})
 
     def heartbeat(self, node_id: str, utilisation: dict[str, Any]) -> NodeStatus | None:
-        """Record a heartbeat; return the node's status (None if unknown: the agent must register)."""
+        """Record a heartbeat; return the node's status (None if unknown: the agent must register).
+
+        The dead-man switch's second half: a machine the fleet launched is told to stop
+        (TERMINATING) once no coordinator has held the leader lease for `orphan_after_s`,
+        since nobody is left to stop it (the first half, a node that cannot heartbeat at
+        all, is its agent's: zeroloop.cluster.agent).
+        """
+        now = self.clock()
         with self.store.transaction() as conn:
-            status = queries.record_heartbeat(conn, node_id, utilisation, self.clock())
+            status = queries.record_heartbeat(conn, node_id, utilisation, now)
+            if status in _ORPHANABLE and self.orphan_after_s:
+                leaderless_s = self._leaderless_s(conn, now)
+                if leaderless_s is not None and leaderless_s >= self.orphan_after_s:
+                    row = queries.get_node(conn, node_id)
+                    if row is not None and row["pool"] is not None and row["provider_id"] is not None:
+                        why = f"no coordinator for {leaderless_s:.0f} s (cluster.orphan_after_s): the node stops itself"
+                        if self.move(conn, row, NodeStatus.TERMINATING, last_error=why):
+                            status = NodeStatus.TERMINATING.value
         return NodeStatus(status) if status is not None else None
+
+    @staticmethod
+    def _leaderless_s(conn: Connection, now: float) -> float | None:
+        """How long no process has held the leader lease (seconds), or None while one does or none ever did."""
+        lease = lease_queries.get_lease(conn, LEADER_LEASE)
+        if lease is None or (lease["holder"] is not None and lease["expires_at"] > now):
+            return None
+        return now - float(lease["expires_at"])
 
     def move(self, conn: Connection, row: dict[str, Any], target: NodeStatus, **values: Any) -> bool:
         """Move the node of `row` to `target` inside the caller's transaction, billing as the status implies.
@@ -200,6 +247,10 @@ class Nodes:
         managed = row.get("pool") is not None
         was, will = billed(current, managed=managed), billed(target, managed=managed)
         billing = None if was == will else will
+        if target is NodeStatus.DRAINING and current is not NodeStatus.LOST:
+            values.setdefault("draining_since", self.clock())  # remembered through silence and restarts
+        elif target is NodeStatus.ACTIVE:
+            values.setdefault("draining_since", None)  # undrained
         moved = queries.set_node_status(
             conn, row["id"], target.value, self.clock(), expected=current.value, billing=billing, **values
         )

@@ -21,6 +21,7 @@ from zeroloop.events.catalogue import EVENT_TYPES
 from zeroloop.events.deadletters import LIVE, DeadLetters
 from zeroloop.events.stats import stats as event_stats
 from zeroloop.fleet.autoscaler import DURATION_WINDOW_S
+from zeroloop.pipeline.distribution import NAME as DISTRIBUTION
 from zeroloop.pipeline.ratings import RELATIVE_TO, Rating, ratings
 from zeroloop.ports import AppParts
 from zeroloop.queue.jobs import JobStatus
@@ -126,6 +127,33 @@ def pipeline(app: AppParts, config_key: str, *, decision_limit: int = 20) -> dic
     }
 
 
+def population(app: AppParts, config_key: str) -> dict[str, Any]:
+    """The newest tune of a config key: its state, every trial, and each variant's Elo against its CPU-seconds.
+
+    `series` maps each variant to its points [CPU-seconds, Elo] (the population's joint
+    rating, random play = 0), one per change, as the tune daemon recorded them.
+    """
+    from zeroloop.store.queries import tunes as tune_queries
+
+    with app.store.read() as conn:
+        found = tune_queries.list_tunes(conn, config_key=config_key)
+        if not found:
+            raise ZeroloopError(f"{config_key} has no tune: start one with zeroloop tune start {config_key}")
+        tune = found[0]
+        trials = [dict(row) for row in tune_queries.trials_of(conn, int(tune["id"]))]
+    progress = dict(tune["progress"] or {})
+    keep = ("id", "config_key", "status", "sampler", "variants", "reason", "created_at", "finished_at", "adopted_at")
+    return {
+        **{name: tune[name] for name in keep},
+        "budget": {"cpu_s": tune["budget_cpu_s"], "gpu_s": tune["budget_gpu_s"]},
+        "spent": {"cpu_s": tune["spent_cpu_s"], "gpu_s": tune["spent_gpu_s"]},
+        "elo_relative_to": RELATIVE_TO,
+        "series": progress.get("series") or {},
+        "last_error": progress.get("last_error"),
+        "trials": trials,
+    }
+
+
 def models(app: AppParts, config_key: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
     """Models newest first with stage, rating, parent (their lineage) and times (epoch seconds)."""
     found = app.models.list_models(config_key, limit=limit)
@@ -197,8 +225,17 @@ def queue(app: AppParts, dead_limit: int = 50) -> dict[str, Any]:
 
 
 def nodes(app: AppParts) -> list[dict[str, Any]]:
-    """Every node with status, provider, pool, resources, the utilisation of its last heartbeat (%), and cost."""
+    """Every node with status, provider, pool, resources, the utilisation of its last heartbeat (%), cost, and
+    the delivery ledger: `holds`, config key -> the production model (id) its cache holds, as its
+    `model_distribution` daemon last reported."""
     now = app.clock()
+    with app.store.read() as conn:
+        ledger = {
+            row["node"]: dict(((row["health"] or {}).get("details") or {}).get("holds") or {})
+            for row in daemon_queries.list_daemons(conn)
+            if row["name"] == DISTRIBUTION
+        }
+        named = model_queries.ids_of_artifacts(conn, [sha for held in ledger.values() for sha in held.values()])
     found = []
     for row in app.nodes.list_nodes():
         found.append(
@@ -216,6 +253,7 @@ def nodes(app: AppParts) -> list[dict[str, Any]]:
                 "cost_per_hour": row["cost_per_hour"],
                 "billed": row["billing_since"] is not None,
                 "cost": cost_of(row, now),
+                "holds": {key: named.get(sha, sha[:12]) for key, sha in sorted(ledger.get(row["id"], {}).items())},
             }
         )
     return found

@@ -136,6 +136,29 @@ class DaemonParts(Protocol):
         ...
 
 
+@dataclass
+class ExitRequest:
+    """A daemon's request that its whole process end, and the exit status it should end with.
+
+    The node agent asks for it when the fleet stops the node, when nobody has been able to
+    hear the node for too long (the dead-man switch), or when the server refused its token.
+    `zeroloop worker` waits on `requested` beside its signals: one request, one drain
+    (`force`: no drain, the process ends at once). The first request wins.
+    """
+
+    code: int | None = None
+    reason: str = ""
+    force: bool = False
+    requested: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def request(self, code: int, reason: str, *, force: bool = False) -> None:
+        """Ask the process to end with `code`; later requests change nothing but `force` (a stronger one)."""
+        if self.code is None:
+            self.code, self.reason = code, reason
+        self.force = self.force or force
+        self.requested.set()
+
+
 P_co = TypeVar("P_co", bound=DaemonParts, covariant=True)
 
 
@@ -151,6 +174,7 @@ class DaemonContext(Generic[P_co]):
     leadership: Leadership = field(default_factory=Leadership)
     clock: Clock = time.time
     consumers: Sequence[Any] = ()  # durable event consumer specs (events.consumer.ConsumerSpec) this process runs
+    exit: ExitRequest = field(default_factory=ExitRequest)  # a daemon asking its process to end
 
 
 class LoopDaemon:
@@ -181,6 +205,8 @@ class LoopDaemon:
         self.last_error: str | None = None
         self.outage_since: float | None = None
         self.outage_failures = 0  # failed ticks of the current store outage
+        self.tick_s = 0.0  # how long the last tick took (seconds of wall time)
+        self.max_tick_s = 0.0  # the longest tick so far (seconds): one longer than interval_s falls behind
 
     async def tick(self) -> None:
         """One round of work; store calls go through asyncio.to_thread."""
@@ -192,6 +218,7 @@ class LoopDaemon:
 
     async def run_once(self) -> None:
         """Run one tick with the error accounting of `run` (tests drive daemons with this)."""
+        began = time.perf_counter()
         try:
             await self.tick()
         except LeaseError:
@@ -218,6 +245,8 @@ class LoopDaemon:
         finally:
             self.ticks += 1
             self.last_tick_at = self.clock()
+            self.tick_s = time.perf_counter() - began
+            self.max_tick_s = max(self.max_tick_s, self.tick_s)
 
     def next_wait_s(self) -> float:
         """Seconds until the next tick: the interval, or a jittered backoff while the store is unavailable."""
@@ -237,7 +266,13 @@ class LoopDaemon:
 
     def health(self) -> DaemonHealth:
         """Unhealthy after a failed tick; degraded while the store is down or ticks are three intervals late."""
-        details: dict[str, Any] = {"ticks": self.ticks, "errors": self.errors, "last_error": self.last_error}
+        details: dict[str, Any] = {
+            "ticks": self.ticks,
+            "errors": self.errors,
+            "last_error": self.last_error,
+            "tick_s": round(self.tick_s, 4),
+            "max_tick_s": round(self.max_tick_s, 4),
+        }
         details.update(self.details())
         if self.consecutive_errors:
             return DaemonHealth(HealthState.UNHEALTHY, details)

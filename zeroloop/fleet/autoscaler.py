@@ -8,7 +8,10 @@ is left, divided by the slots per machine, is the shortfall. The launch is that
 shortfall, or what brings the pool up to `min_nodes` (lost machines replaced), capped
 by `max_nodes`, `autoscaler.max_launches_per_tick`, the budget per hour, the launch
 cooldown (skipped while the pool's work is under HIGH backpressure or worse), the backoff
-after failed launches and the pool's open circuit breaker.
+after failed launches and the pool's open circuit breaker. Work a pool cannot take (at
+`max_nodes`, its circuit open, backing off, over the budget) spills to the next cheapest
+pool able to run it, and both pools' decisions say so (`spilled_from`, `spilled_to`).
+A launch held back by the budget publishes FLEET_BUDGET_REACHED with the decision.
 Scaling down is idle shutdown's work. Every plan is recorded with its evidence as a
 decision of scope `fleet:<pool>`, shown by `zeroloop status` and `pipeline decisions`.
 """
@@ -29,6 +32,7 @@ from zeroloop.cluster.leases import leader_fence
 from zeroloop.cluster.nodes import LIVE, STARTING, Fence, NodeStatus
 from zeroloop.config import AutoscalerSettings, PoolSettings
 from zeroloop.daemons.daemon import Clock, DaemonContext, LoopDaemon
+from zeroloop.events.wiring import declare
 from zeroloop.fleet.manager import Fleet, FleetError, LaunchOutcome
 from zeroloop.pipeline import jobs
 from zeroloop.ports import AppParts
@@ -39,6 +43,7 @@ from zeroloop.store.queries import nodes as node_queries
 from zeroloop.store.queries import pipelines as decision_queries
 
 log = logging.getLogger(__name__)
+declare("zeroloop.fleet.autoscaler", emits=("FLEET_BUDGET_REACHED",))
 
 DURATION_WINDOW_S = 6 * 3600.0  # job durations are estimated from the last six hours
 _PRESSED = frozenset(level.name for level in BackpressureLevel if level >= BackpressureLevel.HIGH)
@@ -83,16 +88,105 @@ class ScalePlan:
     evidence: dict[str, Any] = field(default_factory=dict)
 
 
-def assign(pools: Sequence[PoolView], demand: Iterable[Mapping[str, Any]]) -> dict[str, int]:
-    """Queued jobs per pool: each demand row goes to the cheapest pool that can run it (unrunnable ones nowhere)."""
-    by_price = sorted(pools, key=lambda p: (p.settings.price_per_hour or 0.0, p.name))
-    jobs = {pool.name: 0 for pool in pools}
+@dataclass
+class Assignment:
+    """Where the queued jobs go (job counts by pool), and the work each pool took over from a cheaper one."""
+
+    jobs: dict[str, int]
+    spilled_from: dict[str, dict[str, int]] = field(default_factory=dict)  # pool -> cheaper pool -> jobs
+    spilled_to: dict[str, dict[str, int]] = field(default_factory=dict)  # pool -> dearer pool -> jobs
+    blocked: dict[str, str] = field(default_factory=dict)  # pool -> why it could not take more
+
+    def spill(self, cheapest: str, taker: str, count: int, why: str) -> None:
+        """Record that `count` jobs for `cheapest` went to `taker`, because `why`."""
+        into = self.spilled_from.setdefault(taker, {})
+        into[cheapest] = into.get(cheapest, 0) + count
+        out = self.spilled_to.setdefault(cheapest, {})
+        out[taker] = out.get(taker, 0) + count
+        self.blocked.setdefault(cheapest, why)
+
+
+class _Room:
+    """What one pool can still absorb this tick: slots free or starting, then machines it may still launch."""
+
+    def __init__(self, pool: PoolView, now: float, settings: AutoscalerSettings) -> None:
+        self.pool = pool
+        self.slots = pool.settings.slots
+        self.free = pool.free_slots + pool.starting * self.slots  # jobs absorbed without a launch
+        self.partial = 0  # slots left on machines planned this tick
+        self.headroom = max(0, pool.settings.max_nodes - pool.live - pool.starting)
+        self.price = pool.settings.price_per_hour or 0.0
+        self.why_not = ""
+        if pool.breaker_open:
+            self.headroom, self.why_not = 0, "its circuit is open"
+        elif pool.retry_after is not None and now < pool.retry_after:
+            self.headroom, self.why_not = 0, "it backs off after a failed launch"
+        elif self.headroom == 0:
+            self.why_not = f"it is at max_nodes {pool.settings.max_nodes}"
+
+    def take(self, count: int, budget: list[float]) -> int:
+        """Absorb up to `count` jobs, planning machines within the headroom and `budget[0]` (per hour)."""
+        taken = min(count, self.free)
+        self.free -= taken
+        while taken < count:
+            if self.partial == 0:
+                if self.headroom == 0:
+                    self.why_not = self.why_not or f"it is at max_nodes {self.pool.settings.max_nodes}"
+                    break
+                if self.price > 0 and budget[0] < self.price:
+                    self.why_not = "the budget is reached"
+                    break
+                self.headroom -= 1
+                budget[0] -= self.price
+                self.partial = self.slots
+            step = min(count - taken, self.partial)
+            self.partial -= step
+            taken += step
+        return taken
+
+
+def _by_price(pools: Sequence[PoolView]) -> list[PoolView]:
+    return sorted(pools, key=lambda p: (p.settings.price_per_hour or 0.0, p.name))
+
+
+def assign(
+    pools: Sequence[PoolView],
+    demand: Iterable[Mapping[str, Any]],
+    *,
+    now: float = 0.0,
+    settings: AutoscalerSettings | None = None,
+    fleet_cost_per_hour: float = 0.0,
+) -> Assignment:
+    """Give each queued job to the cheapest pool able to run it that has room, spilling the rest onward.
+
+    A pool has room while it has free or starting slots, or may still launch: below
+    `max_nodes`, its circuit closed, not backing off, and within the budget (shared by the
+    pools, cheapest first). Demand that no able pool has room for waits at the cheapest
+    one (unrunnable demand, needing what no pool has, goes nowhere). Ray's autoscaler
+    carries unmet demand across node types the same way.
+    """
+    settings = settings or AutoscalerSettings()
+    ordered = _by_price(pools)
+    rooms = {pool.name: _Room(pool, now, settings) for pool in ordered}
+    budget = [math.inf if settings.budget_per_hour is None else settings.budget_per_hour - fleet_cost_per_hour]
+    found = Assignment({pool.name: 0 for pool in pools})
     for row in demand:
-        for pool in by_price:
-            if pool.runs(row):
-                jobs[pool.name] += int(row["count"])
+        able = [pool for pool in ordered if pool.runs(row)]
+        if not able:
+            continue
+        left = int(row["count"])
+        cheapest = able[0].name
+        for pool in able:
+            taken = rooms[pool.name].take(left, budget)
+            if taken:
+                found.jobs[pool.name] += taken
+                left -= taken
+                if pool.name != cheapest:
+                    found.spill(cheapest, pool.name, taken, rooms[cheapest].why_not)
+            if not left:
                 break
-    return jobs
+        found.jobs[cheapest] += left  # no room anywhere: it waits where it is cheapest
+    return found
 
 
 def plan(
@@ -105,19 +199,20 @@ def plan(
     durations: Mapping[str, float] | None = None,
     pressure: Mapping[str, str] | None = None,
 ) -> list[ScalePlan]:
-    """The launches of this tick, one plan per pool (pure).
+    """The launches of this tick, one plan per pool in the order given (pure).
 
     `pressure` is the backpressure level per job type (HIGH or worse: producers are being
     held back because work piles up); a pool whose work is under such pressure launches
-    without waiting out the cooldown.
+    without waiting out the cooldown. Work a pool cannot take (max_nodes, open circuit,
+    backoff, budget) spills to the next able pool, recorded in both plans' evidence.
     """
     rows = list(demand)
-    queued = assign(pools, rows)
+    assigned = assign(pools, rows, now=now, settings=settings, fleet_cost_per_hour=fleet_cost_per_hour)
     budget_left = math.inf if settings.budget_per_hour is None else settings.budget_per_hour - fleet_cost_per_hour
-    plans = []
-    for pool in pools:
+    plans: dict[str, ScalePlan] = {}
+    for pool in _by_price(pools):  # the budget goes to the cheapest pools first, as in `assign`
         cfg = pool.settings
-        waiting = queued[pool.name]
+        waiting = assigned.jobs[pool.name]
         slots = cfg.slots
         shortfall_jobs = waiting - pool.free_slots - pool.starting * slots
         want = max(0, math.ceil(shortfall_jobs / slots)) if shortfall_jobs > 0 else 0
@@ -133,6 +228,11 @@ def plan(
             "min_nodes": cfg.min_nodes,
             "max_nodes": cfg.max_nodes,
         }
+        if pool.name in assigned.spilled_from:
+            evidence["spilled_from"] = assigned.spilled_from[pool.name]
+        if pool.name in assigned.spilled_to:
+            evidence["spilled_to"] = assigned.spilled_to[pool.name]
+            evidence["spilled_because"] = assigned.blocked[pool.name]
         if durations:
             work_s = sum(durations.get(str(r["type"]), 0.0) * int(r["count"]) for r in rows if pool.runs(r))
             evidence["queued_work_s"] = round(work_s, 1)
@@ -142,40 +242,50 @@ def plan(
         if pressed:
             evidence["backpressure"] = {job_type: (pressure or {})[job_type] for job_type in pressed}
         reason = f"{below_min} below min_nodes" if below_min >= want and below_min else f"{waiting} job(s) waiting"
-        if launch == 0:
-            plans.append(ScalePlan(pool.name, 0, "enough capacity", evidence))
-            continue
-        room = cfg.max_nodes - present
-        capped = min(launch, room, settings.max_launches_per_tick)
-        if capped <= 0:
-            plans.append(ScalePlan(pool.name, 0, f"at max_nodes {cfg.max_nodes} ({reason})", evidence))
-            continue
-        if pool.breaker_open:
-            plans.append(ScalePlan(pool.name, 0, f"circuit open after failed launches ({reason})", evidence))
-            continue
-        if pool.retry_after is not None and now < pool.retry_after:
-            plans.append(
-                ScalePlan(
-                    pool.name, 0, f"backing off after a failed launch for {pool.retry_after - now:.0f} s", evidence
-                )
-            )
-            continue
-        since_launch = math.inf if pool.last_launch_at is None else now - pool.last_launch_at
-        if since_launch < settings.launch_cooldown_s and not below_min and not pressed:
-            plans.append(ScalePlan(pool.name, 0, f"cooldown: launched {since_launch:.0f} s ago", evidence))
-            continue
-        price = cfg.price_per_hour or 0.0
-        if price > 0 and budget_left < math.inf:
-            affordable = int(budget_left // price)
-            if affordable < capped:
-                evidence["budget_left_per_hour"] = round(budget_left, 4)
-                if affordable <= 0:
-                    plans.append(ScalePlan(pool.name, 0, f"budget reached ({reason})", evidence))
-                    continue
-                capped = affordable
-            budget_left -= capped * price
-        plans.append(ScalePlan(pool.name, capped, reason, evidence))
-    return plans
+        plans[pool.name] = scale = _limit(pool, launch, reason, evidence, now, settings, budget_left, bool(pressed))
+        budget_left -= scale.launch * (cfg.price_per_hour or 0.0)
+    return [plans[pool.name] for pool in pools]
+
+
+def _limit(
+    pool: PoolView,
+    launch: int,
+    reason: str,
+    evidence: dict[str, Any],
+    now: float,
+    settings: AutoscalerSettings,
+    budget_left: float,
+    pressed: bool,
+) -> ScalePlan:
+    """`launch` capped by max_nodes, the launches per tick, the circuit, the backoff, the cooldown and the budget."""
+    cfg = pool.settings
+    if launch == 0:
+        return ScalePlan(pool.name, 0, "enough capacity", evidence)
+    present = pool.live + pool.starting
+    below_min = cfg.min_nodes > present
+    capped = min(launch, cfg.max_nodes - present, settings.max_launches_per_tick)
+    if capped <= 0:
+        return ScalePlan(pool.name, 0, f"at max_nodes {cfg.max_nodes} ({reason})", evidence)
+    if pool.breaker_open:
+        return ScalePlan(pool.name, 0, f"circuit open after failed launches ({reason})", evidence)
+    if pool.retry_after is not None and now < pool.retry_after:
+        return ScalePlan(
+            pool.name, 0, f"backing off after a failed launch for {pool.retry_after - now:.0f} s", evidence
+        )
+    since_launch = math.inf if pool.last_launch_at is None else now - pool.last_launch_at
+    if since_launch < settings.launch_cooldown_s and not below_min and not pressed:
+        return ScalePlan(pool.name, 0, f"cooldown: launched {since_launch:.0f} s ago", evidence)
+    price = cfg.price_per_hour or 0.0
+    if price > 0 and budget_left < math.inf:
+        affordable = int(budget_left // price)
+        if affordable < capped:
+            evidence["budget_left_per_hour"] = round(budget_left, 4)
+            evidence["budget_per_hour"] = settings.budget_per_hour
+            evidence["refused"] = capped - max(0, affordable)
+            if affordable <= 0:
+                return ScalePlan(pool.name, 0, f"budget reached ({reason})", evidence)
+            capped = affordable
+    return ScalePlan(pool.name, capped, reason, evidence)
 
 
 def retry_after(failures: int, last_failure_at: float, settings: AutoscalerSettings) -> float | None:
@@ -323,6 +433,17 @@ class Autoscaler:
                 evidence={"reason": scale.reason, **scale.evidence},
                 now=self.clock(),
             )
+            if "refused" in scale.evidence:  # held back (or cut short) by the budget: someone must hear of it
+                budget = float(scale.evidence["budget_per_hour"])
+                self.fleet.bus.publish(
+                    "FLEET_BUDGET_REACHED",
+                    {
+                        "pool": scale.pool,
+                        "budget_per_hour": budget,
+                        "cost_per_hour": round(budget - float(scale.evidence["budget_left_per_hour"]), 4),
+                        "refused": int(scale.evidence["refused"]),
+                    },
+                )
 
 
 def _gist(reason: str) -> str:

@@ -34,6 +34,7 @@ from zeroloop.events.wiring import declare
 from zeroloop.fleet.providers.base import LaunchSpec, MachineState, Provider, ProviderError
 from zeroloop.store.database import Store
 from zeroloop.store.queries import artifacts as artifact_queries
+from zeroloop.store.queries import daemons as daemon_queries
 from zeroloop.store.queries import health as health_queries
 from zeroloop.store.queries import nodes as queries
 
@@ -44,6 +45,7 @@ declare(
 )
 
 GONE = (MachineState.GONE, MachineState.FAILED)
+_REGISTERED_EARLY = frozenset(status.value for status in LIVE)
 # Nodes that count against a pool's max_nodes and the budget: everything not yet stopped.
 COUNTED = (*STARTING, *LIVE)
 
@@ -69,6 +71,7 @@ class Reconciled:
     terminated: list[str] = field(default_factory=list)
     drained: list[str] = field(default_factory=list)
     orphans: list[str] = field(default_factory=list)
+    unlisted: list[str] = field(default_factory=list)  # pools whose provider could not list its machines
 
 
 WorkerEnv = Callable[[str, str, PoolSettings], dict[str, str]]
@@ -267,15 +270,20 @@ class Fleet:
             row = queries.get_node(conn, node_id)
             assert row is not None
             price = launched.price_per_hour if launched.price_per_hour is not None else pool.price_per_hour
-            recorded = row["status"] == NodeStatus.REQUESTED.value and self.nodes.move(
-                conn,
-                row,
-                NodeStatus.LAUNCHING,
-                provider_id=launched.provider_id,
-                host=launched.host,
-                cost_per_hour=price,
-                register_by=self.clock() + pool.launch_timeout_s,
-            )
+            if row["status"] in _REGISTERED_EARLY and row["provider_id"] is None:
+                # Its worker registered before this answer was recorded (a machine that boots fast): keep it.
+                queries.update_node(conn, node_id, provider_id=launched.provider_id, cost_per_hour=price)
+                recorded = True
+            else:
+                recorded = row["status"] == NodeStatus.REQUESTED.value and self.nodes.move(
+                    conn,
+                    row,
+                    NodeStatus.LAUNCHING,
+                    provider_id=launched.provider_id,
+                    host=launched.host,
+                    cost_per_hour=price,
+                    register_by=self.clock() + pool.launch_timeout_s,
+                )
             if recorded:
                 self.bus.publish(
                     "NODE_LAUNCHED", {"pool": provider.name, "node": node_id, "provider_id": launched.provider_id}
@@ -358,8 +366,10 @@ class Fleet:
             try:
                 machines = {m.provider_id: m for m in provider.machines()}
             except ProviderError as exc:
-                log.warning("pool %s: cannot list machines: %s", name, exc)
-                self.breakers.record_failure(f"provider:{name}")
+                # A failed listing (slurmctld restarting, a cloud API hiccup) is not a failed launch: it leaves the
+                # pool's launch breaker alone, and nothing is judged gone on it; the next pass lists again.
+                log.warning("pool %s: cannot list machines (nothing judged this pass): %s", name, exc)
+                done.unlisted.append(name)
                 continue
             with self.store.read() as conn:
                 rows = queries.pool_nodes(conn, name)
@@ -367,8 +377,10 @@ class Fleet:
             requested = {row["id"] for row in rows if row["status"] == NodeStatus.REQUESTED.value}
             by_node = {m.node_id: m for m in machines.values() if m.node_id}
             for row in rows:
+                # A row without the provider's handle yet (requested, or registered before its launch was
+                # recorded) is matched by the node id the provider knows.
                 machine = machines.get(row["provider_id"] or "") or (
-                    by_node.get(row["id"]) if row["status"] == NodeStatus.REQUESTED.value else None
+                    by_node.get(row["id"]) if row["provider_id"] is None else None
                 )
                 self._settle(provider, row, machine, requeue, fence, done)
             for machine in machines.values():
@@ -400,8 +412,9 @@ class Fleet:
             or (gone and status in (NodeStatus.TERMINATING, NodeStatus.LOST))
             or (gone and status is NodeStatus.FAILED and row["provider_id"] is not None)
         )
-        # A machine still running for a node being stopped or failed is still billed: ask again.
-        stop_again = not gone and status in (NodeStatus.TERMINATING, NodeStatus.FAILED)
+        # A machine still running for a node being stopped, failed, or whose worker left (it may hang on its
+        # way out) is still billed: ask again (a provider escalates, e.g. the local one to SIGKILL).
+        stop_again = not gone and status in (NodeStatus.TERMINATING, NodeStatus.FAILED, NodeStatus.TERMINATED)
         if changes:  # most rows need nothing: no transaction (no write turn) for them
             with self.store.transaction() as conn:
                 if fence is not None:
@@ -442,6 +455,8 @@ class Fleet:
             return False
         # Gone: a stop the provider confirms, a lost machine, or a failed launch the provider had taken.
         if self.nodes.move(conn, row, NodeStatus.TERMINATED):
+            requeue(row["id"])  # a job it still held (its drain cut short) runs again now, not after its lease
+            daemon_queries.delete_node_daemons(conn, row["id"])  # a node gone for good leaves no daemon rows behind
             self._terminated(row, now)
             done.terminated.append(row["id"])
         return False

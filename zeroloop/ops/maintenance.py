@@ -3,10 +3,12 @@
 Disk space (every node): past `queue.disk_soft_pct` the artifact cache is evicted, least
 recently used first, until the disk is below it again or the cache is empty; every
 artifact in it has a copy at the artifact location, so nothing is lost. If the disk is
-still past `queue.disk_hard_pct`, the selfplay queue's backpressure is checked at once,
-which records STOP (the selfplay scheduler then adds nothing and enqueues are refused)
-and announces it; on a worker whose disk fills, jobs fail naming the node and the node's
-circuit breaker keeps work away (docs/health.md). DISK_SPACE_LOW says so once per episode.
+still past `queue.disk_hard_pct`, the node claims no new selfplay until it is back below
+the soft limit (its own `NodePressure`, zeroloop.queue.backpressure: a node's readings
+stay on the node and never enter the cluster's backpressure). DISK_SPACE_LOW says so once
+per episode, and DISK_SPACE_RECOVERED when the disk is back below the soft limit, which
+closes the node's circuit breaker if the full disk opened it: a transient full disk no
+longer idles the node for `health.breaker_recovery_s`.
 
 Store upkeep (the leader): SQLite `PRAGMA optimize`, and `VACUUM` less often (it rewrites
 the file and holds the write lock meanwhile); PostgreSQL `ANALYZE` (autovacuum does the rest).
@@ -28,14 +30,12 @@ import sqlalchemy as sa
 from zeroloop.artifacts.cache import LocalCache
 from zeroloop.config import Settings
 from zeroloop.events.wiring import declare
-from zeroloop.pipeline import jobs
 from zeroloop.ports import EventPort
-from zeroloop.queue.backpressure import BackpressureLevel
 from zeroloop.store.database import Store
 
 log = logging.getLogger(__name__)
 
-declare("zeroloop.ops.maintenance", emits=("DISK_SPACE_LOW",))
+declare("zeroloop.ops.maintenance", emits=("DISK_SPACE_LOW", "DISK_SPACE_RECOVERED"))
 
 DiskReader = Callable[[], float]  # percent of the fullest data disk in use, 0-100
 
@@ -79,15 +79,12 @@ class DiskSpaceManager:
         *,
         node: str,
         read: DiskReader,
-        backpressure: Callable[[str], BackpressureLevel] | None = None,
     ) -> None:
-        """`backpressure(job_type)`, where given, checks (records and announces) a queue's level at once."""
         self.queue_settings = settings.queue
         self.cache = cache
         self.bus = bus
         self.node = node
         self.read = read
-        self.backpressure = backpressure
         self.low = False
         self.refused = False
         self.evicted_bytes = 0
@@ -101,15 +98,16 @@ class DiskSpaceManager:
             evicted = self.cache.evict_until(lambda: self.read() < soft)
             self.evicted_bytes += evicted
         after = self.read() if evicted else before
-        refused = after >= hard
-        if self.backpressure is not None and (refused or self.refused):
-            # Recorded now rather than at the scheduler's next tick; the level comes from the same disk.
-            self.backpressure(jobs.SELFPLAY)  # the job type a full disk refuses first
+        refused = after >= hard or (self.refused and after >= soft)  # as the node's own pressure judges it
         low = before >= soft
         if low and (not self.low or (refused and not self.refused)):
             payload = {"node": self.node, "disk_pct": round(before, 1), "evicted_bytes": evicted}
             self.bus.publish("DISK_SPACE_LOW", {**payload, "selfplay_refused": refused})
             log.warning("disk %.0f%% full on %s: %d bytes of cache evicted", before, self.node, evicted)
+        elif self.low and after < soft:
+            self.bus.publish("DISK_SPACE_RECOVERED", {"node": self.node, "disk_pct": round(after, 1)})
+            log.info("disk back to %.0f%% on %s", after, self.node)
+            low = False
         self.low, self.refused = low, refused
         return DiskCheck(before, after, evicted, refused)
 

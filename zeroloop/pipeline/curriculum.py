@@ -24,6 +24,7 @@ selfplay budget moved by more than 0.1, with every config's velocity and share.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,11 +33,14 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from zeroloop.config import Settings
+from zeroloop.events.bus import EventBus
+from zeroloop.events.wiring import declare
 from zeroloop.store.database import Store
 from zeroloop.store.queries import models as model_queries
 from zeroloop.store.queries import pipelines as queries
 
 log = logging.getLogger(__name__)
+declare("zeroloop.pipeline.curriculum", emits=("PLATEAU_CHANGED",))
 
 SHARE_CHANGE = 0.1  # a move of a config's selfplay share that is recorded as a decision
 
@@ -99,8 +103,10 @@ class Curriculum:
         *,
         clock: Callable[[], float] = time.time,
         fence: Callable[[Connection], None] | None = None,
+        bus: EventBus | None = None,
     ) -> None:
-        """`fence(conn)` refuses the tick's writes unless this process still leads."""
+        """`fence(conn)` refuses the tick's writes unless this process still leads; `bus` announces plateaus."""
+        self.bus = bus
         self.store = store
         self.settings = settings.evaluation
         self.train_after_samples = settings.pipeline.train_after_samples
@@ -143,6 +149,17 @@ class Curriculum:
                     "at": now,
                 }
                 if plateau.flat != bool(before[key].get("plateau", False)):
+                    if self.bus is not None:  # the decision and its alert commit together
+                        self.bus.publish(
+                            "PLATEAU_CHANGED",
+                            {
+                                "config_key": key,
+                                "plateau": plateau.flat,
+                                "gain_elo": plateau.gain_elo if math.isfinite(plateau.gain_elo) else None,
+                                "rounds": plateau.rounds,
+                                "reason": plateau.reason(self.settings.plateau_min_gain_elo),
+                            },
+                        )
                     queries.insert_decision(
                         conn,
                         config_key=key,

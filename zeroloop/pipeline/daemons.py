@@ -30,6 +30,7 @@ from zeroloop.pipeline.scheduler import SelfplayScheduler
 from zeroloop.pipeline.slots import SlotBudget, Slots
 from zeroloop.pipeline.tournament import TournamentScheduler
 from zeroloop.ports import AppParts, WorkerParts
+from zeroloop.queue.backpressure import NodePressure, psutil_reader
 from zeroloop.queue.jobs import Capabilities
 from zeroloop.store.queries import pipelines as queries
 
@@ -76,8 +77,10 @@ class SchedulerDaemon(LoopDaemon):
         self.tournaments = TournamentScheduler(
             app.store, app.queue, app.settings, clock=context.clock, fence=self.fence, breakers=app.breakers
         )
-        self.quality = SelfplayQualityMonitor(app.store, app.settings, clock=context.clock, fence=self.fence)
-        self.curriculum = Curriculum(app.store, app.settings, clock=context.clock, fence=self.fence)
+        self.quality = SelfplayQualityMonitor(
+            app.store, app.settings, clock=context.clock, fence=self.fence, bus=app.bus
+        )
+        self.curriculum = Curriculum(app.store, app.settings, clock=context.clock, fence=self.fence, bus=app.bus)
         self.feedback_at: float | None = None  # when the quality monitor and the curriculum last ran (clock time)
 
     async def tick(self) -> None:
@@ -146,6 +149,10 @@ def _executor(context: DaemonContext[WorkerParts], job_types: tuple[str, ...]) -
     cluster = app.settings.cluster
     slots = max(1, info.slots)
     labels = frozenset(cluster.labels)
+    # One reading of this node's memory and disk for all its slots: past a hard limit it claims no selfplay.
+    pressure = NodePressure(
+        app.settings.queue, psutil_reader(app.settings.disk_paths), producers=frozenset({jobs.SELFPLAY})
+    )
 
     def make(budget: SlotBudget | None = None) -> JobExecutor:
         return JobExecutor(
@@ -159,6 +166,7 @@ def _executor(context: DaemonContext[WorkerParts], job_types: tuple[str, ...]) -
             job_types=job_types,
             clock=context.clock,
             budget=budget,
+            pressure=pressure,
         )
 
     if slots == 1 and not cluster.max_jobs_per_type:

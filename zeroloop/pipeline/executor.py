@@ -24,25 +24,23 @@ import asyncio
 import contextlib
 import logging
 import math
-import multiprocessing
 import random
 import shutil
-import signal
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
 from zeroloop import tracing
 from zeroloop.config import Settings
-from zeroloop.errors import QueueError, StaleLeaseError
+from zeroloop.errors import QueueError, StaleLeaseError, WorkloadError
 from zeroloop.events.consumer import is_transient
 from zeroloop.events.wiring import declare
 from zeroloop.pipeline import child, failures, jobs
 from zeroloop.pipeline.slots import SlotBudget
 from zeroloop.ports import ArtifactPort, EventPort, JobPort, ModelPort
+from zeroloop.queue.backpressure import NodePressure
 from zeroloop.queue.jobs import Capabilities, Job, Lease, Outcome
 from zeroloop.workload.protocol import Evidence
 
@@ -54,7 +52,7 @@ declare(
 )
 
 PROGRESS_EVERY_S = 5.0
-CHILD_EXIT_WAIT_S = 2.0  # longest wait for a dead child's exit status (seconds)
+STALL_CHECK_S = 5.0  # how often a running job's child is checked for a stall (seconds)
 DRAIN_POLL_S = 0.2  # how often a running job looks whether a drain began (seconds)
 
 
@@ -78,6 +76,7 @@ class JobExecutor:
         job_types: tuple[str, ...] = jobs.JOB_TYPES,
         clock: Callable[[], float] = time.time,
         budget: SlotBudget | None = None,
+        pressure: NodePressure | None = None,
     ) -> None:
         """`job_types` are the pipeline job types this executor claims; the parts are the store's or the server's.
 
@@ -94,10 +93,10 @@ class JobExecutor:
         self.job_types = job_types
         self.clock = clock
         self.budget = budget
+        self.pressure = pressure  # this node's own memory and disk: past a hard limit, no selfplay is claimed
         self.workdir = settings.data_dir / "work" / node
-        self._pool: ProcessPoolExecutor | None = None
-        self._children: list[Any] = []  # the pool's processes while a job runs (multiprocessing.Process)
-        self._progress: Any = None
+        self._child: child.JobChild | None = None  # the job child, kept warm between jobs
+        self._stopped_child: child.JobChild | None = None  # the last one started, to read its exit status
         self._stopping = asyncio.Event()
         self._drain_grace_s = settings.daemons.drain_deadline_s / 2
         self._drain_at: float | None = None  # time.monotonic() after which a running job is released
@@ -146,12 +145,17 @@ class JobExecutor:
         await self._execute(lease, claim_next=False)
         return True
 
+    def _types(self) -> tuple[str, ...]:
+        """The job types this executor may claim now: its own, less the producers while its node is at STOP."""
+        return self.job_types if self.pressure is None else self.pressure.claimable(self.job_types)
+
     def _claim(self) -> Lease | None:
         """Lease a job this slot may run: everything it asks for, or with a budget what the node has free."""
         if self.budget is None:
-            return self.queue.claim(self.node, self.capabilities, self.job_types)
+            types = self._types()
+            return self.queue.claim(self.node, self.capabilities, types) if types else None
         with self.budget.claiming():
-            capabilities, types = self.budget.offer(self.job_types)
+            capabilities, types = self.budget.offer(self._types())
             if not types:
                 return None
             lease = self.queue.claim(self.node, capabilities, types)
@@ -175,7 +179,7 @@ class JobExecutor:
             "jobs_done": self.jobs_done,
             "jobs_failed": self.jobs_failed,
             "jobs_released": self.jobs_released,
-            "child": self._pool is not None,
+            "child": self._child is not None,
         }
         if self.outage_since is not None:
             details["store_unavailable_since"] = self.outage_since
@@ -347,73 +351,90 @@ class JobExecutor:
     async def _run_child(
         self, job: Job, job_type: jobs.JobType[Any], prepared: jobs.Prepared, lost: asyncio.Event
     ) -> Evidence:
-        pool = self._ensure_pool()
+        """Run the job's operation in the job child; kill the child on a lost lease, the drain's end, the job's
+        timeout or a stall (no sign of progress for `queue.stall_after_s`)."""
+        runner = self._ensure_pool()
+        reports: asyncio.Queue[dict[str, float]] = asyncio.Queue()
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.run_in_executor(
-            pool, child.run_operation, prepared.operation, prepared.request
-        )
-        self._children = list(getattr(pool, "_processes", {}).values())
+
+        def on_progress(report: dict[str, float]) -> None:  # called in the thread that waits on the child
+            loop.call_soon_threadsafe(reports.put_nowait, report)
+
+        future = asyncio.ensure_future(asyncio.to_thread(runner.run, prepared.operation, prepared.request, on_progress))
         lost_wait: asyncio.Future[Any] = asyncio.ensure_future(lost.wait())
         drained: asyncio.Future[Any] = asyncio.ensure_future(self._drain_expired())
+        stalled: asyncio.Future[Any] = asyncio.ensure_future(self._stalled(runner))
         progress = None
         if job_type.progress is not None:
-            progress = asyncio.ensure_future(self._forward_progress(job, job_type.progress))
+            progress = asyncio.ensure_future(self._forward_progress(job, job_type.progress, reports))
         try:
             done, _ = await asyncio.wait(
-                {future, lost_wait, drained}, timeout=job.timeout_s, return_when=asyncio.FIRST_COMPLETED
+                {future, lost_wait, drained, stalled}, timeout=job.timeout_s, return_when=asyncio.FIRST_COMPLETED
             )
         finally:
-            lost_wait.cancel()
-            drained.cancel()
-            if progress is not None:
-                progress.cancel()
+            for waiter in (lost_wait, drained, stalled, progress):
+                if waiter is not None:
+                    waiter.cancel()
         if future in done:
             evidence: Evidence = future.result()
             return evidence
         self._kill_pool()
+        # The child is gone, so its waiting thread ends at once: collect it, so no failure goes unretrieved.
+        await asyncio.gather(future, return_exceptions=True)
         if lost.is_set():
             raise StaleLeaseError(f"job {job.id} was re-leased while it ran")
         if drained in done:
             raise _Drained
+        if stalled in done:
+            stall_s = self.settings.queue.stall_after_s
+            raise WorkloadError(
+                f"node {self.node}: job {job.id} stalled: no sign of progress for {stall_s:g} s (no progress "
+                "report, its Python stack unmoved, its commands idle: a hung call?); the child was killed"
+            )
         raise TimeoutError
 
-    def _child_told_to_stop(self) -> bool:
-        """Whether the job's child process ended by SIGTERM or SIGINT (sent to it), rather than failing (blocking)."""
-        told = (-signal.SIGTERM, -signal.SIGINT)
-        for process in self._children:
-            # The pool reports a broken child as its pipe closes, a moment before the exit status exists.
-            process.join(CHILD_EXIT_WAIT_S)
-            if process.exitcode in told:
-                return True
-        return False
+    async def _stalled(self, runner: child.JobChild) -> None:
+        """Return once the job child has shown no progress for `queue.stall_after_s` seconds (never when 0)."""
+        limit = self.settings.queue.stall_after_s
+        if not limit:
+            await asyncio.Event().wait()  # stall detection is off: wait for cancellation
+        while runner.stalled_s() < limit:
+            await asyncio.sleep(min(STALL_CHECK_S, limit / 4))
 
-    def _ensure_pool(self) -> ProcessPoolExecutor:
-        if self._pool is None:
-            context = multiprocessing.get_context("spawn")
-            self._progress = context.Queue()
-            self._pool = ProcessPoolExecutor(
-                max_workers=1,
-                mp_context=context,
-                initializer=child.initialize,
-                initargs=(self.settings.workload.model_dump_json(), self._progress),
-            )
-        return self._pool
+    def _child_told_to_stop(self) -> bool:
+        """Whether the job child ended by SIGTERM or SIGINT sent to it, rather than failing (blocking).
+
+        Such a signal comes from whoever stops the whole node (a service manager, Slurm's
+        scancel, a terminal): this executor then drains too, instead of claiming the job
+        it releases again and again while the signals keep coming.
+        """
+        stopped = self._stopped_child is not None and self._stopped_child.told_to_stop()
+        if stopped:
+            self.stop()
+        return stopped
+
+    def _ensure_pool(self) -> child.JobChild:
+        """The job child, started now if there is none (on the event loop's thread, which outlives it)."""
+        if self._child is not None and self._child.dead:
+            self._kill_pool()  # it died under the last job: whatever it started goes with it
+        if self._child is None:
+            self._child = child.JobChild(self.settings.workload.model_dump_json())
+            self._stopped_child = self._child
+        return self._child
 
     def _kill_pool(self) -> None:
-        if self._pool is None:
-            return
-        for process in list(getattr(self._pool, "_processes", {}).values()):
-            if process.pid is not None:
-                child.kill_descendants(process.pid)  # a user's command the child started must not outlive it
-            process.kill()
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        self._pool = None
+        """Kill the job child and everything it started; the next job starts a new one."""
+        if self._child is not None:
+            self._child.kill()
+            self._child = None
 
-    async def _forward_progress(self, job: Job, event: jobs.JobEvent[jobs.Progress]) -> None:
-        last = 0.0
+    async def _forward_progress(
+        self, job: Job, event: jobs.JobEvent[jobs.Progress], reports: asyncio.Queue[dict[str, float]]
+    ) -> None:
+        last = -math.inf
         while True:
-            report = await asyncio.to_thread(child.next_progress, self._progress, 1.0)
-            if report is None or time.monotonic() - last < PROGRESS_EVERY_S:
+            report = await reports.get()
+            if time.monotonic() - last < PROGRESS_EVERY_S:
                 continue
             last = time.monotonic()
             await self._publish_progress(job, event, report)
@@ -472,13 +493,17 @@ class JobExecutor:
             self.queue.complete(job.id, token, result, event=event)
             return None
         if self.budget is None:
+            types = self._types()
+            if not types:
+                self.queue.complete(job.id, token, result, event=event)
+                return None
             _done, following = self.queue.complete_and_claim(
-                job.id, token, result, node=self.node, capabilities=self.capabilities, types=self.job_types, event=event
+                job.id, token, result, node=self.node, capabilities=self.capabilities, types=types, event=event
             )
             return following
         with self.budget.claiming():
             self.budget.give(job.id)  # this job is done: its resources count for the next claim
-            capabilities, types = self.budget.offer(self.job_types)
+            capabilities, types = self.budget.offer(self._types())
             if not types:
                 self.queue.complete(job.id, token, result, event=event)
                 return None

@@ -1,4 +1,4 @@
-"""The four pipeline job types, each declared once in `TYPES`: its payload, how a worker runs it, what it announces.
+"""The pipeline job types, each declared once in `TYPES`: its payload, how a worker runs it, what it announces.
 
 The coordinator and the schedulers enqueue these; the job executor looks a job's type up
 here and parses its payload with the same model, so a malformed job fails loudly at the
@@ -21,13 +21,21 @@ from zeroloop.artifacts.transfer import ArtifactKind
 from zeroloop.errors import QueueError, WorkloadError
 from zeroloop.pipeline.registry import model_id_for
 from zeroloop.workload.elo import elo_estimate
-from zeroloop.workload.protocol import EvaluateRequest, ExportRequest, Player, SelfplayRequest, TrainRequest
+from zeroloop.workload.protocol import (
+    DistillRequest,
+    EvaluateRequest,
+    ExportRequest,
+    Player,
+    SelfplayRequest,
+    TrainRequest,
+)
 
 if TYPE_CHECKING:
     from zeroloop.ports import ArtifactPort, ModelPort
     from zeroloop.queue.jobs import Job, Outcome
 
 SELFPLAY, EXPORT, TRAIN, EVALUATE = "selfplay", "export", "train", "evaluate"
+DISTILL = "distill"
 
 
 class _Payload(BaseModel):
@@ -86,6 +94,24 @@ class EvaluateJob(_Payload):
     games: int = Field(ge=1)
     seed: int = 0
     purpose: Literal["gate", "tournament"] = "gate"
+
+
+class DistillJob(_Payload):
+    """Train a fresh `blocks` x `channels` network on a window towards a teacher model's policy and value.
+
+    `iteration` is the teacher's round, which the student's model id carries; `steps` None
+    trains the configured `train_steps`; `value_mix` is the teacher's share of the value target.
+    """
+
+    teacher_id: str
+    teacher_sha256: str
+    window_sha256: str
+    iteration: int = Field(ge=0)
+    blocks: int = Field(ge=0)
+    channels: int = Field(ge=1)
+    steps: int | None = Field(default=None, ge=1)
+    value_mix: float = Field(default=0.5, ge=0, le=1)
+    seed: int = 0
 
 
 P = TypeVar("P", bound=_Payload)
@@ -303,6 +329,39 @@ def _evaluated(done: Finished[EvaluateJob]) -> dict[str, Any]:
     }
 
 
+# --- distill -------------------------------------------------------------------------------
+
+
+def _prepare_distill(job: Job, payload: DistillJob, parts: Parts) -> Prepared:
+    teacher = parts.artifacts.fetch(payload.teacher_sha256)
+    window = parts.artifacts.fetch(payload.window_sha256)
+    output = parts.workdir / "student.pt"
+    request = DistillRequest(
+        job.config_key,
+        teacher,
+        window,
+        output,
+        payload.blocks,
+        payload.channels,
+        payload.steps,
+        payload.value_mix,
+        seed=payload.seed,
+    )
+    return Prepared(DISTILL, request, output)
+
+
+def _distilled(done: Finished[DistillJob]) -> dict[str, Any]:
+    return {
+        "model_id": model_id_for(done.job.config_key, done.payload.iteration, done.sha256),
+        "artifact_sha256": done.sha256,
+        "teacher_id": done.payload.teacher_id,
+        "loss": float(done.counts.get("loss", math.nan)),
+        "samples": done.samples,
+        "parameters": int(done.counts.get("parameters", 0)),
+        "teacher_parameters": int(done.counts.get("teacher_parameters", 0)),
+    }
+
+
 # --- the table -----------------------------------------------------------------------------
 
 _EVERY_WORKER = frozenset({"training_node", "ephemeral", "selfplay"})
@@ -345,6 +404,14 @@ TYPES: dict[str, JobType[Any]] = {
             JobEvent("EVALUATION_RESULT", _evaluated),
             _GENERAL_WORKERS,
             check=_check_match,  # an incomplete result is refused before it is uploaded
+        ),
+        JobType(
+            DISTILL,
+            DistillJob,
+            _prepare_distill,
+            ArtifactKind.MODEL,
+            JobEvent("DISTILLATION_COMPLETED", _distilled),
+            _GENERAL_WORKERS,
         ),
     )
 }

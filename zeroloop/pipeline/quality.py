@@ -40,11 +40,14 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from zeroloop.config import EvaluationSettings, Settings
+from zeroloop.events.bus import EventBus
+from zeroloop.events.wiring import declare
 from zeroloop.store.database import Store
 from zeroloop.store.queries import artifacts as artifact_queries
 from zeroloop.store.queries import pipelines as queries
 
 log = logging.getLogger(__name__)
+declare("zeroloop.pipeline.quality", emits=("QUALITY_WARNING",))
 
 BATCHES_PER_LOOK = 1000  # newest batches read per look (more than a look's worth at any realistic rate)
 EXCLUDED_KEPT = 1000  # flagged batches remembered per config (more than any window holds)
@@ -123,8 +126,10 @@ class SelfplayQualityMonitor:
         *,
         clock: Callable[[], float] = time.time,
         fence: Callable[[Connection], None] | None = None,
+        bus: EventBus | None = None,
     ) -> None:
-        """`fence(conn)` refuses the look's writes unless this process still leads."""
+        """`fence(conn)` refuses the look's writes unless this process still leads; `bus` announces warnings."""
+        self.bus = bus
         self.store = store
         self.settings = settings.evaluation
         self.clock = clock
@@ -176,6 +181,8 @@ class SelfplayQualityMonitor:
                 )
                 if warnings:
                     log.warning("%s: selfplay quality: %s", key, "; ".join(warnings))
+                    if self.bus is not None:  # the decision and its alert commit together
+                        self.bus.publish("QUALITY_WARNING", {"config_key": key, "warnings": warnings, "figures": found})
                 excluded = [*((before or {}).get("excluded") or []), *flagged][-EXCLUDED_KEPT:]
                 record = {**found, "at": now, "newest_batch_at": newest, "excluded": excluded}
                 queries.merge_progress(conn, key, {"quality": record}, now)

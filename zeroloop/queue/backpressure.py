@@ -1,16 +1,24 @@
-"""Backpressure: how hard producers should slow down, from queue depth and this node's resources.
+"""Backpressure: how hard producers should slow down. The cluster's reading and each node's are kept apart.
 
-The level is the worst of three readings, each mapped by `level_for` (see docs/queue.md):
-the queued depth of one job type against `queue.soft_limit`/`hard_limit`, and this
-node's memory and data-disk use against their soft and hard percentages. The last level
-per queue type is kept in the store, so a change is announced once (BACKPRESSURE_CHANGED)
-however many processes check it.
+The cluster's level per job type comes from its queued depth against `queue.soft_limit`
+and `hard_limit` (`level_for`, see docs/queue.md), computed wherever a producer asks and
+kept in the store, so a change is announced once (BACKPRESSURE_CHANGED) however many
+processes check it. Node readings never enter it: a worker's full disk is that worker's
+business, and a coordinator with a quiet disk must not erase it (they once shared one
+last-writer-wins row, and the level flapped).
+
+Each node acts on its own readings instead (`NodePressure`): its memory and data-disk
+use against `queue.memory_*_pct` and `queue.disk_*_pct`. Past a hard limit the node claims
+no more of the work that fills them (selfplay, which writes game batches), and takes it up
+again only once every reading is back below its soft limit, so a disk hovering at the
+hard limit does not flap between claiming and refusing.
 """
 
 from __future__ import annotations
 
 import enum
 import math
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -40,7 +48,7 @@ class BackpressureLevel(enum.IntEnum):
 
 @dataclass(frozen=True)
 class Resources:
-    """One reading of this node's resources (percent used, 0-100)."""
+    """One reading of a node's resources (percent used, 0-100)."""
 
     memory_pct: float
     disk_pct: float
@@ -88,31 +96,76 @@ def level_for(value: float, soft: float, hard: float, *, low_from: float | None 
     return BackpressureLevel.NONE
 
 
-def compute_level(depth: int, resources: Resources, settings: QueueSettings) -> BackpressureLevel:
-    """The backpressure level for a queue holding `depth` queued jobs on a node with `resources`."""
+def compute_level(depth: int, settings: QueueSettings) -> BackpressureLevel:
+    """The cluster's backpressure level for a queue holding `depth` queued jobs."""
+    return level_for(depth, settings.soft_limit, settings.hard_limit, low_from=settings.soft_limit / 2)
+
+
+def resource_level(resources: Resources, settings: QueueSettings) -> BackpressureLevel:
+    """One node's level from its own readings: the worse of memory and data disk."""
     return max(
-        level_for(depth, settings.soft_limit, settings.hard_limit, low_from=settings.soft_limit / 2),
         level_for(resources.memory_pct, settings.memory_soft_pct, settings.memory_hard_pct),
         level_for(resources.disk_pct, settings.disk_soft_pct, settings.disk_hard_pct),
     )
 
 
-class BackpressureMonitor:
-    """Computes the level of a queue type and announces each change once across all processes."""
+class NodePressure:
+    """This node's own backpressure, from its memory and data-disk readings, with hysteresis; thread-safe.
+
+    Readings are taken at most every `max_age_s` seconds (claims ask often; statvfs and
+    /proc/meminfo are cheap, but not free).
+    """
 
     def __init__(
         self,
-        store: Store,
-        bus: EventBus,
         settings: QueueSettings,
+        read: ResourceReader,
         *,
-        resources: ResourceReader,
-        clock: Callable[[], float] = time.time,
+        producers: frozenset[str],
+        max_age_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """`producers`: the job types that fill a node's disk and memory with new data (selfplay)."""
+        self.settings = settings
+        self.read = read
+        self.producers = producers
+        self.max_age_s = max_age_s
+        self.clock = clock
+        self.stopped = False  # past a hard limit, and not yet back below every soft one
+        self.last: Resources | None = None
+        self._read_at = -math.inf
+        self._lock = threading.Lock()
+
+    def level(self) -> BackpressureLevel:
+        """The node's level now: STOP from a hard limit until every reading is back below its soft limit."""
+        with self._lock:
+            now = self.clock()
+            if self.last is None or now - self._read_at >= self.max_age_s:
+                self.last, self._read_at = self.read(), now
+                found = resource_level(self.last, self.settings)
+                if found >= BackpressureLevel.STOP:
+                    self.stopped = True
+                elif self.stopped and found < BackpressureLevel.SOFT:
+                    self.stopped = False
+            found = resource_level(self.last, self.settings)
+            return BackpressureLevel.STOP if self.stopped else found
+
+    def claimable(self, job_types: tuple[str, ...]) -> tuple[str, ...]:
+        """The job types this node may claim now: no producer while it is at STOP."""
+        if self.level() < BackpressureLevel.STOP:
+            return job_types
+        return tuple(job_type for job_type in job_types if job_type not in self.producers)
+
+
+class BackpressureMonitor:
+    """Computes the cluster's level of a queue type from its depth and announces each change once."""
+
+    def __init__(
+        self, store: Store, bus: EventBus, settings: QueueSettings, *, clock: Callable[[], float] = time.time
     ) -> None:
         self.store = store
         self.bus = bus
         self.settings = settings
-        self.resources = resources
         self.clock = clock
 
     def check(self, queue_type: str) -> BackpressureLevel:
@@ -120,7 +173,7 @@ class BackpressureMonitor:
         with self.store.read() as conn:
             depth = queries.queued_depth(conn, queue_type, at_most=self.settings.hard_limit)
             recorded = queries.get_backpressure(conn, queue_type)
-        level = compute_level(depth, self.resources(), self.settings)
+        level = compute_level(depth, self.settings)
         if recorded == level.name:
             return level
         with self.store.transaction() as conn:

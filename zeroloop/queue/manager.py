@@ -24,7 +24,7 @@ from zeroloop.errors import BackpressureRefused, Forbidden, QueueError, StaleLea
 from zeroloop.events import catalogue as ev
 from zeroloop.events.bus import EventBus
 from zeroloop.events.wiring import declare
-from zeroloop.queue.backpressure import BackpressureLevel, BackpressureMonitor, ResourceReader, psutil_reader
+from zeroloop.queue.backpressure import BackpressureLevel, BackpressureMonitor
 from zeroloop.queue.jobs import NAME_PATTERN, Capabilities, Job, JobStatus, Lease, Outcome, Requirements, transition
 from zeroloop.store.database import Store
 from zeroloop.store.queries import jobs as queries
@@ -63,16 +63,13 @@ class JobQueue:
         settings: Settings,
         *,
         clock: Callable[[], float] = time.time,
-        resources: ResourceReader | None = None,
     ) -> None:
         self.store = store
         self.bus = bus
         self.settings = settings.queue
         self.breaker_recovery_s = settings.health.breaker_recovery_s
         self.clock = clock
-        self.backpressure = BackpressureMonitor(
-            store, bus, settings.queue, resources=resources or psutil_reader(settings.disk_paths), clock=clock
-        )
+        self.backpressure = BackpressureMonitor(store, bus, settings.queue, clock=clock)
 
     # --- producers ----------------------------------------------------------------------
 
@@ -146,7 +143,7 @@ class JobQueue:
     def _refuse_at_stop(self, job_type: str) -> None:
         if self.backpressure.check(job_type) >= BackpressureLevel.STOP:
             raise BackpressureRefused(
-                f"queue {job_type!r} is at backpressure STOP (queued depth or node memory/disk past its hard limit): "
+                f"queue {job_type!r} is at backpressure STOP (its queued depth is past queue.hard_limit): "
                 "not enqueued; retry later or raise queue.hard_limit"
             )
 

@@ -21,7 +21,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 
 from zeroloop import errors
 from zeroloop.artifacts.transfer import ArtifactKind
-from zeroloop.cluster.nodes import NodeError, NodeInfo
+from zeroloop.cluster.nodes import NodeError, NodeInfo, NodeRefused
 from zeroloop.daemons.daemon import DaemonState
 from zeroloop.queue.jobs import Capabilities, Job, Lease
 
@@ -34,8 +34,11 @@ CREDENTIAL_EXPIRES_HEADER = "X-Zeroloop-Credential-Expires"
 
 # A job completes with its type's outcome event, and only so (never through POST events).
 COMPLETION_EVENTS = frozenset({"SELFPLAY_COMPLETE", "NPZ_EXPORT_COMPLETE", "TRAINING_COMPLETED", "EVALUATION_RESULT"})
-# What a worker publishes itself: progress of a job it holds, and its own daemons' crash loops.
-WORKER_EVENTS = frozenset({"TRAINING_STARTED", "TRAINING_PROGRESS", "DAEMON_CRASH_LOOP"})
+# What a worker publishes itself: progress of a job it holds, its own daemons' crash loops,
+# and its own disk (the node's disk_space daemon, on every worker).
+WORKER_EVENTS = frozenset(
+    {"TRAINING_STARTED", "TRAINING_PROGRESS", "DAEMON_CRASH_LOOP", "DISK_SPACE_LOW", "DISK_SPACE_RECOVERED"}
+)
 
 INT64_MAX = 2**63 - 1  # the store's BIGINT
 MAX_DEPTH = 16  # nesting of any JSON document a worker sends (objects and arrays)
@@ -83,6 +86,7 @@ _STATUS: tuple[tuple[type[Exception], int], ...] = (
     (Busy, 503),
     (errors.StaleLeaseError, 409),
     (errors.BackpressureRefused, 429),
+    (NodeRefused, 409),  # the fleet gave the node up: the worker exits (zeroloop.cluster.agent)
     (NodeError, 409),
     (errors.QueueError, 422),
     (errors.ArtifactError, 422),

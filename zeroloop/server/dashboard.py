@@ -29,7 +29,7 @@ from zeroloop.control import actions, views
 from zeroloop.control.tokens import Principal, Role
 from zeroloop.errors import AuthError, Forbidden, ZeroloopError
 from zeroloop.events.catalogue import EVENT_TYPES
-from zeroloop.server import access, charts
+from zeroloop.server import access, charts, population_chart
 
 _TEMPLATES = jinja2.Environment(
     loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
@@ -186,6 +186,17 @@ def pipeline_page(request: Request, config_key: str) -> HTMLResponse:
         return _refused(request, exc, 404)
     chart = charts.elo_chart(data["elo_history"], title=f"{config_key}: Elo ({data['elo_relative_to']})")
     return _page(request, "pipeline.html", config_key, refresh_s=REFRESH_S, data=data, chart=chart)
+
+
+@router.get("/dashboard/tunes/{config_key}", response_class=HTMLResponse)
+def tune_page(request: Request, config_key: str) -> HTMLResponse:
+    """A config key's newest tune: each variant's Elo against its CPU-seconds on one chart, and every trial."""
+    try:
+        data = views.population(_zl(request), config_key)
+    except ZeroloopError as exc:
+        return _refused(request, exc, 404)
+    chart = population_chart.chart(data["series"], title=f"tune {data['id']} of {config_key}: Elo by CPU-seconds")
+    return _page(request, "tune.html", f"tune {config_key}", refresh_s=REFRESH_S, data=data, chart=chart)
 
 
 @router.get("/dashboard/models", response_class=HTMLResponse)

@@ -60,6 +60,12 @@ def pipeline(request: Request, _who: access.Viewer, config_key: ConfigKey) -> di
     return views.pipeline(_zl(request), config_key)
 
 
+@router.get("/tunes/{config_key}")
+def tune(request: Request, _who: access.Viewer, config_key: ConfigKey) -> dict[str, Any]:
+    """The newest tune of a config key: trials, and each variant's Elo against its CPU-seconds."""
+    return views.population(_zl(request), config_key)
+
+
 @router.get("/decisions")
 def decisions(
     request: Request, _who: access.Viewer, config: ConfigFilter = None, limit: int = Query(50, ge=1, le=1000)

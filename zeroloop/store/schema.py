@@ -192,6 +192,8 @@ nodes = Table(
     # Cost: seconds billed in closed intervals, and the start of the open one (NULL when not billed).
     Column("billed_s", Float, nullable=False, server_default="0"),
     Column("billing_since", Float),
+    # When the node was asked to drain (NULL: it is not draining): a drain outlives silence and restarts.
+    Column("draining_since", Float),
     Index(None, "pool", "status"),
 )
 
@@ -384,4 +386,52 @@ node_quarantines = Table(
     Column("lifted_at", Float),
     Column("lifted_by", String(80)),
     Index(None, "node", "lifted_at"),
+)
+
+# Population-based training of one config key's settings (zeroloop.tune): a tune, and each set of settings
+# one of its variants ran (a trial), with the CPU- and GPU-seconds spent and the rating reached.
+tunes = Table(
+    "tunes",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("config_key", Key, nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("sampler", String(20), nullable=False),
+    Column("variants", Integer, nullable=False),
+    Column("budget_cpu_s", Float),
+    Column("budget_gpu_s", Float),
+    Column("spent_cpu_s", Float, nullable=False),
+    Column("spent_gpu_s", Float, nullable=False),
+    Column("space", Json, nullable=False),
+    Column("progress", Json, nullable=False),
+    Column("reason", Text),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("finished_at", Float),
+    Column("adopted_at", Float),
+    Index(None, "config_key", "status"),
+)
+
+tune_trials = Table(
+    "tune_trials",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("tune_id", BigInteger, ForeignKey("tunes.id", ondelete="CASCADE"), nullable=False),
+    Column("variant", Key, nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("settings", Json, nullable=False),
+    Column("origin", String(20), nullable=False),
+    Column("parent_id", BigInteger),
+    Column("start_model_id", Key),
+    Column("status", String(20), nullable=False),
+    Column("elo", Float),
+    Column("elo_stderr", Float),
+    Column("cpu_s", Float, nullable=False),
+    Column("gpu_s", Float, nullable=False),
+    Column("reason", Text),
+    Column("started_at", Float, nullable=False),
+    Column("ended_at", Float),
+    Column("updated_at", Float, nullable=False),
+    Index(None, "tune_id", "status"),
+    Index(None, "variant"),
 )

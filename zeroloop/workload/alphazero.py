@@ -22,14 +22,17 @@ from zeroloop.config import WorkloadSettings
 from zeroloop.errors import WorkloadError
 from zeroloop.workload.datafiles import Arrays, load_window, write_npz
 from zeroloop.workload.diagnostics import window_figures
+from zeroloop.workload.distill import parameter_count, teacher_targets
 from zeroloop.workload.games import Game
 from zeroloop.workload.gumbel import GumbelConfig
+from zeroloop.workload.keys import TUNED_KEY, base_key
 from zeroloop.workload.match import MoveChooser, play_match, random_chooser, search_chooser
 from zeroloop.workload.mcts import BatchedMCTS, LeafEvaluator, SearchConfig, network_leaves, rollout_leaves
-from zeroloop.workload.network import Evaluator, NetShape, PolicyValueNet, load_net, new_net
+from zeroloop.workload.network import Evaluator, NetShape, PolicyValueNet, load_net, new_net, tuned_settings
 from zeroloop.workload.params import AlphaZeroParams
 from zeroloop.workload.progress import truncation_values
 from zeroloop.workload.protocol import (
+    DistillRequest,
     EvaluateRequest,
     Evidence,
     ExportRequest,
@@ -82,12 +85,13 @@ class AlphaZeroWorkload:
             torch.set_num_threads(settings.torch_threads)
 
     def game(self, config_key: str) -> Game:
-        """The game of `config_key`, with its configured OpenSpiel parameters."""
-        return Game(config_key, self.settings.game_params.get(config_key))
+        """The game of `config_key` (a variant's: its base key's), with its configured OpenSpiel parameters."""
+        params = self.settings.game_params
+        return Game(config_key, params.get(config_key, params.get(base_key(config_key))))
 
-    def params(self, config_key: str) -> AlphaZeroParams:
-        """The AlphaZero parameters of `config_key`."""
-        return AlphaZeroParams.resolve(self.settings, config_key)
+    def params(self, config_key: str, tuned: Mapping[str, float | bool] | None = None) -> AlphaZeroParams:
+        """The AlphaZero parameters of `config_key`, with a variant model's `tuned` settings over them."""
+        return AlphaZeroParams.resolve(self.settings, config_key, tuned)
 
     def net_shape(self, game: Game) -> NetShape:
         """The network shape configured for `game`."""
@@ -102,13 +106,20 @@ class AlphaZeroWorkload:
 
     def load_or_new(self, game: Game, model: Path | None, seed: int) -> tuple[PolicyValueNet, str]:
         """The network in `model` (checked against the game) or a fresh one, and the model file's sha256."""
+        net, sha, _tuned = self.load_member(game, model, seed)
+        return net, sha
+
+    def load_member(
+        self, game: Game, model: Path | None, seed: int
+    ) -> tuple[PolicyValueNet, str, dict[str, float | bool]]:
+        """`load_or_new`, and the settings the model file carries for its variant (empty for a plain model)."""
         if model is None:
-            return new_net(self.net_shape(game), seed), NO_MODEL_SHA256
-        net, _ = load_net(model, game.config_key)
+            return new_net(self.net_shape(game), seed), NO_MODEL_SHA256, {}
+        net, payload = load_net(model, game.config_key)
         fits = (net.shape.obs_shape, net.shape.num_actions, net.shape.num_players)
         if fits != (game.obs_shape, game.num_actions, game.num_players):
             raise WorkloadError(f"model file {model} does not fit {game.config_key} with its configured parameters")
-        return net, file_sha256(model)
+        return net, file_sha256(model), tuned_settings(payload)
 
     def selfplay(self, request: SelfplayRequest) -> Evidence:
         """Play `request.games` games and write them as one game batch."""
@@ -116,8 +127,8 @@ class AlphaZeroWorkload:
         if request.games < 1:
             raise WorkloadError(f"selfplay needs at least one game, got {request.games}")
         game = self.game(request.config_key)
-        params = self.params(request.config_key)
-        net, model_sha = self.load_or_new(game, request.model, request.seed)
+        net, model_sha, tuned = self.load_member(game, request.model, request.seed)
+        params = self.params(request.config_key, tuned)  # a variant plays with the settings its model carries
         rng = np.random.default_rng(request.seed)
         search = SearchConfig(
             params.simulations, params.c_puct, params.dirichlet_alpha, params.dirichlet_epsilon, gumbel_of(params)
@@ -171,11 +182,11 @@ class AlphaZeroWorkload:
         """Train on `request.window` and write the model file (also the resumable checkpoint)."""
         began = _Began.now()
         game = self.game(request.config_key)
-        params = self.params(request.config_key)
         window = load_window(request.window, request.config_key)
         if window["obs"].shape[1:] != game.obs_shape:
             raise WorkloadError(f"training window {request.window} does not fit {request.config_key}")
-        net, _ = self.load_or_new(game, request.init_model, request.seed)
+        net, _, tuned = self.load_member(game, request.init_model, request.seed)
+        params = self.params(request.config_key, tuned)  # a variant trains with its settings, and passes them on
         steps = request.steps if request.steps is not None else params.train_steps
         result = train_net(
             net,
@@ -188,6 +199,7 @@ class AlphaZeroWorkload:
             device=self.settings.device,
             seed=request.seed,
             progress=progress,
+            carry={TUNED_KEY: tuned} if tuned else None,
         )
         counts = {
             "steps": result.step,
@@ -224,6 +236,68 @@ class AlphaZeroWorkload:
         return self._evidence(
             "evaluate", request.config_key, request.output, FileKind.MATCH_RESULT, counts=counts, began=began
         )
+
+    def distill(self, request: DistillRequest, progress: ProgressCallback = no_progress) -> Evidence:
+        """Train a fresh `blocks` x `channels` network on the window towards the teacher's policy and value.
+
+        The student keeps the teacher's tuned settings (a variant's) but its own shape; the
+        evidence counts both networks' sizes in parameters.
+        """
+        began = _Began.now()
+        if request.blocks < 0 or request.channels < 1:
+            raise WorkloadError(
+                f"a distilled network needs blocks >= 0 and channels >= 1, got {request.blocks}, {request.channels}"
+            )
+        game = self.game(request.config_key)
+        window = load_window(request.window)
+        if (
+            base_key(str(window["config_key"])) != base_key(request.config_key)
+            or window["obs"].shape[1:] != game.obs_shape
+        ):
+            raise WorkloadError(f"training window {request.window} does not fit {request.config_key}")
+        teacher, teacher_sha, tuned = self.load_member(game, request.teacher, request.seed)
+        student_tuned = {k: v for k, v in tuned.items() if k not in ("blocks", "channels")}
+        params = self.params(request.config_key, student_tuned)
+        shape = NetShape(
+            game.obs_shape,
+            game.num_actions,
+            request.blocks,
+            request.channels,
+            teacher.shape.value_hidden,
+            game.num_players,
+        )
+        student = new_net(shape, request.seed)
+        targets = teacher_targets(teacher, window, request.value_mix)
+        steps = request.steps if request.steps is not None else params.train_steps
+        carry: dict[str, object] = {"distilled_from": teacher_sha, "value_mix": request.value_mix}
+        if student_tuned:
+            carry[TUNED_KEY] = student_tuned
+        result = train_net(
+            student,
+            targets,
+            params=params,
+            steps=steps,
+            output=request.output,
+            config_key=request.config_key,
+            # Resuming needs the same data and the same teacher: both name the checkpoint.
+            window_sha256=f"{file_sha256(request.window)}:{teacher_sha}",
+            device=self.settings.device,
+            seed=request.seed,
+            progress=progress,
+            carry=carry,
+        )
+        counts = {
+            "steps": result.step,
+            "steps_run": result.steps_run,
+            "samples": result.samples,
+            "loss": result.loss,
+            "parameters": parameter_count(student),
+            "teacher_parameters": parameter_count(teacher),
+            "blocks": request.blocks,
+            "channels": request.channels,
+            **result.diagnostics,
+        }
+        return self._evidence("distill", request.config_key, request.output, FileKind.MODEL, counts=counts, began=began)
 
     def _chooser(self, game: Game, params: AlphaZeroParams, player: Player, rng: np.random.Generator) -> MoveChooser:
         if player.kind == "random":

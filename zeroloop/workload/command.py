@@ -31,6 +31,7 @@ from zeroloop.workload.datafiles import read_npz
 from zeroloop.workload.output import CommandOutput
 from zeroloop.workload.protocol import (
     OPERATIONS,
+    DistillRequest,
     EvaluateRequest,
     Evidence,
     ExportRequest,
@@ -53,6 +54,7 @@ PLACEHOLDERS: Mapping[Operation, tuple[str, ...]] = {
     "export": (*_COMMON, "inputs", "window_samples"),
     "train": (*_COMMON, "window", "init_model", "steps"),
     "evaluate": (*_COMMON, "candidate", "opponent", "games"),
+    "distill": (*_COMMON, "teacher", "window", "blocks", "channels", "steps"),
 }
 _SECTION_KEYS = frozenset({"command", "timeout_s", "model_format", "cwd"})
 
@@ -269,3 +271,15 @@ class CommandWorkload:
             "seed": str(request.seed),
         }
         return self._run("evaluate", request.config_key, request.output, FileKind.MATCH_RESULT, values)
+
+    def distill(self, request: DistillRequest, progress: ProgressCallback = no_progress) -> Evidence:
+        """Run the distill command (a `[distill]` section; without one, a WorkloadError): it must write a model file."""
+        values: dict[str, str | list[str]] = {
+            "teacher": str(request.teacher),
+            "window": str(request.window),
+            "blocks": str(request.blocks),
+            "channels": str(request.channels),
+            "steps": str(request.steps) if request.steps is not None else "",
+            "seed": str(request.seed),
+        }
+        return self._run("distill", request.config_key, request.output, FileKind.MODEL, values)

@@ -15,7 +15,7 @@ from typing import cast
 from zeroloop import plugins
 from zeroloop.config import WorkloadSettings
 from zeroloop.errors import WorkloadError
-from zeroloop.workload.protocol import Workload
+from zeroloop.workload.protocol import REQUIRED_OPERATIONS, Workload
 
 # What the built-in AlphaZero needs beyond the core install: module -> package.
 ALPHAZERO_MODULES = {"torch": "torch", "pyspiel": "open-spiel"}
@@ -45,7 +45,6 @@ BUILT_IN = {
     "alphazero": "zeroloop.workload.alphazero:AlphaZeroWorkload",
     "command": "zeroloop.workload.command:CommandWorkload",
 }
-OPERATIONS = ("selfplay", "export", "train", "evaluate")
 
 
 def workload_class(kind: str) -> type:
@@ -56,7 +55,7 @@ def workload_class(kind: str) -> type:
         setting="workload.kind",
         group=plugins.WORKLOAD_GROUP,
         built_in={},
-        check=plugins.has_methods(*OPERATIONS, "from_settings"),
+        check=plugins.has_methods(*REQUIRED_OPERATIONS, "from_settings"),
     )
     return found
 

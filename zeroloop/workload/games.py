@@ -25,6 +25,7 @@ import pyspiel
 from open_spiel.python.observation import make_observation
 
 from zeroloop.errors import WorkloadError
+from zeroloop.workload.keys import base_key
 
 State = Any  # a pyspiel.State; pyspiel ships no type stubs
 FloatArray = npt.NDArray[np.float32]
@@ -84,7 +85,8 @@ class Game:
     """One loaded OpenSpiel game with typed accessors for states, observations, masks and outcomes."""
 
     def __init__(self, config_key: str, params: Mapping[str, int | float | bool | str] | None = None) -> None:
-        match = _CONFIG_KEY.match(config_key)
+        """Load the game of `config_key` (a variant key plays its base key's game) with OpenSpiel `params`."""
+        match = _CONFIG_KEY.match(base_key(config_key))
         if match is None:
             raise _unsupported(config_key, "expected the form {game}_{n}p, e.g. connect_four_2p")
         name, players = match["game"], int(match["players"])

@@ -26,6 +26,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from zeroloop.errors import WorkloadError
 from zeroloop.workload.games import BoolArray, FloatArray
+from zeroloop.workload.keys import TUNED_KEY, base_key
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +200,8 @@ def load_model_file(path: Path) -> dict[str, Any]:
 def load_net(path: Path, config_key: str) -> tuple[PolicyValueNet, dict[str, Any]]:
     """The network stored in `path` and its file payload; the file must belong to `config_key`."""
     payload = load_model_file(path)
-    if payload.get("config_key") != config_key:
+    # Variants of one key (zeroloop.workload.keys) play the same game: their models meet in matches and are copied.
+    if base_key(str(payload.get("config_key"))) != base_key(config_key):
         raise WorkloadError(f"model file {path} is for {payload.get('config_key')!r}, not {config_key!r}")
     raw = dict(payload["shape"])
     shape = NetShape(
@@ -240,3 +242,11 @@ def new_net(shape: NetShape, seed: int) -> PolicyValueNet:
         return PolicyValueNet(shape)
     finally:
         torch.random.set_rng_state(generator_state)
+
+
+def tuned_settings(payload: dict[str, Any]) -> dict[str, float | bool]:
+    """The AlphaZero parameters a model file carries for its variant's lineage (empty for a plain model)."""
+    tuned = payload.get(TUNED_KEY) or {}
+    if not isinstance(tuned, dict) or not all(isinstance(v, int | float | bool) for v in tuned.values()):
+        raise WorkloadError(f"model file's {TUNED_KEY!r} entry is not a table of parameter values: {tuned!r}")
+    return dict(tuned)

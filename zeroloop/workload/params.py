@@ -7,10 +7,12 @@ in `WorkloadSettings.overrides` replaces some of them for one config key only.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from zeroloop.config import WorkloadSettings
 from zeroloop.errors import WorkloadError
+from zeroloop.workload.keys import base_key
 
 
 @dataclass(frozen=True)
@@ -57,17 +59,26 @@ class AlphaZeroParams:
     eval_max_moves: int
 
     @classmethod
-    def resolve(cls, settings: WorkloadSettings, config_key: str) -> AlphaZeroParams:
-        """The parameters for `config_key`; an override naming an unknown parameter is a WorkloadError."""
+    def resolve(
+        cls, settings: WorkloadSettings, config_key: str, tuned: Mapping[str, float | bool] | None = None
+    ) -> AlphaZeroParams:
+        """The parameters for `config_key`; an override naming an unknown parameter is a WorkloadError.
+
+        A variant key (`connect_four_2p~t1v3`) takes its base key's overrides, then its own, then
+        `tuned`: the settings its model file carries (zeroloop.workload.keys.TUNED_KEY).
+        """
         names = [f.name for f in dataclasses.fields(cls)]
         values: dict[str, float | bool] = {name: getattr(settings, name) for name in names}
-        overrides = settings.overrides.get(config_key, {})
-        unknown = sorted(set(overrides) - set(names))
-        if unknown:
-            raise WorkloadError(
-                f"workload.overrides[{config_key!r}] names unknown parameters {unknown}; known: {', '.join(names)}"
-            )
-        values.update(overrides)
+        layers: list[tuple[str, Mapping[str, float | bool]]] = [
+            (f"workload.overrides[{key!r}]", settings.overrides.get(key, {}))
+            for key in dict.fromkeys((base_key(config_key), config_key))
+        ]
+        layers.append((f"the tuned settings of {config_key}'s model", tuned or {}))
+        for where, overrides in layers:
+            unknown = sorted(set(overrides) - set(names))
+            if unknown:
+                raise WorkloadError(f"{where} names unknown parameters {unknown}; known: {', '.join(names)}")
+            values.update(overrides)
         # Integers stay integers: an override given as 4.0 in TOML means 4 steps, not a float count.
         kinds = {"int": int, "bool": bool, "float": float}
         typed = {f.name: kinds[str(f.type)](values[f.name]) for f in dataclasses.fields(cls)}

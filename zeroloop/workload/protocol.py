@@ -1,6 +1,7 @@
 """The workload protocol: four file-in, file-out operations that each return evidence.
 
-The pipeline calls `workload.selfplay(request) -> Evidence` (and export, train, evaluate)
+The pipeline calls `workload.selfplay(request) -> Evidence` (and export, train, evaluate, and
+optionally distill)
 from a worker process. Requests are frozen dataclasses of plain values so they pickle
 across process boundaries; every operation is synchronous CPU/GPU work and must never
 run on an event loop. An operation that returns has written every declared output; one
@@ -16,8 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
-Operation = Literal["selfplay", "export", "train", "evaluate"]
-OPERATIONS: tuple[Operation, ...] = ("selfplay", "export", "train", "evaluate")
+Operation = Literal["selfplay", "export", "train", "evaluate", "distill"]
+OPERATIONS: tuple[Operation, ...] = ("selfplay", "export", "train", "evaluate", "distill")
+# What every workload must offer; `distill` is optional (a workload without it refuses distillation jobs).
+REQUIRED_OPERATIONS: tuple[Operation, ...] = ("selfplay", "export", "train", "evaluate")
 
 _HASH_CHUNK_BYTES = 1 << 20
 
@@ -99,6 +102,25 @@ class EvaluateRequest:
 
 
 @dataclass(frozen=True)
+class DistillRequest:
+    """Train a fresh `blocks` x `channels` network on `window`'s positions towards `teacher`'s policy and value.
+
+    The student's value target is `value_mix` of the teacher's value plus the rest of the game
+    outcome; `steps` optimizer steps (None: the configured `train_steps`) into `output`.
+    """
+
+    config_key: str
+    teacher: Path
+    window: Path
+    output: Path
+    blocks: int
+    channels: int
+    steps: int | None = None
+    value_mix: float = 0.5
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class OutputFile:
     """A file an operation wrote: its path, declared kind, size (bytes) and sha256 (hex)."""
 
@@ -160,6 +182,10 @@ class Workload(Protocol):
 
     def evaluate(self, request: EvaluateRequest) -> Evidence:
         """Play a match and write its result as JSON."""
+        ...
+
+    def distill(self, request: DistillRequest, progress: ProgressCallback = no_progress) -> Evidence:
+        """Train a smaller network on a teacher's data and targets and write the model file (optional)."""
         ...
 
 

@@ -13,9 +13,12 @@ sha256, so a run cut off by a lost machine resumes from there on the same window
 from __future__ import annotations
 
 import logging
+import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -90,8 +93,12 @@ def train_net(
     device: str,
     seed: int,
     progress: ProgressCallback,
+    carry: Mapping[str, Any] | None = None,
 ) -> TrainResult:
-    """Train `net` for `steps` optimizer steps in total, resuming from `output` when it is a checkpoint."""
+    """Train `net` for `steps` optimizer steps in total, resuming from `output` when it is a checkpoint.
+
+    `carry` holds further entries every file written keeps (a variant's tuned settings, a distillation's teacher).
+    """
     optimizer = torch.optim.SGD(
         net.parameters(), lr=params.learning_rate, momentum=params.momentum, weight_decay=params.weight_decay
     )
@@ -119,7 +126,7 @@ def train_net(
     last_losses: dict[str, float] = {}
 
     def checkpoint(step: int) -> None:
-        extra = {"step": step, "window_sha256": window_sha256, "optimizer": optimizer.state_dict()}
+        extra = {**(carry or {}), "step": step, "window_sha256": window_sha256, "optimizer": optimizer.state_dict()}
         save_model(output, net, config_key, extra)
 
     for step in range(start + 1, steps + 1):
@@ -133,6 +140,11 @@ def train_net(
         loss.backward()  # type: ignore[no-untyped-call]
         optimizer.step()
         totals += (loss.item(), policy_loss.item(), value_loss.item())
+        if not math.isfinite(totals[0]):
+            raise WorkloadError(
+                f"training of {config_key} diverged: the loss is {loss.item()} at step {step} "
+                f"(learning rate {params.learning_rate:g}): lower the learning rate"
+            )
         interval_steps += 1
         if step % params.progress_every_steps == 0 or step == steps:
             elapsed = max(time.perf_counter() - interval_start, 1e-9)

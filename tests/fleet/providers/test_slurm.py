@@ -150,6 +150,8 @@ def test_the_fleet_grows_a_slurm_pool_for_work_and_idle_shutdown_ends_it_with_sc
         max_nodes=1,
         cpus=1,
         launch_timeout_s=60,
+        idle_s=1.0,
+        drain_s=0.0,
         env={
             "ZEROLOOP_WORKLOAD__KIND": "command",
             "ZEROLOOP_WORKLOAD__COMMAND_FILE": str(commands),
@@ -182,8 +184,9 @@ def test_the_fleet_grows_a_slurm_pool_for_work_and_idle_shutdown_ends_it_with_sc
                 app.store,
                 app.bus,
                 app.nodes,
-                IdleSettings(dry_run=False, threshold_s={"default": 0.0}, drain_period_s=0.0, util_threshold_pct=100),
+                IdleSettings(),
                 terminate=lambda target, reason: app.fleet.terminate(target.id, reason=reason),
+                pools=settings.providers,
             )
 
             def ended() -> bool:

@@ -7,6 +7,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from zeroloop.store.queries import dialect_insert
 from zeroloop.store.schema import circuit_breakers
 
 
@@ -20,9 +21,24 @@ def get_breaker(conn: Connection, key: str, *, lock: bool = False) -> dict[str, 
 
 
 def upsert_breaker(conn: Connection, row: dict[str, Any]) -> None:
-    """Insert or replace one breaker row."""
-    if not conn.execute(sa.update(circuit_breakers).where(circuit_breakers.c.key == row["key"]).values(**row)).rowcount:
-        conn.execute(sa.insert(circuit_breakers).values(**row))
+    """Insert or replace one breaker row, in one statement: two writers creating it at once both succeed."""
+    insert = dialect_insert(conn, circuit_breakers).values(**row)
+    changes = {name: insert.excluded[name] for name in row if name != "key"}
+    conn.execute(insert.on_conflict_do_update(index_elements=["key"], set_=changes))
+
+
+def lock_breaker(conn: Connection, key: str, *, now: float) -> dict[str, Any]:
+    """The breaker row of `key`, created closed if missing, locked for this transaction (FOR UPDATE on PostgreSQL).
+
+    Creating it with ON CONFLICT DO NOTHING first means two writers never both insert it:
+    the second waits on the first's row lock and then reads what the first wrote.
+    """
+    fresh = {"key": key, "state": "closed", "failures": 0, "successes": 0, "opened_at": None, "updated_at": now}
+    conn.execute(dialect_insert(conn, circuit_breakers).values(**fresh).on_conflict_do_nothing(index_elements=["key"]))
+    query = sa.select(circuit_breakers).where(circuit_breakers.c.key == key)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    return dict(conn.execute(query).mappings().one())
 
 
 def list_breakers(conn: Connection, states: tuple[str, ...] | None = None) -> list[dict[str, Any]]:

@@ -40,3 +40,20 @@ def runnable_job_count(conn: Connection, now: float, statuses: tuple[str, ...] =
     """Jobs waiting in `statuses` whose run_after has come (now: epoch seconds): the pending work."""
     query = sa.select(sa.func.count()).select_from(jobs).where(jobs.c.status.in_(statuses), jobs.c.run_after <= now)
     return int(conn.execute(query).scalar_one())
+
+
+def last_job_by_node(conn: Connection, node_ids: list[str]) -> dict[str, float]:
+    """When each of `node_ids` last claimed or finished a job (epoch seconds); nodes that ran none are absent."""
+    if not node_ids:
+        return {}
+    query = (
+        sa.select(jobs.c.lease_node, sa.func.max(jobs.c.claimed_at), sa.func.max(jobs.c.finished_at))
+        .where(jobs.c.lease_node.in_(node_ids))
+        .group_by(jobs.c.lease_node)
+    )
+    found = {}
+    for node, claimed, finished in conn.execute(query):
+        moments = [float(at) for at in (claimed, finished) if at is not None]
+        if moments:
+            found[str(node)] = max(moments)
+    return found

@@ -129,3 +129,11 @@ def set_rating(conn: Connection, model_id: str, elo: float, rating: dict[str, An
     if row is None:
         return
     conn.execute(sa.update(models).where(models.c.id == model_id).values(elo=elo, meta={**row.meta, "rating": rating}))
+
+
+def ids_of_artifacts(conn: Connection, shas: list[str]) -> dict[str, str]:
+    """The model id of each artifact sha256 that is a model's file (others absent)."""
+    if not shas:
+        return {}
+    query = sa.select(models.c.artifact_sha256, models.c.id).where(models.c.artifact_sha256.in_(sorted(set(shas))))
+    return {str(sha): str(model_id) for sha, model_id in conn.execute(query)}

@@ -7,6 +7,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from zeroloop.store.queries import dialect_insert
 from zeroloop.store.schema import nodes
 
 
@@ -25,10 +26,10 @@ def list_nodes(conn: Connection, statuses: tuple[str, ...] | None = None) -> lis
 
 
 def upsert_node(conn: Connection, row: dict[str, Any]) -> None:
-    """Insert a node or replace its description (registration and re-registration)."""
-    updated = conn.execute(sa.update(nodes).where(nodes.c.id == row["id"]).values(**row)).rowcount
-    if not updated:
-        conn.execute(sa.insert(nodes).values(**row))
+    """Insert a node or replace its description, in one statement (no duplicate key between writers)."""
+    insert = dialect_insert(conn, nodes).values(**row)
+    changes = {name: insert.excluded[name] for name in row if name != "id"}
+    conn.execute(insert.on_conflict_do_update(index_elements=["id"], set_=changes))
 
 
 def record_heartbeat(conn: Connection, node_id: str, utilisation: dict[str, Any], now: float) -> str | None:

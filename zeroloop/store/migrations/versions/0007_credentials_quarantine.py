@@ -1,7 +1,7 @@
 """credentials and node quarantines: short-lived node-bound credentials; results kept out of training
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 Create Date: 2026-12-02
 
 `credentials`: what a worker token is exchanged for at `zeroloop serve`: a secret bound to
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0007"
-down_revision = "0005"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
