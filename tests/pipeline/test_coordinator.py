@@ -199,21 +199,20 @@ def _train_round(loop: Loop, sha: str, samples: int) -> Any:
 def test_training_steps_follow_the_new_samples_when_a_ratio_is_set(store: Store, settings: Settings) -> None:
     settings.pipeline.train_after_samples = 10
     settings.pipeline.train_samples_per_sample = 6.0
-    settings.workload.overrides = {CONFIG: {"train_batch_size": 16}}
     loop = Loop(store, settings)
     train = _train_round(loop, "1" * 64, 37)
-    assert train.payload["steps"] == 14  # ceil(6 x 37 new samples / batch 16)
+    assert train.payload["rows"] == 222  # 6 x 37 new samples; the workload divides by its own batch size
     prepared = jobs.lookup(jobs.TRAIN).prepare(
         train,
         jobs.TrainJob.model_validate(train.payload),
         jobs.Parts(_Artifacts(), None, Path("/work")),  # type: ignore[arg-type]
     )
-    assert prepared.request.steps == 14  # what the workload is asked to run
+    assert prepared.request.rows == 222  # what the workload is asked to draw
 
 
 def test_without_a_ratio_training_runs_the_workloads_own_steps(loop: Loop) -> None:
     train = _train_round(loop, "1" * 64, 37)
-    assert train.payload["steps"] is None
+    assert train.payload["rows"] is None
 
 
 def test_with_no_gate_a_trained_candidate_is_promoted_at_once(store: Store, settings: Settings) -> None:

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from typing import Any
 
 from zeroloop.cluster.breakers import CircuitBreakers, stage_key
-from zeroloop.config import PipelineSettings, Settings, WorkloadSettings
+from zeroloop.config import PipelineSettings, Settings
 from zeroloop.events.bus import Event, EventBus
 from zeroloop.events.consumer import ConsumerSpec
 from zeroloop.events.wiring import declare
@@ -83,11 +83,6 @@ def window_size(samples_total: int, settings: PipelineSettings) -> int:
     return max(1, min(settings.window_samples, round(grown)))
 
 
-def train_batch_size(settings: WorkloadSettings, config_key: str) -> int:
-    """The training batch size of `config_key`: its entry in `workload.overrides`, else `train_batch_size`."""
-    return int(settings.overrides.get(config_key, {}).get("train_batch_size", settings.train_batch_size))
-
-
 class PipelineCoordinator:
     """Handles the pipeline's events for every config key (run it on the leader only)."""
 
@@ -113,7 +108,6 @@ class PipelineCoordinator:
         self.models = registry
         self.settings = settings.pipeline
         self.evaluation = settings.evaluation
-        self.workload = settings.workload
         self.fence = fence
         self.clock = clock
         self.breakers = breakers
@@ -245,7 +239,7 @@ class PipelineCoordinator:
                 window_sha256=event.payload["window_sha256"],
                 init_model_id=production["id"] if production else None,
                 init_model_sha256=production["artifact_sha256"] if production else None,
-                steps=self.train_steps(job.config_key, export.new_samples),
+                rows=self.train_rows(export.new_samples),
             )
             self.queue.enqueue(
                 jobs.TRAIN,
@@ -259,16 +253,17 @@ class PipelineCoordinator:
                 conn, job.config_key, self.clock(), stage=transition(Stage.EXPORT, Stage.TRAINING).value
             )
 
-    def train_steps(self, config_key: str, new_samples: int) -> int | None:
-        """Optimizer steps for a round that brought `new_samples`: ceil(ratio x new samples / batch size).
+    def train_rows(self, new_samples: int) -> int | None:
+        """Training rows for a round that brought `new_samples`: ceil(ratio x new samples).
 
-        None (the workload's own `train_steps`) when `train_samples_per_sample` is 0 or the round
-        counted no new samples (an export job from before the count was kept).
+        The workload turns them into steps with its own batch size. None (the workload's own
+        `train_steps`) when `train_samples_per_sample` is 0 or the round counted no new samples
+        (an export job from before the count was kept).
         """
         ratio = self.settings.train_samples_per_sample
         if ratio <= 0 or new_samples <= 0:
             return None
-        return max(1, math.ceil(ratio * new_samples / train_batch_size(self.workload, config_key)))
+        return max(1, math.ceil(ratio * new_samples))
 
     # --- evaluation ----------------------------------------------------------------------------
 

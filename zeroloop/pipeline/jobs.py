@@ -66,14 +66,16 @@ class ExportJob(_Payload):
 class TrainJob(_Payload):
     """Train candidate `iteration` on a window, starting from the production model if there is one.
 
-    `steps` is the number of optimizer steps (None: the workload's configured `train_steps`).
+    `rows` is how many training rows to draw (pipeline.train_samples_per_sample x the round's
+    new samples; the workload runs ceil(rows / its batch size) steps, a variant's tuned batch size
+    included); None: the workload's configured `train_steps`.
     """
 
     iteration: int = Field(ge=0)
     window_sha256: str
     init_model_id: str | None = None
     init_model_sha256: str | None = None
-    steps: int | None = Field(default=None, ge=1)
+    rows: int | None = Field(default=None, ge=1)
     seed: int = 0
 
 
@@ -263,7 +265,7 @@ def _prepare_train(job: Job, payload: TrainJob, parts: Parts) -> Prepared:
     window = parts.artifacts.fetch(payload.window_sha256)
     init = parts.artifacts.fetch(payload.init_model_sha256) if payload.init_model_sha256 else None
     output = parts.workdir / "model.pt"
-    request = TrainRequest(job.config_key, window, output, init, steps=payload.steps, seed=payload.seed)
+    request = TrainRequest(job.config_key, window, output, init, rows=payload.rows, seed=payload.seed)
     return Prepared("train", request, output)
 
 

@@ -77,7 +77,7 @@ def value_targets(window: Arrays, search_weight: float) -> npt.NDArray[np.float3
     searched = window.get("search_value")
     if search_weight <= 0 or searched is None or searched.shape != outcome.shape:
         return outcome
-    mixed: npt.NDArray[np.float32] = ((1.0 - search_weight) * outcome + search_weight * searched).astype(np.float32)
+    mixed: npt.NDArray[np.float32] = (1.0 - search_weight) * outcome + search_weight * searched.astype(np.float32)
     return mixed
 
 
