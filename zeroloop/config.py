@@ -707,13 +707,16 @@ def _default_overrides() -> dict[str, dict[str, int | float]]:
             "baseline_rollout_moves": 60,
             "eval_max_moves": 300,
         },
-        # connect four on a CPU: a narrower net trains and searches fast enough for hourly progress.
+        # connect four on a CPU: a narrower net trains and searches fast enough for hourly progress; half of
+        # each value target is the search's own value (docs/workload.md, round 2: it scored highest at 15
+        # CPU-minutes).
         "connect_four_2p": {
             "blocks": 3,
             "channels": 48,
             "simulations": 120,
             "parallel_games": 96,
             "train_steps": 400,
+            "search_value_weight": 0.5,
         },
     }
 
