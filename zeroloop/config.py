@@ -566,6 +566,13 @@ class PipelineSettings(_Section):
     """Stage triggers, the promotion policy and selfplay scheduling."""
 
     train_after_samples: int = Field(default=4096, ge=1, description="new samples that trigger export and training")
+    train_samples_per_sample: float = Field(
+        default=0.0,
+        ge=0,
+        description="training rows drawn (optimizer steps x workload train_batch_size) per new selfplay sample: a "
+        "round trains ceil(this x its new samples / batch size) steps, so training keeps pace with selfplay; "
+        "0: every round trains the workload's train_steps",
+    )
     window_samples: int = Field(
         default=100_000, ge=1, description="most samples in a training window (the window grows to it)"
     )
@@ -616,11 +623,12 @@ class PipelineSettings(_Section):
 class EvaluationSettings(_Section):
     """Gating, the joint rating, tournaments and the feedback loops (see docs/pipeline.md)."""
 
-    gate: Literal["non_inferior", "sprt", "better"] = Field(
+    gate: Literal["non_inferior", "sprt", "better", "none"] = Field(
         default="non_inferior",
         description="promotion rule against the production model: non_inferior (the Elo lower bound is above "
         "-gate_margin_elo), sprt (an SPRT of Elo <= -gate_margin_elo against Elo >= 0 accepts the latter), "
-        "better (the score lower bound beats pipeline.promote_win_rate)",
+        "better (the score lower bound beats pipeline.promote_win_rate), none (every candidate is promoted "
+        "once trained, without matches; tournaments rate it and the regression watchdog rolls it back)",
     )
     gate_margin_elo: float = Field(
         default=50.0, gt=0, description="how much weaker than production a candidate may be and still pass (Elo)"
@@ -699,13 +707,16 @@ def _default_overrides() -> dict[str, dict[str, int | float]]:
             "baseline_rollout_moves": 60,
             "eval_max_moves": 300,
         },
-        # connect four on a CPU: a narrower net trains and searches fast enough for hourly progress.
+        # connect four on a CPU: a narrower net trains and searches fast enough for hourly progress; half of
+        # each value target is the search's own value (docs/workload.md, round 2: it scored highest at 15
+        # CPU-minutes).
         "connect_four_2p": {
             "blocks": 3,
             "channels": 48,
             "simulations": 120,
             "parallel_games": 96,
             "train_steps": 400,
+            "search_value_weight": 0.5,
         },
     }
 
@@ -749,6 +760,13 @@ class WorkloadSettings(_Section):
     parallel_games: int = Field(default=128, ge=1, description="games searched in lockstep; the inference batch size")
     train_batch_size: int = Field(default=256, ge=1, description="training samples per optimizer step")
     train_steps: int = Field(default=1000, ge=1, description="optimizer steps per training run")
+    search_value_weight: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="share of the search's own value of a position in its value target, the rest the game's "
+        "outcome (0: the outcome alone, as AlphaZero)",
+    )
     learning_rate: float = Field(default=0.01, gt=0, description="SGD learning rate")
     momentum: float = Field(default=0.9, ge=0, lt=1, description="SGD momentum")
     weight_decay: float = Field(default=1e-4, ge=0, description="L2 weight decay")

@@ -137,3 +137,5 @@ def test_the_steps_note_stays_away_when_a_run_takes_the_configured_steps(app: Ap
     assert steps_note(app.settings, KEY) is None
     app.settings.workload.overrides = {}
     assert steps_note(app.settings, KEY) is None
+    app.settings.pipeline.train_samples_per_sample = 18
+    assert "18 training rows per new sample" in (steps_note(app.settings, KEY) or "")

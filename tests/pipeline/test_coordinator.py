@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +23,11 @@ from zeroloop.store.queries import pipelines as queries
 from zeroloop.store.schema import events
 
 CONFIG = "tic_tac_toe_2p"
+
+
+class _Artifacts:
+    def fetch(self, sha256: str) -> Path:
+        return Path("/cache") / sha256
 
 
 class Loop:
@@ -177,3 +183,54 @@ def test_paused_pipeline_does_not_start_a_round_until_resumed(loop: Loop) -> Non
         queries.update_pipeline(conn, CONFIG, 1.0, paused=False, pause_reason=None)
     loop.feed(loop.event("PIPELINE_RESUMED", {"reason": "test"}))
     assert loop.state()["stage"] == Stage.EXPORT
+
+
+def _train_round(loop: Loop, sha: str, samples: int) -> Any:
+    """Feed one batch of `samples`, run the export it starts, and return the queued training job."""
+    loop.feed(loop.batch(sha, samples))
+    export = loop.run_job(jobs.EXPORT)
+    assert export.payload["new_samples"] == samples
+    done = {"job_id": export.id, "window_sha256": "c" * 64, "samples": samples}
+    loop.feed(loop.event("NPZ_EXPORT_COMPLETE", done))
+    (train,) = loop.queue.list(statuses=[JobStatus.QUEUED], job_type=jobs.TRAIN)
+    return train
+
+
+def test_training_steps_follow_the_new_samples_when_a_ratio_is_set(store: Store, settings: Settings) -> None:
+    settings.pipeline.train_after_samples = 10
+    settings.pipeline.train_samples_per_sample = 6.0
+    loop = Loop(store, settings)
+    train = _train_round(loop, "1" * 64, 37)
+    assert train.payload["rows"] == 222  # 6 x 37 new samples; the workload divides by its own batch size
+    prepared = jobs.lookup(jobs.TRAIN).prepare(
+        train,
+        jobs.TrainJob.model_validate(train.payload),
+        jobs.Parts(_Artifacts(), None, Path("/work")),  # type: ignore[arg-type]
+    )
+    assert prepared.request.rows == 222  # what the workload is asked to draw
+
+
+def test_without_a_ratio_training_runs_the_workloads_own_steps(loop: Loop) -> None:
+    train = _train_round(loop, "1" * 64, 37)
+    assert train.payload["rows"] is None
+
+
+def test_with_no_gate_a_trained_candidate_is_promoted_at_once(store: Store, settings: Settings) -> None:
+    settings.pipeline.train_after_samples = 10
+    settings.evaluation.gate = "none"
+    loop = Loop(store, settings)
+    for round_number in range(2):
+        train = _train_round(loop, f"{round_number}" * 64, 12)
+        loop.queue.complete(loop.queue.claim("n1", types=[jobs.TRAIN]).job.id, 1, {"ok": True})  # type: ignore[union-attr]
+        sha = f"{round_number:02d}" + "d" * 62
+        completed = {"job_id": train.id, "model_id": "x", "artifact_sha256": sha, "loss": 1.0, "samples": 12}
+        loop.feed(loop.event("TRAINING_COMPLETED", completed))
+        state = loop.state()
+        assert (state["stage"], state["iteration"]) == (Stage.SELFPLAY, round_number + 1)
+        assert loop.queue.list(job_type=jobs.EVALUATE) == []  # no match was played or queued
+        assert loop.models.get(state["current_model_id"]).artifact_sha256 == sha
+    with loop.store.read() as conn:
+        decisions = queries.list_decisions(conn, CONFIG)
+    assert [row["outcome"] for row in decisions] == ["promoted", "promoted"]
+    assert decisions[0]["evidence"]["reason"].startswith("no gate")
+    assert decisions[0]["evidence"]["vs_best"] is None

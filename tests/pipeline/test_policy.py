@@ -158,3 +158,15 @@ def test_simulated_matches_pass_stronger_and_drawn_candidates_and_fail_much_weak
     assert passes(0.40, 0.4) > stronger  # score 0.60: about +70 Elo
     assert passes(0.25, 0.5) >= equal  # equal strength, half the games drawn
     assert passes(0.10, 0.4) < 0.05  # score 0.30: about -150 Elo
+
+
+def test_without_a_gate_every_candidate_is_promoted_but_the_cooldown_still_holds() -> None:
+    ungated = EvaluationSettings(gate="none")
+    settings = PipelineSettings(promotion_cooldown_s=60.0)
+    weak = Evidence(vs_best=Result(0, 0, 40), vs_baselines={})
+    assert decide(settings, weak, ["random", "mcts"], ungated).promote
+    first = Evidence(vs_best=None, vs_baselines={})  # no production yet, no baseline played
+    assert decide(settings, first, ["random", "mcts"], ungated).promote
+    assert not decide(settings, first, ["random", "mcts"], EvaluationSettings()).promote
+    soon = Evidence(vs_best=None, vs_baselines={}, last_promotion_at=100.0, now=130.0)
+    assert decide(settings, soon, ["random", "mcts"], ungated).reason.startswith("cooldown")

@@ -137,3 +137,13 @@ def test_requests_and_evidence_cross_process_boundaries(workload: AlphaZeroWorkl
     assert pickle.loads(pickle.dumps(request)) == request
     evidence = workload.selfplay(SelfplayRequest(KEY, tmp_path / "b.npz", games=1))
     assert pickle.loads(pickle.dumps(evidence)) == evidence
+
+
+def test_training_rows_become_steps_of_the_workloads_own_batch(workload: AlphaZeroWorkload, tmp_path: Path) -> None:
+    batch, window = tmp_path / "b.npz", tmp_path / "window.npz"
+    workload.selfplay(SelfplayRequest(KEY, batch, games=4, seed=0))
+    workload.export(ExportRequest(KEY, (batch,), window, window_samples=100, seed=0))
+    size = workload.params(KEY).train_batch_size
+    evidence = workload.train(TrainRequest(KEY, window, tmp_path / "model.pt", rows=2 * size + 1))
+    assert evidence.counts["steps_run"] == 3  # ceil((2 x batch + 1) / batch), not the configured train_steps
+    assert workload.params(KEY).train_steps != 3

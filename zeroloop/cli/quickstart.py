@@ -104,6 +104,11 @@ def snapshot(app: App, config_key: str) -> Snapshot:
 
 def steps_note(settings: Settings, config_key: str) -> str | None:
     """Why a training run of `config_key` takes the steps it does, when that is not `workload.train_steps`."""
+    ratio = settings.pipeline.train_samples_per_sample
+    if ratio:
+        return (
+            f"steps a run: {ratio:g} training rows per new sample / the batch size (pipeline.train_samples_per_sample)"
+        )
     preset = settings.workload.overrides.get(config_key, {}).get("train_steps")
     if preset is None or preset == settings.workload.train_steps:
         return None

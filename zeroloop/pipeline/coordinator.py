@@ -7,8 +7,10 @@ first checks that the event still fits the pipeline's stage and iteration, so a
 replayed or late event changes nothing.
 
     SELFPLAY_COMPLETE   count the samples; GAME_BATCH_READY; export once enough are new
-    NPZ_EXPORT_COMPLETE train a candidate on the window, from the production model
-    TRAINING_COMPLETED  register the candidate; evaluate it against the best and baselines
+    NPZ_EXPORT_COMPLETE train a candidate on the window, from the production model, for the
+                        steps the round's new samples call for (`train_samples_per_sample`)
+    TRAINING_COMPLETED  register the candidate; evaluate it against the best and baselines,
+                        or, with `evaluation.gate = "none"`, promote it at once
     EVALUATION_RESULT   record the match; let the regression watchdog judge production
                         against its predecessor; when every match is in, promote or reject
     JOB_DEAD            a dead export/train/evaluate job ends the round: back to selfplay
@@ -24,6 +26,7 @@ end it through their retries and JOB_DEAD.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -161,7 +164,8 @@ class PipelineCoordinator:
             if held:
                 self._hold(conn, config_key, iteration, held)
                 return
-            job = jobs.ExportJob(iteration=iteration, inputs=inputs, window_samples=window)
+            new_samples = int(state["samples_since_training"])
+            job = jobs.ExportJob(iteration=iteration, inputs=inputs, window_samples=window, new_samples=new_samples)
             self.queue.enqueue(
                 jobs.EXPORT,
                 config_key,
@@ -235,6 +239,7 @@ class PipelineCoordinator:
                 window_sha256=event.payload["window_sha256"],
                 init_model_id=production["id"] if production else None,
                 init_model_sha256=production["artifact_sha256"] if production else None,
+                rows=self.train_rows(export.new_samples),
             )
             self.queue.enqueue(
                 jobs.TRAIN,
@@ -248,6 +253,18 @@ class PipelineCoordinator:
                 conn, job.config_key, self.clock(), stage=transition(Stage.EXPORT, Stage.TRAINING).value
             )
 
+    def train_rows(self, new_samples: int) -> int | None:
+        """Training rows for a round that brought `new_samples`: ceil(ratio x new samples).
+
+        The workload turns them into steps with its own batch size. None (the workload's own
+        `train_steps`) when `train_samples_per_sample` is 0 or the round counted no new samples
+        (an export job from before the count was kept).
+        """
+        ratio = self.settings.train_samples_per_sample
+        if ratio <= 0 or new_samples <= 0:
+            return None
+        return max(1, math.ceil(ratio * new_samples))
+
     # --- evaluation ----------------------------------------------------------------------------
 
     def _on_training_completed(self, event: Event) -> None:
@@ -258,7 +275,8 @@ class PipelineCoordinator:
             if self._state_at(conn, job.config_key, Stage.TRAINING, train.iteration) is None:
                 return
             production = model_queries.production_model(conn, job.config_key)
-            opponents = ([production["id"]] if production else []) + list(self.settings.baselines)
+            ungated = self.evaluation.gate == "none"
+            opponents = [] if ungated else ([production["id"]] if production else []) + list(self.settings.baselines)
             model = self.models.register_candidate(
                 config_key=job.config_key,
                 artifact_sha256=payload["artifact_sha256"],
@@ -290,6 +308,8 @@ class PipelineCoordinator:
             queries.update_pipeline(
                 conn, job.config_key, self.clock(), stage=transition(Stage.TRAINING, Stage.EVALUATION).value
             )
+            if ungated:  # no match to wait for: the policy decides now
+                self._maybe_decide(job.config_key, model.id)
 
     def _on_evaluation_result(self, event: Event) -> None:
         payload = event.payload
@@ -323,7 +343,7 @@ class PipelineCoordinator:
             production = model_queries.production_model(conn, config_key)
             best_id = production["id"] if production else None
             played = next((name for name in opponents if name not in BASELINE_ORDER), None)
-            if played != best_id:
+            if opponents and played != best_id:
                 # Production changed while the candidate played (a rollback, a promotion by hand):
                 # its results are against a model that no longer sets the bar.
                 self._judged(

@@ -50,21 +50,32 @@ class SelfplayJob(_Payload):
 
 
 class ExportJob(_Payload):
-    """Build training window `iteration` from these game batches (sha256s, oldest first)."""
+    """Build training window `iteration` from these game batches (sha256s, oldest first).
+
+    `new_samples` is how many samples selfplay added since the last round: what the round's
+    training is sized by when `pipeline.train_samples_per_sample` is set.
+    """
 
     iteration: int = Field(ge=0)
     inputs: list[str] = Field(min_length=1)
     window_samples: int = Field(ge=1)
+    new_samples: int = Field(default=0, ge=0)
     seed: int = 0
 
 
 class TrainJob(_Payload):
-    """Train candidate `iteration` on a window, starting from the production model if there is one."""
+    """Train candidate `iteration` on a window, starting from the production model if there is one.
+
+    `rows` is how many training rows to draw (pipeline.train_samples_per_sample x the round's
+    new samples; the workload runs ceil(rows / its batch size) steps, a variant's tuned batch size
+    included); None: the workload's configured `train_steps`.
+    """
 
     iteration: int = Field(ge=0)
     window_sha256: str
     init_model_id: str | None = None
     init_model_sha256: str | None = None
+    rows: int | None = Field(default=None, ge=1)
     seed: int = 0
 
 
@@ -254,7 +265,8 @@ def _prepare_train(job: Job, payload: TrainJob, parts: Parts) -> Prepared:
     window = parts.artifacts.fetch(payload.window_sha256)
     init = parts.artifacts.fetch(payload.init_model_sha256) if payload.init_model_sha256 else None
     output = parts.workdir / "model.pt"
-    return Prepared("train", TrainRequest(job.config_key, window, output, init, seed=payload.seed), output)
+    request = TrainRequest(job.config_key, window, output, init, rows=payload.rows, seed=payload.seed)
+    return Prepared("train", request, output)
 
 
 def _training_started(started: Started[TrainJob]) -> dict[str, Any]:

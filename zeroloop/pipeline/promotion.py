@@ -8,7 +8,10 @@ confidence c are s -/+ z_c * sqrt(v / n). The candidate is promoted when, in ord
 
 1. the cooldown since the last promotion has passed (else: rejected, "cooldown");
 2. its score against every baseline reaches `baseline_floor`, when one is set;
-3. there is no production model yet and it beat the first baseline (lower bound > 1/2);
+3. with `evaluation.gate = "none"`: always (KataGo's choice: no gating matches; the
+   tournaments rate it and the regression watchdog rolls production back when it is
+   clearly worse than its predecessor);
+4. there is no production model yet and it beat the first baseline (lower bound > 1/2);
    or it played at least `min_eval_games` against the production model and passes the
    gate that `evaluation.gate` names:
    - `non_inferior` (the default): the one-sided lower bound at `promote_confidence` of its
@@ -119,6 +122,8 @@ def decide(
         for name, result in evidence.vs_baselines.items():
             if result.score < settings.baseline_floor:
                 return Decision(False, f"score {result.score:.2f} against {name} is below {settings.baseline_floor}")
+    if evaluation.gate == "none":
+        return Decision(True, "no gate: every trained candidate is promoted; tournaments and the watchdog judge it")
     if evidence.vs_best is None:
         played = [name for name in baseline_order if name in evidence.vs_baselines]
         if not played:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Mapping
@@ -187,7 +188,7 @@ class AlphaZeroWorkload:
             raise WorkloadError(f"training window {request.window} does not fit {request.config_key}")
         net, _, tuned = self.load_member(game, request.init_model, request.seed)
         params = self.params(request.config_key, tuned)  # a variant trains with its settings, and passes them on
-        steps = request.steps if request.steps is not None else params.train_steps
+        steps = train_steps(request, params)
         result = train_net(
             net,
             window,
@@ -372,3 +373,12 @@ def _write_json(path: Path, data: dict[str, object]) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def train_steps(request: TrainRequest, params: AlphaZeroParams) -> int:
+    """Optimizer steps for `request`: its `steps`, else ceil(`rows` / the batch size), else `train_steps`."""
+    if request.steps is not None:
+        return request.steps
+    if request.rows is not None:
+        return max(1, math.ceil(request.rows / params.train_batch_size))
+    return params.train_steps

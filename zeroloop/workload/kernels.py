@@ -90,13 +90,17 @@ def backup(
     depth: int,
     values: npt.NDArray[np.float32],
     frame: int,
+    root_sum: npt.NDArray[np.float64],
 ) -> None:
     """Add one visit along the path and, to each edge, the value of the player who chose it.
 
     `values` holds one entry per player in the frame of player `frame`: entry k belongs to
-    player (frame + k) mod n (frame 0: entry p is player p).
+    player (frame + k) mod n (frame 0: entry p is player p). Every simulation passes the
+    root, so the whole vector is also added to `root_sum` (entry p: player p).
     """
     players = values.shape[0]
+    for k in range(players):
+        root_sum[(frame + k) % players] += values[k]
     for step in range(depth):
         node = path_nodes[step]
         action = path_actions[step]

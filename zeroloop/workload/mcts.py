@@ -16,7 +16,7 @@ zero-sum players it is the usual negamax).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -98,13 +98,16 @@ class SearchResult:
     tree included); `policy` (roots, actions) is the training target: the visit
     distribution, or with Gumbel the improved policy; `action` (roots,) is the move the
     search picks (most visited, or the sequential-halving winner); `trees` are the
-    searched trees, to `advance` into the next move.
+    searched trees, to `advance` into the next move; `value` (roots, players) is the
+    search's value of each root in the root mover's frame (entry 0: the player to move),
+    in [-1, 1]: the mean value vector of the search's simulations.
     """
 
     visits: npt.NDArray[np.float32]
     policy: npt.NDArray[np.float32]
     action: npt.NDArray[np.int64]
     trees: list[SearchTree]
+    value: npt.NDArray[np.float32] = field(default_factory=lambda: np.zeros((0, 0), np.float32))
 
 
 _Pending = tuple[SearchTree, int, int]
@@ -209,7 +212,8 @@ class BatchedMCTS:
             )
         for tree in trees:
             tree.halving = None
-        return SearchResult(visits, policy.astype(np.float32), action, trees)
+        value = np.stack([to_mover_frame(tree.root_values(), int(tree.to_play[0])) for tree in trees])
+        return SearchResult(visits, policy.astype(np.float32), action, trees, value)
 
     def _expand(self, pending: list[_Pending]) -> None:
         states = [tree.states[leaf] for tree, leaf, _ in pending]

@@ -30,6 +30,7 @@ class AlphaZeroParams:
     parallel_games: int
     train_batch_size: int
     train_steps: int
+    search_value_weight: float
     learning_rate: float
     momentum: float
     weight_decay: float

@@ -75,7 +75,10 @@ class ExportRequest:
 
 @dataclass(frozen=True)
 class TrainRequest:
-    """Train on `window` for `steps` optimizer steps (None: the configured default) into `output`.
+    """Train on `window` for `steps` optimizer steps into `output`.
+
+    Without `steps`, `rows` (training rows to draw) sets ceil(rows / train_batch_size) steps,
+    and without either the configured `train_steps` holds.
 
     Training starts from `init_model` when given, and resumes from `output` when that file
     is a checkpoint of an interrupted run on the same window.
@@ -87,6 +90,7 @@ class TrainRequest:
     init_model: Path | None = None
     steps: int | None = None
     seed: int = 0
+    rows: int | None = None
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,9 @@ otherwise by a fast search of `fast_simulations` (no noise, not recorded), so mo
 are finished for the same compute while every target still comes from a full search.
 With `reuse`, the subtree under the move played carries into the next search.
 
+Each recorded position also keeps the search's own value of it (`search_value`, every
+player's, in the mover's frame), which training may mix into the outcome as a value target.
+
 A game still running after `max_moves` moves is cut off: its value targets come from
 `progress.truncation_values` (the game's progress measure, or its returns so far), and
 the batch counts it in `truncated`.
@@ -41,6 +44,7 @@ class _GameRecord:
     policy: list[npt.NDArray[np.float32]] = field(default_factory=list)
     mask: list[BoolArray] = field(default_factory=list)
     player: list[int] = field(default_factory=list)
+    search_value: list[FloatArray] = field(default_factory=list)
     moves: int = 0
     tree: SearchTree | None = None
 
@@ -102,6 +106,7 @@ def play_games(
                 record.policy.append(result.policy[row])
                 record.mask.append(game.legal_mask(record.state))
                 record.player.append(game.to_play(record.state))
+                record.search_value.append(result.value[row])
             record.moves += 1
             if mcts.config.gumbel is not None:
                 action = int(result.action[row])  # the Gumbel noise already explores
@@ -128,6 +133,7 @@ def _to_arrays(game: Game, finished: list[tuple[_GameRecord, FloatArray]], model
     policy: list[npt.NDArray[np.float32]] = []
     mask: list[BoolArray] = []
     value: list[FloatArray] = []
+    search_value: list[FloatArray] = []
     index: list[int] = []
     lengths: list[int] = []
     moves: list[int] = []
@@ -136,6 +142,7 @@ def _to_arrays(game: Game, finished: list[tuple[_GameRecord, FloatArray]], model
         policy.extend(record.policy)
         mask.extend(record.mask)
         value.extend(to_mover_frame(outcome, player) for player in record.player)
+        search_value.extend(record.search_value)
         index.extend([number] * len(record.player))
         lengths.append(len(record.player))
         moves.append(record.moves)
@@ -143,6 +150,9 @@ def _to_arrays(game: Game, finished: list[tuple[_GameRecord, FloatArray]], model
         "obs": np.stack(obs) if obs else np.zeros((0, planes, height, width), np.float32),
         "policy": np.stack(policy) if policy else np.zeros((0, game.num_actions), np.float32),
         "value": np.stack(value).astype(np.float32) if value else np.zeros((0, game.num_players), np.float32),
+        "search_value": (
+            np.stack(search_value).astype(np.float32) if search_value else np.zeros((0, game.num_players), np.float32)
+        ),
         "mask": np.stack(mask) if mask else np.zeros((0, game.num_actions), np.bool_),
         "game_index": np.asarray(index, dtype=np.int32),
         "game_lengths": np.asarray(lengths, dtype=np.int32),

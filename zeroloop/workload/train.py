@@ -2,6 +2,8 @@
 
 The value loss is the mean squared error over the value vector (one entry per player, in
 the mover's frame), so a two-player game's loss has the same scale as a single value's.
+Its target is the game's outcome, with `search_value_weight` of the search's own value of
+the position mixed in (`value_targets`).
 
 The output model file doubles as the checkpoint: every `checkpoint_every_steps` steps it
 is rewritten atomically with the optimizer state, the step reached and the window's
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import torch
 import torch.nn.functional as F
 
@@ -65,6 +68,19 @@ def _resume_point(output: Path, config_key: str, window_sha256: str) -> int:
     return int(payload.get("step", 0))
 
 
+def value_targets(window: Arrays, search_weight: float) -> npt.NDArray[np.float32]:
+    """The value target of every window row: the outcome, with `search_weight` of the search's own value mixed in.
+
+    A window without `search_value` (from before it was recorded) trains on the outcome alone.
+    """
+    outcome = window["value"].astype(np.float32)
+    searched = window.get("search_value")
+    if search_weight <= 0 or searched is None or searched.shape != outcome.shape:
+        return outcome
+    mixed: npt.NDArray[np.float32] = (1.0 - search_weight) * outcome + search_weight * searched.astype(np.float32)
+    return mixed
+
+
 def train_net(
     net: PolicyValueNet,
     window: Arrays,
@@ -99,7 +115,7 @@ def train_net(
     # The whole window moves to the device once; batches are then gathered there.
     obs = torch.from_numpy(window["obs"].astype(np.float32)).to(target)
     policy = torch.from_numpy(window["policy"].astype(np.float32)).to(target)
-    value = torch.from_numpy(window["value"].astype(np.float32)).to(target)
+    value = torch.from_numpy(value_targets(window, params.search_value_weight)).to(target)
     count = obs.shape[0]
     batch = min(params.train_batch_size, count)
     generator = torch.Generator().manual_seed(seed + start)

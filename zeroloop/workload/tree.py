@@ -44,6 +44,9 @@ class SearchTree:
         self.to_play = np.zeros(capacity, dtype=np.int8)
         self.expanded = np.zeros(capacity, dtype=np.bool_)
         self.terminal_values: dict[int, FloatArray] = {}
+        # Every simulation's value vector (entry p: player p) summed at the root, and how many.
+        self.root_sum = np.zeros(game.num_players, dtype=np.float64)
+        self.root_count = 0
         self.states: list[State] = [root]
         self.to_play[0] = game.to_play(root)
         self.remaining = 0
@@ -131,12 +134,20 @@ class SearchTree:
             depth,
             values,
             frame,
+            self.root_sum,
         )
+        self.root_count += 1
 
     def root_q(self) -> FloatArray:
         """Mean value of each root edge for the player to move at the root (0 where unvisited)."""
         q: FloatArray = (self.value_sum[0] / np.maximum(self.visits[0], 1.0)).astype(np.float32)
         return q
+
+    def root_values(self) -> FloatArray:
+        """The search's value of the root for every player (entry p: player p): the mean of the value
+        vectors of the simulations this tree ran since it was made or advanced (zeros if none)."""
+        values: FloatArray = (self.root_sum / max(self.root_count, 1)).astype(np.float32)
+        return values
 
     def advance(self, action: int) -> SearchTree | None:
         """The subtree under root `action` as a tree of its own, or None when that child was never expanded."""
@@ -164,5 +175,8 @@ class SearchTree:
         subtree.states = [self.states[node] for node in order]
         subtree.remaining = 0
         subtree.halving = None
+        # The edges keep only their chooser's share of a value: the new root's vector starts afresh.
+        subtree.root_sum = np.zeros_like(self.root_sum)
+        subtree.root_count = 0
         subtree._paths(len(order))
         return subtree

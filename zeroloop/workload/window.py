@@ -1,8 +1,10 @@
 """Export: the newest positions across game batches, augmented by the game's symmetries, as a training window.
 
-Beside the sample arrays, the window keeps each position's move number in its game
-(`ply`) and that game's recorded length (`length`), for the diagnostics by game stage
-(`diagnostics.py`); a window without them still trains.
+Beside the sample arrays, the window keeps the search's value of each position
+(`search_value`, a value target training may mix in; the outcome where a batch did not
+record it), each position's move number in its game (`ply`) and that game's recorded
+length (`length`), for the diagnostics by game stage (`diagnostics.py`); a window without
+them still trains.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from zeroloop.workload.games import Game
 from zeroloop.workload.symmetry import symmetries_of
 
 GAME_KEYS = ("ply", "length")
+# Per position and the same for every symmetric copy: the outcome, the search's value, the game keys.
+_UNMOVED = ("value", "search_value", *GAME_KEYS)
 
 
 def build_window(game: Game, inputs: Sequence[Path], window_samples: int, rng: np.random.Generator) -> Arrays:
@@ -41,6 +45,11 @@ def build_window(game: Game, inputs: Sequence[Path], window_samples: int, rng: n
         if take > 0:
             ply, length = ply_and_length(arrays)
             chunk = {key: arrays[key][-take:] for key in SAMPLE_KEYS}
+            # A batch without the search's values (older, or merged from such) stands in its outcomes.
+            searched = arrays.get("search_value")
+            if searched is None or searched.shape != arrays["value"].shape:
+                searched = arrays["value"]
+            chunk["search_value"] = searched[-take:]
             chunks.append({**chunk, "ply": ply[-take:], "length": length[-take:]})
             have += take
         if have >= window_samples:
@@ -48,7 +57,7 @@ def build_window(game: Game, inputs: Sequence[Path], window_samples: int, rng: n
     if have == 0:
         raise WorkloadError(f"game batches {[str(p) for p in inputs]} hold no positions")
     chunks.reverse()
-    keys = (*SAMPLE_KEYS, *GAME_KEYS)
+    keys = (*SAMPLE_KEYS, "search_value", *GAME_KEYS)
     base = {key: np.concatenate([chunk[key] for chunk in chunks]) for key in keys}
     symmetries = symmetries_of(game)
     parts: dict[str, list[npt.NDArray[np.generic]]] = {key: [] for key in keys}
@@ -58,7 +67,7 @@ def build_window(game: Game, inputs: Sequence[Path], window_samples: int, rng: n
         parts["obs"].append(obs)
         parts["policy"].append(policy)
         parts["mask"].append(mask)
-        for key in ("value", *GAME_KEYS):  # the same for every symmetric copy
+        for key in _UNMOVED:
             parts[key].append(base[key])
     order = rng.permutation(have * len(symmetries))
     window: Arrays = {key: np.concatenate(parts[key])[order] for key in keys}
