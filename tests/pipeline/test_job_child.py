@@ -94,14 +94,14 @@ def test_the_seeds_snippet_runs_as_a_plain_script_without_a_main_guard(tmp_path:
 SLEEPER = "import sys, time; time.sleep(300)"
 BUSY = """
 import sys, time, numpy as np
-end = time.monotonic() + 6
+end = time.monotonic() + 12
 while time.monotonic() < end:
     pass
 np.savez(sys.argv[1], num_games=np.asarray(1), obs=np.zeros((5, 3)))
 """
 
 
-def _app(store_url: str, tmp_path: Path, script: str) -> App:
+def _app(store_url: str, tmp_path: Path, script: str, *, stall_after_s: float = 3.0) -> App:
     code = tmp_path / "selfplay.py"
     code.write_text(script)
     commands = tmp_path / "commands.toml"
@@ -110,7 +110,7 @@ def _app(store_url: str, tmp_path: Path, script: str) -> App:
         data_dir=tmp_path / "data",
         store=StoreSettings(url=store_url),
         workload=WorkloadSettings(kind="command", command_file=commands),
-        queue=QueueSettings(stall_after_s=3.0, lease_s=30.0),
+        queue=QueueSettings(stall_after_s=stall_after_s, lease_s=30.0),
     )
     return App(settings, upgrade=False)
 
@@ -137,7 +137,9 @@ def test_a_job_that_makes_no_progress_is_killed_and_retried_long_before_its_time
 def test_a_job_that_works_longer_than_the_stall_limit_is_not_a_stall(
     store_url: str, tmp_path: Path, settings: Settings
 ) -> None:
-    with _app(store_url, tmp_path, BUSY) as app:
+    # Busy for 12 s against a limit of 8 s: on a loaded machine the child's watcher may wait seconds to be
+    # scheduled, so the margin is wide; the job would still be a stall at 8 s if its CPU were not watched.
+    with _app(store_url, tmp_path, BUSY, stall_after_s=8.0) as app:
         job = app.queue.enqueue(jobs.SELFPLAY, "ringrift_2p", {"games": 1}, timeout_s=600)
         executor = JobExecutor(app.models, app.bus, app.queue, app.artifacts, app.settings, node="w1")
         try:
