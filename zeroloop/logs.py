@@ -104,7 +104,11 @@ def handler(options: LogSettings, terminal: Console) -> logging.Handler:
         except OSError as exc:
             raise ConfigError(f"cannot open the log file {options.file}: {exc.strerror or exc}; fix logs.file") from exc
     elif terminal.is_terminal and options.format == "plain":
-        return RichHandler(console=terminal, show_path=False)
+        chosen = RichHandler(console=terminal, show_path=False)
+        # Rich draws the time and level itself: the text is the logger and the message. Set here, so
+        # basicConfig gives it no formatter of its own (the first lines once read `INFO INFO:zeroloop...`).
+        chosen.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+        return chosen
     else:
         chosen = ConsoleLines(terminal)
     chosen.setFormatter(formatter(options))
