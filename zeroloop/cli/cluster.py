@@ -59,7 +59,10 @@ def nodes_table(app: App, *, ended: bool = False) -> Table:
         Column("models held", drop=10),
     )
     rows = []
-    for row in views.nodes(app, ended=ended):
+    everything = views.nodes(app, ended=True)
+    for row in everything:
+        if row["status"] in views.ENDED_NODES and not ended:
+            continue
         load = row["utilisation"]
         gpu = load.get("gpu_pct")
         shown = f"cpu {load.get('cpu_pct', 0):.0f}%" + (f" gpu {gpu:.0f}%" if gpu is not None else "")
@@ -82,7 +85,7 @@ def nodes_table(app: App, *, ended: bool = False) -> Table:
         )
     table = fitted(columns, rows, width=console.width, title="nodes")
     if not ended:
-        _say_hidden(table, len(views.nodes(app, ended=True)) - len(rows), "ended node(s)")
+        _say_hidden(table, len(everything) - len(rows), "ended node(s)")
     return table
 
 
@@ -125,7 +128,10 @@ def daemons_table(app: App, *, ended: bool = False) -> Table:
     for column in ("node", "daemon", "state", "health", "restarts", "last error / reason", "updated"):
         table.add_column(column)
     colour = {"running": "green", "standby": "cyan", "backoff": "yellow", "held": "yellow", "failed": "red"}
-    for row in views.daemons(app, ended=ended):
+    everything = views.daemons(app, ended=True)
+    for row in everything:
+        if row["node_ended"] and not ended:
+            continue
         style = colour.get(row["state"], "white")
         table.add_row(
             escape(row["node"]),
@@ -137,7 +143,7 @@ def daemons_table(app: App, *, ended: bool = False) -> Table:
             _ago(row["updated_at"], now),
         )
     if not ended:
-        _say_hidden(table, len(views.daemons(app, ended=True)) - table.row_count, "daemon(s) of ended nodes")
+        _say_hidden(table, len(everything) - table.row_count, "daemon(s) of ended nodes")
     return table
 
 

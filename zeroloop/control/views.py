@@ -289,11 +289,11 @@ def nodes(app: AppParts, *, ended: bool = False) -> list[dict[str, Any]]:
 def daemons(app: AppParts, *, ended: bool = False) -> list[dict[str, Any]]:
     """The daemons of the nodes: state, health, restarts, last error, last update (epoch seconds).
 
-    Daemons of nodes that ended (terminated, failed) only with `ended`: a restarted quickstart's old
-    node leaves its rows behind, and they are history, not state."""
+    Daemons of nodes that ended (terminated, failed) only with `ended`, marked `node_ended`: a
+    restarted quickstart's old node leaves its rows behind, and they are history, not state."""
     with app.store.read() as conn:
         rows = daemon_queries.list_daemons(conn)
-        gone = set() if ended else {row["id"] for row in node_queries.list_nodes(conn, tuple(ENDED_NODES))}
+        gone = {row["id"] for row in node_queries.list_nodes(conn, tuple(ENDED_NODES))}
     return [
         {
             "node": row["node"],
@@ -303,9 +303,10 @@ def daemons(app: AppParts, *, ended: bool = False) -> list[dict[str, Any]]:
             "restarts": row["restarts"],
             "last_error": row["last_error"] or (row["health"] or {}).get("reason"),
             "updated_at": row["updated_at"],
+            "node_ended": row["node"] in gone,
         }
         for row in rows
-        if row["node"] not in gone
+        if ended or row["node"] not in gone
     ]
 
 

@@ -76,9 +76,10 @@ def serving(app: App) -> Iterator[str]:
     This machine stays trusted whatever tokens exist (`create_api`'s `trust_machine`): a token made for
     a remote viewer or a worker while the quickstart runs does not lock the quickstart out of its pages."""
     remembered = app.settings.data_dir / PORT_FILE
-    sock = loopback_socket(app.settings.server.port, *_remembered(remembered))
+    before = _remembered(remembered)
+    sock = loopback_socket(app.settings.server.port, *before)
     port = sock.getsockname()[1]
-    if port != app.settings.server.port and _remembered(remembered) != (port,):
+    if port != app.settings.server.port and before != (port,):
         with contextlib.suppress(OSError):  # a read-only data directory costs only the bookmark
             remembered.parent.mkdir(parents=True, exist_ok=True)
             temp = remembered.with_suffix(".tmp")
