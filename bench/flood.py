@@ -2,14 +2,17 @@
 
 Starts a `zeroloop serve` process over a store with plenty of no-op jobs, registers W real
 worker nodes (each with its worker token, exchanged for credentials, heartbeating every
-second) that run jobs back to back through the server, and measures their jobs/s alone,
-then while C bogus clients, each from an address of its own (127.0.0.2, .3, ...), send a
+second) that run jobs back to back through the server for the whole run, and measures their
+jobs/s in alternating phases: alone, flooded, alone, flooded, ..., alone. While a phase is
+flooded, C bogus clients, each from an address of its own (127.0.0.2, .3, ...), send a
 request with a fresh random well-formed token every 1/R seconds (a new connection each:
-the worst case for the server), then alone again. It prints jobs/s of each phase, the
-ratio of the flooded phase to the mean of the others, the longest silence between any
-node's heartbeats, and what the bogus clients were answered.
+the worst case for the server). Alternating phases, rather than one of each, keep the
+machine's own drift (a busy neighbour, the queue table's dead rows) out of the comparison.
+It prints jobs/s of each phase, the ratio of the flooded phases' mean to the alone phases'
+mean, the longest silence between any node's heartbeats, and what the bogus clients were
+answered.
 
-    scripts/with-postgres .venv/bin/python -m bench.flood [--clients 200] [--rate 1] [--seconds 15]
+    scripts/with-postgres .venv/bin/python -m bench.flood [--clients 200] [--rate 1] [--seconds 8] [--rounds 3]
 
 `python -m bench.flood drive URL CLIENTS RATE SECONDS` runs the bogus clients alone and
 prints their answers as JSON. They run in a process of their own at nice 19: real
@@ -91,6 +94,7 @@ async def _bogus(host: str, port: int, address: str, every_s: float, until: floa
 async def _drive(url: str, clients: int, rate: float, seconds: float) -> Counter[str]:
     parts = urlsplit(url)
     assert parts.hostname is not None and parts.port is not None
+    print("flooding", flush=True)  # `flooding` starts measuring on this line, after the imports
     until = time.monotonic() + seconds
     answers: Counter[str] = Counter()
     await asyncio.gather(
@@ -104,8 +108,8 @@ async def _drive(url: str, clients: int, rate: float, seconds: float) -> Counter
 
 @contextmanager
 def flooding(url: str, clients: int, rate: float, seconds: float) -> Iterator[dict[str, Any]]:
-    """Run the bogus clients in a process of their own while the block runs; afterwards the dict holds their
-    answers by status ({status: count})."""
+    """Run the bogus clients in a process of their own for `seconds` from when they start (the block is entered
+    then); afterwards the dict holds their answers by status ({status: count})."""
     answers: dict[str, Any] = {}
     # Real attackers run on machines of their own; here they share the cores, so they yield them (nice 19)
     # rather than take them from the server and the workers by the scheduler's fairness alone.
@@ -116,6 +120,8 @@ def flooding(url: str, clients: int, rate: float, seconds: float) -> Iterator[di
         preexec_fn=lambda: os.nice(19),  # noqa: PLW1509  (no threads are started before the fork)
     )
     try:
+        assert proc.stdout is not None
+        proc.stdout.readline()  # "flooding" (or nothing, if it failed: communicate below shows that)
         yield answers
     finally:
         out, _ = proc.communicate(timeout=seconds + 120)
@@ -177,23 +183,56 @@ class Worker:
         return max((b - a for a, b in zip(self.beats, self.beats[1:], strict=False)), default=0.0)
 
 
-def run_workers(url: str, tokens: dict[str, str], seconds: float) -> tuple[float, list[Worker]]:
-    """Run one real worker per node for `seconds`: their jobs per second together, and the workers."""
+@contextmanager
+def working(url: str, tokens: dict[str, str]) -> Iterator[list[Worker]]:
+    """One real worker per node, running jobs back to back while the block runs."""
     workers = [Worker(url, token, node) for node, token in tokens.items()]
     stop = threading.Event()
     threads = [thread for worker in workers for thread in worker.run(stop)]
-    began = time.monotonic()
-    first = sum(worker.done for worker in workers)
-    stop.wait(seconds)
-    done = sum(worker.done for worker in workers) - first
-    elapsed = time.monotonic() - began
-    stop.set()
-    for thread in threads:
-        thread.join(timeout=120)
-    for worker in workers:
-        if worker.client is not None:
-            worker.client.close()
-    return done / elapsed, workers
+    try:
+        yield workers
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=120)
+        for worker in workers:
+            if worker.client is not None:
+                worker.client.close()
+
+
+def jobs_per_s(workers: list[Worker], seconds: float) -> float:
+    """The workers' jobs per second together over the next `seconds` (a measuring window)."""
+    began, first = time.monotonic(), sum(worker.done for worker in workers)
+    threading.Event().wait(seconds)
+    return (sum(worker.done for worker in workers) - first) / (time.monotonic() - began)
+
+
+@dataclass
+class Phases:
+    """What `alternate` measured: jobs/s of each phase, the workers, and the bogus clients' answers."""
+
+    alone: list[float]
+    flooded: list[float]
+    workers: list[Worker]
+    answers: Counter[str]
+
+    @property
+    def ratio(self) -> float:
+        """The flooded phases' mean jobs/s over the alone phases' mean."""
+        return (sum(self.flooded) / len(self.flooded)) / (sum(self.alone) / len(self.alone))
+
+
+def alternate(url: str, tokens: dict[str, str], clients: int, rate: float, seconds: float, rounds: int) -> Phases:
+    """Workers run throughout; phases of `seconds` alternate alone, flooded, alone, ... (`rounds` flooded ones)."""
+    phases = Phases([], [], [], Counter())
+    with working(url, tokens) as phases.workers:
+        phases.alone.append(jobs_per_s(phases.workers, seconds))
+        for _ in range(rounds):
+            with flooding(url, clients, rate, seconds) as answers:
+                phases.flooded.append(jobs_per_s(phases.workers, seconds))
+            phases.answers.update(answers)
+            phases.alone.append(jobs_per_s(phases.workers, seconds))
+    return phases
 
 
 # --- the server ------------------------------------------------------------------------------------
@@ -264,7 +303,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=200, help="bogus clients, each from its own address")
     parser.add_argument("--rate", type=float, default=1.0, help="requests per second of each bogus client")
-    parser.add_argument("--seconds", type=float, default=15.0, help="length of each phase")
+    parser.add_argument("--seconds", type=float, default=8.0, help="length of each phase")
+    parser.add_argument("--rounds", type=int, default=3, help="flooded phases (each between two alone ones)")
     parser.add_argument("--workers", type=int, default=2, help="real worker nodes")
     parser.add_argument("--processes", type=int, default=1, help="server processes")
     args = parser.parse_args()
@@ -273,19 +313,17 @@ def main() -> None:
         nodes = [f"worker-{n}" for n in range(args.workers)]
         tokens = prepare(url, Path(tmp) / "data", nodes, 60_000)
         with server(url, Path(tmp) / "server", args.processes) as (base, _proc):
-            alone, _ = run_workers(base, tokens, args.seconds)
-            with flooding(base, args.clients, args.rate, args.seconds) as answers:
-                flooded, workers = run_workers(base, tokens, args.seconds)
-            after, _ = run_workers(base, tokens, args.seconds)
+            phases = alternate(base, tokens, args.clients, args.rate, args.seconds, args.rounds)
     backend = url.split(":", 1)[0]
     print(f"\n[{backend}] {args.workers} workers, {args.clients} bogus clients at {args.rate:g}/s each, "
           f"{args.seconds:g} s phases, {len(os.sched_getaffinity(0))} CPUs")  # fmt: skip
-    print(f"  jobs/s: alone {alone:,.0f}, flooded {flooded:,.0f}, alone again {after:,.0f}")
-    print(f"  flooded / alone: {flooded / ((alone + after) / 2):.2f}")
-    silence = max(worker.longest_silence_s() for worker in workers)
-    print(f"  longest silence between a node's heartbeats while flooded: {silence:.1f} s")
-    print(f"  bogus clients answered: {dict(sorted(answers.items()))}")
-    errors = [error for worker in workers for error in worker.errors]
+    print(f"  jobs/s alone:   {', '.join(f'{rate:,.0f}' for rate in phases.alone)}")
+    print(f"  jobs/s flooded: {', '.join(f'{rate:,.0f}' for rate in phases.flooded)}")
+    print(f"  flooded / alone (means): {phases.ratio:.2f}")
+    silence = max(worker.longest_silence_s() for worker in phases.workers)
+    print(f"  longest silence between a node's heartbeats: {silence:.1f} s")
+    print(f"  bogus clients answered: {dict(sorted(phases.answers.items()))}")
+    errors = [error for worker in phases.workers for error in worker.errors]
     if errors:
         print(f"  worker errors: {errors[:5]}")
 

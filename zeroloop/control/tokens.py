@@ -90,8 +90,7 @@ class Admission(enum.Enum):
     """What the caches alone say of a presented text (Tokens.admission)."""
 
     KNOWN = "known"  # it checked out recently: a real worker (the request still checks it properly)
-    UNKNOWN = "unknown"  # never seen: only the store can say
-    UNLISTED = "unlisted"  # never seen, and its id was not among the live ones a moment ago: likely bogus
+    UNKNOWN = "unknown"  # never seen: the live ids, then the store, say
     REFUSED = "refused"  # absent, malformed, or found unusable: refuse without asking the store
 
 
@@ -135,8 +134,9 @@ class Tokens:
         self._checked = _Bounded()  # digest -> (checked at, expiry, principal)
         self._refused = _Bounded()  # digest -> (refused until, the error)
         self.lookups = 0  # store lookups of presented texts (for tests and metrics)
+        self.id_reads = 0  # reads of the live ids (for tests)
         # The ids of the live tokens and credentials, read at `_ids_at` (clock time; -inf: never): a text whose
-        # id is not among them is refused without a lookup while they are fresh (see `admission`).
+        # id is not among them, in a read begun after it was presented, is refused without a lookup (server.gate).
         self._ids: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
         self._ids_at = -math.inf
 
@@ -268,12 +268,10 @@ class Tokens:
         checked = self._checked.get(digest)
         if checked is not None and now - checked[0] < KNOWN_S and (checked[1] is None or checked[1] > now):
             return Admission.KNOWN, None
-        if now - self._ids_at < IDS_FRESH_S and not self._may_exist(presented):
-            return Admission.UNLISTED, None
         return Admission.UNKNOWN, None
 
-    def _may_exist(self, presented: str) -> bool:
-        """Whether the id of a well-formed text is among the live ids last read."""
+    def may_exist(self, presented: str) -> bool:
+        """Whether the id of a well-formed text is among the live ids last read (`refresh_ids`)."""
         kind, token_id = presented[: presented.index("_")], presented.split("_", 2)[1]
         return token_id in self._ids[1 if kind == "zlc" else 0]
 
@@ -283,6 +281,7 @@ class Tokens:
         if now - self._ids_at < within_s:
             return
         self._ids_at = now
+        self.id_reads += 1
         with self.store.read() as conn:
             token_ids, credential_ids = queries.live_ids(conn, now)
         self._ids = (frozenset(token_ids), frozenset(credential_ids))
@@ -326,7 +325,7 @@ class Tokens:
         # Compare against a dummy hash when the id is unknown, so both paths take the same time.
         stored = row["secret_sha256"] if row else "0" * 64
         if not hmac.compare_digest(stored, _digest(match["secret"])) or row is None:
-            raise AuthError(f"token {token_id} is not valid: check ZEROLOOP_SERVER__TOKEN")
+            raise not_valid("zl", token_id)
         if row["revoked_at"] is not None:
             raise TokenRevoked(f"token {token_id} was revoked: ask for a new one")
         if row["expires_at"] is not None and row["expires_at"] <= now:
@@ -341,13 +340,21 @@ class Tokens:
             row = queries.get_credential(conn, credential_id)
         stored = row["secret_sha256"] if row else "0" * 64
         if not hmac.compare_digest(stored, _digest(secret)) or row is None:
-            raise AuthError(f"credential {credential_id} is not valid: the worker exchanges its token again")
+            raise not_valid("zlc", credential_id)
         if row["token_revoked_at"] is not None:
             raise TokenRevoked(f"credential {credential_id} was issued under token {row['token_id']}, which was "
                                "revoked: this worker may no longer act")  # fmt: skip
         if row["expires_at"] <= now:
             raise _Expired(f"credential {credential_id} expired: the worker exchanges its token again")
         return Principal(row["token_id"], Role.WORKER, row["node"], credential_id, row["expires_at"])
+
+
+def not_valid(kind: str, text_id: str) -> AuthError:
+    """The refusal of a token ("zl") or credential ("zlc") with this id whose secret does not match, or that
+    does not exist (the same words either way)."""
+    if kind == "zlc":
+        return AuthError(f"credential {text_id} is not valid: the worker exchanges its token again")
+    return AuthError(f"token {text_id} is not valid: check ZEROLOOP_SERVER__TOKEN")
 
 
 class _Expired(AuthError):

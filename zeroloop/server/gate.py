@@ -11,16 +11,19 @@ A flood of requests with bad tokens must not starve the workers (docs/server.md,
 - a token or credential that checked out before is *known*: its requests run on the
   known workers' own threads (`server.request_threads`), limited per token
   (`server.token_requests_per_s`, 429 past it);
-- any other token is checked against the store on a few threads of its own, at most
+- any other token waits (on the event loop, holding no thread) for a read of the ids of
+  every token and live credential begun after it arrived: one read serves every request
+  waiting, and reads begin at most every IDS_EVERY_S, so a flood of random tokens costs
+  the store four small reads a second, not one lookup each. A token whose id is not
+  among them is answered 401 (a token created a moment before is among them);
+- the rest are checked against the store on a few threads of their own, at most
   `server.unverified_requests` at once; more are answered 503 at once (the worker
-  retries), so bad tokens never queue in front of, or take the threads of, real workers;
-- while any of those threads is busy, a token whose id is not among the ids of the tokens
-  and live credentials read within the last second (random bogus tokens) is answered
-  503 at once, and the ids are read again (at most every IDS_EVERY_S).
+  retries), so bad tokens never queue in front of, or take the threads of, real workers.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections import OrderedDict
@@ -29,11 +32,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from zeroloop.config import ServerSettings
-from zeroloop.control.tokens import Admission, Tokens
+from zeroloop.control.tokens import Admission, Tokens, not_valid
 from zeroloop.remote import wire
 
 _REMEMBERED = 10_000  # addresses and tokens whose buckets are kept at once; the least recent go first
-IDS_EVERY_S = 0.25  # under pressure, the live token ids are read again at most this often (seconds)
+IDS_EVERY_S = 0.25  # reads of the live token ids begin at most this often (seconds)
 
 
 class Bucket:
@@ -105,10 +108,12 @@ class Gate:
         self.addresses = _Buckets(rate, 10 * rate)
         self.per_token = _Buckets(settings.token_requests_per_s, 2 * settings.token_requests_per_s)
         self.refused = 0  # requests answered without store work (for tests and /metrics)
-        self._ids_asked = -math.inf  # when a read of the live ids was last asked for (monotonic seconds)
+        self._ids_began = -math.inf  # when the last read of the live ids that finished began (monotonic seconds)
+        self._ids_reading: asyncio.Future[None] | None = None  # the read under way or due, shared by its waiters
 
-    def admit(self, address: str, presented: str | None) -> Pass:
-        """Let a request in, or raise the error it is answered with at once (AuthError, RateLimited, Busy)."""
+    async def admit(self, address: str, presented: str | None) -> Pass:
+        """Let a request in, or raise the error it is answered with (AuthError, RateLimited, Busy): at once, or
+        after the next read of the live ids."""
         now = self.clock()
         admission, refusal = self.tokens.admission(presented)
         if admission is Admission.KNOWN:
@@ -132,15 +137,13 @@ class Gate:
             assert refusal is not None
             self.refused += 1
             raise refusal[0](refusal[1])
-        if admission is Admission.UNLISTED and self.unverified > 0:
-            # Under pressure, a text whose id no token or credential had a moment ago waits for the next read
-            # of the ids (a token created since then is let in once it is read; the worker retries a 503).
-            self.failed(address)
-            self.refused += 1
-            if now - self._ids_asked >= IDS_EVERY_S:
-                self._ids_asked = now
-                self.checking.submit(self.tokens.refresh_ids, within_s=IDS_EVERY_S)
-            raise wire.Busy("this token's id is not known here yet: retry shortly")
+        assert presented is not None or self.loopback
+        if presented is not None:
+            await self._ids_after(now)
+            if not self.tokens.may_exist(presented):
+                self.failed(address)
+                self.refused += 1
+                raise not_valid(*presented.split("_", 2)[:2])
         if self.unverified >= self.unverified_cap:
             self.refused += 1
             raise wire.Busy(
@@ -149,6 +152,24 @@ class Gate:
             )
         self.unverified += 1
         return Pass(self.checking, unverified=True)
+
+    async def _ids_after(self, arrived: float) -> None:
+        """Return once the live ids were read by a read begun at or after `arrived` (StoreError if it failed)."""
+        while self._ids_began < arrived:
+            if self._ids_reading is None:
+                self._ids_reading = asyncio.ensure_future(self._read_ids())
+            await asyncio.shield(self._ids_reading)
+
+    async def _read_ids(self) -> None:
+        """Read the live ids once, IDS_EVERY_S after the last read began at the earliest."""
+        try:
+            await asyncio.sleep(max(0.0, self._ids_began + IDS_EVERY_S - self.clock()))
+            began = self.clock()
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self.checking, lambda: self.tokens.refresh_ids(within_s=0.0))
+            self._ids_began = began
+        finally:  # a failed read (StoreError: a 503 for each waiting request) leaves the next to the next request
+            self._ids_reading = None
 
     def done(self, admitted: Pass) -> None:
         """A request let in has been answered."""

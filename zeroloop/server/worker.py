@@ -178,7 +178,7 @@ def _route(served: Served, declared: _Declared) -> Endpoint:
 
     async def endpoint(request: Request) -> Response:
         try:
-            admitted = served.gate.admit(client_address(request), presented_token(request))
+            admitted = await served.gate.admit(client_address(request), presented_token(request))
         except ZeroloopError as exc:
             return error_response(exc)
         try:
@@ -383,7 +383,7 @@ def _upload_endpoint(served: Served) -> Endpoint:
     async def upload(request: Request) -> Response:
         address = client_address(request)
         try:
-            admitted = served.gate.admit(address, presented_token(request))
+            admitted = await served.gate.admit(address, presented_token(request))
         except ZeroloopError as exc:
             return error_response(exc)
         try:
