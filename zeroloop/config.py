@@ -18,7 +18,7 @@ import socket
 import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, Self
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
@@ -562,8 +562,64 @@ class AlertSettings(_Section):
         return value
 
 
-class PipelineSettings(_Section):
+class _PerKey(_Section):
+    """A section one config key may see differently: `overrides` maps a config key to values of this section
+    that replace the defaults for that key only (a variant key `K~tNvM` sees K's, then its own). Only the
+    settings in PER_KEY may be replaced so: each is read through `for_key` wherever it is used."""
+
+    PER_KEY: ClassVar[frozenset[str]] = frozenset()
+    overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _overrides_valid(self) -> _PerKey:
+        for config_key, values in self.overrides.items():
+            unknown = sorted(set(values) - self.PER_KEY)
+            if unknown:
+                raise ValueError(
+                    f"overrides[{config_key!r}] names {unknown}, which no config key may set for itself; these "
+                    f"may: {', '.join(sorted(self.PER_KEY))}"
+                )
+            try:
+                self.for_key(config_key)  # a variant key's values are checked over its base key's
+            except ValidationError as exc:
+                said = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'values'}: {e['msg']}" for e in exc.errors())
+                raise ValueError(f"overrides[{config_key!r}]: {said}") from None
+        return self
+
+    def _build(self, values: Mapping[str, Any]) -> Self:
+        nested = _NESTED.set(True)
+        try:
+            return type(self)(**{**self.model_dump(exclude={"overrides"}), **values, "overrides": {}})
+        finally:
+            _NESTED.reset(nested)
+
+    def for_key(self, config_key: str) -> Self:
+        """This section as `config_key` sees it (the section itself when no override applies)."""
+        layers = [self.overrides.get(key, {}) for key in dict.fromkeys((config_key.split("~", 1)[0], config_key))]
+        values = {name: value for layer in layers for name, value in layer.items()}
+        return self._build(values) if values else self
+
+
+def _pipeline_presets() -> dict[str, dict[str, Any]]:
+    # connect four on a CPU (docs/workload.md, round 2): rounds every 2,048 new samples, each training 18 rows
+    # per new sample, scored 0.23 [0.15, 0.31] against MCTSBot-1000 after 15 CPU-minutes where 4,096 samples
+    # and 400 steps a round scored 0.11 [0.05, 0.17] (with evaluation.overrides' gate "none" beside it).
+    return {"connect_four_2p": {"train_after_samples": 2048, "train_samples_per_sample": 18.0}}
+
+
+def _evaluation_presets() -> dict[str, dict[str, Any]]:
+    # connect four: no gating matches (KataGo's choice); tournaments rate each model, the watchdog rolls back.
+    return {"connect_four_2p": {"gate": "none"}}
+
+
+class PipelineSettings(_PerKey):
     """Stage triggers, the promotion policy and selfplay scheduling."""
+
+    PER_KEY = frozenset(
+        {"train_after_samples", "train_samples_per_sample", "window_samples", "window_min_samples", "window_growth",
+         "window_taper", "eval_games", "min_eval_games", "baseline_games", "promote_win_rate", "promote_confidence",
+         "baseline_floor", "baseline_margin", "promotion_cooldown_s"}
+    )  # fmt: skip
 
     train_after_samples: int = Field(default=4096, ge=1, description="new samples that trigger export and training")
     train_samples_per_sample: float = Field(
@@ -612,6 +668,12 @@ class PipelineSettings(_Section):
     selfplay_games_per_job: int = Field(default=32, ge=1, description="games in one selfplay job")
     selfplay_queue_target: int = Field(default=8, ge=1, description="selfplay jobs kept queued across all configs")
     scheduler_interval_s: float = Field(default=2.0, gt=0, description="selfplay top-up interval (seconds)")
+    overrides: dict[str, dict[str, Any]] = Field(
+        default_factory=_pipeline_presets,
+        description="config key -> pipeline settings replacing the ones above for that config only, e.g. "
+        "{'connect_four_2p': {'train_after_samples': 2048}} (setting this replaces the whole table, built-in "
+        "entries included)",
+    )
 
     @model_validator(mode="after")
     def _games_fit(self) -> PipelineSettings:
@@ -620,8 +682,13 @@ class PipelineSettings(_Section):
         return self
 
 
-class EvaluationSettings(_Section):
+class EvaluationSettings(_PerKey):
     """Gating, the joint rating, tournaments and the feedback loops (see docs/pipeline.md)."""
+
+    PER_KEY = frozenset(
+        {"gate", "gate_margin_elo", "gate_alpha", "gate_beta", "watchdog_bound_elo", "watchdog_confidence",
+         "watchdog_min_games"}
+    )  # fmt: skip
 
     gate: Literal["non_inferior", "sprt", "better", "none"] = Field(
         default="non_inferior",
@@ -678,6 +745,11 @@ class EvaluationSettings(_Section):
     )
     quality_exclude_flagged: bool = Field(
         default=True, description="game batches the quality monitor flags stay out of later training windows"
+    )
+    overrides: dict[str, dict[str, Any]] = Field(
+        default_factory=_evaluation_presets,
+        description="config key -> evaluation settings replacing the ones above for that config only, e.g. "
+        "{'connect_four_2p': {'gate': 'none'}} (setting this replaces the whole table, built-in entries included)",
     )
 
 

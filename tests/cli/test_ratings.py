@@ -139,3 +139,9 @@ def test_the_steps_note_stays_away_when_a_run_takes_the_configured_steps(app: Ap
     assert steps_note(app.settings, KEY) is None
     app.settings.pipeline.train_samples_per_sample = 18
     assert "18 training rows per new sample" in (steps_note(app.settings, KEY) or "")
+
+
+def test_the_steps_note_names_a_config_keys_own_rows_per_sample(app: App) -> None:
+    assert steps_note(app.settings, "connect_four_2p") == (
+        "steps a run: 18 training rows per new sample / the batch size (connect_four_2p's preset in pipeline.overrides)"
+    )

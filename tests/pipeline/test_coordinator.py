@@ -234,3 +234,17 @@ def test_with_no_gate_a_trained_candidate_is_promoted_at_once(store: Store, sett
     assert [row["outcome"] for row in decisions] == ["promoted", "promoted"]
     assert decisions[0]["evidence"]["reason"].startswith("no gate")
     assert decisions[0]["evidence"]["vs_best"] is None
+
+
+def test_a_config_keys_overrides_set_its_rounds_alone(store: Store, settings: Settings) -> None:
+    settings.pipeline.overrides = {CONFIG: {"train_after_samples": 10, "train_samples_per_sample": 6.0}}
+    settings.evaluation.overrides = {CONFIG: {"gate": "none"}}
+    assert (settings.pipeline.train_after_samples, settings.evaluation.gate) == (4096, "non_inferior")
+    loop = Loop(store, settings)
+    train = _train_round(loop, "1" * 64, 12)  # 12 new samples start a round: this key's 10, not 4,096
+    assert train.payload["rows"] == 72
+    loop.queue.complete(loop.queue.claim("n1", types=[jobs.TRAIN]).job.id, 1, {"ok": True})  # type: ignore[union-attr]
+    completed = {"job_id": train.id, "model_id": "x", "artifact_sha256": "d" * 64, "loss": 1.0, "samples": 12}
+    loop.feed(loop.event("TRAINING_COMPLETED", completed))
+    assert loop.queue.list(job_type=jobs.EVALUATE) == []  # this key's gate: none
+    assert loop.state()["current_model_id"] is not None

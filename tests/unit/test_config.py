@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from zeroloop.config import Settings, env_name, load_settings, redact
+from zeroloop.config import PipelineSettings, Settings, env_name, load_settings, redact
 from zeroloop.errors import ConfigError
 
 
@@ -71,3 +72,31 @@ def test_redacted_settings_contain_no_password(settings: Settings, monkeypatch: 
 
 def test_env_name_joins_sections_with_double_underscore() -> None:
     assert env_name(("events", "poll_interval_s")) == "ZEROLOOP_EVENTS__POLL_INTERVAL_S"
+
+
+def test_a_config_key_sees_its_own_pipeline_and_evaluation_settings() -> None:
+    settings = Settings()
+    connect_four = settings.pipeline.for_key("connect_four_2p")
+    variant = settings.pipeline.for_key("connect_four_2p~t1v2")
+    assert (connect_four.train_after_samples, connect_four.train_samples_per_sample) == (2048, 18.0)
+    assert variant == connect_four  # a variant key sees its base key's presets
+    assert settings.pipeline.for_key("tic_tac_toe_2p") is settings.pipeline  # no override: the section itself
+    assert settings.evaluation.for_key("connect_four_2p").gate == "none"
+    assert settings.evaluation.for_key("hex_2p").gate == "non_inferior"
+    own = PipelineSettings(overrides={"hex_2p": {"eval_games": 20}, "hex_2p~t1v1": {"eval_games": 16}})
+    assert (own.for_key("hex_2p").eval_games, own.for_key("hex_2p~t1v1").eval_games) == (20, 16)
+
+
+@pytest.mark.parametrize(
+    ("section", "overrides", "message"),
+    [
+        ("pipeline", {"k": {"selfplay_queue_target": 3}}, r"names \['selfplay_queue_target'\], which no config key"),
+        ("pipeline", {"k": {"train_after_samples": "lots"}}, r"overrides\['k'\]: train_after_samples: Input should"),
+        ("pipeline", {"k": {"eval_games": 2, "min_eval_games": 5}}, r"min_eval_games \(5\) must not exceed"),
+        ("evaluation", {"k": {"gate": "maybe"}}, r"overrides\['k'\]: gate: Input should be"),
+        ("pipeline", {"k": {"min_eval_games": 30}, "k~t1v1": {"eval_games": 20}}, r"overrides\['k~t1v1'\]: .*must not"),
+    ],
+)
+def test_a_bad_per_key_override_is_refused_naming_it(section: str, overrides: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Settings(**{section: {"overrides": overrides}})

@@ -97,18 +97,18 @@ def snapshot(app: App, config_key: str) -> Snapshot:
         app.queue.stats(),
         rated,
         why,
-        app.settings.pipeline.train_after_samples,
+        app.settings.pipeline.for_key(config_key).train_after_samples,
         steps_note(app.settings, config_key),
     )
 
 
 def steps_note(settings: Settings, config_key: str) -> str | None:
     """Why a training run of `config_key` takes the steps it does, when that is not `workload.train_steps`."""
-    ratio = settings.pipeline.train_samples_per_sample
+    ratio = settings.pipeline.for_key(config_key).train_samples_per_sample
     if ratio:
-        return (
-            f"steps a run: {ratio:g} training rows per new sample / the batch size (pipeline.train_samples_per_sample)"
-        )
+        own = "train_samples_per_sample" in settings.pipeline.overrides.get(config_key, {})
+        where = f"{config_key}'s preset in pipeline.overrides" if own else "pipeline.train_samples_per_sample"
+        return f"steps a run: {ratio:g} training rows per new sample / the batch size ({where})"
     preset = settings.workload.overrides.get(config_key, {}).get("train_steps")
     if preset is None or preset == settings.workload.train_steps:
         return None

@@ -80,7 +80,7 @@ def standing(conn: Connection, config_key: str, settings: Settings) -> dict[str,
     if production is None:
         return None
     confidence = settings.workload.elo_confidence
-    evaluation = settings.evaluation
+    evaluation = settings.evaluation.for_key(config_key)
     model_id = production["id"]
     rating = _rated(production, confidence)
     fitted = (production["meta"] or {}).get("rating") or {}

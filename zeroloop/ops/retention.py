@@ -198,7 +198,7 @@ class RetentionPlanner:
         for row in artifact_queries.window_batches(conn, config_key):
             chosen.append(str(row["sha256"]))
             total += int(row["meta"].get("samples", 0))
-            if total >= self.settings.pipeline.window_samples:
+            if total >= self.settings.pipeline.for_key(config_key).window_samples:
                 break
         return chosen
 

@@ -106,7 +106,7 @@ class PipelineCoordinator:
         self.bus = bus
         self.queue = queue
         self.models = registry
-        self.settings = settings.pipeline
+        self.settings = settings.pipeline  # .for_key(K): as config key K sees it
         self.evaluation = settings.evaluation
         self.fence = fence
         self.clock = clock
@@ -153,9 +153,10 @@ class PipelineCoordinator:
             state = queries.get_pipeline(conn, config_key, for_update=True)
             if state is None or state["paused"] or state["stage"] != Stage.SELFPLAY:
                 return
-            if state["samples_since_training"] < self.settings.train_after_samples:
+            pipeline = self.settings.for_key(config_key)
+            if state["samples_since_training"] < pipeline.train_after_samples:
                 return
-            window = window_size(int(state["samples_total"]), self.settings)
+            window = window_size(int(state["samples_total"]), pipeline)
             inputs = self._window_inputs(conn, config_key, window, quality.excluded_batches(state["progress"]))
             if not inputs:
                 return
@@ -239,7 +240,7 @@ class PipelineCoordinator:
                 window_sha256=event.payload["window_sha256"],
                 init_model_id=production["id"] if production else None,
                 init_model_sha256=production["artifact_sha256"] if production else None,
-                rows=self.train_rows(export.new_samples),
+                rows=self.train_rows(job.config_key, export.new_samples),
             )
             self.queue.enqueue(
                 jobs.TRAIN,
@@ -253,14 +254,14 @@ class PipelineCoordinator:
                 conn, job.config_key, self.clock(), stage=transition(Stage.EXPORT, Stage.TRAINING).value
             )
 
-    def train_rows(self, new_samples: int) -> int | None:
-        """Training rows for a round that brought `new_samples`: ceil(ratio x new samples).
+    def train_rows(self, config_key: str, new_samples: int) -> int | None:
+        """Training rows for a round of `config_key` that brought `new_samples`: ceil(ratio x new samples).
 
         The workload turns them into steps with its own batch size. None (the workload's own
         `train_steps`) when `train_samples_per_sample` is 0 or the round counted no new samples
         (an export job from before the count was kept).
         """
-        ratio = self.settings.train_samples_per_sample
+        ratio = self.settings.for_key(config_key).train_samples_per_sample
         if ratio <= 0 or new_samples <= 0:
             return None
         return max(1, math.ceil(ratio * new_samples))
@@ -275,8 +276,9 @@ class PipelineCoordinator:
             if self._state_at(conn, job.config_key, Stage.TRAINING, train.iteration) is None:
                 return
             production = model_queries.production_model(conn, job.config_key)
-            ungated = self.evaluation.gate == "none"
-            opponents = [] if ungated else ([production["id"]] if production else []) + list(self.settings.baselines)
+            pipeline = self.settings.for_key(job.config_key)
+            ungated = self.evaluation.for_key(job.config_key).gate == "none"
+            opponents = [] if ungated else ([production["id"]] if production else []) + list(pipeline.baselines)
             model = self.models.register_candidate(
                 config_key=job.config_key,
                 artifact_sha256=payload["artifact_sha256"],
@@ -295,7 +297,7 @@ class PipelineCoordinator:
                     opponent=opponent,
                     opponent_kind="model" if is_model else opponent,
                     opponent_sha256=production["artifact_sha256"] if is_model and production else None,
-                    games=self.settings.eval_games if is_model else self.settings.baseline_games,
+                    games=pipeline.eval_games if is_model else pipeline.baseline_games,
                     seed=train.iteration,
                 )
                 self.queue.enqueue(
@@ -342,6 +344,7 @@ class PipelineCoordinator:
                 return
             production = model_queries.production_model(conn, config_key)
             best_id = production["id"] if production else None
+            pipeline = self.settings.for_key(config_key)
             played = next((name for name in opponents if name not in BASELINE_ORDER), None)
             if opponents and played != best_id:
                 # Production changed while the candidate played (a rollback, a promotion by hand):
@@ -358,16 +361,16 @@ class PipelineCoordinator:
                 return
             evidence = promotion.Evidence(
                 vs_best=results.get(best_id) if best_id else None,
-                vs_baselines={name: results[name] for name in self.settings.baselines if name in results},
+                vs_baselines={name: results[name] for name in pipeline.baselines if name in results},
                 best_vs_baselines={
                     name: result
                     for name, result in (self._results(best_id) if best_id else {}).items()
-                    if name in self.settings.baselines
+                    if name in pipeline.baselines
                 },
                 last_promotion_at=state["last_promotion_at"],
                 now=self.clock(),
             )
-            decision = promotion.decide(self.settings, evidence, BASELINE_ORDER, self.evaluation)
+            decision = promotion.decide(pipeline, evidence, BASELINE_ORDER, self.evaluation.for_key(config_key))
             joint = {name: self._joint_elo(conn, name) for name in (model_id, best_id) if name is not None}
             self._judged(conn, config_key, model_id, decision, {**evidence.as_dict(), "joint_elo": joint})
 

@@ -109,7 +109,6 @@ class Curriculum:
         self.bus = bus
         self.store = store
         self.settings = settings.evaluation
-        self.train_after_samples = settings.pipeline.train_after_samples
         self.clock = clock
         self.fence = fence
 

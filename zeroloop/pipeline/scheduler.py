@@ -110,6 +110,9 @@ class SelfplayScheduler:
                 )
         return result
 
+    def _train_after(self, config_key: str) -> int:
+        return self.settings.for_key(config_key).train_after_samples
+
     def tick(self) -> dict[str, int]:
         """Enqueue what is missing; return how many jobs were added per config key."""
         needs = self.needs()
@@ -121,7 +124,7 @@ class SelfplayScheduler:
             return {}
         level = self.queue.check_backpressure(jobs.SELFPLAY)
         wanted = allocate(
-            {need.config_key: weight(need, self.settings.train_after_samples) for need in needs},
+            {need.config_key: weight(need, self._train_after(need.config_key)) for need in needs},
             self.settings.selfplay_queue_target,
             level,
         )

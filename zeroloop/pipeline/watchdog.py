@@ -101,7 +101,7 @@ class RegressionWatchdog:
             wins += match["wins"] if own else match["losses"]
             draws += match["draws"]
             losses += match["losses"] if own else match["wins"]
-        verdict = judge(wins, draws, losses, self.settings)
+        verdict = judge(wins, draws, losses, self.settings.for_key(config_key))
         if not verdict.roll_back:
             return verdict
         restored = self.models.rollback(config_key, guard=self.fence)

@@ -94,7 +94,8 @@ class DistillRecorder:
             opponents: list[tuple[str, Literal["model", "random", "mcts"], str | None, int]] = []
             if teacher is not None:
                 opponents.append((teacher["id"], "model", teacher["artifact_sha256"], self.settings.tune.distill_games))
-            opponents += [(b, b, None, self.settings.pipeline.baseline_games) for b in self.settings.pipeline.baselines]
+            games = self.settings.pipeline.for_key(config_key).baseline_games
+            opponents += [(b, b, None, games) for b in self.settings.pipeline.baselines]
             for opponent, kind, sha, games in opponents:
                 evaluate = jobs.EvaluateJob(
                     iteration=distill.iteration,
