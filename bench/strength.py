@@ -70,7 +70,6 @@ from typing import Any
 import numpy as np
 import psutil
 import sqlalchemy as sa
-from open_spiel.python.algorithms import mcts as openspiel_mcts
 
 from zeroloop.app import App
 from zeroloop.config import load_settings
@@ -85,7 +84,7 @@ from zeroloop.workload import exhaustive
 from zeroloop.workload.alphazero import AlphaZeroWorkload
 from zeroloop.workload.elo import elo_estimate
 from zeroloop.workload.games import Game, State
-from zeroloop.workload.match import search_chooser
+from zeroloop.workload.match import mctsbot, search_chooser
 from zeroloop.workload.mcts import BatchedMCTS, SearchConfig, network_leaves
 
 
@@ -214,10 +213,7 @@ def quickstart_until(
 
 def openspiel_bot(game: Game, simulations: int, seed: int) -> Any:
     """OpenSpiel's own pure MCTS: UCT with c = 2, one random rollout per leaf, solving proven nodes."""
-    rollouts = openspiel_mcts.RandomRolloutEvaluator(1, np.random.RandomState(seed))
-    return openspiel_mcts.MCTSBot(
-        game.openspiel, 2.0, simulations, rollouts, solve=True, random_state=np.random.RandomState(seed + 1)
-    )
+    return mctsbot(game, simulations, seed)
 
 
 def play_bots(

@@ -468,8 +468,28 @@ class AutoscalerSettings(_Section):
     )
 
 
-_BASELINES: tuple[Literal["random", "mcts"], ...] = ("random", "mcts")
-BASELINE_NAMES: tuple[str, ...] = _BASELINES  # every baseline a match may name as a player
+_BASELINES: tuple[str, ...] = ("random", "mcts")
+# OpenSpiel's own MCTSBot (uct_c 2, one random rollout per leaf, solving proven nodes) at these simulations: a
+# yardstick nobody here wrote, as baselines `mctsbot-N` (docs/pipeline.md, "A ladder of outside bots").
+LADDER: tuple[str, ...] = tuple(f"mctsbot-{n}" for n in (10, 30, 100, 300, 1000, 3000))
+BASELINE_NAMES: tuple[str, ...] = (*_BASELINES, *LADDER)  # the baselines a match may name as a player by default
+_MCTSBOT = re.compile(r"^mctsbot-(?P<simulations>[1-9][0-9]{0,5})$")
+
+
+def baseline_kind(name: str) -> Literal["random", "mcts", "mctsbot"] | None:
+    """The kind of baseline `name` names ("random", "mcts", or "mctsbot-N": OpenSpiel's MCTSBot with N
+    simulations, 1 to 999,999), or None when it names none."""
+    if name in ("random", "mcts"):
+        return name  # type: ignore[return-value]
+    return "mctsbot" if _MCTSBOT.match(name) else None
+
+
+def mctsbot_simulations(name: str) -> int:
+    """N of a baseline named `mctsbot-N` (ValueError for any other name)."""
+    found = _MCTSBOT.match(name)
+    if found is None:
+        raise ValueError(f"{name!r} names no MCTSBot baseline (mctsbot-N)")
+    return int(found["simulations"])
 
 
 ALERT_RULES = (
@@ -651,8 +671,10 @@ class PipelineSettings(_PerKey):
         default=0.5, gt=0, lt=1, description="the candidate's score lower bound must exceed this to promote"
     )
     promote_confidence: float = Field(default=0.9, gt=0.5, lt=1, description="one-sided confidence of that bound")
-    baselines: list[Literal["random", "mcts"]] = Field(
-        default_factory=lambda: list(_BASELINES), description="baselines every candidate also plays"
+    baselines: list[str] = Field(
+        default_factory=lambda: list(_BASELINES),
+        description="baselines every candidate also plays and tournaments rate: random, mcts (the workload's pure "
+        "MCTS), mctsbot-N (OpenSpiel's MCTSBot with N simulations; e.g. the ladder mctsbot-10 ... mctsbot-3000)",
     )
     baseline_games: int = Field(default=20, ge=2, description="games against each baseline")
     baseline_floor: float | None = Field(default=None, ge=0, le=1, description="optional score floor against baselines")
@@ -674,6 +696,16 @@ class PipelineSettings(_PerKey):
         "{'connect_four_2p': {'train_after_samples': 2048}} (setting this replaces the whole table, built-in "
         "entries included)",
     )
+
+    @field_validator("baselines")
+    @classmethod
+    def _known_baselines(cls, value: list[str]) -> list[str]:
+        unknown = [name for name in value if baseline_kind(name) is None]
+        if unknown:
+            raise ValueError(f"unknown baselines {unknown}: choose random, mcts or mctsbot-N (N simulations)")
+        if len(set(value)) != len(value):
+            raise ValueError(f"a baseline is named twice in {value}")
+        return value
 
     @model_validator(mode="after")
     def _games_fit(self) -> PipelineSettings:

@@ -65,6 +65,9 @@ def test_real_variables_and_the_allowed_extras_pass() -> None:
         ({"events": {"max_payload_bytes": 10}}, "max_payload_bytes"),
         ({"cluster": {"node_id": "a\x00b"}}, "control characters"),
         ({"cluster": {"labels": ["gpu\n"]}}, "control characters"),
+        ({"pipeline": {"baselines": ["random", "alphabeta"]}}, r"unknown baselines \['alphabeta'\]: choose random"),
+        ({"pipeline": {"baselines": ["mctsbot-0"]}}, r"unknown baselines \['mctsbot-0'\]"),
+        ({"pipeline": {"baselines": ["mctsbot-30", "mctsbot-30"]}}, "a baseline is named twice"),
     ],
 )
 def test_settings_that_contradict_each_other_are_refused(settings: Settings, overrides: dict, message: str) -> None:

@@ -9,7 +9,7 @@ from rich.console import Console
 
 from zeroloop.app import App
 from zeroloop.artifacts.transfer import ArtifactKind
-from zeroloop.cli.quickstart import render, snapshot, steps_note
+from zeroloop.cli.quickstart import last_results, render, snapshot, steps_note
 from zeroloop.events.bus import Event
 from zeroloop.pipeline.progress import ProgressRecorder
 from zeroloop.pipeline.ratings import Rating, baseline_ratings, match_difference, ratings, signed
@@ -145,3 +145,9 @@ def test_the_steps_note_names_a_config_keys_own_rows_per_sample(app: App) -> Non
     assert steps_note(app.settings, "connect_four_2p") == (
         "steps a run: 18 training rows per new sample / the batch size (connect_four_2p's preset in pipeline.overrides)"
     )
+
+
+def test_the_last_candidates_results_list_the_baselines_weakest_first_then_production() -> None:
+    result = {"model_id": "m", "wins": 1, "draws": 0, "losses": 0}
+    progress = {f"last_vs_{name}": result for name in ("best", "mctsbot-1000", "mcts", "random", "mctsbot-30")}
+    assert list(last_results({**progress, "promotions": 3})) == ["random", "mcts", "mctsbot-30", "mctsbot-1000", "best"]

@@ -7,6 +7,7 @@ import random
 import pytest
 
 from zeroloop.config import EvaluationSettings, PipelineSettings
+from zeroloop.pipeline.coordinator import baseline_order
 from zeroloop.pipeline.promotion import Evidence, Result, decide
 from zeroloop.pipeline.stages import Stage, StageError, transition
 
@@ -170,3 +171,9 @@ def test_without_a_gate_every_candidate_is_promoted_but_the_cooldown_still_holds
     assert not decide(settings, first, ["random", "mcts"], EvaluationSettings()).promote
     soon = Evidence(vs_best=None, vs_baselines={}, last_promotion_at=100.0, now=130.0)
     assert decide(settings, soon, ["random", "mcts"], ungated).reason.startswith("cooldown")
+
+
+def test_baselines_are_ordered_weakest_first_by_their_simulations() -> None:
+    names = ["mctsbot-1000", "mcts", "mctsbot-30", "random", "mctsbot-300"]
+    ordered = baseline_order(names, mcts_simulations=100)
+    assert ordered == ["random", "mctsbot-30", "mcts", "mctsbot-300", "mctsbot-1000"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.helpers import FakeClock
@@ -16,6 +18,7 @@ from zeroloop.queue.jobs import JobStatus
 from zeroloop.queue.manager import JobQueue
 from zeroloop.store.database import Store
 from zeroloop.store.queries import pipelines as queries
+from zeroloop.workload.protocol import Player
 
 
 class Setup:
@@ -189,3 +192,24 @@ def test_an_open_evaluation_circuit_or_a_deep_evaluation_queue_holds_a_tournamen
     for job in backlog:
         queue.cancel(job.id)
     assert setup.tournaments.tick() == {CONFIG: 1 + 2 * 2}  # circuits closed, disk fine: it goes ahead
+
+
+class _Artifacts:
+    def fetch(self, sha256: str) -> Path:
+        return Path("/cache") / sha256
+
+
+def test_a_ladder_of_outside_bots_is_rated_beside_the_models(store: Store, settings: Settings) -> None:
+    settings.evaluation.tournament_interval_s = 600
+    settings.pipeline.baselines = ["random", "mctsbot-30", "mctsbot-300"]
+    setup = Setup(store, settings)
+    first, second = setup.model(1, ModelStage.PRODUCTION), setup.model(2, ModelStage.PRODUCTION)
+    assert setup.tournaments.tick() == {CONFIG: 1 + 2 * 3}
+    against = {(p["model_id"], p["opponent"]): p["opponent_kind"] for p in setup.queued()}
+    assert against[(second, "mctsbot-300")] == against[(first, "mctsbot-30")] == "mctsbot"
+    assert against[(first, "random")] == "random"
+    queued = setup.queue.list(statuses=[JobStatus.QUEUED], job_type=jobs.EVALUATE, config_key=CONFIG, limit=100)
+    ladder = next(job for job in queued if job.payload["opponent"] == "mctsbot-300")
+    parts = jobs.Parts(_Artifacts(), None, Path("/work"))  # type: ignore[arg-type]
+    prepared = jobs.lookup(jobs.EVALUATE).prepare(ladder, jobs.EvaluateJob.model_validate(ladder.payload), parts)
+    assert prepared.request.opponent == Player("mctsbot", simulations=300)  # what the workload is asked to play

@@ -6,7 +6,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from zeroloop.config import WorkloadSettings
+from zeroloop.errors import WorkloadError
 from zeroloop.workload.alphazero import AlphaZeroWorkload
 from zeroloop.workload.games import Game
 from zeroloop.workload.match import random_opening, ranks_of
@@ -77,3 +80,15 @@ def test_three_player_match_rotates_seats_and_scores_pairwise(tiny_settings: Wor
     for record in records:
         assert len(record["returns"]) == len(record["ranks"]) == 3
         assert record["ranks"] == ranks_of(record["returns"])
+
+
+def test_openspiel_mctsbot_plays_as_a_baseline(workload: AlphaZeroWorkload, tmp_path: Path) -> None:
+    output = tmp_path / "ladder.json"
+    bot = Player.baseline("mctsbot-200")
+    workload.evaluate(EvaluateRequest("tic_tac_toe_2p", bot, Player("random"), output, games=20, seed=3))
+    result = json.loads(output.read_text())
+    assert result["candidate"] == "mctsbot-200"
+    games = result["wins"] + result["draws"] + result["losses"]  # the match may stop early, decided (SPRT)
+    assert games >= 4 and result["wins"] >= 0.75 * games and result["losses"] <= 1, result  # a real search
+    with pytest.raises(WorkloadError, match="names no baseline"):
+        Player.baseline("mctsbot-0")

@@ -44,7 +44,23 @@ REFRESH_S = 2.0  # between redraws (seconds): the panel shows tenths of minutes 
 REREAD_S = 10.0  # the store is re-read at least this often even when no event was committed (seconds)
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # a closed terminal drains too: no orphan workers
 WORKER_EXIT_GRACE_S = 15.0  # beyond the drain deadline, for a worker to leave the cluster and exit (seconds)
-_OPPONENTS = ("random", "mcts", "best")
+
+
+def last_results(progress: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The last candidate's results by opponent, from a pipeline's progress record: the baselines weakest first
+    (random, mcts, mctsbot-N by N), then the production model ("best")."""
+    from zeroloop.config import baseline_kind, mctsbot_simulations
+
+    names = [key.removeprefix("last_vs_") for key in progress if key.startswith("last_vs_")]
+
+    def order(name: str) -> tuple[int, int]:
+        if name in ("random", "best"):
+            return (0 if name == "random" else 2, 0)
+        return (1, mctsbot_simulations(name) if baseline_kind(name) == "mctsbot" else 0)
+
+    return {name: progress[f"last_vs_{name}"] for name in sorted(names, key=order) if progress[f"last_vs_{name}"]}
+
+
 _CONFIG_KEY = re.compile(r"^[a-z0-9_]+_\d+p$")
 
 
@@ -85,7 +101,7 @@ def snapshot(app: App, config_key: str) -> Snapshot:
         production = model_queries.production_model(conn, config_key)
         models = len(model_queries.list_models(conn, config_key=config_key))
         progress = (row["progress"] if row else None) or {}
-        shown = {result["model_id"] for name in _OPPONENTS if (result := progress.get(f"last_vs_{name}"))}
+        shown = {result["model_id"] for result in last_results(progress).values()}
         if production:
             shown.add(production["id"])
         rated = ratings(conn, sorted(shown), app.settings.workload.elo_confidence)
@@ -141,7 +157,7 @@ def render(snap: Snapshot, config_key: str, elapsed_s: float, minutes: float, wo
         table.add_row("production", f"{snap.production['id']}, {rating.describe()}{games}")
         if why := panel_line(snap.standing):
             table.add_row("why production", why)
-    results = {name: result for name in _OPPONENTS if (result := progress.get(f"last_vs_{name}"))}
+    results = last_results(progress)
     production_id = snap.production["id"] if snap.production else None
     for model_id in sorted({result["model_id"] for result in results.values()} - {production_id}):
         table.add_row("last candidate", f"{model_id}, {snap.rating(model_id).describe()}")
@@ -391,9 +407,8 @@ def summary(snap: Snapshot, config_key: str, elapsed_s: float) -> Table:
             table.add_row("rating rests on", note)
         if why := panel_line(snap.standing):
             table.add_row("why production", why)
-    for opponent in ("random", "mcts"):
-        result = progress.get(f"last_vs_{opponent}")
-        if result:
+    for opponent, result in last_results(progress).items():
+        if opponent != "best":
             table.add_row(f"last candidate vs {opponent}", f"+{result['wins']} ={result['draws']} -{result['losses']}")
     return table
 

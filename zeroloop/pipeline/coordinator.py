@@ -32,7 +32,7 @@ from collections.abc import Callable
 from typing import Any
 
 from zeroloop.cluster.breakers import CircuitBreakers, stage_key
-from zeroloop.config import PipelineSettings, Settings
+from zeroloop.config import PipelineSettings, Settings, baseline_kind, mctsbot_simulations
 from zeroloop.events.bus import Event, EventBus
 from zeroloop.events.consumer import ConsumerSpec
 from zeroloop.events.wiring import declare
@@ -60,9 +60,18 @@ HANDLES = (
 )
 declare(NAME, emits=("GAME_BATCH_READY",), handles=HANDLES)
 
-# Baselines from weakest to strongest: the policy judges a first model against the
-# weakest and breaks ties between equals against the strongest.
-BASELINE_ORDER = ["random", "mcts"]
+
+def baseline_order(names: list[str], mcts_simulations: int) -> list[str]:
+    """Baselines from weakest to strongest (random, then by simulations: the workload's pure MCTS at
+    `mcts_simulations`, OpenSpiel's MCTSBot at N): the policy judges a first model against the weakest and
+    breaks ties between equals against the strongest."""
+
+    def simulations(name: str) -> int:
+        return 0 if name == "random" else mcts_simulations if name == "mcts" else mctsbot_simulations(name)
+
+    return sorted(names, key=simulations)
+
+
 ROUND_JOBS = (jobs.EXPORT, jobs.TRAIN, jobs.EVALUATE)
 
 
@@ -108,6 +117,7 @@ class PipelineCoordinator:
         self.models = registry
         self.settings = settings.pipeline  # .for_key(K): as config key K sees it
         self.evaluation = settings.evaluation
+        self.workload = settings.workload
         self.fence = fence
         self.clock = clock
         self.breakers = breakers
@@ -345,7 +355,7 @@ class PipelineCoordinator:
             production = model_queries.production_model(conn, config_key)
             best_id = production["id"] if production else None
             pipeline = self.settings.for_key(config_key)
-            played = next((name for name in opponents if name not in BASELINE_ORDER), None)
+            played = next((name for name in opponents if baseline_kind(name) is None), None)
             if opponents and played != best_id:
                 # Production changed while the candidate played (a rollback, a promotion by hand):
                 # its results are against a model that no longer sets the bar.
@@ -370,7 +380,9 @@ class PipelineCoordinator:
                 last_promotion_at=state["last_promotion_at"],
                 now=self.clock(),
             )
-            decision = promotion.decide(pipeline, evidence, BASELINE_ORDER, self.evaluation.for_key(config_key))
+            mcts = self.workload.overrides.get(config_key, {}).get("baseline_simulations")
+            order = baseline_order(pipeline.baselines, int(mcts or self.workload.baseline_simulations))
+            decision = promotion.decide(pipeline, evidence, order, self.evaluation.for_key(config_key))
             joint = {name: self._joint_elo(conn, name) for name in (model_id, best_id) if name is not None}
             self._judged(conn, config_key, model_id, decision, {**evidence.as_dict(), "joint_elo": joint})
 

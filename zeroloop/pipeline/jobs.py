@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from zeroloop.artifacts.transfer import ArtifactKind
+from zeroloop.config import baseline_kind
 from zeroloop.errors import QueueError, WorkloadError
 from zeroloop.pipeline.registry import model_id_for
 from zeroloop.workload.elo import elo_estimate
@@ -91,11 +92,19 @@ class EvaluateJob(_Payload):
     model_id: str
     model_sha256: str
     opponent: str
-    opponent_kind: Literal["model", "random", "mcts"]
+    opponent_kind: Literal["model", "random", "mcts", "mctsbot"]
     opponent_sha256: str | None = None
     games: int = Field(ge=1)
     seed: int = 0
     purpose: Literal["gate", "tournament"] = "gate"
+
+
+def baseline_opponent(name: str) -> Literal["random", "mcts", "mctsbot"]:
+    """The `opponent_kind` of an evaluate job against the baseline `name` (QueueError if it names none)."""
+    kind = baseline_kind(name)
+    if kind is None:
+        raise QueueError(f"{name!r} names no baseline: random, mcts or mctsbot-N")
+    return kind
 
 
 class DistillJob(_Payload):
@@ -300,7 +309,7 @@ def _prepare_evaluate(job: Job, payload: EvaluateJob, parts: Parts) -> Prepared:
             raise QueueError(f"evaluate job {job.id} names a model opponent without its sha256")
         opponent = Player.of_model(parts.artifacts.fetch(payload.opponent_sha256))
     else:
-        opponent = Player(payload.opponent_kind)
+        opponent = Player.baseline(payload.opponent)
     output = parts.workdir / "match.json"
     # The job id, not the payload's seed, seeds the match: two evaluations of the same pair then play
     # different openings, while a retried job replays its own.

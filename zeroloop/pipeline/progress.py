@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from zeroloop.config import baseline_kind
 from zeroloop.events.bus import Event
 from zeroloop.events.consumer import ConsumerSpec
 from zeroloop.events.wiring import declare
@@ -82,9 +83,7 @@ class ProgressRecorder:
         elif event.type == "EVALUATION_RESULT":
             # The match's own Elo difference is left out: screens show the model's one rating instead.
             result = {key: payload[key] for key in ("model_id", "wins", "draws", "losses")}
-            changes = {
-                f"last_vs_{payload['opponent'] if payload['opponent'] in ('random', 'mcts') else 'best'}": result
-            }
+            changes = {f"last_vs_{payload['opponent'] if baseline_kind(payload['opponent']) else 'best'}": result}
         elif event.type == "TRAINING_COMPLETED":
             changes = {}  # filled in below, where the model's artifact can be read
         elif event.type == "MODEL_PROMOTED":

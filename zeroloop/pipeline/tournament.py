@@ -122,7 +122,7 @@ class TournamentScheduler:
                 model_id=first["id"],
                 model_sha256=first["artifact_sha256"],
                 opponent=opponent,
-                opponent_kind="model" if second is not None else opponent,
+                opponent_kind="model" if second is not None else jobs.baseline_opponent(opponent),
                 opponent_sha256=second["artifact_sha256"] if second is not None else None,
                 games=self.settings.tournament_games,
                 seed=seed_for(config_key, number, first["id"], opponent),

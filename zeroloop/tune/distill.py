@@ -91,11 +91,11 @@ class DistillRecorder:
                     },
                 },
             )
-            opponents: list[tuple[str, Literal["model", "random", "mcts"], str | None, int]] = []
+            opponents: list[tuple[str, Literal["model", "random", "mcts", "mctsbot"], str | None, int]] = []
             if teacher is not None:
                 opponents.append((teacher["id"], "model", teacher["artifact_sha256"], self.settings.tune.distill_games))
             games = self.settings.pipeline.for_key(config_key).baseline_games
-            opponents += [(b, b, None, games) for b in self.settings.pipeline.baselines]
+            opponents += [(b, jobs.baseline_opponent(b), None, games) for b in self.settings.pipeline.baselines]
             for opponent, kind, sha, games in opponents:
                 evaluate = jobs.EvaluateJob(
                     iteration=distill.iteration,

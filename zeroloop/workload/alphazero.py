@@ -27,7 +27,7 @@ from zeroloop.workload.distill import parameter_count, teacher_targets
 from zeroloop.workload.games import Game
 from zeroloop.workload.gumbel import GumbelConfig
 from zeroloop.workload.keys import TUNED_KEY, base_key
-from zeroloop.workload.match import MoveChooser, play_match, random_chooser, search_chooser
+from zeroloop.workload.match import MoveChooser, mctsbot_chooser, play_match, random_chooser, search_chooser
 from zeroloop.workload.mcts import BatchedMCTS, LeafEvaluator, SearchConfig, network_leaves, rollout_leaves
 from zeroloop.workload.network import Evaluator, NetShape, PolicyValueNet, load_net, new_net, tuned_settings
 from zeroloop.workload.params import AlphaZeroParams
@@ -306,6 +306,8 @@ class AlphaZeroWorkload:
         if player.kind == "mcts":
             search = SearchConfig(params.baseline_simulations, params.c_puct)
             return search_chooser(BatchedMCTS(game, self._rollouts(game, params, rng), search, rng), rng)
+        if player.kind == "mctsbot":
+            return mctsbot_chooser(game, player.simulations, rng)
         if player.model is None:
             raise WorkloadError("a model player needs a model file")
         net, _ = self.load_or_new(game, player.model, 0)

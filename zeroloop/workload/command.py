@@ -211,7 +211,7 @@ def verify_output(path: Path, kind: FileKind, model_format: ModelFormat, operati
 
 
 def _player(player: Player) -> str:
-    return str(player.model) if player.model is not None else player.kind
+    return str(player.model) if player.model is not None else player.label()
 
 
 class CommandWorkload:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from open_spiel.python.algorithms import mcts as openspiel_mcts
 
 from zeroloop.workload.elo import Decision, elo_estimate, sprt_bounds, sprt_decision, sprt_llr
 from zeroloop.workload.games import Game, State
@@ -99,6 +100,25 @@ def random_chooser(game: Game, rng: np.random.Generator) -> MoveChooser:
             legal = game.legal_actions(state)
             moves.append(legal[int(rng.integers(len(legal)))])
         return moves
+
+    return choose
+
+
+def mctsbot(game: Game, simulations: int, seed: int) -> Any:
+    """OpenSpiel's own pure MCTS (its `MCTSBot`: UCT with c = 2, one random rollout per leaf, solving proven
+    nodes) with `simulations` per move, its random streams seeded by `seed`: a yardstick nobody here wrote."""
+    rollouts = openspiel_mcts.RandomRolloutEvaluator(1, np.random.RandomState(seed))
+    return openspiel_mcts.MCTSBot(
+        game.openspiel, 2.0, simulations, rollouts, solve=True, random_state=np.random.RandomState(seed + 1)
+    )
+
+
+def mctsbot_chooser(game: Game, simulations: int, rng: np.random.Generator) -> MoveChooser:
+    """A player that is OpenSpiel's MCTSBot (`mctsbot`), one move at a time (it has no batched search)."""
+    bot = mctsbot(game, simulations, int(rng.integers(2**31 - 2)))
+
+    def choose(states: Sequence[State], sample: Sequence[bool]) -> list[int]:
+        return [int(bot.step(state)) for state in states]
 
     return choose
 

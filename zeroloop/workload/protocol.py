@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
+from zeroloop.config import baseline_kind, mctsbot_simulations
+from zeroloop.errors import WorkloadError
+
 Operation = Literal["selfplay", "export", "train", "evaluate", "distill"]
 OPERATIONS: tuple[Operation, ...] = ("selfplay", "export", "train", "evaluate", "distill")
 # What every workload must offer; `distill` is optional (a workload without it refuses distillation jobs).
@@ -36,19 +39,30 @@ class FileKind(enum.StrEnum):
 
 @dataclass(frozen=True)
 class Player:
-    """One side of an evaluation match: a model file or a built-in baseline."""
+    """One side of an evaluation match: a model file or a baseline (`simulations`: an MCTSBot's)."""
 
-    kind: Literal["model", "random", "mcts"]
+    kind: Literal["model", "random", "mcts", "mctsbot"]
     model: Path | None = None
+    simulations: int = 0
 
     @classmethod
     def of_model(cls, path: Path) -> Player:
         """A player that searches with the network stored in `path`."""
         return cls("model", Path(path))
 
+    @classmethod
+    def baseline(cls, name: str) -> Player:
+        """The baseline `name` names: random, mcts, or mctsbot-N (WorkloadError for anything else)."""
+        kind = baseline_kind(name)
+        if kind is None:
+            raise WorkloadError(f"{name!r} names no baseline: random, mcts or mctsbot-N")
+        return cls(kind, simulations=mctsbot_simulations(name) if kind == "mctsbot" else 0)
+
     def label(self) -> str:
         """A short human-readable name, used in match results."""
-        return f"model:{self.model.name}" if self.model is not None else self.kind
+        if self.model is not None:
+            return f"model:{self.model.name}"
+        return f"mctsbot-{self.simulations}" if self.kind == "mctsbot" else self.kind
 
 
 @dataclass(frozen=True)
