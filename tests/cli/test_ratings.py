@@ -9,7 +9,7 @@ from rich.console import Console
 
 from zeroloop.app import App
 from zeroloop.artifacts.transfer import ArtifactKind
-from zeroloop.cli.quickstart import last_results, render, snapshot, steps_note
+from zeroloop.cli.quickstart import last_results, render, snapshot, steps_note, unrated_note
 from zeroloop.events.bus import Event
 from zeroloop.pipeline.progress import ProgressRecorder
 from zeroloop.pipeline.ratings import Rating, baseline_ratings, match_difference, ratings, signed
@@ -151,3 +151,12 @@ def test_the_last_candidates_results_list_the_baselines_weakest_first_then_produ
     result = {"model_id": "m", "wins": 1, "draws": 0, "losses": 0}
     progress = {f"last_vs_{name}": result for name in ("best", "mctsbot-1000", "mcts", "random", "mctsbot-30")}
     assert list(last_results({**progress, "promotions": 3})) == ["random", "mcts", "mctsbot-30", "mctsbot-1000", "best"]
+
+
+def test_an_unrated_production_model_of_an_ungated_key_says_what_will_rate_it(app: App) -> None:
+    assert unrated_note(app.settings, KEY) is None  # gated: its round's matches rate it
+    assert unrated_note(app.settings, "connect_four_2p") == (
+        "promoted without matches: the next tournament rates it (every 30 min)"
+    )
+    app.settings.evaluation.tournament_interval_s = 0
+    assert "tournaments are off" in (unrated_note(app.settings, "connect_four_2p") or "")

@@ -81,6 +81,7 @@ class Snapshot:
     standing: dict[str, Any] | None = None  # why production is production (zeroloop.control.standing)
     train_after_samples: int = 0  # new samples that start the next training (pipeline.train_after_samples)
     steps_note: str | None = None  # where a training run's number of steps comes from
+    unrated_note: str | None = None  # what rates a production model that is not rated yet
 
     def rating(self, model_id: str) -> Rating:
         """The rating of the production model or of the last evaluated one ("not rated" if unknown)."""
@@ -115,7 +116,18 @@ def snapshot(app: App, config_key: str) -> Snapshot:
         why,
         app.settings.pipeline.for_key(config_key).train_after_samples,
         steps_note(app.settings, config_key),
+        unrated_note(app.settings, config_key),
     )
+
+
+def unrated_note(settings: Settings, config_key: str) -> str | None:
+    """What rates `config_key`'s production model when it was promoted without matches (the gate of none)."""
+    if settings.evaluation.for_key(config_key).gate != "none":
+        return None  # a gated candidate is rated by its own round's matches
+    interval = settings.evaluation.tournament_interval_s
+    if interval <= 0:
+        return "promoted without matches, and tournaments are off (evaluation.tournament_interval_s): nothing rates it"
+    return f"promoted without matches: the next tournament rates it (every {interval / 60:g} min)"
 
 
 def steps_note(settings: Settings, config_key: str) -> str | None:
@@ -155,6 +167,8 @@ def render(snap: Snapshot, config_key: str, elapsed_s: float, minutes: float, wo
         rating = snap.rating(snap.production["id"])
         games = f", fitted from {rating.games:.0f} games" if rating.rated else ""
         table.add_row("production", f"{snap.production['id']}, {rating.describe()}{games}")
+        if not rating.rated and snap.unrated_note:
+            table.add_row("", f"[dim]{snap.unrated_note}[/dim]")
         if why := panel_line(snap.standing):
             table.add_row("why production", why)
     results = last_results(progress)
