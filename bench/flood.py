@@ -8,11 +8,12 @@ flooded, C bogus clients, each from an address of its own (127.0.0.2, .3, ...), 
 request with a fresh random well-formed token every 1/R seconds (a new connection each:
 the worst case for the server). Alternating phases, rather than one of each, keep the
 machine's own drift (a busy neighbour, the queue table's dead rows) out of the comparison.
-It prints jobs/s of each phase, the ratio of the flooded phases' mean to the alone phases'
-mean, the longest silence between any node's heartbeats, and what the bogus clients were
-answered.
+It prints jobs/s of each phase, each flooded phase's ratio to the mean of the alone phases
+either side of it and the median of those ratios (a burst of someone else's load in one
+phase moves the median little), the longest silence between any node's heartbeats, and
+what the bogus clients were answered.
 
-    scripts/with-postgres .venv/bin/python -m bench.flood [--clients 200] [--rate 1] [--seconds 8] [--rounds 3]
+    scripts/with-postgres .venv/bin/python -m bench.flood [--clients 200] [--rate 1] [--seconds 8] [--rounds 4]
 
 `python -m bench.flood drive URL CLIENTS RATE SECONDS` runs the bogus clients alone and
 prints their answers as JSON. They run in a process of their own at nice 19: real
@@ -37,6 +38,7 @@ import os
 import random
 import secrets
 import socket
+import statistics
 import subprocess
 import tempfile
 import threading
@@ -217,9 +219,15 @@ class Phases:
     answers: Counter[str]
 
     @property
+    def ratios(self) -> list[float]:
+        """Each flooded phase's jobs/s over the mean of the alone phases either side of it."""
+        neighbours = zip(self.alone, self.alone[1:], strict=False)  # alone has one more phase than flooded
+        return [rate / ((before + after) / 2) for rate, (before, after) in zip(self.flooded, neighbours, strict=True)]
+
+    @property
     def ratio(self) -> float:
-        """The flooded phases' mean jobs/s over the alone phases' mean."""
-        return (sum(self.flooded) / len(self.flooded)) / (sum(self.alone) / len(self.alone))
+        """The median of `ratios`: a burst of someone else's load in one phase moves it little."""
+        return float(statistics.median(self.ratios))
 
 
 def alternate(url: str, tokens: dict[str, str], clients: int, rate: float, seconds: float, rounds: int) -> Phases:
@@ -304,7 +312,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=200, help="bogus clients, each from its own address")
     parser.add_argument("--rate", type=float, default=1.0, help="requests per second of each bogus client")
     parser.add_argument("--seconds", type=float, default=8.0, help="length of each phase")
-    parser.add_argument("--rounds", type=int, default=3, help="flooded phases (each between two alone ones)")
+    parser.add_argument("--rounds", type=int, default=4, help="flooded phases (each between two alone ones)")
     parser.add_argument("--workers", type=int, default=2, help="real worker nodes")
     parser.add_argument("--processes", type=int, default=1, help="server processes")
     args = parser.parse_args()
@@ -319,7 +327,7 @@ def main() -> None:
           f"{args.seconds:g} s phases, {len(os.sched_getaffinity(0))} CPUs")  # fmt: skip
     print(f"  jobs/s alone:   {', '.join(f'{rate:,.0f}' for rate in phases.alone)}")
     print(f"  jobs/s flooded: {', '.join(f'{rate:,.0f}' for rate in phases.flooded)}")
-    print(f"  flooded / alone (means): {phases.ratio:.2f}")
+    print(f"  flooded / its neighbours: {', '.join(f'{r:.2f}' for r in phases.ratios)}; median {phases.ratio:.2f}")
     silence = max(worker.longest_silence_s() for worker in phases.workers)
     print(f"  longest silence between a node's heartbeats: {silence:.1f} s")
     print(f"  bogus clients answered: {dict(sorted(phases.answers.items()))}")
