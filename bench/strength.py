@@ -83,7 +83,7 @@ from zeroloop.tune import manager as tune_manager
 from zeroloop.workload import exhaustive
 from zeroloop.workload.alphazero import AlphaZeroWorkload
 from zeroloop.workload.elo import elo_estimate
-from zeroloop.workload.games import Game, State
+from zeroloop.workload.games import State
 from zeroloop.workload.match import mctsbot, search_chooser
 from zeroloop.workload.mcts import BatchedMCTS, SearchConfig, network_leaves
 
@@ -211,11 +211,6 @@ def quickstart_until(
     return used, time.monotonic() - began
 
 
-def openspiel_bot(game: Game, simulations: int, seed: int) -> Any:
-    """OpenSpiel's own pure MCTS: UCT with c = 2, one random rollout per leaf, solving proven nodes."""
-    return mctsbot(game, simulations, seed)
-
-
 def play_bots(
     workload: AlphaZeroWorkload,
     config_key: str,
@@ -238,7 +233,7 @@ def play_bots(
     search = SearchConfig(params.eval_simulations, params.c_puct)
     choose = search_chooser(BatchedMCTS(game, network_leaves(game, workload.evaluator(net)), search, rng), rng)
     n = game.num_players
-    bots = {g: openspiel_bot(game, bot_simulations, seed + 2 * g) for g in range(first, first + games)}
+    bots = {g: mctsbot(game, bot_simulations, seed + 2 * g) for g in range(first, first + games)}
     states: dict[int, State] = {g: game.new_state() for g in range(first, first + games)}
     by_seat: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0])
     for _ in range(game.max_length + 1):

@@ -492,6 +492,19 @@ def mctsbot_simulations(name: str) -> int:
     return int(found["simulations"])
 
 
+def baseline_order(names: list[str], mcts_simulations: int) -> list[str]:
+    """Baselines from weakest to strongest: random, then by simulations (the workload's pure MCTS at
+    `mcts_simulations`, OpenSpiel's MCTSBot at N). The policy judges a first model against the weakest and
+    breaks ties between equals against the strongest."""
+
+    def strength(name: str) -> tuple[int, int]:
+        if name == "random":
+            return (0, 0)
+        return (1, mcts_simulations if name == "mcts" else mctsbot_simulations(name))
+
+    return sorted(names, key=strength)
+
+
 ALERT_RULES = (
     "crash_loop",
     "dead_letters",

@@ -6,8 +6,7 @@ import random
 
 import pytest
 
-from zeroloop.config import EvaluationSettings, PipelineSettings
-from zeroloop.pipeline.coordinator import baseline_order
+from zeroloop.config import EvaluationSettings, PipelineSettings, baseline_order
 from zeroloop.pipeline.promotion import Evidence, Result, decide
 from zeroloop.pipeline.stages import Stage, StageError, transition
 

@@ -49,16 +49,11 @@ WORKER_EXIT_GRACE_S = 15.0  # beyond the drain deadline, for a worker to leave t
 def last_results(progress: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The last candidate's results by opponent, from a pipeline's progress record: the baselines weakest first
     (random, mcts, mctsbot-N by N), then the production model ("best")."""
-    from zeroloop.config import baseline_kind, mctsbot_simulations
+    from zeroloop.config import baseline_order
 
     names = [key.removeprefix("last_vs_") for key in progress if key.startswith("last_vs_")]
-
-    def order(name: str) -> tuple[int, int]:
-        if name in ("random", "best"):
-            return (0 if name == "random" else 2, 0)
-        return (1, mctsbot_simulations(name) if baseline_kind(name) == "mctsbot" else 0)
-
-    return {name: progress[f"last_vs_{name}"] for name in sorted(names, key=order) if progress[f"last_vs_{name}"]}
+    ordered = [*baseline_order([name for name in names if name != "best"], mcts_simulations=0), "best"]
+    return {name: progress[f"last_vs_{name}"] for name in ordered if progress.get(f"last_vs_{name}")}
 
 
 _CONFIG_KEY = re.compile(r"^[a-z0-9_]+_\d+p$")

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from typing import Any
 
 from zeroloop.cluster.breakers import CircuitBreakers, stage_key
-from zeroloop.config import PipelineSettings, Settings, baseline_kind, mctsbot_simulations
+from zeroloop.config import PipelineSettings, Settings, baseline_kind, baseline_order
 from zeroloop.events.bus import Event, EventBus
 from zeroloop.events.consumer import ConsumerSpec
 from zeroloop.events.wiring import declare
@@ -46,6 +46,7 @@ from zeroloop.store.queries import artifacts as artifact_queries
 from zeroloop.store.queries import models as model_queries
 from zeroloop.store.queries import pipelines as queries
 from zeroloop.store.queries import quarantine as quarantine_queries
+from zeroloop.workload.keys import base_key
 
 log = logging.getLogger(__name__)
 
@@ -59,17 +60,6 @@ HANDLES = (
     "PIPELINE_RESUMED",
 )
 declare(NAME, emits=("GAME_BATCH_READY",), handles=HANDLES)
-
-
-def baseline_order(names: list[str], mcts_simulations: int) -> list[str]:
-    """Baselines from weakest to strongest (random, then by simulations: the workload's pure MCTS at
-    `mcts_simulations`, OpenSpiel's MCTSBot at N): the policy judges a first model against the weakest and
-    breaks ties between equals against the strongest."""
-
-    def simulations(name: str) -> int:
-        return 0 if name == "random" else mcts_simulations if name == "mcts" else mctsbot_simulations(name)
-
-    return sorted(names, key=simulations)
 
 
 ROUND_JOBS = (jobs.EXPORT, jobs.TRAIN, jobs.EVALUATE)
@@ -380,8 +370,10 @@ class PipelineCoordinator:
                 last_promotion_at=state["last_promotion_at"],
                 now=self.clock(),
             )
-            mcts = self.workload.overrides.get(config_key, {}).get("baseline_simulations")
-            order = baseline_order(pipeline.baselines, int(mcts or self.workload.baseline_simulations))
+            mcts = self.workload.baseline_simulations  # the workload's own baseline, as this key (or variant) sets it
+            for key in dict.fromkeys((base_key(config_key), config_key)):
+                mcts = int(self.workload.overrides.get(key, {}).get("baseline_simulations", mcts))
+            order = baseline_order(pipeline.baselines, mcts)
             decision = promotion.decide(pipeline, evidence, order, self.evaluation.for_key(config_key))
             joint = {name: self._joint_elo(conn, name) for name in (model_id, best_id) if name is not None}
             self._judged(conn, config_key, model_id, decision, {**evidence.as_dict(), "joint_elo": joint})
