@@ -14,8 +14,13 @@ model at that moment plays OpenSpiel's own `MCTSBot` (open_spiel.python.algorith
 uct_c 2, `--bot-simulations` simulations, one random rollout per leaf, solve=True) for
 `--games` games, alternating colours (game i: the model is player i mod n), every game
 played from the first move, the model playing its most visited move with the workload's
-evaluation search (`eval_simulations`). Then the quickstart resumes from the store. CPU
-time rather than wall time, so a busy machine does not distort the curve.
+evaluation search (`eval_simulations`, or `--model-simulations`). Then the quickstart resumes
+from the store. CPU time rather than wall time, so a busy machine does not distort the curve.
+Each side's CPU-seconds per move print beside the score: the bot's, and the model's, whose
+games are searched in lockstep (one batched forward pass per simulation for every game
+still running), so its figure is its share of a batch; alone, one game's search pays the
+whole per-call cost of each forward pass (about eight times the batched figure at 800
+simulations here).
 
 Each checkpoint prints the CPU and wall seconds so far, the model, its score against the
 bot (and by seat) with a 95% interval and the Elo it implies, its joint rating (random
@@ -28,6 +33,10 @@ the dashboard), from the `cpu_s` every job's evidence records.
     python -m bench.strength --game tic_tac_toe --cpu-checkpoints 300 --bot-simulations 1000 --games 100 --exhaustive
     python -m bench.strength --game chinese_checkers_3p --cpu-checkpoints 3600 --bot-simulations 200 --games 60
     python -m bench.strength --game tic_tac_toe --cpu-checkpoints 60 --bot-simulations 50 --games 10   # a smoke run
+    python -m bench.strength --game connect_four --judge --data-dir DIR --model-simulations 800 [--model ID]
+
+`--judge` with the `--data-dir` of an earlier run plays its production model (or `--model`)
+again without running the quickstart, e.g. with another search.
 
 With n players, the model takes one seat and a bot every other seat, and the score is
 pairwise (the model against each bot seat: win when its return is higher, a draw when
@@ -219,33 +228,46 @@ def play_bots(
     games: int,
     seed: int = 0,
     first: int = 0,
+    simulations: int | None = None,
 ) -> dict[str, Any]:
     """The model against MCTSBot in every other seat, `games` games in lockstep (the model's searches batched).
 
     The games are numbers `first` .. `first + games - 1` of a series (game i: the model is player
-    i mod n, its bots seeded by i), so a series split into parts plays the same games.
-    Returns pairwise wins, draws and losses overall and by the model's seat.
+    i mod n, its bots seeded by i), so a series split into parts plays the same games. The model
+    searches `simulations` per move (default: the workload's `eval_simulations`).
+    Returns pairwise wins, draws and losses overall and by the model's seat, and each side's CPU
+    time and move count (the model's moves are searched in batches; its time is shared evenly).
     """
     game = workload.game(config_key)
     params = workload.params(config_key)
     net, _ = workload.load_or_new(game, model, 0)
     rng = np.random.default_rng(seed)
-    search = SearchConfig(params.eval_simulations, params.c_puct)
+    search = SearchConfig(simulations or params.eval_simulations, params.c_puct)
     choose = search_chooser(BatchedMCTS(game, network_leaves(game, workload.evaluator(net)), search, rng), rng)
     n = game.num_players
     bots = {g: mctsbot(game, bot_simulations, seed + 2 * g) for g in range(first, first + games)}
     states: dict[int, State] = {g: game.new_state() for g in range(first, first + games)}
     by_seat: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0])
+    spent = {"model": 0.0, "bot": 0.0}
+    moves = {"model": 0, "bot": 0}
     for _ in range(game.max_length + 1):
         if not states:
             break
         ours = [g for g, state in states.items() if game.to_play(state) == g % n]
         if ours:
-            for g, action in zip(ours, choose([states[g] for g in ours], [False] * len(ours)), strict=True):
+            began = time.process_time()
+            chosen = choose([states[g] for g in ours], [False] * len(ours))
+            spent["model"] += time.process_time() - began
+            moves["model"] += len(ours)
+            for g, action in zip(ours, chosen, strict=True):
                 game.apply(states[g], action)
         for g, state in states.items():
             if g not in ours and not game.is_terminal(state):
-                game.apply(state, int(bots[g].step(state)))
+                began = time.process_time()
+                action = int(bots[g].step(state))
+                spent["bot"] += time.process_time() - began
+                moves["bot"] += 1
+                game.apply(state, action)
         for g in [g for g, state in states.items() if game.is_terminal(state)]:
             returns = game.returns(states.pop(g))
             mine = returns[g % n]
@@ -253,7 +275,7 @@ def play_bots(
             for seat, theirs in enumerate(returns):
                 if seat != g % n:
                     seat_tally[0 if mine > theirs else 1 if mine == theirs else 2] += 1
-    return tally(dict(by_seat))
+    return {**tally(dict(by_seat)), "cpu_s": spent, "moves": moves}
 
 
 def tally(by_seat: dict[int, list[int]]) -> dict[str, Any]:
@@ -267,13 +289,19 @@ def tally(by_seat: dict[int, list[int]]) -> dict[str, Any]:
 
 
 def play_part(
-    data_dir: Path, config_key: str, model: Path, bot_simulations: int, first: int, games: int
+    data_dir: Path,
+    config_key: str,
+    model: Path,
+    bot_simulations: int,
+    first: int,
+    games: int,
+    simulations: int | None = None,
 ) -> tuple[dict[str, Any], float]:
     """Games `first` .. `first + games - 1` of a series against the bot, in a process of their own; and their CPU-s."""
     os.environ["ZEROLOOP_DATA_DIR"] = str(data_dir)
     workload = AlphaZeroWorkload(load_settings().workload.model_copy(update={"torch_threads": 1}))
     began = time.process_time()
-    result = play_bots(workload, config_key, model, bot_simulations, games, first=first)
+    result = play_bots(workload, config_key, model, bot_simulations, games, first=first, simulations=simulations)
     return result, time.process_time() - began
 
 
@@ -299,22 +327,30 @@ def cpu_by_job(data_dir: Path, total_cpu_s: float) -> dict[str, float]:
 
 
 def evaluate(
-    data_dir: Path, config_key: str, bot_simulations: int, games: int, *, exhaustive_check: bool = False
+    data_dir: Path,
+    config_key: str,
+    bot_simulations: int,
+    games: int,
+    *,
+    exhaustive_check: bool = False,
+    simulations: int | None = None,
+    model_id: str | None = None,
 ) -> dict[str, object]:
-    """Play the production model against MCTSBot; its score, Elo and joint rating."""
+    """Play the production model (or `model_id`) against MCTSBot; its score, Elo and joint rating."""
     os.environ["ZEROLOOP_DATA_DIR"] = str(data_dir)
     settings = load_settings()
     workload_settings = settings.workload.model_copy(update={"torch_threads": 1})
     workload = AlphaZeroWorkload(workload_settings)
     with App(settings, source="bench") as app:
-        production = ModelRegistry(app.store, app.bus).production(config_key)
+        registry = ModelRegistry(app.store, app.bus)
+        production = registry.production(config_key) if model_id is None else registry.get(model_id)
         if production is None:
             return {"model": None}
         with app.store.read() as conn:
             joint = ratings(conn, [production.id], 0.95)[production.id]
         model_path = app.artifacts.fetch(production.artifact_sha256)
         began = time.process_time()
-        result = play_bots(workload, config_key, model_path, bot_simulations, games)
+        result = play_bots(workload, config_key, model_path, bot_simulations, games, simulations=simulations)
         unbeaten = None
         if exhaustive_check:  # the policy alone, against every line of opponent moves
             game = workload.game(config_key)
@@ -344,7 +380,13 @@ def figures(model_id: str, result: dict[str, Any], joint: str, match_cpu_s: floa
         "by_seat": result["by_seat"],
         "joint_rating": joint,
         "match_cpu_s": round(match_cpu_s, 1),
+        **({"cpu_s_per_move": per_move(result["cpu_s"], result["moves"])} if "cpu_s" in result else {}),
     }
+
+
+def per_move(cpu_s: dict[str, float], moves: dict[str, int]) -> dict[str, float]:
+    """Each side's CPU-seconds per move it played: what the model's search costs beside the bot's."""
+    return {side: round(cpu_s[side] / moves[side], 4) if moves[side] else 0.0 for side in cpu_s}
 
 
 def wilson(score: float, games: int, z: float = 1.96) -> tuple[float, float]:
@@ -450,7 +492,16 @@ def judge(args: argparse.Namespace, config_key: str, dirs: dict[str, Path], spen
     with ProcessPoolExecutor(max_workers=2 * parts, mp_context=get_context("spawn")) as processes:
         matches = {
             name: [
-                processes.submit(play_part, dirs[name], config_key, model[1], args.bot_simulations, low, high - low)
+                processes.submit(
+                    play_part,
+                    dirs[name],
+                    config_key,
+                    model[1],
+                    args.bot_simulations,
+                    low,
+                    high - low,
+                    args.model_simulations,
+                )
                 for low, high in bounds
             ]
             for name, model in models.items()
@@ -462,16 +513,22 @@ def judge(args: argparse.Namespace, config_key: str, dirs: dict[str, Path], spen
                 continue
             by_seat: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0])
             match_cpu_s = 0.0
+            sides_cpu_s = {"model": 0.0, "bot": 0.0}
+            sides_moves = {"model": 0, "bot": 0}
             for part in matches[name]:
                 result, used = part.result()
                 match_cpu_s += used
                 for seat, counts in result["by_seat"].items():
                     for i, what in enumerate(("wins", "draws", "losses")):
                         by_seat[seat][i] += counts[what]
+                for side in sides_cpu_s:
+                    sides_cpu_s[side] += result["cpu_s"][side]
+                    sides_moves[side] += result["moves"][side]
+            merged = {**tally(dict(by_seat)), "cpu_s": sides_cpu_s, "moves": sides_moves}
             after = f"after {spent[name]:.0f} CPU s" if name in spent else "(judged afresh)"
             print(
                 f"{name} {after}, vs MCTSBot-{args.bot_simulations}: "
-                f"{json.dumps(figures(model[0], tally(dict(by_seat)), model[2], match_cpu_s))}",
+                f"{json.dumps(figures(model[0], merged, model[2], match_cpu_s))}",
                 flush=True,
             )
     print(tune_table(dirs["tune"], config_key), flush=True)
@@ -490,6 +547,13 @@ def main() -> None:
     )
     parser.add_argument("--bot-simulations", type=int, default=1000, help="simulations of OpenSpiel's MCTSBot")
     parser.add_argument("--games", type=int, default=100, help="games per checkpoint, alternating colours")
+    parser.add_argument(
+        "--model-simulations",
+        type=int,
+        default=None,
+        help="the model's search per move against the bot (default: the workload's eval_simulations); each "
+        "side's CPU-seconds per move print beside the score",
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--sample-s", type=float, default=0.5, help="how often the CPU time is read (seconds)")
     parser.add_argument("--data-dir", type=Path, default=None, help="default: a fresh temporary directory")
@@ -507,8 +571,10 @@ def main() -> None:
     parser.add_argument(
         "--judge",
         action="store_true",
-        help="with --tune and the --data-dir of an earlier --tune: play its two production models only",
+        help="with the --data-dir of an earlier run: play its production model (or --model) only; with --tune, "
+        "its two production models",
     )
+    parser.add_argument("--model", default=None, help="with --judge (not --tune): the model id to play")
     parser.add_argument(
         "--match-processes",
         type=int,
@@ -517,11 +583,25 @@ def main() -> None:
     )
     args = parser.parse_args()
     config_key = args.game if args.game.endswith("p") and args.game[-2].isdigit() else f"{args.game}_2p"
-    if args.judge and not (args.tune and args.data_dir):
-        parser.error("--judge needs --tune and the --data-dir of an earlier --tune run")
+    if args.judge and not args.data_dir:
+        parser.error("--judge needs the --data-dir of an earlier run")
+    if args.model and (args.tune or not args.judge):
+        parser.error("--model names the model --judge plays (without --tune)")
     if args.tune:
         root = args.data_dir or Path(tempfile.mkdtemp(prefix="zeroloop-strength-tune-"))
         compare_tune(args, config_key, root)
+        return
+    if args.judge:  # an earlier run's model, played again (more games, another search) without running anything
+        figures = evaluate(
+            args.data_dir,
+            config_key,
+            args.bot_simulations,
+            args.games,
+            exhaustive_check=args.exhaustive,
+            simulations=args.model_simulations,
+            model_id=args.model,
+        )
+        print(f"judged afresh, vs MCTSBot-{args.bot_simulations}: {json.dumps(figures)}", flush=True)
         return
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="zeroloop-strength-")) / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -531,7 +611,14 @@ def main() -> None:
         if checkpoint > cpu_s:
             used, wall = quickstart_until(data_dir, args.game, args.workers, checkpoint - cpu_s, args.sample_s)
             cpu_s, wall_s = cpu_s + used, wall_s + wall
-        figures = evaluate(data_dir, config_key, args.bot_simulations, args.games, exhaustive_check=args.exhaustive)
+        figures = evaluate(
+            data_dir,
+            config_key,
+            args.bot_simulations,
+            args.games,
+            exhaustive_check=args.exhaustive,
+            simulations=args.model_simulations,
+        )
         print(
             f"after {cpu_s:.0f} CPU s ({wall_s:.0f} s wall) of quickstart, vs MCTSBot-{args.bot_simulations}: "
             f"{json.dumps(figures)}",
