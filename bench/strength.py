@@ -242,7 +242,7 @@ def play_bots(
     params = workload.params(config_key)
     net, _ = workload.load_or_new(game, model, 0)
     rng = np.random.default_rng(seed)
-    search = SearchConfig(simulations or params.eval_simulations, params.c_puct)
+    search = SearchConfig(params.eval_simulations if simulations is None else simulations, params.c_puct)
     choose = search_chooser(BatchedMCTS(game, network_leaves(game, workload.evaluator(net)), search, rng), rng)
     n = game.num_players
     bots = {g: mctsbot(game, bot_simulations, seed + 2 * g) for g in range(first, first + games)}
@@ -534,6 +534,14 @@ def judge(args: argparse.Namespace, config_key: str, dirs: dict[str, Path], spen
     print(tune_table(dirs["tune"], config_key), flush=True)
 
 
+def positive(text: str) -> int:
+    """An argument that is a whole number of at least 1 (argparse names the option when this refuses)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
+    return value
+
+
 def main() -> None:
     """Parse arguments, run to each CPU checkpoint, print one line per checkpoint."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -549,7 +557,7 @@ def main() -> None:
     parser.add_argument("--games", type=int, default=100, help="games per checkpoint, alternating colours")
     parser.add_argument(
         "--model-simulations",
-        type=int,
+        type=positive,
         default=None,
         help="the model's search per move against the bot (default: the workload's eval_simulations); each "
         "side's CPU-seconds per move print beside the score",
