@@ -50,6 +50,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -234,29 +235,32 @@ def train(args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
         )
         tree: CgroupCpu | TreeCpu = group or TreeCpu(run_dir)
         used = 0.0
-        while process.poll() is None and used < args.cpu_s:
-            time.sleep(args.sample_s)  # a sampling period, not a wait for an event
+        crashed = False
+        try:
+            while process.poll() is None and used < args.cpu_s:
+                time.sleep(args.sample_s)  # a sampling period, not a wait for an event
+                used = tree.sample()
+            crashed = process.poll() is not None
+        finally:  # at the budget, and when the bench itself is interrupted or terminated: stop the whole tree
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)  # the learner stops its actors after their current game
+                deadline = time.monotonic() + args.grace_s
+                while process.poll() is None and time.monotonic() < deadline:
+                    time.sleep(args.sample_s)
+            for _ in range(100):  # whatever is left of the tree, the learner included
+                left = members(tree)
+                if not left:
+                    break
+                for member in left:
+                    try:
+                        member.kill()
+                    except psutil.NoSuchProcess:
+                        continue
+                time.sleep(0.1)
+            process.wait()
             used = tree.sample()
-        crashed = process.poll() is not None
-        if not crashed:
-            process.send_signal(signal.SIGINT)  # the learner stops its actors after their current game
-            deadline = time.monotonic() + args.grace_s
-            while process.poll() is None and time.monotonic() < deadline:
-                time.sleep(args.sample_s)
-        for _ in range(100):  # whatever is left of the tree, the learner included
-            left = members(tree)
-            if not left:
-                break
-            for member in left:
-                try:
-                    member.kill()
-                except psutil.NoSuchProcess:
-                    continue
-            time.sleep(0.1)
-        process.wait()
-        used = tree.sample()
-        if group is not None:
-            group.remove()
+            if group is not None:
+                group.remove()
     wall_s = time.monotonic() - began
     if crashed:
         raise SystemExit(f"OpenSpiel's AlphaZero exited with {process.returncode} after {used:.0f} CPU s: see {log}")
@@ -346,6 +350,8 @@ def main() -> None:
     parser.add_argument("--sample-s", type=float, default=1.0, help="how often the CPU time is read (seconds)")
     parser.add_argument("--grace-s", type=float, default=60.0, help="wall seconds from Ctrl-C to killing the tree")
     args = parser.parse_args()
+    # Terminated, the bench unwinds like an interrupt: the peer's tree is stopped, not left behind.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     if args.judge and not args.data_dir:
         parser.error("--judge needs the --data-dir of an earlier run")
     data_dir: Path = args.data_dir or Path(tempfile.mkdtemp(prefix="zeroloop-peer-"))

@@ -10,8 +10,10 @@ psutil reads the processes whose environment carries the data directory every
 its exit (it counted 1,802 CPU-s where the jobs' own records held 2,522 in one run). At
 each checkpoint of that CPU time (`--cpu-checkpoints`, seconds, cumulative) the
 quickstart is stopped (Ctrl-C: it drains; its drain counts too), and the production
-model at that moment plays OpenSpiel's own `MCTSBot` (open_spiel.python.algorithms.mcts:
-uct_c 2, `--bot-simulations` simulations, one random rollout per leaf, solve=True) for
+model at that moment plays OpenSpiel's own `MCTSBot` (its C++ bot, pyspiel.MCTSBot, the
+same search as open_spiel.python.algorithms.mcts at about a sixteenth of the CPU, which
+judged rounds 1 to 4 in docs/workload.md: uct_c 2, `--bot-simulations` simulations, one
+random rollout per leaf, solve=True) for
 `--games` games, alternating colours (game i: the model is player i mod n), every game
 played from the first move, the model playing its most visited move with the workload's
 evaluation search (`eval_simulations`, or `--model-simulations`). Then the quickstart resumes
@@ -205,16 +207,18 @@ def quickstart_until(
         )
         tree: CgroupCpu | TreeCpu = group or TreeCpu(data_dir)
         used = 0.0
-        while process.poll() is None and used < cpu_s:
-            time.sleep(sample_s)  # a sampling period, not a wait for an event
-            used = tree.sample()
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            while process.poll() is None:
-                time.sleep(sample_s)
+        try:
+            while process.poll() is None and used < cpu_s:
+                time.sleep(sample_s)  # a sampling period, not a wait for an event
                 used = tree.sample()
-        if group is not None:
-            group.remove()
+        finally:  # at the checkpoint, and when the bench itself is interrupted or terminated: stop the tree
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+                while process.poll() is None:
+                    time.sleep(sample_s)
+                    used = tree.sample()
+            if group is not None:
+                group.remove()
         if process.returncode not in (0, 130, -signal.SIGINT):
             raise SystemExit(f"the quickstart exited with {process.returncode}: see {log}")
     return used, time.monotonic() - began
@@ -590,6 +594,8 @@ def main() -> None:
         help="processes that play the two models' games at once (with --tune; each model's games split evenly)",
     )
     args = parser.parse_args()
+    # Terminated, the bench unwinds like an interrupt: the quickstart it runs is stopped, not left behind.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     config_key = args.game if args.game.endswith("p") and args.game[-2].isdigit() else f"{args.game}_2p"
     if args.judge and not args.data_dir:
         parser.error("--judge needs the --data-dir of an earlier run")
