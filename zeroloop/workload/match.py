@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from open_spiel.python.algorithms import mcts as openspiel_mcts
+import pyspiel
 
 from zeroloop.workload.elo import Decision, elo_estimate, sprt_bounds, sprt_decision, sprt_llr
 from zeroloop.workload.games import Game, State
@@ -35,6 +35,9 @@ from zeroloop.workload.progress import truncation_values
 from zeroloop.workload.tree import SearchTree
 
 log = logging.getLogger(__name__)
+
+# Most memory one MCTSBot search may hold (MB); a search at the ladder's 3,000 simulations holds a few.
+_BOT_MEMORY_MB = 1000
 
 # Moves by other players between two turns of one player that a kept tree is walked through.
 _MAX_MOVES_BETWEEN = 12
@@ -105,12 +108,12 @@ def random_chooser(game: Game, rng: np.random.Generator) -> MoveChooser:
 
 
 def mctsbot(game: Game, simulations: int, seed: int) -> Any:
-    """OpenSpiel's own pure MCTS (its `MCTSBot`: UCT with c = 2, one random rollout per leaf, solving proven
-    nodes) with `simulations` per move, its random streams seeded by `seed`: a yardstick nobody here wrote."""
-    rollouts = openspiel_mcts.RandomRolloutEvaluator(1, np.random.RandomState(seed))
-    return openspiel_mcts.MCTSBot(
-        game.openspiel, 2.0, simulations, rollouts, solve=True, random_state=np.random.RandomState(seed + 1)
-    )
+    """OpenSpiel's own pure MCTS (its C++ `MCTSBot`: UCT with c = 2, one random rollout per leaf, solving
+    proven nodes) with `simulations` per move, its random streams seeded by `seed`: a yardstick nobody here
+    wrote. The C++ bot runs the same search as OpenSpiel's Python `mcts.MCTSBot` at about an eighth of its
+    CPU per move (docs/workload.md, "Strength per CPU-second")."""
+    rollouts = pyspiel.RandomRolloutEvaluator(1, seed)
+    return pyspiel.MCTSBot(game.openspiel, rollouts, 2.0, simulations, _BOT_MEMORY_MB, True, seed + 1, False)
 
 
 def mctsbot_chooser(game: Game, simulations: int, rng: np.random.Generator) -> MoveChooser:
