@@ -92,3 +92,18 @@ def test_openspiel_mctsbot_plays_as_a_baseline(workload: AlphaZeroWorkload, tmp_
     assert games >= 4 and result["wins"] >= 0.75 * games and result["losses"] <= 1, result  # a real search
     with pytest.raises(WorkloadError, match="names no baseline"):
         Player.baseline("mctsbot-0")
+
+
+def test_the_openspiel_bot_replays_a_match_with_its_seed(workload: AlphaZeroWorkload, tmp_path: Path) -> None:
+    # OpenSpiel's C++ MCTSBot draws its rollouts and ties from the seed it is given: a match replays with its seed.
+    def match(seed: int) -> list[tuple[Any, ...]]:
+        output = tmp_path / f"bots-{seed}.json"
+        request = EvaluateRequest(
+            "connect_four_2p", Player.baseline("mctsbot-30"), Player.baseline("mctsbot-10"), output, games=6, seed=seed
+        )
+        workload.evaluate(request)
+        return _sequence(json.loads(output.read_text()))
+
+    first, again, other = match(7), match(7), match(8)
+    assert first == again
+    assert first != other
