@@ -110,7 +110,7 @@ def random_chooser(game: Game, rng: np.random.Generator) -> MoveChooser:
 def mctsbot(game: Game, simulations: int, seed: int) -> Any:
     """OpenSpiel's own pure MCTS (its C++ `MCTSBot`: UCT with c = 2, one random rollout per leaf, solving
     proven nodes) with `simulations` per move, its random streams seeded by `seed`: a yardstick nobody here
-    wrote. The C++ bot runs the same search as OpenSpiel's Python `mcts.MCTSBot` at about an eighth of its
+    wrote. The C++ bot runs the same search as OpenSpiel's Python `mcts.MCTSBot` at about a sixteenth of its
     CPU per move (docs/workload.md, "Strength per CPU-second")."""
     rollouts = pyspiel.RandomRolloutEvaluator(1, seed)
     return pyspiel.MCTSBot(game.openspiel, rollouts, 2.0, simulations, _BOT_MEMORY_MB, True, seed + 1, False)
